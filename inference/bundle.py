@@ -1,0 +1,143 @@
+"""Model bundles: an ONNX file, its manifest, and a golden set to check it with.
+
+A bundle is a directory::
+
+    <bundle>/
+      model.onnx          the exported model (Ultralytics metadata inside)
+      manifest.json       :class:`BundleManifest`
+      golden/             optional: a few images and ``expected.json``
+                          (:class:`GoldenSet`), the detections the bundle must
+                          reproduce before a station activates it
+
+A bare ``.onnx`` file is accepted too; its manifest is then derived from the
+metadata Ultralytics writes into the file (task, names, imgsz, stride).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_NAME = "manifest.json"
+MODEL_NAME = "model.onnx"
+GOLDEN_DIR = "golden"
+GOLDEN_EXPECTED = "expected.json"
+
+Task = Literal["detect", "segment", "classify"]
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used: missing file, bad hash, unreadable model."""
+
+
+class Thresholds(BaseModel):
+    """Default decoding thresholds a bundle ships with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="minimum confidence kept by decoding")
+    iou: float = Field(0.7, ge=0.0, le=1.0, description="IoU above which NMS suppresses a box")
+    max_det: int = Field(300, ge=1, le=10000, description="most detections kept per image")
+
+
+class TrainingInfo(BaseModel):
+    """How the model was made, so a result can be traced back to its data."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    command: str = Field("", description="the command line that trained it")
+    data_summary: dict[str, object] = Field(default_factory=dict, description="dataset counts")
+    data_sha256: str = Field("", description="content hash of the training data")
+    hardware: str = Field("", description="where it was trained")
+    duration_s: float | None = Field(None, ge=0, description="training wall time")
+
+
+class BundleManifest(BaseModel):
+    """``manifest.json`` of a model bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = Field(1, ge=1, description="manifest format version")
+    name: str = Field(..., min_length=1, max_length=128, description="model name")
+    version: str = Field(..., min_length=1, max_length=64, description="model version")
+    task: Task = Field(..., description="detect, segment or classify")
+    class_names: list[str] = Field(..., min_length=1, description="index = class id")
+    imgsz: tuple[int, int] = Field(..., description="model input (height, width) in pixels")
+    stride: int = Field(32, ge=1, description="model stride in pixels")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    onnx_sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
+    metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95")
+    training: TrainingInfo = Field(default_factory=TrainingInfo)
+    created_at: str = Field("", description="ISO 8601 time the bundle was written")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: Path) -> BundleManifest:
+    """Read and validate ``manifest.json`` of a bundle directory.
+
+    Raises:
+        BundleError: naming the file, when it is missing or invalid.
+    """
+    path = bundle_dir / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise BundleError(f"{path}: manifest missing") from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: unreadable manifest: {e}") from e
+    try:
+        return BundleManifest.model_validate(raw)
+    except ValueError as e:
+        raise BundleError(f"{path}: invalid manifest: {e}") from e
+
+
+def write_manifest(bundle_dir: Path, manifest: BundleManifest) -> Path:
+    """Write ``manifest.json`` (pretty, stable key order) and return its path."""
+    path = bundle_dir / MANIFEST_NAME
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+class GoldenDetection(BaseModel):
+    """One expected detection of a golden image, in source pixels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    xyxy: tuple[float, float, float, float]
+    confidence: float = Field(..., ge=0, le=1)
+    class_id: int = Field(..., ge=0)
+
+
+class GoldenImage(BaseModel):
+    """Expected output for one golden image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(..., description="image file name inside golden/")
+    detections: list[GoldenDetection] = Field(default_factory=list)
+    top_class: int | None = Field(None, description="classify: expected top-1 class id")
+    probs: list[float] | None = Field(None, description="classify: expected probabilities")
+
+
+class GoldenSet(BaseModel):
+    """``golden/expected.json``: what the bundle must reproduce, and how closely."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conf: float = Field(..., ge=0, le=1, description="conf threshold used to make it")
+    iou: float = Field(..., ge=0, le=1, description="NMS IoU used to make it")
+    min_box_iou: float = Field(0.99, ge=0, le=1, description="a match needs IoU at least this")
+    max_conf_diff: float = Field(1e-3, ge=0, le=1, description="a match needs |dconf| at most this")
+    images: list[GoldenImage] = Field(default_factory=list)

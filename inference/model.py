@@ -1,0 +1,174 @@
+"""A loaded ONNX defect model: preprocess, run, decode — one call per frame.
+
+This is the runtime path: ONNX Runtime + NumPy + Numba kernels. It never
+imports torch or Ultralytics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kanjian.inference import bundle as bundle_mod
+from kanjian.inference.classify_pre import classify_tensor
+from kanjian.inference.decode import BoxGeometry, decode_detect, decode_segment
+from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
+from kanjian.inference.preprocess import letterbox_tensor
+from kanjian.inference.session import ModelLoadError, create_session
+from kanjian.inference.types import Detections, ModelRef
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says about one frame, before verdict rules.
+
+    Attributes:
+        detections: boxes (and masks) in source-frame pixels; empty for classify.
+        probs: classify only: ``(num_classes,)`` float32 probabilities.
+        timings_ms: ``preprocess``, ``infer``, ``postprocess`` wall times (ms).
+    """
+
+    detections: Detections
+    probs: NDArray[np.float32] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class OnnxModel:
+    """An ONNX Runtime session plus the decoder for its task.
+
+    Not thread-safe for concurrent ``predict`` calls on one instance (the
+    preallocated input buffer is reused); the pipeline calls it from one thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = ("cpu",),
+        intra_op_threads: int | None = None,
+        manifest: bundle_mod.BundleManifest | None = None,
+    ) -> None:
+        self.path = path
+        self.session, self.session_info = create_session(path, providers, intra_op_threads)
+        meta = read_ultralytics_metadata(self.session, path)
+        sha = bundle_mod.sha256_file(path)
+        if manifest is not None and manifest.onnx_sha256 != sha:
+            raise ModelLoadError(
+                f"{path}: sha256 {sha[:12]}… does not match the manifest's "
+                f"{manifest.onnx_sha256[:12]}…; the file was altered or replaced"
+            )
+        self.manifest = manifest
+        self.info = ModelInfo(
+            name=manifest.name if manifest else path.stem,
+            version=manifest.version if manifest else "0",
+            task=meta["task"],
+            class_names=meta["class_names"],
+            imgsz=meta["imgsz"],
+            stride=meta["stride"],
+            sha256=sha,
+        )
+        self._end2end: bool = meta["end2end"]
+        self._input_name = self.session.get_inputs()[0].name
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._buffer = np.empty((1, 3, *self.info.imgsz), np.float32)
+
+    @property
+    def ref(self) -> ModelRef:
+        """Name, version and sha256, as recorded with each inspection."""
+        return ModelRef(self.info.name, self.info.version, self.info.sha256)
+
+    def default_thresholds(self) -> bundle_mod.Thresholds:
+        """The manifest's thresholds, or Ultralytics' defaults for a bare ONNX."""
+        return self.manifest.thresholds if self.manifest else bundle_mod.Thresholds()
+
+    def warmup(self) -> float:
+        """Run one dummy frame so kernel JIT and ORT allocation happen at start-up.
+
+        Returns the warm-up time in milliseconds.
+        """
+        t0 = time.perf_counter()
+        h, w = self.info.imgsz
+        self.predict(np.full((h, w, 3), 114, np.uint8))
+        return (time.perf_counter() - t0) * 1e3
+
+    def run(self, tensor: NDArray[np.float32]) -> list[Any]:
+        """Raw ONNX Runtime call: ``(1, 3, H, W)`` float32 -> output arrays."""
+        return self.session.run(self._output_names, {self._input_name: tensor})  # type: ignore[no-any-return]
+
+    def predict(
+        self,
+        image: NDArray[np.uint8],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> Prediction:
+        """Judge one frame.
+
+        Args:
+            image: ``(H, W, 3)`` BGR or ``(H, W)`` grey uint8.
+            conf, iou, max_det: decoding thresholds; ``None`` takes the bundle's.
+        """
+        th = self.default_thresholds()
+        conf = th.conf if conf is None else conf
+        iou = th.iou if iou is None else iou
+        max_det = th.max_det if max_det is None else max_det
+        t0 = time.perf_counter()
+        if self.info.task == "classify":
+            tensor = classify_tensor(image, self.info.imgsz)
+            geom = None
+        else:
+            geom = letterbox_tensor(image, self.info.imgsz, out=self._buffer[0])
+            tensor = self._buffer
+        t1 = time.perf_counter()
+        outputs = self.run(tensor)
+        t2 = time.perf_counter()
+        probs = None
+        nc = len(self.info.class_names)
+        if self.info.task == "classify":
+            probs = np.asarray(outputs[0][0], np.float32)
+            dets = Detections.empty()
+        elif self.info.task == "segment":
+            assert geom is not None
+            dets = decode_segment(
+                outputs[0][0], outputs[1][0], nc, geom, self.info.imgsz, conf, iou, max_det
+            )
+        else:
+            assert geom is not None
+            dets = decode_detect(outputs[0][0], nc, geom, conf, iou, max_det)
+        t3 = time.perf_counter()
+        return Prediction(
+            detections=dets,
+            probs=probs,
+            timings_ms={
+                "preprocess": (t1 - t0) * 1e3,
+                "infer": (t2 - t1) * 1e3,
+                "postprocess": (t3 - t2) * 1e3,
+            },
+        )
+
+
+def load_model(
+    path: Path | str,
+    providers: Sequence[str] = ("cpu",),
+    intra_op_threads: int | None = None,
+) -> OnnxModel:
+    """Load a bundle directory (``model.onnx`` + ``manifest.json``) or a bare ONNX file.
+
+    Raises:
+        ModelLoadError / bundle.BundleError: naming the file that is missing or bad.
+    """
+    p = Path(path)
+    if p.is_dir():
+        manifest = bundle_mod.read_manifest(p)
+        return OnnxModel(p / bundle_mod.MODEL_NAME, providers, intra_op_threads, manifest)
+    if not p.exists():
+        raise ModelLoadError(f"model not found: {p}")
+    return OnnxModel(p, providers, intra_op_threads)
+
+
+__all__ = ["BoxGeometry", "OnnxModel", "Prediction", "load_model"]

@@ -1,0 +1,118 @@
+"""ONNX Runtime sessions: execution-provider choice, and saying what really runs.
+
+onnxruntime-gpu lists TensorRT and CUDA even on a machine without a GPU; asking
+for them there logs an error and quietly runs on the CPU. We therefore compare
+what was asked for with ``session.get_providers()`` and report a fallback
+loudly (log warning + :attr:`SessionInfo.fell_back`, shown in ``/status``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+#: short names accepted in config, mapped to ONNX Runtime provider names
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, unreadable or not a valid ONNX model."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Which execution providers were asked for and which one runs.
+
+    Attributes:
+        requested: provider names in order of preference, as asked.
+        active: providers the session really has, in priority order.
+        fell_back: ``True`` when the first requested provider is not active.
+    """
+
+    requested: tuple[str, ...]
+    active: tuple[str, ...]
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs most of the graph."""
+        return self.active[0] if self.active else "none"
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.requested) and self.requested[0] != self.provider
+
+
+def resolve_providers(names: Sequence[str]) -> list[str]:
+    """Map config names (``cuda``, ``CUDAExecutionProvider``...) to ORT names.
+
+    Unknown or unavailable providers are dropped with a warning; the CPU
+    provider is always appended last so a session can be made.
+    """
+    available = set(ort.get_available_providers())
+    out: list[str] = []
+    for name in names:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            log.warning("execution provider %s is not available in this onnxruntime build", name)
+            continue
+        if full not in out:
+            out.append(full)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def create_session(
+    path: Path,
+    providers: Sequence[str] = ("cpu",),
+    intra_op_threads: int | None = None,
+    provider_options: dict[str, dict[str, Any]] | None = None,
+) -> tuple[ort.InferenceSession, SessionInfo]:
+    """Open an ONNX model with the preferred providers.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: preference order, e.g. ``("tensorrt", "cuda", "cpu")``.
+        intra_op_threads: ORT's intra-op thread count; ``None`` lets ORT choose.
+        provider_options: per-provider options keyed by the ORT provider name.
+
+    Raises:
+        ModelLoadError: naming the file, if it is missing or not a valid model.
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    requested = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+    chosen = resolve_providers(providers)
+    opts = ort.SessionOptions()
+    if intra_op_threads is not None:
+        opts.intra_op_num_threads = intra_op_threads
+    # Spinning ORT worker threads steal the core the next stage needs on small CPUs.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    prov_args: list[Any] = [(p, (provider_options or {}).get(p, {})) for p in chosen]
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=prov_args)
+    except Exception as e:  # ORT raises its own exception types for bad files
+        raise ModelLoadError(f"cannot load ONNX model {path}: {e}") from e
+    info = SessionInfo(requested=tuple(requested), active=tuple(session.get_providers()))
+    if info.fell_back:
+        log.warning(
+            "asked for %s but ONNX Runtime runs %s for %s: NOT on the requested device",
+            info.requested[0],
+            info.provider,
+            path.name,
+        )
+    return session, info
