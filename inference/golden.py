@@ -1,0 +1,102 @@
+"""The golden check: a bundle must reproduce its own expected detections before use.
+
+A station runs it before activating an uploaded or deployed bundle, and
+``kanjian model check`` runs it anywhere. It catches a wrong or altered file
+(hash), and weights that no longer give the recorded answers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kanjian.inference import bundle as b
+from kanjian.inference.matching import match_detections
+from kanjian.inference.model import load_model
+from kanjian.inference.session import ModelLoadError
+from kanjian.inference.types import Detections
+
+
+@dataclass(frozen=True)
+class GoldenReport:
+    """Outcome of a golden check.
+
+    Attributes:
+        ok: everything passed.
+        images: golden images checked.
+        problems: one line per failure, naming the file.
+    """
+
+    ok: bool
+    images: int
+    problems: list[str] = field(default_factory=list)
+
+
+def _expected(img: b.GoldenImage) -> Detections:
+    if not img.detections:
+        return Detections.empty()
+    return Detections(
+        xyxy=np.array([d.xyxy for d in img.detections], np.float32),
+        confidence=np.array([d.confidence for d in img.detections], np.float32),
+        class_id=np.array([d.class_id for d in img.detections], np.int32),
+    )
+
+
+def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> GoldenReport:
+    """Verify the ONNX hash against the manifest, then replay the golden set."""
+    problems: list[str] = []
+    try:
+        manifest = b.read_manifest(bundle_dir)
+    except b.BundleError as e:
+        return GoldenReport(False, 0, [str(e)])
+    onnx = bundle_dir / b.MODEL_NAME
+    if not onnx.is_file():
+        return GoldenReport(False, 0, [f"{onnx}: model file missing"])
+    sha = b.sha256_file(onnx)
+    if sha != manifest.onnx_sha256:
+        return GoldenReport(False, 0, [f"{onnx}: sha256 {sha} != manifest {manifest.onnx_sha256}"])
+    try:
+        model = load_model(bundle_dir, providers)
+    except (ModelLoadError, b.BundleError) as e:
+        return GoldenReport(False, 0, [str(e)])
+    gdir = bundle_dir / b.GOLDEN_DIR
+    exp_path = gdir / b.GOLDEN_EXPECTED
+    if not exp_path.is_file():
+        return GoldenReport(False, 0, [f"{exp_path}: golden set missing"])
+    try:
+        golden = b.GoldenSet.model_validate(json.loads(exp_path.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as e:
+        return GoldenReport(False, 0, [f"{exp_path}: invalid golden set: {e}"])
+    if not golden.images:
+        return GoldenReport(False, 0, [f"{exp_path}: golden set has no images"])
+    for gi in golden.images:
+        path = gdir / gi.file
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            problems.append(f"{path}: unreadable golden image")
+            continue
+        pred = model.predict(image, conf=golden.conf, iou=golden.iou)
+        if manifest.task == "classify":
+            assert pred.probs is not None
+            top = int(np.argmax(pred.probs))
+            if gi.top_class is not None and top != gi.top_class:
+                problems.append(f"{gi.file}: top class {top} != expected {gi.top_class}")
+            if gi.probs is not None:
+                diff = float(np.max(np.abs(pred.probs - np.asarray(gi.probs, np.float32))))
+                if diff > golden.max_conf_diff:
+                    problems.append(f"{gi.file}: probabilities differ by {diff:.4g}")
+            continue
+        rep = match_detections(
+            _expected(gi), pred.detections, golden.min_box_iou, golden.max_conf_diff
+        )
+        if not rep.equal:
+            problems.append(
+                f"{gi.file}: expected {rep.expected} detections, got {rep.actual}, "
+                f"{rep.matched} matched (IoU >= {golden.min_box_iou}, "
+                f"|dconf| <= {golden.max_conf_diff})"
+            )
+    return GoldenReport(not problems, len(golden.images), problems)

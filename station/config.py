@@ -1,0 +1,222 @@
+"""The station's typed configuration: one pydantic tree loaded from YAML.
+
+Unknown keys are refused (``extra="forbid"``) and every error names the key
+and the YAML line it sits on. Nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
+from kanjian.inference.verdict import VerdictRules
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_IMAGES = DEMO_DIR / "images"
+DEMO_MODEL = DEMO_DIR / "model"
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationIdentity(BaseModel):
+    """Where this station stands: used in MQTT topics, object keys and the screen."""
+
+    model_config = _STRICT
+
+    id: str = Field("station-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="station id")
+    site: str = Field("site-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="factory / site")
+    line: str = Field("line-1", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="production line")
+
+
+class ModelConfig(BaseModel):
+    """Which model judges, on which execution providers."""
+
+    model_config = _STRICT
+
+    path: Path = Field(DEMO_MODEL, description="bundle directory or .onnx file")
+    providers: list[str] = Field(
+        default_factory=lambda: ["cuda", "cpu"],
+        min_length=1,
+        description="execution providers in order of preference: tensorrt, cuda, cpu",
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, le=256, description="ONNX Runtime intra-op threads (default: ORT's choice)"
+    )
+    conf: float | None = Field(None, ge=0, le=1, description="decode confidence (bundle default)")
+    iou: float | None = Field(None, ge=0, le=1, description="NMS IoU (bundle default)")
+    max_det: int | None = Field(None, ge=1, le=10000, description="most detections per frame")
+
+
+class StoreConfig(BaseModel):
+    """The local result store: SQLite file and saved images under ``data_dir``."""
+
+    model_config = _STRICT
+
+    data_dir: Path = Field(Path("kanjian-data"), description="folder for the database and images")
+    save_images: list[Literal["PASS", "FAIL", "REVIEW", "ERROR"]] = Field(
+        default_factory=lambda: ["FAIL", "REVIEW"],
+        description="verdicts whose frames are saved as JPEG files named by inspection UUID",
+    )
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of saved images")
+    batch_max_rows: int = Field(500, ge=1, le=100_000, description="most rows per transaction")
+    batch_max_delay_ms: float = Field(
+        50.0, ge=0, le=10_000, description="longest a row waits for its batch"
+    )
+    queue_size: int = Field(
+        100_000, ge=10, le=10_000_000, description="inspections buffered ahead of the writer"
+    )
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        "FULL", description="SQLite synchronous mode; NORMAL can lose rows on power loss"
+    )
+
+
+class RuntimeConfig(BaseModel):
+    """Thread pools, sized so OpenCV, Numba and ONNX Runtime do not fight over cores."""
+
+    model_config = _STRICT
+
+    numba_threads: int | None = Field(None, ge=1, le=256, description="Numba kernel threads")
+    opencv_threads: int | None = Field(None, ge=0, le=256, description="OpenCV threads")
+    queue_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="how long the loop waits for a frame before checking state"
+    )
+
+
+class StationConfig(BaseModel):
+    """Root of ``station.yaml``."""
+
+    model_config = _STRICT
+
+    station: StationIdentity = Field(default_factory=StationIdentity)
+    camera: SourceConfig = Field(
+        default_factory=lambda: FolderSourceConfig(kind="folder", path=DEMO_IMAGES, loop=True),
+        description="the frame source",
+    )
+    policy: FramePolicy = Field("lossless", description="latest (live) or lossless (replay)")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rules: VerdictRules = Field(default_factory=VerdictRules)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file, located."""
+
+    location: str  # dotted key path, e.g. "store.batch_max_rows"
+    line: int | None  # 1-based YAML line, when known
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.location}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``issues`` says where and why."""
+
+    def __init__(self, path: Path | None, issues: list[ConfigIssue]) -> None:
+        self.path = path
+        self.issues = issues
+        head = f"{path}: " if path else ""
+        super().__init__(head + "invalid config:\n" + "\n".join(f"  {i}" for i in issues))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    line = None if node is None else node.start_mark.line + 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(key):
+                    # an unknown key is reported on the key itself
+                    line, nxt = k.start_mark.line + 1, v
+                    break
+            if nxt is None:
+                return line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                return line
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def parse_config(text: str, path: Path | None = None) -> StationConfig:
+    """Validate YAML text into a :class:`StationConfig`.
+
+    Raises:
+        ConfigError: listing every problem with its key path and line.
+    """
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(path, [ConfigIssue("(yaml)", line, str(e).splitlines()[0])]) from e
+    if not isinstance(data, dict):
+        raise ConfigError(path, [ConfigIssue("(root)", 1, "the file must be a YAML mapping")])
+    base = path.parent if path else Path.cwd()
+    try:
+        cfg = StationConfig.model_validate(data)
+    except ValidationError as e:
+        issues = []
+        for err in e.errors():
+            # drop the discriminator tag pydantic adds for tagged unions ("folder", ...)
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+            msg = (
+                "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+            )
+            issues.append(
+                ConfigIssue(".".join(str(p) for p in loc) or "(root)", _line_of(node, loc), msg)
+            )
+        raise ConfigError(path, issues) from e
+    return resolve_paths(cfg, base)
+
+
+_UNION_TAGS = {"folder", "video", "device", "stream"}
+
+
+def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
+    """Make relative paths in the config relative to the config file's folder."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p)
+
+    camera = cfg.camera
+    if hasattr(camera, "path"):
+        camera = camera.model_copy(update={"path": fix(camera.path)})
+    return cfg.model_copy(
+        update={
+            "camera": camera,
+            "model": cfg.model.model_copy(update={"path": fix(cfg.model.path)}),
+            "store": cfg.store.model_copy(update={"data_dir": fix(cfg.store.data_dir)}),
+        }
+    )
+
+
+def load_config(path: Path) -> StationConfig:
+    """Read and validate a YAML config file (see :func:`parse_config`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(path, [ConfigIssue("(file)", None, f"cannot read: {e}")]) from e
+    return parse_config(text, path)
+
+
+def default_config(data_dir: Path | None = None) -> StationConfig:
+    """The embedded default: demo images looping, the bundled model, local SQLite."""
+    cfg = StationConfig()
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
+    return cfg

@@ -1,0 +1,83 @@
+"""One frame in, one :class:`Inspection` out — whatever happens on the way."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.inference.model import OnnxModel
+from kanjian.inference.types import Inspection, Verdict
+from kanjian.inference.verdict import VerdictRules, judge_detections, judge_probs
+
+log = logging.getLogger(__name__)
+
+
+class Inspector:
+    """Judges frames with the active model and the verdict rules.
+
+    The model can be swapped while frames flow (:meth:`swap_model`): each
+    frame reads the model reference once, so it is judged by exactly one model
+    version, and that version is recorded in its inspection.
+    """
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        rules: VerdictRules,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+    ) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+        self.rules = rules
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    @property
+    def model(self) -> OnnxModel:
+        return self._model
+
+    def swap_model(self, model: OnnxModel) -> OnnxModel:
+        """Make ``model`` judge the next frames; returns the one it replaced."""
+        with self._lock:
+            old, self._model = self._model, model
+        return old
+
+    def inspect(self, item: Frame | FrameFailure) -> Inspection:
+        """Judge a frame; a failure or any error becomes an ERROR / MISSED inspection."""
+        model = self._model  # read once: this frame is judged by this model only
+        names = model.info.class_names
+        if isinstance(item, FrameFailure):
+            verdict = Verdict.MISSED if item.missed else Verdict.ERROR
+            return Inspection(frame=item, verdict=verdict, reason=item.reason, class_names=names)
+        t0 = time.perf_counter()
+        try:
+            pred = model.predict(item.image, self.conf, self.iou, self.max_det)
+            if pred.probs is not None:
+                result = judge_probs(pred.probs, names, self.rules)
+            else:
+                result = judge_detections(pred.detections, names, self.rules)
+        except Exception as e:  # the loop must survive any model or decoder failure
+            log.exception("inspection of frame %s failed", item.frame_id)
+            return Inspection(
+                frame=item,
+                verdict=Verdict.ERROR,
+                reason=f"model error: {type(e).__name__}: {e}",
+                model=model.ref,
+                class_names=names,
+                timings_ms={"total": (time.perf_counter() - t0) * 1e3},
+            )
+        timings = dict(pred.timings_ms)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return Inspection(
+            frame=item,
+            verdict=result.verdict,
+            reason=result.reason,
+            model=model.ref,
+            detections=pred.detections,
+            class_names=names,
+            probs=pred.probs,
+            timings_ms=timings,
+        )

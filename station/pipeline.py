@@ -1,0 +1,149 @@
+"""The running station: source → inspector → sinks, with start-up and shutdown.
+
+The app starts as a short, linear list of steps (:func:`build_station`); every
+outward channel is a :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from kanjian.camera import open_source
+from kanjian.camera.pump import FramePump
+from kanjian.inference.model import OnnxModel, load_model
+from kanjian.inference.types import Inspection
+from kanjian.station.config import StationConfig
+from kanjian.station.inspector import Inspector
+from kanjian.station.runtime import configure_threads
+from kanjian.station.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Somewhere inspections go (store, live view, PLC...). ``put`` must not block long."""
+
+    def put(self, insp: Inspection) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    """Live counters of the inspection loop (mutated by the loop thread only)."""
+
+    frames: int = 0
+    verdicts: Counter[str] = field(default_factory=Counter)
+    started_at: float = field(default_factory=time.monotonic)
+    recent_ms: dict[str, deque[float]] = field(default_factory=dict)
+    last: Inspection | None = None
+
+    def record(self, insp: Inspection) -> None:
+        self.frames += 1
+        self.verdicts[insp.verdict.value] += 1
+        self.last = insp
+        for k, v in insp.timings_ms.items():
+            self.recent_ms.setdefault(k, deque(maxlen=1000)).append(v)
+
+    def percentiles(self, q: float) -> dict[str, float]:
+        """Per-stage latency percentile ``q`` (0-100) over the last 1000 frames, ms."""
+        return {k: float(np.percentile(list(v), q)) for k, v in self.recent_ms.items() if v}
+
+    @property
+    def fps(self) -> float:
+        dt = time.monotonic() - self.started_at
+        return self.frames / dt if dt > 0 else 0.0
+
+
+@dataclass
+class Station:
+    """A built station: everything :meth:`run` needs, and what it ran with."""
+
+    config: StationConfig
+    pump: FramePump
+    inspector: Inspector
+    store: ResultStore
+    sinks: list[Sink]
+    startup_ms: dict[str, float]
+    stats: LoopStats = field(default_factory=LoopStats)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def run(
+        self,
+        max_frames: int | None = None,
+        on_inspection: Callable[[Inspection], None] | None = None,
+    ) -> LoopStats:
+        """Inspect until the source ends, ``max_frames`` inspections, or :meth:`stop`."""
+        timeout = self.config.runtime.queue_timeout_s
+        while not self.stop_event.is_set():
+            if max_frames is not None and self.stats.frames >= max_frames:
+                break
+            item = self.pump.get(timeout)
+            if item is None:
+                if self.pump.ended:
+                    break
+                continue  # nothing yet (live source reconnecting); check stop and wait again
+            insp = self.inspector.inspect(item)
+            self.stats.record(insp)
+            for sink in self.sinks:
+                sink.put(insp)
+            if on_inspection is not None:
+                on_inspection(insp)
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the frame in flight."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Stop the source, commit everything queued, close the store."""
+        self.pump.close()
+        self.store.close()
+
+
+def build_station(cfg: StationConfig) -> Station:
+    """Start-up, in order: threads, model (+ warm-up), store, camera.
+
+    Raises ModelLoadError / BundleError naming the model file when it is missing
+    or corrupt — before any camera is opened or any row is written.
+    """
+    t = {}
+    t0 = time.perf_counter()
+    configure_threads(cfg.runtime)
+    model: OnnxModel = load_model(cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
+    t["load_model"] = (time.perf_counter() - t0) * 1e3
+    log.info(
+        "model %s v%s (%s, %d classes) on %s",
+        model.info.name,
+        model.info.version,
+        model.info.task,
+        len(model.info.class_names),
+        model.session_info.provider,
+    )
+    t["warmup"] = model.warmup()
+    t1 = time.perf_counter()
+    store = ResultStore(
+        cfg.store.data_dir,
+        station_id=cfg.station.id,
+        save_verdicts=tuple(cfg.store.save_images),
+        jpeg_quality=cfg.store.jpeg_quality,
+        batch_max_rows=cfg.store.batch_max_rows,
+        batch_max_delay_ms=cfg.store.batch_max_delay_ms,
+        queue_size=cfg.store.queue_size,
+        synchronous=cfg.store.synchronous,
+    )
+    t["open_store"] = (time.perf_counter() - t1) * 1e3
+    t2 = time.perf_counter()
+    source = open_source(cfg.camera, source_id="cam0")
+    pump = FramePump(source, cfg.policy)
+    t["open_camera"] = (time.perf_counter() - t2) * 1e3
+    inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
+    return Station(
+        config=cfg, pump=pump, inspector=inspector, store=store, sinks=[store], startup_ms=t
+    )

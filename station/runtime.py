@@ -1,0 +1,16 @@
+"""Process-wide thread settings, applied once at start-up (never at import)."""
+
+from __future__ import annotations
+
+import cv2
+
+from kanjian.station.config import RuntimeConfig
+
+
+def configure_threads(cfg: RuntimeConfig) -> None:
+    """Size OpenCV's and Numba's pools so they leave cores to ONNX Runtime."""
+    if cfg.opencv_threads is not None:
+        cv2.setNumThreads(cfg.opencv_threads)
+    from kanjian.kernels import configure_threads as numba_threads
+
+    numba_threads(cfg.numba_threads)

@@ -1,0 +1,104 @@
+"""Database schema of the station's store, as an ordered list of migrations.
+
+Each migration runs once, inside a transaction, and is recorded in
+``_migrations``; later issues append migrations, never edit applied ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _m001_inspections(db: sqlite_utils.Database) -> None:
+    db["inspections"].create(  # type: ignore[union-attr]
+        {
+            "id": str,  # inspection UUID (hex with dashes)
+            "seq": int,  # per-station sequence, 1, 2, 3 ... in commit order
+            "station_id": str,
+            "source_id": str,
+            "frame_id": int,
+            "trigger_id": str,
+            "uri": str,
+            "captured_at": str,  # ISO 8601 UTC
+            "judged_at": str,  # ISO 8601 UTC
+            "verdict": str,
+            "reason": str,
+            "model_name": str,
+            "model_version": str,
+            "model_sha256": str,
+            "num_detections": int,
+            "top_class": str,
+            "top_confidence": float,
+            "width": int,
+            "height": int,
+            "image_path": str,  # relative to data_dir, or null
+            "timings_json": str,  # {"preprocess": ms, ...}
+            "probs_json": str,  # classify: list of probabilities
+        },
+        pk="id",
+        not_null={"seq", "station_id", "verdict", "captured_at", "judged_at"},
+    )
+    db["inspections"].create_index(["seq"], unique=True)  # type: ignore[union-attr]
+    db["inspections"].create_index(["captured_at"])  # type: ignore[union-attr]
+    db["inspections"].create_index(["verdict", "captured_at"])  # type: ignore[union-attr]
+    db["detections"].create(  # type: ignore[union-attr]
+        {
+            "inspection_id": str,
+            "idx": int,
+            "class_id": int,
+            "class_name": str,
+            "confidence": float,
+            "x1": float,
+            "y1": float,
+            "x2": float,
+            "y2": float,
+            "mask_area": int,
+        },
+        pk=("inspection_id", "idx"),
+        foreign_keys=[("inspection_id", "inspections", "id")],
+    )
+    db["detections"].create_index(["class_name", "confidence"])  # type: ignore[union-attr]
+    # The outbox row is written in the same transaction as its inspection, so a
+    # committed inspection is never missing from the platform sync.
+    db["outbox"].create(  # type: ignore[union-attr]
+        {
+            "seq": int,
+            "inspection_id": str,
+            "created_at": str,
+            "sent_at": str,
+            "confirmed_at": str,
+            "attempts": int,
+        },
+        pk="seq",
+        not_null={"inspection_id", "created_at"},
+        defaults={"attempts": 0},
+    )
+    db["outbox"].create_index(["confirmed_at"])  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_inspections", _m001_inspections),
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations this database has not seen; return their names."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {r[0] for r in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.atomic():
+            fn(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name]
+            )
+        applied.append(name)
+    return applied

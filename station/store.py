@@ -1,0 +1,328 @@
+"""The station's result store: SQLite (WAL, ``synchronous=FULL``) written by one thread.
+
+The inspection loop calls :meth:`ResultStore.put`, which only enqueues; a
+writer thread commits batches (inspection rows, their detections and their
+outbox entries in one transaction) and writes the JPEGs of the verdicts that
+are kept. A row is acknowledged — shown as stored, synced — only after its
+batch committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import sqlite_utils
+
+from kanjian.camera.frame import Frame
+from kanjian.inference.types import Inspection
+from kanjian.station.schema import migrate
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "kanjian.db"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counters of the writer, for ``/status`` and benchmarks.
+
+    Attributes:
+        queued: inspections waiting for the writer now.
+        written: rows committed since start.
+        batches: transactions committed since start.
+        blocked_puts: times :meth:`ResultStore.put` had to wait for a full queue.
+        errors: failed batches (retried) since start.
+        last_commit_ms: duration of the last transaction in milliseconds.
+    """
+
+    queued: int
+    written: int
+    batches: int
+    blocked_puts: int
+    errors: int
+    last_commit_ms: float
+
+
+def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
+    """Open (and migrate) the store's database file in WAL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # autocommit at the sqlite3 level; transactions are explicit (Database.atomic)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA foreign_keys=ON")
+    migrate(db)
+    return db
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def image_relpath(insp: Inspection) -> str:
+    """Where an inspection's image is saved, relative to the data folder."""
+    day = insp.frame.captured_at.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return f"{IMAGES_DIR}/{day}/{insp.inspection_id}.jpg"
+
+
+def inspection_row(insp: Inspection, station_id: str, image_path: str | None) -> dict[str, Any]:
+    """The ``inspections`` row of an inspection (without ``seq``, assigned at commit)."""
+    f = insp.frame
+    dets = insp.detections
+    top_class, top_conf = None, None
+    if len(dets):
+        i = int(np.argmax(dets.confidence))
+        cid = int(dets.class_id[i])
+        top_class = insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
+        top_conf = float(dets.confidence[i])
+    elif insp.probs is not None:
+        cid = int(np.argmax(insp.probs))
+        top_class = insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
+        top_conf = float(insp.probs[cid])
+    w = h = None
+    if isinstance(f, Frame):
+        w, h = f.resolution_wh
+    return {
+        "id": str(insp.inspection_id),
+        "station_id": station_id,
+        "source_id": f.source_id,
+        "frame_id": f.frame_id,
+        "trigger_id": f.trigger_id,
+        "uri": f.uri,
+        "captured_at": _iso(f.captured_at),
+        "judged_at": _iso(datetime.now(timezone.utc)),
+        "verdict": insp.verdict.value,
+        "reason": insp.reason,
+        "model_name": insp.model.name if insp.model else None,
+        "model_version": insp.model.version if insp.model else None,
+        "model_sha256": insp.model.sha256 if insp.model else None,
+        "num_detections": len(dets),
+        "top_class": top_class,
+        "top_confidence": top_conf,
+        "width": w,
+        "height": h,
+        "image_path": image_path,
+        "timings_json": json.dumps({k: round(v, 3) for k, v in insp.timings_ms.items()}),
+        "probs_json": None if insp.probs is None else json.dumps([float(p) for p in insp.probs]),
+    }
+
+
+def detection_rows(insp: Inspection) -> list[dict[str, Any]]:
+    """One ``detections`` row per box."""
+    d = insp.detections
+    rows = []
+    for i in range(len(d)):
+        cid = int(d.class_id[i])
+        x1, y1, x2, y2 = (float(v) for v in d.xyxy[i])
+        rows.append(
+            {
+                "inspection_id": str(insp.inspection_id),
+                "idx": i,
+                "class_id": cid,
+                "class_name": insp.class_names[cid] if cid < len(insp.class_names) else str(cid),
+                "confidence": float(d.confidence[i]),
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "mask_area": None if d.masks is None else int(d.masks[i].sum()),
+            }
+        )
+    return rows
+
+
+_STOP = object()
+
+
+class ResultStore:
+    """SQLite store with a background batch writer.
+
+    Args:
+        data_dir: folder for ``kanjian.db`` and ``images/``.
+        station_id: written into every row.
+        save_verdicts: verdict names whose frames are saved as JPEG.
+        on_commit: called from the writer thread with the committed inspections,
+            after their transaction is durable (sinks that must not see
+            uncommitted rows hook in here).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        station_id: str = "station-1",
+        save_verdicts: tuple[str, ...] = ("FAIL", "REVIEW"),
+        jpeg_quality: int = 90,
+        batch_max_rows: int = 500,
+        batch_max_delay_ms: float = 50.0,
+        queue_size: int = 100_000,
+        synchronous: str = "FULL",
+        on_commit: Callable[[list[Inspection]], None] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.db_path = data_dir / DB_NAME
+        self.station_id = station_id
+        self.save_verdicts = set(save_verdicts)
+        self.jpeg_quality = jpeg_quality
+        self.batch_max_rows = batch_max_rows
+        self.batch_max_delay_s = batch_max_delay_ms / 1e3
+        self.on_commit = on_commit
+        self.db = open_db(self.db_path, synchronous)
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()
+        self._seq = int(row[0])
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._written = self._batches = self._blocked = self._errors = 0
+        self._last_commit_ms = 0.0
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    # -- producer side ---------------------------------------------------------
+    def put(self, insp: Inspection) -> None:
+        """Enqueue an inspection for writing; returns at once unless the queue is full.
+
+        A full queue means the disk cannot keep up: we wait (and count it)
+        rather than drop an inspection.
+        """
+        try:
+            self._queue.put_nowait(insp)
+        except queue.Full:
+            self._blocked += 1
+            log.warning(
+                "store queue full (%d): the inspection loop waits for the disk", self._queue.maxsize
+            )
+            self._queue.put(insp)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything put so far is committed. Returns ``False`` on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Commit everything queued, stop the writer and close the database."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout_s)
+        self.db.conn.close()
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            queued=self._queue.qsize(),
+            written=self._written,
+            batches=self._batches,
+            blocked_puts=self._blocked,
+            errors=self._errors,
+            last_commit_ms=self._last_commit_ms,
+        )
+
+    # -- writer thread ---------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            batch: list[Inspection] = []
+            n_items = 1
+            if first is _STOP:
+                stopping = True
+            else:
+                batch.append(first)
+            deadline = time.monotonic() + self.batch_max_delay_s
+            while not stopping and len(batch) < self.batch_max_rows:
+                left = deadline - time.monotonic()
+                try:
+                    item = (
+                        self._queue.get(timeout=max(left, 0))
+                        if left > 0
+                        else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                n_items += 1
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+            if batch:
+                self._commit_with_retry(batch)
+            for _ in range(n_items):
+                self._queue.task_done()
+            with self._idle:
+                self._idle.notify_all()
+
+    def _commit_with_retry(self, batch: list[Inspection]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self._commit(batch)
+                return
+            except (sqlite3.Error, OSError) as e:
+                # Disk full or locked: keep the batch and try again; never drop it.
+                self._errors += 1
+                log.error("store write failed (%s); retrying in %.1fs", e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _save_image(self, insp: Inspection) -> str | None:
+        if insp.verdict.value not in self.save_verdicts or not isinstance(insp.frame, Frame):
+            return None
+        rel = image_relpath(insp)
+        path = self.data_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(
+            ".jpg", insp.frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
+        )
+        if not ok:
+            raise OSError(f"JPEG encoding failed for {insp.inspection_id}")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(buf.tobytes())
+        tmp.replace(path)
+        return rel
+
+    def _commit(self, batch: list[Inspection]) -> None:
+        t0 = time.perf_counter()
+        images = [self._save_image(i) for i in batch]
+        rows, dets, outbox = [], [], []
+        seq = self._seq
+        now = _iso(datetime.now(timezone.utc))
+        for insp, img in zip(batch, images, strict=False):
+            seq += 1
+            row = inspection_row(insp, self.station_id, img)
+            row["seq"] = seq
+            rows.append(row)
+            dets.extend(detection_rows(insp))
+            outbox.append(
+                {"seq": seq, "inspection_id": row["id"], "created_at": now, "attempts": 0}
+            )
+        with self.db.atomic():  # one transaction: inspections + detections + outbox, or nothing
+            self.db["inspections"].insert_all(rows, batch_size=1000)  # type: ignore[union-attr]
+            if dets:
+                self.db["detections"].insert_all(dets, batch_size=1000)  # type: ignore[union-attr]
+            self.db["outbox"].insert_all(outbox, batch_size=1000)  # type: ignore[union-attr]
+        self._seq = seq
+        self._written += len(batch)
+        self._batches += 1
+        self._last_commit_ms = (time.perf_counter() - t0) * 1e3
+        if self.on_commit is not None:
+            try:
+                self.on_commit(batch)
+            except Exception:  # a sink's bug must not stop the writer
+                log.exception("on_commit callback failed")
