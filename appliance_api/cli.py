@@ -223,18 +223,29 @@ def config_show(config: ConfigOpt = None) -> None:
     out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
 
 
-def _mount_training() -> None:
-    """Add the training commands (their module imports no torch until they run)."""
-    try:
-        from kanjian.training import cli as tcli
-    except ImportError:  # runtime-only install: the commands are simply absent
-        return
-    tcli.mount(app)
+#: modules that add commands with ``register(app)``; each imports its heavy
+#: dependencies (torch, Ultralytics, uvicorn...) only inside its commands.
+COMMAND_MODULES = (
+    "kanjian.training.cli",  # dataset, train, model
+    "kanjian.appliance_api.serve_cli",  # serve, token
+    "kanjian.station.sync_cli",  # platform receive, sync status
+    "kanjian.station.plc_cli",  # plc
+)
+
+
+def _register_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue  # e.g. a runtime-only install has no training commands
+        importlib.import_module(name).register(app)
 
 
 def main() -> None:
     """Entry point of the ``kanjian`` script."""
-    _mount_training()
+    _register_commands()
     app(prog_name="kanjian")
 
 

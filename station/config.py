@@ -65,7 +65,10 @@ class StoreConfig(BaseModel):
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of saved images")
     batch_max_rows: int = Field(500, ge=1, le=100_000, description="most rows per transaction")
     batch_max_delay_ms: float = Field(
-        50.0, ge=0, le=10_000, description="longest a row waits for its batch"
+        0.0,
+        ge=0,
+        le=10_000,
+        description="linger this long to gather a bigger batch (0: commit what is queued at once)",
     )
     queue_size: int = Field(
         100_000, ge=10, le=10_000_000, description="inspections buffered ahead of the writer"
@@ -87,6 +90,28 @@ class RuntimeConfig(BaseModel):
     )
 
 
+class TriggerConfig(BaseModel):
+    """Free-running inspection, or one inspection per trigger (PLC, API, GPIO)."""
+
+    model_config = _STRICT
+
+    mode: Literal["free_run", "triggered"] = Field(
+        "free_run",
+        description="free_run: judge every frame; triggered: judge one frame per trigger",
+    )
+    frame_timeout_s: float = Field(
+        1.0, gt=0, le=60, description="a trigger with no fresh frame within this is MISSED"
+    )
+    queue_size: int = Field(
+        16, ge=1, le=10_000, description="triggers that may wait while one is being judged"
+    )
+    when_busy: Literal["queue", "refuse"] = Field(
+        "queue",
+        description="a trigger arriving while busy: queue it (up to queue_size) or refuse it "
+        "(a MISSED row says so)",
+    )
+
+
 class StationConfig(BaseModel):
     """Root of ``station.yaml``."""
 
@@ -98,6 +123,7 @@ class StationConfig(BaseModel):
         description="the frame source",
     )
     policy: FramePolicy = Field("lossless", description="latest (live) or lossless (replay)")
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     rules: VerdictRules = Field(default_factory=VerdictRules)
     store: StoreConfig = Field(default_factory=StoreConfig)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +26,7 @@ from kanjian.station.config import StationConfig
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
 from kanjian.station.store import ResultStore
+from kanjian.station.triggers import TriggerQueue, refused_failure
 
 log = logging.getLogger(__name__)
 
@@ -73,29 +76,90 @@ class Station:
     startup_ms: dict[str, float]
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    triggers: TriggerQueue = field(init=False)
 
+    def __post_init__(self) -> None:
+        t = self.config.trigger
+        self.triggers = TriggerQueue(t.queue_size, t.when_busy)
+        self._pending: dict[uuid.UUID, Future[Inspection]] = {}
+        self._pending_lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        self.store.add_listener(self._resolve_committed)
+
+    # -- triggers ----------------------------------------------------------------
+    def trigger(self, trigger_id: str | None = None) -> Future[Inspection]:
+        """Ask for one inspection (triggered mode). Thread-safe.
+
+        The future resolves with the inspection once its row is committed. A
+        refused trigger resolves with a MISSED inspection, also logged.
+        """
+        trig, refusal = self.triggers.submit(trigger_id)
+        if refusal is not None:
+            failure = refused_failure(trig, refusal, self.pump.source_id)
+            self._emit(self.inspector.inspect(failure), trig.result)
+        return trig.result
+
+    def _resolve_committed(self, batch: list[Inspection]) -> None:
+        with self._pending_lock:
+            futures = [(self._pending.pop(i.inspection_id, None), i) for i in batch]
+        for fut, insp in futures:
+            if fut is not None and not fut.done():
+                fut.set_result(insp)
+
+    def _emit(self, insp: Inspection, result: Future[Inspection] | None = None) -> None:
+        if result is not None:
+            with self._pending_lock:
+                self._pending[insp.inspection_id] = result
+        with self._emit_lock:  # loop thread and trigger callers share the sinks
+            self.stats.record(insp)
+            for sink in self.sinks:
+                sink.put(insp)
+
+    # -- the loop ----------------------------------------------------------------
     def run(
         self,
         max_frames: int | None = None,
         on_inspection: Callable[[Inspection], None] | None = None,
     ) -> LoopStats:
-        """Inspect until the source ends, ``max_frames`` inspections, or :meth:`stop`."""
+        """Inspect until the source ends, ``max_frames`` inspections, or :meth:`stop`.
+
+        Free-run mode judges every frame the pump hands on; triggered mode
+        judges one fresh frame per trigger.
+        """
+        triggered = self.config.trigger.mode == "triggered"
         timeout = self.config.runtime.queue_timeout_s
         while not self.stop_event.is_set():
             if max_frames is not None and self.stats.frames >= max_frames:
                 break
-            item = self.pump.get(timeout)
-            if item is None:
-                if self.pump.ended:
-                    break
-                continue  # nothing yet (live source reconnecting); check stop and wait again
-            insp = self.inspector.inspect(item)
-            self.stats.record(insp)
-            for sink in self.sinks:
-                sink.put(insp)
+            if triggered:
+                insp = self._serve_trigger(min(timeout, 0.2))
+                if insp is None:
+                    continue
+            else:
+                item = self.pump.get(timeout)
+                if item is None:
+                    if self.pump.ended:
+                        break
+                    continue  # nothing yet (live source reconnecting); check stop, wait again
+                insp = self.inspector.inspect(item)
+                self._emit(insp)
             if on_inspection is not None:
                 on_inspection(insp)
         return self.stats
+
+    def _serve_trigger(self, wait_s: float) -> Inspection | None:
+        trig = self.triggers.get(wait_s)
+        if trig is None:
+            return None
+        self.triggers.busy.set()
+        try:
+            item = self.pump.grab_fresh(trig.trigger_id, self.config.trigger.frame_timeout_s)
+            insp = self.inspector.inspect(item)
+            self._emit(insp, trig.result)
+            self.triggers.counters.served += 1
+        finally:
+            self.triggers.busy.clear()
+        return insp
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the frame in flight."""

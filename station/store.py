@@ -167,7 +167,7 @@ class ResultStore:
         save_verdicts: tuple[str, ...] = ("FAIL", "REVIEW"),
         jpeg_quality: int = 90,
         batch_max_rows: int = 500,
-        batch_max_delay_ms: float = 50.0,
+        batch_max_delay_ms: float = 0.0,
         queue_size: int = 100_000,
         synchronous: str = "FULL",
         on_commit: Callable[[list[Inspection]], None] | None = None,
@@ -179,7 +179,9 @@ class ResultStore:
         self.jpeg_quality = jpeg_quality
         self.batch_max_rows = batch_max_rows
         self.batch_max_delay_s = batch_max_delay_ms / 1e3
-        self.on_commit = on_commit
+        self._listeners: list[Callable[[list[Inspection]], None]] = []
+        if on_commit is not None:
+            self._listeners.append(on_commit)
         self.db = open_db(self.db_path, synchronous)
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()
         self._seq = int(row[0])
@@ -205,6 +207,14 @@ class ResultStore:
                 "store queue full (%d): the inspection loop waits for the disk", self._queue.maxsize
             )
             self._queue.put(insp)
+
+    def add_listener(self, fn: Callable[[list[Inspection]], None]) -> None:
+        """Call ``fn(batch)`` from the writer thread after each durable commit.
+
+        Listeners must be quick (hand work to their own thread): the writer
+        waits for them.
+        """
+        self._listeners.append(fn)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything put so far is committed. Returns ``False`` on timeout."""
@@ -236,6 +246,10 @@ class ResultStore:
 
     # -- writer thread ---------------------------------------------------------
     def _run(self) -> None:
+        # Group commit: take what is queued now (up to batch_max_rows), commit it,
+        # repeat. Under load batches grow by themselves while a commit runs; when
+        # idle a row is committed at once. ``batch_max_delay_ms`` > 0 lingers to
+        # gather more rows per transaction at the cost of latency.
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -249,11 +263,7 @@ class ResultStore:
             while not stopping and len(batch) < self.batch_max_rows:
                 left = deadline - time.monotonic()
                 try:
-                    item = (
-                        self._queue.get(timeout=max(left, 0))
-                        if left > 0
-                        else self._queue.get_nowait()
-                    )
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 n_items += 1
@@ -321,8 +331,8 @@ class ResultStore:
         self._written += len(batch)
         self._batches += 1
         self._last_commit_ms = (time.perf_counter() - t0) * 1e3
-        if self.on_commit is not None:
+        for listener in self._listeners:
             try:
-                self.on_commit(batch)
-            except Exception:  # a sink's bug must not stop the writer
-                log.exception("on_commit callback failed")
+                listener(batch)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("store listener %r failed", listener)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install the kanjian runtime (no torch, no Ultralytics) into .venv and start the
+# appliance on its embedded default: demo images, bundled NEU-DET model, SQLite
+# under ./kanjian-data. Extra arguments go to `kanjian run` (e.g. --frames 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
+exec .venv/bin/kanjian run "$@"

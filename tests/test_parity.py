@@ -1,0 +1,155 @@
+"""The reference is the oracle: the station's results equal Ultralytics' own predict().
+
+Models are real ONNX files exported by our training code (conftest fixtures),
+run once through ``ultralytics.YOLO(onnx).predict()`` and once through
+kanjian — the station (``kanjian run`` → SQLite), the CLI and the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from kanjian.inference.matching import mask_iou, match_detections
+from kanjian.inference.model import load_model
+from kanjian.inference.types import Detections
+
+pytestmark = pytest.mark.slow
+
+#: low enough that barely-trained test models still give many detections
+CONF, IOU = 0.05, 0.7
+N_IMAGES = 50
+
+
+def _ultra(onnx: Path, task: str) -> Any:
+    from ultralytics import YOLO
+
+    return YOLO(str(onnx), task=task)
+
+
+def _ref_dets(result: Any) -> Detections:
+    b = result.boxes
+    return Detections(
+        xyxy=b.xyxy.numpy().astype(np.float32),
+        confidence=b.conf.numpy().astype(np.float32),
+        class_id=b.cls.numpy().astype(np.int32),
+    )
+
+
+def _images(model: Any, n: int, neu_det_dir: Path) -> list[Path]:
+    imgs = list(model.val_images)
+    if len(imgs) < n:  # top up with other NEU-DET images the model was not tuned on
+        extra = sorted((neu_det_dir / "images").glob("*.jpg"))
+        imgs += [p for p in extra if p not in imgs][: n - len(imgs)]
+    assert len(imgs) >= n
+    return imgs[:n]
+
+
+def _kanjian(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "kanjian"
+    return subprocess.run(
+        [str(exe), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"},
+    )
+
+
+def test_station_detect_equals_ultralytics(
+    detect_model: Any, neu_det_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = _images(detect_model, N_IMAGES, neu_det_dir)
+    for p in images:
+        (folder / p.name).symlink_to(p)
+    cfg = tmp_path / "station.yaml"
+    cfg.write_text(
+        f"camera: {{kind: folder, path: {folder}, loop: false}}\n"
+        f"policy: lossless\n"
+        f"model: {{path: {detect_model.onnx}, providers: [cpu], conf: {CONF}, iou: {IOU}}}\n"
+        f"store: {{data_dir: {tmp_path / 'data'}}}\n"
+    )
+    r = _kanjian("run", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = sqlite3.connect(tmp_path / "data" / "kanjian.db")
+    rows = db.execute("SELECT id, uri, verdict FROM inspections ORDER BY seq").fetchall()
+    assert len(rows) == N_IMAGES  # exactly one row per image
+    yolo = _ultra(detect_model.onnx, "detect")
+    total, n_with = 0, 0
+    for insp_id, uri, _verdict in rows:
+        dets = db.execute(
+            "SELECT x1, y1, x2, y2, confidence, class_id FROM detections "
+            "WHERE inspection_id = ? ORDER BY idx",
+            [insp_id],
+        ).fetchall()
+        a = np.array(dets, np.float32).reshape(-1, 6)
+        ours = Detections(a[:, :4].copy(), a[:, 4].copy(), a[:, 5].astype(np.int32))
+        ref = _ref_dets(
+            yolo.predict(uri, conf=CONF, iou=IOU, imgsz=detect_model.imgsz, verbose=False)[0]
+        )
+        rep = match_detections(ref, ours, min_iou=0.99, max_conf_diff=1e-3)
+        assert rep.equal, (uri, rep)
+        total += len(ref)
+        n_with += len(ref) > 0
+    # the comparison must not be vacuous
+    assert total >= N_IMAGES and n_with >= N_IMAGES // 2, (total, n_with)
+
+
+def test_api_segment_equals_ultralytics(segment_model: Any, neu_det_dir: Path) -> None:
+    from ultralytics.utils.ops import scale_masks
+
+    yolo = _ultra(segment_model.onnx, "segment")
+    ours_model = load_model(segment_model.onnx)
+    total, ious = 0, []
+    for p in _images(segment_model, N_IMAGES, neu_det_dir):
+        img = cv2.imread(str(p))
+        ref_r = yolo.predict(str(p), conf=CONF, iou=IOU, imgsz=segment_model.imgsz, verbose=False)[
+            0
+        ]
+        ref = _ref_dets(ref_r)
+        ours = ours_model.predict(img, conf=CONF, iou=IOU).detections
+        rep = match_detections(ref, ours, min_iou=0.99, max_conf_diff=1e-3)
+        assert rep.equal, (p, rep)
+        total += len(ref)
+        if len(ref) == 0:
+            continue
+        ref_masks = scale_masks(ref_r.masks.data[None].float(), img.shape[:2])[0].numpy() > 0.5
+        assert ours.masks is not None and ours.masks.shape == (len(ref), *img.shape[:2])
+        # same order: both are sorted by confidence after NMS
+        for k in range(len(ref)):
+            ious.append(mask_iou(ref_masks[k], ours.masks[k]))
+    assert total >= N_IMAGES // 2, total
+    assert min(ious) >= 0.95, min(ious)
+
+
+def test_cli_classify_equals_ultralytics(
+    classify_model: Any, neu_det_dir: Path, tmp_path: Path
+) -> None:
+    images = _images(classify_model, N_IMAGES, neu_det_dir)
+    r = _kanjian(
+        "inspect", "--model", str(classify_model.onnx), "--json", *map(str, images), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == len(images)
+    yolo = _ultra(classify_model.onnx, "classify")
+    tops = set()
+    for p, ours in zip(images, lines, strict=True):
+        ref = yolo.predict(str(p), imgsz=classify_model.imgsz, verbose=False)[0].probs.data.numpy()
+        got = np.asarray(ours["probs"], np.float32)
+        assert int(np.argmax(got)) == int(np.argmax(ref)), p
+        np.testing.assert_allclose(got, ref, atol=1e-3)
+        tops.add(int(np.argmax(ref)))
+    assert len(tops) >= 2  # a model that says one thing for everything proves little
