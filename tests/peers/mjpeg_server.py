@@ -1,0 +1,81 @@
+"""A real HTTP MJPEG camera for tests: ``multipart/x-mixed-replace`` on 127.0.0.1.
+
+Run with the venv interpreter (needs numpy and opencv)::
+
+    python tests/peers/mjpeg_server.py --port 0 --fps 20 --tag 1
+
+``GET /stream.mjpg`` streams JPEG frames drawn by ``pattern.draw(index, tag)``
+where ``index`` counts frame ticks since the server started (shared by all
+clients, so a fresh frame always carries a larger index than an old one). When
+it listens it prints ``READY <port>`` to stdout; it runs until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pattern
+
+BOUNDARY = "kanjianframe"
+
+
+def make_handler(fps: float, tag: int, started: float) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep test output clean
+
+        def do_GET(self) -> None:
+            if self.path != "/stream.mjpg":
+                self.send_error(404, "only /stream.mjpg is served")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            last = -1
+            try:
+                while True:
+                    index = int((time.monotonic() - started) * fps)
+                    if index == last:
+                        time.sleep(max(0.0, started + (index + 1) / fps - time.monotonic()))
+                        continue
+                    last = index
+                    ok, jpeg = cv2.imencode(".jpg", pattern.draw(index % 65536, tag))
+                    assert ok
+                    data = jpeg.tobytes()
+                    self.wfile.write(
+                        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(data)}\r\n\r\n".encode()
+                    )
+                    self.wfile.write(data)
+                    self.wfile.write(b"\r\n")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fps", type=float, default=20.0)
+    parser.add_argument("--tag", type=int, default=0)
+    args = parser.parse_args()
+    handler = make_handler(args.fps, args.tag, time.monotonic())
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    server.daemon_threads = True
+    print(f"READY {server.server_address[1]}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
