@@ -134,10 +134,8 @@ def inspect(
 ) -> None:
     """Judge image files once and print verdicts and detections (nothing is logged)."""
     _setup_logging(False)
-    import cv2
-
     from kanjian.camera.frame import Frame
-    from kanjian.camera.image_io import read_image
+    from kanjian.camera.imagefile import ImageFileError, decode_image_file
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.model import load_model
     from kanjian.inference.session import ModelLoadError
@@ -157,12 +155,11 @@ def inspect(
 
     for i, path in enumerate(images):
         now = datetime.now(timezone.utc)
-        img, err = read_image(path)
         item: Frame | FrameFailure
-        if img is None:
-            item = FrameFailure(i, "cli", now, reason=err or "unreadable", uri=str(path))
-        else:
-            item = Frame(img, i, "cli", now, uri=str(path))
+        try:
+            item = Frame(decode_image_file(path), i, "cli", now, uri=str(path))
+        except ImageFileError as e:
+            item = FrameFailure(i, "cli", now, reason=str(e), uri=str(path))
         insp = inspector.inspect(item)
         failed += insp.verdict.value in ("ERROR", "MISSED")
         d = insp.detections
@@ -194,7 +191,6 @@ def inspect(
             for b, s, c in zip(d.xyxy, d.confidence, d.class_id, strict=False):
                 x1, y1, x2, y2 = (f"{v:.1f}" for v in b)
                 out.print(f"  {names[int(c)]:<20} {s:.3f}  [{x1}, {y1}, {x2}, {y2}]")
-    del cv2
     if failed:
         raise typer.Exit(1)
 

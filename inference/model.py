@@ -154,7 +154,7 @@ class OnnxModel:
 
 def load_model(
     path: Path | str,
-    providers: Sequence[str] = ("cpu",),
+    providers: Sequence[str] = ("auto",),
     intra_op_threads: int | None = None,
 ) -> OnnxModel:
     """Load a bundle directory (``model.onnx`` + ``manifest.json``) or a bare ONNX file.

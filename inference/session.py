@@ -55,6 +55,26 @@ class SessionInfo:
         return bool(self.requested) and self.requested[0] != self.provider
 
 
+def cuda_device_present() -> bool:
+    """Whether an NVIDIA device node or driver is visible (without loading CUDA)."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists()
+
+
+def expand_auto(names: Sequence[str]) -> list[str]:
+    """``auto`` means CUDA when an NVIDIA device is present, else the CPU.
+
+    Unlike an explicit ``cuda``, ``auto`` on a machine without a GPU is not a
+    fallback and raises no warning.
+    """
+    out: list[str] = []
+    for n in names:
+        if n.lower() == "auto":
+            out += ["cuda", "cpu"] if cuda_device_present() else ["cpu"]
+        else:
+            out.append(n)
+    return out
+
+
 def resolve_providers(names: Sequence[str]) -> list[str]:
     """Map config names (``cuda``, ``CUDAExecutionProvider``...) to ORT names.
 
@@ -94,6 +114,7 @@ def create_session(
     """
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
+    providers = expand_auto(providers)
     requested = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
     chosen = resolve_providers(providers)
     opts = ort.SessionOptions()

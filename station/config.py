@@ -40,9 +40,10 @@ class ModelConfig(BaseModel):
 
     path: Path = Field(DEMO_MODEL, description="bundle directory or .onnx file")
     providers: list[str] = Field(
-        default_factory=lambda: ["cuda", "cpu"],
+        default_factory=lambda: ["auto"],
         min_length=1,
-        description="execution providers in order of preference: tensorrt, cuda, cpu",
+        description="execution providers in order of preference: tensorrt, cuda, cpu; "
+        "'auto' = cuda when an NVIDIA device is present, else cpu (no fallback warning)",
     )
     intra_op_threads: int | None = Field(
         None, ge=1, le=256, description="ONNX Runtime intra-op threads (default: ORT's choice)"
@@ -192,7 +193,7 @@ def parse_config(text: str, path: Path | None = None) -> StationConfig:
         raise ConfigError(path, [ConfigIssue("(yaml)", line, str(e).splitlines()[0])]) from e
     if not isinstance(data, dict):
         raise ConfigError(path, [ConfigIssue("(root)", 1, "the file must be a YAML mapping")])
-    base = path.parent if path else Path.cwd()
+    base = path.resolve().parent if path else Path.cwd()
     try:
         cfg = StationConfig.model_validate(data)
     except ValidationError as e:

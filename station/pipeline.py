@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kanjian.camera import open_source
+from kanjian.camera import FrameFailure, open_source
 from kanjian.camera.pump import FramePump
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.inference.types import Inspection
@@ -138,9 +138,11 @@ class Station:
             else:
                 item = self.pump.get(timeout)
                 if item is None:
-                    if self.pump.ended:
-                        break
-                    continue  # nothing yet (live source reconnecting); check stop, wait again
+                    break  # the source ended (file replay done) or the pump closed
+                if isinstance(item, FrameFailure) and item.missed and item.frame_id < 0:
+                    # no frame within the timeout in free-run: no trigger is owed a
+                    # row; the camera state (reconnecting...) shows in the status.
+                    continue
                 insp = self.inspector.inspect(item)
                 self._emit(insp)
             if on_inspection is not None:

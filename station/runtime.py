@@ -11,6 +11,6 @@ def configure_threads(cfg: RuntimeConfig) -> None:
     """Size OpenCV's and Numba's pools so they leave cores to ONNX Runtime."""
     if cfg.opencv_threads is not None:
         cv2.setNumThreads(cfg.opencv_threads)
-    from kanjian.kernels import configure_threads as numba_threads
-
-    numba_threads(cfg.numba_threads)
+    import kanjian.kernels as k
+    if hasattr(k, 'configure_threads'):
+        k.configure_threads(cfg.numba_threads)
