@@ -1,10 +1,12 @@
 """Decode one image file, refusing truncated or garbage files with a reason.
 
-``cv2.imread`` returns ``None`` for garbage but decodes a truncated JPEG
-"successfully": libjpeg prints "Premature end of JPEG file" and fills the
-missing rows with grey. An inspection of such an image would judge pixels the
-camera never saw, so the container is checked for its end marker first
-(JPEG EOI, PNG IEND, BMP/WebP declared size) and only complete files are decoded.
+``cv2.imread`` returns ``None`` for garbage. What it does with a truncated file
+depends on the build: OpenCV 4.x decodes a cut JPEG "successfully" (libjpeg
+prints "Premature end of JPEG file" and fills the missing rows with grey), the
+5.0 wheel returns ``None``. An inspection of a grey-filled image would judge
+pixels the camera never saw, and ``None`` says nothing about why, so the
+container is checked for its end first (JPEG EOI, PNG IEND, BMP/WebP declared
+size) and only complete files are decoded.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ Run with the venv interpreter (needs numpy and opencv)::
 
 ``GET /stream.mjpg`` streams JPEG frames drawn by ``pattern.draw(index, tag)``
 where ``index`` counts frame ticks since the server started (shared by all
-clients, so a fresh frame always carries a larger index than an old one). When
-it listens it prints ``READY <port>`` to stdout; it runs until killed.
+clients, so a fresh frame always carries a larger index than an old one). With
+``--freeze-at K`` the index stops at K: the server keeps resending the same
+JPEG, as relays do whose camera stalled. When it listens it prints
+``READY <port>`` to stdout; it runs until killed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import pattern
 BOUNDARY = "kanjianframe"
 
 
-def make_handler(fps: float, tag: int, started: float) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    fps: float, tag: int, started: float, freeze_at: int | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output clean
@@ -47,7 +51,8 @@ def make_handler(fps: float, tag: int, started: float) -> type[BaseHTTPRequestHa
                         time.sleep(max(0.0, started + (index + 1) / fps - time.monotonic()))
                         continue
                     last = index
-                    ok, jpeg = cv2.imencode(".jpg", pattern.draw(index % 65536, tag))
+                    shown = index if freeze_at is None else min(index, freeze_at)
+                    ok, jpeg = cv2.imencode(".jpg", pattern.draw(shown % 65536, tag))
                     assert ok
                     data = jpeg.tobytes()
                     self.wfile.write(
@@ -68,8 +73,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--fps", type=float, default=20.0)
     parser.add_argument("--tag", type=int, default=0)
+    parser.add_argument("--freeze-at", type=int, default=None)
     args = parser.parse_args()
-    handler = make_handler(args.fps, args.tag, time.monotonic())
+    handler = make_handler(args.fps, args.tag, time.monotonic(), args.freeze_at)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     print(f"READY {server.server_address[1]}", flush=True)
