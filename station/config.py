@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
 from kanjian.inference.verdict import VerdictRules
+from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_IMAGES = DEMO_DIR / "images"
@@ -129,6 +130,7 @@ class StationConfig(BaseModel):
     rules: VerdictRules = Field(default_factory=VerdictRules)
     store: StoreConfig = Field(default_factory=StoreConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen
 
 
 @dataclass(frozen=True)
