@@ -80,8 +80,102 @@ def _m001_inspections(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["confirmed_at"])  # type: ignore[union-attr]
 
 
+# -- issue 4: API tokens, audit, operator feedback, model registry -----------------
+
+
+def _m010_api_tokens(db: sqlite_utils.Database) -> None:
+    # Only a hash of each secret is stored; the secret is shown once at creation.
+    db["api_tokens"].create(  # type: ignore[union-attr]
+        {
+            "id": str,  # public token id (part of the token string)
+            "name": str,  # who or what holds it ("panel-1", "alice")
+            "role": str,  # operator / engineer / admin
+            "secret_sha256": str,
+            "created_at": str,
+            "created_by": str,
+            "revoked_at": str,
+        },
+        pk="id",
+        not_null={"name", "role", "secret_sha256", "created_at"},
+    )
+
+
+def _m011_audit(db: sqlite_utils.Database) -> None:
+    db["audit"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "at": str,  # ISO 8601 UTC
+            "actor": str,  # token name, or "cli:<user>"
+            "token_id": str,
+            "role": str,
+            "action": str,  # e.g. "model.activate", "feedback.create"
+            "target": str,  # what it acted on (inspection id, model sha, token id)
+            "detail_json": str,
+            "remote_addr": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action"},
+    )
+    db["audit"].create_index(["at"])  # type: ignore[union-attr]
+
+
+def _m012_feedback(db: sqlite_utils.Database) -> None:
+    db["feedback"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "inspection_id": str,
+            "kind": str,  # confirm_defect / not_defect / wrong_class
+            "class_name": str,  # wrong_class: the right class
+            "note": str,
+            "actor": str,
+            "token_id": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"inspection_id", "kind", "actor", "created_at"},
+        foreign_keys=[("inspection_id", "inspections", "id")],
+    )
+    db["feedback"].create_index(["inspection_id", "id"])  # type: ignore[union-attr]
+
+
+def _m013_model_registry(db: sqlite_utils.Database) -> None:
+    db["models"].create(  # type: ignore[union-attr]
+        {
+            "sha256": str,  # of model.onnx, as recorded in inspections.model_sha256
+            "name": str,
+            "version": str,
+            "task": str,
+            "path": str,  # bundle dir (absolute, or relative to data_dir)
+            "origin": str,  # config / upload
+            "size_bytes": int,
+            "golden_images": int,
+            "added_at": str,
+            "added_by": str,
+        },
+        pk="sha256",
+        not_null={"name", "version", "path", "origin", "added_at"},
+    )
+    # Append-only history; the active model is the top of the stack it describes
+    # (activate / start push, rollback pops).
+    db["model_activations"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "sha256": str,
+            "action": str,  # start / activate / rollback
+            "at": str,
+            "actor": str,
+        },
+        pk="id",
+        not_null={"sha256", "action", "at"},
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
+    ("010_api_tokens", _m010_api_tokens),
+    ("011_audit", _m011_audit),
+    ("012_feedback", _m012_feedback),
+    ("013_model_registry", _m013_model_registry),
 ]
 
 
