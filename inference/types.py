@@ -67,7 +67,8 @@ class Detections:
     def area(self) -> NDArray[np.float32]:
         """``(n,)`` float32 box areas in square pixels."""
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
-        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        area: NDArray[np.float32] = (wh[:, 0] * wh[:, 1]).astype(np.float32)
+        return area
 
     def select(self, keep: NDArray[np.bool_] | NDArray[np.intp]) -> Detections:
         """A subset by boolean mask or index array."""

@@ -97,10 +97,10 @@ def judge_detections(
             worst = (level, c, int(i))
     if worst is None:
         return VerdictResult(Verdict.PASS, "no defect above threshold")
-    level, c, i = worst
-    cid = int(dets.class_id[i])
+    level, c, best = worst
+    cid = int(dets.class_id[best])
     name = names[cid] if 0 <= cid < len(names) else str(cid)
-    x1, y1, x2, y2 = (int(v) for v in dets.xyxy[i])
+    x1, y1, x2, y2 = (int(v) for v in dets.xyxy[best])
     what = f"{name} {c:.2f} at [{x1},{y1},{x2},{y2}]"
     if level == 2:
         n_fail = int(counted.sum())
@@ -113,7 +113,7 @@ def judge_probs(
 ) -> VerdictResult:
     """Classify models: the top class decides; a good class passes, a defect class
     fails at its fail confidence and goes to review between the two thresholds."""
-    top = int(np.argmax(probs))
+    top: int = int(np.argmax(probs))
     name = names[top] if top < len(names) else str(top)
     p = float(probs[top])
     if name in rules.pass_classes:

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
 from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
+from kanjian.station.sync_config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_IMAGES = DEMO_DIR / "images"
 DEMO_MODEL = DEMO_DIR / "model"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+SavedVerdict = Literal["PASS", "FAIL", "REVIEW", "ERROR"]
 
 
 class StationIdentity(BaseModel):
@@ -60,8 +62,8 @@ class StoreConfig(BaseModel):
     model_config = _STRICT
 
     data_dir: Path = Field(Path("kanjian-data"), description="folder for the database and images")
-    save_images: list[Literal["PASS", "FAIL", "REVIEW", "ERROR"]] = Field(
-        default_factory=lambda: ["FAIL", "REVIEW"],
+    save_images: list[SavedVerdict] = Field(
+        default_factory=lambda: list[SavedVerdict](["FAIL", "REVIEW"]),
         description="verdicts whose frames are saved as JPEG files named by inspection UUID",
     )
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of saved images")
@@ -131,6 +133,7 @@ class StationConfig(BaseModel):
     store: StoreConfig = Field(default_factory=StoreConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen
+    sync: SyncConfig = Field(default_factory=SyncConfig)  # issue 7: MQTT/S3 platform sync
 
 
 @dataclass(frozen=True)

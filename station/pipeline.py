@@ -97,7 +97,8 @@ class Station:
         if refusal is not None:
             failure = refused_failure(trig, refusal, self.pump.source_id)
             self._emit(self.inspector.inspect(failure), trig.result)
-        return trig.result
+        result: Future[Inspection] = trig.result
+        return result
 
     def _resolve_committed(self, batch: list[Inspection]) -> None:
         with self._pending_lock:

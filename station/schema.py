@@ -6,6 +6,7 @@ Each migration runs once, inside a transaction, and is recorded in
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import sqlite_utils
@@ -170,12 +171,55 @@ def _m013_model_registry(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m030_sync(db: sqlite_utils.Database) -> None:
+    # issue 7: the sync worker's state on each outbox entry. next_attempt_at is
+    # unix seconds (NULL: never published); image_state: NULL (not examined yet),
+    # none / pending / done / missing / dropped; dropped_at: retention gave up.
+    for col, typ in (
+        ("next_attempt_at", "REAL"),
+        ("image_state", "TEXT"),
+        ("image_key", "TEXT"),
+        ("image_attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("image_done_at", "TEXT"),
+        ("dropped_at", "TEXT"),
+    ):
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {col} {typ}")
+    # Partial indexes: the backlog is small next to the history, so each stays small.
+    db.execute(
+        "CREATE INDEX outbox_backlog ON outbox(seq) "
+        "WHERE confirmed_at IS NULL AND dropped_at IS NULL"
+    )
+    db.execute(
+        "CREATE INDEX outbox_due ON outbox(next_attempt_at) "
+        "WHERE confirmed_at IS NULL AND dropped_at IS NULL"
+    )
+    db.execute("CREATE INDEX outbox_image_new ON outbox(seq) WHERE image_state IS NULL")
+    db.execute("CREATE INDEX outbox_image_pending ON outbox(seq) WHERE image_state = 'pending'")
+    db.execute("CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # the stream id tells a receiver that seq numbers restarted (a new database)
+    db.execute(
+        "INSERT INTO sync_state (key, value) VALUES ('stream_id', ?)", [str(uuid.uuid4())]
+    )
+    db.execute(
+        "CREATE TABLE sync_events (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "event_id TEXT NOT NULL UNIQUE, event TEXT NOT NULL, payload_json TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, sent_at TEXT)"
+    )
+    db.execute("CREATE INDEX sync_events_unsent ON sync_events(id) WHERE sent_at IS NULL")
+    # platform commands seen, so a redelivered command is answered, not re-run
+    db.execute(
+        "CREATE TABLE sync_commands (command_id TEXT PRIMARY KEY, command TEXT NOT NULL, "
+        "received_at TEXT NOT NULL, outcome TEXT, detail_json TEXT)"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
     ("011_audit", _m011_audit),
     ("012_feedback", _m012_feedback),
     ("013_model_registry", _m013_model_registry),
+    ("030_sync", _m030_sync),  # issue 7
 ]
 
 
