@@ -1,0 +1,213 @@
+"""Training commands of the ``kanjian`` CLI: ``dataset import``, ``train``, ``model check``.
+
+Mounted by ``kanjian.appliance_api.cli`` through :func:`register`. Importing
+this module is cheap: torch and Ultralytics are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, cast
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+out = Console()
+
+dataset_app = typer.Typer(help="Import and convert datasets.", no_args_is_help=True)
+model_app = typer.Typer(help="Check model bundles.", no_args_is_help=True)
+
+TaskOpt = Literal["detect", "segment", "classify"]
+SourceFormat = Literal["auto", "voc", "coco", "yolo"]
+BoxMasks = Literal["ellipse", "box"]
+
+
+@dataset_app.command("import")
+def dataset_import_command(
+    source: Annotated[
+        Path, typer.Argument(help="VOC folder, COCO .json, or YOLO folder/data.yaml")
+    ],
+    output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, voc, coco or yolo")] = "auto",
+    images: Annotated[
+        Path | None, typer.Option(help="image folder, when not where the format expects it")
+    ] = None,
+    task: Annotated[str, typer.Option(help="layout: detect, segment or classify")] = "detect",
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="share of images for validation")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the train/val split")] = 0,
+    classes: Annotated[
+        str | None, typer.Option(help="comma-separated class list (default: the classes found)")
+    ] = None,
+    box_masks: Annotated[
+        str, typer.Option(help="segment: mask for boxes without polygon: ellipse or box")
+    ] = "ellipse",
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Convert a dataset to YOLO layout with a seeded, class-stratified train/val split.
+
+    Faults (missing images, boxes outside, unknown classes, unreadable files,
+    stated sizes that differ from the image) are reported per file and skipped or
+    repaired; the summary is written to OUTPUT/summary.json.
+    """
+    from kanjian.training.importer import import_dataset
+
+    if fmt not in ("auto", "voc", "coco", "yolo"):
+        raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
+    if task not in ("detect", "segment", "classify"):
+        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    if box_masks not in ("ellipse", "box"):
+        raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    try:
+        summary = import_dataset(
+            source,
+            output,
+            fmt=cast(SourceFormat, fmt),
+            images=images,
+            task=cast(TaskOpt, task),
+            val_fraction=val_fraction,
+            seed=seed,
+            class_names=names,
+            box_masks=cast(BoxMasks, box_masks),
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if as_json:
+        out.print_json(summary.to_json())
+        return
+    out.print(f"{summary.source_format} -> {summary.output} ({summary.task})")
+    out.print(
+        f"images: train {summary.images['train']}, val {summary.images['val']}, "
+        f"without labels {summary.images_without_labels}"
+    )
+    for name, n in summary.boxes_per_class.items():
+        out.print(f"  {name}: {n} boxes")
+    for note in summary.notes:
+        out.print(f"note: {note}")
+    if summary.problems:
+        counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
+        out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
+        for line in summary.problems[:10]:
+            out.print(f"  {line}", markup=False)
+        out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(help="data.yaml (detect/segment) or folder (classify)")],
+    task: Annotated[str, typer.Option(help="detect, segment or classify")] = "detect",
+    model: Annotated[
+        str, typer.Option(help="model YAML (yolo11n.yaml...) or a local .pt; default per task")
+    ] = "",
+    epochs: Annotated[int, typer.Option(min=1)] = 100,
+    imgsz: Annotated[int, typer.Option(min=32, help="square input size in pixels")] = 640,
+    batch: Annotated[int, typer.Option(min=1)] = 16,
+    patience: Annotated[int, typer.Option(min=0, help="early stop after N flat epochs")] = 30,
+    lr0: Annotated[float, typer.Option(min=0.0, help="initial learning rate")] = 0.01,
+    optimizer: Annotated[str, typer.Option(help="auto, SGD, AdamW...")] = "auto",
+    mosaic: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    close_mosaic: Annotated[int, typer.Option(min=0)] = 10,
+    fliplr: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    flipud: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    cache: Annotated[bool, typer.Option(help="keep decoded images in RAM")] = False,
+    workers: Annotated[int, typer.Option(min=0)] = 2,
+    device: Annotated[str, typer.Option(help="cpu, 0, 0,1 ...")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    project: Annotated[Path, typer.Option(help="runs folder")] = Path("runs/kanjian"),
+    name: Annotated[str, typer.Option(help="run name (and bundle name)")] = "model",
+    version: Annotated[str, typer.Option(help="bundle version")] = "1",
+    bundle: Annotated[
+        Path | None, typer.Option(help="bundle folder to write (default: RUN/bundle)")
+    ] = None,
+    conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default conf")] = 0.25,
+    iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default NMS IoU")] = 0.7,
+    parity_conf: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="conf used by the parity gate")
+    ] = 0.1,
+    parity_images: Annotated[int, typer.Option(min=1, help="val images for parity")] = 50,
+    min_parity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.99,
+    min_map50: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="accuracy gate on ONNX mAP50 (0: report)")
+    ] = 0.0,
+    golden_images: Annotated[int, typer.Option(min=1)] = 4,
+    golden_conf: Annotated[
+        float | None, typer.Option(help="golden set conf (default: --conf)")
+    ] = None,
+) -> None:
+    """Train offline with Ultralytics, export ONNX, run the parity and accuracy gates,
+    and write a bundle (model.onnx, manifest.json, golden/)."""
+    from kanjian.training.pipeline import PipelineOptions, run_pipeline
+    from kanjian.training.train import TrainConfig
+
+    if task not in ("detect", "segment", "classify"):
+        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    config = TrainConfig(
+        data=data,
+        task=cast(TaskOpt, task),
+        model=model,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        patience=patience,
+        lr0=lr0,
+        optimizer=optimizer,
+        mosaic=mosaic,
+        close_mosaic=close_mosaic,
+        fliplr=fliplr,
+        flipud=flipud,
+        cache=cache,
+        workers=workers,
+        device=device,
+        seed=seed,
+        project=project,
+        name=name,
+    )
+    options = PipelineOptions(
+        name=name,
+        version=version,
+        bundle_dir=bundle,
+        conf=conf,
+        iou=iou,
+        parity_conf=parity_conf,
+        parity_images=parity_images,
+        min_parity=min_parity,
+        min_map50=min_map50,
+        golden_images=golden_images,
+        golden_conf=golden_conf,
+        command=shlex.join(["kanjian", *sys.argv[1:]]),
+    )
+    try:
+        outcome = run_pipeline(config, options, log=lambda s: console.print(s, markup=False))
+    except (FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if not outcome.passed:
+        raise typer.Exit(1)
+    out.print(str(outcome.bundle_dir))
+
+
+@model_app.command("check")
+def model_check_command(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder")],
+) -> None:
+    """Verify a bundle: ONNX hash against the manifest, then replay its golden set."""
+    from kanjian.inference.golden import check_bundle
+
+    report = check_bundle(bundle)
+    for line in report.problems:
+        out.print(f"FAIL {line}", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    out.print(f"OK {bundle}: {report.images} golden images reproduced", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``dataset``, ``train`` and ``model`` on the ``kanjian`` app."""
+    app.add_typer(dataset_app, name="dataset")
+    app.command("train")(train_command)
+    app.add_typer(model_app, name="model")

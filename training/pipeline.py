@@ -1,0 +1,152 @@
+"""``kanjian train`` end to end: train, export, gates, bundle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kanjian.inference import bundle as b
+from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
+from kanjian.training.records import IMAGE_SUFFIXES
+from kanjian.training.train import TrainConfig, TrainResult, config_dict, train
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What to do after training.
+
+    Attributes:
+        name, version: bundle identity.
+        bundle_dir: where to write the bundle; None: ``<run>/bundle``.
+        conf, iou: the bundle's default thresholds.
+        parity_conf: conf both sides use in the parity gate (lower = more boxes compared).
+        parity_images: how many val images the parity gate uses.
+        min_parity: the parity gate (match rate).
+        min_map50: the accuracy gate on the ONNX model's mAP50 (top-1 for classify);
+            0 only reports.
+        golden_images, golden_conf: size and conf of the golden set (conf default: ``conf``).
+        command: the command line, recorded in the manifest.
+    """
+
+    name: str
+    version: str = "1"
+    bundle_dir: Path | None = None
+    conf: float = 0.25
+    iou: float = 0.7
+    parity_conf: float = 0.1
+    parity_images: int = 50
+    min_parity: float = 0.99
+    min_map50: float = 0.0
+    golden_images: int = 4
+    golden_conf: float | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineOutcome:
+    """Result of :func:`run_pipeline`.
+
+    Attributes:
+        passed: both gates held and the bundle was written.
+        bundle_dir: the bundle (None when a gate failed).
+        onnx: the exported file (kept in the run folder either way).
+        parity: the parity report.
+        metrics: accuracy of the ONNX model on the val split.
+        train: the training result.
+        failures: why it did not pass.
+    """
+
+    passed: bool
+    bundle_dir: Path | None
+    onnx: Path
+    parity: ParityReport
+    metrics: dict[str, float]
+    train: TrainResult
+    failures: tuple[str, ...]
+
+
+def val_images(data: Path, task: str) -> list[Path]:
+    """Images of the val split: ``data/val/*/*`` (classify) or ``data.yaml``'s ``val``."""
+    if task == "classify":
+        root = data if data.is_dir() else data.parent
+        return sorted(p for p in (root / "val").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from kanjian.training.yolo_source import _image_files
+
+    raw = yaml.safe_load(data.read_text(encoding="utf-8"))
+    root = Path(str(raw.get("path") or data.parent))
+    root = root if root.is_absolute() else data.parent / root
+    return sorted(_image_files(root, raw["val"]))
+
+
+def run_pipeline(
+    config: TrainConfig, options: PipelineOptions, log: Callable[[str], None] = print
+) -> PipelineOutcome:
+    """Train, export ONNX, run the parity and accuracy gates, write the bundle if both hold."""
+    from kanjian.training.export import export_onnx
+    from kanjian.training.package import data_summary_for, write_bundle
+
+    images = val_images(config.data, config.task)
+    if not images:
+        raise ValueError(f"{config.data}: the val split has no images; gates need some")
+    result = train(config)
+    log(f"trained {result.epochs_run} epochs in {result.duration_s:.0f} s on {result.hardware}")
+    onnx = export_onnx(result.weights, result.weights.with_suffix(".onnx"), config.imgsz)
+    log(f"exported {onnx}")
+    t0 = time.perf_counter()
+    parity = parity_gate(
+        result.weights,
+        onnx,
+        images[: options.parity_images],
+        imgsz=config.imgsz,
+        conf=options.parity_conf,
+        iou=options.iou,
+        min_rate=options.min_parity,
+    )
+    log(parity.line())
+    for line in parity.mismatches:
+        log(f"  {line}")
+    metrics = accuracy_gate(onnx, config.data, task=config.task, imgsz=config.imgsz)
+    log("accuracy (ONNX, val split): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    log(f"gates took {time.perf_counter() - t0:.0f} s")
+    failures = []
+    if not parity.passed:
+        failures.append(parity.line())
+    key = "top1" if config.task == "classify" else "mAP50"
+    if metrics[key] < options.min_map50:
+        failures.append(f"accuracy FAIL: {key} {metrics[key]:.4f} < {options.min_map50}")
+    if failures:
+        for f in failures:
+            log(f)
+        log(f"no bundle written; the ONNX file stays at {onnx}")
+        return PipelineOutcome(False, None, onnx, parity, metrics, result, tuple(failures))
+
+    summary, data_sha = data_summary_for(config.data)
+    bundle_dir = options.bundle_dir or result.run_dir / "bundle"
+    all_metrics = {**metrics, "parity_match_rate": parity.match_rate}
+    all_metrics |= {f"train_{k}": v for k, v in result.metrics.items()}
+    write_bundle(
+        onnx,
+        bundle_dir,
+        name=options.name,
+        version=options.version,
+        thresholds=b.Thresholds(conf=options.conf, iou=options.iou),
+        metrics=all_metrics,
+        training=b.TrainingInfo(
+            command=options.command,
+            data_summary=summary,
+            data_sha256=data_sha,
+            hardware=result.hardware,
+            duration_s=round(result.duration_s, 1),
+            config=config_dict(config),  # TrainingInfo allows extra fields
+            epochs_run=result.epochs_run,
+        ),
+        golden_candidates=images,
+        golden_count=options.golden_images,
+        golden_conf=options.golden_conf,
+    )
+    log(f"bundle written: {bundle_dir}")
+    return PipelineOutcome(True, bundle_dir, onnx, parity, all_metrics, result, ())

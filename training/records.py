@@ -1,0 +1,88 @@
+"""What dataset readers hand on: images with boxes, and the problems they found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ProblemKind(str, Enum):
+    """Kinds of faults a reader reports; none of them stops an import."""
+
+    UNREADABLE = "unreadable"  # annotation file cannot be parsed: file skipped
+    MISSING_IMAGE = "missing_image"  # annotation names an image that is not there
+    UNREADABLE_IMAGE = "unreadable_image"  # image exists but cannot be decoded
+    SIZE_MISMATCH = "size_mismatch"  # stated size != real size: boxes rescaled
+    BOX_OUTSIDE = "box_outside"  # box clipped to the image, or dropped if nothing is left
+    BAD_BOX = "bad_box"  # degenerate or malformed box: dropped
+    UNKNOWN_CLASS = "unknown_class"  # class not in the class list: box dropped
+    DUPLICATE = "duplicate"  # a second annotation for the same image: ignored
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault in one input file.
+
+    Attributes:
+        kind: what went wrong.
+        file: the file it is about (annotation or image).
+        message: a sentence naming the value that is wrong and what was done.
+    """
+
+    kind: ProblemKind
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.kind.value}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Box:
+    """One labelled object.
+
+    Attributes:
+        class_name: label as written in the source.
+        xyxy: ``x1, y1, x2, y2`` in pixels of the real image (float).
+        polygon: optional outline ``((x, y), ...)`` in real-image pixels, for segmentation.
+    """
+
+    class_name: str
+    xyxy: tuple[float, float, float, float]
+    polygon: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and its labels, in real-image pixels.
+
+    Attributes:
+        image: path to the image file.
+        width, height: real size of the image in pixels (read from the file).
+        boxes: labelled objects; empty means a background image.
+        annotation: the annotation file it came from (None for an unlabelled image).
+    """
+
+    image: Path
+    width: int
+    height: int
+    boxes: tuple[Box, ...]
+    annotation: Path | None = None
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Everything a reader found in a source dataset.
+
+    Attributes:
+        records: usable images (possibly with repaired boxes).
+        class_names: class list, index = class id.
+        problems: every fault found, one per file and kind of fault.
+    """
+
+    records: tuple[ImageRecord, ...]
+    class_names: tuple[str, ...]
+    problems: tuple[Problem, ...] = field(default=())
