@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
 from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
+from kanjian.station.plc_config import PlcConfig  # issue 6: PLC handshake section
 from kanjian.station.sync_config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -134,6 +135,7 @@ class StationConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen
     sync: SyncConfig = Field(default_factory=SyncConfig)  # issue 7: MQTT/S3 platform sync
+    plc: PlcConfig = Field(default_factory=PlcConfig)  # issue 6: PLC handshake (Modbus/OPC UA)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -26,7 +27,10 @@ from kanjian.station.config import StationConfig
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
 from kanjian.station.store import ResultStore
-from kanjian.station.triggers import TriggerQueue, refused_failure
+from kanjian.station.triggers import Trigger, TriggerQueue, refused_failure
+
+if TYPE_CHECKING:
+    from kanjian.station.plc_service import PlcService  # issue 6
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class Station:
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
+    plc: PlcService | None = None  # issue 6: Modbus TCP / OPC UA handshake, when enabled
 
     def __post_init__(self) -> None:
         t = self.config.trigger
@@ -97,6 +102,16 @@ class Station:
         if refusal is not None:
             failure = refused_failure(trig, refusal, self.pump.source_id)
             self._emit(self.inspector.inspect(failure), trig.result)
+        result: Future[Inspection] = trig.result
+        return result
+
+    def refuse(self, trigger_id: str, reason: str) -> Future[Inspection]:
+        """Log a trigger refused before it reached the queue (issue 6: the PLC's result
+        buffer is full) as a MISSED row; resolves after commit. Thread-safe."""
+        trig = Trigger(trigger_id, datetime.now(timezone.utc))
+        self._emit(
+            self.inspector.inspect(refused_failure(trig, reason, self.pump.source_id)), trig.result
+        )
         result: Future[Inspection] = trig.result
         return result
 
@@ -170,6 +185,8 @@ class Station:
 
     def close(self) -> None:
         """Stop the source, commit everything queued, close the store."""
+        if self.plc is not None:  # issue 6: stop taking PLC triggers first
+            self.plc.close()
         self.pump.close()
         self.store.close()
 
@@ -211,6 +228,15 @@ def build_station(cfg: StationConfig) -> Station:
     pump = FramePump(source, cfg.policy)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
     inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
-    return Station(
+    station = Station(
         config=cfg, pump=pump, inspector=inspector, store=store, sinks=[store], startup_ms=t
     )
+    if cfg.plc.enabled:  # issue 6: PLC servers; on failure close what was opened
+        from kanjian.station.plc_service import start_plc
+
+        try:
+            station.plc = start_plc(station)
+        except Exception:
+            station.close()
+            raise
+    return station

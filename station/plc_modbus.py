@@ -31,7 +31,6 @@ from kanjian.station.plc_registers import (
     COIL_RESULT_ACK,
     COIL_TRIGGER,
     HR_RECIPE,
-    N_DISCRETE,
     N_HOLDING,
     N_INPUT,
     encode_bits,
@@ -128,7 +127,7 @@ class ModbusPlcServer:
             targets = range(address, address + len(values))
             if any(a not in (COIL_TRIGGER, COIL_RESULT_ACK) for a in targets):
                 return ExcCodes.ILLEGAL_ADDRESS
-            for a, v in zip(targets, values):
+            for a, v in zip(targets, values, strict=True):
                 if a == COIL_TRIGGER:
                     self._hs.set_trigger(bool(v))
                 else:
@@ -192,7 +191,7 @@ class ModbusPlcServer:
         if loop is None or thread is None or not thread.is_alive():
             return
         if server is not None:
-            fut = asyncio.run_coroutine_threadsafe(server.shutdown(), loop)
+            fut = asyncio.run_coroutine_threadsafe(server.shutdown(), loop)  # type: ignore[no-untyped-call]
             try:
                 fut.result(_START_TIMEOUT_S)
             except Exception:
