@@ -91,15 +91,27 @@ def draw(
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else y1 + th + base + 4
         cv2.rectangle(img, (x1, ty - th - base), (x1 + tw + 4, ty + base // 2), c, -1)
         cv2.putText(
-            img, box.label, (x1 + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, font,
-            (255, 255, 255), thick, cv2.LINE_AA,
+            img,
+            box.label,
+            (x1 + 2, ty - base // 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font,
+            (255, 255, 255),
+            thick,
+            cv2.LINE_AA,
         )
     if verdict is not None:
         bar = max(18, round(h / 14))
         cv2.rectangle(img, (0, 0), (w, bar), VERDICT_BGR.get(verdict, (90, 90, 90)), -1)
         cv2.putText(
-            img, verdict, (8, bar - bar // 4), cv2.FONT_HERSHEY_SIMPLEX, bar / 30,
-            (255, 255, 255), max(1, bar // 12), cv2.LINE_AA,
+            img,
+            verdict,
+            (8, bar - bar // 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            bar / 30,
+            (255, 255, 255),
+            max(1, bar // 12),
+            cv2.LINE_AA,
         )
     return img
 
@@ -141,6 +153,7 @@ def placeholder(text: str, size_wh: tuple[int, int] = (640, 400)) -> NDArray[np.
     """A grey picture saying ``text`` (no frame yet, camera lost)."""
     w, h = size_wh
     img = np.full((h, w, 3), 48, np.uint8)
-    cv2.putText(img, text, (20, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (220, 220, 220), 2,
-                cv2.LINE_AA)
+    cv2.putText(
+        img, text, (20, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (220, 220, 220), 2, cv2.LINE_AA
+    )
     return img

@@ -1,0 +1,308 @@
+"""Pydantic models of every request and response body of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kanjian.inference.verdict import VerdictRules
+
+VerdictName = Literal["PASS", "FAIL", "REVIEW", "ERROR", "MISSED"]
+FeedbackKind = Literal["confirm_defect", "not_defect", "wrong_class"]
+RoleName = Literal["operator", "engineer", "admin"]
+
+_IN = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    """Every error response: what went wrong, for a person."""
+
+    detail: str
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+class StationOut(BaseModel):
+    id: str
+    site: str
+    line: str
+
+
+class CameraOut(BaseModel):
+    """The frame source's health."""
+
+    source_id: str
+    state: str = Field(description="connected, reconnecting, ended or error")
+    frames_read: int
+    failures: int
+    reconnects: int
+    dropped: int = Field(description="frames the 'latest' policy replaced unread")
+    last_frame_at: str | None
+    last_error: str | None
+
+
+class ModelOut(BaseModel):
+    """The model judging now, and where it runs."""
+
+    name: str
+    version: str
+    sha256: str
+    task: str
+    class_names: list[str]
+    imgsz: tuple[int, int]
+    provider: str = Field(description="execution provider actually running the graph")
+    providers_requested: list[str]
+    providers_active: list[str]
+    fell_back: bool = Field(description="the first requested provider is not the one running")
+
+
+class LatencyOut(BaseModel):
+    p50: float = Field(description="median, milliseconds")
+    p99: float = Field(description="99th percentile, milliseconds")
+
+
+class QueuesOut(BaseModel):
+    store: int = Field(description="inspections waiting for the database writer")
+    triggers: int = Field(description="triggers waiting to be served")
+    camera: int = Field(description="frames waiting in the frame pump")
+
+
+class StoreOut(BaseModel):
+    db_bytes: int = Field(description="database file plus its WAL, bytes")
+    rows_written: int = Field(description="rows committed since start")
+    batches: int
+    errors: int = Field(description="failed (retried) transactions since start")
+    blocked_puts: int
+    last_commit_ms: float
+    outbox_pending: int = Field(description="inspections not yet confirmed by the platform")
+
+
+class DiskOut(BaseModel):
+    path: str
+    free_bytes: int
+    total_bytes: int
+
+
+class StatusOut(BaseModel):
+    """``GET /api/status``: everything the screen's badges and a dashboard need."""
+
+    station: StationOut
+    mode: Literal["free_run", "triggered"]
+    loop_running: bool
+    uptime_s: float
+    frames: int = Field(description="inspections made since start")
+    fps: float = Field(description="inspections per second since start")
+    verdicts: dict[str, int]
+    camera: CameraOut
+    model: ModelOut
+    latency_ms: dict[str, LatencyOut] = Field(description="per stage, over the last 1000 frames")
+    queues: QueuesOut
+    store: StoreOut
+    disk: DiskOut
+
+
+class ShiftOut(BaseModel):
+    """Counts of the current shift (local start times from ``api.shift_starts``)."""
+
+    start: str
+    end: str
+    counts: dict[str, int]
+    total: int
+    yield_pct: float | None = Field(
+        description="PASS share of judged parts (PASS+FAIL+REVIEW), percent; null before any"
+    )
+
+
+class WhoAmIOut(BaseModel):
+    authenticated: bool
+    name: str | None
+    role: RoleName | None
+    open_reads: bool
+
+
+class LoginIn(BaseModel):
+    model_config = _IN
+    token: str = Field(min_length=1, max_length=200)
+
+
+# -- inspections -------------------------------------------------------------------------
+
+
+class ModelRefOut(BaseModel):
+    name: str | None
+    version: str | None
+    sha256: str | None
+
+
+class FeedbackIn(BaseModel):
+    """What the operator says about an inspection."""
+
+    model_config = _IN
+    kind: FeedbackKind = Field(
+        description="confirm_defect: the verdict is right; not_defect: a good part was "
+        "flagged; wrong_class: a defect, but of class_name"
+    )
+    class_name: str | None = Field(None, min_length=1, max_length=64)
+    note: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _class_for_wrong_class(self) -> FeedbackIn:
+        if self.kind == "wrong_class" and not self.class_name:
+            raise ValueError("wrong_class feedback needs class_name (the right class)")
+        return self
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    inspection_id: str
+    kind: FeedbackKind
+    class_name: str | None
+    note: str | None
+    actor: str
+    created_at: str
+
+
+class DetectionOut(BaseModel):
+    idx: int
+    class_id: int
+    class_name: str
+    confidence: float
+    xyxy: tuple[float, float, float, float] = Field(description="source-frame pixels")
+    mask_area: int | None
+
+
+class InspectionOut(BaseModel):
+    """One inspection row, with the latest operator feedback."""
+
+    id: str
+    seq: int
+    station_id: str
+    source_id: str | None
+    frame_id: int | None
+    trigger_id: str | None
+    uri: str | None
+    captured_at: str
+    judged_at: str
+    verdict: VerdictName
+    reason: str | None
+    model: ModelRefOut
+    num_detections: int | None
+    top_class: str | None
+    top_confidence: float | None
+    width: int | None
+    height: int | None
+    has_image: bool
+    timings_ms: dict[str, float]
+    feedback: FeedbackOut | None
+
+
+class InspectionDetailOut(InspectionOut):
+    detections: list[DetectionOut]
+    probs: list[float] | None
+    feedback_history: list[FeedbackOut]
+
+
+class InspectionPage(BaseModel):
+    """Newest first; pass ``next_before`` as ``before`` for the next page."""
+
+    items: list[InspectionOut]
+    next_before: int | None
+
+
+class LiveInspection(BaseModel):
+    """A just-committed inspection, as pushed to the screen."""
+
+    id: str
+    frame_id: int
+    source_id: str
+    trigger_id: str | None
+    captured_at: str
+    verdict: VerdictName
+    reason: str
+    model: ModelRefOut
+    detections: list[DetectionOut]
+    timings_ms: dict[str, float]
+    image_saved: bool
+
+
+class TriggerIn(BaseModel):
+    model_config = _IN
+    trigger_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+# -- models and thresholds ----------------------------------------------------------------
+
+
+class ModelEntryOut(BaseModel):
+    sha256: str
+    name: str
+    version: str
+    task: str
+    origin: Literal["config", "upload"]
+    size_bytes: int
+    golden_images: int
+    added_at: str
+    added_by: str | None
+    active: bool
+    previous: bool = Field(description="what a rollback would activate")
+
+
+class ModelListOut(BaseModel):
+    active_sha256: str
+    models: list[ModelEntryOut]
+
+
+class UploadOut(BaseModel):
+    created: bool = Field(description="false: this exact model was already registered")
+    model: ModelEntryOut
+
+
+class ThresholdsBody(BaseModel):
+    """Decoding thresholds and verdict rules of the running inspector."""
+
+    model_config = _IN
+    conf: float | None = Field(None, ge=0, le=1, description="null: the bundle's default")
+    iou: float | None = Field(None, ge=0, le=1, description="null: the bundle's default")
+    max_det: int | None = Field(None, ge=1, le=10000, description="null: the bundle's default")
+    rules: VerdictRules
+
+
+# -- tokens and audit --------------------------------------------------------------------
+
+
+class TokenCreateIn(BaseModel):
+    model_config = _IN
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[\w.@ -]+$")
+    role: RoleName
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: RoleName
+    created_at: str
+    created_by: str | None
+    revoked_at: str | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the bearer token; shown this once, only its hash is kept")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    token_id: str | None
+    role: str | None
+    action: str
+    target: str | None
+    detail: dict[str, object]
+    remote_addr: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_before: int | None
