@@ -69,7 +69,10 @@ def decode_image_file(path: Path) -> NDArray[np.uint8]:
     problem = container_problem(data)
     if problem is not None:
         raise ImageFileError(f"{path}: {problem}")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as exc:
+        raise ImageFileError(f"{path}: OpenCV failed to decode it: {exc}") from exc
     if image is None:
         raise ImageFileError(
             f"{path}: not an image OpenCV can decode ({len(data)} bytes, starting {data[:8].hex()})"

@@ -19,8 +19,8 @@ most one reopen attempt: if the next attempt is due more than
 ``read_timeout_s`` away, the call waits ``read_timeout_s`` and returns
 ``FrameFailure(missed=True)``; otherwise it waits for the attempt, tries
 (up to ``open_timeout_s``) and returns a missed failure if that fails. So one
-call takes at most about ``open_timeout_s + 2 * read_timeout_s`` (stream) and
-the pipeline always gets a record back.
+call takes at most about ``open_timeout_s + 2 * read_timeout_s +
+max_frame_age_s`` and the pipeline always gets a record back.
 """
 
 from __future__ import annotations

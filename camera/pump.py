@@ -188,6 +188,12 @@ class FramePump:
         but could not be decoded) is returned at once, tagged. Missed failures
         (the source is reconnecting) are waited through until ``timeout_s``.
 
+        It takes from the same queue as :meth:`get`, also under ``lossless``:
+        records read before the trigger are discarded. A triggered pipeline
+        calls only ``grab_fresh``; with a free-running camera, ``latest`` keeps
+        the reader current, so the fresh frame comes about one frame interval
+        after the trigger.
+
         Returns:
             the fresh :class:`Frame` with ``trigger_id`` set, or a
             :class:`FrameFailure` with ``trigger_id`` set: the source's own

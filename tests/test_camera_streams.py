@@ -231,7 +231,7 @@ def test_mjpeg_server_killed_and_restarted_source_reconnects(
     back, _ = read_until(source, is_frame)
     assert isinstance(back, Frame) and pattern.read(back.image)[1] == 2  # the new server's
     status = source.status()
-    assert status.state == "connected" and status.reconnects == 1
+    assert status.state == "connected" and status.reconnects >= 1
     assert status.failures >= 4
 
 
@@ -277,6 +277,7 @@ def test_grab_fresh_on_a_stalled_camera_is_missed_then_recovers(
     assert isinstance(pump.get(timeout_s=10.0), Frame)
     mjpeg.signal(signal.SIGSTOP)
     try:
+        time.sleep(0.2)  # frames already in the socket are read before the trigger
         missed = pump.grab_fresh("T-7", timeout_s=0.5)
     finally:
         mjpeg.signal(signal.SIGCONT)
