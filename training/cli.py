@@ -118,6 +118,17 @@ def train_command(
     workers: Annotated[int, typer.Option(min=0)] = 2,
     device: Annotated[str, typer.Option(help="cpu, 0, 0,1 ...")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
+    fraction: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="share of the training split to use")
+    ] = 1.0,
+    nbs: Annotated[
+        int,
+        typer.Option(min=1, help="nominal batch (gradient accumulation); = batch: step each batch"),
+    ] = 64,
+    warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 3.0,
+    val_each_epoch: Annotated[
+        bool, typer.Option(help="validate after every epoch (slow on CPU)")
+    ] = True,
     project: Annotated[Path, typer.Option(help="runs folder")] = Path("runs/kanjian"),
     name: Annotated[str, typer.Option(help="run name (and bundle name)")] = "model",
     version: Annotated[str, typer.Option(help="bundle version")] = "1",
@@ -166,6 +177,10 @@ def train_command(
         seed=seed,
         project=project,
         name=name,
+        fraction=fraction,
+        nbs=nbs,
+        warmup_epochs=warmup_epochs,
+        val_during_training=val_each_epoch,
     )
     options = PipelineOptions(
         name=name,

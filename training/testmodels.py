@@ -24,6 +24,18 @@ from kanjian.training.layout import Task
 
 CLASS_NAMES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 _INFO = "info.json"
+#: the modules whose code changes what a test model is (not the CLI, gates or bundling)
+_MODEL_MAKING_MODULES = (
+    "_env.py",
+    "checks.py",
+    "export.py",
+    "importer.py",
+    "layout.py",
+    "records.py",
+    "testmodels.py",
+    "train.py",
+    "voc.py",
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,8 @@ def cache_key(recipe: Recipe, neu_det: Path) -> str:
     import ultralytics
 
     h = hashlib.sha256()
-    for src in sorted(Path(__file__).parent.glob("*.py")):
+    for name in _MODEL_MAKING_MODULES:
+        src = Path(__file__).parent / name
         h.update(src.name.encode() + b"\0" + src.read_bytes())
     h.update(f"{ultralytics.__version__}|{torch.__version__}".encode())
     h.update(json.dumps(asdict(recipe), sort_keys=True).encode())
@@ -196,7 +209,8 @@ def build_test_model(task: Task, neu_det: Path, cache_root: Path) -> TrainedMode
                     batch=recipe.batch,
                     lr0=recipe.lr0,
                     optimizer=recipe.optimizer,
-                    extra={"nbs": recipe.batch, "warmup_epochs": 1.0},
+                    nbs=recipe.batch,
+                    warmup_epochs=1.0,
                     close_mosaic=max(1, recipe.epochs // 4),
                     workers=0,
                     seed=recipe.seed,

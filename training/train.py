@@ -44,6 +44,11 @@ class TrainConfig:
         seed: for weights, augmentation and data order.
         project, name: the run folder is ``project/name``.
         val_during_training: validate after each epoch (costs time on CPU).
+        fraction: share of the training split used (a quick first model).
+        nbs: nominal batch: gradients accumulate over ``nbs / batch`` batches per step;
+            ``nbs = batch`` steps every batch (more steps for a tiny dataset).
+        warmup_epochs: learning-rate warm-up.
+        extra: any other Ultralytics train argument, passed through.
     """
 
     data: Path
@@ -67,6 +72,9 @@ class TrainConfig:
     project: Path = Path("runs/kanjian")
     name: str = "train"
     val_during_training: bool = True
+    fraction: float = 1.0
+    nbs: int = 64
+    warmup_epochs: float = 3.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_model(self) -> str:
@@ -171,6 +179,9 @@ def train(config: TrainConfig) -> TrainResult:
         "name": run_dir.name,
         "exist_ok": True,
         "val": config.val_during_training,
+        "fraction": config.fraction,
+        "nbs": config.nbs,
+        "warmup_epochs": config.warmup_epochs,
         "plots": False,  # plots fetch fonts and cost minutes on CPU
         "amp": config.device != "cpu",  # the AMP check downloads yolo11n.pt; CPU has no AMP
         "verbose": True,
