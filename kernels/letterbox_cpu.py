@@ -17,6 +17,9 @@ a source row (upscaling).
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
@@ -271,10 +274,28 @@ def _letterbox_body(
                 _blend_grey(q0, q1, ax0, ax1, b0, b1, red, green, blue)
 
 
+def _named_copy(fn: Callable[..., None], name: str) -> Callable[..., None]:
+    """``fn`` under another name.
+
+    Numba names its on-disk cache after the function's qualified name, and
+    does not key it on ``parallel``: two compilations of one function would
+    share one cache entry and the parallel kernel could load the serial code.
+    """
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = fn.__doc__
+    copy.__module__ = fn.__module__
+    return copy
+
+
 #: the kernel, parallel over row bands (``chunks`` = Numba's thread count)
-letterbox_kernel = njit(parallel=True, cache=True, nogil=True)(_letterbox_body)
+letterbox_kernel = njit(parallel=True, cache=True, nogil=True)(
+    _named_copy(_letterbox_body, "letterbox_kernel")
+)
 #: the same kernel on the calling thread only (``chunks`` should be 1)
-letterbox_kernel_serial = njit(parallel=False, cache=True, nogil=True)(_letterbox_body)
+letterbox_kernel_serial = njit(parallel=False, cache=True, nogil=True)(
+    _named_copy(_letterbox_body, "letterbox_kernel_serial")
+)
 
 
 def check_frame(image: object) -> NDArray[np.uint8]:

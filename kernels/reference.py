@@ -61,9 +61,10 @@ def resize_linear_reference(image: NDArray[np.uint8], new_hw: tuple[int, int]) -
     ys = _axis(h, new_h, clamp_fraction=False)
     x0, x1, a0, a1 = (np.array(c, dtype=np.int64) for c in zip(*xs, strict=True))
     y0, y1, b0, b1 = (np.array(c, dtype=np.int64) for c in zip(*ys, strict=True))
-    src = img.astype(np.int64)
     # Horizontal pass: exact integer sums at 11 fractional bits.
-    hsum = src[:, x0, :] * a0[None, :, None] + src[:, x1, :] * a1[None, :, None]
+    left = img[:, x0, :].astype(np.int64)
+    right = img[:, x1, :].astype(np.int64)
+    hsum = left * a0[None, :, None] + right * a1[None, :, None]
     # Vertical pass with OpenCV's SIMD rounding: drop 4 bits, keep the high
     # 16 bits of each product, then round the last 2 bits.
     top = ((hsum[y0] >> 4) * b0[:, None, None]) >> 16
