@@ -16,26 +16,10 @@ from numpy.typing import NDArray
 
 from kanjian.inference.nms import batched_nms
 from kanjian.inference.types import Detections
+from kanjian.kernels import Letterbox, boxes_to_source
 
 #: Ultralytics caps the candidates that go into NMS at this many
 MAX_NMS = 30000
-
-
-@dataclass(frozen=True)
-class BoxGeometry:
-    """How model-input pixels map back to source-frame pixels.
-
-    Attributes:
-        src_hw: source frame ``(height, width)``.
-        gain_xy: ``(new_w / src_w, new_h / src_h)`` of the letterbox resize.
-        pad_xy: left and top padding in model-input pixels.
-        new_hw: resized (unpadded) image ``(height, width)`` inside the input.
-    """
-
-    src_hw: tuple[int, int]
-    gain_xy: tuple[float, float]
-    pad_xy: tuple[int, int]
-    new_hw: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -82,25 +66,10 @@ def select_candidates(
     )
 
 
-def boxes_to_source(xyxy: NDArray[np.float32], geom: BoxGeometry) -> NDArray[np.float32]:
-    """Model-input ``xyxy`` -> source pixels, clipped (Ultralytics' ``scale_boxes``)."""
-    out = xyxy.copy()
-    pad_x, pad_y = geom.pad_xy
-    gain_x, gain_y = geom.gain_xy
-    out[:, [0, 2]] -= np.float32(pad_x)
-    out[:, [1, 3]] -= np.float32(pad_y)
-    out[:, [0, 2]] /= np.float32(gain_x)
-    out[:, [1, 3]] /= np.float32(gain_y)
-    h, w = geom.src_hw
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
-    return out
-
-
 def decode_detect(
     pred: NDArray[np.float32],
     num_classes: int,
-    geom: BoxGeometry,
+    geom: Letterbox,
     conf: float,
     iou: float,
     max_det: int,
@@ -126,7 +95,7 @@ def decode_segment(
     pred: NDArray[np.float32],
     protos: NDArray[np.float32],
     num_classes: int,
-    geom: BoxGeometry,
+    geom: Letterbox,
     input_hw: tuple[int, int],
     conf: float,
     iou: float,
@@ -146,7 +115,7 @@ def decode_segment(
     """
     c = select_candidates(pred, num_classes, conf, iou, max_det)
     k, mh, mw = protos.shape
-    src_h, src_w = geom.src_hw
+    src_h, src_w = geom.src_h, geom.src_w
     if len(c.xyxy) == 0:
         return Detections(
             xyxy=np.zeros((0, 4), np.float32),
@@ -162,8 +131,8 @@ def decode_segment(
     masks = _crop(up > 0, c.xyxy)
     nonempty = masks.reshape(len(masks), -1).any(axis=1)
     masks, xyxy = masks[nonempty], c.xyxy[nonempty]
-    pad_x, pad_y = geom.pad_xy
-    new_h, new_w = geom.new_hw
+    pad_x, pad_y = geom.pad_left, geom.pad_top
+    new_h, new_w = geom.new_h, geom.new_w
     src_masks = (
         np.stack(
             [

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from kanjian.inference import bundle as bundle_mod
 from kanjian.inference.classify_pre import classify_tensor
-from kanjian.inference.decode import BoxGeometry, decode_detect, decode_segment
+from kanjian.inference.decode import decode_detect, decode_segment
 from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
 from kanjian.inference.preprocess import letterbox_tensor
 from kanjian.inference.session import ModelLoadError, create_session
@@ -171,4 +171,4 @@ def load_model(
     return OnnxModel(p, providers, intra_op_threads)
 
 
-__all__ = ["BoxGeometry", "OnnxModel", "Prediction", "load_model"]
+__all__ = ["OnnxModel", "Prediction", "load_model"]

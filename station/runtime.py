@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import cv2
 
+from kanjian.kernels import configure_threads as numba_threads
 from kanjian.station.config import RuntimeConfig
 
 
 def configure_threads(cfg: RuntimeConfig) -> None:
-    """Size OpenCV's and Numba's pools so they leave cores to ONNX Runtime."""
+    """Size OpenCV's and Numba's pools so they leave cores to ONNX Runtime.
+
+    Numba uses the ``workqueue`` layer: the default OpenMP layer leaves threads
+    spinning after a kernel and slowed the next ONNX Runtime call by ~10% on
+    2 cores (PITFALLS.md).
+    """
     if cfg.opencv_threads is not None:
         cv2.setNumThreads(cfg.opencv_threads)
-    import kanjian.kernels as k
-    if hasattr(k, 'configure_threads'):
-        k.configure_threads(cfg.numba_threads)
+    numba_threads(cfg.numba_threads, layer="workqueue")
