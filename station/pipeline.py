@@ -32,6 +32,7 @@ from kanjian.station.triggers import Trigger, TriggerQueue, refused_failure
 
 if TYPE_CHECKING:
     from kanjian.station.plc_service import PlcService  # issue 6
+    from kanjian.station.sync_station import SyncService  # issue 7
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Station:
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
     plc: PlcService | None = None  # issue 6: Modbus TCP / OPC UA handshake, when enabled
+    sync: SyncService | None = None  # issue 7: outbox to MQTT/S3, when enabled
 
     def __post_init__(self) -> None:
         t = self.config.trigger
@@ -190,6 +192,8 @@ class Station:
             self.plc.close()
         self.pump.close()
         self.store.close()
+        if self.sync is not None:  # issue 7: after the last commit, so it can still be sent
+            self.sync.stop()
 
 
 def build_station(cfg: StationConfig) -> Station:
@@ -245,4 +249,8 @@ def build_station(cfg: StationConfig) -> Station:
         except Exception:
             station.close()
             raise
+    if cfg.sync.enabled:  # issue 7: drain the outbox to the platform (own thread)
+        from kanjian.station.sync_station import start_sync
+
+        station.sync = start_sync(station)
     return station

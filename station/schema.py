@@ -197,9 +197,7 @@ def _m030_sync(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX outbox_image_pending ON outbox(seq) WHERE image_state = 'pending'")
     db.execute("CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     # the stream id tells a receiver that seq numbers restarted (a new database)
-    db.execute(
-        "INSERT INTO sync_state (key, value) VALUES ('stream_id', ?)", [str(uuid.uuid4())]
-    )
+    db.execute("INSERT INTO sync_state (key, value) VALUES ('stream_id', ?)", [str(uuid.uuid4())])
     db.execute(
         "CREATE TABLE sync_events (id INTEGER PRIMARY KEY AUTOINCREMENT, "
         "event_id TEXT NOT NULL UNIQUE, event TEXT NOT NULL, payload_json TEXT NOT NULL, "

@@ -1,0 +1,540 @@
+"""The outbox's SQL: what the sync worker reads and marks, on its own connection.
+
+The store writes one ``outbox`` row per inspection in the inspection's own
+transaction (seq = the inspection's seq). This module is the only code that
+changes those rows afterwards. An entry moves through::
+
+    new ──publish──▶ handed to MQTT ──PUBACK──▶ sent ──platform confirms──▶ confirmed
+                       ▲                          │
+                       └── re-sent when unconfirmed past the timeout (doubling)
+
+or is dropped by retention (counted, reported). Its image, when it has one to
+upload, moves independently: new ─▶ pending ─▶ done (or missing / dropped).
+
+All methods run on the calling thread's own connection (one per thread);
+each is one short transaction so the store's writer never waits long.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from kanjian.station.store import open_db
+
+_INSPECTION_COLS = (
+    "id, seq, station_id, source_id, frame_id, trigger_id, uri, captured_at, judged_at, "
+    "verdict, reason, model_name, model_version, model_sha256, num_detections, width, "
+    "height, image_path, timings_json, probs_json"
+)
+
+
+def utc_iso(t: datetime | None = None) -> str:
+    """ISO 8601 UTC with microseconds, the format of every time in the store."""
+    return (
+        (t or datetime.now(timezone.utc))
+        .astimezone(timezone.utc)
+        .isoformat(timespec="microseconds")
+    )
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """One stored box: pixel coordinates of the source frame."""
+
+    class_id: int
+    class_name: str
+    confidence: float
+    xyxy: tuple[float, float, float, float]
+    mask_area: int | None
+
+
+@dataclass(frozen=True)
+class InspectionRecord:
+    """An inspection as committed in the store, with its outbox attempt count."""
+
+    inspection_id: str
+    seq: int
+    station_id: str
+    source_id: str | None
+    frame_id: int | None
+    trigger_id: str | None
+    uri: str | None
+    captured_at: str
+    judged_at: str
+    verdict: str
+    reason: str | None
+    model_name: str | None
+    model_version: str | None
+    model_sha256: str | None
+    num_detections: int
+    width: int | None
+    height: int | None
+    image_path: str | None
+    timings_ms: dict[str, float]
+    probs: list[float] | None
+    detections: tuple[DetectionRecord, ...]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ImageTodo:
+    """An outbox entry whose image is to be examined or uploaded."""
+
+    seq: int
+    inspection_id: str
+    verdict: str
+    image_path: str | None
+    captured_at: str
+    image_key: str | None
+
+
+@dataclass(frozen=True)
+class BacklogStats:
+    """How far behind the sync is (from the database).
+
+    Attributes:
+        backlog: entries not yet confirmed by the platform (and not dropped).
+        unacked: of those, entries the broker has never acknowledged.
+        oldest_created_at: creation time of the oldest backlog entry (ISO UTC), or None.
+        images_pending: images waiting for upload.
+        oldest_image_created_at: creation time of the oldest of those, or None.
+        last_seq: the newest outbox seq.
+    """
+
+    backlog: int
+    unacked: int
+    oldest_created_at: str | None
+    images_pending: int
+    oldest_image_created_at: str | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention pass dropped. Ranges are inclusive ``(first, last)`` seqs."""
+
+    message_ranges: tuple[tuple[int, int], ...]
+    messages: int
+    images: int
+
+
+def to_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges of integers: ``[1,2,3,7] -> [(1,3),(7,7)]``."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
+
+
+@dataclass
+class PendingWrites:
+    """Marks gathered during one worker step, written in one transaction (:meth:`Outbox.apply`).
+
+    Fewer, shorter write transactions leave the store's writer the lock more often.
+    """
+
+    published: list[int] = field(default_factory=list)
+    retry_at: float = 0.0
+    acked: list[int] = field(default_factory=list)
+    confirms: list[tuple[list[tuple[int, int]], int | None]] = field(default_factory=list)
+    resends: list[list[tuple[int, int]]] = field(default_factory=list)
+    events_new: list[tuple[str, str, str, str]] = field(default_factory=list)
+    events_sent: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.published or self.acked or self.confirms or self.resends
+                    or self.events_new or self.events_sent)  # fmt: skip
+
+
+class Outbox:
+    """The sync side of the store's database, on a connection of its own.
+
+    Args:
+        db_path: the store's ``kanjian.db``.
+        synchronous: SQLite synchronous mode for this connection's writes.
+    """
+
+    def __init__(self, db_path: Path, synchronous: str = "FULL") -> None:
+        self.db = open_db(db_path, synchronous)
+        self.conn: sqlite3.Connection = self.db.conn
+        self.stream_id = self.get_state("stream_id") or ""
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock up front, through the busy handler.
+        # A deferred transaction that reads first and writes later fails at once
+        # with SQLITE_BUSY when another connection committed in between.
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def apply(self, w: PendingWrites, timeout_s: float, max_s: float) -> tuple[int, int]:
+        """Write one step's worth of marks in one transaction.
+
+        Returns ``(confirmed, resend_requested)`` entry counts.
+        """
+        confirmed = resend = 0
+        with self._tx():
+            if w.published:
+                self.mark_published(w.published, w.retry_at)
+            if w.acked:
+                self.mark_acked(w.acked, time.time(), timeout_s, max_s)
+            for ranges, through in w.confirms:
+                confirmed += self.confirm(ranges, through)
+            for ranges in w.resends:
+                resend += self.request_resend(ranges)
+            if w.events_new:
+                self.add_events(w.events_new)
+            if w.events_sent:
+                self.mark_events_sent(w.events_sent)
+        return confirmed, resend
+
+    # -- state ---------------------------------------------------------------------
+    def get_state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM sync_state WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, values: dict[str, str]) -> None:
+        with self._tx():
+            self.conn.executemany(
+                "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(values.items()),
+            )
+
+    def add_counter(self, key: str, n: int) -> int:
+        """Add ``n`` to a persistent counter; returns the new value."""
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT)",
+                [key, str(n), n],
+            )
+        return int(self.get_state(key) or 0)
+
+    # -- reading entries --------------------------------------------------------------
+    def _records(
+        self, where: str, args: Sequence[object], order: str, limit: int
+    ) -> list[InspectionRecord]:
+        rows = self.conn.execute(
+            f"SELECT o.attempts, {', '.join('i.' + c.strip() for c in _INSPECTION_COLS.split(','))} "
+            f"FROM outbox o JOIN inspections i ON i.id = o.inspection_id "
+            f"WHERE {where} ORDER BY {order} LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [r[1] for r in rows]
+        dets: dict[str, list[DetectionRecord]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = ",".join("?" * len(chunk))
+            for d in self.conn.execute(
+                "SELECT inspection_id, class_id, class_name, confidence, x1, y1, x2, y2, "
+                f"mask_area FROM detections WHERE inspection_id IN ({q}) "
+                "ORDER BY inspection_id, idx",
+                chunk,
+            ):
+                dets.setdefault(d[0], []).append(
+                    DetectionRecord(
+                        int(d[1]), str(d[2]), float(d[3]), (d[4], d[5], d[6], d[7]), d[8]
+                    )
+                )
+        out = []
+        for r in rows:
+            (attempts, iid, seq, station, source, frame_id, trig, uri, cap, judged, verdict,
+             reason, mname, mver, msha, ndet, w, h, img, timings, probs) = r  # fmt: skip
+            out.append(
+                InspectionRecord(
+                    inspection_id=iid,
+                    seq=int(seq),
+                    station_id=station,
+                    source_id=source,
+                    frame_id=frame_id,
+                    trigger_id=trig,
+                    uri=uri,
+                    captured_at=cap,
+                    judged_at=judged,
+                    verdict=verdict,
+                    reason=reason,
+                    model_name=mname,
+                    model_version=mver,
+                    model_sha256=msha,
+                    num_detections=int(ndet or 0),
+                    width=w,
+                    height=h,
+                    image_path=img,
+                    timings_ms=json.loads(timings) if timings else {},
+                    probs=json.loads(probs) if probs else None,
+                    detections=tuple(dets.get(iid, ())),
+                    attempts=int(attempts),
+                )
+            )
+        return out
+
+    def fetch_fresh(self, after_seq: int, limit: int) -> list[InspectionRecord]:
+        """Backlog entries after ``after_seq``, in seq order (the drain cursor)."""
+        return self._records(
+            "o.confirmed_at IS NULL AND o.dropped_at IS NULL AND o.seq > ?",
+            [after_seq],
+            "o.seq",
+            limit,
+        )
+
+    def fetch_due(self, now: float, up_to_seq: int, limit: int) -> list[InspectionRecord]:
+        """Entries at or below the cursor whose re-send time has come, oldest first."""
+        return self._records(
+            "o.confirmed_at IS NULL AND o.dropped_at IS NULL AND o.next_attempt_at <= ? "
+            "AND o.seq <= ?",
+            [now, up_to_seq],
+            "o.next_attempt_at, o.seq",
+            limit,
+        )
+
+    # -- marking ---------------------------------------------------------------------
+    def mark_published(self, seqs: Sequence[int], retry_at: float) -> None:
+        """Handed to MQTT: if no PUBACK comes, these become due again at ``retry_at``."""
+        with self._tx():
+            self.conn.executemany(
+                "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
+                [(retry_at, s) for s in seqs],
+            )
+
+    def mark_acked(self, seqs: Sequence[int], now: float, timeout_s: float, max_s: float) -> None:
+        """The broker acknowledged (PUBACK): wait for the platform's confirmation.
+
+        The next re-send is ``timeout_s * 2**attempts`` later, capped at ``max_s``.
+        """
+        at = utc_iso()
+        with self._tx():
+            self.conn.executemany(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, "
+                "next_attempt_at = ? + MIN(?, ? * (1 << MIN(attempts, 20))) "
+                "WHERE seq = ? AND confirmed_at IS NULL",
+                [(at, now, max_s, timeout_s, s) for s in seqs],
+            )
+
+    def confirm(self, ranges: Sequence[tuple[int, int]], through: int | None) -> int:
+        """The platform stored these seqs (inclusive ranges, and all ``<= through``).
+
+        Returns how many entries became confirmed.
+        """
+        at = utc_iso()
+        n = 0
+        with self._tx():
+            if through is not None and through > 0:
+                n += self.conn.execute(
+                    "UPDATE outbox SET confirmed_at = ? WHERE confirmed_at IS NULL "
+                    "AND dropped_at IS NULL AND seq <= ?",
+                    [at, through],
+                ).rowcount
+            for a, b in ranges:
+                n += self.conn.execute(
+                    "UPDATE outbox SET confirmed_at = ? WHERE confirmed_at IS NULL "
+                    "AND dropped_at IS NULL AND seq BETWEEN ? AND ?",
+                    [at, a, b],
+                ).rowcount
+        return n
+
+    def request_resend(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """The platform misses these seqs: make them due now, even if confirmed before."""
+        n = 0
+        with self._tx():
+            for a, b in ranges:
+                n += self.conn.execute(
+                    "UPDATE outbox SET confirmed_at = NULL, next_attempt_at = 0 "
+                    "WHERE dropped_at IS NULL AND seq BETWEEN ? AND ?",
+                    [a, b],
+                ).rowcount
+        return n
+
+    def make_all_due(self) -> int:
+        """After a reconnect: the broker may have lost what it acknowledged; re-send it."""
+        with self._tx():
+            return self.conn.execute(
+                "UPDATE outbox SET next_attempt_at = 0 WHERE confirmed_at IS NULL "
+                "AND dropped_at IS NULL AND next_attempt_at > 0 AND sent_at IS NOT NULL"
+            ).rowcount
+
+    # -- retention ----------------------------------------------------------------------
+    def apply_retention(
+        self, max_age_h: float, max_backlog: int, max_images: int
+    ) -> RetentionResult:
+        """Drop what is past the bounds: unconfirmed entries and pending images.
+
+        Entries older than ``max_age_h`` go, then the oldest beyond
+        ``max_backlog``; likewise images. Dropped entries keep their rows (the
+        inspection stays in the station's database); they are only no longer sent.
+        """
+        cutoff = utc_iso(datetime.now(timezone.utc) - timedelta(hours=max_age_h))
+        at = utc_iso()
+        live = "confirmed_at IS NULL AND dropped_at IS NULL"
+        with self._tx():
+            seqs = [
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT seq FROM outbox WHERE {live} AND created_at < ? ORDER BY seq",
+                    [cutoff],
+                )
+            ]
+            n_live = self.conn.execute(f"SELECT COUNT(*) FROM outbox WHERE {live}").fetchone()[0]
+            excess = n_live - len(seqs) - max_backlog
+            if excess > 0:
+                after = seqs[-1] if seqs else 0
+                seqs += [
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT seq FROM outbox WHERE {live} AND seq > ? ORDER BY seq LIMIT ?",
+                        [after, excess],
+                    )
+                ]
+            ranges = to_ranges(seqs)
+            for a, b in ranges:
+                self.conn.execute(
+                    f"UPDATE outbox SET dropped_at = ? WHERE {live} AND seq BETWEEN ? AND ?",
+                    [at, a, b],
+                )
+            img = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT seq FROM outbox WHERE image_state = 'pending' AND created_at < ? "
+                    "ORDER BY seq",
+                    [cutoff],
+                )
+            ]
+            n_img = self.conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE image_state = 'pending'"
+            ).fetchone()[0]
+            img_excess = n_img - len(img) - max_images
+            if img_excess > 0:
+                img += [
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT seq FROM outbox WHERE image_state = 'pending' AND seq > ? "
+                        "ORDER BY seq LIMIT ?",
+                        [img[-1] if img else 0, img_excess],
+                    )
+                ]
+            self.conn.executemany(
+                "UPDATE outbox SET image_state = 'dropped' WHERE seq = ?", [(s,) for s in img]
+            )
+        return RetentionResult(tuple(ranges), len(seqs), len(img))
+
+    # -- images ---------------------------------------------------------------------------
+    def images_to_examine(self, limit: int) -> list[ImageTodo]:
+        """Entries whose image has not been looked at yet, in seq order."""
+        rows = self.conn.execute(
+            "SELECT o.seq, o.inspection_id, i.verdict, i.image_path, i.captured_at, o.image_key "
+            "FROM outbox o JOIN inspections i ON i.id = o.inspection_id "
+            "WHERE o.image_state IS NULL ORDER BY o.seq LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [ImageTodo(*r) for r in rows]
+
+    def set_image_plans(self, plans: Sequence[tuple[int, str | None]]) -> None:
+        """Record per entry the object key to upload to (``None``: no image to upload)."""
+        with self._tx():
+            self.conn.executemany(
+                "UPDATE outbox SET image_key = ?, image_state = ? WHERE seq = ?",
+                [(key, "none" if key is None else "pending", seq) for seq, key in plans],
+            )
+
+    def skip_images(self) -> int:
+        """Object storage is off: nothing made now will be uploaded later."""
+        with self._tx():
+            return self.conn.execute(
+                "UPDATE outbox SET image_state = 'off' WHERE image_state IS NULL"
+            ).rowcount
+
+    def pending_images(self, limit: int) -> list[ImageTodo]:
+        rows = self.conn.execute(
+            "SELECT o.seq, o.inspection_id, i.verdict, i.image_path, i.captured_at, o.image_key "
+            "FROM outbox o JOIN inspections i ON i.id = o.inspection_id "
+            "WHERE o.image_state = 'pending' ORDER BY o.seq LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [ImageTodo(*r) for r in rows]
+
+    def mark_image(self, seq: int, state: str) -> None:
+        """``done`` (uploaded), ``missing`` (the local file is gone) or a failed attempt."""
+        with self._tx():
+            if state == "attempt":
+                self.conn.execute(
+                    "UPDATE outbox SET image_attempts = image_attempts + 1 WHERE seq = ?", [seq]
+                )
+            else:
+                self.conn.execute(
+                    "UPDATE outbox SET image_state = ?, image_done_at = ?, "
+                    "image_attempts = image_attempts + 1 WHERE seq = ?",
+                    [state, utc_iso(), seq],
+                )
+
+    # -- events -------------------------------------------------------------------------------
+    def add_events(self, events: Sequence[tuple[str, str, str, str]]) -> None:
+        """Append ``(event_id, event, payload_json, created_at)`` rows to publish."""
+        with self._tx():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO sync_events (event_id, event, payload_json, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                events,
+            )
+
+    def unsent_events(self, limit: int) -> list[tuple[int, str]]:
+        """``(id, payload_json)`` of events not yet acknowledged by the broker."""
+        rows = self.conn.execute(
+            "SELECT id, payload_json FROM sync_events WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+            [limit],
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def mark_events_sent(self, ids: Sequence[int]) -> None:
+        at = utc_iso()
+        with self._tx():
+            self.conn.executemany(
+                "UPDATE sync_events SET sent_at = ? WHERE id = ?", [(at, i) for i in ids]
+            )
+
+    # -- status ----------------------------------------------------------------------------------
+    def backlog_stats(self) -> BacklogStats:
+        live = "confirmed_at IS NULL AND dropped_at IS NULL"
+        n, unacked = self.conn.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(sent_at IS NULL), 0) FROM outbox WHERE {live}"
+        ).fetchone()
+        oldest = self.conn.execute(
+            f"SELECT created_at FROM outbox WHERE {live} ORDER BY seq LIMIT 1"
+        ).fetchone()
+        n_img = self.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE image_state = 'pending'"
+        ).fetchone()[0]
+        oldest_img = self.conn.execute(
+            "SELECT created_at FROM outbox WHERE image_state = 'pending' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        last = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+        return BacklogStats(
+            backlog=int(n),
+            unacked=int(unacked),
+            oldest_created_at=None if oldest is None else str(oldest[0]),
+            images_pending=int(n_img),
+            oldest_image_created_at=None if oldest_img is None else str(oldest_img[0]),
+            last_seq=int(last),
+        )
