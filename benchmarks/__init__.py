@@ -1,0 +1,1 @@
+"""kanjian benchmarks (not installed): run them with ``python -m benchmarks.<name>``."""
