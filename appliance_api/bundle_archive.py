@@ -102,8 +102,9 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     with zf:
         for info in zf.infolist():
             budget.member(info.filename)
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # Unix type bits of the member; 0 when the writer did not record any
+            ftype = stat.S_IFMT(info.external_attr >> 16)
+            if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveRejected(
                     f"archive member {info.filename!r}: only plain files and folders are "
                     "allowed (no symlinks or devices)"
@@ -119,9 +120,7 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
                     budget.copy(src, out, info.filename)
             except FileExistsError as e:
                 raise ArchiveRejected(f"archive member {info.filename!r} appears twice") from e
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
-                if isinstance(e, ArchiveRejected):
-                    raise
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
                 raise ArchiveRejected(f"corrupt zip member {info.filename!r}: {e}") from e
 
 

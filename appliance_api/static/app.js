@@ -1,0 +1,388 @@
+// The operator's screen: live verdict, annotated view, shift counts, last defects, feedback.
+// Plain JS, no build step. Live data comes from /api/events (server-sent events); the
+// picture from /api/live.mjpeg. Both reconnect by themselves when the station returns.
+"use strict";
+
+(() => {
+  const I18N = window.KANJIAN_I18N;
+  const $ = (id) => document.getElementById(id);
+  const RECONNECT_MS = 2000;
+  const SILENCE_MS = 12000; // the server sends a status event every 5 s
+  const PIN_MS = 15000; // a tapped defect stays the feedback target this long
+  const MAX_THUMBS = 8;
+
+  let lang = localStorage.getItem("kanjian.lang") || "zh";
+  let token = localStorage.getItem("kanjian.token");
+  let es = null;
+  let connected = false;
+  let lastEventAt = 0;
+  let reconnectTimer = null;
+  let status = null;
+  let current = null; // the newest inspection
+  let target = null; // the defect feedback goes to
+  let pinnedUntil = 0;
+  let shift = null;
+  const defects = []; // newest first: {insp, feedback}
+
+  const t = (key) => (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+  const className = (name) => (lang === "zh" && I18N.zh.classes[name]) || name;
+  const isDefect = (v) => v === "FAIL" || v === "REVIEW";
+  const topDetection = (insp) =>
+    (insp.detections || []).reduce((a, d) => (a && a.confidence >= d.confidence ? a : d), null);
+  const hhmmss = (iso) => new Date(iso).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
+
+  // -- language -------------------------------------------------------------------------
+  function applyLang() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    document.querySelectorAll("[data-i18n]").forEach((el) => {
+      el.textContent = t(el.dataset.i18n);
+    });
+    $("live").alt = t("live_view");
+    $("lang").textContent = lang === "zh" ? "EN" : "中文";
+    renderConnection();
+    renderStatus();
+    renderVerdict();
+    renderShift();
+    renderTarget();
+    renderThumbs();
+  }
+
+  $("lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    localStorage.setItem("kanjian.lang", lang);
+    applyLang();
+  });
+
+  // -- auth -----------------------------------------------------------------------------
+  function adoptTokenFromUrl() {
+    const m = location.hash.match(/token=([^&]+)/);
+    if (m) {
+      token = decodeURIComponent(m[1]);
+      localStorage.setItem("kanjian.token", token);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+
+  function showLogin(message) {
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    $("login-token").focus();
+  }
+
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    token = $("login-token").value.trim();
+    const r = await fetch("/api/session", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+    }).catch(() => null);
+    if (r && r.status === 204) {
+      localStorage.setItem("kanjian.token", token);
+      $("login").hidden = true;
+      connect();
+    } else {
+      showLogin(t("bad_token"));
+    }
+  });
+
+  // -- connection -----------------------------------------------------------------------
+  function setConnected(on) {
+    if (connected === on) return;
+    connected = on;
+    renderConnection();
+    if (on) {
+      $("live").src = "/api/live.mjpeg?t=" + Date.now();
+    } else {
+      $("live").removeAttribute("src"); // ends the MJPEG request; reopened on return
+    }
+  }
+
+  function renderConnection() {
+    const b = $("badge-conn");
+    b.dataset.state = connected ? "connected" : "disconnected";
+    b.className = "badge " + (connected ? "ok" : "bad");
+    b.textContent = t(connected ? "connected" : "disconnected");
+    $("view-offline").hidden = connected;
+    document.body.classList.toggle("offline", !connected);
+  }
+
+  function scheduleReconnect() {
+    if (reconnectTimer !== null) return;
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      connect();
+    }, RECONNECT_MS);
+  }
+
+  async function connect() {
+    try {
+      if (token) {
+        const r = await fetch("/api/session", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ token }),
+        });
+        if (r.status === 401) {
+          localStorage.removeItem("kanjian.token");
+          token = null;
+        }
+      }
+      const who = await (await fetch("/api/whoami", { cache: "no-store" })).json();
+      if (!who.authenticated && !who.open_reads) {
+        setConnected(false);
+        showLogin(token ? t("bad_token") : "");
+        return;
+      }
+      openEvents();
+    } catch (e) {
+      setConnected(false);
+      scheduleReconnect();
+    }
+  }
+
+  function openEvents() {
+    if (es) es.close();
+    es = new EventSource("/api/events");
+    es.addEventListener("hello", (e) => {
+      const d = JSON.parse(e.data);
+      lastEventAt = Date.now();
+      setConnected(true);
+      onStatus(d.status);
+      if (d.shift) onShift(d.shift);
+      if (d.last) onInspection(d.last);
+      loadDefects();
+    });
+    es.addEventListener("inspection", (e) => {
+      const d = JSON.parse(e.data);
+      lastEventAt = Date.now();
+      setConnected(true);
+      onInspection(d.inspection);
+      if (d.shift) onShift(d.shift);
+    });
+    es.addEventListener("status", (e) => {
+      lastEventAt = Date.now();
+      setConnected(true);
+      onStatus(JSON.parse(e.data));
+    });
+    es.onerror = () => {
+      setConnected(false);
+      // CONNECTING: the browser retries by itself; CLOSED (HTTP error): we start over
+      if (es && es.readyState === EventSource.CLOSED) {
+        es.close();
+        es = null;
+        scheduleReconnect();
+      }
+    };
+  }
+
+  setInterval(() => {
+    if (connected && Date.now() - lastEventAt > SILENCE_MS) {
+      // a silent half-open connection (cable pulled): drop it and start over
+      setConnected(false);
+      if (es) es.close();
+      es = null;
+      scheduleReconnect();
+    }
+  }, 2000);
+
+  // -- data -----------------------------------------------------------------------------
+  function onStatus(s) {
+    status = s;
+    renderStatus();
+  }
+
+  function onShift(s) {
+    shift = s;
+    renderShift();
+  }
+
+  function onInspection(insp) {
+    current = insp;
+    renderVerdict();
+    if (isDefect(insp.verdict) && !defects.some((d) => d.insp.id === insp.id)) {
+      defects.unshift({ insp, feedback: null });
+      defects.length = Math.min(defects.length, MAX_THUMBS);
+      if (Date.now() > pinnedUntil) target = defects[0];
+      renderThumbs();
+      renderTarget();
+    }
+  }
+
+  async function loadDefects() {
+    try {
+      const r = await fetch("/api/inspections?verdict=FAIL&verdict=REVIEW&limit=" + MAX_THUMBS, {
+        cache: "no-store",
+      });
+      if (!r.ok) return;
+      const page = await r.json();
+      const fresh = page.items.map((row) => ({
+        insp: {
+          id: row.id,
+          verdict: row.verdict,
+          reason: row.reason,
+          captured_at: row.captured_at,
+          detections: row.top_class
+            ? [{ class_name: row.top_class, confidence: row.top_confidence }]
+            : [],
+          image_saved: row.has_image,
+        },
+        feedback: row.feedback ? row.feedback.kind : null,
+      }));
+      defects.length = 0;
+      defects.push(...fresh);
+      if (Date.now() > pinnedUntil || !target) target = defects[0] || null;
+      renderThumbs();
+      renderTarget();
+    } catch (e) {
+      /* the next hello reloads */
+    }
+  }
+
+  // -- rendering ------------------------------------------------------------------------
+  function renderStatus() {
+    if (!status) return;
+    $("station-name").textContent = `${status.station.id} · ${status.station.line}`;
+    const cam = status.camera.state;
+    $("camera-state").textContent = t("state_" + cam);
+    $("badge-camera").className = "badge " + (cam === "connected" ? "ok" : "bad");
+    const m = status.model;
+    $("model-name").textContent = `${m.name} v${m.version}` + (m.fell_back ? ` (${t("fell_back")})` : "");
+    $("badge-model").className = "badge " + (m.fell_back ? "warn" : "ok");
+    const pending = status.store.outbox_pending;
+    $("sync-state").textContent = pending === 0 ? t("sync_ok") : `${t("sync_pending")} ${pending}`;
+    $("badge-sync").className = "badge " + (pending === 0 ? "ok" : "warn");
+  }
+
+  function renderVerdict() {
+    const box = $("verdict");
+    if (!current) return;
+    box.dataset.verdict = current.verdict;
+    box.dataset.id = current.id;
+    $("verdict-word").textContent = t(current.verdict);
+    const top = topDetection(current);
+    const what = top ? `${className(top.class_name)} ${top.confidence.toFixed(2)} · ` : "";
+    $("verdict-reason").textContent = what + (current.reason || "");
+  }
+
+  function renderShift() {
+    if (!shift) return;
+    $("n-pass").textContent = shift.counts.PASS;
+    $("n-fail").textContent = shift.counts.FAIL;
+    $("n-review").textContent = shift.counts.REVIEW;
+    $("yield").textContent = shift.yield_pct === null ? "—" : shift.yield_pct.toFixed(1) + "%";
+  }
+
+  function renderTarget() {
+    const box = $("fb-target");
+    const buttons = document.querySelectorAll("#fb-buttons button");
+    if (!target) {
+      box.textContent = t("no_defect_yet");
+      delete box.dataset.id;
+      buttons.forEach((b) => (b.disabled = true));
+      return;
+    }
+    const i = target.insp;
+    const top = topDetection(i);
+    box.dataset.id = i.id;
+    box.textContent =
+      `${t(i.verdict)} · ${top ? className(top.class_name) + " · " : ""}${hhmmss(i.captured_at)}` +
+      (target.feedback ? ` · ✓ ${t(target.feedback)}` : "");
+    box.className = "v-" + i.verdict;
+    buttons.forEach((b) => {
+      b.disabled = false;
+      b.classList.toggle("chosen", target.feedback === b.dataset.kind);
+    });
+  }
+
+  function renderThumbs() {
+    const strip = $("thumbs");
+    strip.textContent = "";
+    for (const d of defects) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "thumb v-" + d.insp.verdict + (target && target.insp.id === d.insp.id ? " selected" : "");
+      b.dataset.id = d.insp.id;
+      if (d.insp.image_saved) {
+        const img = document.createElement("img");
+        img.loading = "lazy";
+        img.alt = "";
+        img.src = `/api/inspections/${d.insp.id}/image?annotated=true&max_side=240`;
+        b.appendChild(img);
+      }
+      const label = document.createElement("span");
+      const top = topDetection(d.insp);
+      label.textContent =
+        (top ? className(top.class_name) : t(d.insp.verdict)) + (d.feedback ? " ✓" : "");
+      b.appendChild(label);
+      b.addEventListener("click", () => {
+        target = d;
+        pinnedUntil = Date.now() + PIN_MS;
+        $("fb-classes").hidden = true;
+        renderThumbs();
+        renderTarget();
+      });
+      strip.appendChild(b);
+    }
+  }
+
+  // -- feedback -------------------------------------------------------------------------
+  async function sendFeedback(kind, klass) {
+    if (!target) return;
+    const d = target;
+    pinnedUntil = Date.now() + PIN_MS;
+    if (!token) {
+      showLogin("");
+      return;
+    }
+    const body = { kind };
+    if (klass) body.class_name = klass;
+    let r = null;
+    try {
+      r = await fetch(`/api/inspections/${d.insp.id}/feedback`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+        body: JSON.stringify(body),
+      });
+    } catch (e) {
+      r = null;
+    }
+    const out = $("fb-result");
+    if (r && r.status === 201) {
+      d.feedback = kind;
+      out.textContent = `${t("recorded")}: ${t(kind)}${klass ? " → " + className(klass) : ""}`;
+      out.className = "ok";
+      out.dataset.id = d.insp.id;
+      out.dataset.kind = kind;
+    } else {
+      out.textContent = r && r.status === 403 ? t("no_role") : t("failed");
+      out.className = "bad";
+    }
+    $("fb-classes").hidden = true;
+    renderTarget();
+    renderThumbs();
+  }
+
+  $("fb-confirm").addEventListener("click", () => sendFeedback("confirm_defect"));
+  $("fb-not").addEventListener("click", () => sendFeedback("not_defect"));
+  $("fb-wrong").addEventListener("click", () => {
+    const box = $("fb-classes");
+    box.textContent = "";
+    const title = document.createElement("div");
+    title.textContent = t("pick_class");
+    box.appendChild(title);
+    for (const name of (status && status.model.class_names) || []) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = className(name);
+      b.addEventListener("click", () => sendFeedback("wrong_class", name));
+      box.appendChild(b);
+    }
+    box.hidden = false;
+  });
+
+  // -- start ----------------------------------------------------------------------------
+  adoptTokenFromUrl();
+  applyLang();
+  connect();
+})();

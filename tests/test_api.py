@@ -1,0 +1,679 @@
+"""The HTTP API against the real app (real uvicorn), a real station and its SQLite store.
+
+The station judges 24 NEU-DET images with a real trained model and stops; the
+tests then read, filter, page, give feedback, change thresholds and models, and
+check every role boundary and audit row against the database itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sqlite3
+import sys
+import tarfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+
+def _support() -> Any:
+    name = "kanjian_tests_api_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_api_support.py")
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+S = _support()
+N_IMAGES = 24
+
+
+@dataclass
+class Env:
+    url: str
+    state: Any
+    db_path: Path
+    data_dir: Path
+    bundles: Any
+    tokens: dict[str, str]  # role -> bearer token
+    token_names: dict[str, str]
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(self.db_path)
+        try:
+            return con.execute(query, args).fetchall()
+        finally:
+            con.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Env]:
+    from kanjian.appliance_api.auth import Role, TokenStore
+    from kanjian.appliance_api.state import start_services
+    from kanjian.station.config import load_config
+    from kanjian.station.pipeline import build_station
+
+    bundles = S.make_bundles(detect_model)
+    tmp = tmp_path_factory.mktemp("api")
+    images = S.copy_images(tmp / "images", N_IMAGES)
+    cfg = load_config(
+        S.station_yaml(
+            tmp / "station.yaml",
+            images,
+            bundles.a,
+            tmp / "data",
+            api={"max_upload_mb": 40, "max_unpacked_mb": 60},
+        )
+    )
+    station = build_station(cfg)
+    state = start_services(station)
+    state.loop.start()
+    S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
+    assert station.store.flush()
+    server = S.ServerThread(state)
+    ts = TokenStore(state.pool.get())
+    tokens, names = {}, {}
+    for role in Role:
+        new = ts.create(f"test-{role.value}", role, "tests")
+        tokens[role.value], names[role.value] = new.secret, new.info.name
+    try:
+        yield Env(server.url, state, station.store.db_path, tmp / "data", bundles, tokens, names)
+    finally:
+        server.stop()
+        station.close()
+        state.pool.close_all()
+
+
+def _ids(env: Env) -> list[str]:
+    return [r[0] for r in env.sql("SELECT id FROM inspections ORDER BY seq DESC")]
+
+
+def _audit_count(env: Env) -> int:
+    return int(env.sql("SELECT COUNT(*) FROM audit")[0][0])
+
+
+# -- roles -------------------------------------------------------------------------------
+
+
+def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
+    iid = _ids(env)[0]
+    victim = env.sql("SELECT id FROM api_tokens WHERE name = 'test-operator'")[0][0]
+    rules = {"rules": {"default": {"fail_confidence": 0.9, "review_confidence": 0.8}}}
+    return [
+        ("POST", f"/api/inspections/{iid}/feedback", {"json": {"kind": "not_defect"}}, "operator"),
+        ("POST", "/api/trigger", {"json": {}}, "operator"),
+        ("POST", "/api/models", {"content": S.pack(env.bundles.b)}, "engineer"),
+        ("POST", f"/api/models/{env.bundles.sha_b}/activate", {}, "engineer"),
+        ("POST", "/api/models/rollback", {}, "engineer"),
+        ("PUT", "/api/thresholds", {"json": rules}, "engineer"),
+        ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
+        ("DELETE", f"/api/tokens/{victim}", {}, "admin"),
+    ]
+
+
+PUBLIC_MUTATIONS = {("POST", "/api/session"), ("DELETE", "/api/session")}  # login / logout
+
+
+def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
+    from kanjian.appliance_api.app import create_app
+
+    schema = create_app(env.state).openapi()
+    app_mutations = {
+        (m.upper(), path)
+        for path, ops in schema["paths"].items()
+        for m in ops
+        if m.upper() in ("POST", "PUT", "PATCH", "DELETE")
+    }
+    templ = {
+        "POST /api/inspections/{inspection_id}/feedback",
+        "POST /api/trigger",
+        "POST /api/models",
+        "POST /api/models/{sha256}/activate",
+        "POST /api/models/rollback",
+        "PUT /api/thresholds",
+        "POST /api/tokens",
+        "DELETE /api/tokens/{token_id}",
+    }
+    assert {f"{m} {p}" for m, p in app_mutations - PUBLIC_MUTATIONS} == templ
+    assert len(_mutations(env)) == len(templ)
+
+
+def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None:
+    order = ["operator", "engineer", "admin"]
+    before = (
+        _audit_count(env),
+        env.sql("SELECT COUNT(*) FROM feedback")[0][0],
+        env.sql("SELECT COUNT(*), COUNT(revoked_at) FROM api_tokens")[0],
+        env.sql("SELECT COUNT(*) FROM models")[0][0],
+        env.sql("SELECT COUNT(*) FROM model_activations")[0][0],
+    )
+    thresholds = env.client("operator").get("/api/thresholds").json()
+    for method, path, kwargs, needed in _mutations(env):
+        with env.client() as c:
+            r = c.request(method, path, **kwargs)
+            assert r.status_code == 401, (method, path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert needed in r.json()["detail"]
+        with env.client() as c:
+            r = c.request(
+                method, path, headers={"Authorization": "Bearer kj_00000000_forged"}, **kwargs
+            )
+            assert r.status_code == 401, (method, path, r.text)
+        for weaker in order[: order.index(needed)]:
+            with env.client(weaker) as c:
+                r = c.request(method, path, **kwargs)
+                assert r.status_code == 403, (method, path, weaker, r.text)
+                assert f"role {weaker} may not" in r.json()["detail"]
+    after = (
+        _audit_count(env),
+        env.sql("SELECT COUNT(*) FROM feedback")[0][0],
+        env.sql("SELECT COUNT(*), COUNT(revoked_at) FROM api_tokens")[0],
+        env.sql("SELECT COUNT(*) FROM models")[0][0],
+        env.sql("SELECT COUNT(*) FROM model_activations")[0][0],
+    )
+    assert after == before  # a refused request changed nothing
+    assert env.client("operator").get("/api/thresholds").json() == thresholds
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/status",
+        "/api/shift",
+        "/api/inspections",
+        "/api/models",
+        "/api/thresholds",
+        "/api/live.jpg",
+        "/api/events",
+    ],
+)
+def test_reads_need_a_token_unless_opened(env: Env, path: str) -> None:
+    r = httpx.get(env.url + path, timeout=30)
+    assert r.status_code == 401
+    assert "operator" in r.json()["detail"]
+
+
+def test_engineer_and_admin_reads(env: Env) -> None:
+    for path, needed in (
+        ("/api/config", "engineer"),
+        ("/api/audit", "engineer"),
+        ("/api/tokens", "admin"),
+    ):
+        assert env.client("operator").get(path).status_code == 403
+        if needed == "admin":
+            assert env.client("engineer").get(path).status_code == 403
+        assert env.client(needed).get(path).status_code == 200
+
+
+def test_cookie_session_reads_but_never_mutates(env: Env) -> None:
+    iid = _ids(env)[0]
+    with httpx.Client(base_url=env.url, timeout=30) as c:
+        assert c.post("/api/session", json={"token": "kj_00000000_nope"}).status_code == 401
+        r = c.post("/api/session", json={"token": env.tokens["admin"]})
+        assert r.status_code == 204
+        assert "httponly" in r.headers["set-cookie"].lower()
+        assert c.get("/api/status").status_code == 200
+        assert c.get("/api/whoami").json() == {
+            "authenticated": True,
+            "name": "test-admin",
+            "role": "admin",
+            "open_reads": False,
+        }
+        # the cookie alone must not carry a mutation (no CSRF through the screen's cookie)
+        assert (
+            c.post(f"/api/inspections/{iid}/feedback", json={"kind": "not_defect"}).status_code
+            == 401
+        )
+        assert c.delete("/api/session").status_code == 204
+        c.cookies.clear()
+        assert c.get("/api/status").status_code == 401
+
+
+def test_revoked_token_is_refused_and_tokens_are_audited(env: Env) -> None:
+    admin = env.client("admin")
+    r = admin.post("/api/tokens", json={"name": "panel-7", "role": "operator"})
+    assert r.status_code == 201
+    made = r.json()
+    secret = made["token"]
+    assert secret.startswith(f"kj_{made['id']}_")
+    # only a hash is stored
+    stored = env.sql("SELECT secret_sha256 FROM api_tokens WHERE id = ?", (made["id"],))[0][0]
+    assert secret not in stored and secret.split("_", 2)[2] not in stored
+    listed = {t["id"]: t for t in admin.get("/api/tokens").json()}
+    assert "token" not in listed[made["id"]] and listed[made["id"]]["role"] == "operator"
+    op = httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {secret}"})
+    assert op.get("/api/status").status_code == 200
+    assert admin.delete(f"/api/tokens/{made['id']}").json()["revoked_at"] is not None
+    assert op.get("/api/status").status_code == 401
+    assert admin.delete("/api/tokens/0badc0de").status_code == 404
+    rows = env.sql(
+        "SELECT action, actor, role FROM audit WHERE target = ? ORDER BY id", (made["id"],)
+    )
+    assert rows == [
+        ("token.create", "test-admin", "admin"),
+        ("token.revoke", "test-admin", "admin"),
+    ]
+
+
+# -- inspections ---------------------------------------------------------------------------
+
+
+def test_every_image_gave_one_row(env: Env) -> None:
+    rows = env.sql("SELECT frame_id, uri, model_sha256 FROM inspections ORDER BY seq")
+    assert [r[0] for r in rows] == list(range(N_IMAGES))
+    assert len({r[1] for r in rows}) == N_IMAGES
+    assert {r[2] for r in rows} == {env.bundles.sha_a}
+    verdicts = Counter(r[0] for r in env.sql("SELECT verdict FROM inspections"))
+    # the rules are set so the test data has defects and good parts
+    assert verdicts["PASS"] > 0 and verdicts["FAIL"] + verdicts["REVIEW"] > 0
+
+
+def test_pagination_walks_every_row_once(env: Env) -> None:
+    c = env.client("operator")
+    seen: list[str] = []
+    before = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 7}
+        if before is not None:
+            params["before"] = before
+        page = c.get("/api/inspections", params=params).json()
+        seen += [i["id"] for i in page["items"]]
+        pages += 1
+        before = page["next_before"]
+        if before is None:
+            break
+    assert seen == _ids(env)
+    assert pages == -(-N_IMAGES // 7) + (1 if N_IMAGES % 7 == 0 else 0)
+
+
+def test_filters_match_the_database(env: Env) -> None:
+    c = env.client("operator")
+    for verdict in ("PASS", "FAIL", "REVIEW"):
+        got = [
+            i["id"]
+            for i in c.get("/api/inspections", params={"verdict": verdict, "limit": 500}).json()[
+                "items"
+            ]
+        ]
+        want = [
+            r[0]
+            for r in env.sql(
+                "SELECT id FROM inspections WHERE verdict = ? ORDER BY seq DESC", (verdict,)
+            )
+        ]
+        assert got == want
+    both = c.get(
+        "/api/inspections", params=[("verdict", "FAIL"), ("verdict", "REVIEW"), ("limit", "500")]
+    ).json()["items"]
+    assert {i["verdict"] for i in both} <= {"FAIL", "REVIEW"}
+    assert (
+        len(both)
+        == env.sql("SELECT COUNT(*) FROM inspections WHERE verdict IN ('FAIL','REVIEW')")[0][0]
+    )
+    # class: any detection of that class (oracle computed from the detections table)
+    by_class: dict[str, set[str]] = {}
+    for iid, name in env.sql("SELECT inspection_id, class_name FROM detections"):
+        by_class.setdefault(name, set()).add(iid)
+    assert by_class, "the test model found nothing at all"
+    for name, ids in by_class.items():
+        got = {
+            i["id"]
+            for i in c.get("/api/inspections", params={"class_name": name, "limit": 500}).json()[
+                "items"
+            ]
+        }
+        assert got == ids, name
+    # time range: [since, until) on captured_at
+    times = [r[0] for r in env.sql("SELECT captured_at FROM inspections ORDER BY seq")]
+    since, until = times[5], times[15]
+    got = c.get("/api/inspections", params={"since": since, "until": until, "limit": 500}).json()[
+        "items"
+    ]
+    assert sorted(i["captured_at"] for i in got) == times[5:15]
+    r = c.get("/api/inspections", params={"since": "2024-01-01T00:00:00"})
+    assert r.status_code == 422 and "timezone" in r.text
+    assert c.get("/api/inspections", params={"verdict": "MAYBE"}).status_code == 422
+    assert c.get("/api/inspections", params={"limit": 0}).status_code == 422
+
+
+def test_one_inspection_with_detections_and_image(env: Env) -> None:
+    c = env.client("operator")
+    iid, w, h = env.sql(
+        "SELECT id, width, height FROM inspections WHERE image_path IS NOT NULL "
+        "AND num_detections > 0 ORDER BY seq LIMIT 1"
+    )[0]
+    d = c.get(f"/api/inspections/{iid}").json()
+    want = env.sql(
+        "SELECT class_name, confidence, x1, y1, x2, y2 FROM detections "
+        "WHERE inspection_id = ? ORDER BY idx",
+        (iid,),
+    )
+    assert [(x["class_name"], x["confidence"], *x["xyxy"]) for x in d["detections"]] == [
+        tuple(r) for r in want
+    ]
+    assert d["has_image"] and d["model"]["sha256"] == env.bundles.sha_a
+    raw = c.get(f"/api/inspections/{iid}/image")
+    assert raw.headers["content-type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(raw.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == (h, w)
+    ann = c.get(f"/api/inspections/{iid}/image", params={"annotated": True})
+    aimg = cv2.imdecode(np.frombuffer(ann.content, np.uint8), cv2.IMREAD_COLOR)
+    assert aimg.shape == img.shape and np.abs(aimg.astype(int) - img.astype(int)).max() > 100
+    thumb = c.get(f"/api/inspections/{iid}/image", params={"annotated": True, "max_side": 100})
+    assert max(cv2.imdecode(np.frombuffer(thumb.content, np.uint8), 1).shape[:2]) == 100
+    pass_id = env.sql("SELECT id FROM inspections WHERE verdict = 'PASS' LIMIT 1")[0][0]
+    r = c.get(f"/api/inspections/{pass_id}/image")
+    assert r.status_code == 404 and "no image was saved" in r.json()["detail"]
+    assert c.get("/api/inspections/00000000-0000-4000-8000-000000000000").status_code == 404
+    assert c.get("/api/inspections/not-a-uuid").status_code == 422
+
+
+def test_feedback_is_stored_with_who_and_when_and_listed(env: Env) -> None:
+    c = env.client("operator")
+    iid = env.sql("SELECT id FROM inspections WHERE verdict = 'FAIL' ORDER BY seq LIMIT 1")[0][0]
+    r = c.post(f"/api/inspections/{iid}/feedback", json={"kind": "confirm_defect"})
+    assert r.status_code == 201
+    r = c.post(
+        f"/api/inspections/{iid}/feedback",
+        json={"kind": "wrong_class", "class_name": "scratches", "note": "long line"},
+    )
+    assert r.status_code == 201
+    fb = r.json()
+    assert fb["actor"] == "test-operator" and fb["class_name"] == "scratches"
+    row = env.sql(
+        "SELECT kind, class_name, actor, token_id, created_at FROM feedback WHERE id = ?",
+        (fb["id"],),
+    )[0]
+    assert row[:3] == ("wrong_class", "scratches", "test-operator") and row[3] and row[4]
+    listed = {i["id"]: i for i in c.get("/api/inspections", params={"limit": 500}).json()["items"]}
+    assert listed[iid]["feedback"]["kind"] == "wrong_class"  # the latest one shows
+    detail = c.get(f"/api/inspections/{iid}").json()
+    assert [f["kind"] for f in detail["feedback_history"]] == ["confirm_defect", "wrong_class"]
+    only = c.get("/api/inspections", params={"feedback": "wrong_class"}).json()["items"]
+    assert iid in {i["id"] for i in only}
+    none = c.get("/api/inspections", params={"feedback": "none", "limit": 500}).json()["items"]
+    assert iid not in {i["id"] for i in none}
+    audit = env.sql(
+        "SELECT actor, detail_json FROM audit WHERE action = 'feedback.create' "
+        "AND target = ? ORDER BY id",
+        (iid,),
+    )
+    assert len(audit) == 2 and audit[1][0] == "test-operator" and "scratches" in audit[1][1]
+    bad = c.post(f"/api/inspections/{iid}/feedback", json={"kind": "wrong_class"})
+    assert bad.status_code == 422 and "class_name" in bad.text
+    assert (
+        c.post(
+            "/api/inspections/00000000-0000-4000-8000-000000000000/feedback",
+            json={"kind": "not_defect"},
+        ).status_code
+        == 404
+    )
+
+
+# -- status, metrics, live -------------------------------------------------------------------
+
+
+def test_status_names_model_provider_and_counts(env: Env) -> None:
+    s = env.client("operator").get("/api/status").json()
+    assert s["model"]["sha256"] == env.bundles.sha_a
+    assert s["model"]["provider"] == "CPUExecutionProvider" and not s["model"]["fell_back"]
+    assert s["frames"] == N_IMAGES and s["store"]["rows_written"] == N_IMAGES
+    assert s["camera"]["state"] == "ended" and s["loop_running"] is False
+    assert {"preprocess", "infer", "postprocess", "total"} <= set(s["latency_ms"])
+    for v in s["latency_ms"].values():
+        assert 0 < v["p50"] <= v["p99"]
+    assert s["disk"]["free_bytes"] > 0 and s["store"]["db_bytes"] > 0
+    shift = env.client("operator").get("/api/shift").json()
+    assert shift["total"] == N_IMAGES  # every row is from this shift
+    judged = sum(shift["counts"][v] for v in ("PASS", "FAIL", "REVIEW"))
+    assert shift["yield_pct"] == round(100 * shift["counts"]["PASS"] / judged, 2)
+
+
+def test_metrics_count_what_the_store_holds(env: Env) -> None:
+    text = httpx.get(env.url + "/metrics", timeout=30).text  # public by default
+    for verdict, n in env.sql("SELECT verdict, COUNT(*) FROM inspections GROUP BY verdict"):
+        assert f'kanjian_inspections_total{{verdict="{verdict}"}} {float(n)}' in text
+    for name, n in env.sql("SELECT class_name, COUNT(*) FROM detections GROUP BY class_name"):
+        assert f'kanjian_detections_total{{class_name="{name}"}} {float(n)}' in text
+    assert f'kanjian_stage_latency_seconds_count{{stage="infer"}} {float(N_IMAGES)}' in text
+    assert 'provider="CPUExecutionProvider"' in text and "kanjian_model_info{" in text
+    assert 'kanjian_errors_total{kind="store_write"} 0.0' in text
+
+
+def test_live_picture_is_the_last_frame_annotated(env: Env) -> None:
+    r = env.client("operator").get("/api/live.jpg")
+    img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    w, h = env.sql("SELECT width, height FROM inspections ORDER BY seq DESC LIMIT 1")[0]
+    assert img.shape[:2] == (h, w)
+
+
+def test_events_say_hello_with_the_last_result(env: Env) -> None:
+    import json
+
+    with env.client("operator") as c, c.stream("GET", "/api/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        event = data = None
+        for line in lines:
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                break
+    assert event == "hello"
+    assert data is not None and data["last"]["id"] == _ids(env)[0]
+    assert data["status"]["frames"] == N_IMAGES
+
+
+def test_trigger_is_refused_in_free_run(env: Env) -> None:
+    r = env.client("operator").post("/api/trigger", json={})
+    assert r.status_code == 409 and "trigger.mode" in r.json()["detail"]
+
+
+def test_no_cors_by_default(env: Env) -> None:
+    r = httpx.options(
+        env.url + "/api/status",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in r.headers
+    r = env.client("operator").get("/api/status", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_screen_is_served_without_build_step(env: Env) -> None:
+    page = httpx.get(env.url + "/").text
+    assert "/static/app.js" in page and "/static/style.css" in page
+    for f in ("app.js", "i18n.js", "style.css"):
+        assert httpx.get(f"{env.url}/static/{f}").status_code == 200
+    assert httpx.get(env.url + "/static/../auth.py").status_code == 404
+
+
+# -- thresholds and models ---------------------------------------------------------------------
+
+
+def test_thresholds_change_is_applied_and_audited(env: Env) -> None:
+    eng = env.client("engineer")
+    old = eng.get("/api/thresholds").json()
+    new = {
+        "conf": 0.2,
+        "iou": 0.5,
+        "max_det": 50,
+        "rules": {"default": {"fail_confidence": 0.6, "review_confidence": 0.3}},
+    }
+    r = eng.put("/api/thresholds", json=new)
+    assert r.status_code == 200
+    ins = env.state.station.inspector
+    assert (ins.conf, ins.iou, ins.max_det, ins.rules.default.fail_confidence) == (
+        0.2,
+        0.5,
+        50,
+        0.6,
+    )
+    row = env.sql(
+        "SELECT actor, detail_json FROM audit WHERE action = 'thresholds.set' "
+        "ORDER BY id DESC LIMIT 1"
+    )[0]
+    assert row[0] == "test-engineer" and '"fail_confidence": 0.6' in row[1]
+    bad = eng.put(
+        "/api/thresholds",
+        json={**new, "rules": {"default": {"fail_confidence": 0.2, "review_confidence": 0.5}}},
+    )
+    assert bad.status_code == 422 and "review_confidence" in bad.text
+    assert eng.put("/api/thresholds", json=old).status_code == 200
+
+
+def test_upload_activate_rollback(env: Env) -> None:
+    eng = env.client("engineer")
+    a, b = env.bundles.sha_a, env.bundles.sha_b
+    r = eng.post(
+        "/api/models",
+        content=S.pack(env.bundles.b, "tar.gz"),
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["model"]["sha256"] == b and not r.json()["model"]["active"]
+    assert (env.data_dir / "models" / b / "model.onnx").is_file()
+    again = eng.post("/api/models", content=S.pack(env.bundles.b))
+    assert again.status_code == 200 and again.json()["created"] is False
+    listed = eng.get("/api/models").json()
+    assert listed["active_sha256"] == a and {m["sha256"] for m in listed["models"]} == {a, b}
+    r = eng.post(f"/api/models/{b}/activate")
+    assert r.status_code == 200 and r.json()["active"] and not r.json()["previous"]
+    assert env.state.station.inspector.model.info.sha256 == b
+    assert eng.get("/api/status").json()["model"]["version"] == "1.1"
+    assert eng.post(f"/api/models/{b}/activate").status_code == 409
+    prev = [m for m in eng.get("/api/models").json()["models"] if m["previous"]]
+    assert [m["sha256"] for m in prev] == [a]
+    r = eng.post("/api/models/rollback")
+    assert r.status_code == 200 and r.json()["sha256"] == a
+    assert env.state.station.inspector.model.info.sha256 == a
+    r = eng.post("/api/models/rollback")
+    assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]
+    assert eng.post(f"/api/models/{'0' * 64}/activate").status_code == 404
+    actions = env.sql(
+        "SELECT action, target, actor FROM audit WHERE action LIKE 'model.%' "
+        "AND action != 'model.upload_refused' ORDER BY id"
+    )
+    assert actions == [
+        ("model.upload", b, "test-engineer"),
+        ("model.activate", b, "test-engineer"),
+        ("model.rollback", a, "test-engineer"),
+    ]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _raw_post(env: Env, path: str, token: str, length: int, body: bytes) -> bytes:
+    import socket
+
+    port = int(env.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode() + body
+        )
+        out = b""
+        while b"\r\n\r\n" not in out or not out.rstrip().endswith(b"}"):
+            block = s.recv(65536)
+            if not block:
+                break
+            out += block
+        return out
+
+
+def _bundle_files(bundle: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+
+
+def _symlink_tar(bundle: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(bundle, arcname="bundle")
+        link = tarfile.TarInfo("bundle/golden/evil")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tf.addfile(link)
+    return buf.getvalue()
+
+
+def test_bad_uploads_are_refused_and_the_running_model_stays(env: Env) -> None:
+    eng = env.client("engineer")
+    files = _bundle_files(env.bundles.b)
+    onnx = bytearray(files["model.onnx"])
+    onnx[len(onnx) // 2] ^= 0xFF
+    tampered = {**files, "model.onnx": bytes(onnx)}
+    import json
+
+    golden = json.loads(files["golden/expected.json"])
+    for img in golden["images"]:  # the recorded answers no longer match the weights
+        for det in img["detections"]:
+            det["confidence"] = round(min(1.0, det["confidence"] + 0.2), 4)
+        img["detections"].append({"xyxy": [1, 1, 50, 50], "confidence": 0.9, "class_id": 0})
+    wrong_golden = {**files, "golden/expected.json": json.dumps(golden).encode()}
+    no_golden = {k: v for k, v in files.items() if not k.startswith("golden/")}
+    bomb = _zip({**files, "golden/zeros.bin": bytes(70 * 2**20)})
+    cases = [
+        (_zip(tampered), 422, "sha256"),
+        (_zip(wrong_golden), 422, "golden check failed"),
+        (_zip(no_golden), 422, "golden set missing"),
+        (_zip({**files, "../../escape.txt": b"x"}), 400, "'..'"),
+        (_zip({**files, "/tmp/abs.txt": b"x"}), 400, "absolute"),
+        (_symlink_tar(env.bundles.b), 400, "symlink"),
+        (bomb, 413, "exceeds"),
+        (b"this is not an archive at all", 415, "not a .zip"),
+        (S.pack(env.bundles.b)[:5000], 400, "corrupt"),
+        (b"", 400, "empty upload"),
+        (_zip({"readme.txt": b"hi"}), 422, "manifest.json"),
+    ]
+    active = env.state.station.inspector.model.info.sha256
+    n_models = env.sql("SELECT COUNT(*) FROM models")[0][0]
+    for body, code, words in cases:
+        r = eng.post("/api/models", content=body)
+        assert r.status_code == code, (words, r.text)
+        assert words in r.json()["detail"], (words, r.text)
+        assert env.state.station.inspector.model.info.sha256 == active
+    # a declared size over api.max_upload_mb (40 MiB) is refused before reading the body
+    head = _raw_post(env, "/api/models", env.tokens["engineer"], 41 * 2**20, b"x" * 100)
+    assert head.startswith(b"HTTP/1.1 413") and b"max_upload_mb" in head
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        for _ in range(42):
+            yield bytes(2**20)
+
+    try:
+        r = eng.post("/api/models", content=chunks())
+        assert r.status_code == 413 and "max_upload_mb" in r.text
+    except httpx.WriteError:
+        pass  # the server answered 413 and closed before the client finished sending
+    assert env.sql("SELECT COUNT(*) FROM models")[0][0] == n_models
+    incoming = env.data_dir / "models" / ".incoming"
+    assert list(incoming.iterdir()) == []  # nothing left behind
+    assert not (env.data_dir.parent / "escape.txt").exists()
+    assert not Path("/tmp/abs.txt").exists()
+    refused = env.sql("SELECT COUNT(*) FROM audit WHERE action = 'model.upload_refused'")[0][0]
+    assert refused >= len(cases) - 1  # all but the empty body reached the registry

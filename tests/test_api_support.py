@@ -1,0 +1,327 @@
+"""Helpers shared by the API, serve and web tests (this module holds no tests).
+
+Test files load it with :func:`load` (pytest's importlib mode does not put
+``tests/`` on ``sys.path``). Expensive things are cached on disk, so loading it
+twice costs nothing.
+
+Two distinct real bundles: ``a`` is the ``detect_model`` fixture's ONNX, ``b``
+the same checkpoint exported again by our training code at a size 64 px
+larger (another graph, another sha256). Both carry golden sets written by
+``kanjian.training.package.write_bundle``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "test-models"
+NEU_IMAGES = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
+KANJIAN = Path(sys.executable).with_name("kanjian")
+CHROMIUM = next(
+    (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# The briefly trained test model scores 0.03-0.4 on NEU-DET: these rules give a mix
+# of PASS, REVIEW and FAIL on its images.
+RULES = {"default": {"fail_confidence": 0.1, "review_confidence": 0.05}}
+DECODE_CONF = 0.03
+
+
+@dataclass(frozen=True)
+class Bundles:
+    a: Path
+    b: Path
+    sha_a: str
+    sha_b: str
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def make_bundles(detect_model: Any) -> Bundles:
+    """Bundles ``a`` and ``b`` of the test detect model (cached by its ONNX's sha256).
+
+    Made in a subprocess: running the model here would start Numba's thread pool
+    in the test process before ``build_station`` chooses its threading layer.
+    """
+    from kanjian.inference.bundle import read_manifest
+
+    key = hashlib.sha256(Path(detect_model.onnx).read_bytes()).hexdigest()[:16]
+    folder = CACHE / f"api-bundles-{key}"
+    with _locked(CACHE / f"api-bundles-{key}.lock"):
+        if not (folder / "done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    str(folder),
+                    str(detect_model.onnx),
+                    str(detect_model.pt),
+                    str(detect_model.imgsz),
+                    *(str(p) for p in detect_model.val_images),
+                ],
+                check=True,
+                capture_output=True,
+                cwd=folder,
+                timeout=900,
+            )
+            (folder / "done").write_text("ok")
+    a, b = folder / "a", folder / "b"
+    return Bundles(a, b, read_manifest(a).onnx_sha256, read_manifest(b).onnx_sha256)
+
+
+def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list[Path]) -> None:
+    from kanjian.inference.bundle import Thresholds, TrainingInfo
+    from kanjian.training.export import export_onnx
+    from kanjian.training.package import write_bundle
+
+    # export from a copy: Ultralytics writes the ONNX beside the checkpoint, and the
+    # fixture's own model.onnx lives there
+    pt = folder / "model.pt"
+    shutil.copyfile(pt_src, pt)
+    alt = export_onnx(pt, folder / "alt.onnx", imgsz + 64)
+    for name, model, version in (("a", onnx, "1.0"), ("b", alt, "1.1")):
+        write_bundle(
+            model,
+            folder / name,
+            name="neu-detect",
+            version=version,
+            thresholds=Thresholds(conf=DECODE_CONF, iou=0.7, max_det=100),
+            metrics={},
+            training=TrainingInfo(command="tests/test_api_support.py"),
+            golden_candidates=val,
+            golden_count=3,
+        )
+
+
+def pack(bundle: Path, fmt: str = "zip") -> bytes:
+    """A ``.zip`` or ``.tar.gz`` of a bundle folder, with the folder at the top."""
+    buf = io.BytesIO()
+    if fmt == "zip":
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(bundle.rglob("*")):
+                zf.write(p, f"bundle/{p.relative_to(bundle)}")
+    else:
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            tf.add(bundle, arcname="bundle")
+    return buf.getvalue()
+
+
+def copy_images(dest: Path, n: int, step: int = 7) -> Path:
+    """``n`` NEU-DET images (every ``step``-th, so all classes appear) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted(NEU_IMAGES.glob("*.jpg"))[::step][:n]
+    for i, f in enumerate(files):
+        shutil.copyfile(f, dest / f"{i:04d}_{f.name}")
+    return dest
+
+
+def station_yaml(
+    path: Path,
+    images: Path,
+    bundle: Path,
+    data_dir: Path,
+    *,
+    loop: bool = False,
+    mode: str = "free_run",
+    policy: str = "lossless",
+    port: int = 8080,
+    api: dict[str, Any] | None = None,
+) -> Path:
+    """Write a station config for tests (CPU, one ORT thread: leave a core to the rest)."""
+    cfg = {
+        "camera": {"kind": "folder", "path": str(images), "loop": loop},
+        "policy": policy,
+        "trigger": {"mode": mode},
+        "model": {"path": str(bundle), "providers": ["cpu"], "intra_op_threads": 1},
+        "rules": RULES,
+        "store": {"data_dir": str(data_dir)},
+        "api": {"port": port, **(api or {})},
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """The real app on a real uvicorn, on a thread of the test process."""
+
+    def __init__(self, state: Any) -> None:
+        import uvicorn
+
+        from kanjian.appliance_api.app import create_app
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(state),
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self.state = state
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.state.hub.close()
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@dataclass
+class Served:
+    """A ``kanjian serve`` subprocess and what it printed."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    lines: list[str]
+    token: str | None
+
+    def stop(self, timeout: float = 60) -> str:
+        """SIGTERM, wait, and return everything it printed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return "".join(self.lines)
+
+
+def start_serve(config: Path, port: int, cwd: Path, timeout: float = 90) -> Served:
+    """Start ``kanjian serve -c config`` and wait until its API answers."""
+    import httpx
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    proc = subprocess.Popen(
+        [str(KANJIAN), "serve", "-c", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            time.sleep(0.2)
+            raise RuntimeError("kanjian serve exited:\n" + "".join(lines))
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("kanjian serve did not answer:\n" + "".join(lines))
+        time.sleep(0.2)
+    token = None
+    for line in lines:
+        if "#token=" in line:
+            token = line.strip().split("#token=")[1]
+    return Served(proc, url, lines, token)
+
+
+def make_token(data_dir: Path, role: str, name: str) -> str:
+    """A token made with the real CLI (``kanjian token create``)."""
+    out = subprocess.run(
+        [
+            str(KANJIAN),
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--data-dir",
+            str(data_dir),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``pred()`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+if __name__ == "__main__":
+    _write_bundles(
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        Path(sys.argv[3]),
+        int(sys.argv[4]),
+        [Path(p) for p in sys.argv[5:]],
+    )
