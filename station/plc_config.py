@@ -29,10 +29,11 @@ class ModbusConfig(BaseModel):
     )
     port: int = Field(5020, ge=0, le=65535, description="TCP port (502 needs root; 0: any free)")
     device_id: int = Field(
-        1,
+        0,
         ge=0,
         le=247,
-        description="Modbus unit id the station answers to (0: answer every unit id)",
+        description="Modbus unit id the station answers to; 0 answers every unit id, as most "
+        "Modbus TCP devices do (another id answers foreign ids with exception 04)",
     )
 
 

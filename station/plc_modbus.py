@@ -53,6 +53,40 @@ def _bits_to_word(bits: list[bool]) -> int:
     return sum(1 << i for i, b in enumerate(bits) if b)
 
 
+class _ExceptionFunctionCode:
+    """Puts the request's function code back into ILLEGAL_FUNCTION answers.
+
+    pymodbus 3.16 answers an unknown function code with function code 0x80
+    (it has lost the request's code by then); the standard says ``fc | 0x80``,
+    and a PLC may take 0x80 for a garbled frame. As the server's packet tracer
+    this sees every received MBAP frame (transaction id -> function code) and
+    patches the answer on its way out.
+    """
+
+    _KEEP = 1024
+
+    def __init__(self) -> None:
+        self._fc: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            if len(data) >= 9 and data[7] == 0x80:
+                with self._lock:
+                    fc = self._fc.get(bytes(data[0:2]))
+                if fc is not None:
+                    return bytes(data[:7]) + bytes([fc | 0x80]) + bytes(data[8:])
+            return data
+        at = 0
+        with self._lock:
+            while len(data) - at >= 8:  # MBAP header (7 bytes) + function code
+                self._fc[bytes(data[at : at + 2])] = data[at + 7] & 0x7F
+                at += 6 + int.from_bytes(data[at + 4 : at + 6], "big")
+            if len(self._fc) > self._KEEP:
+                self._fc.clear()
+        return data
+
+
 class ModbusPlcServer:
     """Serves one :class:`Handshake` over Modbus TCP.
 
@@ -173,7 +207,11 @@ class ModbusPlcServer:
 
     async def _serve(self, ready: Future[None]) -> bool:
         try:
-            server = ModbusTcpServer(self._device(), address=(self._cfg.host, self._cfg.port))
+            server = ModbusTcpServer(
+                self._device(),
+                address=(self._cfg.host, self._cfg.port),
+                trace_packet=_ExceptionFunctionCode(),
+            )
             await server.serve_forever(background=True)
             sockets = getattr(server.transport, "sockets", None)
             if sockets:
