@@ -303,7 +303,7 @@ class SyncWorker:
         if now - periodic["state"] >= 5.0:
             periodic["state"] = now
             self._persist_state(ob)
-        if now - periodic["retention"] >= 30.0:
+        if now - periodic["retention"] >= self.cfg.retention.check_interval_s:
             periodic["retention"] = now
             self._retention(ob)
 

@@ -104,6 +104,9 @@ class RetentionConfig(BaseModel):
     max_images_pending: int = Field(
         200_000, ge=10, le=1_000_000_000, description="most images waiting for upload"
     )
+    check_interval_s: float = Field(
+        30.0, gt=0, le=86_400, description="how often the bounds are applied, seconds"
+    )
 
 
 class SyncConfig(BaseModel):

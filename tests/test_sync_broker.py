@@ -1,0 +1,253 @@
+"""Nothing lost on the way to the platform: real Mosquitto, real receiver process, real SQLite.
+
+The broker is SIGKILLed and restarted (its snapshot persistence loses what it
+acknowledged since the last save), the receiver is SIGKILLed, the broker is
+down for a whole run: each time the receiver's database ends with every
+inspection the station committed, exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from kanjian.station.store import ResultStore
+from kanjian.station.sync import Identity, SyncWorker
+from kanjian.station.sync_config import SyncConfig
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+HERE = Path(__file__).parent
+sup = _load("test_sync_support", HERE / "test_sync_support.py")
+mosq = _load("kanjian_tests_mosquitto", HERE / "peers" / "mosquitto.py")
+
+IDENT = Identity("site-a", "line-1", "st-1")
+
+
+def sync_cfg(port: int, **over: Any) -> SyncConfig:
+    """Short timeouts so a test sees several re-send rounds."""
+    base: dict[str, Any] = {
+        "enabled": True,
+        "mqtt": {"port": port, "reconnect_min_s": 1, "reconnect_max_s": 1, "keepalive_s": 5},
+        "confirm_timeout_s": 2.0,
+        "confirm_timeout_max_s": 4.0,
+        "close_drain_s": 0.0,
+    }
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and k in base else v
+    return SyncConfig.model_validate(base)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    b = mosq.Mosquitto(tmp_path / "broker", autosave_s=60)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, broker: Any) -> Iterator[Any]:
+    r = sup.ReceiverProcess(broker.port, tmp_path / "platform.db", tmp_path / "receiver.log")
+    yield r
+    r.stop()
+
+
+def _all_delivered(rec: Any, expected: list[str], timeout_s: float) -> None:
+    sup.wait_for(lambda: len(set(rec.ids())) >= len(expected), timeout_s,
+                 f"{len(expected)} inspections at the receiver (has {len(set(rec.ids()))})")  # fmt: skip
+    got = rec.ids()
+    assert len(got) == len(set(got)), "an inspection was stored twice"
+    assert sorted(got) == sorted(expected)
+
+
+def test_broker_killed_repeatedly_while_a_real_station_inspects(
+    tmp_path: Path, broker: Any, receiver: Any, detect_model: Any, neu_det_dir: Path
+) -> None:
+    from kanjian.station.config import StationConfig
+    from kanjian.station.pipeline import build_station
+
+    broker.start()
+    receiver.start()
+    cfg = StationConfig.model_validate(
+        {
+            "station": {"id": IDENT.station, "site": IDENT.site, "line": IDENT.line},
+            "camera": {"kind": "folder", "path": str(neu_det_dir / "images"), "loop": True},
+            "model": {"path": str(detect_model.onnx), "providers": ["cpu"]},
+            "store": {"data_dir": str(tmp_path / "station")},
+            "sync": sync_cfg(broker.port).model_dump(),
+        }
+    )
+    n = 2000
+    station = build_station(cfg)
+    assert station.sync is not None
+    runner = threading.Thread(target=station.run, kwargs={"max_frames": n}, daemon=True)
+    runner.start()
+    during_outage = []
+    try:
+        for at in (300, 800, 1300):
+            sup.wait_for(lambda at=at: station.stats.frames >= at, 120, f"frame {at}")
+            before = station.stats.frames
+            broker.kill()
+            time.sleep(1.5)
+            during_outage.append(station.stats.frames - before)
+            broker.start()
+        runner.join(180)
+        assert not runner.is_alive()
+        assert station.stats.frames == n
+        assert station.store.flush()
+        expected = sup.station_ids(tmp_path / "station")
+        assert len(expected) == n
+        _all_delivered(receiver, expected, timeout_s=90)
+        sup.wait_for(lambda: station.sync.status().backlog == 0, 30, "confirmations")  # type: ignore[union-attr]
+        status = station.sync.status()
+    finally:
+        station.stop()
+        station.close()
+    # the loop never waited: it judged frames while the broker was dead, no put blocked
+    assert all(k > 0 for k in during_outage), during_outage
+    assert station.store.stats().blocked_puts == 0
+    assert broker.starts == 4
+    assert status.connected and status.acked >= n and status.confirmed >= n
+
+
+def _worker(tmp_path: Path, cfg: SyncConfig) -> tuple[ResultStore, SyncWorker]:
+    store = ResultStore(tmp_path / "station", save_verdicts=("FAIL",))
+    w = SyncWorker(store.db_path, store.data_dir, cfg, IDENT)
+    store.add_listener(w.wake)
+    return store, w.start()
+
+
+def test_receiver_killed_mid_run(tmp_path: Path, broker: Any, receiver: Any) -> None:
+    broker.start()
+    receiver.start()
+    store, w = _worker(tmp_path, sync_cfg(broker.port))
+    try:
+        prod = sup.Producer(store, 2000, rate=400).start()
+        sup.wait_for(lambda: len(receiver.ids()) > 300, 30, "first deliveries")
+        receiver.kill()
+        time.sleep(1.5)
+        receiver.start()
+        prod.join()
+        assert store.flush()
+        _all_delivered(receiver, prod.made, timeout_s=60)
+        sup.wait_for(lambda: w.status().backlog == 0, 30, "confirmations")
+    finally:
+        w.stop(0)
+        store.close()
+    assert store.stats().blocked_puts == 0
+
+
+def test_broker_down_for_the_whole_run_then_up(tmp_path: Path, broker: Any, receiver: Any) -> None:
+    cfg = sync_cfg(broker.port, backlog_high=500)
+    store, w = _worker(tmp_path, cfg)
+    try:
+        prod = sup.Producer(store, 2000, rate=5000).start()
+        prod.join()
+        assert store.flush()
+        sup.wait_for(lambda: w.status().backlog == 2000, 10, "the whole backlog")
+        s = w.status()
+        assert not s.connected and s.unacked == 2000 and s.oldest_backlog_age_s is not None
+        broker.start()
+        rec = sup.Recorder(broker.port)
+        receiver.start()
+        _all_delivered(receiver, prod.made, timeout_s=60)
+        sup.wait_for(lambda: w.status().backlog == 0, 30, "confirmations")
+        sup.wait_for(lambda: {"sync_backlog_high", "sync_backlog_normal"}
+                     <= {e["event"] for e in rec.events()}, 10, "backlog events")  # fmt: skip
+    finally:
+        w.stop(0)
+        store.close()
+    # every message seen on the wire matches its JSON Schema
+    v = {k: sup.schema_validator(k) for k in ("inspection", "event", "confirm", "availability")}
+    seen = {"inspections": 0, "events": 0, "confirm": 0, "availability": 0}
+    for topic, payload, _retain in rec.messages:
+        leaf = topic.rsplit("/", 1)[1]
+        if leaf == "availability":
+            v["availability"].validate(payload.decode())
+        else:
+            v[{"inspections": "inspection", "events": "event"}.get(leaf, leaf)].validate(
+                json.loads(payload)
+            )
+        seen[leaf] += 1
+    rec.close()
+    assert seen["inspections"] >= 2000 and seen["confirm"] > 0 and seen["events"] >= 2
+    assert seen["availability"] >= 1
+
+
+def test_gap_is_asked_for_and_filled(tmp_path: Path, broker: Any, receiver: Any) -> None:
+    broker.start()
+    store = ResultStore(tmp_path / "station")
+    prod = sup.Producer(store, 300, rate=10_000).start()
+    prod.join()
+    assert store.flush()
+    # as if confirmations for 100..104 had come from a platform that then lost them
+    con = sqlite3.connect(store.db_path)
+    con.execute("UPDATE outbox SET confirmed_at = '2026-01-01' WHERE seq BETWEEN 100 AND 104")
+    con.commit()
+    con.close()
+    rec = sup.Recorder(broker.port)
+    receiver.start()
+    time.sleep(0.5)
+    w = SyncWorker(store.db_path, store.data_dir, sync_cfg(broker.port), IDENT).start()
+    try:
+        _all_delivered(receiver, prod.made, timeout_s=60)
+    finally:
+        w.stop(0)
+        store.close()
+    asks = [json.loads(p) for t, p, _ in rec.messages if t.endswith("/cmd/resend")]
+    rec.close()
+    assert asks and [100, 104] in asks[0]["ranges"]
+
+
+def test_retention_drops_are_counted_and_reported(
+    tmp_path: Path, broker: Any, receiver: Any
+) -> None:
+    cfg = sync_cfg(broker.port, retention={"max_backlog": 100, "check_interval_s": 0.2})
+    store, w = _worker(tmp_path, cfg)
+    try:
+        prod = sup.Producer(store, 250, rate=10_000).start()
+        prod.join()
+        assert store.flush()
+        sup.wait_for(lambda: w.status().dropped_messages == 150, 10, "retention")
+        broker.start()
+        receiver.start()
+        _all_delivered(receiver, prod.made[150:], timeout_s=60)
+        sup.wait_for(lambda: w.status().backlog == 0, 30, "confirmations")
+    finally:
+        w.stop(0)
+        store.close()
+    from kanjian.station.receiver_db import ReceiverDB
+
+    sup.wait_for(lambda: _lost(receiver.db) == 150, 10, "the drop reported to the platform")
+    db = ReceiverDB(str(receiver.db))
+    [rep] = db.report()
+    db.close()
+    assert (rep.inspections, rep.lost, rep.missing, rep.through) == (100, 150, 0, 250)
+
+
+def _lost(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return int(
+            con.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM lost").fetchone()[0]
+        )
+    finally:
+        con.close()
