@@ -20,10 +20,8 @@ works in fixed point:
 A 2x downscale goes through OpenCV's INTER_AREA fast path instead; it gives the
 same numbers, checked by the tests against cv2 itself.
 
-The kernels read pixel pairs ``(px0, px0 + 1)``; a column whose left pixel is
-the last one (weight 0 on the right) is rewritten as the pair ``(w - 2, w - 1)``
-with weights ``(0, a0)``, which is the same integer sum and keeps every read
-inside the row.
+The kernels read pixel pairs ``(px0, min(px0 + 1, w - 1))``; only the
+leading ``safe_cols`` columns use wide loads, so no read leaves the row.
 """
 
 from __future__ import annotations
@@ -82,13 +80,15 @@ class ResizeTables:
 
     Attributes:
         px0: ``(new_w,)`` intp, left source pixel of each output column; its
-            right neighbour ``px0 + 1`` is read too (except when ``src_w == 1``).
-        ax0, ax1: ``(new_w,)`` int32 weights of ``px0`` and ``px0 + 1``.
+            right neighbour ``min(px0 + 1, src_w - 1)`` is read too.
+        ax0, ax1: ``(new_w,)`` int32 weights of the two pixels.
         row0, row1: ``(new_h,)`` intp source rows of each output row (clamped).
         by0, by1: ``(new_h,)`` int32 weights of ``row0`` and ``row1``.
         safe_cols_bgr: leading columns whose 8-byte read at ``3 * px0`` stays
             inside a BGR row; the rest are read byte by byte.
         safe_cols_grey: the same for a 2-byte read at ``px0`` in a grey row.
+        cols_exact: every ``ax1`` is 0 (``ax0`` 2048): columns only pick pixels.
+        cols_identity: the width is unchanged (``px0[x] == x``, exact).
     """
 
     px0: NDArray[np.intp]
@@ -100,23 +100,20 @@ class ResizeTables:
     by1: NDArray[np.int32]
     safe_cols_bgr: int
     safe_cols_grey: int
+    cols_exact: bool
+    cols_identity: bool
 
 
 @lru_cache(maxsize=64)
 def _tables(src_h: int, src_w: int, new_h: int, new_w: int) -> ResizeTables:
-    sx, ax0, ax1 = linear_coefficients(src_w, new_w, clamp_fraction=True)
-    # Pair (w-1, w) would read past the row; (w-2, w-1) with weights (0, a0)
-    # gives the same sum because a1 == 0 there.
-    last = (sx > src_w - 2) & (src_w >= 2)
-    px0 = np.where(last, src_w - 2, sx)
-    ax1 = np.where(last, ax0, ax1).astype(np.int32)
-    ax0 = np.where(last, 0, ax0).astype(np.int32)
+    px0, ax0, ax1 = linear_coefficients(src_w, new_w, clamp_fraction=True)
     sy, by0, by1 = linear_coefficients(src_h, new_h, clamp_fraction=False)
     row0 = np.clip(sy, 0, src_h - 1)
     row1 = np.clip(sy + 1, 0, src_h - 1)
     # px0 is non-decreasing, so the columns that may over-read form a suffix.
-    safe_bgr = int(np.count_nonzero(3 * px0 + 8 <= 3 * src_w)) if src_w >= 2 else 0
-    safe_grey = int(np.count_nonzero(px0 + 2 <= src_w)) if src_w >= 2 else 0
+    safe_bgr = int(np.count_nonzero(3 * px0 + 8 <= 3 * src_w))
+    safe_grey = int(np.count_nonzero(px0 + 2 <= src_w))
+    exact = bool(np.all(ax1 == 0) and np.all(ax0 == COEF_ONE))
     tables = ResizeTables(
         px0=px0.astype(np.intp),
         ax0=ax0,
@@ -127,6 +124,8 @@ def _tables(src_h: int, src_w: int, new_h: int, new_w: int) -> ResizeTables:
         by1=by1,
         safe_cols_bgr=safe_bgr,
         safe_cols_grey=safe_grey,
+        cols_exact=exact,
+        cols_identity=exact and new_w == src_w and bool(np.all(px0 == np.arange(new_w))),
     )
     # Shared between calls through the cache: nobody may write them.
     for a in (tables.px0, tables.ax0, tables.ax1, tables.row0, tables.row1, tables.by0, tables.by1):

@@ -15,13 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kanjian.kernels.cpu_kernel import letterbox_kernel, letterbox_kernel_serial
 from kanjian.kernels.geometry import letterbox_geometry
-from kanjian.kernels.letterbox_cpu import (
-    PAD_FLOAT,
-    letterbox_cpu,
-    letterbox_kernel,
-    letterbox_kernel_serial,
-)
+from kanjian.kernels.letterbox_cpu import kernel_args, letterbox_cpu
 from kanjian.kernels.tables import resize_tables
 from kanjian.kernels.threads import kernel_threads
 
@@ -97,26 +93,7 @@ def warmup(
     ):
         t0 = time.perf_counter()
         for frame in frames:
-            g = letterbox_geometry(frame.shape[:2], dst_hw)
-            t = resize_tables(g)
-            channels = 1 if frame.ndim == 2 else 3
-            kernel(
-                frame.reshape(frame.shape[0], -1),
-                channels,
-                out,
-                t.px0,
-                t.ax0,
-                t.ax1,
-                t.row0,
-                t.row1,
-                t.by0,
-                t.by1,
-                t.safe_cols_bgr if channels == 3 else t.safe_cols_grey,
-                g.pad_top,
-                g.pad_left,
-                PAD_FLOAT,
-                chunks,
-            )
+            kernel(*kernel_args(frame, letterbox_geometry(frame.shape[:2], dst_hw), out, chunks))
         per_kernel.append((name, time.perf_counter() - t0))
     for hw in src_hws:
         resize_tables(letterbox_geometry(hw, dst_hw))

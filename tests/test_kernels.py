@@ -16,11 +16,8 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from kanjian.kernels import Letterbox, configure_threads, letterbox_cpu, letterbox_geometry
-from kanjian.kernels.letterbox_cpu import (
-    PAD_FLOAT,
-    letterbox_kernel,
-    letterbox_kernel_serial,
-)
+from kanjian.kernels.cpu_kernel import letterbox_kernel, letterbox_kernel_serial
+from kanjian.kernels.letterbox_cpu import kernel_args
 from kanjian.kernels.reference import letterbox_reference, resize_linear_reference
 from kanjian.kernels.tables import linear_coefficients, resize_tables
 
@@ -36,27 +33,9 @@ def _frame(h: int, w: int, grey: bool = False, seed: int = 0) -> NDArray[np.uint
 def _run_raw(image: NDArray[np.uint8], dst_hw: tuple[int, int], chunks: int) -> NDArray[np.float32]:
     """Call the compiled kernels directly: serial for chunks == 1, else parallel bands."""
     g = letterbox_geometry(image.shape[:2], dst_hw)
-    t = resize_tables(g)
-    channels = 1 if image.ndim == 2 else 3
     out = np.full((3, *dst_hw), np.nan, dtype=np.float32)  # NaN shows any pixel left unwritten
     kernel = letterbox_kernel_serial if chunks == 1 else letterbox_kernel
-    kernel(
-        image.reshape(image.shape[0], -1),
-        channels,
-        out,
-        t.px0,
-        t.ax0,
-        t.ax1,
-        t.row0,
-        t.row1,
-        t.by0,
-        t.by1,
-        t.safe_cols_bgr if channels == 3 else t.safe_cols_grey,
-        g.pad_top,
-        g.pad_left,
-        PAD_FLOAT,
-        chunks,
-    )
+    kernel(*kernel_args(image, g, out, chunks))
     return out
 
 
@@ -82,7 +61,28 @@ CASES = [
     ((7, 2000), (640, 640)),
     ((2000, 7), (480, 640)),
     ((333, 777), (640, 480)),
+    ((1080, 1000), (360, 360)),
+    ((1080, 1920), (360, 640)),
+    ((3200, 3200), (640, 640)),
+    ((481, 640), (640, 640)),
 ]
+
+
+def test_cases_reach_every_row_path() -> None:
+    """The cases above drive each kernel path: convert, pick, blend1 and blend2 rows."""
+    seen = set()
+    for src_hw, dst_hw in CASES:
+        t = resize_tables(letterbox_geometry(src_hw, dst_hw))
+        one_row = t.by1 == 0
+        if t.cols_identity and one_row.any():
+            seen.add("convert")
+        if t.cols_exact and not t.cols_identity and one_row.any():
+            seen.add("pick")
+        if not t.cols_exact and one_row.any():
+            seen.add("blend1")
+        if (~one_row).any():
+            seen.add("blend2")
+    assert seen == {"convert", "pick", "blend1", "blend2"}
 
 
 @pytest.mark.parametrize(("src_hw", "dst_hw"), CASES)
@@ -177,7 +177,7 @@ def test_tables_never_read_outside_the_row() -> None:
             safe = t.safe_cols_bgr
             assert np.all(3 * t.px0[:safe] + 8 <= 3 * src_w)
             assert np.all(t.px0[: t.safe_cols_grey] + 2 <= src_w)
-            assert np.all((t.px0 >= 0) & (t.px0 <= max(src_w - 2, 0)))
+            assert np.all((t.px0 >= 0) & (t.px0 <= src_w - 1))
 
 
 def test_out_is_filled_in_place_and_returned() -> None:

@@ -1,0 +1,420 @@
+"""The CPU letterbox kernel: all Numba code of :func:`~kanjian.kernels.letterbox_cpu.letterbox_cpu`.
+
+Kept in one file on purpose: Numba's on-disk cache is invalidated only when
+the file of the cached function changes, so helpers living in another module
+could run stale after an edit (``_loads.py`` is the one exception; clear
+``__pycache__`` after editing it).
+
+One pass over the output, in parallel over row bands. For each output row:
+
+A *gather* reads, for every output column ``x``, the source pixels
+``px0[x]`` and ``px0[x] + 1`` of one source row into one uint64 ``q[x]``:
+bytes 0-2 hold B, G, R of the left pixel, bytes 3-5 those of the right one
+(grey rows: byte 0 and byte 3). It is irregular and stays scalar, but costs
+one unaligned 8-byte load per column. Gathered rows are kept and reused when
+the next output row blends the same source row (upscaling).
+
+The *blends* then run over contiguous buffers, which LLVM vectorises. Numba
+types integer arithmetic as int64; wrapping every step in ``np.int32(...)``
+lets LLVM narrow it back to int32 lanes. The arithmetic is OpenCV's, see
+:mod:`kanjian.kernels.tables`:
+
+- ``h = (p0 * a0 + p1 * a1) >> 4`` per source row,
+- ``v = (((h0 * b0) >> 16) + ((h1 * b1) >> 16) + 2) >> 2``,
+- output ``float32(v) / 255`` (a true division: it is what torch's ``div_(255)``
+  gives, and ``v * (1/255)`` differs for 126 of the 256 values),
+
+written as RGB planes; the border is filled with 114/255 in the same pass.
+
+Special rows skip work without changing a bit: a row whose second weight is 0
+needs one source row (``blend1``); if every column weight is also exact the
+value is the source byte itself (``pick``), and if the width is unchanged the
+row is only converted (``convert``). 1920x1080 -> 640x360 (exactly 3x) and
+640x480 -> 640x480 are such cases.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit, prange
+from numpy.typing import NDArray
+
+from kanjian.kernels._loads import load_u16, load_u64
+
+_i32 = np.int32
+_u64 = np.uint64
+_B = np.uint64(255)
+_F255 = np.float32(255.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_bgr(row: NDArray[np.uint8], p: int, last: int) -> np.uint64:
+    """Pixels p and min(p+1, last) of a BGR row, byte by byte (the row's last columns)."""
+    p1 = 3 * min(p + 1, last)
+    p = 3 * p
+    return (
+        _u64(row[p])
+        | (_u64(row[p + 1]) << _u64(8))
+        | (_u64(row[p + 2]) << _u64(16))
+        | (_u64(row[p1]) << _u64(24))
+        | (_u64(row[p1 + 1]) << _u64(32))
+        | (_u64(row[p1 + 2]) << _u64(40))
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def gather(
+    row: NDArray[np.uint8], channels: int, px0: NDArray[np.intp], safe: int, q: NDArray[np.uint64]
+) -> None:
+    """Fill ``q`` from one source row; ``safe`` leading columns may read 8 (BGR) / 2 (grey) bytes."""
+    if channels == 3:
+        for x in range(safe):
+            q[x] = load_u64(row, 3 * px0[x])
+        last = row.shape[0] // 3 - 1
+        for x in range(safe, q.shape[0]):
+            q[x] = _pair_bgr(row, px0[x], last)
+    else:
+        for x in range(safe):
+            w = _u64(load_u16(row, px0[x]))
+            q[x] = (w & _B) | ((w >> _u64(8)) << _u64(24))
+        last = row.shape[0] - 1
+        for x in range(safe, q.shape[0]):
+            p = px0[x]
+            q[x] = _u64(row[p]) | (_u64(row[min(p + 1, last)]) << _u64(24))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def gather2_bgr(
+    row_a: NDArray[np.uint8],
+    row_b: NDArray[np.uint8],
+    px0: NDArray[np.intp],
+    safe: int,
+    qa: NDArray[np.uint64],
+    qb: NDArray[np.uint64],
+) -> None:
+    """:func:`gather` of two BGR rows in one sweep (sharing the index loads)."""
+    for x in range(safe):
+        o = 3 * px0[x]
+        qa[x] = load_u64(row_a, o)
+        qb[x] = load_u64(row_b, o)
+    last = row_a.shape[0] // 3 - 1
+    for x in range(safe, qa.shape[0]):
+        qa[x] = _pair_bgr(row_a, px0[x], last)
+        qb[x] = _pair_bgr(row_b, px0[x], last)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _h(q: np.uint64, shift: int, a0: np.int32, a1: np.int32) -> np.int32:
+    """Horizontal blend of the byte pair at ``shift`` / ``shift + 24``, already ``>> 4``."""
+    s0 = _i32((q >> _u64(shift)) & _B)
+    s1 = _i32((q >> _u64(shift + 24)) & _B)
+    return _i32(_i32(_i32(s0 * a0) + _i32(s1 * a1)) >> 4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _v2(
+    q0: np.uint64, q1: np.uint64, shift: int, a0: np.int32, a1: np.int32, b0: np.int32, b1: np.int32
+) -> np.float32:
+    h0 = _h(q0, shift, a0, a1)
+    h1 = _h(q1, shift, a0, a1)
+    v = _i32(_i32(_i32(_i32(h0 * b0) >> 16) + _i32(_i32(h1 * b1) >> 16) + 2) >> 2)
+    return np.float32(v) / _F255
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _v1(q0: np.uint64, shift: int, a0: np.int32, a1: np.int32, b0: np.int32) -> np.float32:
+    h0 = _h(q0, shift, a0, a1)
+    v = _i32(_i32(_i32(_i32(h0 * b0) >> 16) + 2) >> 2)
+    return np.float32(v) / _F255
+
+
+@njit(cache=True, nogil=True)
+def blend2_bgr(
+    q0: NDArray[np.uint64],
+    q1: NDArray[np.uint64],
+    ax0: NDArray[np.int32],
+    ax1: NDArray[np.int32],
+    b0: np.int32,
+    b1: np.int32,
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row from two gathered BGR rows."""
+    for x in range(q0.shape[0]):
+        a0 = ax0[x]
+        a1 = ax1[x]
+        blue[x] = _v2(q0[x], q1[x], 0, a0, a1, b0, b1)
+        green[x] = _v2(q0[x], q1[x], 8, a0, a1, b0, b1)
+        red[x] = _v2(q0[x], q1[x], 16, a0, a1, b0, b1)
+
+
+@njit(cache=True, nogil=True)
+def blend2_grey(
+    q0: NDArray[np.uint64],
+    q1: NDArray[np.uint64],
+    ax0: NDArray[np.int32],
+    ax1: NDArray[np.int32],
+    b0: np.int32,
+    b1: np.int32,
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row from two gathered grey rows (the value goes to all three planes)."""
+    for x in range(q0.shape[0]):
+        v = _v2(q0[x], q1[x], 0, ax0[x], ax1[x], b0, b1)
+        red[x] = v
+        green[x] = v
+        blue[x] = v
+
+
+@njit(cache=True, nogil=True)
+def blend1_bgr(
+    q0: NDArray[np.uint64],
+    ax0: NDArray[np.int32],
+    ax1: NDArray[np.int32],
+    b0: np.int32,
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row from one gathered BGR row (second row weight 0)."""
+    for x in range(q0.shape[0]):
+        a0 = ax0[x]
+        a1 = ax1[x]
+        blue[x] = _v1(q0[x], 0, a0, a1, b0)
+        green[x] = _v1(q0[x], 8, a0, a1, b0)
+        red[x] = _v1(q0[x], 16, a0, a1, b0)
+
+
+@njit(cache=True, nogil=True)
+def blend1_grey(
+    q0: NDArray[np.uint64],
+    ax0: NDArray[np.int32],
+    ax1: NDArray[np.int32],
+    b0: np.int32,
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row from one gathered grey row (second row weight 0)."""
+    for x in range(q0.shape[0]):
+        v = _v1(q0[x], 0, ax0[x], ax1[x], b0)
+        red[x] = v
+        green[x] = v
+        blue[x] = v
+
+
+@njit(cache=True, nogil=True)
+def pick_bgr(
+    q0: NDArray[np.uint64],
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row when every weight is exact: the left pixel's bytes, /255."""
+    for x in range(q0.shape[0]):
+        q = q0[x]
+        blue[x] = np.float32(_i32(q & _B)) / _F255
+        green[x] = np.float32(_i32((q >> _u64(8)) & _B)) / _F255
+        red[x] = np.float32(_i32((q >> _u64(16)) & _B)) / _F255
+
+
+@njit(cache=True, nogil=True)
+def pick_grey(
+    q0: NDArray[np.uint64],
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """:func:`pick_bgr` for grey rows."""
+    for x in range(q0.shape[0]):
+        v = np.float32(_i32(q0[x] & _B)) / _F255
+        red[x] = v
+        green[x] = v
+        blue[x] = v
+
+
+@njit(cache=True, nogil=True)
+def convert_bgr(
+    row: NDArray[np.uint8],
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row straight from an unresized BGR source row."""
+    for x in range(red.shape[0]):
+        blue[x] = np.float32(row[3 * x]) / _F255
+        green[x] = np.float32(row[3 * x + 1]) / _F255
+        red[x] = np.float32(row[3 * x + 2]) / _F255
+
+
+@njit(cache=True, nogil=True)
+def convert_grey(
+    row: NDArray[np.uint8],
+    red: NDArray[np.float32],
+    green: NDArray[np.float32],
+    blue: NDArray[np.float32],
+) -> None:
+    """One output row straight from an unresized grey source row."""
+    for x in range(red.shape[0]):
+        v = np.float32(row[x]) / _F255
+        red[x] = v
+        green[x] = v
+        blue[x] = v
+
+
+_ONE = np.int32(2048)  # fixed-point 1.0 of the weights
+
+
+@njit(inline="always", cache=True, nogil=True)
+def _fetch(
+    src: NDArray[np.uint8],
+    channels: int,
+    px0: NDArray[np.intp],
+    safe: int,
+    r: int,
+    keep: int,
+    qa: NDArray[np.uint64],
+    qb: NDArray[np.uint64],
+    ta: int,
+    tb: int,
+) -> tuple[int, int]:
+    """Make source row ``r`` gathered in ``qa`` or ``qb`` without evicting row ``keep``.
+
+    ``ta``/``tb`` are the rows the buffers hold; returns them updated.
+    """
+    if ta == r or tb == r:
+        return ta, tb
+    if ta == keep:
+        gather(src[r], channels, px0, safe, qb)
+        return ta, r
+    gather(src[r], channels, px0, safe, qa)
+    return r, tb
+
+
+def _letterbox_body(
+    src: NDArray[np.uint8],
+    channels: int,
+    out: NDArray[np.float32],
+    px0: NDArray[np.intp],
+    ax0: NDArray[np.int32],
+    ax1: NDArray[np.int32],
+    row0: NDArray[np.intp],
+    row1: NDArray[np.intp],
+    by0: NDArray[np.int32],
+    by1: NDArray[np.int32],
+    safe_cols: int,
+    cols_exact: bool,
+    cols_identity: bool,
+    pad_top: int,
+    pad_left: int,
+    pad: np.float32,
+    chunks: int,
+) -> None:
+    """Write the letterboxed tensor of ``src`` into ``out``; the raw kernel.
+
+    Compiled twice: :func:`letterbox_kernel` (``parallel=True``, row bands on
+    Numba's threads) and :func:`letterbox_kernel_serial` (one thread, no
+    thread-pool wake-up, which costs 60-120 us per call on a busy 2-core box).
+
+    Args:
+        src: ``(H, W * channels)`` uint8, C-contiguous rows of the frame.
+        channels: 3 (BGR) or 1 (grey).
+        out: ``(3, dst_h, dst_w)`` float32 C-contiguous, fully overwritten.
+        px0 .. by1, safe_cols, cols_exact, cols_identity:
+            :class:`~kanjian.kernels.tables.ResizeTables` fields (``safe_cols``
+            for the given ``channels``).
+        pad_top, pad_left: placement of the resized image in ``out``.
+        pad: border value (114/255).
+        chunks: row bands (the thread count; more bands than threads only adds
+            overhead on a small machine).
+    """
+    new_h = row0.shape[0]
+    new_w = px0.shape[0]
+    right = pad_left + new_w
+    n_pad_rows = out.shape[1] - new_h
+    for k in prange(chunks):
+        # Border rows above and below the image, split evenly over the bands.
+        for i in range(k * n_pad_rows // chunks, (k + 1) * n_pad_rows // chunks):
+            r = i if i < pad_top else i + new_h
+            for p in range(3):
+                out[p, r, :] = pad
+        # Two gathered source rows, tagged with their row index, reused by the
+        # next output row when it blends the same rows (upscaling).
+        qa = np.empty(new_w, np.uint64)
+        qb = np.empty(new_w, np.uint64)
+        ta = -1
+        tb = -1
+        for y in range(k * new_h // chunks, (k + 1) * new_h // chunks):
+            oy = pad_top + y
+            for p in range(3):
+                out[p, oy, :pad_left] = pad
+                out[p, oy, right:] = pad
+            red = out[0, oy, pad_left:right]
+            green = out[1, oy, pad_left:right]
+            blue = out[2, oy, pad_left:right]
+            r0 = row0[y]
+            r1 = row1[y]
+            b0 = _i32(by0[y])
+            b1 = _i32(by1[y])
+            if b1 == 0:  # the second source row has no weight
+                if cols_identity and b0 == _ONE:
+                    if channels == 3:
+                        convert_bgr(src[r0], red, green, blue)
+                    else:
+                        convert_grey(src[r0], red, green, blue)
+                    continue
+                ta, tb = _fetch(src, channels, px0, safe_cols, r0, -2, qa, qb, ta, tb)
+                q0 = qa if ta == r0 else qb
+                if cols_exact and b0 == _ONE:
+                    if channels == 3:
+                        pick_bgr(q0, red, green, blue)
+                    else:
+                        pick_grey(q0, red, green, blue)
+                elif channels == 3:
+                    blend1_bgr(q0, ax0, ax1, b0, red, green, blue)
+                else:
+                    blend1_grey(q0, ax0, ax1, b0, red, green, blue)
+                continue
+            if channels == 3 and r0 != r1 and ta != r0 and tb != r0 and ta != r1 and tb != r1:
+                gather2_bgr(src[r0], src[r1], px0, safe_cols, qa, qb)
+                ta = r0
+                tb = r1
+            else:
+                ta, tb = _fetch(src, channels, px0, safe_cols, r0, r1, qa, qb, ta, tb)
+                ta, tb = _fetch(src, channels, px0, safe_cols, r1, r0, qa, qb, ta, tb)
+            q0 = qa if ta == r0 else qb
+            q1 = qa if ta == r1 else qb
+            if channels == 3:
+                blend2_bgr(q0, q1, ax0, ax1, b0, b1, red, green, blue)
+            else:
+                blend2_grey(q0, q1, ax0, ax1, b0, b1, red, green, blue)
+
+
+def _named_copy(fn: Callable[..., None], name: str) -> Callable[..., None]:
+    """``fn`` under another name.
+
+    Numba names its on-disk cache after the function's qualified name, and
+    does not key it on ``parallel``: two compilations of one function would
+    share one cache entry and the parallel kernel could load the serial code.
+    """
+    copy = types.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = fn.__doc__
+    copy.__module__ = fn.__module__
+    return copy
+
+
+#: the kernel, parallel over row bands (``chunks`` = Numba's thread count)
+letterbox_kernel = njit(parallel=True, cache=True, nogil=True)(
+    _named_copy(_letterbox_body, "letterbox_kernel")
+)
+#: the same kernel on the calling thread only (``chunks`` should be 1)
+letterbox_kernel_serial = njit(parallel=False, cache=True, nogil=True)(
+    _named_copy(_letterbox_body, "letterbox_kernel_serial")
+)
