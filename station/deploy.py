@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kanjian.inference.bundle import MANIFEST_NAME, read_manifest, sha256_file
-from kanjian.inference.golden import check_bundle
+from kanjian.inference.golden import GoldenReport, check_bundle
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.station.outbox import utc_iso
 from kanjian.station.store import open_db
@@ -234,7 +234,7 @@ class ModelDeployer:
         if sha != cmd.sha256:
             raise DeployRefused(f"sha256 of s3://{bucket}/{cmd.key} is {sha}, not {cmd.sha256}")
         bundle = safe_extract(data, work / "bundle", 4 * self.max_bytes)
-        report = check_bundle(bundle, self.providers)
+        report = golden_check_isolated(bundle, self.providers)
         if not report.ok:
             raise DeployRefused("golden check failed: " + "; ".join(report.problems[:5]))
         manifest = read_manifest(bundle)
@@ -243,8 +243,9 @@ class ModelDeployer:
             shutil.rmtree(final)
         bundle.rename(final)
         try:
+            # no warm-up here: it would run the Numba kernels on this thread while the
+            # inspection loop runs them too (see golden_check_isolated)
             model = load_model(final, self.providers)
-            model.warmup()
         except Exception as e:
             shutil.rmtree(final, ignore_errors=True)
             raise DeployRefused(f"bundle does not load: {type(e).__name__}: {e}") from e
@@ -306,9 +307,47 @@ class ModelDeployer:
         )
 
 
+def golden_check_isolated(
+    bundle: Path, providers: tuple[str, ...], timeout_s: float = 600.0
+) -> GoldenReport:
+    """Run :func:`~kanjian.inference.golden.check_bundle` in a child process.
+
+    Why not on a thread of the station: Numba's ``workqueue`` layer (the
+    station's choice) aborts the whole process when two threads launch
+    parallel kernels at once, and the inspection loop is running them. A child
+    process also keeps a crafted ONNX file that crashes ONNX Runtime away from
+    the running station.
+    """
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kanjian.station.deploy", str(bundle), *providers],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return GoldenReport(False, 0, [f"golden check took more than {timeout_s:.0f}s"])
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return GoldenReport(False, 0, [f"golden check crashed ({done.returncode}): {tail}"])
+    r = json.loads(lines[-1])
+    return GoldenReport(bool(r["ok"]), int(r["images"]), list(r["problems"]))
+
+
 def _command_id_of(payload: bytes) -> str:
     try:
         v = json.loads(payload).get("command_id")
         return str(v)[:128] if v else "?"
     except (ValueError, AttributeError):
         return "?"
+
+
+if __name__ == "__main__":  # the child of golden_check_isolated
+    import sys as _sys
+
+    _r = check_bundle(Path(_sys.argv[1]), tuple(_sys.argv[2:]) or ("cpu",))
+    print(json.dumps({"ok": _r.ok, "images": _r.images, "problems": _r.problems}))
