@@ -110,10 +110,17 @@ def kernel_threads() -> int:
     """Threads the next kernel call on this thread should use; applies the configured count.
 
     Returns the count from :func:`configure_threads` (setting Numba's
-    per-thread count to match when it is above 1), else Numba's current count.
+    per-thread count to match when it is above 1), else Numba's current count;
+    in that case, if Numba's pool has not started and no layer was chosen
+    (``NUMBA_THREADING_LAYER`` unset), the pool starts on ``workqueue``.
     """
     n = _threads
     if n is None:
+        with _lock:
+            # Unconfigured and Numba left on its "default" policy (which picks
+            # the spinning omp layer when present): start the pool on workqueue.
+            if _pool_layer() is None and getattr(numba.config, "THREADING_LAYER") == "default":  # noqa: B009
+                setattr(numba.config, "THREADING_LAYER", "workqueue")  # noqa: B010
         return int(numba.get_num_threads())
     if n > 1 and numba.get_num_threads() != n:
         numba.set_num_threads(n)

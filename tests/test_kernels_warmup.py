@@ -73,3 +73,20 @@ def test_cold_then_warm_start(tmp_path: Path) -> None:
     assert warm["misses"] == 0
     assert isinstance(warm["hits"], int) and warm["hits"] >= 2
     assert warm["from_cache"] is True
+
+
+def test_unconfigured_use_starts_numba_on_workqueue() -> None:
+    """Without configure_threads the first kernel must not start Numba's spinning omp layer."""
+    code = (
+        "import numpy as np, numba\n"
+        "from kanjian.kernels import letterbox_cpu\n"
+        "letterbox_cpu(np.zeros((10, 10, 3), np.uint8), (8, 8))\n"
+        "print('LAYER', numba.threading_layer())\n"
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    env.pop("NUMBA_THREADING_LAYER", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LAYER workqueue" in proc.stdout
