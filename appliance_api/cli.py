@@ -117,7 +117,7 @@ def run(
         station.close()
     p50 = stats.percentiles(50)
     console.print(
-        f"{stats.frames} inspections, {dict(stats.verdicts)}; median ms: "
+        f"{stats.frames} inspections ({stats.fps:.1f}/s), {dict(stats.verdicts)}; median ms: "
         + ", ".join(f"{k} {v:.2f}" for k, v in p50.items())
     )
 

@@ -6,6 +6,7 @@ imports torch or Ultralytics.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,8 +43,9 @@ class Prediction:
 class OnnxModel:
     """An ONNX Runtime session plus the decoder for its task.
 
-    Not thread-safe for concurrent ``predict`` calls on one instance (the
-    preallocated input buffer is reused); the pipeline calls it from one thread.
+    Thread-safe: several pipeline workers may call :meth:`predict` at once
+    (ONNX Runtime sessions allow concurrent ``run``; each thread has its own
+    preallocated input buffer).
     """
 
     def __init__(
@@ -75,7 +77,7 @@ class OnnxModel:
         self._end2end: bool = meta["end2end"]
         self._input_name = self.session.get_inputs()[0].name
         self._output_names = [o.name for o in self.session.get_outputs()]
-        self._buffer = np.empty((1, 3, *self.info.imgsz), np.float32)
+        self._local = threading.local()  # per-thread input buffer
 
     @property
     def ref(self) -> ModelRef:
@@ -95,6 +97,14 @@ class OnnxModel:
         h, w = self.info.imgsz
         self.predict(np.full((h, w, 3), 114, np.uint8))
         return (time.perf_counter() - t0) * 1e3
+
+    def _input_buffer(self) -> NDArray[np.float32]:
+        """This thread's reusable ``(1, 3, H, W)`` float32 input tensor."""
+        buf: NDArray[np.float32] | None = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = np.empty((1, 3, *self.info.imgsz), np.float32)
+            self._local.buffer = buf
+        return buf
 
     def run(self, tensor: NDArray[np.float32]) -> list[Any]:
         """Raw ONNX Runtime call: ``(1, 3, H, W)`` float32 -> output arrays."""
@@ -122,8 +132,8 @@ class OnnxModel:
             tensor = classify_tensor(image, self.info.imgsz)
             geom = None
         else:
-            geom = letterbox_tensor(image, self.info.imgsz, out=self._buffer[0])
-            tensor = self._buffer
+            tensor = self._input_buffer()
+            geom = letterbox_tensor(image, self.info.imgsz, out=tensor[0])
         t1 = time.perf_counter()
         outputs = self.run(tensor)
         t2 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from kanjian.camera import FrameFailure, open_source
+from kanjian.camera import Frame, FrameFailure, open_source
 from kanjian.camera.pump import FramePump
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.inference.types import Inspection
@@ -145,27 +145,24 @@ class Station:
         Free-run mode judges every frame the pump hands on; triggered mode
         judges one fresh frame per trigger.
         """
-        triggered = self.config.trigger.mode == "triggered"
-        timeout = self.config.runtime.queue_timeout_s
-        while not self.stop_event.is_set():
-            if max_frames is not None and self.stats.frames >= max_frames:
-                break
-            if triggered:
-                insp = self._serve_trigger(min(timeout, 0.2))
-                if insp is None:
-                    continue
-            else:
-                item = self.pump.get(timeout)
-                if item is None:
-                    break  # the source ended (file replay done) or the pump closed
-                if isinstance(item, FrameFailure) and item.missed and item.frame_id < 0:
-                    # no frame within the timeout in free-run: no trigger is owed a
-                    # row; the camera state (reconnecting...) shows in the status.
-                    continue
-                insp = self.inspector.inspect(item)
-                self._emit(insp)
-            if on_inspection is not None:
-                on_inspection(insp)
+        if self.config.trigger.mode == "triggered":
+            while not self.stop_event.is_set():
+                if max_frames is not None and self.stats.frames >= max_frames:
+                    break
+                insp = self._serve_trigger(0.2)
+                if insp is not None and on_inspection is not None:
+                    on_inspection(insp)
+            return self.stats
+        run = FreeRun(self, max_frames, on_inspection)
+        workers = [
+            threading.Thread(target=run.work, name=f"inspect-{i}", daemon=True)
+            for i in range(self.config.runtime.inference_workers - 1)
+        ]
+        for w in workers:
+            w.start()
+        run.work()  # the calling thread is worker 0
+        for w in workers:
+            w.join()
         return self.stats
 
     def _serve_trigger(self, wait_s: float) -> Inspection | None:
@@ -194,6 +191,66 @@ class Station:
         self.store.close()
         if self.sync is not None:  # issue 7: after the last commit, so it can still be sent
             self.sync.stop()
+
+
+class FreeRun:
+    """Free-run inspection by one or more worker threads, emitted in frame order.
+
+    Each worker takes the next frame from the pump together with a ticket
+    (under one lock, so tickets follow frame order), judges it outside the lock
+    — ONNX Runtime and the Numba kernels release the GIL, so workers overlap —
+    and hands the result to an in-order emitter: a frame's row is never
+    written before the rows of the frames ahead of it.
+    """
+
+    def __init__(
+        self,
+        station: Station,
+        max_frames: int | None,
+        on_inspection: Callable[[Inspection], None] | None,
+    ) -> None:
+        self.st = station
+        self.max_frames = max_frames
+        self.on_inspection = on_inspection
+        self.take_lock = threading.Lock()
+        self.order_lock = threading.Lock()
+        self.issued = 0
+        self.next_emit = 0
+        self.ready: dict[int, Inspection] = {}
+        self.done = False
+
+    def _take(self) -> tuple[int, Frame | FrameFailure] | None:
+        st = self.st
+        timeout = st.config.runtime.queue_timeout_s
+        with self.take_lock:
+            while not (self.done or st.stop_event.is_set()):
+                if self.max_frames is not None and self.issued >= self.max_frames:
+                    break
+                item = st.pump.get(timeout)
+                if item is None:
+                    break  # the source ended (file replay done) or the pump closed
+                if isinstance(item, FrameFailure) and item.missed and item.frame_id < 0:
+                    # no frame within the timeout in free-run: no trigger is owed
+                    # a row; the camera state (reconnecting...) shows in status.
+                    continue
+                ticket = self.issued
+                self.issued += 1
+                return ticket, item
+            self.done = True
+            return None
+
+    def work(self) -> None:
+        while (taken := self._take()) is not None:
+            ticket, item = taken
+            insp = self.st.inspector.inspect(item)
+            with self.order_lock:
+                self.ready[ticket] = insp
+                while self.next_emit in self.ready:
+                    out = self.ready.pop(self.next_emit)
+                    self.next_emit += 1
+                    self.st._emit(out)
+                    if self.on_inspection is not None:
+                        self.on_inspection(out)
 
 
 def build_station(cfg: StationConfig) -> Station:

@@ -17,4 +17,10 @@ def configure_threads(cfg: RuntimeConfig) -> None:
     """
     if cfg.opencv_threads is not None:
         cv2.setNumThreads(cfg.opencv_threads)
-    numba_threads(cfg.numba_threads, layer="workqueue")
+    n = cfg.numba_threads
+    if cfg.inference_workers > 1:
+        # Several workers call the kernel at once: the workqueue layer is not
+        # re-entrant, so each worker runs the serial kernel on its own thread
+        # (the workers themselves are the parallelism).
+        n = 1
+    numba_threads(n, layer="workqueue")
