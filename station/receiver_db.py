@@ -98,9 +98,10 @@ class ReceiverDB:
         self.url = url
         self.pg = url.startswith(("postgresql://", "postgres://"))
         if self.pg:
-            import psycopg  # optional dependency, only for PostgreSQL
+            import importlib
 
-            self.conn: Any = psycopg.connect(url)
+            # optional dependency, only for PostgreSQL: pip install "psycopg[binary]"
+            self.conn: Any = importlib.import_module("psycopg").connect(url)
         else:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(
