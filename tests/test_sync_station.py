@@ -327,3 +327,91 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     assert [p.name for p in (tmp_path / "station" / "models").iterdir()] == [
         f"neu-detect-1.1-{sha_b[:12]}"
     ]
+
+
+class MjpegCamera:
+    """``tests/peers/mjpeg_server.py`` as a process: a live camera that can die."""
+
+    def __init__(self, log: Path) -> None:
+        self.log, self.port, self.proc = log, 0, None
+
+    def start(self) -> int:
+        import select
+        import subprocess
+
+        with self.log.open("a") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "peers" / "mjpeg_server.py"), "--port", str(self.port)],
+                stdout=subprocess.PIPE, stderr=err, text=True,
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
+        line = self.proc.stdout.readline() if ready else ""
+        assert line.startswith("READY "), f"mjpeg server did not start: {line!r}"
+        self.port = int(line.split()[1])
+        return self.port
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            self.proc = None
+
+
+def test_camera_and_model_changes_become_events(
+    tmp_path: Path, broker: Any, detect_model: Any
+) -> None:
+    from kanjian.inference.model import load_model
+    from kanjian.station.config import StationConfig
+    from kanjian.station.pipeline import build_station
+
+    api = _load("kanjian_tests_api_support", HERE / "test_api_support.py")
+    bundles = api.make_bundles(detect_model)
+    cam = MjpegCamera(tmp_path / "mjpeg.log")
+    port = cam.start()
+    cfg = StationConfig.model_validate({
+        "station": {"id": STATION, "site": SITE, "line": LINE},
+        "camera": {"kind": "stream", "url": f"http://127.0.0.1:{port}/stream.mjpg",
+                   "open_timeout_s": 1.0, "read_timeout_s": 1.0, "max_frame_age_s": 0.6,
+                   "backoff_initial_s": 0.1, "backoff_max_s": 0.4},
+        "policy": "latest",
+        "model": {"path": str(bundles.a), "providers": ["cpu"], "intra_op_threads": 1},
+        "store": {"data_dir": str(tmp_path / "station")},
+        "sync": _sync(broker.port),
+    })  # fmt: skip
+    rec = sup.Recorder(broker.port)
+    station = build_station(cfg)
+    runner = threading.Thread(target=station.run, daemon=True)
+    runner.start()
+
+    def names() -> list[str]:
+        return [e["event"] for e in rec.events()]
+
+    try:
+        sup.wait_for(lambda: station.stats.frames > 5, 30, "live frames")
+        cam.kill()
+        sup.wait_for(lambda: "camera_lost" in names(), 20, "camera_lost")
+        cam.start()
+        sup.wait_for(lambda: "camera_back" in names(), 30, "camera_back")
+        # a swap made elsewhere (the API, say) is seen and reported by the sync
+        station.inspector.swap_model(load_model(bundles.b, ("cpu",)))
+        sup.wait_for(lambda: "model_activated" in names(), 20, "model_activated")
+    finally:
+        station.stop()
+        runner.join(30)
+        station.close()
+        cam.kill()
+        rec.close()
+    events = rec.events()
+    v = sup.schema_validator("event")
+    for e in events:
+        v.validate(e)
+    act = next(e for e in events if e["event"] == "model_activated")
+    assert act["data"]["source"] == "station"
+    assert (act["data"]["previous"]["sha256"], act["data"]["model"]["sha256"]) == (
+        bundles.sha_a, bundles.sha_b
+    )  # fmt: skip
+    order = names()
+    assert order.index("camera_lost") < order.index("camera_back")
