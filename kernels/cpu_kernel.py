@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from kanjian.kernels._loads import load_u16, load_u64
 
 _i32 = np.int32
+_u32 = np.uint32
 _u64 = np.uint64
 _B = np.uint64(255)
 _F255 = np.float32(255.0)
@@ -107,28 +108,34 @@ def gather2_bgr(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _h(q: np.uint64, shift: int, a0: np.int32, a1: np.int32) -> np.int32:
-    """Horizontal blend of the byte pair at ``shift`` / ``shift + 24``, already ``>> 4``."""
-    s0 = _i32((q >> _u64(shift)) & _B)
-    s1 = _i32((q >> _u64(shift + 24)) & _B)
+def _byte(word: np.uint32, shift: int) -> np.int32:
+    return _i32((word >> _u32(shift)) & _u32(255))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _h(s0: np.int32, s1: np.int32, a0: np.int32, a1: np.int32) -> np.int32:
+    """Horizontal blend of one source row, already ``>> 4``."""
     return _i32(_i32(_i32(s0 * a0) + _i32(s1 * a1)) >> 4)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _v2(
-    q0: np.uint64, q1: np.uint64, shift: int, a0: np.int32, a1: np.int32, b0: np.int32, b1: np.int32
-) -> np.float32:
-    h0 = _h(q0, shift, a0, a1)
-    h1 = _h(q1, shift, a0, a1)
+def _v2(h0: np.int32, h1: np.int32, b0: np.int32, b1: np.int32) -> np.float32:
+    """Vertical blend of two rows, rounded like OpenCV, as float32 / 255."""
     v = _i32(_i32(_i32(_i32(h0 * b0) >> 16) + _i32(_i32(h1 * b1) >> 16) + 2) >> 2)
     return np.float32(v) / _F255
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _v1(q0: np.uint64, shift: int, a0: np.int32, a1: np.int32, b0: np.int32) -> np.float32:
-    h0 = _h(q0, shift, a0, a1)
+def _v1(h0: np.int32, b0: np.int32) -> np.float32:
+    """:func:`_v2` when the second row's weight is 0."""
     v = _i32(_i32(_i32(_i32(h0 * b0) >> 16) + 2) >> 2)
     return np.float32(v) / _F255
+
+
+# The blends read each gathered uint64 as two uint32 words, lo = bytes 0-3
+# (B0 G0 R0 B1) and hi = bytes 4-7 (G1 R1 . .), on little-endian machines
+# (x86-64, aarch64): byte extraction then stays in 32-bit lanes, which ran the
+# blend 1.5x faster than shifting 64-bit lanes.
 
 
 @njit(cache=True, nogil=True)
@@ -144,12 +151,33 @@ def blend2_bgr(
     blue: NDArray[np.float32],
 ) -> None:
     """One output row from two gathered BGR rows."""
+    w0 = q0.view(np.uint32)
+    w1 = q1.view(np.uint32)
     for x in range(q0.shape[0]):
         a0 = ax0[x]
         a1 = ax1[x]
-        blue[x] = _v2(q0[x], q1[x], 0, a0, a1, b0, b1)
-        green[x] = _v2(q0[x], q1[x], 8, a0, a1, b0, b1)
-        red[x] = _v2(q0[x], q1[x], 16, a0, a1, b0, b1)
+        lo0 = w0[2 * x]
+        hi0 = w0[2 * x + 1]
+        lo1 = w1[2 * x]
+        hi1 = w1[2 * x + 1]
+        blue[x] = _v2(
+            _h(_byte(lo0, 0), _byte(lo0, 24), a0, a1),
+            _h(_byte(lo1, 0), _byte(lo1, 24), a0, a1),
+            b0,
+            b1,
+        )
+        green[x] = _v2(
+            _h(_byte(lo0, 8), _byte(hi0, 0), a0, a1),
+            _h(_byte(lo1, 8), _byte(hi1, 0), a0, a1),
+            b0,
+            b1,
+        )
+        red[x] = _v2(
+            _h(_byte(lo0, 16), _byte(hi0, 8), a0, a1),
+            _h(_byte(lo1, 16), _byte(hi1, 8), a0, a1),
+            b0,
+            b1,
+        )
 
 
 @njit(cache=True, nogil=True)
@@ -165,8 +193,19 @@ def blend2_grey(
     blue: NDArray[np.float32],
 ) -> None:
     """One output row from two gathered grey rows (the value goes to all three planes)."""
+    w0 = q0.view(np.uint32)
+    w1 = q1.view(np.uint32)
     for x in range(q0.shape[0]):
-        v = _v2(q0[x], q1[x], 0, ax0[x], ax1[x], b0, b1)
+        a0 = ax0[x]
+        a1 = ax1[x]
+        lo0 = w0[2 * x]
+        lo1 = w1[2 * x]
+        v = _v2(
+            _h(_byte(lo0, 0), _byte(lo0, 24), a0, a1),
+            _h(_byte(lo1, 0), _byte(lo1, 24), a0, a1),
+            b0,
+            b1,
+        )
         red[x] = v
         green[x] = v
         blue[x] = v
@@ -183,12 +222,15 @@ def blend1_bgr(
     blue: NDArray[np.float32],
 ) -> None:
     """One output row from one gathered BGR row (second row weight 0)."""
+    w0 = q0.view(np.uint32)
     for x in range(q0.shape[0]):
         a0 = ax0[x]
         a1 = ax1[x]
-        blue[x] = _v1(q0[x], 0, a0, a1, b0)
-        green[x] = _v1(q0[x], 8, a0, a1, b0)
-        red[x] = _v1(q0[x], 16, a0, a1, b0)
+        lo = w0[2 * x]
+        hi = w0[2 * x + 1]
+        blue[x] = _v1(_h(_byte(lo, 0), _byte(lo, 24), a0, a1), b0)
+        green[x] = _v1(_h(_byte(lo, 8), _byte(hi, 0), a0, a1), b0)
+        red[x] = _v1(_h(_byte(lo, 16), _byte(hi, 8), a0, a1), b0)
 
 
 @njit(cache=True, nogil=True)
@@ -202,8 +244,10 @@ def blend1_grey(
     blue: NDArray[np.float32],
 ) -> None:
     """One output row from one gathered grey row (second row weight 0)."""
+    w0 = q0.view(np.uint32)
     for x in range(q0.shape[0]):
-        v = _v1(q0[x], 0, ax0[x], ax1[x], b0)
+        lo = w0[2 * x]
+        v = _v1(_h(_byte(lo, 0), _byte(lo, 24), ax0[x], ax1[x]), b0)
         red[x] = v
         green[x] = v
         blue[x] = v
@@ -217,11 +261,12 @@ def pick_bgr(
     blue: NDArray[np.float32],
 ) -> None:
     """One output row when every weight is exact: the left pixel's bytes, /255."""
+    w0 = q0.view(np.uint32)
     for x in range(q0.shape[0]):
-        q = q0[x]
-        blue[x] = np.float32(_i32(q & _B)) / _F255
-        green[x] = np.float32(_i32((q >> _u64(8)) & _B)) / _F255
-        red[x] = np.float32(_i32((q >> _u64(16)) & _B)) / _F255
+        lo = w0[2 * x]
+        blue[x] = np.float32(_byte(lo, 0)) / _F255
+        green[x] = np.float32(_byte(lo, 8)) / _F255
+        red[x] = np.float32(_byte(lo, 16)) / _F255
 
 
 @njit(cache=True, nogil=True)
@@ -232,8 +277,9 @@ def pick_grey(
     blue: NDArray[np.float32],
 ) -> None:
     """:func:`pick_bgr` for grey rows."""
+    w0 = q0.view(np.uint32)
     for x in range(q0.shape[0]):
-        v = np.float32(_i32(q0[x] & _B)) / _F255
+        v = np.float32(_byte(w0[2 * x], 0)) / _F255
         red[x] = v
         green[x] = v
         blue[x] = v
