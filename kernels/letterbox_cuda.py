@@ -33,13 +33,33 @@ BLOCK = (32, 8)
 
 @cuda.jit
 def letterbox_cuda_kernel(  # type: ignore[no-untyped-def]
-    src, channels, out, px0, ax0, ax1, row0, row1, by0, by1, pad_top, pad_left, pad
+    src,
+    channels,
+    out,
+    px0,
+    ax0,
+    ax1,
+    row0,
+    row1,
+    by0,
+    by1,
+    safe_cols,
+    cols_exact,
+    cols_identity,
+    pad_top,
+    pad_left,
+    pad,
+    chunks,
 ):
-    """One output pixel per thread; arguments as :func:`~.letterbox_cpu.letterbox_kernel`.
+    """One output pixel per thread; the same arguments as the CPU kernel.
 
-    ``src`` is ``(H, W * channels)`` uint8 on the device, ``out`` ``(3, dst_h,
-    dst_w)`` float32 on the device. Launch over a 2-D grid covering
-    ``(dst_w, dst_h)``.
+    See :func:`kanjian.kernels.cpu_kernel.letterbox_kernel` (and
+    :func:`kanjian.kernels.letterbox_cpu.kernel_args`); ``src`` is ``(H, W *
+    channels)`` uint8 and ``out`` ``(3, dst_h, dst_w)`` float32, both on the
+    device, as are the tables. ``safe_cols``, ``cols_exact``,
+    ``cols_identity`` and ``chunks`` only steer the CPU kernel and are
+    ignored: a GPU thread reads single bytes and needs no special rows.
+    Launch over a 2-D grid covering ``(dst_w, dst_h)``.
     """
     x, y = cuda.grid(2)
     if x >= out.shape[2] or y >= out.shape[1]:
@@ -180,6 +200,16 @@ def letterbox_cuda(
         (geometry.dst_h + BLOCK[1] - 1) // BLOCK[1],
     )
     letterbox_cuda_kernel[grid, BLOCK, stream](
-        d_src, channels, planes, *t, geometry.pad_top, geometry.pad_left, PAD_FLOAT
+        d_src,
+        channels,
+        planes,
+        *t,
+        0,  # safe_cols, cols_exact, cols_identity, chunks: CPU-only
+        False,
+        False,
+        geometry.pad_top,
+        geometry.pad_left,
+        PAD_FLOAT,
+        1,
     )
     return result
