@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import pytest
 
 from kanjian.station.config import ConfigError, load_config
@@ -208,4 +207,31 @@ def test_triggered_mode_one_row_per_trigger(
     db = sqlite3.connect(tmp_path / "data" / "kanjian.db")
     got = db.execute("SELECT trigger_id, id FROM inspections ORDER BY seq").fetchall()
     assert got == [(r.frame.trigger_id, str(r.inspection_id)) for r in results]
-    assert np.all([r.verdict.value in ("PASS", "FAIL", "REVIEW") for r in results])
+    for r in results:  # judged, or an ERROR for the two bad files the folder holds
+        bad = Path(r.frame.uri or "").name in ("zz_truncated.jpg", "zz_not_an_image.jpg")
+        assert r.verdict.value == "ERROR" if bad else r.verdict.value in ("PASS", "FAIL", "REVIEW")
+
+
+def test_two_workers_keep_frame_order_and_count(
+    detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
+) -> None:
+    folder, _ = image_folder
+    cfg = _write_cfg(
+        tmp_path / "w.yaml",
+        f"{{kind: folder, path: {folder}, loop: true}}",
+        detect_model.onnx,
+        "runtime: {inference_workers: 2}\n",
+    )
+    r = _kanjian("run", "-c", str(cfg), "--frames", "60", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(tmp_path / "data")
+    assert len(rows) == 60 and len({row[3] + str(row[4]) for row in rows}) == 60
+    assert [row[4] for row in rows] == list(range(60))  # frame ids in commit order
+
+
+def test_workers_and_numba_threads_conflict_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("runtime:\n  inference_workers: 2\n  numba_threads: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert e.value.issues[0].location == "runtime" and "numba_threads" in e.value.issues[0].message
