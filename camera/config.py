@@ -7,6 +7,7 @@ unknown keys, so a typo in the YAML is an error, not a silently ignored line.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -166,8 +167,58 @@ class StreamSourceConfig(_LiveConfig):
         return value
 
 
+GigEPixelFormat = Literal[
+    "Mono8", "Mono16", "RGB8", "BGR8", "BayerRG8", "BayerGB8", "BayerGR8", "BayerBG8"
+]
+
+
+class GigESourceConfig(_LiveConfig):
+    """A GigE Vision camera through Aravis, opened by IP address (no discovery broadcast).
+
+    ``trigger``: ``free_run`` streams at ``frame_rate``; ``software`` sends one
+    software trigger per frame the station asks for; ``hardware`` waits for
+    frames exposed on ``trigger_source`` (a camera input line). Issue 6.
+    """
+
+    kind: Literal["gige"] = Field("gige", description="source type tag")
+    address: IPv4Address = Field(description="the camera's IPv4 address")
+    interface_address: IPv4Address | None = Field(
+        None,
+        description="local address to reach the camera from (default: the one the OS "
+        "routes to the camera by)",
+    )
+    pixel_format: GigEPixelFormat | None = Field(
+        None, description="GenICam pixel format to set (default: the camera's current one)"
+    )
+    exposure_us: float | None = Field(
+        None, gt=0.0, le=1e8, description="exposure time, microseconds (auto exposure off)"
+    )
+    gain: float | None = Field(
+        None, ge=0.0, le=1000.0, description="gain in the camera's unit, usually dB (auto off)"
+    )
+    frame_rate: float | None = Field(
+        None, gt=0.0, le=10000.0, description="free-run frame rate, frames per second"
+    )
+    trigger: Literal["free_run", "software", "hardware"] = Field(
+        "free_run", description="free_run, software (one trigger per frame) or hardware"
+    )
+    trigger_source: str = Field(
+        "Line0",
+        pattern=r"^[A-Za-z0-9_]{1,32}$",
+        description="hardware trigger input (GenICam TriggerSource), e.g. Line0",
+    )
+    packet_size: int | None = Field(
+        None, ge=576, le=16384, description="GVSP packet size, bytes (default: the camera's)"
+    )
+    buffers: int = Field(8, ge=2, le=256, description="frame buffers queued to the stream")
+
+
 SourceConfig = Annotated[
-    FolderSourceConfig | VideoSourceConfig | DeviceSourceConfig | StreamSourceConfig,
+    FolderSourceConfig
+    | VideoSourceConfig
+    | DeviceSourceConfig
+    | StreamSourceConfig
+    | GigESourceConfig,
     Field(discriminator="kind"),
 ]
 """Any frame source's config; the ``kind`` key picks the model."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kanjian.camera.config import (
     DeviceSourceConfig,
     FolderSourceConfig,
+    GigESourceConfig,
     SourceConfig,
     StreamSourceConfig,
     VideoSourceConfig,
@@ -32,4 +33,8 @@ def open_source(config: SourceConfig, source_id: str = "cam0") -> FrameSource:
         return DeviceSource(config, source_id)
     if isinstance(config, StreamSourceConfig):
         return StreamSource(config, source_id)
+    if isinstance(config, GigESourceConfig):  # issue 6; PyGObject is imported only here
+        from kanjian.camera.gige import GigESource
+
+        return GigESource(config, source_id)
     raise TypeError(f"not a source config: {type(config).__name__}")

@@ -234,7 +234,7 @@ def parse_config(text: str, path: Path | None = None) -> StationConfig:
     return resolve_paths(cfg, base)
 
 
-_UNION_TAGS = {"folder", "video", "device", "stream"}
+_UNION_TAGS = {"folder", "video", "device", "stream", "gige"}  # gige: issue 6
 
 
 def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
