@@ -1,1 +1,2 @@
-"""kanjian benchmarks (not installed): run them with ``python -m benchmarks.<name>``."""
+"""kanjian benchmarks (not installed): ``python -m benchmarks [--quick]`` runs the whole suite
+(:mod:`benchmarks.suite`); ``python -m benchmarks.preprocess`` runs one section alone."""

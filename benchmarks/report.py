@@ -1,0 +1,205 @@
+"""Write one suite run: ``results.json``, ``results.md`` and ``chart.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Summary, jsonable
+from benchmarks.targets import verdict_text
+
+
+def _s(x: Summary | None, fmt: str = ".2f") -> str:
+    return "" if x is None else f"{x.median:{fmt}}"
+
+
+def _spread(x: Summary | None, fmt: str = ".2f") -> str:
+    return "" if x is None else f"{x.p10:{fmt}}-{x.p90:{fmt}}"
+
+
+def targets_table(targets: list[Any]) -> list[str]:
+    lines = [
+        "| target | goal | measured | spread | result | rows compared |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for t in targets:
+        m = "" if t.measured is None else f"{t.measured:.3g}"
+        lines.append(f"| {t.name} | {t.goal} | {m} | {t.spread} | {verdict_text(t)} | {t.detail} |")
+    return lines
+
+
+def markdown(res: Any) -> str:
+    """The whole run as Markdown (what ``results.md`` holds)."""
+    out = [f"# kanjian benchmark: {res.system.host}, {res.system.started_at} ({res.mode})", ""]
+    out += [f"- {line}" for line in res.system.lines()]
+    out += [f"- model: {res.model}", f"- suite wall time {sum(res.seconds.values()):.0f} s: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items()), ""]  # fmt: skip
+    out += ["## Targets", "", *targets_table(res.targets), ""]
+    if res.errors:
+        out += ["## Sections that failed", ""]
+        out += [f"- {k}: {v}" for k, v in res.errors.items()] + [""]
+    if res.preprocess is not None:
+        out += [
+            "## Preprocessing (frame -> 640x640 float32 RGB CHW)",
+            "",
+            res.preprocess.markdown(),
+            "",
+        ]
+    if res.inference:
+        out += ["## Model inference (batch 1; the station does not batch)", ""]
+        out += ["| setting | runs on | session s | ms per call (median) | p10-p90 | FPS (median of rounds) | FPS p10-p90 |",
+                "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in res.inference:
+            if r.error:
+                out.append(
+                    f"| {r.label} | {r.active_provider} | {r.session_s:.1f} | | | | {r.error} |"
+                )
+            else:
+                out.append(
+                    f"| {r.label} | {r.active_provider} | {r.session_s:.1f} | {_s(r.latency_ms)} "
+                    f"| {_spread(r.latency_ms)} | {_s(r.fps)} | {_spread(r.fps)} |"
+                )
+        out.append("")
+    if res.nms:
+        out += ["## Decode + NMS (synthetic head output, 1080p frame, conf 0.25, iou 0.7)", ""]
+        out += ["| candidates | method | kept | ms median | p10-p90 | x faster than Ultralytics | max box diff to kanjian px |",
+                "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in res.nms:
+            d = "" if r.max_box_diff_px is None else f"{r.max_box_diff_px:.4f}"
+            out.append(
+                f"| {r.candidates} | {r.method} | {r.kept} | {r.ms.median:.3f} | {_spread(r.ms, '.3f')} "
+                f"| {r.vs_ultralytics:.2f} | {d} |"
+            )
+        out.append("")
+    if res.e2e is not None:
+        e = res.e2e
+        w, h = e.resolution_wh
+        out += [f"## End to end ({w}x{h} MJPG video, {e.rounds} rounds x {e.frames_per_round} "
+                f"frames after {e.warm_frames} warm-up frames, round-robin)", ""]  # fmt: skip
+        out += [
+            "| contender | FPS median | FPS p10-p90 | stage p50 / p99 ms |",
+            "|---|---:|---:|---|",
+        ]
+        for c in e.contenders:
+            stages = "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in c.stages_ms.items())
+            out.append(f"| {c.name} | {c.fps.median:.2f} | {_spread(c.fps)} | {stages} |")
+        out += ["", "| ratio of FPS | of medians | per round min-max |", "|---|---:|---:|"]
+        for r in e.ratios:
+            out.append(
+                f"| {r.numerator} / {r.denominator} | {r.of_medians:.3f} "
+                f"| {r.per_round.min:.3f}-{r.per_round.max:.3f} |"
+            )
+        for t in e.triggered:
+            lat = t.latency_ms
+            out += ["", f"Trigger to verdict, triggered station ({t.setting.label}), {t.triggers} "
+                    f"triggers one at a time, {t.gap_ms:.0f} ms apart: p50 {lat.median:.1f} ms, "
+                    f"p90 {lat.p90:.1f}, p99 {lat.p99:.1f}, max {lat.max:.1f}; "
+                    f"{t.missed} missed. Stages p50 / p99 ms: "
+                    + "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in t.stages_ms.items())]  # fmt: skip
+        out += [""] + [f"- {n}" for n in e.notes] + [""]
+    if res.store:
+        out += ["## SQLite sink (ResultStore, group commit, flood from one thread)", ""]
+        out += ["| synchronous | inspections/s median | min-max | rounds x inspections | transactions | put() p50 / p99 / max us | blocked puts |",
+                "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in res.store:
+            d, p = r.durable_per_s, r.put_us
+            out.append(
+                f"| {r.synchronous} | {d.median:.0f} | {d.min:.0f}-{d.max:.0f} | {r.rounds} x {r.inspections} "
+                f"| {r.batches:.0f} | {p.median:.1f} / {p.p99:.1f} / {p.max:.0f} | {r.blocked_puts} |"
+            )
+        out.append("")
+    out += [f"- {n}" for n in res.notes]
+    return "\n".join(out) + "\n"
+
+
+def chart(res: Any, path: Path) -> None:
+    """Four panels: preprocessing ms, inference FPS, end-to-end FPS, targets (measured / goal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    ax = axes[0][0]
+    if res.preprocess is not None:
+        sizes = sorted({tuple(t.src_hw) for t in res.preprocess.timings})
+        methods = list(dict.fromkeys(t.method for t in res.preprocess.timings))
+        width = 0.8 / max(1, len(methods))
+        for j, m in enumerate(methods):
+            xs, ys = [], []
+            for i, hw in enumerate(sizes):
+                t = next(
+                    (t for t in res.preprocess.timings if t.method == m and tuple(t.src_hw) == hw),
+                    None,
+                )
+                if t is not None:
+                    xs.append(i + j * width)
+                    ys.append(t.median_ms)
+            ax.bar(xs, ys, width, label=m)
+        ax.set_xticks(
+            [i + 0.4 - width / 2 for i in range(len(sizes))], [f"{w}x{h}" for h, w in sizes]
+        )
+        ax.set_ylabel("ms per frame (median)")
+        ax.legend(fontsize=7)
+    ax.set_title("Preprocessing to 640x640 float CHW")
+    ax = axes[0][1]
+    rows = [r for r in res.inference if r.fps is not None]
+    ax.barh([r.label for r in rows], [r.fps.median for r in rows],
+            xerr=[[r.fps.median - r.fps.p10 for r in rows], [r.fps.p90 - r.fps.median for r in rows]])  # fmt: skip
+    ax.set_xlabel("FPS (median of rounds, p10-p90)")
+    ax.set_title("Model alone, batch 1")
+    ax.tick_params(axis="y", labelsize=7)
+    ax = axes[1][0]
+    if res.e2e is not None:
+        cs = res.e2e.contenders
+        ax.barh([c.name for c in cs], [c.fps.median for c in cs],
+                xerr=[[c.fps.median - c.fps.p10 for c in cs], [c.fps.p90 - c.fps.median for c in cs]],
+                color=["C0" if c.kind == "station" else "C1" if c.kind == "model" else "C2" for c in cs])  # fmt: skip
+        ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("FPS on the 1080p video (median of rounds, p10-p90)")
+    ax.set_title("End to end")
+    ax = axes[1][1]
+    ts = [t for t in res.targets if t.measured is not None]
+    vals, colors = [], []
+    for t in ts:
+        op, goal = t.goal.split()
+        g = float(goal)
+        # > 1 means the target is met, whichever way it points
+        v = (
+            (t.measured / g if g else 1.0)
+            if op == ">="
+            else (
+                (g / t.measured if t.measured else 2.0)
+                if op == "<="
+                else (1.0 if t.passed else 0.0)
+            )
+        )
+        vals.append(v)
+        colors.append("tab:green" if t.passed else "tab:red")
+    ax.barh([t.name for t in ts], vals, color=colors)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.set_xlabel("measured / goal (>= 1 meets the target)")
+    ax.set_title("Targets")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle(
+        f"kanjian benchmarks: {res.system.host}, {res.system.cpu}, GPU {res.system.gpu or 'none'}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(res: Any, folder: Path) -> dict[str, Path]:
+    """Write the three files into ``folder``; returns their paths by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": folder / "results.json",
+        "markdown": folder / "results.md",
+        "chart": folder / "chart.png",
+    }
+    paths["json"].write_text(json.dumps(jsonable(res), indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(res), encoding="utf-8")
+    chart(res, paths["chart"])
+    return paths

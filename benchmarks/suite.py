@@ -1,0 +1,365 @@
+"""``python -m benchmarks``: the whole benchmark suite in one process, one run.
+
+Sections, in order: preprocessing (:mod:`benchmarks.preprocess`), model
+inference per execution provider (:mod:`benchmarks.infer`), decode + NMS
+(:mod:`benchmarks.nms`), end to end and trigger-to-verdict
+(:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`). Then the
+targets (:mod:`benchmarks.targets`) are printed with pass/fail, and the run is
+written to ``<out>/<host>-<UTC date-time>/`` as ``results.json``,
+``results.md`` and ``chart.png``.
+
+Ultralytics is imported first, so that its ``cv2.setNumThreads(0)`` holds for
+every section alike; Numba runs on the ``workqueue`` layer
+(:func:`kanjian.kernels.configure_threads`), as the station does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO, SystemInfo, offline_env, system_info
+from benchmarks.targets import (
+    Target,
+    e2e_targets,
+    preprocess_targets,
+    store_targets,
+    trigger_targets,
+    verdict_text,
+)
+
+SECTIONS = ("preprocess", "inference", "nms", "e2e", "trigger", "store")
+
+
+@dataclass(frozen=True)
+class Params:
+    """How much to measure. :data:`QUICK` and :data:`FULL` are the two presets."""
+
+    preprocess_sizes: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920), (2048, 2448))
+    preprocess_repeats: int = 60
+    compile_times: bool = True
+    infer_frames: int = 10
+    infer_rounds: int = 7
+    nms_candidates: tuple[int, ...] = (279, 2000)
+    nms_repeats: int = 200
+    video_wh: tuple[int, int] = (1920, 1080)
+    e2e_rounds: int = 5
+    e2e_frames: int = 100
+    e2e_warm: int = 8
+    triggers: int = 200
+    trigger_gap_s: float = 0.05
+    store_inspections: int = 20_000
+    store_rounds: int = 5
+
+
+FULL = Params()
+QUICK = Params(
+    preprocess_repeats=20,
+    compile_times=False,
+    infer_frames=4,
+    infer_rounds=3,
+    nms_candidates=(279,),
+    nms_repeats=30,
+    e2e_rounds=2,
+    e2e_frames=20,
+    e2e_warm=3,
+    triggers=20,
+    store_inspections=10_000,
+    store_rounds=2,
+)
+
+
+@dataclass
+class SuiteResult:
+    """One run of the suite (written as JSON; see :mod:`benchmarks.report`)."""
+
+    mode: str
+    params: Params
+    system: SystemInfo
+    model: str
+    preprocess: Any = None
+    inference: list[Any] = field(default_factory=list)
+    nms: list[Any] = field(default_factory=list)
+    e2e: Any = None
+    store: list[Any] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _onnx_file(model: Path) -> Path:
+    if model.is_dir():
+        from kanjian.inference.bundle import MODEL_NAME
+
+        return model / MODEL_NAME
+    return model
+
+
+def run_suite(
+    params: Params,
+    mode: str,
+    model: Path | None = None,
+    skip: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> SuiteResult:
+    """Measure every section not in ``skip``; a section that raises is recorded, not fatal."""
+    offline_env()
+    import cv2
+
+    try:  # first: it sets cv2's thread count for the whole process
+        import ultralytics  # noqa: F401
+
+        have_ul = True
+    except ImportError:
+        have_ul = False
+    from kanjian.kernels import configure_threads
+
+    configure_threads(None, layer="workqueue")
+    from benchmarks import assets
+
+    info = system_info()
+    for line in info.lines():
+        log(line)
+    model_path = model if model is not None else assets.reference_model()
+    onnx = _onnx_file(model_path)
+    from kanjian.inference.model import load_model
+
+    m = load_model(model_path, ["cpu"])
+    imgsz = m.info.imgsz
+    model_desc = (
+        f"{model_path} ({m.info.task}, {len(m.info.class_names)} classes, input "
+        f"{imgsz[1]}x{imgsz[0]}, sha256 {m.info.sha256[:12]})"
+    )
+    del m
+    log(f"model {model_desc}")
+    res = SuiteResult(mode=mode, params=params, system=info, model=model_desc)
+    res.notes.append(
+        f"cv2 threads {cv2.getNumThreads()} in every section (Ultralytics "
+        f"{'imported' if have_ul else 'NOT installed: its contenders are missing'})"
+    )
+    from benchmarks.e2e import has_workers_knob
+
+    knob = has_workers_knob()
+    cpus = info.usable_cpus or 1
+
+    def section(name: str, fn: Callable[[], None]) -> None:
+        if name in skip:
+            return
+        log(f"== {name}")
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # one broken section must not lose the others
+            res.errors[name] = f"{type(e).__name__}: {e}"
+            log(traceback.format_exc())
+        res.seconds[name] = time.perf_counter() - t0
+
+    def preprocess() -> None:
+        from benchmarks.preprocess import run as run_pre
+
+        res.preprocess = run_pre(
+            sizes=params.preprocess_sizes,
+            dst_hw=imgsz,
+            repeats=params.preprocess_repeats,
+            compile_times=params.compile_times,
+        )
+        log(res.preprocess.markdown())
+
+    def inference() -> None:
+        from benchmarks.infer import default_settings, run_inference
+
+        from kanjian.inference.session import cuda_device_present
+
+        gpu = cuda_device_present()
+        settings = default_settings(cpus, info.ort_available_providers, knob, gpu)
+        listed = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+        if not gpu and listed & set(info.ort_available_providers):
+            res.notes.append(
+                "onnxruntime lists CUDA/TensorRT but no NVIDIA device is present: not measured"
+            )
+        res.inference = run_inference(
+            onnx, settings, params.infer_frames, params.infer_rounds, trt_cache=_trt_cache()
+        )
+        for r in res.inference:
+            fps = f"{r.fps.median:.2f} FPS" if r.fps else r.error
+            log(f"  {r.label} on {r.active_provider}: {fps}")
+
+    def nms() -> None:
+        from benchmarks.nms import run_nms
+
+        res.nms = run_nms(params.nms_candidates, repeats=params.nms_repeats, dst_hw=imgsz)
+        for r in res.nms:
+            log(f"  {r.candidates} candidates, {r.method}: {r.ms.median:.3f} ms, kept {r.kept}")
+
+    e2e_state: dict[str, Any] = {}
+
+    def e2e() -> None:
+        from benchmarks.e2e import E2EResult, StationSetting, run_e2e
+
+        settings = [StationSetting(1, cpus)]
+        if knob and cpus > 1:
+            settings.append(StationSetting(2, max(1, cpus // 2)))
+        video = assets.make_video(params.e2e_warm + params.e2e_frames + 2, params.video_wh)
+        e2e_state["video"] = video
+        contenders, ratios = run_e2e(
+            onnx, video, settings, params.e2e_rounds, params.e2e_frames, params.e2e_warm,
+            imgsz=max(imgsz), ultralytics=have_ul, log=log,
+        )  # fmt: skip
+        notes = [
+            "the station does not batch: one frame per ONNX Runtime call",
+            "random-weight model: almost no detections, so NMS and logging carry little load",
+        ]
+        if not knob:
+            notes.append("this checkout has no runtime.inference_workers: 1 worker only")
+        res.e2e = E2EResult(
+            video=str(video), resolution_wh=params.video_wh, rounds=params.e2e_rounds,
+            frames_per_round=params.e2e_frames, warm_frames=params.e2e_warm,
+            contenders=tuple(contenders), ratios=tuple(ratios), triggered=(), notes=tuple(notes),
+        )  # fmt: skip
+
+    def trigger() -> None:
+        from benchmarks.e2e import E2EResult, StationSetting, run_triggered
+
+        video = e2e_state.get("video") or assets.make_video(
+            params.e2e_warm + params.e2e_frames + 2, params.video_wh
+        )
+        t = run_triggered(
+            onnx, video, StationSetting(1, cpus), params.triggers, gap_s=params.trigger_gap_s
+        )
+        log(f"  trigger to verdict p50 {t.latency_ms.median:.1f} ms, p99 {t.latency_ms.p99:.1f} ms")
+        if res.e2e is None:
+            res.e2e = E2EResult(str(video), params.video_wh, 0, 0, 0, (), (), ())
+        res.e2e = replace(res.e2e, triggered=(t,))
+
+    def store() -> None:
+        from benchmarks.store import run_store
+
+        res.store = run_store(params.store_inspections, params.store_rounds)
+        for r in res.store:
+            log(
+                f"  {r.synchronous}: {r.durable_per_s.median:.0f} inspections/s, blocked {r.blocked_puts}"
+            )
+
+    for name, fn in (
+        ("preprocess", preprocess), ("inference", inference), ("nms", nms),
+        ("e2e", e2e), ("trigger", trigger), ("store", store),
+    ):  # fmt: skip
+        section(name, fn)
+    res.targets = _targets(res, skip)
+    res.system = replace(info, loadavg_end=os.getloadavg())
+    return res
+
+
+def _trt_cache() -> Path:
+    from benchmarks.common import CACHE
+
+    path = CACHE / "tensorrt"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _targets(res: SuiteResult, skip: Sequence[str]) -> list[Target]:
+    out: list[Target] = []
+    if "preprocess" not in skip:
+        out += preprocess_targets(res.preprocess.timings if res.preprocess else [])
+    if "e2e" not in skip:
+        out += e2e_targets(res.e2e.contenders if res.e2e else [], res.e2e.ratios if res.e2e else [])
+    if "trigger" not in skip:
+        out += trigger_targets(res.e2e.triggered if res.e2e else [])
+    if "store" not in skip:
+        out += store_targets(res.store)
+    return out
+
+
+def _wh(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="kanjian's benchmark suite: preprocessing, inference, NMS, end to end, "
+        "trigger latency, SQLite sink; targets with pass/fail; JSON, Markdown and PNG results.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repeats (under two minutes on 2 cores)"
+    )
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
+                   help="results go to OUT/<host>-<date>/ (default: benchmarks/results)")  # fmt: skip
+    p.add_argument("--name", default=None, help="folder name instead of <host>-<date>")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX file or bundle folder (default: YOLO11n 640, random weights, exported once)")  # fmt: skip
+    p.add_argument(
+        "--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}"
+    )
+    p.add_argument(
+        "--preprocess-sizes", default=None, help="WxH,WxH,... (default 640x480,1920x1080,2448x2048)"
+    )
+    p.add_argument(
+        "--video-size", default=None, help="WxH of the end-to-end video (default 1920x1080)"
+    )
+    for name, kind in (
+        ("preprocess-repeats", int), ("infer-frames", int), ("infer-rounds", int), ("nms-repeats", int),
+        ("e2e-rounds", int), ("e2e-frames", int), ("e2e-warm", int), ("triggers", int),
+        ("trigger-gap-s", float), ("store-inspections", int), ("store-rounds", int),
+    ):  # fmt: skip
+        p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
+    return p
+
+
+def params_from(args: argparse.Namespace) -> Params:
+    base = QUICK if args.quick else FULL
+    over: dict[str, Any] = {}
+    for key in (
+        "preprocess_repeats", "infer_frames", "infer_rounds", "nms_repeats", "e2e_rounds",
+        "e2e_frames", "e2e_warm", "triggers", "trigger_gap_s", "store_inspections", "store_rounds",
+    ):  # fmt: skip
+        v = getattr(args, key)
+        if v is not None:
+            over[key] = v
+    if args.preprocess_sizes:
+        over["preprocess_sizes"] = tuple(_wh(s)[::-1] for s in args.preprocess_sizes.split(","))
+    if args.video_size:
+        over["video_wh"] = _wh(args.video_size)
+    return replace(base, **over)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite; returns 0 when it ran (targets missed included), 1 if a section failed."""
+    args = build_parser().parse_args(argv)
+    skip = [s for s in args.skip.split(",") if s]
+    bad = [s for s in skip if s not in SECTIONS]
+    if bad:
+        raise SystemExit(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
+    if args.model is not None and not args.model.exists():
+        raise SystemExit(f"model not found: {args.model}")
+    params = params_from(args)
+    t0 = time.perf_counter()
+    res = run_suite(params, "quick" if args.quick else "full", args.model, skip)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = args.out / (args.name or f"{socket.gethostname()}-{stamp}")
+    from benchmarks.report import targets_table, write
+
+    paths = write(res, folder)
+    print("\n".join(["", "Targets:", *targets_table(res.targets)]))
+    for t in res.targets:
+        print(
+            f"{verdict_text(t):>12}  {t.name}: {t.measured if t.measured is None else f'{t.measured:.3g}'} (goal {t.goal})"
+        )
+    print(
+        f"\nwrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.0f} s"
+    )
+    if res.errors:
+        print("sections that failed: " + ", ".join(res.errors))
+        return 1
+    return 0
