@@ -176,7 +176,6 @@ def run_suite(
 
     def inference() -> None:
         from benchmarks.infer import default_settings, run_inference
-
         from kanjian.inference.session import cuda_device_present
 
         gpu = cuda_device_present()
