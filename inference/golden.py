@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from kanjian.inference import bundle as b
 from kanjian.inference.matching import match_detections
@@ -75,7 +76,7 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
         return GoldenReport(False, 0, [f"{exp_path}: golden set has no images"])
     for gi in golden.images:
         path = gdir / gi.file
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image: NDArray[np.uint8] | None = cv2.imread(str(path), cv2.IMREAD_COLOR)  # type: ignore[assignment]
         if image is None:
             problems.append(f"{path}: unreadable golden image")
             continue

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from kanjian.inference import bundle as bundle_mod
 from kanjian.inference.classify_pre import classify_tensor
 from kanjian.inference.decode import decode_detect, decode_segment
+from kanjian.inference.gpu_input import device_input_for
 from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
 from kanjian.inference.preprocess import letterbox_tensor
 from kanjian.inference.session import ModelLoadError, create_session
@@ -78,6 +79,10 @@ class OnnxModel:
         self._input_name = self.session.get_inputs()[0].name
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._local = threading.local()  # per-thread input buffer
+        # On CUDA/TensorRT, preprocess on the GPU into memory ORT reads directly.
+        self._device = (
+            device_input_for(self.session, self.info.imgsz) if meta["task"] != "classify" else None
+        )
 
     @property
     def ref(self) -> ModelRef:
@@ -128,14 +133,21 @@ class OnnxModel:
         iou = th.iou if iou is None else iou
         max_det = th.max_det if max_det is None else max_det
         t0 = time.perf_counter()
+        geom = None
         if self.info.task == "classify":
-            tensor = classify_tensor(image, self.info.imgsz)
-            geom = None
+            tensor: NDArray[np.float32] | None = classify_tensor(image, self.info.imgsz)
+        elif self._device is not None:
+            tensor = None  # the input lives on the GPU, written by the CUDA kernel
+            geom = self._device.letterbox(image)
         else:
             tensor = self._input_buffer()
             geom = letterbox_tensor(image, self.info.imgsz, out=tensor[0])
         t1 = time.perf_counter()
-        outputs = self.run(tensor)
+        if tensor is None:
+            assert self._device is not None
+            outputs: list[Any] = self._device.run()
+        else:
+            outputs = self.run(tensor)
         t2 = time.perf_counter()
         probs = None
         nc = len(self.info.class_names)

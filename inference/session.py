@@ -100,6 +100,7 @@ def create_session(
     providers: Sequence[str] = ("cpu",),
     intra_op_threads: int | None = None,
     provider_options: dict[str, dict[str, Any]] | None = None,
+    trt_cache_dir: Path | None = None,
 ) -> tuple[ort.InferenceSession, SessionInfo]:
     """Open an ONNX model with the preferred providers.
 
@@ -108,6 +109,8 @@ def create_session(
         providers: preference order, e.g. ``("tensorrt", "cuda", "cpu")``.
         intra_op_threads: ORT's intra-op thread count; ``None`` lets ORT choose.
         provider_options: per-provider options keyed by the ORT provider name.
+        trt_cache_dir: where TensorRT engines are cached (default: beside the model,
+            ``<model dir>/trt-cache``).
 
     Raises:
         ModelLoadError: naming the file, if it is missing or not a valid model.
@@ -115,6 +118,8 @@ def create_session(
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     providers = expand_auto(providers)
+    if trt_cache_dir is None:
+        trt_cache_dir = path.parent / "trt-cache"
     requested = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
     chosen = resolve_providers(providers)
     opts = ort.SessionOptions()
@@ -123,7 +128,25 @@ def create_session(
     # Spinning ORT worker threads steal the core the next stage needs on small CPUs.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    prov_args: list[Any] = [(p, (provider_options or {}).get(p, {})) for p in chosen]
+    options = dict(provider_options or {})
+    if "TensorrtExecutionProvider" in chosen and trt_cache_dir is not None:
+        # Build TensorRT engines once and keep them: a build takes minutes.
+        trt_cache_dir.mkdir(parents=True, exist_ok=True)
+        options.setdefault("TensorrtExecutionProvider", {}).update(
+            {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(trt_cache_dir),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(trt_cache_dir),
+            }
+        )
+        if not any(trt_cache_dir.iterdir()):
+            log.warning(
+                "building TensorRT engines for %s into %s (minutes, once; later starts reuse them)",
+                path.name,
+                trt_cache_dir,
+            )
+    prov_args: list[Any] = [(p, options.get(p, {})) for p in chosen]
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=prov_args)
     except Exception as e:  # ORT raises its own exception types for bad files
