@@ -252,6 +252,26 @@ def test_killed_and_restarted_camera_recovers(
     assert status.state == "connected" and status.reconnects >= 1, status
 
 
+def test_hardware_trigger_waits_and_checks_the_camera(
+    camera: FakeCamera, closing: list[GigESource]
+) -> None:
+    """No pulse on Line0: a read returns a missed record after read_timeout_s, the
+    camera is still answering and still ours, so no reconnect; killed, it is lost."""
+    src = GigESource(_config(trigger="hardware", read_timeout_s=0.5), "g")
+    closing.append(src)
+    idle = [src.read() for _ in range(2)]
+    for r in idle:
+        assert isinstance(r, FrameFailure) and r.missed
+        assert "waiting for a hardware trigger on Line0" in r.reason
+    assert src.settings()["trigger_source"] == "Line0"
+    assert src.settings()["trigger_mode"] == "On"
+    assert src.status().state == "connected" and src.status().reconnects == 0
+    camera.kill()
+    gone = src.read()
+    assert isinstance(gone, FrameFailure) and "camera does not answer" in gone.reason
+    assert src.status().state == "reconnecting"
+
+
 def test_opened_by_address_without_discovery_broadcast(closing: list[GigESource]) -> None:
     """Nobody answers at 127.0.0.2: the source retries by unicast to that address only.
     A socket on the GVCP port sees its packets and no DISCOVERY command among them."""

@@ -545,3 +545,18 @@ def test_docs_list_every_register_and_node() -> None:
         assert f"Station.{spec.name}" in text, spec.name
     for method in ("Station.Trigger", "Station.Acknowledge", "Station.SetRecipe"):
         assert method in text
+
+
+def test_cli_map_is_what_the_docs_show() -> None:
+    from typer.testing import CliRunner
+
+    from kanjian.station.plc_cli import plc_app
+
+    r = CliRunner().invoke(plc_app, ["map", "--markdown"])
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("|")]
+    assert len(rows) > 40
+    text = DOCS.read_text()
+    assert [line for line in rows if line not in text] == []
+    for cmd in (["--help"], ["map", "--help"], ["cert", "--help"]):
+        assert "Usage" in CliRunner().invoke(plc_app, cmd).output
