@@ -94,7 +94,7 @@ def dataset_import_command(
         counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
         out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
         for line in summary.problems[:10]:
-            out.print(f"  {line}", markup=False)
+            out.print(f"  {line}", markup=False, soft_wrap=True)
         out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
 
 
@@ -129,6 +129,12 @@ def train_command(
     val_each_epoch: Annotated[
         bool, typer.Option(help="validate after every epoch (slow on CPU)")
     ] = True,
+    time_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, help="wall-time budget in hours; Ultralytics fits the epochs (and LR) to it"
+        ),
+    ] = None,
     project: Annotated[Path, typer.Option(help="runs folder")] = Path("runs/kanjian"),
     name: Annotated[str, typer.Option(help="run name (and bundle name)")] = "model",
     version: Annotated[str, typer.Option(help="bundle version")] = "1",
@@ -150,8 +156,14 @@ def train_command(
         float | None, typer.Option(help="golden set conf (default: --conf)")
     ] = None,
 ) -> None:
-    """Train offline with Ultralytics, export ONNX, run the parity and accuracy gates,
-    and write a bundle (model.onnx, manifest.json, golden/)."""
+    """Train offline, export ONNX, gate it (parity, accuracy) and write a bundle.
+
+    No network is used: the model is built from a YAML (random weights) or a
+    local .pt. After training, the ONNX file run by kanjian's own runtime must
+    give the same detections as the PyTorch model in Ultralytics (--min-parity),
+    and its mAP50 on the val split is measured (--min-map50). Only then is the
+    bundle (model.onnx, manifest.json, golden/) written.
+    """
     from kanjian.training.pipeline import PipelineOptions, run_pipeline
     from kanjian.training.train import TrainConfig
 
@@ -181,6 +193,7 @@ def train_command(
         nbs=nbs,
         warmup_epochs=warmup_epochs,
         val_during_training=val_each_epoch,
+        extra={} if time_hours is None else {"time": time_hours},
     )
     options = PipelineOptions(
         name=name,
