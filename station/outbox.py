@@ -164,8 +164,13 @@ class Outbox:
         synchronous: SQLite synchronous mode for this connection's writes.
     """
 
-    def __init__(self, db_path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, db_path: Path, synchronous: str = "NORMAL") -> None:
+        # Marks are hints, not data: a mark lost to a power cut only makes an entry
+        # go out again (receivers deduplicate), so this connection does not fsync
+        # each commit. The store's own commits (synchronous=FULL) fsync the WAL,
+        # ours included. Events are the exception: see apply().
         self.db = open_db(db_path, synchronous)
+        self.synchronous = synchronous
         self.conn: sqlite3.Connection = self.db.conn
         self.stream_id = self.get_state("stream_id") or ""
 
@@ -193,6 +198,18 @@ class Outbox:
 
         Returns ``(confirmed, resend_requested)`` entry counts.
         """
+        confirmed = resend = 0
+        if w.events_new and self.synchronous != "FULL":
+            # an event (e.g. a deploy's outcome) must survive a power cut once recorded
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            confirmed, resend = self._apply(w, timeout_s, max_s)
+        finally:
+            if w.events_new and self.synchronous != "FULL":
+                self.conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return confirmed, resend
+
+    def _apply(self, w: PendingWrites, timeout_s: float, max_s: float) -> tuple[int, int]:
         confirmed = resend = 0
         with self._tx():
             if w.published:
@@ -316,8 +333,8 @@ class Outbox:
         """Handed to MQTT: if no PUBACK comes, these become due again at ``retry_at``."""
         with self._tx():
             self.conn.executemany(
-                "UPDATE outbox SET next_attempt_at = ? WHERE seq = ?",
-                [(retry_at, s) for s in seqs],
+                "UPDATE outbox SET next_attempt_at = ? WHERE seq BETWEEN ? AND ?",
+                [(retry_at, a, b) for a, b in to_ranges(seqs)],
             )
 
     def mark_acked(self, seqs: Sequence[int], now: float, timeout_s: float, max_s: float) -> None:
@@ -330,8 +347,8 @@ class Outbox:
             self.conn.executemany(
                 "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, "
                 "next_attempt_at = ? + MIN(?, ? * (1 << MIN(attempts, 20))) "
-                "WHERE seq = ? AND confirmed_at IS NULL",
-                [(at, now, max_s, timeout_s, s) for s in seqs],
+                "WHERE seq BETWEEN ? AND ? AND confirmed_at IS NULL",
+                [(at, now, max_s, timeout_s, a, b) for a, b in to_ranges(seqs)],
             )
 
     def confirm(self, ranges: Sequence[tuple[int, int]], through: int | None) -> int:

@@ -110,6 +110,7 @@ class SyncWorker:
         self._thread = threading.Thread(target=self._run, name="sync-worker", daemon=True)
         self._started = threading.Event()
         self._drain_s = cfg.close_drain_s
+        self._tokens, self._tokens_at = 0.0, time.monotonic()
 
     @property
     def broker(self) -> str:
@@ -281,17 +282,15 @@ class SyncWorker:
         self._take_incoming(w)
         while self._events:
             w.events_new.append(self._events.popleft())
-        if w:
-            self._apply(ob, w)
         if now - periodic["probe"] >= 1.0:
             periodic["probe"] = now
             self._probe()
         if self._connected:
-            w = PendingWrites(retry_at=time.time() + self.cfg.confirm_timeout_s)
+            w.retry_at = time.time() + self.cfg.confirm_timeout_s
             self._publish_events(ob, client)
             self._publish_entries(ob, client, w)
-            if w:
-                self._apply(ob, w)
+        if w:  # one write transaction per step
+            self._apply(ob, w)
         if now - periodic["status"] >= 1.0:
             periodic["status"] = now
             self._backlog = ob.backlog_stats()
@@ -392,6 +391,13 @@ class SyncWorker:
 
     def _publish_entries(self, ob: Outbox, client: Any, w: PendingWrites) -> None:
         room = self.cfg.window - len(self._inflight)
+        rate = self.cfg.max_rate
+        if rate > 0:  # token bucket, at most one second's worth at once
+            now = time.monotonic()
+            self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+            self._tokens_at = now
+            room = min(room, int(self._tokens))
+            self._tokens -= max(0, room)
         if room <= 0:
             return
         due = [

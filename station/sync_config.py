@@ -126,6 +126,13 @@ class SyncConfig(BaseModel):
         "memory while the broker is slow",
     )
     read_batch: int = Field(200, ge=1, le=10_000, description="outbox rows read per query")
+    max_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1_000_000,
+        description="most inspection messages sent per second, new and re-sent (0: no limit). "
+        "Draining a long backlog at full speed takes CPU from the inspection loop",
+    )
     confirm_timeout_s: float = Field(
         30.0,
         gt=0,
