@@ -104,7 +104,7 @@ def make_video(
     step = max(1, len(files) // 6)
     order = [files[(i % 6) * step + (i // 6) % step] for i in range(n_frames)]
     tmp = path.with_suffix(".tmp.avi")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write MJPG video to {tmp}")
     try:

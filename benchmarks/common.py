@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -84,7 +84,7 @@ def summarize(values: Sequence[float]) -> Summary:
 
 
 def round_robin(
-    methods: dict[str, Callable[[int], object]], rounds: int, warmup: int
+    methods: Mapping[str, Callable[[int], object]], rounds: int, warmup: int
 ) -> dict[str, list[float]]:
     """Time each ``methods[name](i)`` once per round, alternating the order each round.
 
@@ -206,8 +206,17 @@ _ENV_KEYS = (
 )  # fmt: skip
 
 
-def system_info() -> SystemInfo:
-    """Describe this machine and the library versions (imports onnxruntime)."""
+def thread_env() -> dict[str, str]:
+    """The environment variables that size thread pools, as set now."""
+    return {k: os.environ[k] for k in _ENV_KEYS if k in os.environ}
+
+
+def system_info(env: dict[str, str] | None = None) -> SystemInfo:
+    """Describe this machine and the library versions (imports onnxruntime).
+
+    Args:
+        env: the thread variables to report (default: :func:`thread_env` now).
+    """
     import onnxruntime as ort
 
     dists = (
@@ -231,7 +240,7 @@ def system_info() -> SystemInfo:
         versions=versions,
         ort_available_providers=tuple(ort.get_available_providers()),
         git=_git_rev(),
-        env={k: os.environ[k] for k in _ENV_KEYS if k in os.environ},
+        env=thread_env() if env is None else env,
         loadavg_start=os.getloadavg(),
     )
 

@@ -226,7 +226,7 @@ class _UltralyticsRunner:
     """Ultralytics' own predict loop over the video, from its first frame each round."""
 
     def __init__(self, model: Path, video: Path, imgsz: int) -> None:
-        from ultralytics import YOLO
+        from ultralytics.models import YOLO
 
         self.yolo = YOLO(str(model), task="detect")
         self.video = str(video)

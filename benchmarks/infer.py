@@ -175,6 +175,10 @@ def default_settings(
     return out
 
 
+def _blocks(runner: _Runner, frames: int) -> Callable[[int], None]:
+    return lambda _round: runner.block(frames)
+
+
 def run_inference(
     model: Path,
     settings: list[InferSetting],
@@ -201,9 +205,7 @@ def run_inference(
             )  # fmt: skip
             continue
         runners[s.label] = r
-    walls = round_robin(
-        {name: (lambda _i, r=r: r.block(frames)) for name, r in runners.items()}, rounds, warmup
-    )
+    walls = round_robin({name: _blocks(r, frames) for name, r in runners.items()}, rounds, warmup)
     for s in settings:
         if s.label in failed:
             rows.append(failed[s.label])

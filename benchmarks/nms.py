@@ -111,9 +111,9 @@ def _methods(
         keep = best > conf
         x, cls, best = x[keep], cls[keep], best[keep]
         xywh = np.concatenate([x[:, :2] - x[:, 2:4] / 2, x[:, 2:4]], axis=1)
+        nms_batched: Any = cv2.dnn.NMSBoxesBatched  # its stubs ask for lists; arrays work
         kept = np.asarray(
-            cv2.dnn.NMSBoxesBatched(xywh, best, cls.astype(np.int32), conf, iou, top_k=max_det),
-            np.intp,
+            nms_batched(xywh, best, cls.astype(np.int32), conf, iou, top_k=max_det), np.intp
         ).reshape(-1)
         b = xywh[kept]
         xyxy = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)

@@ -40,8 +40,9 @@ def markdown(res: Any) -> str:
         out += ["## Sections that failed", ""]
         out += [f"- {k}: {v}" for k, v in res.errors.items()] + [""]
     if res.preprocess is not None:
+        h, w = res.preprocess.timings[0].dst_hw
         out += [
-            "## Preprocessing (frame -> 640x640 float32 RGB CHW)",
+            f"## Preprocessing (frame -> {w}x{h} float32 RGB CHW)",
             "",
             res.preprocess.markdown(),
             "",

@@ -92,7 +92,7 @@ def _one_round(
     from kanjian.station.config import StoreConfig
     from kanjian.station.store import ResultStore
 
-    cfg = StoreConfig(data_dir=folder, synchronous=synchronous)  # type: ignore[arg-type]
+    cfg = StoreConfig(data_dir=folder, synchronous=synchronous)
     store = ResultStore(
         folder,
         save_verdicts=tuple(cfg.save_images),

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, SystemInfo, offline_env, system_info
+from benchmarks.common import REPO, SystemInfo, offline_env, system_info, thread_env
 from benchmarks.targets import (
     Target,
     e2e_targets,
@@ -113,6 +113,7 @@ def run_suite(
 ) -> SuiteResult:
     """Measure every section not in ``skip``; a section that raises is recorded, not fatal."""
     offline_env()
+    env_at_start = thread_env()
     import cv2
 
     try:  # first: it sets cv2's thread count for the whole process
@@ -126,7 +127,7 @@ def run_suite(
     configure_threads(None, layer="workqueue")
     from benchmarks import assets
 
-    info = system_info()
+    info = system_info(env_at_start)
     for line in info.lines():
         log(line)
     model_path = model if model is not None else assets.reference_model()
@@ -143,8 +144,9 @@ def run_suite(
     log(f"model {model_desc}")
     res = SuiteResult(mode=mode, params=params, system=info, model=model_desc)
     res.notes.append(
-        f"cv2 threads {cv2.getNumThreads()} in every section (Ultralytics "
-        f"{'imported' if have_ul else 'NOT installed: its contenders are missing'})"
+        f"cv2 threads {cv2.getNumThreads()} and OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS')} in every section (importing Ultralytics sets "
+        f"both; it is {'imported' if have_ul else 'NOT installed: its contenders are missing'})"
     )
     from benchmarks.e2e import has_workers_knob
 
@@ -213,10 +215,11 @@ def run_suite(
             onnx, video, settings, params.e2e_rounds, params.e2e_frames, params.e2e_warm,
             imgsz=max(imgsz), ultralytics=have_ul, log=log,
         )  # fmt: skip
-        notes = [
-            "the station does not batch: one frame per ONNX Runtime call",
-            "random-weight model: almost no detections, so NMS and logging carry little load",
-        ]
+        notes = ["the station does not batch: one frame per ONNX Runtime call"]
+        if model is None:
+            notes.append(
+                "random-weight model: almost no detections, so NMS and logging carry little load"
+            )
         if not knob:
             notes.append("this checkout has no runtime.inference_workers: 1 worker only")
         res.e2e = E2EResult(
@@ -284,9 +287,9 @@ def _wh(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog=prog,
         description="kanjian's benchmark suite: preprocessing, inference, NMS, end to end, "
         "trigger latency, SQLite sink; targets with pass/fail; JSON, Markdown and PNG results.",
     )
@@ -333,9 +336,9 @@ def params_from(args: argparse.Namespace) -> Params:
     return replace(base, **over)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the suite; returns 0 when it ran (targets missed included), 1 if a section failed."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     skip = [s for s in args.skip.split(",") if s]
     bad = [s for s in skip if s not in SECTIONS]
     if bad:
