@@ -8,6 +8,8 @@ each thread gets its own (WAL lets them read while the writer commits).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlite_utils
@@ -42,3 +44,22 @@ class ConnectionPool:
             for db in self._all:
                 db.conn.close()
             self._all.clear()
+
+
+@contextmanager
+def write_tx(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction that takes SQLite's write lock at once (``BEGIN IMMEDIATE``).
+
+    A plain ``BEGIN`` that reads first and writes later fails at once with
+    "database is locked" (no busy wait) when the store's writer committed in
+    between: SQLite cannot upgrade a stale read snapshot. Taking the lock up
+    front makes it wait (busy timeout) instead.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.rollback()
+        raise
+    else:
+        db.execute("COMMIT")

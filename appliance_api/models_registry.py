@@ -14,23 +14,27 @@ frame: no frame is lost or judged twice, and each row names its model.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from kanjian.appliance_api.audit import Actor, write_audit
 from kanjian.appliance_api.auth import now_iso
 from kanjian.appliance_api.bundle_archive import ArchiveRejected, extract_bundle, scratch_dir
-from kanjian.appliance_api.db import ConnectionPool
+from kanjian.appliance_api.db import ConnectionPool, write_tx
 from kanjian.inference.bundle import BundleError, read_manifest
-from kanjian.inference.golden import check_bundle
+from kanjian.inference.golden import GoldenReport
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.inference.session import ModelLoadError
 from kanjian.station.pipeline import Station
@@ -39,6 +43,41 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 INCOMING_DIR = ".incoming"
+
+
+_GOLDEN_SCRIPT = (
+    "import json, sys; from pathlib import Path; "
+    "from kanjian.inference.golden import check_bundle; "
+    "r = check_bundle(Path(sys.argv[1])); "
+    "print(json.dumps({'ok': r.ok, 'images': r.images, 'problems': r.problems}))"
+)
+
+
+def golden_check_isolated(bundle_dir: Path, timeout_s: float = 900.0) -> GoldenReport:
+    """Run :func:`check_bundle` in a child process, on one thread.
+
+    Not in the server process: the check runs the preprocessing kernels, and
+    Numba's workqueue layer aborts the whole process when a second thread
+    launches a kernel while the inspection loop runs one. One thread also
+    leaves the cores to the running station.
+    """
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _GOLDEN_SCRIPT, str(bundle_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return GoldenReport(False, 0, [f"golden check took longer than {timeout_s:.0f} s"])
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return GoldenReport(False, 0, [f"golden check failed to run: {tail}"])
+    out = json.loads(lines[-1])
+    return GoldenReport(bool(out["ok"]), int(out["images"]), list(out["problems"]))
 
 
 class RegistryError(Exception):
@@ -171,7 +210,7 @@ class ModelRegistry:
         incoming.mkdir(parents=True, exist_ok=True)
         with self._lock, scratch_dir(incoming, uuid.uuid4().hex) as work:
             root = extract_bundle(archive, work, int(cfg.max_unpacked_mb * 2**20))
-            report = check_bundle(root)
+            report = golden_check_isolated(root)
             if not report.ok:
                 raise RegistryError(
                     "bundle refused, golden check failed: "
@@ -200,7 +239,7 @@ class ModelRegistry:
                 "added_at": now_iso(),
                 "added_by": actor.name,
             }
-            with self.db.atomic():
+            with write_tx(self.db):
                 self.db["models"].insert(row)  # type: ignore[union-attr]
                 write_audit(
                     self.db,
@@ -222,7 +261,7 @@ class ModelRegistry:
             if sha == cur:
                 raise RegistryError(f"model {entry.name} v{entry.version} is already active")
             self._swap_to(entry)
-            with self.db.atomic():
+            with write_tx(self.db):
                 self._record(sha, "activate", actor.name)
                 write_audit(
                     self.db,
@@ -244,7 +283,7 @@ class ModelRegistry:
                 raise RegistryError(f"the previous model {st[-2]} is no longer registered")
             cur = self.active_sha()
             self._swap_to(target)
-            with self.db.atomic():
+            with write_tx(self.db):
                 self._record(target.sha256, "rollback", actor.name)
                 write_audit(
                     self.db,
@@ -273,8 +312,11 @@ class ModelRegistry:
                 f"registered model {entry.sha256[:12]}…; refusing to run it",
                 422,
             )
-        # warm up before the swap so the first frame it judges is not slow
-        model.warmup()
+        # Warm ONNX Runtime up before the swap so the first frame it judges is not slow.
+        # Only the session runs here: the preprocessing kernels must stay on the loop's
+        # thread (Numba's workqueue layer aborts the process on concurrent launches).
+        h, w = model.info.imgsz
+        model.run(np.zeros((1, 3, h, w), np.float32))
         self.station.inspector.swap_model(model)
         log.info("model %s v%s (%s…) now judges", entry.name, entry.version, entry.sha256[:12])
 

@@ -17,6 +17,7 @@ from kanjian.appliance_api.api_models import (
 )
 from kanjian.appliance_api.audit import list_audit, write_audit
 from kanjian.appliance_api.auth import Role, TokenInfo, TokenStore
+from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.deps import Admin, Engineer, State
 
 router = APIRouter()
@@ -48,7 +49,7 @@ def list_tokens(state: State, _: Admin) -> list[TokenOut]:
 def create_token(state: State, who: Admin, body: TokenCreateIn) -> TokenCreatedOut:
     """Make a token; the response is the only time its secret is shown."""
     db = state.pool.get()
-    with db.atomic():
+    with write_tx(db):
         new = TokenStore(db).create(body.name, Role(body.role), who.name)
         write_audit(
             db, who.actor(), "token.create", new.info.id, {"name": body.name, "role": body.role}
@@ -59,12 +60,23 @@ def create_token(state: State, who: Admin, body: TokenCreateIn) -> TokenCreatedO
 @router.delete(
     "/api/tokens/{token_id}",
     tags=["auth"],
-    responses={**_ERR, 404: {"model": ErrorOut, "description": "no such token"}},
+    responses={
+        **_ERR,
+        404: {"model": ErrorOut, "description": "no such token"},
+        409: {"model": ErrorOut, "description": "it is the token making this request"},
+    },
 )
 def revoke_token(state: State, who: Admin, token_id: TokenId) -> TokenOut:
-    """Revoke a token at once (idempotent)."""
+    """Revoke a token at once (idempotent). The token making the request cannot revoke
+    itself (an admin would lock themselves out); use another admin token or the CLI.
+    """
+    if token_id == who.token_id:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "a token cannot revoke itself; use another admin token or `kanjian token revoke`",
+        )
     db = state.pool.get()
-    with db.atomic():
+    with write_tx(db):
         info = TokenStore(db).revoke(token_id)
         if info is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")

@@ -27,6 +27,7 @@ from kanjian.appliance_api.api_models import (
 )
 from kanjian.appliance_api.audit import write_audit
 from kanjian.appliance_api.auth import now_iso
+from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.deps import Operator, Reader, State
 
 router = APIRouter(tags=["inspections"])
@@ -269,7 +270,7 @@ def post_feedback(
         "token_id": actor.token_id,
         "created_at": now_iso(),
     }
-    with db.atomic():
+    with write_tx(db):
         fid = db["feedback"].insert(rec).last_pk  # type: ignore[union-attr]
         write_audit(
             db,

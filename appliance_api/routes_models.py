@@ -18,6 +18,7 @@ from kanjian.appliance_api.api_models import (
 )
 from kanjian.appliance_api.audit import write_audit
 from kanjian.appliance_api.bundle_archive import ArchiveRejected
+from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.deps import Engineer, Reader, State
 from kanjian.appliance_api.models_registry import INCOMING_DIR, ModelEntry, RegistryError
 from kanjian.appliance_api.state import ApiState
@@ -181,7 +182,7 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> Thresho
         old = _thresholds(state)
         ins = state.station.inspector
         db = state.pool.get()
-        with db.atomic():
+        with write_tx(db):
             write_audit(
                 db,
                 who.actor(),

@@ -118,6 +118,7 @@ def token_create(
     """Make a token and print it once (only its hash is stored)."""
     from kanjian.appliance_api.audit import write_audit
     from kanjian.appliance_api.auth import Role, TokenStore
+    from kanjian.appliance_api.db import write_tx
 
     try:
         r = Role(role)
@@ -127,7 +128,7 @@ def token_create(
     db = _open_db(config, data_dir)
     actor = _cli_actor()
     try:
-        with db.atomic():
+        with write_tx(db):
             new = TokenStore(db).create(name, r, actor.name)
             write_audit(db, actor, "token.create", new.info.id, {"name": name, "role": r.value})
     except ValueError as e:
@@ -166,10 +167,11 @@ def token_revoke(
     """Revoke a token at once."""
     from kanjian.appliance_api.audit import write_audit
     from kanjian.appliance_api.auth import TokenStore
+    from kanjian.appliance_api.db import write_tx
 
     db = _open_db(config, data_dir)
     try:
-        with db.atomic():
+        with write_tx(db):
             info = TokenStore(db).revoke(token_id)
             if info is not None:
                 write_audit(db, _cli_actor(), "token.revoke", token_id, {"name": info.name})

@@ -20,6 +20,7 @@ import uvicorn
 from kanjian.appliance_api.app import create_app
 from kanjian.appliance_api.audit import Actor, write_audit
 from kanjian.appliance_api.auth import Role
+from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.state import ApiState, start_services
 from kanjian.station.config import StationConfig
 from kanjian.station.pipeline import build_station
@@ -74,7 +75,7 @@ class ServeResult:
 def screen_token_if_first_start(state: ApiState) -> str | None:
     """On a station with no tokens at all, make an operator token for the screen."""
     db = state.pool.get()
-    with db.atomic():
+    with write_tx(db):
         if state.tokens().list():
             return None
         new = state.tokens().create("screen", Role.OPERATOR, "serve (first start)")

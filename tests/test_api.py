@@ -264,6 +264,9 @@ def test_revoked_token_is_refused_and_tokens_are_audited(env: Env) -> None:
     assert admin.delete(f"/api/tokens/{made['id']}").json()["revoked_at"] is not None
     assert op.get("/api/status").status_code == 401
     assert admin.delete("/api/tokens/0badc0de").status_code == 404
+    own = env.tokens["admin"].split("_")[1]
+    r = admin.delete(f"/api/tokens/{own}")
+    assert r.status_code == 409 and "cannot revoke itself" in r.json()["detail"]
     rows = env.sql(
         "SELECT action, actor, role FROM audit WHERE target = ? ORDER BY id", (made["id"],)
     )
@@ -595,7 +598,8 @@ def _raw_post(env: Env, path: str, token: str, length: int, body: bytes) -> byte
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Length: {length}\r\n\r\n".encode() + body
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + body
         )
         out = b""
         while b"\r\n\r\n" not in out or not out.rstrip().endswith(b"}"):

@@ -297,11 +297,11 @@ def make_token(data_dir: Path, role: str, name: str) -> str:
             "--data-dir",
             str(data_dir),
         ],
-        check=True,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.strip().splitlines()[-1]
 
 

@@ -1,0 +1,195 @@
+"""``kanjian serve`` as a real process: model swap under load, shutdown, tokens, restart.
+
+The station inspects a looping folder of NEU-DET images while a second bundle
+is uploaded, activated and rolled back. Afterwards the database must hold one
+row per frame (no frame lost or judged twice), and each row must name the
+model that judged it, in the order the swaps happened.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def _support() -> Any:
+    name = "kanjian_tests_api_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_api_support.py")
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+S = _support()
+
+
+@dataclass
+class Site:
+    tmp: Path
+    config: Path
+    port: int
+    data: Path
+    bundles: Any
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Site:
+    bundles = S.make_bundles(detect_model)
+    tmp = tmp_path_factory.mktemp("serve")
+    images = S.copy_images(tmp / "images", 30, step=11)
+    port = S.free_port()
+    config = S.station_yaml(
+        tmp / "station.yaml", images, bundles.a, tmp / "data", loop=True, port=port
+    )
+    return Site(tmp, config, port, tmp / "data", bundles)
+
+
+@pytest.fixture
+def serve(site: Site) -> Iterator[Any]:
+    procs: list[Any] = []
+
+    def start() -> Any:
+        s = S.start_serve(site.config, site.port, site.tmp)
+        procs.append(s)
+        return s
+
+    yield start
+    for p in procs:
+        print(f"--- kanjian serve (exit {p.proc.returncode}) ---\n" + p.stop())
+
+
+def _rows(site: Site) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(site.data / "kanjian.db")
+    try:
+        return con.execute(
+            "SELECT seq, frame_id, model_sha256, verdict FROM inspections ORDER BY seq"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _count(c: httpx.Client, sha: str) -> int:
+    page = c.get("/api/inspections", params={"model_sha256": sha, "limit": 500}).json()
+    return len(page["items"])
+
+
+def test_model_swap_under_load_loses_and_repeats_nothing(site: Site, serve: Any) -> None:
+    a, b = site.bundles.sha_a, site.bundles.sha_b
+    s = serve()
+    assert s.token, "the first start prints a screen token"
+    engineer = S.make_token(site.data, "engineer", "eng-1")
+    op = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=120)
+    eng = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {engineer}"}, timeout=300)
+    S.wait_for(lambda: op.get("/api/status").json()["frames"] >= 20, 60, what="20 frames")
+    r = eng.post("/api/models", content=S.pack(site.bundles.b))
+    assert r.status_code == 201, r.text
+    assert eng.post(f"/api/models/{b}/activate").status_code == 200
+    S.wait_for(lambda: _count(op, b) >= 20, 60, what="20 rows judged by bundle b")
+    assert eng.post("/api/models/rollback").json()["sha256"] == a
+    n_a = _count(op, a)
+    S.wait_for(lambda: _count(op, a) >= n_a + 20, 60, what="20 more rows by bundle a")
+    # a tampered upload is refused while the loop runs, and bundle a keeps judging
+    files = {p: p.read_bytes() for p in site.bundles.b.rglob("*") if p.is_file()}
+    bad = site.tmp / "tampered"
+    for p, data in files.items():
+        q = bad / p.relative_to(site.bundles.b)
+        q.parent.mkdir(parents=True, exist_ok=True)
+        q.write_bytes(data[:-1] + bytes([data[-1] ^ 1]) if p.name == "model.onnx" else data)
+    r = eng.post("/api/models", content=S.pack(bad))
+    assert r.status_code == 422 and "sha256" in r.json()["detail"]
+    frames = op.get("/api/status").json()["frames"]
+    S.wait_for(
+        lambda: op.get("/api/status").json()["frames"] >= frames + 10,
+        60,
+        what="the loop to go on after the refusal",
+    )
+    assert op.get("/api/status").json()["model"]["sha256"] == a
+    out = s.stop()
+    assert s.proc.returncode == 0, out
+    last = [line for line in out.splitlines() if line.startswith("stopped:")][-1]
+    n = int(last.split()[1])
+    assert "store flushed" in last
+    rows = _rows(site)
+    assert len(rows) == n  # every frame the loop judged is a row
+    assert [r[1] for r in rows] == list(range(n))  # and each frame exactly once
+    assert all(r[2] in (a, b) for r in rows)
+    runs = [k for k, _ in groupby(r[2] for r in rows)]
+    assert runs == [a, b, a]  # each frame judged by one model, switching where we swapped
+    con = sqlite3.connect(site.data / "kanjian.db")
+    acts = con.execute("SELECT action, sha256 FROM model_activations ORDER BY id").fetchall()
+    audit = con.execute(
+        "SELECT action, actor FROM audit WHERE action LIKE 'model.%' ORDER BY id"
+    ).fetchall()
+    con.close()
+    assert acts == [("boot", a), ("start", a), ("activate", b), ("rollback", a)]
+    assert audit == [
+        ("model.upload", "eng-1"),
+        ("model.activate", "eng-1"),
+        ("model.rollback", "eng-1"),
+        ("model.upload_refused", "eng-1"),
+    ]
+
+
+def test_activation_survives_restart_and_tokens_from_the_cli(site: Site, serve: Any) -> None:
+    """Runs after the swap test: same data folder, bundle b already registered."""
+    a, b = site.bundles.sha_a, site.bundles.sha_b
+    s = serve()
+    assert s.token is None  # tokens exist now: no new screen token
+    engineer = S.make_token(site.data, "engineer", "eng-2")
+    eng = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {engineer}"}, timeout=300)
+    assert eng.get("/api/status").json()["model"]["sha256"] == a
+    assert eng.post(f"/api/models/{b}/activate").status_code == 200
+    out = s.stop()
+    assert s.proc.returncode == 0, out
+    s2 = serve()
+    assert eng.get(s2.url + "/api/status").json()["model"]["sha256"] == b
+    listed = subprocess.run(
+        [str(S.KANJIAN), "token", "list", "--data-dir", str(site.data)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    tid = engineer.split("_")[1]
+    assert tid in listed and "eng-2" in listed and engineer not in listed
+    subprocess.run(
+        [str(S.KANJIAN), "token", "revoke", tid, "--data-dir", str(site.data)],
+        check=True,
+        capture_output=True,
+    )
+    assert eng.get(s2.url + "/api/status").status_code == 401  # revoked at once
+    s2.stop()
+    assert s2.proc.returncode == 0
+
+
+def test_port_in_use_is_a_clear_error(site: Site) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [str(S.KANJIAN), "serve", "-c", str(site.config), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    assert r.returncode == 2
+    assert f"127.0.0.1:{port} is in use" in r.stdout + r.stderr
