@@ -209,9 +209,9 @@ def test_parity_gate_fails_on_a_different_model(detect_model: Any, tmp_path: Pat
 
 
 def test_train_refuses_missing_weights_instead_of_downloading(tmp_path: Path) -> None:
-    run, net = _kanjian_offline(
-        ["train", str(tmp_path / "data.yaml"), "--model", "yolo11n.pt"], tmp_path
-    )
+    data = tmp_path / "data.yaml"
+    data.write_text("path: .\ntrain: images\nval: images\nnames: {0: dent}\n")
+    run, net = _kanjian_offline(["train", str(data), "--model", "yolo11n.pt"], tmp_path)
     assert run.returncode == 2
     assert "yolo11n.pt" in run.stderr and "never downloaded" in run.stderr
     assert net == ""

@@ -14,8 +14,8 @@ from typing import Annotated, Literal, cast
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # whole lines: logs get grepped
+out = Console(soft_wrap=True)
 
 dataset_app = typer.Typer(help="Import and convert datasets.", no_args_is_help=True)
 model_app = typer.Typer(help="Check model bundles.", no_args_is_help=True)
@@ -94,7 +94,7 @@ def dataset_import_command(
         counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
         out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
         for line in summary.problems[:10]:
-            out.print(f"  {line}", markup=False, soft_wrap=True)
+            out.print(f"  {line}", markup=False)
         out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
 
 

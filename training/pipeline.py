@@ -12,7 +12,13 @@ import yaml
 from kanjian.inference import bundle as b
 from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
 from kanjian.training.records import IMAGE_SUFFIXES
-from kanjian.training.train import TrainConfig, TrainResult, config_dict, train
+from kanjian.training.train import (
+    TrainConfig,
+    TrainResult,
+    check_model_source,
+    config_dict,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ def run_pipeline(
     from kanjian.training.export import export_onnx
     from kanjian.training.package import data_summary_for, write_bundle
 
+    check_model_source(config.resolved_model())  # before anything else: never download
+    if not config.data.exists():
+        raise FileNotFoundError(f"{config.data}: dataset not found")
     images = val_images(config.data, config.task)
     if not images:
         raise ValueError(f"{config.data}: the val split has no images; gates need some")
