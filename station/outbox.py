@@ -385,6 +385,22 @@ class Outbox:
                 ).rowcount
         return n
 
+    def dropped_in(self, ranges: Sequence[tuple[int, int]], limit: int = 100_000) -> list[int]:
+        """Seqs within ``ranges`` that retention dropped (they will never be sent)."""
+        out: list[int] = []
+        for a, b in ranges:
+            out += [
+                int(r[0])
+                for r in self.conn.execute(
+                    "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ? AND dropped_at IS NOT NULL "
+                    "LIMIT ?",
+                    [a, b, limit - len(out)],
+                )
+            ]
+            if len(out) >= limit:
+                break
+        return out
+
     def make_all_due(self) -> int:
         """After a reconnect: the broker may have lost what it acknowledged; re-send it."""
         with self._tx():

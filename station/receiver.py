@@ -211,7 +211,7 @@ class Receiver:
             if max_seq <= through:
                 self._gaps_seen.pop(stream, None)
                 continue
-            gaps = set(db.gaps(stream, limit=1000))
+            gaps = set(db.gaps(stream, limit=1000, window=100_000))
             persistent = sorted(gaps & self._gaps_seen.get(stream, set()))
             self._gaps_seen[stream] = gaps
             if persistent:

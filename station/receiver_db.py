@@ -260,24 +260,32 @@ class ReceiverDB:
             )
 
     # -- reading -----------------------------------------------------------------------
-    def gaps(self, stream: str, limit: int = 1000) -> list[tuple[int, int]]:
-        """Seq ranges above ``through`` and below ``max_seq`` neither stored nor lost."""
+    def gaps(
+        self, stream: str, limit: int = 1000, window: int = 1_000_000
+    ) -> list[tuple[int, int]]:
+        """Seq ranges above ``through`` and below ``max_seq`` neither stored nor lost.
+
+        Only the ``window`` seqs after ``through`` are examined.
+        """
         row = self.query("SELECT through, max_seq FROM streams WHERE stream = ?", [stream])
         if not row:
             return []
         through, max_seq = int(row[0][0]), int(row[0][1])
         if max_seq <= through:
             return []
+        # look at most `window` seqs past `through`: the first gaps are the ones that matter
+        top = min(max_seq, through + window)
         have = {
             int(r[0])
             for r in self.query(
-                "SELECT seq FROM inspections WHERE stream = ? AND seq > ?", [stream, through]
+                "SELECT seq FROM inspections WHERE stream = ? AND seq > ? AND seq <= ?",
+                [stream, through, top],
             )
         }
         lost = self.query("SELECT first_seq, last_seq FROM lost WHERE stream = ?", [stream])
         for a, b in lost:
-            have.update(range(max(int(a), through + 1), min(int(b), max_seq) + 1))
-        missing = (s for s in range(through + 1, max_seq) if s not in have)
+            have.update(range(max(int(a), through + 1), min(int(b), top) + 1))
+        missing = (s for s in range(through + 1, top + 1) if s not in have)
         return to_ranges(missing)[:limit]
 
     def streams(self) -> list[tuple[str, str, str, str, int, int, int]]:

@@ -32,6 +32,7 @@ from kanjian.station.outbox import (
     InspectionRecord,
     Outbox,
     PendingWrites,
+    to_ranges,
     utc_iso,
 )
 from kanjian.station.sync_config import SyncConfig
@@ -111,6 +112,7 @@ class SyncWorker:
         self._started = threading.Event()
         self._drain_s = cfg.close_drain_s
         self._tokens, self._tokens_at = 0.0, time.monotonic()
+        self._start_error: BaseException | None = None
 
     @property
     def broker(self) -> str:
@@ -118,8 +120,11 @@ class SyncWorker:
 
     # -- public, any thread ----------------------------------------------------------
     def start(self) -> SyncWorker:
+        """Start the thread; raises what stopped it from starting (e.g. an unusable database)."""
         self._thread.start()
-        self._started.wait(30)
+        self._started.wait(60)
+        if self._start_error is not None:
+            raise self._start_error
         return self
 
     def wake(self, *_: Any) -> None:
@@ -207,7 +212,12 @@ class SyncWorker:
 
     # -- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
-        ob = Outbox(self.db_path)
+        try:
+            ob = Outbox(self.db_path)
+        except BaseException as e:
+            self._start_error = e
+            self._started.set()
+            raise
         self._stream = ob.stream_id
         self._counts["dropped_messages_total"] = int(ob.get_state("dropped_messages") or 0)
         self._counts["dropped_images_total"] = int(ob.get_state("dropped_images") or 0)
@@ -279,7 +289,7 @@ class SyncWorker:
                 n = ob.make_all_due()
                 log.info("MQTT connected to %s; re-sending %d unconfirmed", self.broker, n)
         self._take_acks(w)
-        self._take_incoming(w)
+        self._take_incoming(w, ob)
         while self._events:
             w.events_new.append(self._events.popleft())
         if now - periodic["probe"] >= 1.0:
@@ -340,7 +350,7 @@ class SyncWorker:
                     del self._inflight[mid]
                     self._inflight_seqs.discard(seq)
 
-    def _take_incoming(self, w: PendingWrites) -> None:
+    def _take_incoming(self, w: PendingWrites, ob: Outbox) -> None:
         while self._incoming:
             topic, payload = self._incoming.popleft()
             try:
@@ -352,6 +362,7 @@ class SyncWorker:
                     r = ResendIn.model_validate_json(payload)
                     if r.stream == self._stream:
                         w.resends.append(r.ranges)
+                        self._report_dropped_again(ob, r.ranges)
                 elif topic.startswith(self.topics.command("")):
                     name = topic[len(self.topics.command("")) :]
                     if self.on_command is None:
@@ -469,6 +480,15 @@ class SyncWorker:
                     "total_images": self._counts["dropped_images_total"],
                 },
             )
+
+    def _report_dropped_again(self, ob: Outbox, ranges: list[tuple[int, int]]) -> None:
+        # asked for entries retention gave up on: say so again (the first sync_dropped
+        # event may have been lost with a broker), so the platform stops seeing a gap
+        dropped = to_ranges(ob.dropped_in(ranges))
+        if dropped:
+            n = sum(b - a + 1 for a, b in dropped)
+            self.emit("sync_dropped", {"stream": self._stream, "messages": n, "images": 0,
+                                       "ranges": [list(x) for x in dropped], "repeated": True})  # fmt: skip
 
     def _persist_state(self, ob: Outbox) -> None:
         vals = {"connected": "1" if self._connected else "0", "updated_at": utc_iso()}
