@@ -21,15 +21,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import CACHE, NEU_DET, offline_env
+from benchmarks.common import CACHE, NEU_DET, REPO, offline_env
 
 _EXPORT = """
 import json, sys, torch
 torch.manual_seed(0)
 from ultralytics import YOLO
 model = YOLO(sys.argv[1])
-out = model.export(format="onnx", imgsz=int(sys.argv[2]), dynamic=False, simplify=True,
-                   nms=False, device="cpu")
+kw = dict(format="onnx", imgsz=int(sys.argv[2]), dynamic=False, nms=False, device="cpu")
+try:
+    out = model.export(simplify=True, **kw)
+except Exception:  # no onnxslim (an offline GPU machine): the graph runs the same unsimplified
+    out = model.export(simplify=False, **kw)
 print("EXPORTED " + json.dumps(str(out)))
 """
 
@@ -65,19 +68,25 @@ def reference_model(imgsz: int = 640, arch: str = "yolo11n.yaml", cache: Path = 
     return target
 
 
-def neu_det_images(root: Path = NEU_DET) -> list[Path]:
+def neu_det_images(root: Path | None = None) -> list[Path]:
     """NEU-DET's JPEG files, sorted by name.
 
+    Looks in ``root``, else beside the checkout (``<repo>/../shared/datasets/neu-det``),
+    else inside it (``<repo>/shared/datasets/neu-det``, what travels to a lent GPU machine).
+
     Raises:
-        FileNotFoundError: naming the folder when it is missing or empty.
+        FileNotFoundError: naming the folders when none holds images.
     """
-    folder = root / "images"
-    files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
-    if not files:
-        raise FileNotFoundError(
-            f"no NEU-DET images in {folder}: shared/datasets/neu-det must sit beside the checkout"
-        )
-    return files
+    roots = [root] if root is not None else [NEU_DET, REPO / "shared" / "datasets" / "neu-det"]
+    for r in roots:
+        files = sorted((r / "images").glob("*.jpg"))
+        if files:
+            return files
+    raise FileNotFoundError(
+        "no NEU-DET images in "
+        + " or ".join(str(r / "images") for r in roots)
+        + ": shared/datasets/neu-det must sit beside the checkout"
+    )
 
 
 def make_video(

@@ -26,6 +26,7 @@ to the future's result (the row committed).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -62,6 +63,7 @@ class Contender:
         name: e.g. ``station, 2 workers x 1 intra-op``.
         kind: ``station``, ``model`` or ``ultralytics``.
         setting: the station/model thread setting (None for Ultralytics).
+        runs_on: the execution provider ONNX Runtime really ran the model on.
         fps: per round.
         stages_ms: per-frame stage latency over all timed frames.
         frames: timed frames in all.
@@ -70,6 +72,7 @@ class Contender:
     name: str
     kind: str
     setting: StationSetting | None
+    runs_on: str
     fps: Summary
     stages_ms: dict[str, Summary]
     frames: int
@@ -164,6 +167,7 @@ class _StationRunner:
         from kanjian.station.pipeline import build_station
 
         self.station = build_station(cfg)
+        self.runs_on = str(self.station.inspector.model.session_info.provider)
         self.stages: dict[str, list[float]] = {}
         self._record = False
         self._cumulative: bool | None = None
@@ -207,6 +211,7 @@ class _ModelRunner:
 
         provider = "cuda" if _cuda_present() else "cpu"
         self.runner = _Runner(model, InferSetting(provider, s.workers, s.intra_op_threads), None)
+        self.runs_on = self.runner.active
         self.stages: dict[str, list[float]] = {}
 
     def block(self, n: int, record: bool) -> None:
@@ -233,12 +238,18 @@ class _UltralyticsRunner:
         self.imgsz = imgsz
         self.stages: dict[str, list[float]] = {}
         self._gen: Any = None
+        self.runs_on = "unknown"
 
     def block(self, n: int, record: bool) -> None:
         if self._gen is None:  # a new pass over the video (warm-up blocks start one)
             self._gen = iter(
                 self.yolo.predict(self.video, stream=True, verbose=False, imgsz=self.imgsz)
             )
+            next(self._gen)  # sets the predictor up; one frame more of warm-up
+            n -= 1
+            # AutoBackend -> ONNX backend -> InferenceSession (Ultralytics 8.4)
+            with contextlib.suppress(AttributeError, IndexError):
+                self.runs_on = self.yolo.predictor.model.backend.session.get_providers()[0]
         for _ in range(n):
             r = next(self._gen)
             if record:
@@ -279,6 +290,8 @@ def run_e2e(
     The video must hold at least ``warm + frames`` frames (Ultralytics reads it
     from the start each round; the station loops it).
     """
+    if warm < 1 or frames < 1 or rounds < 1:
+        raise ValueError(f"rounds, frames and warm must be >= 1, got {rounds}, {frames}, {warm}")
     tmp = Path(tempfile.mkdtemp(prefix="kanjian-bench-e2e-"))
     runners: dict[str, Any] = {}
     kinds: dict[str, tuple[str, StationSetting | None]] = {}
@@ -314,6 +327,7 @@ def run_e2e(
                 name=n,
                 kind=kinds[n][0],
                 setting=kinds[n][1],
+                runs_on=runners[n].runs_on,
                 fps=summarize(fps[n]),
                 stages_ms={k: summarize(v) for k, v in runners[n].stages.items() if v},
                 frames=rounds * frames,

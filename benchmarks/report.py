@@ -79,12 +79,14 @@ def markdown(res: Any) -> str:
         out += [f"## End to end ({w}x{h} MJPG video, {e.rounds} rounds x {e.frames_per_round} "
                 f"frames after {e.warm_frames} warm-up frames, round-robin)", ""]  # fmt: skip
         out += [
-            "| contender | FPS median | FPS p10-p90 | stage p50 / p99 ms |",
-            "|---|---:|---:|---|",
+            "| contender | runs on | FPS median | FPS p10-p90 | stage p50 / p99 ms |",
+            "|---|---|---:|---:|---|",
         ]
         for c in e.contenders:
             stages = "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in c.stages_ms.items())
-            out.append(f"| {c.name} | {c.fps.median:.2f} | {_spread(c.fps)} | {stages} |")
+            out.append(
+                f"| {c.name} | {c.runs_on} | {c.fps.median:.2f} | {_spread(c.fps)} | {stages} |"
+            )
         out += ["", "| ratio of FPS | of medians | per round min-max |", "|---|---:|---:|"]
         for r in e.ratios:
             out.append(
@@ -101,13 +103,15 @@ def markdown(res: Any) -> str:
         out += [""] + [f"- {n}" for n in e.notes] + [""]
     if res.store:
         out += ["## SQLite sink (ResultStore, group commit, flood from one thread)", ""]
-        out += ["| synchronous | inspections/s median | min-max | rounds x inspections | transactions | put() p50 / p99 / max us | blocked puts |",
-                "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        out += ["| method | synchronous | inspections/s median | min-max | rounds x inspections | transactions | put() p50 / p99 / max us | blocked puts |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in res.store:
             d, p = r.durable_per_s, r.put_us
+            puts = "" if p is None else f"{p.median:.1f} / {p.p99:.1f} / {p.max:.0f}"
+            blocked = "" if p is None else str(r.blocked_puts)
             out.append(
-                f"| {r.synchronous} | {d.median:.0f} | {d.min:.0f}-{d.max:.0f} | {r.rounds} x {r.inspections} "
-                f"| {r.batches:.0f} | {p.median:.1f} / {p.p99:.1f} / {p.max:.0f} | {r.blocked_puts} |"
+                f"| {r.method} | {r.synchronous} | {d.median:.0f} | {d.min:.0f}-{d.max:.0f} "
+                f"| {r.rounds} x {r.inspections} | {r.batches:.0f} | {puts} | {blocked} |"
             )
         out.append("")
     out += [f"- {n}" for n in res.notes]

@@ -10,6 +10,12 @@ round on a fresh database.
 
 "Never makes the loop wait" is measured two ways: ``StoreStats.blocked_puts``
 (puts that found the queue full) and the latency of every ``put`` call.
+
+A third contender is SQLite's own floor: the same rows (made beforehand by the
+store's own ``inspection_row`` / ``detection_rows``, untimed) inserted with
+plain ``sqlite3`` ``executemany`` into the same schema, in transactions of
+``batch_max_rows``, ``synchronous=FULL``. The gap between it and the store is
+what the store's Python (row building, sqlite-utils) costs.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ import numpy as np
 
 from benchmarks.common import Summary, summarize
 
+STORE = "ResultStore (put -> durable)"
+FLOOR = "sqlite3 executemany, prebuilt rows"
+
 
 @dataclass(frozen=True)
 class StoreRow:
     """One ``synchronous`` mode.
 
     Attributes:
+        method: :data:`STORE` (the station's store) or :data:`FLOOR` (prebuilt rows,
+            plain ``executemany``; ``put_us`` and ``blocked_puts`` do not apply).
         synchronous: SQLite's mode. inspections: per round. rounds: rounds run.
         durable_per_s: inspections committed per second, per round (first put to flush done).
         put_us: latency of each ``put`` call, microseconds, all rounds pooled.
@@ -39,11 +50,12 @@ class StoreRow:
         batches: median transactions per round. queue_size, batch_max_rows: the store's settings.
     """
 
+    method: str
     synchronous: str
     inspections: int
     rounds: int
     durable_per_s: Summary
-    put_us: Summary
+    put_us: Summary | None
     blocked_puts: int
     batches: float
     queue_size: int
@@ -128,23 +140,70 @@ def _one_round(
     )
 
 
+def _floor_round(inspections: list[Any], folder: Path, batch_rows: int) -> float:
+    """Inspections/s of plain ``executemany`` of prebuilt rows (FULL), same schema and batching."""
+    from kanjian.station.store import DB_NAME, detection_rows, inspection_row, open_db
+
+    db = open_db(folder / DB_NAME, "FULL")
+    conn = db.conn
+    insp_rows, det_rows, out_rows = [], [], []
+    for seq, insp in enumerate(inspections, start=1):
+        row = inspection_row(insp, "station-1", None)
+        row["seq"] = seq
+        insp_rows.append(row)
+        det_rows.extend(detection_rows(insp))
+        out_rows.append(
+            {"seq": seq, "inspection_id": row["id"], "created_at": row["judged_at"], "attempts": 0}
+        )
+
+    def sql(table: str, cols: list[str]) -> str:
+        return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+    ic, dc, oc = list(insp_rows[0]), list(det_rows[0]) if det_rows else [], list(out_rows[0])
+    i_sql, d_sql, o_sql = sql("inspections", ic), sql("detections", dc), sql("outbox", oc)
+    i_t = [tuple(r[c] for c in ic) for r in insp_rows]
+    o_t = [tuple(r[c] for c in oc) for r in out_rows]
+    by_insp: dict[str, list[tuple[Any, ...]]] = {}
+    for r in det_rows:
+        by_insp.setdefault(r["inspection_id"], []).append(tuple(r[c] for c in dc))
+    t0 = time.perf_counter()
+    for a in range(0, len(i_t), batch_rows):
+        conn.execute("BEGIN")
+        conn.executemany(i_sql, i_t[a : a + batch_rows])
+        dets = [d for r in insp_rows[a : a + batch_rows] for d in by_insp.get(r["id"], ())]
+        if dets:
+            conn.executemany(d_sql, dets)
+        conn.executemany(o_sql, o_t[a : a + batch_rows])
+        conn.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    conn.close()
+    return len(inspections) / dt
+
+
 def run_store(
-    inspections: int = 20_000, rounds: int = 3, modes: tuple[str, ...] = ("FULL", "NORMAL")
+    inspections: int = 20_000,
+    rounds: int = 3,
+    modes: tuple[str, ...] = ("FULL", "NORMAL"),
+    floor: bool = True,
 ) -> list[StoreRow]:
     """Flood the store ``rounds`` times per mode, modes alternating; see the module docstring."""
     batch = make_inspections(inspections)
     tmp = Path(tempfile.mkdtemp(prefix="kanjian-bench-store-"))
     got: dict[str, list[tuple[float, list[float], int, int, int, int]]] = {m: [] for m in modes}
+    floors: list[float] = []
     try:
         for r in range(rounds):
             for m in modes if r % 2 == 0 else modes[::-1]:
                 got[m].append(_one_round(batch, m, tmp / f"{m}-{r}"))
+            if floor:
+                floors.append(_floor_round(batch, tmp / f"floor-{r}", got[modes[0]][-1][5]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
     for m, res in got.items():
         rows.append(
             StoreRow(
+                method=STORE,
                 synchronous=m,
                 inspections=inspections,
                 rounds=rounds,
@@ -154,6 +213,21 @@ def run_store(
                 batches=float(np.median([x[3] for x in res])),
                 queue_size=res[0][4],
                 batch_max_rows=res[0][5],
+            )
+        )
+    if floors:
+        rows.append(
+            StoreRow(
+                method=FLOOR,
+                synchronous="FULL",
+                inspections=inspections,
+                rounds=rounds,
+                durable_per_s=summarize(floors),
+                put_us=None,
+                blocked_puts=0,
+                batches=float(-(-inspections // rows[0].batch_max_rows)),
+                queue_size=0,
+                batch_max_rows=rows[0].batch_max_rows,
             )
         )
     return rows

@@ -247,9 +247,7 @@ def run_suite(
 
         res.store = run_store(params.store_inspections, params.store_rounds)
         for r in res.store:
-            log(
-                f"  {r.synchronous}: {r.durable_per_s.median:.0f} inspections/s, blocked {r.blocked_puts}"
-            )
+            log(f"  {r.method}, {r.synchronous}: {r.durable_per_s.median:.0f} inspections/s")
 
     for name, fn in (
         ("preprocess", preprocess), ("inference", inference), ("nms", nms),
