@@ -98,6 +98,66 @@ def dataset_import_command(
         out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
 
 
+@dataset_app.command("export")
+def dataset_export_command(
+    data_dir: Annotated[Path, typer.Argument(help="station data folder (kanjian.db, images/)")],
+    output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
+    since: Annotated[str | None, typer.Option(help="ISO 8601 UTC: captured at or after")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 UTC: captured before")] = None,
+    model_sha256: Annotated[str | None, typer.Option(help="only this model's results")] = None,
+    reviewed_only: Annotated[
+        bool, typer.Option(help="only inspections with operator feedback")
+    ] = False,
+    min_confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="detections below are not labels")
+    ] = 0.25,
+    verdict: Annotated[
+        list[str] | None, typer.Option(help="only these verdicts (repeatable)")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="comma-separated class list (default: classes found)")
+    ] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Turn the station's log (saved frames + detections + operator feedback) into a
+    YOLO dataset; feedback corrects the labels (not_defect: no boxes; wrong_class:
+    the named class)."""
+    from kanjian.training.station_export import ExportFilter, export_station_log
+
+    flt = ExportFilter(
+        since=since,
+        until=until,
+        model_sha256=model_sha256,
+        reviewed_only=reviewed_only,
+        min_confidence=min_confidence,
+        verdicts=tuple(verdict or ()),
+    )
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    try:
+        summary = export_station_log(
+            data_dir, output, flt=flt, class_names=names, val_fraction=val_fraction, seed=seed
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if as_json:
+        out.print_json(summary.to_json())
+        return
+    out.print(f"station log -> {summary.output}")
+    out.print(
+        f"images: train {summary.images['train']}, val {summary.images['val']}, "
+        f"without labels {summary.images_without_labels}"
+    )
+    for name, n in summary.boxes_per_class.items():
+        out.print(f"  {name}: {n} boxes")
+    for note in summary.notes:
+        out.print(f"note: {note}")
+    for line in summary.problems[:10]:
+        out.print(f"  {line}", markup=False)
+
+
 def train_command(
     data: Annotated[Path, typer.Argument(help="data.yaml (detect/segment) or folder (classify)")],
     task: Annotated[str, typer.Option(help="detect, segment or classify")] = "detect",
