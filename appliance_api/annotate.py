@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection
+from kanjian.inference.verdict import VerdictRules
 
 # BGR, distinct on a grey steel surface; class id picks one (mod len)
 _PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -116,29 +117,51 @@ def draw(
     return img
 
 
-def inspection_boxes(insp: Inspection) -> list[Box]:
+#: decides whether a detection is drawn: ``keep(class_name, confidence)``
+Keep = Callable[[str, float], bool]
+
+
+def rules_keep(rules: VerdictRules) -> Keep:
+    """Draw what the verdict rules count: not ignored, at least ``review_confidence``.
+
+    The model's weaker candidates stay in the API's data but would only clutter
+    the operator's picture.
+    """
+
+    def keep(name: str, conf: float) -> bool:
+        rule = rules.rule_for(name)
+        return not rule.ignore and conf >= rule.review_confidence
+
+    return keep
+
+
+def inspection_boxes(
+    insp: Inspection, keep: Keep | None = None
+) -> tuple[list[Box], NDArray[np.bool_] | None]:
+    """Boxes to draw and their masks (``(k, H, W)`` bool or ``None``)."""
     d = insp.detections
     names = insp.class_names
-    out = []
-    for xyxy, conf, cid in zip(d.xyxy, d.confidence, d.class_id, strict=False):
+    out, idx = [], []
+    for i, (xyxy, conf, cid) in enumerate(zip(d.xyxy, d.confidence, d.class_id, strict=False)):
         c = int(cid)
         name = names[c] if 0 <= c < len(names) else str(c)
+        if keep is not None and not keep(name, float(conf)):
+            continue
         x1, y1, x2, y2 = (float(v) for v in xyxy)
         out.append(Box((x1, y1, x2, y2), c, f"{name} {float(conf):.2f}"))
-    return out
+        idx.append(i)
+    masks = None if d.masks is None else d.masks[np.asarray(idx, np.intp)]
+    return out, masks
 
 
-def annotate_inspection(insp: Inspection, max_side: int | None = None) -> NDArray[np.uint8] | None:
+def annotate_inspection(
+    insp: Inspection, max_side: int | None = None, keep: Keep | None = None
+) -> NDArray[np.uint8] | None:
     """The inspection's frame with its detections drawn; ``None`` for a failure (no image)."""
     if not isinstance(insp.frame, Frame):
         return None
-    return draw(
-        insp.frame.image,
-        inspection_boxes(insp),
-        insp.verdict.value,
-        insp.detections.masks,
-        max_side,
-    )
+    boxes, masks = inspection_boxes(insp, keep)
+    return draw(insp.frame.image, boxes, insp.verdict.value, masks, max_side)
 
 
 def encode_jpeg(image: NDArray[np.uint8], quality: int = 80) -> bytes:

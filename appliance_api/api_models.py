@@ -79,6 +79,17 @@ class StoreOut(BaseModel):
     outbox_pending: int = Field(description="inspections not yet confirmed by the platform")
 
 
+class SyncOut(BaseModel):
+    """The platform sync (``sync:`` config); off when not enabled."""
+
+    enabled: bool
+    connected: bool
+    backlog: int = Field(description="inspections the platform has not confirmed yet")
+    oldest_backlog_age_s: float | None
+    last_confirm_at: str | None
+    last_error: str | None
+
+
 class DiskOut(BaseModel):
     path: str
     free_bytes: int
@@ -100,6 +111,7 @@ class StatusOut(BaseModel):
     latency_ms: dict[str, LatencyOut] = Field(description="per stage, over the last 1000 frames")
     queues: QueuesOut
     store: StoreOut
+    sync: SyncOut
     disk: DiskOut
 
 
@@ -240,9 +252,9 @@ class ModelEntryOut(BaseModel):
     name: str
     version: str
     task: str
-    origin: Literal["config", "upload"]
-    size_bytes: int
-    golden_images: int
+    origin: str = Field(description="config (station.yaml), upload (this API) or platform (sync)")
+    size_bytes: int | None
+    golden_images: int | None = Field(description="golden images it passed when accepted")
     added_at: str
     added_by: str | None
     active: bool

@@ -16,12 +16,13 @@ import contextlib
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlite_utils
 
-from kanjian.appliance_api.annotate import annotate_inspection, encode_jpeg, placeholder
+from kanjian.appliance_api.annotate import Keep, annotate_inspection, encode_jpeg, placeholder
 from kanjian.appliance_api.api_models import DetectionOut, LiveInspection, ModelRefOut, ShiftOut
 from kanjian.appliance_api.shifts import local_now, shift_bounds
 from kanjian.camera.frame import Frame
@@ -126,6 +127,7 @@ class LiveHub:
         save_verdicts: verdicts whose images the store keeps (for ``image_saved``).
         shift: the shift counter to update.
         max_side: live pictures are shrunk to this longest side, px.
+        keep: which detections the live picture draws (default: all).
         queue_size: events buffered per subscriber; a viewer that falls further
             behind loses the oldest (the screen reloads the list when it sees a gap).
     """
@@ -136,7 +138,9 @@ class LiveHub:
         shift: ShiftCounter,
         max_side: int = 960,
         queue_size: int = 256,
+        keep: Callable[[], Keep] | None = None,
     ) -> None:
+        self.keep = keep
         self.save_verdicts = save_verdicts
         self.shift = shift
         self.max_side = max_side
@@ -226,7 +230,8 @@ class LiveHub:
         with self._jpeg_lock:
             if self._jpeg is not None and self._jpeg[0] == key:
                 return self._jpeg[1]
-            img = annotate_inspection(insp, self.max_side) if insp is not None else None
+            keep = self.keep() if self.keep is not None else None
+            img = annotate_inspection(insp, self.max_side, keep) if insp is not None else None
             data = encode_jpeg(img if img is not None else placeholder("waiting for frames"))
             self._jpeg = (key, data)
             return data

@@ -65,6 +65,16 @@ class _LiveCollector(Collector):
         up = GaugeMetricFamily("kanjian_loop_running", "1 while the inspection loop runs")
         up.add_metric([], 1.0 if self.loop_alive() else 0.0)
         yield up
+        if st.sync is not None:  # the platform sync's own gauges and counters
+            for name, value in st.sync.status().metrics().items():
+                doc = "platform sync (see kanjian.station.sync_status)"
+                fam: GaugeMetricFamily | CounterMetricFamily
+                if name.endswith("_total"):
+                    fam = CounterMetricFamily(name.removesuffix("_total"), doc)
+                else:
+                    fam = GaugeMetricFamily(name, doc)
+                fam.add_metric([], value)
+                yield fam
         cam = GaugeMetricFamily("kanjian_camera_connected", "1 while the frame source is connected")
         cam.add_metric([], 1.0 if pump.source.state == "connected" else 0.0)
         yield cam

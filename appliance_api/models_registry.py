@@ -96,9 +96,9 @@ class ModelEntry:
         sha256: of its ``model.onnx``.
         name, version, task: from its manifest (or the ONNX metadata).
         path: bundle folder (or bare ONNX file for a config model without bundle).
-        origin: ``config`` (named by station.yaml) or ``upload``.
-        size_bytes: size of the ONNX file.
-        golden_images: golden images it passed when accepted (0: not checked).
+        origin: ``config`` (named by station.yaml), ``upload`` (API) or ``platform`` (sync).
+        size_bytes: size of the ONNX file (the whole bundle for platform deploys).
+        golden_images: golden images it passed when accepted (0 / None: not recorded).
         added_at, added_by: when and by whom it was registered.
     """
 
@@ -108,8 +108,8 @@ class ModelEntry:
     task: str
     path: str
     origin: str
-    size_bytes: int
-    golden_images: int
+    size_bytes: int | None
+    golden_images: int | None
     added_at: str
     added_by: str | None
 

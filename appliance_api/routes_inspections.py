@@ -13,7 +13,7 @@ import sqlite_utils
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from kanjian.appliance_api.annotate import Box, draw, encode_jpeg
+from kanjian.appliance_api.annotate import Box, draw, encode_jpeg, rules_keep
 from kanjian.appliance_api.api_models import (
     DetectionOut,
     ErrorOut,
@@ -217,7 +217,10 @@ async def get_image(
     annotated: Annotated[bool, Query(description="draw boxes, labels and verdict")] = False,
     max_side: Annotated[int | None, Query(ge=32, le=8192, description="shrink to fit, px")] = None,
 ) -> Response:
-    """The saved frame (only verdicts in ``store.save_images`` are saved) as JPEG."""
+    """The saved frame (only verdicts in ``store.save_images`` are saved) as JPEG.
+
+    ``annotated`` draws the detections the verdict rules in force count.
+    """
 
     def work() -> bytes:
         db = state.pool.get()
@@ -238,8 +241,10 @@ async def get_image(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"image file {path.name} is unreadable")
         boxes = []
         if annotated:
+            keep = rules_keep(state.station.inspector.rules)
             for d in _detections(db, row["id"]):
-                boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))
+                if keep(d.class_name, d.confidence):
+                    boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))
         out = draw(img, boxes, row["verdict"] if annotated else None, None, max_side)
         return encode_jpeg(out)
 

@@ -50,7 +50,7 @@ def _entry_out(state: ApiState, e: ModelEntry) -> ModelEntryOut:
         name=e.name,
         version=e.version,
         task=e.task,
-        origin=e.origin,  # type: ignore[arg-type]
+        origin=e.origin,
         size_bytes=e.size_bytes,
         golden_images=e.golden_images,
         added_at=e.added_at,

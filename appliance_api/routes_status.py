@@ -21,6 +21,7 @@ from kanjian.appliance_api.api_models import (
     StationOut,
     StatusOut,
     StoreOut,
+    SyncOut,
     WhoAmIOut,
 )
 from kanjian.appliance_api.deps import COOKIE, Creds, Engineer, Reader, State, authenticate
@@ -41,6 +42,28 @@ def _db_bytes(state: ApiState) -> int:
         if f.exists():
             total += f.stat().st_size
     return total
+
+
+def _sync(state: ApiState, outbox_pending: int) -> SyncOut:
+    svc = state.station.sync
+    if svc is None:
+        return SyncOut(
+            enabled=False,
+            connected=False,
+            backlog=outbox_pending,
+            oldest_backlog_age_s=None,
+            last_confirm_at=None,
+            last_error=None,
+        )
+    st = svc.status()
+    return SyncOut(
+        enabled=st.enabled,
+        connected=st.connected,
+        backlog=st.backlog,
+        oldest_backlog_age_s=st.oldest_backlog_age_s,
+        last_confirm_at=st.last_confirm_at,
+        last_error=st.last_error,
+    )
 
 
 def build_status(state: ApiState) -> StatusOut:
@@ -102,6 +125,7 @@ def build_status(state: ApiState) -> StatusOut:
             last_commit_ms=round(store.last_commit_ms, 3),
             outbox_pending=int(outbox),
         ),
+        sync=_sync(state, int(outbox)),
         disk=DiskOut(path=str(st.store.data_dir), free_bytes=usage.free, total_bytes=usage.total),
     )
 

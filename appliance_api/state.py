@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from kanjian.appliance_api.annotate import rules_keep
 from kanjian.appliance_api.auth import TokenStore
 from kanjian.appliance_api.db import ConnectionPool
 from kanjian.appliance_api.live import LiveHub, ShiftCounter
@@ -92,7 +93,10 @@ def start_services(station: Station) -> ApiState:
     shift = ShiftCounter(station.config.api.shift_starts)
     shift.load(db)
     hub = LiveHub(
-        set(station.config.store.save_images), shift, max_side=station.config.api.live_max_side
+        set(station.config.store.save_images),
+        shift,
+        max_side=station.config.api.live_max_side,
+        keep=lambda: rules_keep(station.inspector.rules),  # the rules in force now
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)

@@ -10,6 +10,8 @@
   const SILENCE_MS = 12000; // the server sends a status event every 5 s
   const PIN_MS = 15000; // a tapped defect stays the feedback target this long
   const MAX_THUMBS = 8;
+  const THUMBS_EVERY_MS = 500;
+  const HOLD_MS = 1500;
 
   let lang = localStorage.getItem("kanjian.lang") || "zh";
   let token = localStorage.getItem("kanjian.token");
@@ -18,7 +20,8 @@
   let lastEventAt = 0;
   let reconnectTimer = null;
   let status = null;
-  let current = null; // the newest inspection
+  let current = null; // the inspection on the big verdict
+  let holdUntil = 0;
   let target = null; // the defect feedback goes to
   let pinnedUntil = 0;
   let shift = null;
@@ -198,16 +201,47 @@
   }
 
   function onInspection(insp) {
-    current = insp;
-    renderVerdict();
-    if (isDefect(insp.verdict) && !defects.some((d) => d.insp.id === insp.id)) {
-      defects.unshift({ insp, feedback: null });
-      defects.length = Math.min(defects.length, MAX_THUMBS);
-      if (Date.now() > pinnedUntil) target = defects[0];
-      renderThumbs();
-      renderTarget();
+    // A defect stays on the big verdict at least HOLD_MS, so a line running faster
+    // than people can read never hides a FAIL behind the next PASS.
+    const now = Date.now();
+    if (isDefect(insp.verdict) || !current || !isDefect(current.verdict) || now >= holdUntil) {
+      current = insp;
+      if (isDefect(insp.verdict)) holdUntil = now + HOLD_MS;
+      renderVerdict();
+    }
+    if (isDefect(insp.verdict)) {
+      incoming.push({ insp, feedback: null });
+      incoming.splice(0, Math.max(0, incoming.length - MAX_THUMBS));
+      scheduleThumbs();
     }
   }
+
+  // New defects join the strip at most twice a second, and not while the operator is
+  // touching it (a thumbnail must not move under a finger).
+  const incoming = [];
+  let thumbsTimer = null;
+  function scheduleThumbs() {
+    if (thumbsTimer !== null) return;
+    const wait = Math.max(THUMBS_EVERY_MS, pinnedUntil - Date.now());
+    thumbsTimer = setTimeout(() => {
+      thumbsTimer = null;
+      if (Date.now() < pinnedUntil) {
+        scheduleThumbs();
+        return;
+      }
+      for (const d of incoming.splice(0)) {
+        if (!defects.some((x) => x.insp.id === d.insp.id)) defects.unshift(d);
+      }
+      defects.length = Math.min(defects.length, MAX_THUMBS);
+      target = defects[0] || null;
+      renderThumbs();
+      renderTarget();
+    }, wait);
+  }
+
+  $("thumbs").addEventListener("pointerdown", () => {
+    pinnedUntil = Date.now() + PIN_MS;
+  });
 
   async function loadDefects() {
     try {
@@ -249,9 +283,18 @@
     const m = status.model;
     $("model-name").textContent = `${m.name} v${m.version}` + (m.fell_back ? ` (${t("fell_back")})` : "");
     $("badge-model").className = "badge " + (m.fell_back ? "warn" : "ok");
-    const pending = status.store.outbox_pending;
-    $("sync-state").textContent = pending === 0 ? t("sync_ok") : `${t("sync_pending")} ${pending}`;
-    $("badge-sync").className = "badge " + (pending === 0 ? "ok" : "warn");
+    const sync = status.sync;
+    let text = t("sync_off");
+    let cls = "";
+    if (sync.enabled && !sync.connected) {
+      text = `${t("sync_offline")} · ${sync.backlog}`;
+      cls = "bad";
+    } else if (sync.enabled) {
+      text = sync.backlog === 0 ? t("sync_ok") : `${t("sync_pending")} ${sync.backlog}`;
+      cls = sync.backlog === 0 ? "ok" : "warn";
+    }
+    $("sync-state").textContent = text;
+    $("badge-sync").className = "badge " + cls;
   }
 
   function renderVerdict() {
@@ -305,7 +348,6 @@
       b.dataset.id = d.insp.id;
       if (d.insp.image_saved) {
         const img = document.createElement("img");
-        img.loading = "lazy";
         img.alt = "";
         img.src = `/api/inspections/${d.insp.id}/image?annotated=true&max_side=240`;
         b.appendChild(img);

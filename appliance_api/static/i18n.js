@@ -37,6 +37,8 @@ window.KANJIAN_I18N = {
     state_error: "故障",
     sync_ok: "已同步",
     sync_pending: "待同步",
+    sync_off: "未启用",
+    sync_offline: "离线",
     fell_back: "已回退CPU",
     classes: {
       crazing: "龟裂",
@@ -82,6 +84,8 @@ window.KANJIAN_I18N = {
     state_error: "fault",
     sync_ok: "synced",
     sync_pending: "pending",
+    sync_off: "off",
+    sync_offline: "offline",
     fell_back: "CPU fallback",
     classes: {},
   },

@@ -1,0 +1,207 @@
+"""The operator's screen in a real browser (Playwright + Debian's Chromium, headless).
+
+Against a running ``kanjian serve`` on the demo source (``station/demo/images``
+looping, the demo bundle): the verdict follows the frames, "not a defect" is
+stored, the language switches, and the page says it is disconnected when the
+server stops and recovers by itself when it returns. Leaves a screenshot of the
+screen in docs/screenshot.png.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def _support() -> Any:
+    name = "kanjian_tests_api_support"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("test_api_support.py")
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+S = _support()
+SCREENSHOT = S.REPO / "docs" / "screenshot.png"
+ZH_VERDICTS = {"合格", "不合格", "复检", "错误", "漏检"}
+EN_VERDICTS = {"PASS", "FAIL", "REVIEW", "ERROR", "MISSED"}
+
+if S.CHROMIUM is None:  # pragma: no cover - CI installs it
+    pytest.fail("Chromium not found: apt-get install -y chromium", pytrace=False)
+
+
+@dataclass
+class Screen:
+    site: Path
+    config: Path
+    port: int
+    served: Any
+    token: str
+    page: Any
+
+    def restart(self) -> None:
+        self.served = S.start_serve(self.config, self.port, self.site)
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Screen]:
+    from playwright.sync_api import sync_playwright
+
+    from kanjian.inference.bundle import read_manifest
+    from kanjian.station.config import DEMO_IMAGES, DEMO_MODEL
+
+    tmp = tmp_path_factory.mktemp("web")
+    try:
+        read_manifest(DEMO_MODEL)
+        model = DEMO_MODEL
+    except Exception:  # the demo bundle is being retrained: use the test bundle
+        model = S.make_bundles(detect_model).a
+    port = S.free_port()
+    config = S.station_yaml(
+        tmp / "station.yaml", DEMO_IMAGES, model, tmp / "data", loop=True, port=port
+    )
+    served = S.start_serve(config, port, tmp)
+    assert served.token, "the first start prints a screen token"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+        page.set_default_timeout(30_000)
+        scr = Screen(tmp, config, port, served, served.token, page)
+        try:
+            yield scr
+        finally:
+            browser.close()
+            print(scr.served.stop())
+
+
+def _verdict_ids(page: Any, n: int) -> list[str]:
+    """Wait until the big verdict has shown ``n`` different inspections; return them."""
+    seen: list[str] = []
+    for _ in range(n):
+        prev = seen[-1] if seen else ""
+        page.wait_for_function(
+            "prev => { const v = document.getElementById('verdict');"
+            " return v.dataset.id && v.dataset.id !== prev; }",
+            arg=prev,
+        )
+        seen.append(page.get_attribute("#verdict", "data-id"))
+    return seen
+
+
+def test_first_visit_takes_the_token_from_the_link_and_connects(screen: Screen) -> None:
+    page = screen.page
+    page.goto(f"{screen.served.url}/#token={screen.token}")
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    assert "#token" not in page.url  # the secret does not stay in the address bar
+    assert page.evaluate("localStorage.getItem('kanjian.token')") == screen.token
+    assert page.get_attribute("html", "lang") == "zh-CN"  # Chinese first
+
+
+def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
+    page = screen.page
+    ids = _verdict_ids(page, 4)
+    assert len(set(ids)) == 4
+    assert page.text_content("#verdict-word") in ZH_VERDICTS
+    verdict = page.get_attribute("#verdict", "data-verdict")
+    assert verdict in EN_VERDICTS
+    # the screen shows what the store holds
+    r = httpx.get(
+        f"{screen.served.url}/api/inspections/{ids[-1]}",
+        headers={"Authorization": f"Bearer {screen.token}"},
+    )
+    assert r.status_code == 200
+    counts = [int(page.text_content(f"#n-{v}") or "0") for v in ("pass", "fail", "review")]
+    page.wait_for_function(
+        "before => ['pass','fail','review'].reduce("
+        "(s, v) => s + +document.getElementById('n-' + v).textContent, 0) > before",
+        arg=sum(counts),
+    )
+    assert re.fullmatch(r"\d+\.\d%", page.text_content("#yield") or "")
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    assert page.text_content("#model-name")
+
+
+def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
+    page = screen.page
+    page.wait_for_selector("#thumbs .thumb")
+    page.locator("#thumbs .thumb").first.click()  # pins it as the feedback target
+    iid = page.get_attribute("#thumbs .thumb.selected", "data-id")
+    assert iid and page.get_attribute("#fb-target", "data-id") == iid
+    page.click("#fb-not")
+    page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-id='{iid}']")
+    assert "已记录" in (page.text_content("#fb-result") or "")
+    row = httpx.get(
+        f"{screen.served.url}/api/inspections/{iid}",
+        headers={"Authorization": f"Bearer {screen.token}"},
+    ).json()
+    assert row["verdict"] in ("FAIL", "REVIEW")
+    assert row["feedback"]["kind"] == "not_defect"
+    assert row["feedback"]["actor"] == "screen"
+
+
+def test_language_switch(screen: Screen) -> None:
+    page = screen.page
+    assert page.text_content("#defects-title") == "最近缺陷"
+    assert page.text_content("#fb-not") == "不是缺陷"
+    page.click("#lang")
+    assert page.get_attribute("html", "lang") == "en"
+    assert page.text_content("#defects-title") == "Last defects"
+    assert page.text_content("#fb-not") == "Not a defect"
+    page.wait_for_function(
+        "words => words.includes(document.getElementById('verdict-word').textContent)",
+        arg=sorted(EN_VERDICTS),
+    )
+    page.reload()  # the choice is remembered
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    assert page.text_content("#defects-title") == "Last defects"
+    page.click("#lang")
+    assert page.text_content("#defects-title") == "最近缺陷"
+    assert page.text_content("#badge-conn") == "已连接"
+
+
+def test_screenshot(screen: Screen) -> None:
+    page = screen.page
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    page.dispatch_event("#thumbs", "pointerdown")  # a touch holds the strip still
+    page.wait_for_timeout(700)  # a strip update already scheduled lands, then none
+    page.wait_for_function(
+        "[...document.querySelectorAll('#thumbs img')].length > 0 && "
+        "[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth)"
+    )
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 20_000
+
+
+def test_shows_disconnected_and_recovers(screen: Screen) -> None:
+    page = screen.page
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    out = screen.served.stop()
+    assert "store flushed" in out
+    page.wait_for_selector("#badge-conn[data-state=disconnected]")
+    assert page.text_content("#badge-conn") == "已断开"
+    assert page.is_visible("#view-offline")
+    before = page.get_attribute("#verdict", "data-id")
+    screen.restart()
+    page.wait_for_selector("#badge-conn[data-state=connected]", timeout=60_000)
+    assert not page.is_visible("#view-offline")
+    page.wait_for_function(
+        "prev => document.getElementById('verdict').dataset.id !== prev", arg=before
+    )
+    _verdict_ids(page, 2)
