@@ -112,8 +112,8 @@ def read_station_log(
         try:
             w, h = image_size(img)
         except OSError as e:
-            kind = ProblemKind.MISSING_IMAGE if not img.exists() else ProblemKind.UNREADABLE_IMAGE
-            problems.append(Problem(kind, where_txt, f"{img}: {e}; skipped"))
+            fault = ProblemKind.MISSING_IMAGE if not img.exists() else ProblemKind.UNREADABLE_IMAGE
+            problems.append(Problem(fault, where_txt, f"{img}: {e}; skipped"))
             continue
         sx = w / row["width"] if row["width"] else 1.0
         sy = h / row["height"] if row["height"] else 1.0
@@ -127,11 +127,11 @@ def read_station_log(
                 )
             )
         boxes: list[Box] = []
-        kind = fb["kind"] if fb is not None else None
+        kind: str | None = fb["kind"] if fb is not None else None
         counts[f"feedback_{kind}" if kind else "no_feedback"] += 1
         if kind != "not_defect":
             for i, d in enumerate(dets.get(row["id"], [])):
-                name = fb["class_name"] if kind == "wrong_class" and fb["class_name"] else None
+                name = fb["class_name"] if fb is not None and kind == "wrong_class" else None
                 xyxy = (d["x1"] * sx, d["y1"] * sy, d["x2"] * sx, d["y2"] * sy)
                 clipped, problem = clip_box(xyxy, w, h, where_txt, f"detection {i}")
                 if problem is not None:
