@@ -97,6 +97,7 @@ def test_schemathesis_run_finds_no_server_errors(api_server: Any, tmp_path: Path
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # it keeps a .schemathesis/ folder in the working directory
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
     )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

@@ -170,7 +170,12 @@ def station_yaml(
         "camera": {"kind": "folder", "path": str(images), "loop": loop},
         "policy": policy,
         "trigger": {"mode": mode},
-        "model": {"path": str(bundle), "providers": ["cpu"], "intra_op_threads": 1},
+        "model": {
+            "path": str(bundle),
+            "providers": ["cpu"],
+            "intra_op_threads": 1,
+            "conf": DECODE_CONF,
+        },
         "rules": RULES,
         "store": {"data_dir": str(data_dir)},
         "api": {"port": port, **(api or {})},
