@@ -12,8 +12,8 @@
 #    'python -m benchmarks' under a time limit (KANJIAN_BENCH_LIMIT_S, default 470 s, so
 #    the whole command stays under 8 minutes). Results: benchmarks/results/<host>-<date>/.
 #
-# Environment: PYTHON (default python3), KANJIAN_BENCH_SITE (default /tmp/kanjian-bench-site),
-# KANJIAN_BENCH_LIMIT_S. See docs/benchmarks.md.
+# Environment: PYTHON (default python3), KANJIAN_WHEELS (default .whl), KANJIAN_BENCH_SITE
+# (default /tmp/kanjian-bench-site), KANJIAN_BENCH_LIMIT_S. See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,7 +23,7 @@ t0=$(date +%s)
 
 mkdir -p "$SITE"
 shopt -s nullglob
-wheels=(.whl/*.whl)
+wheels=("${KANJIAN_WHEELS:-.whl}"/*.whl)
 if ((${#wheels[@]})); then
   echo "installing ${#wheels[@]} carried wheels into $SITE (offline)"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
