@@ -195,10 +195,13 @@ class SyncWorker:
         self._connected, self._connect_changed = True, True
         self._wake.set()
 
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._last["error"] = f"cannot reach the broker at {self.broker}"
+
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if self._connected:
+        if self._connected:  # (a refused connect keeps its own, better, reason)
             log.warning("MQTT connection lost (%s); the backlog grows until it is back", rc)
-        self._last["error"] = f"disconnected: {rc}"
+            self._last["error"] = f"disconnected: {rc}"
         self._connected, self._connect_changed = False, True
         self._wake.set()
 
@@ -233,6 +236,7 @@ class SyncWorker:
         )
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         client.on_publish, client.on_message = self._on_publish, self._on_message
+        client.on_connect_fail = self._on_connect_fail
         connect_async(client, self.cfg.mqtt)
         self._started.set()
         periodic = {"status": 0.0, "retention": 0.0, "probe": 0.0, "state": 0.0}

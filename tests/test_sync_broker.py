@@ -266,3 +266,65 @@ def _lost(db: Path) -> int:
         )
     finally:
         con.close()
+
+
+def _certs(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made by openssl."""
+    import subprocess
+
+    d.mkdir()
+    ca_key, ca, key, csr, crt, ext = (d / n for n in
+                                      ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt", "ext"))  # fmt: skip
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    for cmd in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "1", "-subj", "/CN=kanjian test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+         "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+    return ca, crt, key
+
+
+def test_tls_and_password(tmp_path: Path) -> None:
+    from kanjian.station.receiver import Receiver
+
+    ca, crt, key = _certs(tmp_path / "certs")
+    b = mosq.Mosquitto(tmp_path / "broker", tls=(ca, crt, key),
+                       users={"station": "s-secret", "platform": "p-secret"}).start()  # fmt: skip
+    mqtt = {"port": b.port, "tls": True, "ca_file": str(ca), "reconnect_min_s": 1,
+            "reconnect_max_s": 1}  # fmt: skip
+    store = ResultStore(tmp_path / "station")
+    prod = sup.Producer(store, 50, rate=10_000).start()
+    prod.join()
+    assert store.flush()
+    rec = Receiver(
+        SyncConfig.model_validate({"mqtt": {**mqtt, "username": "platform",
+                                            "password": "p-secret"}}).mqtt,
+        str(tmp_path / "platform.db"),
+    ).start()  # fmt: skip
+    wrong = SyncWorker(store.db_path, store.data_dir,
+                       sync_cfg(0, mqtt={**mqtt, "username": "station", "password": "nope"}),
+                       IDENT).start()  # fmt: skip
+    try:
+        sup.wait_for(lambda: "refused" in (wrong.status().last_error or ""), 20, "a refusal")
+        assert not wrong.status().connected and wrong.status().acked == 0
+    finally:
+        wrong.stop(0)
+    w = SyncWorker(store.db_path, store.data_dir,
+                   sync_cfg(0, mqtt={**mqtt, "username": "station", "password": "s-secret"}),
+                   IDENT).start()  # fmt: skip
+    try:
+        sup.wait_for(lambda: w.status().backlog == 0, 30, "delivery over TLS")
+        assert w.status().confirmed == 50
+    finally:
+        w.stop(0)
+        rec.stop()
+        store.close()
+        b.stop()
+    con = sqlite3.connect(tmp_path / "platform.db")
+    assert sorted(r[0] for r in con.execute("SELECT inspection_id FROM inspections")) == sorted(
+        prod.made
+    )
+    con.close()

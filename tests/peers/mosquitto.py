@@ -47,7 +47,9 @@ class Mosquitto:
         workdir: folder for ``mosquitto.conf``, the persistence file and the log.
         port: TCP port (default: a free one, kept across restarts).
         autosave_s: seconds between persistence snapshots.
-        extra: more config lines (e.g. ``password_file ...``).
+        extra: more config lines.
+        tls: ``(ca_file, cert_file, key_file)``: the listener speaks TLS only.
+        users: user name -> password; anonymous clients are then refused.
     """
 
     def __init__(
@@ -56,6 +58,8 @@ class Mosquitto:
         port: int | None = None,
         autosave_s: int = 30,
         extra: tuple[str, ...] = (),
+        tls: tuple[Path, Path, Path] | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         if not Path(MOSQUITTO).exists():
             raise RuntimeError("mosquitto not installed: apt-get install mosquitto")
@@ -66,9 +70,20 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
+        auth = ["allow_anonymous true"]
+        if users:  # a real password file, made by Mosquitto's own tool
+            pw = workdir / "passwd"
+            pw.write_text("")
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True)
+            auth = ["allow_anonymous false", f"password_file {pw}"]
+        tls_lines = []
+        if tls is not None:  # (CA, server certificate, server key)
+            tls_lines = [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *tls_lines,
+            *auth,
             "persistence true",
             f"persistence_location {workdir}/",
             "persistence_file mosquitto.db",
