@@ -105,11 +105,17 @@ def sync_drain(
     config: ConfigOpt = None,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
 ) -> None:
-    """Run only the sync worker (no camera, no model) until the backlog is confirmed."""
+    """Run only the sync worker (no camera, no model) until the backlog is confirmed.
+
+    For a station that is not running (its own worker would send the same entries).
+    """
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync import Identity, SyncWorker
 
     cfg = _load(config)
+    if not (cfg.store.data_dir / DB_NAME).is_file():
+        console.print(f"[red]error:[/] no station database at {cfg.store.data_dir / DB_NAME}")
+        raise typer.Exit(1)
     w = SyncWorker(
         cfg.store.data_dir / DB_NAME,
         cfg.store.data_dir,
