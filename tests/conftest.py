@@ -59,3 +59,29 @@ def segment_model(neu_det_dir: Path) -> TrainedModel:
 def classify_model(neu_det_dir: Path) -> TrainedModel:
     """YOLO11n-cls at 128 px; each image's class is its most frequent box class."""
     return _model("classify", neu_det_dir)
+
+
+@pytest.fixture(scope="session")
+def detect_bundle(detect_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle folder (model.onnx, manifest.json, golden/) of the detect test model.
+
+    Written by :func:`kanjian.training.package.write_bundle` with default conf 0.05
+    (the model is weak) and a 4-image golden set from its val split. Session-wide:
+    copy it before changing it.
+    """
+    from kanjian.inference.bundle import Thresholds, TrainingInfo
+    from kanjian.training.package import data_summary_for, write_bundle
+
+    out = tmp_path_factory.mktemp("detect-bundle") / "bundle"
+    summary, sha = data_summary_for(detect_model.data)
+    write_bundle(
+        detect_model.onnx,
+        out,
+        name="neu-det-test",
+        version="0.0.1",
+        thresholds=Thresholds(conf=0.05, iou=0.7),
+        metrics={},
+        training=TrainingInfo(command="tests/conftest.py", data_summary=summary, data_sha256=sha),
+        golden_candidates=detect_model.val_images,
+    )
+    return out

@@ -225,3 +225,15 @@ def test_dataset_summary_in_manifest_matches_the_import(
     summary = json.loads((bundle.parent / "data" / "summary.json").read_text())
     assert manifest.training.data_sha256 == summary["data_sha256"]
     assert manifest.training.data_summary["boxes_per_class"] == summary["boxes_per_class"]
+
+
+def test_detect_bundle_fixture_is_a_checked_bundle(detect_bundle: Path) -> None:
+    from kanjian.inference.golden import check_bundle
+
+    report = check_bundle(detect_bundle)
+    assert report.ok, report.problems
+    golden = b.GoldenSet.model_validate_json(
+        (detect_bundle / "golden" / "expected.json").read_text()
+    )
+    assert golden.conf == 0.05 and len(golden.images) == 4
+    assert all(g.detections for g in golden.images)  # images with detections come first
