@@ -237,3 +237,45 @@ def test_detect_bundle_fixture_is_a_checked_bundle(detect_bundle: Path) -> None:
     )
     assert golden.conf == 0.05 and len(golden.images) == 4
     assert all(g.detections for g in golden.images)  # images with detections come first
+
+
+@pytest.mark.parametrize("task", ["segment", "classify"])
+def test_train_segment_and_classify_bundles(
+    task: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """One epoch from the test model's checkpoint on a copy of its dataset, then
+    the gates, a bundle, and ``kanjian model check``."""
+    import yaml
+
+    model = request.getfixturevalue(f"{task}_model")
+    data_dir = tmp_path / "data"
+    shutil.copytree(model.data_dir, data_dir)
+    data = data_dir
+    if task == "segment":
+        data = data_dir / "data.yaml"
+        raw = yaml.safe_load(data.read_text())
+        data.write_text(yaml.safe_dump({**raw, "path": str(data_dir)}))
+    exe = Path(sys.executable).parent / "kanjian"
+    args = [
+        str(exe), "train", str(data), "--task", task, "--model", str(model.pt),
+        "--epochs", "1", "--imgsz", str(model.imgsz), "--batch", "8", "--nbs", "8",
+        "--lr0", "0.0001", "--optimizer", "AdamW", "--warmup-epochs", "0",
+        "--close-mosaic", "0", "--workers", "0", "--project", str(tmp_path / "runs"),
+        "--name", task, "--bundle", str(tmp_path / "bundle"), "--conf", "0.05",
+        "--parity-conf", "0.02", "--golden-images", "2",
+    ]  # fmt: skip
+    run = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "parity PASS" in run.stderr
+    manifest = b.read_manifest(tmp_path / "bundle")
+    assert manifest.task == task
+    assert ("top1" if task == "classify" else "mask_mAP50") in manifest.metrics
+    golden = b.GoldenSet.model_validate_json(
+        (tmp_path / "bundle" / "golden" / "expected.json").read_text()
+    )
+    if task == "classify":
+        assert all(g.top_class is not None and g.probs for g in golden.images)
+    else:
+        assert sum(len(g.detections) for g in golden.images) > 0
+    check = _model_check(tmp_path / "bundle")
+    assert check.returncode == 0, check.stdout
