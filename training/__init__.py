@@ -1,1 +1,15 @@
-"""kanjian.training."""
+"""kanjian.training: datasets, offline Ultralytics training, ONNX export, gates, bundles.
+
+Engineers' machines only (the ``training`` extra): the station never imports it.
+
+- :mod:`.importer` — ``kanjian dataset import``: VOC / COCO / YOLO -> one YOLO dataset
+  (readers :mod:`.voc`, :mod:`.coco`, :mod:`.yolo_source`; writer :mod:`.layout`).
+- :mod:`.station_export` — ``kanjian dataset export``: the station's log -> YOLO dataset.
+- :mod:`.train`, :mod:`.export` — Ultralytics training and ONNX export, offline (:mod:`._env`).
+- :mod:`.gates` — parity (ONNX in kanjian.inference vs PyTorch in Ultralytics), accuracy.
+- :mod:`.package` — bundle writing: model.onnx, manifest.json, golden set.
+- :mod:`.pipeline` — ``kanjian train``: all of the above in order; :mod:`.cli` mounts it.
+- :mod:`.testmodels` — the small cached models the test suite runs on.
+
+Importing this package is cheap: torch and Ultralytics load inside the functions.
+"""
