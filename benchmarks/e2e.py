@@ -65,6 +65,9 @@ class Contender:
         setting: the station/model thread setting (None for Ultralytics).
         runs_on: the execution provider ONNX Runtime really ran the model on.
         fps: per round.
+        cpu_ms_per_frame: process CPU time (all threads) per timed frame, per round;
+            less sensitive to other load than FPS: on a saturated machine FPS
+            follows the CPU each frame costs.
         stages_ms: per-frame stage latency over all timed frames.
         frames: timed frames in all.
     """
@@ -74,6 +77,7 @@ class Contender:
     setting: StationSetting | None
     runs_on: str
     fps: Summary
+    cpu_ms_per_frame: Summary
     stages_ms: dict[str, Summary]
     frames: int
 
@@ -309,14 +313,17 @@ def run_e2e(
             runners["Ultralytics predict"] = _UltralyticsRunner(model, video, imgsz)
             kinds["Ultralytics predict"] = ("ultralytics", None)
         fps: dict[str, list[float]] = {n: [] for n in runners}
+        cpu: dict[str, list[float]] = {n: [] for n in runners}
         order = list(runners)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:
                 run = runners[name]
                 run.block(warm, record=False)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 run.block(frames, record=True)
-                fps[name].append(frames / (time.perf_counter() - t0))
+                c1, t1 = time.process_time(), time.perf_counter()
+                fps[name].append(frames / (t1 - t0))
+                cpu[name].append((c1 - c0) * 1e3 / frames)
                 run.settle()
             log(
                 f"  round {r + 1}/{rounds}: "
@@ -329,6 +336,7 @@ def run_e2e(
                 setting=kinds[n][1],
                 runs_on=runners[n].runs_on,
                 fps=summarize(fps[n]),
+                cpu_ms_per_frame=summarize(cpu[n]),
                 stages_ms={k: summarize(v) for k, v in runners[n].stages.items() if v},
                 frames=rounds * frames,
             )

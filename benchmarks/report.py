@@ -79,13 +79,14 @@ def markdown(res: Any) -> str:
         out += [f"## End to end ({w}x{h} MJPG video, {e.rounds} rounds x {e.frames_per_round} "
                 f"frames after {e.warm_frames} warm-up frames, round-robin)", ""]  # fmt: skip
         out += [
-            "| contender | runs on | FPS median | FPS p10-p90 | stage p50 / p99 ms |",
-            "|---|---|---:|---:|---|",
+            "| contender | runs on | FPS median | FPS p10-p90 | CPU ms per frame | stage p50 / p99 ms |",
+            "|---|---|---:|---:|---:|---|",
         ]
         for c in e.contenders:
             stages = "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in c.stages_ms.items())
             out.append(
-                f"| {c.name} | {c.runs_on} | {c.fps.median:.2f} | {_spread(c.fps)} | {stages} |"
+                f"| {c.name} | {c.runs_on} | {c.fps.median:.2f} | {_spread(c.fps)} "
+                f"| {c.cpu_ms_per_frame.median:.1f} | {stages} |"
             )
         out += ["", "| ratio of FPS | of medians | per round min-max |", "|---|---:|---:|"]
         for r in e.ratios:
