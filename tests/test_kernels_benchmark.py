@@ -38,6 +38,7 @@ def test_benchmark_reports_every_method_and_the_floor() -> None:
     for t in timings:
         assert isinstance(t, Timing)
         assert t.median_ms > 0 and t.p10_ms <= t.median_ms <= t.p90_ms
+        assert t.cpu_ms >= 0
         assert t.repeats == (0 if t.method == FLOOR else 3)
     ul = next(t for t in timings if t.method == ULTRALYTICS and t.src_hw == (48, 64))
     assert ul.speedup_vs_ultralytics == 1.0
