@@ -103,7 +103,7 @@ def test_cli_status_and_report(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({
         "station": {"id": "st", "site": "s", "line": "l"},
         "store": {"data_dir": str(data)},
-        "sync": {"enabled": True, "mqtt": {"port": broker.port}},
+        "sync": {"enabled": True, "mqtt": {"port": broker.port}, "confirm_timeout_s": 2.0},
     }))  # fmt: skip
     store = ResultStore(data)
     prod = sup.Producer(store, 120, rate=10_000).start()
