@@ -5,11 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- system packages: real peers the tests start (servers on 127.0.0.1 only) ---
+#   mosquitto: MQTT broker (sync);  postgresql: receiver on a real PostgreSQL;
+#   gstreamer + python3-gi: RTSP server (camera);  aravis-tools + gir: fake GigE camera;
+#   chromium: browser tests (Playwright drives Debian's Chromium);  openssl: TLS test CA;
+#   libgirepository1.0-dev, libcairo2-dev, pkg-config, python3-dev: build PyGObject (gige extra)
+pkgs=(mosquitto postgresql openssl chromium
+      python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      aravis-tools gir1.2-aravis-0.8
+      libgirepository1.0-dev libcairo2-dev pkg-config python3-dev gcc)
 need=()
-command -v ffmpeg >/dev/null || need+=(ffmpeg)
-command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' 2>/dev/null \
-  || need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
