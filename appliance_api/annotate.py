@@ -114,7 +114,7 @@ def draw(
             max(1, bar // 12),
             cv2.LINE_AA,
         )
-    return img
+    return img.astype(np.uint8, copy=False)
 
 
 #: decides whether a detection is drawn: ``keep(class_name, confidence)``

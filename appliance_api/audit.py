@@ -64,7 +64,8 @@ def list_audit(
     action: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, keyset-paginated by ``before_id``."""
-    where, args = [], []
+    where: list[str] = []
+    args: list[Any] = []
     if before_id is not None:
         where.append("id < ?")
         args.append(before_id)

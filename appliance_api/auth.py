@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -84,7 +85,7 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _info(row: dict[str, object]) -> TokenInfo:
+def _info(row: Mapping[str, object]) -> TokenInfo:
     return TokenInfo(
         id=str(row["id"]),
         name=str(row["name"]),

@@ -16,6 +16,9 @@ import sqlite_utils
 
 from kanjian.station.store import open_db
 
+#: largest integer SQLite stores; query parameters above it would raise OverflowError
+SQLITE_MAX_INT = 2**63 - 1
+
 
 class ConnectionPool:
     """Hands each thread its own open, migrated connection to ``path``."""

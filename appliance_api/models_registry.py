@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,18 +227,19 @@ class ModelRegistry:
                 shutil.rmtree(final)
             os.replace(root, final)
             size = (final / "model.onnx").stat().st_size
-            row = {
-                "sha256": sha,
-                "name": manifest.name,
-                "version": manifest.version,
-                "task": manifest.task,
-                "path": str(final.relative_to(self.data_dir)),
-                "origin": "upload",
-                "size_bytes": size,
-                "golden_images": report.images,
-                "added_at": now_iso(),
-                "added_by": actor.name,
-            }
+            entry = ModelEntry(
+                sha256=sha,
+                name=manifest.name,
+                version=manifest.version,
+                task=manifest.task,
+                path=str(final.relative_to(self.data_dir)),
+                origin="upload",
+                size_bytes=size,
+                golden_images=report.images,
+                added_at=now_iso(),
+                added_by=actor.name,
+            )
+            row = asdict(entry)
             with write_tx(self.db):
                 self.db["models"].insert(row)  # type: ignore[union-attr]
                 write_audit(
@@ -248,7 +249,7 @@ class ModelRegistry:
                     sha,
                     {"name": manifest.name, "version": manifest.version, "bytes": size},
                 )
-            return ModelEntry(**row), True
+            return entry, True
 
     # -- activation ----------------------------------------------------------------
     def activate(self, sha: str, actor: Actor) -> ModelEntry:

@@ -17,7 +17,7 @@ from kanjian.appliance_api.api_models import (
 )
 from kanjian.appliance_api.audit import list_audit, write_audit
 from kanjian.appliance_api.auth import Role, TokenInfo, TokenStore
-from kanjian.appliance_api.db import write_tx
+from kanjian.appliance_api.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.deps import Admin, Engineer, State
 
 router = APIRouter()
@@ -89,7 +89,7 @@ def get_audit(
     state: State,
     _: Engineer,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=SQLITE_MAX_INT)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """Changes made to the station, newest first."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import cv2
+import numpy as np
 import sqlite_utils
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -27,7 +28,7 @@ from kanjian.appliance_api.api_models import (
 )
 from kanjian.appliance_api.audit import write_audit
 from kanjian.appliance_api.auth import now_iso
-from kanjian.appliance_api.db import write_tx
+from kanjian.appliance_api.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.deps import Operator, Reader, State
 
 router = APIRouter(tags=["inspections"])
@@ -107,7 +108,9 @@ def list_inspections(
         ),
     ] = None,
     model_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
-    before: Annotated[int | None, Query(ge=1, description="seq below which to start")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=SQLITE_MAX_INT, description="seq below which to start")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> InspectionPage:
     """Newest first. Page with ``before`` = the previous page's ``next_before``."""
@@ -245,7 +248,13 @@ async def get_image(
             for d in _detections(db, row["id"]):
                 if keep(d.class_name, d.confidence):
                     boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))
-        out = draw(img, boxes, row["verdict"] if annotated else None, None, max_side)
+        out = draw(
+            img.astype(np.uint8, copy=False),
+            boxes,
+            row["verdict"] if annotated else None,
+            None,
+            max_side,
+        )
         return encode_jpeg(out)
 
     data = await to_thread.run_sync(work)
@@ -284,5 +293,12 @@ def post_feedback(
             row["id"],
             {"kind": body.kind, "class_name": rec["class_name"], "verdict": row["verdict"]},
         )
-    rec.pop("token_id")
-    return FeedbackOut(id=int(fid), **rec)
+    return FeedbackOut(
+        id=int(str(fid)),
+        inspection_id=row["id"],
+        kind=body.kind,
+        class_name=rec["class_name"],
+        note=body.note,
+        actor=actor.name,
+        created_at=rec["created_at"],
+    )

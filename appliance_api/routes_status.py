@@ -126,7 +126,9 @@ def build_status(state: ApiState) -> StatusOut:
             outbox_pending=int(outbox),
         ),
         sync=_sync(state, int(outbox)),
-        disk=DiskOut(path=str(st.store.data_dir), free_bytes=usage.free, total_bytes=usage.total),
+        disk=DiskOut(
+            path=str(st.store.data_dir.resolve()), free_bytes=usage.free, total_bytes=usage.total
+        ),
     )
 
 

@@ -245,13 +245,14 @@ class Served:
         return "".join(self.lines)
 
 
-def start_serve(config: Path, port: int, cwd: Path, timeout: float = 90) -> Served:
-    """Start ``kanjian serve -c config`` and wait until its API answers."""
+def start_serve(config: Path | None, port: int, cwd: Path, timeout: float = 90) -> Served:
+    """Start ``kanjian serve -c config`` (no config: the embedded default on ``port``)
+    and wait until its API answers."""
     import httpx
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
     proc = subprocess.Popen(
-        [str(KANJIAN), "serve", "-c", str(config)],
+        [str(KANJIAN), "serve", *(["-c", str(config)] if config else ["--port", str(port)])],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

@@ -193,3 +193,25 @@ def test_port_in_use_is_a_clear_error(site: Site) -> None:
         )
     assert r.returncode == 2
     assert f"127.0.0.1:{port} is in use" in r.stdout + r.stderr
+
+
+def test_no_arguments_runs_the_embedded_demo(tmp_path: Path) -> None:
+    """The README's first command: demo images, bundled model, data folder in the cwd."""
+    from kanjian.station.config import DEMO_IMAGES
+
+    port = S.free_port()
+    s = S.start_serve(None, port, tmp_path)
+    try:
+        out = "".join(s.lines)
+        assert f"operator screen: http://127.0.0.1:{port}/#token=" in out
+        op = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
+        S.wait_for(lambda: op.get("/api/status").json()["frames"] > 0, 60, what="a frame")
+        st = op.get("/api/status").json()
+        assert st["disk"]["path"] == str(tmp_path / "kanjian-data")
+        first = op.get("/api/inspections", params={"limit": 1}).json()["items"][0]
+        assert Path(first["uri"]).parent == DEMO_IMAGES
+        assert httpx.get(s.url + "/").status_code == 200
+    finally:
+        out = s.stop()
+    assert s.proc.returncode == 0 and "store flushed" in out
+    assert (tmp_path / "kanjian-data" / "kanjian.db").is_file()

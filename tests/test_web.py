@@ -81,6 +81,7 @@ def screen(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Itera
         )
         page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="zh-CN")
         page.set_default_timeout(30_000)
+        # predicates are written as functions: the page's CSP forbids eval of expressions
         scr = Screen(tmp, config, port, served, served.token, page)
         try:
             yield scr
@@ -132,7 +133,7 @@ def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
         arg=sum(counts),
     )
     assert re.fullmatch(r"\d+\.\d%", page.text_content("#yield") or "")
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('live').naturalWidth > 0")
     assert page.text_content("#model-name")
 
 
@@ -177,11 +178,11 @@ def test_language_switch(screen: Screen) -> None:
 def test_screenshot(screen: Screen) -> None:
     page = screen.page
     page.wait_for_selector("#badge-conn[data-state=connected]")
-    page.wait_for_function("document.getElementById('live').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('live').naturalWidth > 0")
     page.dispatch_event("#thumbs", "pointerdown")  # a touch holds the strip still
     page.wait_for_timeout(700)  # a strip update already scheduled lands, then none
     page.wait_for_function(
-        "[...document.querySelectorAll('#thumbs img')].length > 0 && "
+        "() => [...document.querySelectorAll('#thumbs img')].length > 0 && "
         "[...document.querySelectorAll('#thumbs img')].every(i => i.complete && i.naturalWidth)"
     )
     SCREENSHOT.parent.mkdir(exist_ok=True)
