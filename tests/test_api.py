@@ -469,6 +469,41 @@ def test_live_picture_is_the_last_frame_annotated(env: Env) -> None:
     assert img.shape[:2] == (h, w)
 
 
+def test_mjpeg_stream_sends_annotated_frames(env: Env) -> None:
+    with env.client("operator") as c, c.stream("GET", "/api/live.mjpeg") as r:
+        assert r.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
+        buf = b""
+        for chunk in r.iter_bytes():
+            buf += chunk
+            if buf.count(b"--frame") >= 1 and buf.rstrip().endswith(b"\xff\xd9"):
+                break
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"--frame") and b"image/jpeg" in head
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    img = cv2.imdecode(np.frombuffer(rest[:length], np.uint8), cv2.IMREAD_COLOR)
+    w, h = env.sql("SELECT width, height FROM inspections ORDER BY seq DESC LIMIT 1")[0]
+    assert img.shape[:2] == (h, w)
+
+
+def test_config_and_audit_pages(env: Env) -> None:
+    eng = env.client("engineer")
+    cfg = eng.get("/api/config").json()
+    assert cfg["api"]["max_upload_mb"] == 40 and cfg["rules"]["default"]["fail_confidence"] == 0.1
+    total = env.sql("SELECT COUNT(*) FROM audit")[0][0]
+    assert total >= 2
+    seen, before = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 1}
+        if before is not None:
+            params["before"] = before
+        page = eng.get("/api/audit", params=params).json()
+        seen += [a["id"] for a in page["items"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert seen == [r[0] for r in env.sql("SELECT id FROM audit ORDER BY id DESC")]
+
+
 def test_events_say_hello_with_the_last_result(env: Env) -> None:
     import json
 
