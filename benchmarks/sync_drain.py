@@ -51,6 +51,7 @@ class DrainReport:
     alone_confirm_rate: float
     inspect_drain_s: float
     inspect_drain_rate: float
+    max_rate: float
     fps_during_drain: float
     fps_after_drain: float
     fps_sync_disabled: float
@@ -70,7 +71,8 @@ class DrainReport:
                 f"| {self.alone_ack_rate:.0f} |",
                 f"| backlog alone: receiver confirmed | {self.backlog} | "
                 f"{self.alone_confirm_s:.2f} | {self.alone_confirm_rate:.0f} |",
-                f"| while the station inspects: confirmed | {self.backlog} | "
+                f"| while the station inspects (max_rate {self.max_rate:g}): confirmed "
+                f"| {self.backlog} | "
                 f"{self.inspect_drain_s:.2f} | {self.inspect_drain_rate:.0f} |",
                 "",
                 f"Station loop ({self.model}): {self.fps_during_drain:.1f} frames/s during the "
@@ -98,9 +100,12 @@ def _receiver(port: int, db: Path, log: Path) -> Any:
     return ReceiverProcess(port, db, log, gap_check_s=5.0).start()
 
 
-def _sync_cfg(port: int) -> dict[str, Any]:
+MAX_RATE = 0.0  # sync.max_rate of the station in phase 2 (--max-rate)
+
+
+def _sync_cfg(port: int, max_rate: float = 0.0) -> dict[str, Any]:
     return {"enabled": True, "mqtt": {"port": port, "reconnect_min_s": 1, "reconnect_max_s": 1},
-            "confirm_timeout_s": 10.0, "close_drain_s": 0.0}  # fmt: skip
+            "confirm_timeout_s": 10.0, "close_drain_s": 0.0, "max_rate": max_rate}  # fmt: skip
 
 
 def phase_alone(tmp: Path, n: int) -> tuple[float, float]:
@@ -144,7 +149,7 @@ def _station_cfg(tmp: Path, model: Path, port: int | None, data: Path) -> Any:
             "camera": {"kind": "folder", "path": str(NEU_DET / "images"), "loop": True},
             "model": {"path": str(model), "providers": ["cpu"]},
             "store": {"data_dir": str(data)},
-            "sync": _sync_cfg(port) if port else {"enabled": False},
+            "sync": _sync_cfg(port, MAX_RATE) if port else {"enabled": False},
         }
     )
 
@@ -235,15 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="bundle dir or .onnx")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     parser.add_argument("--window-s", type=float, default=8.0, help="frames/s window, seconds")
+    parser.add_argument(
+        "--max-rate", type=float, default=0.0, help="sync.max_rate while inspecting (0: none)"
+    )
+    parser.add_argument("--skip-alone", action="store_true", help="only the second phase")
     args = parser.parse_args(argv)
-    global WINDOW_S
-    WINDOW_S = args.window_s
+    global WINDOW_S, MAX_RATE
+    WINDOW_S, MAX_RATE = args.window_s, args.max_rate
     model = args.model or _default_model()
     info = system_info()
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kanjian-sync-bench-") as d:
         tmp = Path(d)
-        ack_s, conf_s = phase_alone(tmp, args.backlog)
+        ack_s, conf_s = (float("nan"),) * 2 if args.skip_alone else phase_alone(tmp, args.backlog)
         drain_s, fps_during, fps_after, fps_off = phase_inspecting(tmp, args.backlog, model)
     lines = replace(info, loadavg_end=os.getloadavg()).lines()
     n = args.backlog
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         alone_confirm_rate=n / conf_s,
         inspect_drain_s=drain_s,
         inspect_drain_rate=n / drain_s,
+        max_rate=args.max_rate,
         fps_during_drain=fps_during,
         fps_after_drain=fps_after,
         fps_sync_disabled=fps_off,

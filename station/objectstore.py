@@ -68,12 +68,14 @@ class ImageUploader:
         site: str,
         station: str,
         on_uploaded: Callable[[int], None] | None = None,
+        nice: int = 0,
     ) -> None:
         self.db_path = db_path
         self.data_dir = data_dir
         self.cfg = cfg
         self.site, self.station = site, station
         self.on_uploaded = on_uploaded
+        self.nice = nice
         self.state = "ok"
         self.uploaded = 0
         self.missing = 0
@@ -153,6 +155,9 @@ class ImageUploader:
         return True
 
     def _run(self) -> None:
+        from kanjian.station.sync import lower_priority
+
+        lower_priority(self.nice)
         ob = Outbox(self.db_path)
         client = None
         backoff = 0.5

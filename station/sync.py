@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,20 @@ from kanjian.station.sync_messages import (
 from kanjian.station.sync_status import SyncStatus, age_s
 
 log = logging.getLogger(__name__)
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread a higher nice value (Linux: threads are scheduled alone).
+
+    The sync must not take CPU from the inspection loop when it catches up a backlog.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as e:  # not permitted, or not Linux
+        log.debug("could not lower the sync thread's priority: %s", e)
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,7 @@ class SyncWorker:
 
     # -- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
+        lower_priority(self.cfg.nice)
         try:
             ob = Outbox(self.db_path)
         except BaseException as e:
@@ -229,7 +245,12 @@ class SyncWorker:
         self._backlog = ob.backlog_stats()
         if self.cfg.s3.enabled:
             self.uploader = ImageUploader(
-                self.db_path, self.data_dir, self.cfg.s3, self.ident.site, self.ident.station
+                self.db_path,
+                self.data_dir,
+                self.cfg.s3,
+                self.ident.site,
+                self.ident.station,
+                nice=self.cfg.nice,
             ).start()
         client = make_client(
             self.cfg.mqtt, self.client_id, will=(self.topics.availability, b"offline")

@@ -142,6 +142,13 @@ class SyncConfig(BaseModel):
     confirm_timeout_max_s: float = Field(
         600.0, gt=0, le=86_400, description="the timeout doubles per attempt up to this"
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="raise the nice value of the sync threads by this much (Linux), so a "
+        "backlog being caught up leaves the CPU to the inspection loop",
+    )
     backlog_high: int = Field(
         10_000, ge=1, description="publish a sync_backlog_high event above this many entries"
     )
