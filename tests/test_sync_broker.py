@@ -287,12 +287,13 @@ def _certs(d: Path) -> tuple[Path, Path, Path]:
     return ca, crt, key
 
 
-def test_tls_and_password(tmp_path: Path) -> None:
+def test_tls_and_password(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     from kanjian.station.receiver import Receiver
 
     ca, crt, key = _certs(tmp_path / "certs")
     b = mosq.Mosquitto(tmp_path / "broker", tls=(ca, crt, key),
                        users={"station": "s-secret", "platform": "p-secret"}).start()  # fmt: skip
+    request.addfinalizer(b.stop)
     mqtt = {"port": b.port, "tls": True, "ca_file": str(ca), "reconnect_min_s": 1,
             "reconnect_max_s": 1}  # fmt: skip
     store = ResultStore(tmp_path / "station")
@@ -304,6 +305,7 @@ def test_tls_and_password(tmp_path: Path) -> None:
                                             "password": "p-secret"}}).mqtt,
         str(tmp_path / "platform.db"),
     ).start()  # fmt: skip
+    request.addfinalizer(rec.stop)
     wrong = SyncWorker(store.db_path, store.data_dir,
                        sync_cfg(0, mqtt={**mqtt, "username": "station", "password": "nope"}),
                        IDENT).start()  # fmt: skip
@@ -322,7 +324,6 @@ def test_tls_and_password(tmp_path: Path) -> None:
         w.stop(0)
         rec.stop()
         store.close()
-        b.stop()
     con = sqlite3.connect(tmp_path / "platform.db")
     assert sorted(r[0] for r in con.execute("SELECT inspection_id FROM inspections")) == sorted(
         prod.made
