@@ -322,11 +322,21 @@ class ResultStore:
             outbox.append(
                 {"seq": seq, "inspection_id": row["id"], "created_at": now, "attempts": 0}
             )
-        with self.db.atomic():  # one transaction: inspections + detections + outbox, or nothing
+        # One transaction: inspections + detections + outbox, or nothing. IMMEDIATE
+        # takes the write lock up front: a deferred BEGIN that reads first fails at
+        # once with SQLITE_BUSY when another connection (sync worker, API) commits
+        # in between, instead of waiting for the busy timeout.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
             self.db["inspections"].insert_all(rows, batch_size=1000)  # type: ignore[union-attr]
             if dets:
                 self.db["detections"].insert_all(dets, batch_size=1000)  # type: ignore[union-attr]
             self.db["outbox"].insert_all(outbox, batch_size=1000)  # type: ignore[union-attr]
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+            raise
         self._seq = seq
         self._written += len(batch)
         self._batches += 1
