@@ -9,7 +9,10 @@ alternating order, on the next frame of a pool), with warm-up calls first:
   a CUDA device is present;
 - Ultralytics' own preprocessing, as ``BasePredictor.pre_transform`` +
   ``preprocess`` run it for one frame: ``LetterBox(auto=False)``, then torch
-  HWC->CHW, BGR->RGB flip, ``.float().div_(255)``;
+  HWC->CHW, BGR->RGB flip, ``.float().div_(255)``; with torch's default
+  thread count and with one thread (on a shared 2-core box torch's spinning
+  OpenMP threads can make the default 10x slower), speed-ups being taken
+  against the faster of the two;
 - an OpenCV path: ``cv2.resize`` + ``cv2.copyMakeBorder`` +
   ``cv2.dnn.blobFromImage(scale 1/255, swapRB)``;
 - the memory-bandwidth floor: bytes read (the frame) plus bytes written (the
@@ -42,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920), (2048, 2448))
+#: prefix of the Ultralytics rows; speed-ups are against the faster of them
 ULTRALYTICS = "Ultralytics preprocess"
 FLOOR = "bandwidth floor"
 
@@ -58,7 +62,7 @@ class Timing:
             milliseconds; unlike wall time it does not grow while the call
             waits for a core another process holds.
         repeats: timed calls.
-        speedup_vs_ultralytics: Ultralytics' median / this median.
+        speedup_vs_ultralytics: the faster Ultralytics median / this median.
         times_floor: this median / the bandwidth floor.
     """
 
@@ -242,7 +246,16 @@ def run_benchmark(
     cuda_fn = _cuda_method(dst_hw)
     if cuda_fn is not None:
         methods["kanjian CUDA (host frame in)"] = (nothing, cuda_fn)
-    methods[ULTRALYTICS] = (nothing, ultralytics_preprocess(dst_hw))
+    import torch
+
+    torch_default = int(torch.get_num_threads())
+    ul = ultralytics_preprocess(dst_hw)
+    methods[f"{ULTRALYTICS} (torch {torch_default} threads)"] = (
+        lambda: torch.set_num_threads(torch_default),
+        ul,
+    )
+    if torch_default > 1:
+        methods[f"{ULTRALYTICS} (torch 1 thread)"] = (lambda: torch.set_num_threads(1), ul)
     methods["cv2 resize+border+blob"] = (nothing, cv2_preprocess(dst_hw))
 
     bandwidth = bandwidth_gb_s if bandwidth_gb_s is not None else measure_bandwidth()
@@ -266,7 +279,9 @@ def run_benchmark(
                     samples[name].append(dt / 1e6)
                     cpu[name].append(dc / 1e6)
         floor_ms = (frames[0].nbytes + out.nbytes) / bandwidth / 1e6
-        ul_median = float(np.median(samples[ULTRALYTICS]))
+        ul_median = min(
+            float(np.median(v)) for k, v in samples.items() if k.startswith(ULTRALYTICS)
+        )
         for name, values in samples.items():
             med = float(np.median(values))
             results.append(
@@ -298,6 +313,7 @@ def run_benchmark(
             )
         )
     configure_threads(n_threads, layer=layer)
+    torch.set_num_threads(torch_default)
     return results
 
 

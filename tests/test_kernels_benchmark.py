@@ -33,15 +33,16 @@ def test_benchmark_reports_every_method_and_the_floor() -> None:
         layer="default",  # the suite may already have started Numba's pool
     )
     methods = {t.method for t in timings}
-    assert {"kanjian CPU, 1 thread", ULTRALYTICS, "cv2 resize+border+blob", FLOOR} <= methods
+    assert {"kanjian CPU, 1 thread", "cv2 resize+border+blob", FLOOR} <= methods
+    assert any(m.startswith(ULTRALYTICS) for m in methods)
     assert {t.src_hw for t in timings} == {(48, 64), (31, 17)}
     for t in timings:
         assert isinstance(t, Timing)
         assert t.median_ms > 0 and t.p10_ms <= t.median_ms <= t.p90_ms
         assert t.cpu_ms >= 0
         assert t.repeats == (0 if t.method == FLOOR else 3)
-    ul = next(t for t in timings if t.method == ULTRALYTICS and t.src_hw == (48, 64))
-    assert ul.speedup_vs_ultralytics == 1.0
+    ul = [t for t in timings if t.method.startswith(ULTRALYTICS) and t.src_hw == (48, 64)]
+    assert max(t.speedup_vs_ultralytics for t in ul) == 1.0
     floor = next(t for t in timings if t.method == FLOOR and t.src_hw == (48, 64))
     assert floor.median_ms == pytest.approx((48 * 64 * 3 + 3 * 32 * 32 * 4) / 10.0e9 * 1e3)
     with pytest.raises(dataclasses.FrozenInstanceError):
