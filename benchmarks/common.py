@@ -194,7 +194,8 @@ class SystemInfo:
             f"GPU {self.gpu or 'none'}",
             f"Python {self.python}; {v}",
             f"ONNX Runtime providers listed: {', '.join(self.ort_available_providers)}",
-            "env " + " ".join(f"{k}={x}" for k, x in self.env.items()),
+            "env "
+            + (" ".join(f"{k}={x}" for k, x in self.env.items()) or "(no thread variables set)"),
             f"load average {self.loadavg_start[0]:.2f} at start, {self.loadavg_end[0]:.2f} at end",
             *self.notes,
         ]

@@ -41,6 +41,9 @@ import numpy as np
 
 from benchmarks.common import Summary, summarize
 
+#: the decode-alone contender's name
+DECODE = "video decode alone"
+
 
 @dataclass(frozen=True)
 class StationSetting:
@@ -61,7 +64,8 @@ class Contender:
 
     Attributes:
         name: e.g. ``station, 2 workers x 1 intra-op``.
-        kind: ``station``, ``model`` or ``ultralytics``.
+        kind: ``station``, ``model``, ``ultralytics`` or ``decode`` (the video's
+            decoding alone, one thread: what the frame pump costs).
         setting: the station/model thread setting (None for Ultralytics).
         runs_on: the execution provider ONNX Runtime really ran the model on.
         fps: per round.
@@ -231,6 +235,39 @@ class _ModelRunner:
         return None
 
 
+class _DecodeRunner:
+    """The video's decoding alone (``cv2.VideoCapture.read``, looping), as the station's
+    frame pump does it: what decoding costs the CPU per frame."""
+
+    def __init__(self, video: Path) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.video = str(video)
+        self.cap = cv2.VideoCapture(self.video, cv2.CAP_FFMPEG)
+        self.runs_on = "cv2 FFmpeg"
+        self.stages: dict[str, list[float]] = {}
+
+    def block(self, n: int, record: bool) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            ok, _img = self.cap.read()
+            if not ok:  # end of file: start again, as the looping source does
+                self.cap.release()
+                self.cap = self._cv2.VideoCapture(self.video, self._cv2.CAP_FFMPEG)
+                ok, _img = self.cap.read()
+                if not ok:
+                    raise RuntimeError(f"cannot decode {self.video}")
+            if record:
+                self.stages.setdefault("decode", []).append((time.perf_counter() - t0) * 1e3)
+
+    def settle(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
 class _UltralyticsRunner:
     """Ultralytics' own predict loop over the video, from its first frame each round."""
 
@@ -312,6 +349,8 @@ def run_e2e(
         if ultralytics:
             runners["Ultralytics predict"] = _UltralyticsRunner(model, video, imgsz)
             kinds["Ultralytics predict"] = ("ultralytics", None)
+        runners[DECODE] = _DecodeRunner(video)
+        kinds[DECODE] = ("decode", None)
         fps: dict[str, list[float]] = {n: [] for n in runners}
         cpu: dict[str, list[float]] = {n: [] for n in runners}
         order = list(runners)

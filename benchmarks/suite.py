@@ -222,6 +222,7 @@ def run_suite(
             )
         if not knob:
             notes.append("this checkout has no runtime.inference_workers: 1 worker only")
+        notes += cpu_notes(contenders)
         res.e2e = E2EResult(
             video=str(video), resolution_wh=params.video_wh, rounds=params.e2e_rounds,
             frames_per_round=params.e2e_frames, warm_frames=params.e2e_warm,
@@ -257,6 +258,37 @@ def run_suite(
     res.targets = _targets(res, skip)
     res.system = replace(info, loadavg_end=os.getloadavg())
     return res
+
+
+def cpu_notes(contenders: Sequence[Any]) -> list[str]:
+    """Where the station's extra CPU per frame goes, against the model alone at its setting.
+
+    When the model alone keeps every core busy, the station can reach at most
+    ``model CPU / station CPU`` of its FPS: the decoding, preprocessing and
+    NMS it adds run on the same cores.
+    """
+    by = {c.name: c for c in contenders}
+    decode = next((c for c in contenders if c.kind == "decode"), None)
+    out = []
+    for c in contenders:
+        if c.kind != "station" or c.setting is None:
+            continue
+        m = by.get(f"model alone, {c.setting.label}")
+        if m is None:
+            continue
+        st, mo = c.cpu_ms_per_frame.median, m.cpu_ms_per_frame.median
+        parts = "; ".join(
+            f"{k} {c.stages_ms[k].median:.1f} ms"
+            for k in ("preprocess", "postprocess")
+            if k in c.stages_ms
+        )
+        dec = f"; decoding alone {decode.cpu_ms_per_frame.median:.1f}" if decode else ""
+        out.append(
+            f"{c.name}: {st:.1f} CPU ms per frame against {mo:.1f} for the model alone "
+            f"(+{st - mo:.1f}{dec}; {parts} wall); if CPU-bound, at most "
+            f"{mo / st:.3f}x the model's FPS (measured {c.fps.median / m.fps.median:.3f}x)"
+        )
+    return out
 
 
 def _trt_cache() -> Path:

@@ -71,7 +71,8 @@ def test_quick_suite_writes_json_markdown_and_chart(
     timings = res["preprocess"]["timings"]
     assert {tuple(t["src_hw"]) for t in timings} == {(48, 64), (80, 96)}
     methods = {t["method"] for t in timings}
-    assert {"kanjian CPU, 1 thread", "Ultralytics preprocess", "bandwidth floor"} <= methods
+    assert {"kanjian CPU, 1 thread", "bandwidth floor"} <= methods
+    assert any(m.startswith("Ultralytics preprocess") for m in methods)
 
     # inference: at least the CPU rows ran, on the CPU
     cpu_rows = [r for r in res["inference"] if r["setting"]["provider"] == "cpu"]
@@ -92,9 +93,11 @@ def test_quick_suite_writes_json_markdown_and_chart(
     # end to end: station, model alone and Ultralytics, with FPS and stages
     e2e = res["e2e"]
     kinds = {c["kind"] for c in e2e["contenders"]}
-    assert kinds == {"station", "model", "ultralytics"}
+    assert kinds == {"station", "model", "ultralytics", "decode"}
     for c in e2e["contenders"]:
-        assert c["frames"] == 3 and c["runs_on"] == "CPUExecutionProvider"
+        assert c["frames"] == 3
+        assert c["runs_on"] == ("cv2 FFmpeg" if c["kind"] == "decode" else "CPUExecutionProvider")
+        _summary_ok(c["cpu_ms_per_frame"])
         _summary_ok(c["fps"])
         assert c["fps"]["median"] > 0
     station = next(c for c in e2e["contenders"] if c["kind"] == "station")
