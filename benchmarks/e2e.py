@@ -107,6 +107,9 @@ class TriggerLatency:
         stages_ms: ``wait_frame`` (trigger -> fresh frame captured), the model's
             stages, and ``emit_commit`` (the rest: sinks, group commit, resolve).
         missed: triggers answered with a MISSED/ERROR row.
+        stale_per_trigger: frames the pump read and ``grab_fresh`` then discarded
+            as older than the trigger, per timed trigger (decoding spent for nothing).
+        cpu_ms_per_trigger: process CPU time per timed trigger (all threads).
     """
 
     setting: StationSetting
@@ -115,6 +118,8 @@ class TriggerLatency:
     latency_ms: Summary
     stages_ms: dict[str, Summary]
     missed: int
+    stale_per_trigger: float = 0.0
+    cpu_ms_per_trigger: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -432,8 +437,11 @@ def run_triggered(
     lat: list[float] = []
     stages: dict[str, list[float]] = {}
     missed = 0
+    stale0 = cpu0 = 0.0
     try:
         for i in range(warm + triggers):
+            if i == warm:
+                stale0, cpu0 = station.pump.stats().stale_skipped, time.process_time()
             time.sleep(gap_s)
             sent_utc = datetime.now(timezone.utc)
             t0 = time.perf_counter()
@@ -451,6 +459,8 @@ def run_triggered(
             parts["emit_commit"] = dt - wait - insp.timings_ms.get("total", 0.0)
             for k, v in parts.items():
                 stages.setdefault(k, []).append(v)
+        cpu = (time.process_time() - cpu0) * 1e3 / triggers
+        stale = (station.pump.stats().stale_skipped - stale0) / triggers
     finally:
         station.stop()
         loop.join(timeout=timeout_s)
@@ -463,4 +473,6 @@ def run_triggered(
         latency_ms=summarize(lat),
         stages_ms={k: summarize(v) for k, v in stages.items()},
         missed=missed,
+        stale_per_trigger=stale,
+        cpu_ms_per_trigger=cpu,
     )

@@ -100,7 +100,9 @@ def markdown(res: Any) -> str:
                     f"triggers one at a time, {t.gap_ms:.0f} ms apart: p50 {lat.median:.1f} ms, "
                     f"p90 {lat.p90:.1f}, p99 {lat.p99:.1f}, max {lat.max:.1f}; "
                     f"{t.missed} missed. Stages p50 / p99 ms: "
-                    + "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in t.stages_ms.items())]  # fmt: skip
+                    + "; ".join(f"{k} {v.median:.1f} / {v.p99:.1f}" for k, v in t.stages_ms.items())
+                    + f". {t.cpu_ms_per_trigger:.1f} CPU ms per trigger; the frame pump read "
+                    f"{t.stale_per_trigger:.1f} frames per trigger that grab_fresh then discarded as stale."]  # fmt: skip
         out += [""] + [f"- {n}" for n in e.notes] + [""]
     if res.store:
         out += ["## SQLite sink (ResultStore, group commit, flood from one thread)", ""]
