@@ -247,12 +247,23 @@ def test_configure_threads_validates_arguments() -> None:
         configure_threads(10_000)
 
 
+def _current_layer() -> str:
+    """The running pool's layer (so the test leaves it as it was), else workqueue."""
+    import numba
+
+    try:
+        return str(numba.threading_layer())
+    except ValueError:
+        return "workqueue"
+
+
 def test_single_thread_configuration_runs_serial_kernel() -> None:
     image = _frame(480, 640, seed=11)
     expected, _ = letterbox_reference(image, (640, 640))
+    layer = _current_layer()
     try:
-        cfg = configure_threads(1, layer="default")
+        cfg = configure_threads(1, layer=layer)
         assert cfg.threads == 1
         assert np.array_equal(letterbox_cpu(image, (640, 640)), expected)
     finally:
-        configure_threads(None, layer="default")
+        configure_threads(None, layer=layer)
