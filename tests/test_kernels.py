@@ -252,7 +252,7 @@ def _current_layer() -> str:
     import numba
 
     try:
-        return str(numba.threading_layer())
+        return str(getattr(numba, "threading_layer")())  # noqa: B009 (untyped in numba)
     except ValueError:
         return "workqueue"
 
