@@ -121,82 +121,92 @@ def markdown(res: Any) -> str:
     return "\n".join(out) + "\n"
 
 
-def chart(res: Any, path: Path) -> None:
-    """Four panels: preprocessing ms, inference FPS, end-to-end FPS, targets (measured / goal)."""
+def chart(d: dict[str, Any], path: Path) -> None:
+    """Four panels: preprocessing ms, inference FPS, end-to-end FPS, targets (measured / goal).
+
+    Args:
+        d: a run as in ``results.json`` (so a chart can be redrawn from the file).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    from benchmarks.infer import InferSetting
+
+    fig, axes = plt.subplots(2, 2, figsize=(16, 10))
     ax = axes[0][0]
-    if res.preprocess is not None:
-        sizes = sorted({tuple(t.src_hw) for t in res.preprocess.timings})
-        methods = list(dict.fromkeys(t.method for t in res.preprocess.timings))
+    pre = d.get("preprocess")
+    if pre:
+        timings = pre["timings"]
+        sizes = sorted({tuple(t["src_hw"]) for t in timings})
+        methods = list(dict.fromkeys(t["method"] for t in timings))
         width = 0.8 / max(1, len(methods))
         for j, m in enumerate(methods):
-            xs, ys = [], []
-            for i, hw in enumerate(sizes):
-                t = next(
-                    (t for t in res.preprocess.timings if t.method == m and tuple(t.src_hw) == hw),
-                    None,
-                )
-                if t is not None:
-                    xs.append(i + j * width)
-                    ys.append(t.median_ms)
-            ax.bar(xs, ys, width, label=m)
+            pts = [
+                (i + j * width, t["median_ms"])
+                for i, hw in enumerate(sizes)
+                for t in timings
+                if t["method"] == m and tuple(t["src_hw"]) == hw
+            ]
+            ax.bar([x for x, _ in pts], [y for _, y in pts], width, label=m)
         ax.set_xticks(
             [i + 0.4 - width / 2 for i in range(len(sizes))], [f"{w}x{h}" for h, w in sizes]
         )
         ax.set_ylabel("ms per frame (median)")
         ax.legend(fontsize=7)
-    ax.set_title("Preprocessing to 640x640 float CHW")
+        h, w = timings[0]["dst_hw"]
+        ax.set_title(f"Preprocessing to {w}x{h} float32 CHW")
     ax = axes[0][1]
-    rows = [r for r in res.inference if r.fps is not None]
-    ax.barh([r.label for r in rows], [r.fps.median for r in rows],
-            xerr=[[r.fps.median - r.fps.p10 for r in rows], [r.fps.p90 - r.fps.median for r in rows]])  # fmt: skip
+    rows = [r for r in d.get("inference", []) if r["fps"] is not None]
+    _barh(ax, [InferSetting(**r["setting"]).label + f" ({r['active_provider']})" for r in rows],
+          [r["fps"] for r in rows], ["C0"] * len(rows))  # fmt: skip
     ax.set_xlabel("FPS (median of rounds, p10-p90)")
     ax.set_title("Model alone, batch 1")
-    ax.tick_params(axis="y", labelsize=7)
     ax = axes[1][0]
-    if res.e2e is not None:
-        cs = res.e2e.contenders
-        ax.barh([c.name for c in cs], [c.fps.median for c in cs],
-                xerr=[[c.fps.median - c.fps.p10 for c in cs], [c.fps.p90 - c.fps.median for c in cs]],
-                color=["C0" if c.kind == "station" else "C1" if c.kind == "model" else "C2" for c in cs])  # fmt: skip
-        ax.tick_params(axis="y", labelsize=7)
-    ax.set_xlabel("FPS on the 1080p video (median of rounds, p10-p90)")
-    ax.set_title("End to end")
+    e2e = d.get("e2e")
+    if e2e:
+        cs = [c for c in e2e["contenders"] if c["kind"] != "decode"]  # its FPS dwarfs the rest
+        colour = {"station": "C0", "model": "C1", "ultralytics": "C2"}
+        _barh(ax, [c["name"] for c in cs], [c["fps"] for c in cs], [colour[c["kind"]] for c in cs])
+        w, h = e2e["resolution_wh"]
+        ax.set_xlabel(f"FPS on the {w}x{h} video (median of rounds, p10-p90)")
+    ax.set_title("End to end (blue: station, orange: model alone, green: Ultralytics)")
     ax = axes[1][1]
-    ts = [t for t in res.targets if t.measured is not None]
-    vals, colors = [], []
+    ts = [t for t in d.get("targets", []) if t["measured"] is not None]
+    vals = []
     for t in ts:
-        op, goal = t.goal.split()
-        g = float(goal)
-        # > 1 means the target is met, whichever way it points
-        v = (
-            (t.measured / g if g else 1.0)
-            if op == ">="
-            else (
-                (g / t.measured if t.measured else 2.0)
-                if op == "<="
-                else (1.0 if t.passed else 0.0)
-            )
-        )
-        vals.append(v)
-        colors.append("tab:green" if t.passed else "tab:red")
-    ax.barh([t.name for t in ts], vals, color=colors)
+        op, goal = t["goal"].split()
+        g, m = float(goal), t["measured"]
+        # >= 1 means the target is met, whichever way it points
+        if op == ">=":
+            vals.append(m / g if g else 1.0)
+        elif op == "<=":
+            vals.append(g / m if m else 2.0)
+        else:
+            vals.append(1.0 if t["passed"] else 0.0)
+    ax.barh([t["name"] for t in ts], vals,
+            color=["tab:green" if t["passed"] else "tab:red" for t in ts])  # fmt: skip
     ax.axvline(1.0, color="k", lw=1)
     ax.set_xlabel("measured / goal (>= 1 meets the target)")
     ax.set_title("Targets")
     ax.tick_params(axis="y", labelsize=7)
+    sysd = d["system"]
     fig.suptitle(
-        f"kanjian benchmarks: {res.system.host}, {res.system.cpu}, GPU {res.system.gpu or 'none'}",
+        f"kanjian benchmarks ({d['mode']}): {sysd['host']}, {sysd['cpu']}, "
+        f"{sysd['usable_cpus']} CPUs, GPU {sysd['gpu'] or 'none'}, {sysd['started_at']}",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _barh(ax: Any, labels: list[str], fps: list[dict[str, float]], colors: list[str]) -> None:
+    med = [f["median"] for f in fps]
+    err = [[f["median"] - f["p10"] for f in fps], [f["p90"] - f["median"] for f in fps]]
+    ax.barh(labels, med, xerr=err, color=colors)
+    ax.tick_params(axis="y", labelsize=7)
 
 
 def write(res: Any, folder: Path) -> dict[str, Path]:
@@ -207,7 +217,28 @@ def write(res: Any, folder: Path) -> dict[str, Path]:
         "markdown": folder / "results.md",
         "chart": folder / "chart.png",
     }
-    paths["json"].write_text(json.dumps(jsonable(res), indent=2) + "\n", encoding="utf-8")
+    data = jsonable(res)
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(res), encoding="utf-8")
-    chart(res, paths["chart"])
+    chart(data, paths["chart"])
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.report results.json [chart.png]``: redraw a run's chart."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(args) <= 2:
+        print(main.__doc__)
+        return 2
+    src = Path(args[0])
+    chart(
+        json.loads(src.read_text(encoding="utf-8")),
+        Path(args[1]) if len(args) > 1 else src.with_name("chart.png"),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
