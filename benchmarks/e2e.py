@@ -295,7 +295,8 @@ class _UltralyticsRunner:
             n -= 1
             # AutoBackend -> ONNX backend -> InferenceSession (Ultralytics 8.4)
             with contextlib.suppress(AttributeError, IndexError):
-                self.runs_on = self.yolo.predictor.model.backend.session.get_providers()[0]
+                predictor: Any = self.yolo.predictor
+                self.runs_on = predictor.model.backend.session.get_providers()[0]
         for _ in range(n):
             r = next(self._gen)
             if record:
