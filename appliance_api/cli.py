@@ -225,6 +225,7 @@ COMMAND_MODULES = (
     "kanjian.appliance_api.serve_cli",  # serve, token
     "kanjian.station.sync_cli",  # platform receive, sync status
     "kanjian.station.plc_cli",  # plc
+    "kanjian.appliance_api.bench_cli",  # bench (needs the checkout's benchmarks/)
 )
 
 

@@ -292,7 +292,9 @@ def build_station(cfg: StationConfig) -> Station:
     t["open_store"] = (time.perf_counter() - t1) * 1e3
     t2 = time.perf_counter()
     source = open_source(cfg.camera, source_id="cam0")
-    pump = FramePump(source, cfg.policy)
+    # Triggered: every frame read ahead of a trigger is stale and thrown away, and
+    # decoding it steals CPU from the inspection in flight — keep one at most.
+    pump = FramePump(source, cfg.policy, queue_size=1 if cfg.trigger.mode == "triggered" else 8)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
     inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
     station = Station(

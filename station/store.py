@@ -148,6 +148,13 @@ def detection_rows(insp: Inspection) -> list[dict[str, Any]]:
 _STOP = object()
 
 
+def _insert_many(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows that all have the first row's keys, in one ``executemany``."""
+    cols = list(rows[0])
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+
+
 class ResultStore:
     """SQLite store with a background batch writer.
 
@@ -328,11 +335,14 @@ class ResultStore:
         # in between, instead of waiting for the busy timeout.
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db["inspections"].insert_all(rows, batch_size=1000)  # type: ignore[union-attr]
+            # Plain executemany: sqlite-utils' insert_all spent as long converting
+            # values as SQLite spent storing them (py-spy, benchmarks/store.py).
+            conn = self.db.conn
+            _insert_many(conn, "inspections", rows)
             if dets:
-                self.db["detections"].insert_all(dets, batch_size=1000)  # type: ignore[union-attr]
-            self.db["outbox"].insert_all(outbox, batch_size=1000)  # type: ignore[union-attr]
-            self.db.execute("COMMIT")
+                _insert_many(conn, "detections", dets)
+            _insert_many(conn, "outbox", outbox)
+            conn.execute("COMMIT")
         except BaseException:
             if self.db.conn.in_transaction:
                 self.db.conn.rollback()
