@@ -7,6 +7,8 @@ preprocessing (``LetterBox`` + HWC->CHW + BGR->RGB + ``/255``) bit for bit.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -15,6 +17,9 @@ from kanjian.kernels.geometry import Letterbox, letterbox_geometry
 from kanjian.kernels.reference import PAD_VALUE
 from kanjian.kernels.tables import resize_tables
 from kanjian.kernels.threads import kernel_threads
+
+#: held while a thread runs the parallel kernel
+_POOL = threading.Lock()
 
 __all__ = [
     "PAD_FLOAT",
@@ -137,6 +142,14 @@ def letterbox_cpu(
         result = out
     planes = result.reshape(3, geometry.dst_h, geometry.dst_w)
     threads = kernel_threads()
-    kernel = letterbox_kernel if threads > 1 else letterbox_kernel_serial
-    kernel(*kernel_args(src, geometry, planes, threads))
+    # Numba's workqueue pool aborts the whole process when two threads enter a
+    # parallel kernel at once (an API thread warming a model while the loop
+    # runs): a caller that finds the pool busy runs the serial kernel instead.
+    if threads > 1 and _POOL.acquire(blocking=False):
+        try:
+            letterbox_kernel(*kernel_args(src, geometry, planes, threads))
+        finally:
+            _POOL.release()
+    else:
+        letterbox_kernel_serial(*kernel_args(src, geometry, planes, 1))
     return result

@@ -88,7 +88,9 @@ class RuntimeConfig(BaseModel):
 
     model_config = _STRICT
 
-    numba_threads: int | None = Field(None, ge=1, le=256, description="Numba kernel threads")
+    numba_threads: int | None = Field(
+        None, ge=1, le=256, description="Numba kernel threads (default: 1 on <= 4 cores, else all)"
+    )
     opencv_threads: int | None = Field(None, ge=0, le=256, description="OpenCV threads")
     inference_workers: int = Field(
         1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 
 from kanjian.kernels import configure_threads as numba_threads
@@ -18,6 +20,10 @@ def configure_threads(cfg: RuntimeConfig) -> None:
     if cfg.opencv_threads is not None:
         cv2.setNumThreads(cfg.opencv_threads)
     n = cfg.numba_threads
+    if n is None and (os.cpu_count() or 1) <= 4:
+        # On small CPUs the serial kernel was as fast or faster than two threads
+        # (waking the pool costs 60-120 us) and leaves the cores to ONNX Runtime.
+        n = 1
     if cfg.inference_workers > 1:
         # Several workers call the kernel at once: the workqueue layer is not
         # re-entrant, so each worker runs the serial kernel on its own thread
