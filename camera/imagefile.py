@@ -35,6 +35,9 @@ def container_problem(data: bytes) -> str | None:
     """
     if not data:
         return "file is empty"
+    if len(data) < 16:
+        # shorter than any image header: a write cut off almost at once
+        return f"truncated: only {len(data)} bytes, too short to be an image"
     if data[:3] == b"\xff\xd8\xff":
         if not data.rstrip(_PADDING).endswith(b"\xff\xd9"):
             return "truncated JPEG: no end-of-image marker (FFD9) at the end"

@@ -133,20 +133,12 @@ def decode_segment(
     masks, xyxy = masks[nonempty], c.xyxy[nonempty]
     pad_x, pad_y = geom.pad_left, geom.pad_top
     new_h, new_w = geom.new_h, geom.new_w
-    src_masks = (
-        np.stack(
-            [
-                cv2.resize(
-                    m[pad_y : pad_y + new_h, pad_x : pad_x + new_w].astype(np.uint8),
-                    (src_w, src_h),
-                    interpolation=cv2.INTER_NEAREST,
-                ).astype(bool)
-                for m in masks
-            ]
-        )
-        if len(masks)
-        else np.zeros((0, src_h, src_w), bool)
-    )
+    # To the source frame as Ultralytics' scale_masks does it: cut the padding
+    # out, bilinear resize of the binary mask, keep what is above one half.
+    src_masks = np.zeros((len(masks), src_h, src_w), bool)
+    for k, m in enumerate(masks):
+        crop = m[pad_y : pad_y + new_h, pad_x : pad_x + new_w].astype(np.float32)
+        src_masks[k] = cv2.resize(crop, (src_w, src_h), interpolation=cv2.INTER_LINEAR) > 0.5
     return Detections(
         xyxy=boxes_to_source(xyxy, geom),
         confidence=c.confidence[nonempty],
