@@ -7,10 +7,8 @@ check every role boundary and audit row against the database itself.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import sqlite3
-import sys
 import tarfile
 import zipfile
 from collections import Counter
@@ -24,21 +22,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests import test_api_support as S  # the servers and bundles tests share
 
-def _support() -> Any:
-    name = "kanjian_tests_api_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_api_support.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-S = _support()
 N_IMAGES = 24
 
 

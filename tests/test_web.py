@@ -9,9 +9,7 @@ screen in docs/screenshot.png.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import test_api_support as S  # the servers and bundles tests share
 
-def _support() -> Any:
-    name = "kanjian_tests_api_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_api_support.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-S = _support()
 SCREENSHOT = S.REPO / "docs" / "screenshot.png"
 ZH_VERDICTS = {"合格", "不合格", "复检", "错误", "漏检"}
 EN_VERDICTS = {"PASS", "FAIL", "REVIEW", "ERROR", "MISSED"}
