@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.api_env import env  # noqa: F401  (the API tests' station + server)
+
 if TYPE_CHECKING:
     from kanjian.training.layout import Task
     from kanjian.training.testmodels import TrainedModel

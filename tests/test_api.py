@@ -1,20 +1,14 @@
 """The HTTP API against the real app (real uvicorn), a real station and its SQLite store.
 
 The station judges 24 NEU-DET images with a real trained model and stops; the
-tests then read, filter, page, give feedback, change thresholds and models, and
-check every role boundary and audit row against the database itself.
+tests then read, filter, page, give feedback and change thresholds, and
+check every role boundary and audit row against the database itself. Model
+bundles are in test_api_models.py; the station fixture is in api_env.py.
 """
 
 from __future__ import annotations
 
-import io
-import sqlite3
-import tarfile
-import zipfile
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -23,68 +17,7 @@ import numpy as np
 import pytest
 
 from tests import test_api_support as S  # the servers and bundles tests share
-
-N_IMAGES = 24
-
-
-@dataclass
-class Env:
-    url: str
-    state: Any
-    db_path: Path
-    data_dir: Path
-    bundles: Any
-    tokens: dict[str, str]  # role -> bearer token
-    token_names: dict[str, str]
-
-    def client(self, role: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
-
-    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(self.db_path)
-        try:
-            return con.execute(query, args).fetchall()
-        finally:
-            con.close()
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Env]:
-    from kanjian.appliance_api.auth import Role, TokenStore
-    from kanjian.appliance_api.state import start_services
-    from kanjian.station.config import load_config
-    from kanjian.station.pipeline import build_station
-
-    bundles = S.make_bundles(detect_model)
-    tmp = tmp_path_factory.mktemp("api")
-    images = S.copy_images(tmp / "images", N_IMAGES)
-    cfg = load_config(
-        S.station_yaml(
-            tmp / "station.yaml",
-            images,
-            bundles.a,
-            tmp / "data",
-            api={"max_upload_mb": 40, "max_unpacked_mb": 60},
-        )
-    )
-    station = build_station(cfg)
-    state = start_services(station)
-    state.loop.start()
-    S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
-    assert station.store.flush()
-    server = S.ServerThread(state)
-    ts = TokenStore(state.pool.get())
-    tokens, names = {}, {}
-    for role in Role:
-        new = ts.create(f"test-{role.value}", role, "tests")
-        tokens[role.value], names[role.value] = new.secret, new.info.name
-    try:
-        yield Env(server.url, state, station.store.db_path, tmp / "data", bundles, tokens, names)
-    finally:
-        server.stop()
-        station.close()
-        state.pool.close_all()
+from tests.api_env import N_IMAGES, Env
 
 
 def _ids(env: Env) -> list[str]:
@@ -562,142 +495,3 @@ def test_thresholds_change_is_applied_and_audited(env: Env) -> None:
     )
     assert bad.status_code == 422 and "review_confidence" in bad.text
     assert eng.put("/api/thresholds", json=old).status_code == 200
-
-
-def test_upload_activate_rollback(env: Env) -> None:
-    eng = env.client("engineer")
-    a, b = env.bundles.sha_a, env.bundles.sha_b
-    r = eng.post(
-        "/api/models",
-        content=S.pack(env.bundles.b, "tar.gz"),
-        headers={"Content-Type": "application/gzip"},
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["model"]["sha256"] == b and not r.json()["model"]["active"]
-    assert (env.data_dir / "models" / b / "model.onnx").is_file()
-    again = eng.post("/api/models", content=S.pack(env.bundles.b))
-    assert again.status_code == 200 and again.json()["created"] is False
-    listed = eng.get("/api/models").json()
-    assert listed["active_sha256"] == a and {m["sha256"] for m in listed["models"]} == {a, b}
-    r = eng.post(f"/api/models/{b}/activate")
-    assert r.status_code == 200 and r.json()["active"] and not r.json()["previous"]
-    assert env.state.station.inspector.model.info.sha256 == b
-    assert eng.get("/api/status").json()["model"]["version"] == "1.1"
-    assert eng.post(f"/api/models/{b}/activate").status_code == 409
-    prev = [m for m in eng.get("/api/models").json()["models"] if m["previous"]]
-    assert [m["sha256"] for m in prev] == [a]
-    r = eng.post("/api/models/rollback")
-    assert r.status_code == 200 and r.json()["sha256"] == a
-    assert env.state.station.inspector.model.info.sha256 == a
-    r = eng.post("/api/models/rollback")
-    assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]
-    assert eng.post(f"/api/models/{'0' * 64}/activate").status_code == 404
-    actions = env.sql(
-        "SELECT action, target, actor FROM audit WHERE action LIKE 'model.%' "
-        "AND action != 'model.upload_refused' ORDER BY id"
-    )
-    assert actions == [
-        ("model.upload", b, "test-engineer"),
-        ("model.activate", b, "test-engineer"),
-        ("model.rollback", a, "test-engineer"),
-    ]
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def _raw_post(env: Env, path: str, token: str, length: int, body: bytes) -> bytes:
-    import socket
-
-    port = int(env.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Length: {length}\r\n\r\n".encode()
-            + body
-        )
-        out = b""
-        while b"\r\n\r\n" not in out or not out.rstrip().endswith(b"}"):
-            block = s.recv(65536)
-            if not block:
-                break
-            out += block
-        return out
-
-
-def _bundle_files(bundle: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(bundle)): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
-
-
-def _symlink_tar(bundle: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        tf.add(bundle, arcname="bundle")
-        link = tarfile.TarInfo("bundle/golden/evil")
-        link.type = tarfile.SYMTYPE
-        link.linkname = "/etc/passwd"
-        tf.addfile(link)
-    return buf.getvalue()
-
-
-def test_bad_uploads_are_refused_and_the_running_model_stays(env: Env) -> None:
-    eng = env.client("engineer")
-    files = _bundle_files(env.bundles.b)
-    onnx = bytearray(files["model.onnx"])
-    onnx[len(onnx) // 2] ^= 0xFF
-    tampered = {**files, "model.onnx": bytes(onnx)}
-    import json
-
-    golden = json.loads(files["golden/expected.json"])
-    for img in golden["images"]:  # the recorded answers no longer match the weights
-        for det in img["detections"]:
-            det["confidence"] = round(min(1.0, det["confidence"] + 0.2), 4)
-        img["detections"].append({"xyxy": [1, 1, 50, 50], "confidence": 0.9, "class_id": 0})
-    wrong_golden = {**files, "golden/expected.json": json.dumps(golden).encode()}
-    no_golden = {k: v for k, v in files.items() if not k.startswith("golden/")}
-    bomb = _zip({**files, "golden/zeros.bin": bytes(70 * 2**20)})
-    cases = [
-        (_zip(tampered), 422, "sha256"),
-        (_zip(wrong_golden), 422, "golden check failed"),
-        (_zip(no_golden), 422, "golden set missing"),
-        (_zip({**files, "../../escape.txt": b"x"}), 400, "'..'"),
-        (_zip({**files, "/tmp/abs.txt": b"x"}), 400, "absolute"),
-        (_symlink_tar(env.bundles.b), 400, "symlink"),
-        (bomb, 413, "exceeds"),
-        (b"this is not an archive at all", 415, "not a .zip"),
-        (S.pack(env.bundles.b)[:5000], 400, "corrupt"),
-        (b"", 400, "empty upload"),
-        (_zip({"readme.txt": b"hi"}), 422, "manifest.json"),
-    ]
-    active = env.state.station.inspector.model.info.sha256
-    n_models = env.sql("SELECT COUNT(*) FROM models")[0][0]
-    for body, code, words in cases:
-        r = eng.post("/api/models", content=body)
-        assert r.status_code == code, (words, r.text)
-        assert words in r.json()["detail"], (words, r.text)
-        assert env.state.station.inspector.model.info.sha256 == active
-    # a declared size over api.max_upload_mb (40 MiB) is refused before reading the body
-    head = _raw_post(env, "/api/models", env.tokens["engineer"], 41 * 2**20, b"x" * 100)
-    assert head.startswith(b"HTTP/1.1 413") and b"max_upload_mb" in head
-
-    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
-        for _ in range(42):
-            yield bytes(2**20)
-
-    try:
-        r = eng.post("/api/models", content=chunks())
-        assert r.status_code == 413 and "max_upload_mb" in r.text
-    except httpx.WriteError:
-        pass  # the server answered 413 and closed before the client finished sending
-    assert env.sql("SELECT COUNT(*) FROM models")[0][0] == n_models
-    incoming = env.data_dir / "models" / ".incoming"
-    assert list(incoming.iterdir()) == []  # nothing left behind
-    assert not (env.data_dir.parent / "escape.txt").exists()
-    assert not Path("/tmp/abs.txt").exists()
-    refused = env.sql("SELECT COUNT(*) FROM audit WHERE action = 'model.upload_refused'")[0][0]
-    assert refused >= len(cases) - 1  # all but the empty body reached the registry

@@ -1,0 +1,78 @@
+"""The API test station: a real station that judged N_IMAGES NEU-DET images, its
+app served by a real uvicorn, and a token per role (fixture ``env``, shared by
+test_api.py and test_api_models.py through conftest)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import test_api_support as S
+
+N_IMAGES = 24
+
+
+@dataclass
+class Env:
+    url: str
+    state: Any
+    db_path: Path
+    data_dir: Path
+    bundles: Any
+    tokens: dict[str, str]  # role -> bearer token
+    token_names: dict[str, str]
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(self.db_path)
+        try:
+            return con.execute(query, args).fetchall()
+        finally:
+            con.close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Env]:
+    from kanjian.appliance_api.auth import Role, TokenStore
+    from kanjian.appliance_api.state import start_services
+    from kanjian.station.config import load_config
+    from kanjian.station.pipeline import build_station
+
+    bundles = S.make_bundles(detect_model)
+    tmp = tmp_path_factory.mktemp("api")
+    images = S.copy_images(tmp / "images", N_IMAGES)
+    cfg = load_config(
+        S.station_yaml(
+            tmp / "station.yaml",
+            images,
+            bundles.a,
+            tmp / "data",
+            api={"max_upload_mb": 40, "max_unpacked_mb": 60},
+        )
+    )
+    station = build_station(cfg)
+    state = start_services(station)
+    state.loop.start()
+    S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
+    assert station.store.flush()
+    server = S.ServerThread(state)
+    ts = TokenStore(state.pool.get())
+    tokens, names = {}, {}
+    for role in Role:
+        new = ts.create(f"test-{role.value}", role, "tests")
+        tokens[role.value], names[role.value] = new.secret, new.info.name
+    try:
+        yield Env(server.url, state, station.store.db_path, tmp / "data", bundles, tokens, names)
+    finally:
+        server.stop()
+        station.close()
+        state.pool.close_all()
