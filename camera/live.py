@@ -110,17 +110,11 @@ class _ReconnectingSource:
     # -- connection -------------------------------------------------------------
 
     def _try_connect(self) -> FrameFailure | None:
-        wait = self._next_attempt - time.monotonic()
-        if wait > self._cfg.read_timeout_s:
-            time.sleep(self._cfg.read_timeout_s)
-            return self._book.failure(
-                f"{self._name}: reconnecting, next attempt in "
-                f"{wait - self._cfg.read_timeout_s:.1f} s; last error: {self._cause}",
-                self._name,
-                missed=True,
-            )
-        if wait > 0:
-            time.sleep(wait)
+        early = self._book.wait_for_attempt(
+            self._next_attempt, self._cfg.read_timeout_s, self._name, self._cause
+        )
+        if early is not None:
+            return early
         try:
             cap = self._open_capture()
         except _OpenFailed as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol, runtime_checkable
@@ -138,6 +139,28 @@ class StatusBook:
             captured_at=now,
             uri=uri,
         )
+
+    def wait_for_attempt(
+        self, next_attempt: float, read_timeout_s: float, name: str, cause: str | None
+    ) -> FrameFailure | None:
+        """Wait for a reconnect attempt that is due at ``next_attempt`` (monotonic s).
+
+        One ``read()`` never waits longer than ``read_timeout_s``: when the attempt is
+        further off, sleep that long and return a missed failure saying when the
+        next attempt comes; otherwise sleep until it is due and return ``None``.
+        """
+        wait = next_attempt - time.monotonic()
+        if wait > read_timeout_s:
+            time.sleep(read_timeout_s)
+            return self.failure(
+                f"{name}: reconnecting, next attempt in "
+                f"{wait - read_timeout_s:.1f} s; last error: {cause}",
+                name,
+                missed=True,
+            )
+        if wait > 0:
+            time.sleep(wait)
+        return None
 
     def failure(self, reason: str, uri: str | None, *, missed: bool) -> FrameFailure:
         """Make the next :class:`FrameFailure` and count it."""
