@@ -230,10 +230,14 @@ def test_retention_drops_are_counted_and_reported(
         assert store.flush()
         sup.wait_for(lambda: w.status().dropped_messages == 150, 10, "retention")
         if event_lost:  # as if a broker had lost the sync_dropped event after its PUBACK
+            # the counter moves before the worker has written the event's row: wait for it
+            sup.wait_for(lambda: _events(store.db_path, "sync_dropped") == 1, 10, "event row")
             con = sqlite3.connect(store.db_path)
-            con.execute("UPDATE sync_events SET sent_at = 'x' WHERE event = 'sync_dropped'")
+            n = con.execute(
+                "UPDATE sync_events SET sent_at = 'x' WHERE event = 'sync_dropped'").rowcount
             con.commit()
             con.close()
+            assert n == 1
         broker.start()
         receiver.start()
         _all_delivered(receiver, prod.made[150:], timeout_s=60)
@@ -256,6 +260,16 @@ def test_retention_drops_are_counted_and_reported(
     if event_lost:  # told again, on the platform's request for the gap
         assert [r.get("repeated") for r in reports] == [True]
         assert reports[0]["ranges"] == [[1, 150]]
+
+
+def _events(db: Path, event: str) -> int:
+    con = sqlite3.connect(db)
+    try:
+        return int(
+            con.execute("SELECT COUNT(*) FROM sync_events WHERE event = ?", (event,)).fetchone()[0]
+        )
+    finally:
+        con.close()
 
 
 def _lost(db: Path) -> int:
