@@ -281,6 +281,18 @@ class ThresholdsBody(BaseModel):
     rules: VerdictRules
 
 
+class ThresholdsOut(ThresholdsBody):
+    """The thresholds in force and where they come from."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["station.yaml", "api"] = Field(
+        description="api: set through PUT /api/thresholds, kept across restarts until "
+        "DELETE /api/thresholds returns to station.yaml"
+    )
+    set_at: str | None = Field(None, description="when the API override was set (UTC)")
+    set_by: str | None = Field(None, description="who set it (token name)")
+
+
 # -- tokens and audit --------------------------------------------------------------------
 
 

@@ -9,11 +9,13 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi import Path as PathParam
 
+from kanjian.appliance_api import thresholds as thr
 from kanjian.appliance_api.api_models import (
     ErrorOut,
     ModelEntryOut,
     ModelListOut,
     ThresholdsBody,
+    ThresholdsOut,
     UploadOut,
 )
 from kanjian.appliance_api.audit import write_audit
@@ -164,33 +166,55 @@ async def rollback_model(state: State, who: Engineer) -> ModelEntryOut:
     return _entry_out(state, entry)
 
 
-def _thresholds(state: ApiState) -> ThresholdsBody:
-    ins = state.station.inspector
-    return ThresholdsBody(conf=ins.conf, iou=ins.iou, max_det=ins.max_det, rules=ins.rules)
-
-
 @router.get("/api/thresholds", tags=["config"], responses=_ERR)
-def get_thresholds(state: State, _: Reader) -> ThresholdsBody:
+def get_thresholds(state: State, _: Reader) -> ThresholdsOut:
     """Decoding thresholds and verdict rules in force (null: the bundle's default)."""
-    return _thresholds(state)
+    with state.thresholds_lock:
+        return thr.describe(state.station.inspector, thr.load(state.pool.get()))
 
 
 @router.put("/api/thresholds", tags=["config"], responses=_ERR)
-def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> ThresholdsBody:
-    """Change thresholds and rules from the next frame on (not written to station.yaml)."""
+def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> ThresholdsOut:
+    """Change thresholds and rules from the next frame on.
+
+    Kept in the station's database and applied again after a restart, over
+    station.yaml's values, until ``DELETE /api/thresholds``; station.yaml is
+    not rewritten.
+    """
+    actor = who.actor()
     with state.thresholds_lock:
-        old = _thresholds(state)
         ins = state.station.inspector
         db = state.pool.get()
         with write_tx(db):
             write_audit(
                 db,
-                who.actor(),
+                actor,
                 "thresholds.set",
                 None,
-                {"old": old.model_dump(mode="json"), "new": body.model_dump(mode="json")},
-            )
-            # rules first: a frame in flight may see new rules with old conf, never the reverse
-            ins.rules = body.rules
-            ins.conf, ins.iou, ins.max_det = body.conf, body.iou, body.max_det
-    return _thresholds(state)
+                {"old": thr.in_force(ins).model_dump(mode="json"),
+                 "new": body.model_dump(mode="json")},
+            )  # fmt: skip
+            thr.save(db, body, actor)
+            thr.apply(ins, body)
+        return thr.describe(ins, thr.load(db))
+
+
+@router.delete("/api/thresholds", tags=["config"], responses=_ERR)
+def reset_thresholds(state: State, who: Engineer) -> ThresholdsOut:
+    """Drop the API's thresholds and judge with station.yaml's again, from the next frame on."""
+    with state.thresholds_lock:
+        ins = state.station.inspector
+        yaml_values = thr.from_config(state.station)
+        db = state.pool.get()
+        with write_tx(db):
+            had = thr.clear(db)
+            write_audit(
+                db,
+                who.actor(),
+                "thresholds.reset",
+                None,
+                {"old": thr.in_force(ins).model_dump(mode="json"),
+                 "new": yaml_values.model_dump(mode="json"), "had_override": had},
+            )  # fmt: skip
+            thr.apply(ins, yaml_values)
+        return thr.describe(ins, None)

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from kanjian.appliance_api import thresholds
 from kanjian.appliance_api.annotate import rules_keep
 from kanjian.appliance_api.auth import TokenStore
 from kanjian.appliance_api.db import ConnectionPool
@@ -102,6 +103,7 @@ def start_services(station: Station) -> ApiState:
     metrics = StationMetrics(station, loop.alive)
     registry = ModelRegistry(pool, station)
     registry.startup()
+    thresholds.restore(db, station)  # an engineer's API override outlives restarts
     station.store.add_listener(hub.on_commit)
     station.store.add_listener(metrics.on_commit)
     return ApiState(station, pool, hub, registry, metrics, loop)

@@ -171,6 +171,15 @@ def _m013_model_registry(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m014_settings(db: sqlite_utils.Database) -> None:
+    # Settings changed at run time (through the API) that must outlive a restart;
+    # they override station.yaml until reset. value_json is validated on load.
+    db.execute(
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value_json TEXT NOT NULL, "
+        "set_at TEXT NOT NULL, set_by TEXT)"
+    )
+
+
 def _m030_sync(db: sqlite_utils.Database) -> None:
     # issue 7: the sync worker's state on each outbox entry. next_attempt_at is
     # unix seconds (NULL: never published); image_state: NULL (not examined yet),
@@ -217,6 +226,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("011_audit", _m011_audit),
     ("012_feedback", _m012_feedback),
     ("013_model_registry", _m013_model_registry),
+    ("014_settings", _m014_settings),
     ("030_sync", _m030_sync),  # issue 7
 ]
 

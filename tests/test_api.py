@@ -8,6 +8,7 @@ bundles are in test_api_models.py; the station fixture is in api_env.py.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -42,6 +43,7 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
         ("POST", f"/api/models/{env.bundles.sha_b}/activate", {}, "engineer"),
         ("POST", "/api/models/rollback", {}, "engineer"),
         ("PUT", "/api/thresholds", {"json": rules}, "engineer"),
+        ("DELETE", "/api/thresholds", {}, "engineer"),
         ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
         ("DELETE", f"/api/tokens/{victim}", {}, "admin"),
     ]
@@ -67,6 +69,7 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
         "POST /api/models/{sha256}/activate",
         "POST /api/models/rollback",
         "PUT /api/thresholds",
+        "DELETE /api/thresholds",
         "POST /api/tokens",
         "DELETE /api/tokens/{token_id}",
     }
@@ -82,6 +85,7 @@ def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None
         env.sql("SELECT COUNT(*), COUNT(revoked_at) FROM api_tokens")[0],
         env.sql("SELECT COUNT(*) FROM models")[0][0],
         env.sql("SELECT COUNT(*) FROM model_activations")[0][0],
+        env.sql("SELECT * FROM settings"),
     )
     thresholds = env.client("operator").get("/api/thresholds").json()
     for method, path, kwargs, needed in _mutations(env):
@@ -106,6 +110,7 @@ def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None
         env.sql("SELECT COUNT(*), COUNT(revoked_at) FROM api_tokens")[0],
         env.sql("SELECT COUNT(*) FROM models")[0][0],
         env.sql("SELECT COUNT(*) FROM model_activations")[0][0],
+        env.sql("SELECT * FROM settings"),
     )
     assert after == before  # a refused request changed nothing
     assert env.client("operator").get("/api/thresholds").json() == thresholds
@@ -423,8 +428,6 @@ def test_config_and_audit_pages(env: Env) -> None:
 
 
 def test_events_say_hello_with_the_last_result(env: Env) -> None:
-    import json
-
     with env.client("operator") as c, c.stream("GET", "/api/events") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = r.iter_lines()
@@ -466,9 +469,10 @@ def test_screen_is_served_without_build_step(env: Env) -> None:
 # -- thresholds and models ---------------------------------------------------------------------
 
 
-def test_thresholds_change_is_applied_and_audited(env: Env) -> None:
+def test_thresholds_change_is_applied_stored_and_audited(env: Env) -> None:
     eng = env.client("engineer")
     old = eng.get("/api/thresholds").json()
+    assert old["source"] == "station.yaml" and old["set_at"] is None
     new = {
         "conf": 0.2,
         "iou": 0.5,
@@ -477,6 +481,7 @@ def test_thresholds_change_is_applied_and_audited(env: Env) -> None:
     }
     r = eng.put("/api/thresholds", json=new)
     assert r.status_code == 200
+    assert (r.json()["source"], r.json()["set_by"]) == ("api", "test-engineer")
     ins = env.state.station.inspector
     assert (ins.conf, ins.iou, ins.max_det, ins.rules.default.fail_confidence) == (
         0.2,
@@ -489,9 +494,17 @@ def test_thresholds_change_is_applied_and_audited(env: Env) -> None:
         "ORDER BY id DESC LIMIT 1"
     )[0]
     assert row[0] == "test-engineer" and '"fail_confidence": 0.6' in row[1]
+    [(stored,)] = env.sql("SELECT value_json FROM settings WHERE key = 'thresholds'")
+    assert json.loads(stored)["conf"] == 0.2
     bad = eng.put(
         "/api/thresholds",
         json={**new, "rules": {"default": {"fail_confidence": 0.2, "review_confidence": 0.5}}},
     )
     assert bad.status_code == 422 and "review_confidence" in bad.text
-    assert eng.put("/api/thresholds", json=old).status_code == 200
+    assert json.loads(env.sql("SELECT value_json FROM settings")[0][0])["conf"] == 0.2
+    # back to station.yaml's values: the override row goes, the reset is audited
+    r = eng.delete("/api/thresholds")
+    assert r.status_code == 200 and r.json()["source"] == "station.yaml"
+    assert {k: v for k, v in r.json().items() if k in old} == old
+    assert env.sql("SELECT * FROM settings") == []
+    assert env.sql("SELECT COUNT(*) FROM audit WHERE action = 'thresholds.reset'")[0][0] == 1

@@ -140,10 +140,23 @@ def test_activation_survives_restart_and_tokens_from_the_cli(site: Site, serve: 
     eng = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {engineer}"}, timeout=300)
     assert eng.get("/api/status").json()["model"]["sha256"] == a
     assert eng.post(f"/api/models/{b}/activate").status_code == 200
+    yaml_thr = eng.get("/api/thresholds").json()
+    tuned = {"conf": 0.3, "iou": 0.6, "max_det": 40, "rules": {"default": {"fail_confidence": 0.7}}}
+    assert eng.put("/api/thresholds", json=tuned).status_code == 200
     out = s.stop()
     assert s.proc.returncode == 0, out
     s2 = serve()
     assert eng.get(s2.url + "/api/status").json()["model"]["sha256"] == b
+    # the engineer's thresholds outlive the restart, saying where they come from
+    thr = eng.get(s2.url + "/api/thresholds").json()
+    assert (thr["source"], thr["set_by"], thr["conf"], thr["max_det"]) == ("api", "eng-2", 0.3, 40)
+    assert thr["rules"]["default"]["fail_confidence"] == 0.7
+    assert "override station.yaml" in "".join(s2.lines)
+    back = eng.delete(s2.url + "/api/thresholds").json()
+    assert back == {**yaml_thr, "source": "station.yaml"}
+    con = sqlite3.connect(site.data / "kanjian.db")
+    assert con.execute("SELECT COUNT(*) FROM settings").fetchone()[0] == 0
+    con.close()
     listed = subprocess.run(
         [str(S.KANJIAN), "token", "list", "--data-dir", str(site.data)],
         capture_output=True,

@@ -234,7 +234,8 @@ def test_retention_drops_are_counted_and_reported(
             sup.wait_for(lambda: _events(store.db_path, "sync_dropped") == 1, 10, "event row")
             con = sqlite3.connect(store.db_path)
             n = con.execute(
-                "UPDATE sync_events SET sent_at = 'x' WHERE event = 'sync_dropped'").rowcount
+                "UPDATE sync_events SET sent_at = 'x' WHERE event = 'sync_dropped'"
+            ).rowcount
             con.commit()
             con.close()
             assert n == 1
