@@ -385,6 +385,16 @@ def test_metrics_count_what_the_store_holds(env: Env) -> None:
     assert 'kanjian_errors_total{kind="store_write"} 0.0' in text
 
 
+def test_metrics_need_a_token_when_not_public(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = env.state.station.config  # frozen: swap in a copy for this test
+    api = cfg.api.model_copy(update={"metrics_public": False})
+    monkeypatch.setattr(env.state.station, "config", cfg.model_copy(update={"api": api}))
+    r = httpx.get(env.url + "/metrics", timeout=30)
+    assert r.status_code == 401 and "operator" in r.json()["detail"]
+    r = env.client("operator").get("/metrics")
+    assert r.status_code == 200 and "kanjian_inspections_total" in r.text
+
+
 def test_live_picture_is_the_last_frame_annotated(env: Env) -> None:
     r = env.client("operator").get("/api/live.jpg")
     img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
