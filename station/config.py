@@ -240,20 +240,43 @@ _UNION_TAGS = {"folder", "video", "device", "stream", "gige"}  # gige: issue 6
 
 
 def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
-    """Make relative paths in the config relative to the config file's folder."""
+    """Make relative paths in the config relative to the config file's folder.
+
+    Camera source, model, data folder, the broker's TLS files and the OPC UA
+    certificates: a station.yaml moved with its files keeps working wherever
+    the station is started from.
+    """
 
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (base / p)
+
+    def fix_opt(p: Path | None) -> Path | None:
+        return None if p is None else fix(p)
 
     camera = cfg.camera
     cam_path = getattr(camera, "path", None)
     if isinstance(cam_path, Path):
         camera = camera.model_copy(update={"path": fix(cam_path)})
+    mqtt = cfg.sync.mqtt
+    mqtt = mqtt.model_copy(
+        update={k: fix_opt(getattr(mqtt, k)) for k in ("ca_file", "cert_file", "key_file")}
+    )
+    sec = cfg.plc.opcua.security
+    sec = sec.model_copy(
+        update={
+            "certificate": fix_opt(sec.certificate),
+            "private_key": fix_opt(sec.private_key),
+            "trusted_clients": [fix(p) for p in sec.trusted_clients],
+        }
+    )
+    opcua = cfg.plc.opcua.model_copy(update={"security": sec})
     return cfg.model_copy(
         update={
             "camera": camera,
             "model": cfg.model.model_copy(update={"path": fix(cfg.model.path)}),
             "store": cfg.store.model_copy(update={"data_dir": fix(cfg.store.data_dir)}),
+            "sync": cfg.sync.model_copy(update={"mqtt": mqtt}),
+            "plc": cfg.plc.model_copy(update={"opcua": opcua}),
         }
     )
 

@@ -155,6 +155,32 @@ def test_config_errors_inside_camera_union_and_values(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    cfg = site / "station.yaml"
+    cfg.write_text(
+        "camera: {kind: folder, path: images}\nmodel: {path: models/m}\n"
+        "store: {data_dir: data}\n"
+        "sync: {mqtt: {tls: true, ca_file: tls/ca.pem, cert_file: tls/c.pem, key_file: /k.pem}}\n"
+        "plc: {opcua: {security: {mode: sign_encrypt, certificate: pki/s.der, "
+        "private_key: pki/s.pem, trusted_clients: [pki/a.der, /etc/b.der]}}}\n"
+    )
+    c = load_config(cfg)
+    site = site.resolve()
+    assert (c.camera.path, c.model.path, c.store.data_dir) == (  # type: ignore[union-attr]
+        site / "images",
+        site / "models/m",
+        site / "data",
+    )
+    m = c.sync.mqtt
+    assert (m.ca_file, m.cert_file, m.key_file) == (site / "tls/ca.pem", site / "tls/c.pem",
+                                                    Path("/k.pem"))  # fmt: skip
+    sec = c.plc.opcua.security
+    assert (sec.certificate, sec.private_key) == (site / "pki/s.der", site / "pki/s.pem")
+    assert sec.trusted_clients == [site / "pki/a.der", Path("/etc/b.der")]
+
+
 def test_inspect_prints_verdicts(
     detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
 ) -> None:
