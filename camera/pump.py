@@ -38,7 +38,8 @@ class PumpStats:
         dropped: records the ``latest`` policy replaced before anyone read them
             (always 0 under ``lossless``).
         stale_skipped: records ``grab_fresh`` passed over: read begun before the
-            trigger, or missed failures it waited through.
+            trigger (arrived before its window, for a hardware-triggered
+            camera), or missed failures it waited through.
         queued: records waiting now.
         ended: the source has ended (or the pump was closed).
         source: the source's own status.
@@ -57,6 +58,7 @@ class PumpStats:
 class _Item:
     record: Frame | FrameFailure
     read_started: float  # time.monotonic() when the source's read() began
+    read_done: float  # time.monotonic() when it returned: the frame's arrival
 
 
 class FramePump:
@@ -113,7 +115,7 @@ class FramePump:
                 record = self._source.read()
                 if record is None:
                     break
-                self._put(_Item(record, started))
+                self._put(_Item(record, started, time.monotonic()))
         except Exception as exc:  # a bug in a source must not vanish with its thread
             failure = FrameFailure(
                 frame_id=-1,
@@ -121,7 +123,8 @@ class FramePump:
                 captured_at=utc_now(),
                 reason=f"source {self._source.source_id} raised {type(exc).__name__}: {exc}",
             )
-            self._put(_Item(failure, time.monotonic()))
+            now = time.monotonic()
+            self._put(_Item(failure, now, now))
         finally:
             with self._cond:
                 self._ended = True
@@ -179,7 +182,9 @@ class FramePump:
                     )
                 self._cond.wait(remaining)
 
-    def grab_fresh(self, trigger_id: str, timeout_s: float) -> Frame | FrameFailure:
+    def grab_fresh(
+        self, trigger_id: str, timeout_s: float, *, arrived_after: float | None = None
+    ) -> Frame | FrameFailure:
         """The first frame whose read began after this call, tagged with ``trigger_id``.
 
         For software triggers (a PLC says "part in place"): anything read before
@@ -187,6 +192,13 @@ class FramePump:
         ``stale_skipped``). A fresh failure that is not ``missed`` (a frame came
         but could not be decoded) is returned at once, tagged. Missed failures
         (the source is reconnecting) are waited through until ``timeout_s``.
+
+        A camera fired by the same hardware pulse as the trigger is different:
+        it waits for the pulse, so its read began long before the trigger, and
+        its frame may even arrive before the trigger reaches the station. With
+        ``arrived_after`` (a ``time.monotonic()`` instant: the trigger's arrival
+        less the camera's lead) the first record that *arrived* at or after it
+        is taken; only records that arrived earlier are stale.
 
         It takes from the same queue as :meth:`get`, also under ``lossless``:
         records read before the trigger are discarded. A triggered pipeline
@@ -209,7 +221,11 @@ class FramePump:
                 while self._queue:
                     item = self._queue.popleft()
                     self._cond.notify_all()
-                    if item.read_started < called:
+                    if (
+                        item.read_started < called
+                        if arrived_after is None
+                        else item.read_done < arrived_after
+                    ):
                         self._stale += 1
                         continue
                     record = item.record

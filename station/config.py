@@ -133,6 +133,25 @@ class TriggerConfig(BaseModel):
         description="a trigger arriving while busy: queue it (up to queue_size) or refuse it "
         "(a MISSED row says so)",
     )
+    camera_triggered: bool = Field(
+        False,
+        description="the camera is fired by the same hardware pulse as the trigger (its "
+        "trigger line): a trigger takes the frame that arrived at most camera_lead_ms before "
+        "it, or the next one, instead of the first frame read after it",
+    )
+    camera_lead_ms: float = Field(
+        200.0,
+        ge=0,
+        le=10_000,
+        description="with camera_triggered: how long before the trigger reaches the station "
+        "its frame may already have arrived, ms (shorter than the time between parts)",
+    )
+
+    @model_validator(mode="after")
+    def _camera_triggered_needs_triggers(self) -> TriggerConfig:
+        if self.camera_triggered and self.mode != "triggered":
+            raise ValueError("camera_triggered needs mode: triggered")
+        return self
 
 
 class StationConfig(BaseModel):

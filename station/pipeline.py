@@ -171,7 +171,10 @@ class Station:
             return None
         self.triggers.busy.set()
         try:
-            item = self.pump.grab_fresh(trig.trigger_id, self.config.trigger.frame_timeout_s)
+            tc = self.config.trigger
+            # a hardware-triggered camera's frame may arrive before the trigger does
+            after = trig.received_mono - tc.camera_lead_ms / 1e3 if tc.camera_triggered else None
+            item = self.pump.grab_fresh(trig.trigger_id, tc.frame_timeout_s, arrived_after=after)
             insp = self.inspector.inspect(item)
             self._emit(insp, trig.result)
             self.triggers.counters.served += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,11 +29,13 @@ class Trigger:
         trigger_id: caller's id (PLC counter, API request id), unique per run.
         received_at: UTC time the station received it.
         result: resolved with the committed :class:`Inspection`.
+        received_mono: ``time.monotonic()`` at receipt (frame matching).
     """
 
     trigger_id: str
     received_at: datetime
     result: Future[Inspection] = field(default_factory=Future, compare=False)
+    received_mono: float = field(default_factory=time.monotonic, compare=False)
 
 
 @dataclass

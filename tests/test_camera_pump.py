@@ -148,6 +148,25 @@ def test_grab_fresh_skips_what_was_read_before_the_trigger(
     assert following.trigger_id is None
 
 
+def test_grab_fresh_for_a_hardware_triggered_camera_takes_what_arrived_in_its_window(
+    video: Path, pumps: list[FramePump]
+) -> None:
+    pump = FramePump(open_source(VideoSourceConfig(path=video), "v6"), "lossless", queue_size=3)
+    pumps.append(pump)
+    wait_until(lambda: pump.stats().queued == 3)
+    # all three arrived before the call: a window opening now makes them stale...
+    # (and so does the one the reader holds, waiting for room)
+    frame = pump.grab_fresh("T-2", timeout_s=5.0, arrived_after=time.monotonic())
+    assert isinstance(frame, Frame)
+    index = pattern.read(frame.image)[0]
+    assert index >= 3 and pump.stats().stale_skipped == index
+    wait_until(lambda: pump.stats().queued == 3)
+    # ...one opening a minute ago takes the oldest queued frame, though read before the call
+    frame = pump.grab_fresh("T-3", timeout_s=5.0, arrived_after=time.monotonic() - 60)
+    assert isinstance(frame, Frame) and frame.trigger_id == "T-3"
+    assert pattern.read(frame.image)[0] == index + 1 and pump.stats().stale_skipped == index
+
+
 def test_grab_fresh_on_an_ended_source_is_missed(video: Path, pumps: list[FramePump]) -> None:
     pump = FramePump(open_source(VideoSourceConfig(path=video), "v5"), "latest")
     pumps.append(pump)

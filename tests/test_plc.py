@@ -286,9 +286,9 @@ def test_modbus_malformed_requests_get_exceptions_and_station_keeps_running(
 class MjpegCamera:
     """tests/peers/mjpeg_server.py as a real network camera that a test can SIGSTOP."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEERS / "mjpeg_server.py"), "--port", "0", "--fps", "20"],
+            [sys.executable, str(PEERS / "mjpeg_server.py"), "--port", "0", "--fps", "20", *args],
             stdout=subprocess.PIPE,
             stderr=log.open("w"),
             text=True,
@@ -351,6 +351,86 @@ def test_stalled_camera_plc_reads_missed_and_row_says_why(
     assert row[2] == "MISSED"
     assert f"trigger plc-{stalled_seq}" in row[3] and "no fresh frame within 0.5 s" in row[3]
     assert f"{u32(stalled, HR_ID):08x}" == row[1].replace("-", "")[:8]
+
+
+def test_hardware_triggered_camera_judges_each_triggers_own_frame(
+    detect_model: Any, tmp_path: Path
+) -> None:
+    """A camera fired by the line's trigger pulse (frames only on pulses), PLC triggers
+    over Modbus: the frame reaches the station a little before or after the PLC's
+    trigger, and either way the trigger judges the frame of its own pulse."""
+    import cv2
+
+    from tests.peers import pattern
+
+    cam = MjpegCamera(tmp_path / "mjpeg.log", "--pulse")
+    pulses = [0]  # the server numbers each pulse's frame: its first frame is 0
+
+    def pulse() -> int:
+        cam.proc.send_signal(signal.SIGUSR1)
+        pulses[0] += 1
+        return pulses[0]
+
+    camera = (
+        f"{{kind: stream, url: 'http://127.0.0.1:{cam.port}/stream.mjpg', open_timeout_s: 5, "
+        f"read_timeout_s: 10, max_frame_age_s: 10}}"
+    )
+    yaml_text = station_yaml(
+        tmp_path,
+        detect_model.onnx,
+        camera=camera,
+        policy="latest",
+        trigger=", camera_triggered: true, camera_lead_ms: 300",
+        plc=f", modbus: {{port: {free_port()}}}",
+    ).replace("store: {", "store: {save_images: [PASS, FAIL, REVIEW], ")
+    expected: dict[str, int] = {}  # trigger id -> pulse index
+    try:
+        with running(yaml_text) as station:
+            plc = ModbusPlc(modbus_port(station))
+            for _ in range(100):  # the stream opens once frames flow
+                pulse()
+                time.sleep(0.05)
+                plc.trigger()
+                first = plc.wait_valid()
+                plc.ack()
+                if first[HR_VERDICT] != VERDICT_CODES["MISSED"]:
+                    break
+            assert first[HR_VERDICT] in (1, 2, 3)
+            time.sleep(0.6)  # the warm-up frames are now older than the lead
+            for k in range(8):
+                if k % 2 == 0:  # frame first, then the PLC sets the coil
+                    index = pulse()
+                    time.sleep(0.08)
+                    plc.trigger()
+                else:  # the trigger first, the frame right after
+                    plc.trigger()
+                    time.sleep(0.03)
+                    index = pulse()
+                regs = plc.wait_valid()
+                plc.ack()
+                assert regs[HR_VERDICT] in (1, 2, 3), (k, regs)
+                expected[f"plc-{u32(regs, HR_SEQ)}"] = index
+                time.sleep(0.4)  # the next part: this frame leaves the window
+            # the same frame-first order, matched as for a free-running camera: the
+            # frame read before the trigger is stale and nothing else comes
+            tc = station.config.trigger.model_copy(
+                update={"camera_triggered": False, "frame_timeout_s": 0.5}
+            )
+            station.config = station.config.model_copy(update={"trigger": tc})
+            pulse()
+            time.sleep(0.08)
+            plc.trigger()
+            fresh = plc.wait_valid()
+            plc.ack()
+            assert fresh[HR_VERDICT] == VERDICT_CODES["MISSED"]
+            plc.close()
+    finally:
+        cam.stop()
+    con = sqlite3.connect(tmp_path / "data" / "kanjian.db")
+    rows = dict(con.execute("SELECT trigger_id, image_path FROM inspections").fetchall())
+    con.close()
+    judged = {t: pattern.read(cv2.imread(str(tmp_path / "data" / rows[t])))[0] for t in expected}
+    assert judged == expected
 
 
 def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: Path) -> None:

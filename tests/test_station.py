@@ -155,6 +155,15 @@ def test_config_errors_inside_camera_union_and_values(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def test_camera_triggered_needs_triggered_mode(tmp_path: Path) -> None:
+    cfg = tmp_path / "hw.yaml"
+    cfg.write_text("trigger:\n  camera_triggered: true\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    [issue] = e.value.issues
+    assert issue.location == "trigger" and "camera_triggered needs mode: triggered" in issue.message
+
+
 def test_relative_paths_are_read_from_the_config_files_folder(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()

@@ -8,13 +8,16 @@ Run with the venv interpreter (needs numpy and opencv)::
 where ``index`` counts frame ticks since the server started (shared by all
 clients, so a fresh frame always carries a larger index than an old one). With
 ``--freeze-at K`` the index stops at K: the server keeps resending the same
-JPEG, as relays do whose camera stalled. When it listens it prints
-``READY <port>`` to stdout; it runs until killed.
+JPEG, as relays do whose camera stalled. With ``--pulse`` it is a camera fired
+by a hardware trigger line instead: it sends a frame only when it gets SIGUSR1
+(the pulse), and ``index`` counts the pulses (1, 2, ...). When it listens it
+prints ``READY <port>`` to stdout; it runs until killed.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pattern
 
 BOUNDARY = "kanjianframe"
+PULSES = [0]  # SIGUSR1 count under --pulse (the handler runs on the main thread)
 
 
 def make_handler(
-    fps: float, tag: int, started: float, freeze_at: int | None
+    fps: float, tag: int, started: float, freeze_at: int | None, pulse: bool = False
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -46,10 +50,16 @@ def make_handler(
             last = -1
             try:
                 while True:
-                    index = int((time.monotonic() - started) * fps)
-                    if index == last:
-                        time.sleep(max(0.0, started + (index + 1) / fps - time.monotonic()))
-                        continue
+                    if pulse:
+                        index = PULSES[0]
+                        if index == last:
+                            time.sleep(0.001)
+                            continue
+                    else:
+                        index = int((time.monotonic() - started) * fps)
+                        if index == last:
+                            time.sleep(max(0.0, started + (index + 1) / fps - time.monotonic()))
+                            continue
                     last = index
                     shown = index if freeze_at is None else min(index, freeze_at)
                     ok, jpeg = cv2.imencode(".jpg", pattern.draw(shown % 65536, tag))
@@ -74,8 +84,15 @@ def main() -> int:
     parser.add_argument("--fps", type=float, default=20.0)
     parser.add_argument("--tag", type=int, default=0)
     parser.add_argument("--freeze-at", type=int, default=None)
+    parser.add_argument("--pulse", action="store_true", help="one frame per SIGUSR1")
     args = parser.parse_args()
-    handler = make_handler(args.fps, args.tag, time.monotonic(), args.freeze_at)
+    if args.pulse:
+
+        def on_pulse(signum: int, frame: object) -> None:
+            PULSES[0] += 1
+
+        signal.signal(signal.SIGUSR1, on_pulse)
+    handler = make_handler(args.fps, args.tag, time.monotonic(), args.freeze_at, args.pulse)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     print(f"READY {server.server_address[1]}", flush=True)
