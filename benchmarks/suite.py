@@ -235,13 +235,18 @@ def run_suite(
         video = e2e_state.get("video") or assets.make_video(
             params.e2e_warm + params.e2e_frames + 2, params.video_wh
         )
-        t = run_triggered(
-            onnx, video, StationSetting(1, cpus), params.triggers, gap_s=params.trigger_gap_s
-        )
-        log(f"  trigger to verdict p50 {t.latency_ms.median:.1f} ms, p99 {t.latency_ms.p99:.1f} ms")
+        # all cores for the model (lowest median), and one core left to the frame pump
+        # and the sinks (ORT's threads then never wait for a core: a tighter tail)
+        settings = [StationSetting(1, cpus)] + ([StationSetting(1, cpus - 1)] if cpus > 1 else [])
+        done = []
+        for setting in settings:
+            t = run_triggered(onnx, video, setting, params.triggers, gap_s=params.trigger_gap_s)
+            log(f"  trigger to verdict ({setting.label}) p50 {t.latency_ms.median:.1f} ms, "
+                f"p99 {t.latency_ms.p99:.1f} ms")  # fmt: skip
+            done.append(t)
         if res.e2e is None:
             res.e2e = E2EResult(str(video), params.video_wh, 0, 0, 0, (), (), ())
-        res.e2e = replace(res.e2e, triggered=(t,))
+        res.e2e = replace(res.e2e, triggered=tuple(done))
 
     def store() -> None:
         from benchmarks.store import run_store
