@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -21,19 +19,7 @@ from kanjian.camera import (
     VideoSourceConfig,
     open_source,
 )
-
-
-def _load_pattern() -> ModuleType:
-    # tests/ is not a package (importlib mode): load the shared peer helper by path
-    path = Path(__file__).resolve().parent / "peers" / "pattern.py"
-    spec = importlib.util.spec_from_file_location("kanjian_test_pattern", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pattern = _load_pattern()
+from tests.peers import pattern
 
 
 def write_video(path: Path, n: int, tag: int = 0, fps: float = 10.0) -> Path:

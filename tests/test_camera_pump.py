@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import pytest
@@ -22,18 +20,8 @@ from kanjian.camera import (
     VideoSourceConfig,
     open_source,
 )
+from tests.peers import pattern
 
-
-def _load_pattern() -> ModuleType:
-    path = Path(__file__).resolve().parent / "peers" / "pattern.py"
-    spec = importlib.util.spec_from_file_location("kanjian_test_pattern", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pattern = _load_pattern()
 N = 30
 
 

@@ -10,7 +10,6 @@ gstreamer1.0-plugins-good, gstreamer1.0-plugins-ugly (x264enc).
 
 from __future__ import annotations
 
-import importlib.util
 import select
 import signal
 import socket
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -35,20 +33,10 @@ from kanjian.camera import (
     open_source,
 )
 from kanjian.camera.source import FrameSource
+from tests.peers import pattern
 
 PEERS = Path(__file__).resolve().parent / "peers"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi and GstRtspServer
-
-
-def _load_pattern() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kanjian_test_pattern", PEERS / "pattern.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pattern = _load_pattern()
 
 
 class Peer:

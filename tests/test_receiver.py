@@ -6,35 +6,21 @@ Real peers: Mosquitto, a PostgreSQL server made by ``initdb`` in a temp folder,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 
 from kanjian.station.store import ResultStore
 from kanjian.station.sync import Identity, SyncWorker
 from kanjian.station.sync_config import SyncConfig
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-HERE = Path(__file__).parent
-sup = _load("test_sync_support", HERE / "test_sync_support.py")
-mosq = _load("kanjian_tests_mosquitto", HERE / "peers" / "mosquitto.py")
-pgpeer = _load("kanjian_tests_postgres", HERE / "peers" / "postgres.py")
+from tests import test_sync_support as sup
+from tests.peers import mosquitto as mosq
+from tests.peers import postgres as pgpeer
 
 CLI = [sys.executable, "-m", "kanjian.appliance_api.cli"]
 

@@ -8,15 +8,12 @@ inspection the station committed, exactly once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,20 +21,8 @@ import pytest
 from kanjian.station.store import ResultStore
 from kanjian.station.sync import Identity, SyncWorker
 from kanjian.station.sync_config import SyncConfig
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-HERE = Path(__file__).parent
-sup = _load("test_sync_support", HERE / "test_sync_support.py")
-mosq = _load("kanjian_tests_mosquitto", HERE / "peers" / "mosquitto.py")
+from tests import test_sync_support as sup
+from tests.peers import mosquitto as mosq
 
 IDENT = Identity("site-a", "line-1", "st-1")
 

@@ -7,17 +7,14 @@ against the JSON Schemas in ``schemas/``.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import random
 import sqlite3
-import sys
 import tarfile
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -37,18 +34,7 @@ from kanjian.station.sync_messages import (
     inspection_message,
     resend_message,
 )
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sup = _load("test_sync_support")
+from tests import test_sync_support as sup
 
 
 def _filled(tmp_path: Path, n: int) -> tuple[ResultStore, list[str]]:

@@ -7,14 +7,12 @@ Real peers: Mosquitto, SeaweedFS (``weed mini``), the receiver process, the
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import paho.mqtt.publish as publish
@@ -25,21 +23,11 @@ from kanjian.station.store import DB_NAME, ResultStore
 from kanjian.station.sync import Identity, SyncWorker
 from kanjian.station.sync_config import SyncConfig
 from kanjian.station.sync_messages import StationTopics, deploy_message
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
+from tests import test_sync_support as sup
+from tests.peers import mosquitto as mosq
+from tests.peers import seaweed as weed
 
 HERE = Path(__file__).parent
-sup = _load("test_sync_support", HERE / "test_sync_support.py")
-mosq = _load("kanjian_tests_mosquitto", HERE / "peers" / "mosquitto.py")
-weed = _load("kanjian_tests_seaweed", HERE / "peers" / "seaweed.py")
 
 SITE, LINE, STATION = "site-a", "line-1", "st-1"
 TOPICS = StationTopics("kanjian/v1", SITE, LINE, STATION)
@@ -238,8 +226,8 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     from kanjian.station.config import StationConfig
     from kanjian.station.deploy import pack_bundle
     from kanjian.station.pipeline import build_station
+    from tests import test_api_support as api
 
-    api = _load("kanjian_tests_api_support", HERE / "test_api_support.py")
     bundles = api.make_bundles(detect_model)
     archives = tmp_path / "archives"
     archives.mkdir()
@@ -368,8 +356,8 @@ def test_camera_and_model_changes_become_events(
     from kanjian.inference.model import load_model
     from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
+    from tests import test_api_support as api
 
-    api = _load("kanjian_tests_api_support", HERE / "test_api_support.py")
     bundles = api.make_bundles(detect_model)
     cam = MjpegCamera(tmp_path / "mjpeg.log")
     port = cam.start()
