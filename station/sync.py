@@ -291,7 +291,6 @@ class SyncWorker:
 
     def _shutdown(self, ob: Outbox, client: Any) -> None:
         try:
-            self._persist_state(ob)
             if self._connected:
                 info = client.publish(self.topics.availability, b"offline", qos=1, retain=True)
                 info.wait_for_publish(2.0)
@@ -299,6 +298,11 @@ class SyncWorker:
         except Exception:
             log.exception("sync shutdown")
         finally:
+            self._connected = False  # what `kanjian sync status` reads once we are gone
+            try:
+                self._persist_state(ob)
+            except Exception:
+                log.exception("sync shutdown: state not written")
             client.loop_stop()
             if self.uploader is not None:
                 self.uploader.stop()

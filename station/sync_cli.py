@@ -64,6 +64,8 @@ def print_status(s: Any) -> None:
         return "-" if v is None else f"{v:.0f} s"
 
     conn = "[green]connected[/]" if s.connected else "[red]not connected[/]"
+    if s.state_age_s is not None and s.state_age_s >= 15:  # sync_status.STATE_STALE_S
+        conn += f" (the sync worker last wrote its state {s.state_age_s:.0f} s ago: not running?)"
     out.print(f"sync {'enabled' if s.enabled else '[yellow]disabled[/]'}: broker {s.broker} {conn}")
     out.print(f"  backlog       {s.backlog} unconfirmed ({s.unacked} never acknowledged), "
               f"oldest {age(s.oldest_backlog_age_s)}")  # fmt: skip

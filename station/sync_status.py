@@ -9,6 +9,8 @@ from typing import Any
 
 from kanjian.station.outbox import BacklogStats, Outbox
 
+STATE_STALE_S = 15.0  # the worker writes its state every 5 s: three missed writes, it is gone
+
 
 def age_s(iso: str | None, now: datetime | None = None) -> float | None:
     """Seconds since an ISO 8601 time, or ``None``."""
@@ -25,7 +27,9 @@ class SyncStatus:
     Attributes:
         enabled: the sync worker runs (``sync.enabled``).
         running: the worker thread is alive (``False`` when read from the database only).
-        connected: MQTT connection up now (from the database: as last written by the worker).
+        connected: MQTT connection up now (from the database: as last written by the
+            worker, and only if it wrote within ``STATE_STALE_S``: a killed worker
+            leaves ``connected`` behind).
         broker: ``host:port``.
         stream: this database's stream id (seq numbers are unique within it).
         backlog: entries the platform has not confirmed yet (not dropped).
@@ -42,6 +46,8 @@ class SyncStatus:
         images_uploaded: uploads since start.
         s3_state: ``off``, ``ok`` or ``failing``.
         last_error: the last connection or upload problem, for people.
+        state_age_s: from the database: seconds since the worker last wrote its
+            state (``None``: never); ``None`` for a live worker's own status.
     """
 
     enabled: bool
@@ -66,13 +72,14 @@ class SyncStatus:
     images_uploaded: int = 0
     s3_state: str = "off"
     last_error: str | None = None
+    state_age_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def metrics(self) -> dict[str, float]:
         """Prometheus-style gauges and counters (name -> value), ``kanjian_sync_*``."""
-        return {
+        out = {
             "kanjian_sync_enabled": float(self.enabled),
             "kanjian_sync_connected": float(self.connected),
             "kanjian_sync_backlog": float(self.backlog),
@@ -80,7 +87,6 @@ class SyncStatus:
             "kanjian_sync_oldest_backlog_age_seconds": self.oldest_backlog_age_s or 0.0,
             "kanjian_sync_images_pending": float(self.images_pending),
             "kanjian_sync_oldest_image_age_seconds": self.oldest_image_age_s or 0.0,
-            "kanjian_sync_last_ack_age_seconds": age_s(self.last_ack_at) or 0.0,
             "kanjian_sync_published_total": float(self.published),
             "kanjian_sync_acked_total": float(self.acked),
             "kanjian_sync_confirmed_total": float(self.confirmed),
@@ -90,12 +96,21 @@ class SyncStatus:
             "kanjian_sync_images_uploaded_total": float(self.images_uploaded),
             "kanjian_sync_s3_ok": float(self.s3_state == "ok"),
         }
+        # unix times, left out until they happen (an age of 0 would look healthy);
+        # alert on e.g. time() - kanjian_sync_last_confirm_timestamp_seconds > 300
+        for name, iso in (("ack", self.last_ack_at), ("confirm", self.last_confirm_at)):
+            if iso is not None:
+                out[f"kanjian_sync_last_{name}_timestamp_seconds"] = datetime.fromisoformat(
+                    iso
+                ).timestamp()
+        return out
 
 
 def status_from_db(db_path: Path, enabled: bool, broker: str) -> SyncStatus:
     """Read the sync's state from the database (another process may run the worker).
 
-    ``connected`` and ``last_*`` are what the worker last wrote (every few seconds).
+    ``connected`` and ``last_*`` are what the worker last wrote (every few seconds);
+    ``connected`` counts only if that was less than ``STATE_STALE_S`` ago.
     """
     ob = Outbox(db_path)
     try:
@@ -104,6 +119,7 @@ def status_from_db(db_path: Path, enabled: bool, broker: str) -> SyncStatus:
             k: ob.get_state(k)
             for k in (
                 "connected",
+                "updated_at",
                 "last_ack_at",
                 "last_confirm_at",
                 "dropped_messages",
@@ -115,10 +131,11 @@ def status_from_db(db_path: Path, enabled: bool, broker: str) -> SyncStatus:
         stream = ob.stream_id
     finally:
         ob.close()
+    state_age = age_s(st["updated_at"])
     return SyncStatus(
         enabled=enabled,
         running=False,
-        connected=st["connected"] == "1",
+        connected=st["connected"] == "1" and state_age is not None and state_age < STATE_STALE_S,
         broker=broker,
         stream=stream,
         backlog=b.backlog,
@@ -133,4 +150,5 @@ def status_from_db(db_path: Path, enabled: bool, broker: str) -> SyncStatus:
         dropped_images=int(st["dropped_images"] or 0),
         s3_state=st["s3_state"] or "off",
         last_error=st["last_error"],
+        state_age_s=state_age,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -120,6 +121,18 @@ def test_cli_status_and_report(tmp_path: Path) -> None:
             ).stdout
         )
         assert s["backlog"] == 0 and s["last_ack_at"] is not None
+        assert s["connected"] is False  # the drain worker said goodbye when it stopped
+        # a worker killed while connected leaves connected=1 behind: too old to believe
+        con = sqlite3.connect(data / "kanjian.db")
+        con.execute("UPDATE sync_state SET value = '1' WHERE key = 'connected'")
+        con.execute("UPDATE sync_state SET value = '2026-01-01T00:00:00+00:00' "
+                    "WHERE key = 'updated_at'")  # fmt: skip
+        con.commit()
+        con.close()
+        human = subprocess.run([*CLI, "sync", "status", "-c", str(config)], capture_output=True,
+                               text=True, timeout=60, check=True,
+                               env={**os.environ, "COLUMNS": "300"}).stdout  # fmt: skip
+        assert "not connected" in human and "not running?" in human
         report = subprocess.run([*CLI, "platform", "report", "--db", str(rec.db)],
                                 capture_output=True, text=True, timeout=60, check=True,
                                 env={**os.environ, "COLUMNS": "200"}).stdout  # fmt: skip

@@ -240,3 +240,14 @@ def test_safe_extract_refuses_escapes(tmp_path: Path) -> None:
     with pytest.raises(DeployRefused, match="not a tar"):
         safe_extract(b"not an archive", tmp_path / "bad-x", 10_000)
     assert not (tmp_path.parent / "outside").exists()
+
+
+def test_status_metrics_leave_out_what_never_happened() -> None:
+    from kanjian.station.sync_status import SyncStatus
+
+    never = SyncStatus(True, True, False, "b:1883", "s", 5, 5, 1.0, 0, None, None, None, 5)
+    m = never.metrics()
+    assert m["kanjian_sync_backlog"] == 5.0 and m["kanjian_sync_connected"] == 0.0
+    assert not [k for k in m if "last_" in k]  # an age of 0 would look healthy
+    once = never.__class__(**{**never.as_dict(), "last_confirm_at": "2026-11-27T10:00:00+00:00"})
+    assert once.metrics()["kanjian_sync_last_confirm_timestamp_seconds"] == 1795773600.0

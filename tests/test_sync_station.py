@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,16 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         assert station.inspector.model.ref.sha256 == bundles.sha_b
         frames = station.stats.frames
         sup.wait_for(lambda: station.stats.frames > frames + 10, 30, "inspections by the new model")
+        # the sync's state in /metrics: connected, and when the broker last acknowledged
+        from prometheus_client import generate_latest
+
+        from kanjian.appliance_api.metrics import StationMetrics
+
+        text = generate_latest(StationMetrics(station, lambda: True).registry).decode()
+        assert "kanjian_sync_connected 1.0" in text
+        [acked] = [float(line.split()[1]) for line in text.splitlines()
+                   if line.startswith("kanjian_sync_last_ack_timestamp_seconds ")]  # fmt: skip
+        assert 0 <= time.time() - acked < 120
         # the same command again is answered from the record, not run again
         n_before = len(rec.events())
         publish.single(TOPICS.command("deploy_model"), deploy_message("c-good", k_good, sha_b),
