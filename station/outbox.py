@@ -17,10 +17,11 @@ each is one short transaction so the store's writer never waits long.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -123,6 +124,8 @@ class RetentionResult:
     message_ranges: tuple[tuple[int, int], ...]
     messages: int
     images: int
+    total_messages: int = 0  # the persistent counters after this pass
+    total_images: int = 0
 
 
 def to_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
@@ -411,13 +414,22 @@ class Outbox:
 
     # -- retention ----------------------------------------------------------------------
     def apply_retention(
-        self, max_age_h: float, max_backlog: int, max_images: int
+        self,
+        max_age_h: float,
+        max_backlog: int,
+        max_images: int,
+        report: Callable[[RetentionResult], tuple[str, str, str, str]] | None = None,
     ) -> RetentionResult:
         """Drop what is past the bounds: unconfirmed entries and pending images.
 
         Entries older than ``max_age_h`` go, then the oldest beyond
         ``max_backlog``; likewise images. Dropped entries keep their rows (the
         inspection stays in the station's database); they are only no longer sent.
+
+        When anything is dropped, the persistent counters ``dropped_messages`` /
+        ``dropped_images`` grow and ``report(result)`` (an event row for
+        :meth:`add_events`) is stored in the same transaction: a crash can
+        never drop entries without counting and reporting them.
         """
         cutoff = utc_iso(datetime.now(timezone.utc) - timedelta(hours=max_age_h))
         at = utc_iso()
@@ -471,7 +483,16 @@ class Outbox:
             self.conn.executemany(
                 "UPDATE outbox SET image_state = 'dropped' WHERE seq = ?", [(s,) for s in img]
             )
-        return RetentionResult(tuple(ranges), len(seqs), len(img))
+            res = RetentionResult(tuple(ranges), len(seqs), len(img))
+            if seqs or img:
+                res = dataclasses.replace(
+                    res,
+                    total_messages=self.add_counter("dropped_messages", len(seqs)),
+                    total_images=self.add_counter("dropped_images", len(img)),
+                )
+                if report is not None:
+                    self.add_events([report(res)])
+        return res
 
     # -- images ---------------------------------------------------------------------------
     def images_to_examine(self, limit: int) -> list[ImageTodo]:

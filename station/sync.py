@@ -33,6 +33,7 @@ from kanjian.station.outbox import (
     InspectionRecord,
     Outbox,
     PendingWrites,
+    RetentionResult,
     to_ranges,
     utc_iso,
 )
@@ -491,24 +492,30 @@ class SyncWorker:
 
     def _retention(self, ob: Outbox) -> None:
         r = self.cfg.retention
-        res = ob.apply_retention(r.max_age_h, r.max_backlog, r.max_images_pending)
+        i = self.ident
+
+        def report(res: RetentionResult) -> tuple[str, str, str, str]:
+            data = {
+                "stream": self._stream,
+                "messages": res.messages,
+                "images": res.images,
+                "ranges": [list(x) for x in res.message_ranges[:10_000]],
+                "total_messages": res.total_messages,
+                "total_images": res.total_images,
+            }
+            eid, payload, at = event_message(
+                "sync_dropped", data, site=i.site, line=i.line, station=i.station
+            )
+            return eid, "sync_dropped", payload, at
+
+        # the drop, its counters and its event row commit together (Outbox.apply_retention)
+        res = ob.apply_retention(r.max_age_h, r.max_backlog, r.max_images_pending, report)
         if res.messages or res.images:
-            self._counts["dropped_messages_total"] = ob.add_counter("dropped_messages",
-                                                                    res.messages)  # fmt: skip
-            self._counts["dropped_images_total"] = ob.add_counter("dropped_images", res.images)
+            self._counts["dropped_messages_total"] = res.total_messages
+            self._counts["dropped_images_total"] = res.total_images
             log.error("retention dropped %d unconfirmed messages and %d images",
                       res.messages, res.images)  # fmt: skip
-            self.emit(
-                "sync_dropped",
-                {
-                    "stream": self._stream,
-                    "messages": res.messages,
-                    "images": res.images,
-                    "ranges": [list(x) for x in res.message_ranges[:10_000]],
-                    "total_messages": self._counts["dropped_messages_total"],
-                    "total_images": self._counts["dropped_images_total"],
-                },
-            )
+            self._wake.set()  # publish the event now
 
     def _report_dropped_again(self, ob: Outbox, ranges: list[tuple[int, int]]) -> None:
         # asked for entries retention gave up on: say so again (the first sync_dropped

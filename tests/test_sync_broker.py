@@ -215,7 +215,7 @@ def test_retention_drops_are_counted_and_reported(
         assert store.flush()
         sup.wait_for(lambda: w.status().dropped_messages == 150, 10, "retention")
         if event_lost:  # as if a broker had lost the sync_dropped event after its PUBACK
-            # the counter moves before the worker has written the event's row: wait for it
+            # (the drop, its counters and the event row are one commit)
             sup.wait_for(lambda: _events(store.db_path, "sync_dropped") == 1, 10, "event row")
             con = sqlite3.connect(store.db_path)
             n = con.execute(

@@ -15,6 +15,7 @@ import tarfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -94,17 +95,31 @@ def test_retention_drops_counts_and_reports_ranges(tmp_path: Path) -> None:
     store, _ = _filled(tmp_path, 150)
     ob = Outbox(store.db_path)
     ob.apply(PendingWrites(confirms=[([(1, 20)], None)]), 5.0, 60.0)
-    res = ob.apply_retention(max_age_h=1.0, max_backlog=100, max_images=1000)
+
+    def report(r: Any) -> tuple[str, str, str, str]:
+        return (f"e{r.total_messages}", "sync_dropped", json.dumps(r.message_ranges), "t")
+
+    # a drop that cannot be reported is not made: drop, counters and event are one commit
+    def broken(r: Any) -> tuple[str, str, str, str]:
+        raise RuntimeError("no event")
+
+    with pytest.raises(RuntimeError):
+        ob.apply_retention(max_age_h=1.0, max_backlog=100, max_images=1000, report=broken)
+    assert ob.backlog_stats().backlog == 130 and ob.get_state("dropped_messages") is None
+    res = ob.apply_retention(max_age_h=1.0, max_backlog=100, max_images=1000, report=report)
     # 130 unconfirmed, 100 allowed: the oldest 30 unconfirmed go, confirmed ones stay
     assert res.messages == 30 and res.message_ranges == ((21, 50),)
     assert ob.backlog_stats().backlog == 100
     assert [r.seq for r in ob.fetch_fresh(0, 1)] == [51]
     # everything is older than a tiny max age
     ob.conn.execute("UPDATE outbox SET created_at = '2000-01-01T00:00:00.000000+00:00'")
-    res = ob.apply_retention(max_age_h=1.0, max_backlog=1000, max_images=1000)
+    res = ob.apply_retention(max_age_h=1.0, max_backlog=1000, max_images=1000, report=report)
     assert res.messages == 100 and res.message_ranges == ((51, 150),)
     assert ob.backlog_stats().backlog == 0
-    assert ob.add_counter("dropped_messages", 130) == 130
+    assert (res.total_messages, ob.get_state("dropped_messages")) == (130, "130")
+    assert [json.loads(p) for _, p in ob.unsent_events(10)] == [[[21, 50]], [[51, 150]]]
+    assert ob.apply_retention(1.0, 1000, 1000, report).messages == 0  # nothing: no event
+    assert len(ob.unsent_events(10)) == 2
     ob.close()
     store.close()
 
