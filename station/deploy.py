@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
-from kanjian.inference.bundle import MANIFEST_NAME, read_manifest, sha256_file
+from kanjian.inference.bundle import MANIFEST_NAME, MODEL_NAME, read_manifest, sha256_file
 from kanjian.inference.golden import GoldenReport, check_bundle
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.station.outbox import utc_iso
@@ -140,12 +141,14 @@ class ModelDeployer:
         data_dir: Path,
         s3: S3Config,
         providers: tuple[str, ...],
-        activate: Callable[[OnnxModel], dict[str, str]],
+        activate: Callable[[OnnxModel], dict[str, str] | None],
         emit: Callable[[str, dict[str, Any]], None],
         max_bytes: int,
+        intra_op_threads: int | None = None,
     ) -> None:
         self.db_path, self.data_dir, self.s3 = db_path, data_dir, s3
         self.providers = providers
+        self.intra_op_threads = intra_op_threads  # as the station's own model: same threads
         self.activate, self.emit = activate, emit
         self.max_bytes = max_bytes
         self.outcomes: list[DeployOutcome] = []
@@ -239,18 +242,29 @@ class ModelDeployer:
             raise DeployRefused("golden check failed: " + "; ".join(report.problems[:5]))
         manifest = read_manifest(bundle)
         final = self.data_dir / MODELS_DIR / f"{manifest.name}-{manifest.version}-{sha[:12]}"
-        if final.exists():  # the same archive deployed before: take the fresh, checked copy
-            shutil.rmtree(final)
-        bundle.rename(final)
+        fresh = not final.exists()
+        if fresh:
+            bundle.rename(final)
+        elif sha256_file(final / MODEL_NAME) != manifest.onnx_sha256:
+            # the same archive was deployed before, and that copy (perhaps registered,
+            # perhaps running) is not what was checked: never replace it under a user
+            raise DeployRefused(f"{final} holds a different model.onnx than this bundle")
+        # else: the same archive deployed before, byte for byte: keep that copy
         try:
-            # no warm-up here: it would run the Numba kernels on this thread while the
-            # inspection loop runs them too (see golden_check_isolated)
-            model = load_model(final, self.providers)
+            model = load_model(final, self.providers, self.intra_op_threads)
+            # warm the session up before the swap so the first frame it judges is not
+            # slow; only ONNX Runtime runs here (the Numba kernels stay on the loop's
+            # thread: the workqueue layer aborts on concurrent launches)
+            h, w = model.info.imgsz
+            model.run(np.zeros((1, 3, h, w), np.float32))
         except Exception as e:
-            shutil.rmtree(final, ignore_errors=True)
+            if fresh:
+                shutil.rmtree(final, ignore_errors=True)
             raise DeployRefused(f"bundle does not load: {type(e).__name__}: {e}") from e
         ref = {"name": model.info.name, "version": model.info.version, "sha256": model.info.sha256}
         previous = self.activate(model)
+        if previous is None:  # it already judges: nothing swapped, nothing to record
+            return DeployOutcome(cmd.command_id, True, "", ref, ref, None)
         return DeployOutcome(cmd.command_id, True, "", ref, previous, str(final))
 
     def _record(

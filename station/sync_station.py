@@ -55,9 +55,12 @@ def start_sync(station: Station) -> SyncService:
     deployer = None
     if cfg.sync.deploy_enabled:
 
-        def activate(model: OnnxModel) -> dict[str, str]:
+        def activate(model: OnnxModel) -> dict[str, str] | None:
+            """Swap ``model`` in; ``None`` if it already judges (nothing to do)."""
             # the probe must not report this swap a second time: note it under the lock
             with worker.model_lock:
+                if station.inspector.model.info.sha256 == model.info.sha256:
+                    return None
                 old = station.inspector.swap_model(model)
                 worker.note_model(_ref(model))
             return _ref(old)
@@ -70,6 +73,7 @@ def start_sync(station: Station) -> SyncService:
             activate,
             worker.emit,
             int(cfg.sync.deploy_max_mb * 2**20),
+            cfg.model.intra_op_threads,
         )
 
     def on_command(name: str, payload: bytes) -> None:

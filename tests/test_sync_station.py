@@ -297,6 +297,21 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
                        qos=1, hostname="127.0.0.1", port=broker.port)  # fmt: skip
         sup.wait_for(lambda: len(rec.events()) > n_before, 30, "the repeated answer")
         assert rec.events()[-1]["data"].get("repeated") is True
+        # the same archive under a new command: it already judges, so nothing is swapped,
+        # the registered copy stays and the activation stack does not grow
+        con = sqlite3.connect(station.store.db_path)
+        stack = con.execute("SELECT COUNT(*) FROM model_activations").fetchone()[0]
+        [(folder,)] = con.execute(
+            "SELECT path FROM models WHERE sha256 = ?", [bundles.sha_b]
+        ).fetchall()
+        con.close()
+        ev = send("c-good-again", k_good, sha_b)
+        assert ev["event"] == "model_activated", ev
+        assert station.inspector.model.ref.sha256 == bundles.sha_b
+        con = sqlite3.connect(station.store.db_path)
+        assert con.execute("SELECT COUNT(*) FROM model_activations").fetchone()[0] == stack
+        con.close()
+        assert (Path(folder) / "model.onnx").is_file()
         # a malformed command is refused with a reason
         publish.single(TOPICS.command("deploy_model"), b'{"type": "deploy_model"}', qos=1,
                        hostname="127.0.0.1", port=broker.port)  # fmt: skip
@@ -317,13 +332,15 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     outcomes = dict(con.execute("SELECT command_id, outcome FROM sync_commands").fetchall())
     con.close()
     assert [a[1] for a in audit if a[0] != "platform:?"] == [
-        "model.deploy_refused", "model.deploy_refused", "model.deploy_refused", "model.deploy"
+        "model.deploy_refused", "model.deploy_refused", "model.deploy_refused", "model.deploy",
+        "model.deploy",  # c-good-again: audited, though nothing was swapped
     ]  # fmt: skip
     assert ("platform:?", "model.deploy_refused") in {(a[0], a[1]) for a in audit}
     assert (bundles.sha_b, "activate", "platform:c-good") in acts
     assert {m[0] for m in models} == {bundles.sha_a, bundles.sha_b}  # rows name their model
     assert outcomes == {"c-wrong-sha": "refused", "c-tampered": "refused",
-                        "c-missing": "refused", "c-good": "activated"}  # fmt: skip
+                        "c-missing": "refused", "c-good": "activated",
+                        "c-good-again": "activated"}  # fmt: skip
     assert not list((tmp_path / "station" / "models").glob(".incoming-*"))
     assert [p.name for p in (tmp_path / "station" / "models").iterdir()] == [
         f"neu-detect-1.1-{sha_b[:12]}"
