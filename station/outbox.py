@@ -82,6 +82,8 @@ class InspectionRecord:
     probs: list[float] | None
     detections: tuple[DetectionRecord, ...]
     attempts: int
+    image_state: str | None = None  # the outbox's image plan: None (not yet), pending, done...
+    image_key: str | None = None  # the object key it is (to be) uploaded to
 
 
 @dataclass(frozen=True)
@@ -257,14 +259,15 @@ class Outbox:
         self, where: str, args: Sequence[object], order: str, limit: int
     ) -> list[InspectionRecord]:
         rows = self.conn.execute(
-            f"SELECT o.attempts, {', '.join('i.' + c.strip() for c in _INSPECTION_COLS.split(','))} "
+            "SELECT o.attempts, o.image_state, o.image_key, "
+            f"{', '.join('i.' + c.strip() for c in _INSPECTION_COLS.split(','))} "
             f"FROM outbox o JOIN inspections i ON i.id = o.inspection_id "
             f"WHERE {where} ORDER BY {order} LIMIT ?",
             [*args, limit],
         ).fetchall()
         if not rows:
             return []
-        ids = [r[1] for r in rows]
+        ids = [r[3] for r in rows]
         dets: dict[str, list[DetectionRecord]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -282,8 +285,8 @@ class Outbox:
                 )
         out = []
         for r in rows:
-            (attempts, iid, seq, station, source, frame_id, trig, uri, cap, judged, verdict,
-             reason, mname, mver, msha, ndet, w, h, img, timings, probs) = r  # fmt: skip
+            (attempts, img_state, img_key, iid, seq, station, source, frame_id, trig, uri, cap,
+             judged, verdict, reason, mname, mver, msha, ndet, w, h, img, timings, probs) = r  # fmt: skip
             out.append(
                 InspectionRecord(
                     inspection_id=iid,
@@ -308,6 +311,8 @@ class Outbox:
                     probs=json.loads(probs) if probs else None,
                     detections=tuple(dets.get(iid, ())),
                     attempts=int(attempts),
+                    image_state=img_state,
+                    image_key=img_key,
                 )
             )
         return out
@@ -509,7 +514,9 @@ class Outbox:
         """Record per entry the object key to upload to (``None``: no image to upload)."""
         with self._tx():
             self.conn.executemany(
-                "UPDATE outbox SET image_key = ?, image_state = ? WHERE seq = ?",
+                # only unplanned entries: the uploader and the publisher may both plan one
+                "UPDATE outbox SET image_key = ?, image_state = ? "
+                "WHERE seq = ? AND image_state IS NULL",
                 [(key, "none" if key is None else "pending", seq) for seq, key in plans],
             )
 

@@ -411,15 +411,40 @@ class SyncWorker:
                 info = client.publish(self.topics.events, payload.encode(), qos=1)
                 self._event_mids[info.mid] = eid
 
-    def _publish(self, client: Any, recs: list[InspectionRecord], w: PendingWrites) -> None:
+    def _image_keys(self, ob: Outbox, recs: list[InspectionRecord]) -> dict[int, str | None]:
+        """Per seq, the object key its message names: the outbox's plan, the uploader's too.
+
+        An entry not planned yet is planned here (and stored) before its message
+        goes out, so a message never names a key the uploader would not use (the
+        config may change between a send and a re-send; entries made while object
+        storage was off stay without images).
+        """
         s3, i = self.cfg.s3, self.ident
-        now = time.monotonic()
+        keys: dict[int, str | None] = {}
+        plans: list[tuple[int, str | None]] = []
         for rec in recs:
-            key = None
-            if s3.enabled:
+            if rec.image_state is None and s3.enabled:
                 key = image_key(s3.prefix, i.site, i.station, rec.inspection_id, rec.captured_at,
                                 rec.verdict, rec.image_path, tuple(s3.upload_verdicts),
                                 s3.pass_sample)  # fmt: skip
+                plans.append((rec.seq, key))
+                keys[rec.seq] = key
+            else:  # pending/done: the planned key; none/off/missing/dropped: no image
+                keys[rec.seq] = rec.image_key if rec.image_state in ("pending", "done") else None
+        if plans:
+            ob.set_image_plans(plans)
+            if self.uploader is not None:
+                self.uploader.wake()
+        return keys
+
+    def _publish(
+        self, ob: Outbox, client: Any, recs: list[InspectionRecord], w: PendingWrites
+    ) -> None:
+        s3, i = self.cfg.s3, self.ident
+        now = time.monotonic()
+        keys = self._image_keys(ob, recs)
+        for rec in recs:
+            key = keys[rec.seq]
             payload = inspection_message(rec, site=i.site, line=i.line, station=i.station,
                                          stream=self._stream, bucket=s3.bucket if key else None,
                                          key=key)  # fmt: skip
@@ -446,12 +471,12 @@ class SyncWorker:
             for r in ob.fetch_due(time.time(), self._cursor, min(room, self.cfg.read_batch))
             if r.seq not in self._inflight_seqs
         ]
-        self._publish(client, due, w)
+        self._publish(ob, client, due, w)
         room -= len(due)
         if room > 0:
             want = min(room, self.cfg.read_batch)
             fresh = ob.fetch_fresh(self._cursor, want)
-            self._publish(client, [r for r in fresh if r.seq not in self._inflight_seqs], w)
+            self._publish(ob, client, [r for r in fresh if r.seq not in self._inflight_seqs], w)
             if len(fresh) == want:
                 self._wake.set()  # more where these came from
 

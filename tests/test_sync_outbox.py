@@ -266,3 +266,38 @@ def test_status_metrics_leave_out_what_never_happened() -> None:
     assert not [k for k in m if "last_" in k]  # an age of 0 would look healthy
     once = never.__class__(**{**never.as_dict(), "last_confirm_at": "2026-11-27T10:00:00+00:00"})
     assert once.metrics()["kanjian_sync_last_confirm_timestamp_seconds"] == 1795773600.0
+
+
+def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
+    """The key in a (re-)sent message is the outbox's plan, not recomputed from today's config."""
+    from kanjian.station.sync import Identity, SyncWorker
+    from kanjian.station.sync_config import SyncConfig
+
+    store, _ = _filled(tmp_path, 30)  # FAIL frames are saved: they have images to upload
+    ob = Outbox(store.db_path)
+    fails = [r for r in ob.fetch_fresh(0, 30) if r.verdict == "FAIL" and r.image_path]
+    assert len(fails) >= 3
+    off, planned = fails[0], fails[1:]
+    ob.conn.execute("UPDATE outbox SET image_state = 'off' WHERE seq = ?", [off.seq])  # S3 was off
+
+    def worker(prefix: str) -> SyncWorker:
+        cfg = SyncConfig.model_validate(
+            {"enabled": True, "s3": {"enabled": True, "prefix": prefix}}
+        )
+        return SyncWorker(store.db_path, tmp_path, cfg, Identity("s", "l", "st"))
+
+    recs = {r.seq: r for r in ob.fetch_fresh(0, 30)}
+    first = worker("a/")._image_keys(ob, [recs[r.seq] for r in fails])
+    assert first[off.seq] is None  # made while object storage was off: never uploaded
+    assert all(first[r.seq] == f"a/s/st/{r.captured_at[:10]}/{r.inspection_id}.jpg"
+               for r in planned)  # fmt: skip
+    stored = dict(
+        ob.conn.execute("SELECT seq, image_key FROM outbox WHERE image_state = 'pending'")
+    )
+    assert stored == {r.seq: first[r.seq] for r in planned}  # the uploader's plan too
+    # a re-send after the prefix changed still names the planned key
+    recs = {r.seq: r for r in ob.fetch_fresh(0, 30)}
+    again = worker("b/")._image_keys(ob, [recs[r.seq] for r in fails])
+    assert again == first
+    ob.close()
+    store.close()
