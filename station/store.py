@@ -9,12 +9,14 @@ batch committed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,8 +27,8 @@ import cv2
 import numpy as np
 import sqlite_utils
 
-from kanjian.camera.frame import Frame
-from kanjian.inference.types import Inspection
+from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.inference.types import Detections, Inspection, Verdict
 from kanjian.station.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -291,12 +293,64 @@ class ResultStore:
             try:
                 self._commit(batch)
                 return
-            except (sqlite3.Error, OSError) as e:
-                # Disk full or locked: keep the batch and try again; never drop it.
+            except (sqlite3.OperationalError, OSError) as e:
+                # Disk full, locked, I/O error: keep the batch and try again; never drop it.
                 self._errors += 1
                 log.error("store write failed (%s); retrying in %.1fs", e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception as e:
+                # Not transient (a constraint, a value SQLite or the JPEG encoder refuses):
+                # retrying would block every row behind it, and an exception here would
+                # end the writer thread. Find the row at fault, write the others.
+                if len(batch) > 1:
+                    for one in batch:
+                        self._commit_with_retry([one])
+                    return
+                self._commit_instead(batch[0], e)
+                return
+
+    def _commit_instead(self, insp: Inspection, error: Exception) -> None:
+        """Write an ERROR row in place of an inspection that cannot be written.
+
+        Its listeners (the trigger's future, the PLC, the screen) then get an
+        answer instead of waiting forever; the row names the cause and the
+        original inspection id.
+        """
+        self._errors += 1
+        log.error("inspection %s cannot be stored (%s: %s); an ERROR row takes its place",
+                  insp.inspection_id, type(error).__name__, error)  # fmt: skip
+        frame = insp.frame
+
+        def clean(text: str | None) -> str | None:
+            # e.g. a file name with bytes that are not UTF-8 (os.listdir's surrogates)
+            return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+        stand_in = FrameFailure(
+            frame_id=frame.frame_id,
+            source_id=clean(frame.source_id) or "?",
+            captured_at=frame.captured_at,
+            reason="",
+            trigger_id=clean(frame.trigger_id),
+            uri=clean(frame.uri),
+        )
+        dup = isinstance(error, sqlite3.IntegrityError) and "inspections.id" in str(error)
+        err = dataclasses.replace(
+            insp,
+            frame=stand_in,
+            verdict=Verdict.ERROR,
+            reason=f"the store could not write inspection {insp.inspection_id}: "
+            f"{type(error).__name__}: {error}"[:1000],
+            detections=Detections.empty(),
+            probs=None,
+            anomaly_map=None,
+            inspection_id=uuid.uuid4() if dup else insp.inspection_id,
+        )
+        try:
+            self._commit([err])
+        except Exception:  # nothing more can be done for this one; the writer goes on
+            log.exception("the ERROR row for inspection %s could not be written either",
+                          insp.inspection_id)  # fmt: skip
 
     def _save_image(self, insp: Inspection) -> str | None:
         if insp.verdict.value not in self.save_verdicts or not isinstance(insp.frame, Frame):

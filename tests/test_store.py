@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import subprocess
 import sys
@@ -56,6 +57,35 @@ def test_rows_detections_outbox_in_order(tmp_path: Path) -> None:
             assert p.endswith(".jpg") and (tmp_path / p).is_file()
         else:
             assert p is None
+
+
+def test_a_row_that_cannot_be_written_becomes_an_error_row_and_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    store = ResultStore(tmp_path, batch_max_rows=50, save_verdicts=("FAIL",))
+    seen: list[str] = []
+    store.add_listener(lambda batch: seen.extend(str(i.inspection_id) for i in batch))
+    ok = [_insp(i) for i in range(6)]
+    twin = dataclasses.replace(_insp(10), inspection_id=ok[1].inspection_id)  # same UUID
+    # a file name that is not UTF-8 (os.listdir hands such bytes over as surrogates)
+    odd = Frame(ok[0].frame.image, 11, "cam0", datetime.now(timezone.utc), uri="part-\udcff.jpg")
+    unsavable = Inspection(odd, Verdict.FAIL, "r", MODEL, Detections.empty(), NAMES)
+    for insp in [*ok[:3], twin, *ok[3:5], unsavable, ok[5]]:  # one batch
+        store.put(insp)
+    assert store.flush()  # the writer is alive and everything was answered
+    assert store.stats().errors == 2
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    rows = db.execute("SELECT id, verdict, reason FROM inspections ORDER BY seq").fetchall()
+    db.close()
+    assert [r[0] for r in rows if r[1] == "PASS"] == [str(i.inspection_id) for i in ok]
+    errors = [r for r in rows if r[1] == "ERROR"]
+    assert len(errors) == 2 and len(rows) == 8
+    dup = next(r for r in errors if str(ok[1].inspection_id) in r[2])
+    assert dup[0] != str(ok[1].inspection_id) and "IntegrityError" in dup[2]
+    [bad] = [r for r in errors if r[0] == str(unsavable.inspection_id)]  # keeps its own id
+    assert "UnicodeEncodeError" in bad[2]
+    assert sorted(seen) == sorted(r[0] for r in rows)  # every listener heard of every row
 
 
 def test_error_rows_and_seq_continues_after_reopen(tmp_path: Path) -> None:
