@@ -1,4 +1,9 @@
-"""Drawing boxes, masks, labels and the verdict on a frame, for people to look at."""
+"""Drawing boxes, masks, labels and the verdict on a frame, for people to look at.
+
+No words go into the picture: OpenCV's fonts cannot draw Chinese, and the screen
+already says the verdict and its reason in the operator's language. The verdict is
+a coloured frame; a box's label is its class name and confidence, as the model has it.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +67,8 @@ def draw(
     Args:
         image: ``(H, W, 3)`` BGR or ``(H, W)`` grey uint8 source frame.
         boxes: in source pixels.
-        verdict: drawn as a coloured bar at the top; ``None`` draws none.
+        verdict: drawn as a frame around the picture in the verdict's colour
+            (no text); ``None`` draws none.
         masks: optional ``(n, H, W)`` bool, one per box.
         max_side: shrink so the longest side is at most this many pixels.
 
@@ -102,18 +108,10 @@ def draw(
             cv2.LINE_AA,
         )
     if verdict is not None:
-        bar = max(18, round(h / 14))
-        cv2.rectangle(img, (0, 0), (w, bar), VERDICT_BGR.get(verdict, (90, 90, 90)), -1)
-        cv2.putText(
-            img,
-            verdict,
-            (8, bar - bar // 4),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            bar / 30,
-            (255, 255, 255),
-            max(1, bar // 12),
-            cv2.LINE_AA,
-        )
+        # a frame, not a bar: it hides no defect near the top edge and needs no words
+        edge = max(3, round(max(h, w) / 120))
+        colour = VERDICT_BGR.get(verdict, (90, 90, 90))
+        img[:edge], img[-edge:], img[:, :edge], img[:, -edge:] = colour, colour, colour, colour
     return img.astype(np.uint8, copy=False)
 
 
@@ -172,11 +170,15 @@ def encode_jpeg(image: NDArray[np.uint8], quality: int = 80) -> bytes:
     return bytes(buf.tobytes())
 
 
-def placeholder(text: str, size_wh: tuple[int, int] = (640, 400)) -> NDArray[np.uint8]:
-    """A grey picture saying ``text`` (no frame yet, camera lost)."""
+def placeholder(text: str = "", size_wh: tuple[int, int] = (640, 400)) -> NDArray[np.uint8]:
+    """A grey ``(h, w, 3)`` BGR picture (no frame yet), saying ``text`` if one is given.
+
+    The screen passes none: it says "waiting" itself, in the operator's language.
+    """
     w, h = size_wh
     img = np.full((h, w, 3), 48, np.uint8)
-    cv2.putText(
-        img, text, (20, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (220, 220, 220), 2, cv2.LINE_AA
-    )
+    if text:
+        cv2.putText(
+            img, text, (20, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (220, 220, 220), 2, cv2.LINE_AA
+        )
     return img

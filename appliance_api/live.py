@@ -21,12 +21,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlite_utils
+from pydantic import Field
 
 from kanjian.appliance_api.annotate import Keep, annotate_inspection, encode_jpeg, placeholder
 from kanjian.appliance_api.api_models import DetectionOut, LiveInspection, ModelRefOut, ShiftOut
 from kanjian.appliance_api.shifts import local_now, shift_bounds
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection
+from kanjian.inference.verdict import ReasonCode, ReasonParams, explain_reason
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,24 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection:
+class LiveInspectionEvent(LiveInspection):
+    """What the ``inspection`` and ``hello`` events carry: the inspection plus its reason
+    as a code and parameters, which the screen translates (``reason`` stays English).
+
+    Only the server-sent events use these two fields; an endpoint declaring
+    :class:`LiveInspection` answers without them.
+    """
+
+    reason_code: ReasonCode | None = Field(
+        description="stable code of the reason (inference/verdict.py ReasonCode); "
+        "null when the reason is not one the verdict rules make: show `reason`"
+    )
+    reason_params: ReasonParams = Field(
+        description="the reason's facts: class, confidence, box, more, detail"
+    )
+
+
+def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspectionEvent:
     """The screen's view of an inspection (no image bytes)."""
     d = insp.detections
     names = insp.class_names
@@ -56,7 +75,8 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
             )
         )
     m = insp.model
-    return LiveInspection(
+    code, params = explain_reason(insp.verdict, insp.reason)
+    return LiveInspectionEvent(
         id=str(insp.inspection_id),
         frame_id=insp.frame.frame_id,
         source_id=insp.frame.source_id,
@@ -64,6 +84,8 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
         captured_at=_iso(insp.frame.captured_at),
         verdict=insp.verdict.value,
         reason=insp.reason,
+        reason_code=code,
+        reason_params=params,
         model=ModelRefOut(
             name=m.name if m else None,
             version=m.version if m else None,
@@ -232,6 +254,7 @@ class LiveHub:
                 return self._jpeg[1]
             keep = self.keep() if self.keep is not None else None
             img = annotate_inspection(insp, self.max_side, keep) if insp is not None else None
-            data = encode_jpeg(img if img is not None else placeholder("waiting for frames"))
+            # a wordless placeholder: the screen says "waiting" in the operator's language
+            data = encode_jpeg(img if img is not None else placeholder())
             self._jpeg = (key, data)
             return data

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,12 +59,123 @@ class VerdictRules(BaseModel):
         return self.classes.get(name, self.default)
 
 
+#: What a verdict's reason says, for machines: a stable code the screen translates, with
+#: the facts of the English sentence as parameters (see :func:`reason_text`). The first
+#: eight come from :func:`judge_detections` / :func:`judge_probs`; the last three are the
+#: reasons of ERROR / MISSED inspections, made by the inspector and the camera.
+ReasonCode = Literal[
+    "no_defect",  # detect: nothing counted reaches a review confidence
+    "defect_fail",  # detect: {class, confidence, box, more}
+    "defect_review",  # detect: {class, confidence, box}
+    "class_pass",  # classify: top class is a pass class {class, confidence}
+    "class_ignored",  # classify: top class is ignored {class, confidence}
+    "class_fail",  # classify: {class, confidence}
+    "class_review",  # classify: {class, confidence}
+    "no_confident_class",  # classify: top below review confidence {class, confidence}
+    "model_error",  # ERROR from the model: {detail}
+    "frame_error",  # ERROR from the camera / decoder: {detail}
+    "frame_missed",  # MISSED: a trigger got no frame in time {detail}
+]
+REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
+#: JSON-safe reason parameters: ``class`` (str), ``confidence`` (float rounded to the two
+#: decimals the sentence shows), ``box`` (4 ints, source pixels ``x1, y1, x2, y2``),
+#: ``more`` (int, other counted detections), ``detail`` (str, English, from the error)
+ReasonParams = dict[str, str | float | int | list[int]]
+
+
 @dataclass(frozen=True)
 class VerdictResult:
-    """A verdict and the reason a person can read."""
+    """A verdict, the reason a person can read, and the same reason for machines.
+
+    ``reason`` is always ``reason_text(code, params)``; it is what the store keeps.
+    """
 
     verdict: Verdict
     reason: str
+    code: ReasonCode
+    params: ReasonParams
+
+
+def reason_text(code: ReasonCode, params: ReasonParams) -> str:
+    """The English sentence for a reason code (the text stored with the inspection)."""
+    if code == "no_defect":
+        return "no defect above threshold"
+    if code in ("model_error", "frame_error", "frame_missed"):
+        detail = str(params["detail"])
+        return f"model error: {detail}" if code == "model_error" else detail
+    conf = params["confidence"]
+    if not isinstance(conf, float | int):
+        raise TypeError(f"reason {code}: confidence must be a number, got {conf!r}")
+    what = f"{params['class']} {conf:.2f}"
+    if code in ("defect_fail", "defect_review"):
+        box = params["box"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise TypeError(f"reason {code}: box must be 4 ints x1, y1, x2, y2, got {box!r}")
+        what += f" at [{','.join(str(v) for v in box)}]"
+        if code == "defect_review":
+            return f"uncertain: {what}"
+        more = params.get("more", 0)
+        return what + (f" (+{more} more)" if isinstance(more, int) and more > 0 else "")
+    if code == "class_ignored":
+        return f"{what} (ignored class)"
+    if code == "class_review":
+        return f"uncertain: {what}"
+    if code == "no_confident_class":
+        return f"no class is confident (top {what})"
+    return what  # class_pass, class_fail
+
+
+def _result(verdict: Verdict, code: ReasonCode, params: ReasonParams) -> VerdictResult:
+    return VerdictResult(verdict, reason_text(code, params), code, params)
+
+
+# the sentences of reason_text, read back; a class name may hold any character
+_WHAT = r"(?P<cls>.+) (?P<conf>\d+\.\d\d)"
+_BOX = r" at \[(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)\]"
+_DEFECT_FAIL = re.compile(_WHAT + _BOX + r"(?: \(\+(?P<more>\d+) more\))?", re.S)
+_DEFECT_REVIEW = re.compile("uncertain: " + _WHAT + _BOX, re.S)
+_CLASS = re.compile(_WHAT, re.S)
+_CLASS_IGNORED = re.compile(_WHAT + r" \(ignored class\)", re.S)
+_CLASS_REVIEW = re.compile("uncertain: " + _WHAT, re.S)
+_NO_CONFIDENT = re.compile(r"no class is confident \(top " + _WHAT + r"\)", re.S)
+
+
+def explain_reason(verdict: Verdict | str, reason: str) -> tuple[ReasonCode | None, ReasonParams]:
+    """Code and parameters of a stored English reason: the inverse of :func:`reason_text`.
+
+    Inspections carry only the English sentence (it is what SQLite, MQTT and the PLC
+    get), so the screen recovers the code from it here, next to where the sentence is
+    made. A sentence this module does not make gives ``(None, {})``: show it as it is.
+    """
+    v = Verdict(verdict)
+    if v is Verdict.MISSED:
+        return "frame_missed", {"detail": reason}
+    if v is Verdict.ERROR:
+        if reason.startswith("model error: "):
+            return "model_error", {"detail": reason.removeprefix("model error: ")}
+        return "frame_error", {"detail": reason}
+    if v is Verdict.PASS and reason == "no defect above threshold":
+        return "no_defect", {}
+    tries: dict[Verdict, tuple[tuple[re.Pattern[str], ReasonCode], ...]] = {
+        Verdict.PASS: ((_CLASS_IGNORED, "class_ignored"), (_CLASS, "class_pass")),
+        Verdict.FAIL: ((_DEFECT_FAIL, "defect_fail"), (_CLASS, "class_fail")),
+        Verdict.REVIEW: (
+            (_DEFECT_REVIEW, "defect_review"),
+            (_NO_CONFIDENT, "no_confident_class"),
+            (_CLASS_REVIEW, "class_review"),
+        ),
+    }
+    for pattern, code in tries[v]:
+        m = pattern.fullmatch(reason)
+        if m is None:
+            continue
+        params: ReasonParams = {"class": m["cls"], "confidence": float(m["conf"])}
+        if code in ("defect_fail", "defect_review"):
+            params["box"] = [int(x) for x in m["box"].split(",")]
+        if code == "defect_fail":
+            params["more"] = int(m["more"] or 0)
+        return code, params
+    return None, {}
 
 
 def _counted(dets: Detections, names: tuple[str, ...], rules: VerdictRules) -> NDArray[np.bool_]:
@@ -96,16 +209,18 @@ def judge_detections(
         if level and (worst is None or (level, c) > worst[:2]):
             worst = (level, c, int(i))
     if worst is None:
-        return VerdictResult(Verdict.PASS, "no defect above threshold")
+        return _result(Verdict.PASS, "no_defect", {})
     level, c, best = worst
     cid = int(dets.class_id[best])
-    name = names[cid] if 0 <= cid < len(names) else str(cid)
-    x1, y1, x2, y2 = (int(v) for v in dets.xyxy[best])
-    what = f"{name} {c:.2f} at [{x1},{y1},{x2},{y2}]"
+    params: ReasonParams = {
+        "class": names[cid] if 0 <= cid < len(names) else str(cid),
+        "confidence": round(c, 2),  # what the sentence shows
+        "box": [int(v) for v in dets.xyxy[best]],
+    }
     if level == 2:
-        n_fail = int(counted.sum())
-        return VerdictResult(Verdict.FAIL, what + (f" (+{n_fail - 1} more)" if n_fail > 1 else ""))
-    return VerdictResult(Verdict.REVIEW, f"uncertain: {what}")
+        params["more"] = int(counted.sum()) - 1
+        return _result(Verdict.FAIL, "defect_fail", params)
+    return _result(Verdict.REVIEW, "defect_review", params)
 
 
 def judge_probs(
@@ -116,13 +231,14 @@ def judge_probs(
     top: int = int(np.argmax(probs))
     name = names[top] if top < len(names) else str(top)
     p = float(probs[top])
+    params: ReasonParams = {"class": name, "confidence": round(p, 2)}
     if name in rules.pass_classes:
-        return VerdictResult(Verdict.PASS, f"{name} {p:.2f}")
+        return _result(Verdict.PASS, "class_pass", params)
     rule = rules.rule_for(name)
     if rule.ignore:
-        return VerdictResult(Verdict.PASS, f"{name} {p:.2f} (ignored class)")
+        return _result(Verdict.PASS, "class_ignored", params)
     if p >= rule.fail_confidence:
-        return VerdictResult(Verdict.FAIL, f"{name} {p:.2f}")
+        return _result(Verdict.FAIL, "class_fail", params)
     if p >= rule.review_confidence:
-        return VerdictResult(Verdict.REVIEW, f"uncertain: {name} {p:.2f}")
-    return VerdictResult(Verdict.REVIEW, f"no class is confident (top {name} {p:.2f})")
+        return _result(Verdict.REVIEW, "class_review", params)
+    return _result(Verdict.REVIEW, "no_confident_class", params)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kanjian.inference.verdict import REASON_CODES, explain_reason
 from tests import test_api_support as S  # the servers and bundles tests share
 
 #: the README's picture; a plain test run writes to a temp file instead, so the
@@ -143,10 +144,49 @@ def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
     assert row["feedback"]["actor"] == "screen"
 
 
+def _reason_line(page: Any, codes: list[str]) -> dict[str, str]:
+    """Wait until the reason under the big verdict has one of ``codes``; return the
+    inspection id, code and text read together (the next frame may replace them)."""
+    page.wait_for_function(
+        "codes => codes.includes(document.getElementById('verdict-reason').dataset.code)",
+        arg=codes,
+    )
+    line: dict[str, str] = page.evaluate(
+        "() => { const r = document.getElementById('verdict-reason');"
+        " return { id: document.getElementById('verdict').dataset.id,"
+        " code: r.dataset.code, text: r.textContent }; }"
+    )
+    return line
+
+
+def _stored(screen: Screen, iid: str) -> dict[str, Any]:
+    r = httpx.get(
+        f"{screen.served.url}/api/inspections/{iid}",
+        headers={"Authorization": f"Bearer {screen.token}"},
+    )
+    assert r.status_code == 200
+    row: dict[str, Any] = r.json()
+    return row
+
+
 def test_language_switch(screen: Screen) -> None:
     page = screen.page
     assert page.text_content("#defects-title") == "最近缺陷"
     assert page.text_content("#fb-not") == "不是缺陷"
+    # the reason under the verdict is Chinese too: a defect's reason names the class in
+    # Chinese and keeps only numbers (confidence, box) from the English sentence
+    zh_classes: dict[str, str] = page.evaluate("() => window.KANJIAN_I18N.zh.classes")
+    zh = _reason_line(page, ["defect_fail", "defect_review"])
+    row = _stored(screen, zh["id"])
+    code, params = explain_reason(row["verdict"], row["reason"])
+    assert code == zh["code"]
+    name = str(params["class"])
+    shown = zh_classes.get(name, name)  # a class without a translation keeps its name
+    assert zh["text"].startswith(("不确定：" if code == "defect_review" else "") + shown + " ")
+    assert f"{params['confidence']:.2f}" in zh["text"]
+    assert not re.search(r"[A-Za-z]", zh["text"].replace(name, "")), zh["text"]
+    if name in zh_classes:
+        assert not re.search(r"[A-Za-z]", zh["text"]), zh["text"]
     page.click("#lang")
     assert page.get_attribute("html", "lang") == "en"
     assert page.text_content("#defects-title") == "Last defects"
@@ -155,6 +195,10 @@ def test_language_switch(screen: Screen) -> None:
         "words => words.includes(document.getElementById('verdict-word').textContent)",
         arg=sorted(EN_VERDICTS),
     )
+    # in English the screen says what the store says, word for word
+    en = _reason_line(page, list(REASON_CODES))
+    assert en["text"] == _stored(screen, en["id"])["reason"]
+    assert not re.search(r"[\u4e00-\u9fff]", en["text"]), en["text"]
     page.reload()  # the choice is remembered
     page.wait_for_selector("#badge-conn[data-state=connected]")
     assert page.text_content("#defects-title") == "Last defects"

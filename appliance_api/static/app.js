@@ -303,9 +303,28 @@
     box.dataset.verdict = current.verdict;
     box.dataset.id = current.id;
     $("verdict-word").textContent = t(current.verdict);
-    const top = topDetection(current);
-    const what = top ? `${className(top.class_name)} ${top.confidence.toFixed(2)} · ` : "";
-    $("verdict-reason").textContent = what + (current.reason || "");
+    const line = $("verdict-reason");
+    line.textContent = reasonText(current);
+    line.dataset.code = current.reason_code || "";
+    line.title = current.reason || ""; // the stored English sentence, for the engineer
+  }
+
+  // The reason in the screen's language, from its code and parameters; the server's
+  // English sentence when the code is unknown (an older server, a reason made elsewhere).
+  function reasonText(insp) {
+    const make = insp.reason_code && (I18N[lang].reasons || {})[insp.reason_code];
+    if (!make) return insp.reason || "";
+    const p = insp.reason_params || {};
+    try {
+      return make({
+        ...p,
+        class: p.class === undefined ? undefined : className(p.class),
+        confidence: typeof p.confidence === "number" ? p.confidence.toFixed(2) : p.confidence,
+        box: Array.isArray(p.box) ? p.box.join(",") : p.box,
+      });
+    } catch (e) {
+      return insp.reason || "";
+    }
   }
 
   function renderShift() {

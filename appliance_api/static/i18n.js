@@ -1,4 +1,8 @@
 // Strings of the operator's screen, Chinese first. Keys are used by data-i18n attributes.
+// `reasons` turn a verdict's reason code (inference/verdict.py ReasonCode, sent as
+// reason_code + reason_params) into a sentence; p.class is already the shown class
+// name, p.confidence two decimals, p.box "x1,y1,x2,y2". tests/test_verdict.py checks
+// that every code has an entry in both languages.
 "use strict";
 
 window.KANJIAN_I18N = {
@@ -48,6 +52,21 @@ window.KANJIAN_I18N = {
       "rolled-in_scale": "压入氧化皮",
       scratches: "划痕",
     },
+    reasons: {
+      no_defect: () => "无超过阈值的缺陷",
+      defect_fail: (p) =>
+        `${p.class} ${p.confidence}，位置 [${p.box}]` + (p.more > 0 ? `（另有 ${p.more} 处）` : ""),
+      defect_review: (p) => `不确定：${p.class} ${p.confidence}，位置 [${p.box}]`,
+      class_pass: (p) => `${p.class} ${p.confidence}`,
+      class_ignored: (p) => `${p.class} ${p.confidence}（忽略的类别）`,
+      class_fail: (p) => `${p.class} ${p.confidence}`,
+      class_review: (p) => `不确定：${p.class} ${p.confidence}`,
+      no_confident_class: (p) => `没有可信的类别（最高 ${p.class} ${p.confidence}）`,
+      // the English detail stays in the tooltip and the stored row, for the engineer
+      model_error: () => "模型运行出错",
+      frame_error: () => "图像无法读取或相机故障",
+      frame_missed: () => "触发后未按时收到图像",
+    },
   },
   en: {
     disconnected: "Disconnected",
@@ -88,5 +107,20 @@ window.KANJIAN_I18N = {
     sync_offline: "offline",
     fell_back: "CPU fallback",
     classes: {},
+    // the same sentences as the server's English `reason`
+    reasons: {
+      no_defect: () => "no defect above threshold",
+      defect_fail: (p) =>
+        `${p.class} ${p.confidence} at [${p.box}]` + (p.more > 0 ? ` (+${p.more} more)` : ""),
+      defect_review: (p) => `uncertain: ${p.class} ${p.confidence} at [${p.box}]`,
+      class_pass: (p) => `${p.class} ${p.confidence}`,
+      class_ignored: (p) => `${p.class} ${p.confidence} (ignored class)`,
+      class_fail: (p) => `${p.class} ${p.confidence}`,
+      class_review: (p) => `uncertain: ${p.class} ${p.confidence}`,
+      no_confident_class: (p) => `no class is confident (top ${p.class} ${p.confidence})`,
+      model_error: (p) => `model error: ${p.detail}`,
+      frame_error: (p) => p.detail,
+      frame_missed: (p) => p.detail,
+    },
   },
 };
