@@ -73,13 +73,14 @@ def run(
     _setup_logging(verbose)
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
+    from kanjian.station.inspector import RulesError
     from kanjian.station.pipeline import build_station
 
     cfg = _load(config, data_dir)
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
-    except (ModelLoadError, BundleError) as e:
+    except (ModelLoadError, BundleError, RulesError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
     info = station.inspector.model.info

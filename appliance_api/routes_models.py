@@ -24,6 +24,7 @@ from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.deps import Engineer, Reader, State
 from kanjian.appliance_api.models_registry import INCOMING_DIR, ModelEntry, RegistryError
 from kanjian.appliance_api.state import ApiState
+from kanjian.station.inspector import unknown_classes
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -182,6 +183,14 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> Thresho
     not rewritten.
     """
     actor = who.actor()
+    names = state.station.inspector.model.info.class_names
+    missing = unknown_classes(body.rules, names)
+    if missing:  # a misspelt class would silently fall back to the default rule
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"rules name classes the running model does not have: {', '.join(missing)}; "
+            f"its classes are: {', '.join(names)}",
+        )
     with state.thresholds_lock:
         ins = state.station.inspector
         db = state.pool.get()

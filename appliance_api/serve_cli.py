@@ -83,6 +83,7 @@ def serve(
     from kanjian.appliance_api.server import serve as run_server
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
+    from kanjian.station.inspector import RulesError
 
     cfg = _load(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -94,7 +95,7 @@ def serve(
 
     try:
         result = run_server(cfg, announce, screen_token)
-    except (PortInUse, ModelLoadError, BundleError) as e:
+    except (PortInUse, ModelLoadError, BundleError, RulesError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
     announce(

@@ -14,6 +14,16 @@ from kanjian.inference.verdict import VerdictRules, judge_detections, judge_prob
 log = logging.getLogger(__name__)
 
 
+class RulesError(ValueError):
+    """The verdict rules name classes the model does not have (a typo would be ignored)."""
+
+
+def unknown_classes(rules: VerdictRules, class_names: tuple[str, ...]) -> list[str]:
+    """Class names in ``rules`` (``classes``, ``pass_classes``) that the model lacks."""
+    known = set(class_names)
+    return sorted({*rules.classes, *rules.pass_classes} - known)
+
+
 class Inspector:
     """Judges frames with the active model and the verdict rules.
 
@@ -30,6 +40,14 @@ class Inspector:
         iou: float | None = None,
         max_det: int | None = None,
     ) -> None:
+        missing = unknown_classes(rules, model.info.class_names)
+        if missing:
+            # a misspelt class would silently fall back to the default rule
+            raise RulesError(
+                f"rules name classes model {model.info.name} v{model.info.version} does not "
+                f"have: {', '.join(missing)}; its classes are: "
+                f"{', '.join(model.info.class_names)}"
+            )
         self._model = model
         self._lock = threading.Lock()
         self.rules = rules
@@ -41,6 +59,11 @@ class Inspector:
 
     def swap_model(self, model: OnnxModel) -> OnnxModel:
         """Make ``model`` judge the next frames; returns the one it replaced."""
+        missing = unknown_classes(self.rules, model.info.class_names)
+        if missing:  # e.g. a model with fewer classes: those rules are inert now
+            log.warning("model %s v%s has no class %s named in the verdict rules; "
+                        "those rules do nothing while it judges", model.info.name,
+                        model.info.version, ", ".join(missing))  # fmt: skip
         with self._lock:
             old, self._model = self._model, model
         return old

@@ -28,13 +28,22 @@ from kanjian.station.config import StationConfig
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
 from kanjian.station.store import ResultStore
-from kanjian.station.triggers import Trigger, TriggerQueue, refused_failure
+from kanjian.station.triggers import (
+    STOPPING_UNJUDGED,
+    Trigger,
+    TriggerQueue,
+    refused_failure,
+)
 
 if TYPE_CHECKING:
     from kanjian.station.plc_service import PlcService  # issue 6
     from kanjian.station.sync_station import SyncService  # issue 7
 
 log = logging.getLogger(__name__)
+
+
+class StationClosedError(RuntimeError):
+    """A trigger reached a station that is closed: no row can be written for it."""
 
 
 class Sink(Protocol):
@@ -92,6 +101,12 @@ class Station:
         self._pending: dict[uuid.UUID, Future[Inspection]] = {}
         self._pending_lock = threading.Lock()
         self._emit_lock = threading.Lock()
+        # Triggers and shutdown: ``_intake_lock`` orders every trigger's row before
+        # the store closes (``_closed`` is set under it); ``_serve_lock`` is held
+        # while the loop takes and judges a trigger, so close() waits for that row.
+        self._intake_lock = threading.RLock()
+        self._serve_lock = threading.Lock()
+        self._closed = False
         self.store.add_listener(self._resolve_committed)
 
     # -- triggers ----------------------------------------------------------------
@@ -99,12 +114,18 @@ class Station:
         """Ask for one inspection (triggered mode). Thread-safe.
 
         The future resolves with the inspection once its row is committed. A
-        refused trigger resolves with a MISSED inspection, also logged.
+        refused trigger resolves with a MISSED inspection, also logged; so does
+        one that arrives once the station is stopping (:meth:`stop`), and one
+        still queued when it stops. After :meth:`close` no row can be written:
+        the future fails with :class:`StationClosedError`.
         """
-        trig, refusal = self.triggers.submit(trigger_id)
-        if refusal is not None:
-            failure = refused_failure(trig, refusal, self.pump.source_id)
-            self._emit(self.inspector.inspect(failure), trig.result)
+        with self._intake_lock:
+            if self._closed:
+                return self._closed_answer(trigger_id)
+            trig, refusal = self.triggers.submit(trigger_id, stopping=self.stop_event.is_set())
+            if refusal is not None:
+                failure = refused_failure(trig, refusal, self.pump.source_id)
+                self._emit(self.inspector.inspect(failure), trig.result)
         result: Future[Inspection] = trig.result
         return result
 
@@ -112,11 +133,29 @@ class Station:
         """Log a trigger refused before it reached the queue (issue 6: the PLC's result
         buffer is full) as a MISSED row; resolves after commit. Thread-safe."""
         trig = Trigger(trigger_id, datetime.now(timezone.utc))
-        self._emit(
-            self.inspector.inspect(refused_failure(trig, reason, self.pump.source_id)), trig.result
-        )
+        with self._intake_lock:
+            if self._closed:
+                return self._closed_answer(trigger_id)
+            failure = refused_failure(trig, reason, self.pump.source_id)
+            self._emit(self.inspector.inspect(failure), trig.result)
         result: Future[Inspection] = trig.result
         return result
+
+    def _closed_answer(self, trigger_id: str | None) -> Future[Inspection]:
+        log.error("trigger %s after the station closed: no row written", trigger_id)
+        fut: Future[Inspection] = Future()
+        fut.set_exception(StationClosedError(f"trigger {trigger_id}: the station is closed"))
+        return fut
+
+    def _answer_unjudged(self) -> None:
+        """Give every trigger still queued its MISSED row (the station is stopping)."""
+        with self._intake_lock:
+            left = self.triggers.drain()
+            for trig in left:
+                failure = refused_failure(trig, STOPPING_UNJUDGED, self.pump.source_id)
+                self._emit(self.inspector.inspect(failure), trig.result)
+        if left:
+            log.warning("station stopping: %d queued triggers answered MISSED", len(left))
 
     def _resolve_committed(self, batch: list[Inspection]) -> None:
         with self._pending_lock:
@@ -152,6 +191,10 @@ class Station:
                 insp = self._serve_trigger(0.2)
                 if insp is not None and on_inspection is not None:
                     on_inspection(insp)
+            if self.stop_event.is_set():
+                # nobody judges them now: answer them while the PLC can still read it
+                # (after max_frames they stay queued for a later run(), or close())
+                self._answer_unjudged()
             return self.stats
         run = FreeRun(self, max_frames, on_inspection)
         workers = [
@@ -166,6 +209,12 @@ class Station:
         return self.stats
 
     def _serve_trigger(self, wait_s: float) -> Inspection | None:
+        with self._serve_lock:
+            if self.stop_event.is_set():  # close() may be past its wait for this lock
+                return None
+            return self._serve_one(wait_s)
+
+    def _serve_one(self, wait_s: float) -> Inspection | None:
         trig = self.triggers.get(wait_s)
         if trig is None:
             return None
@@ -183,14 +232,36 @@ class Station:
         return insp
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the frame in flight."""
+        """Ask :meth:`run` to return after the frame in flight.
+
+        From then on a trigger is refused (a MISSED row); in triggered mode
+        :meth:`run` answers the triggers still queued MISSED before it returns.
+        Only sets a flag, so a signal handler may call it.
+        """
         self.stop_event.set()
 
     def close(self) -> None:
-        """Stop the source, commit everything queued, close the store."""
+        """Stop the source, commit everything queued, close the store.
+
+        Every trigger received gets its row first: the one being judged is
+        waited for, the ones still queued are answered MISSED, and triggers
+        arriving meanwhile are refused with a MISSED row.
+        """
+        self.stop_event.set()
+        # the trigger in flight, if the loop still runs: bounded by the frame timeout
+        wait_s = self.config.trigger.frame_timeout_s + 60.0
+        if self._serve_lock.acquire(timeout=wait_s):
+            self._serve_lock.release()
+        else:
+            log.error("the trigger in flight did not finish within %.0f s", wait_s)
+        self._answer_unjudged()  # before the PLC servers stop, so they can still show it
         if self.plc is not None:  # issue 6: stop taking PLC triggers first
             self.plc.close()
         self.pump.close()
+        with self._intake_lock:  # nothing enters after this; the stragglers get rows
+            self.triggers.close()  # refused from now on
+            self._answer_unjudged()  # queued while the servers stopped
+            self._closed = True
         self.store.close()
         if self.sync is not None:  # issue 7: after the last commit, so it can still be sent
             self.sync.stop()
@@ -260,7 +331,8 @@ def build_station(cfg: StationConfig) -> Station:
     """Start-up, in order: threads, model (+ warm-up), store, camera.
 
     Raises ModelLoadError / BundleError naming the model file when it is missing
-    or corrupt — before any camera is opened or any row is written.
+    or corrupt, and RulesError when the verdict rules name a class the model
+    lacks — before any camera is opened or any row is written.
     """
     t = {}
     t0 = time.perf_counter()
@@ -281,6 +353,8 @@ def build_station(cfg: StationConfig) -> Station:
     kernels_warmup(model.info.imgsz)
     t["kernels_jit"] = (time.perf_counter() - t1) * 1e3
     t["warmup"] = model.warmup()
+    # the rules are checked against the model's classes before anything is opened
+    inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
     t1 = time.perf_counter()
     store = ResultStore(
         cfg.store.data_dir,
@@ -299,7 +373,6 @@ def build_station(cfg: StationConfig) -> Station:
     # decoding it steals CPU from the inspection in flight — keep one at most.
     pump = FramePump(source, cfg.policy, queue_size=1 if cfg.trigger.mode == "triggered" else 8)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
-    inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
     station = Station(
         config=cfg, pump=pump, inspector=inspector, store=store, sinks=[store], startup_ms=t
     )

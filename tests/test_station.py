@@ -127,6 +127,20 @@ def test_missing_and_corrupt_model_stop_startup(
     assert not (tmp_path / "data" / "kanjian.db").exists()  # nothing ran, nothing logged
 
 
+def test_rules_naming_a_class_the_model_lacks_stop_startup(
+    detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
+) -> None:
+    folder, _ = image_folder
+    rules = "rules: {classes: {scratchez: {fail_confidence: 0.3}}}\n"  # a typo
+    cfg = _write_cfg(tmp_path / "r.yaml", f"{{kind: folder, path: {folder}}}",
+                     detect_model.onnx, rules)  # fmt: skip
+    r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    text = r.stderr.replace("\n", "")
+    assert "scratchez" in text and "scratches" in text  # the typo and the real names
+    assert not (tmp_path / "data" / "kanjian.db").exists()
+
+
 def test_config_validate_names_key_and_line(tmp_path: Path) -> None:
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("station:\n  id: s1\nstore:\n  data_dir: d\n  batch_max_rowz: 10\n")
