@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kanjian.appliance_api import (
@@ -39,11 +40,48 @@ _SECURITY_HEADERS = [
 ]
 
 
-class _Hardening:
-    """Adds security headers to every response, and counts 5xx answers."""
+# Every body but a model upload is a small JSON document (a token, a feedback note of at
+# most 500 characters, thresholds): 64 KiB is far above any of them, and keeps a client
+# without a token from making the app buffer and parse megabytes before it is refused.
+MAX_BODY_BYTES = 64 * 1024
+# the one route that takes big bodies; it streams to disk under api.max_upload_mb itself
+_BIG_BODY_ROUTES = {("POST", "/api/models")}
 
-    def __init__(self, app: ASGIApp, state: ApiState) -> None:
-        self.app, self.state = app, state
+
+def _too_large(declared: int | None, limit: int) -> JSONResponse:
+    size = f"of {declared} bytes " if declared is not None else ""
+    return JSONResponse(
+        {
+            "detail": f"request body {size}exceeds the {limit}-byte limit "
+            "(only POST /api/models takes bigger bodies)"
+        },
+        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+    )
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``messages`` first, then reads on from ``receive``."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+class _Hardening:
+    """Adds security headers to every response, counts 5xx answers, and limits bodies.
+
+    A request body over ``max_body`` bytes (every route but POST /api/models) gets a
+    413 before the app sees it: by its ``Content-Length``, or, for a chunked body,
+    by counting what arrives (at most ``max_body`` bytes are held, then reading
+    stops). uvicorn discards whatever the client still sends after the answer.
+    """
+
+    def __init__(self, app: ASGIApp, state: ApiState, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app, self.state, self.max_body = app, state, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +99,30 @@ class _Hardening:
                     path = getattr(route, "path", "unmatched")
                     self.state.metrics.http_errors.labels(path).inc()
             await send(message)
+
+        if (scope["method"], scope["path"]) not in _BIG_BODY_ROUTES:
+            headers = Headers(scope=scope)
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                await _too_large(int(declared), self.max_body)(scope, receive, send_wrapped)
+                return
+            if "transfer-encoding" in headers:
+                # no length given (chunked): read ahead, at most max_body bytes, then
+                # hand the app what was read
+                held: list[Message] = []
+                size = 0
+                while True:
+                    message = await receive()
+                    held.append(message)
+                    if message["type"] != "http.request":  # the client went away
+                        break
+                    size += len(message.get("body", b""))
+                    if size > self.max_body:
+                        await _too_large(None, self.max_body)(scope, receive, send_wrapped)
+                        return
+                    if not message.get("more_body", False):
+                        break
+                receive = _replay(held, receive)
 
         await self.app(scope, receive, send_wrapped)
 

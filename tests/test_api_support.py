@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -233,10 +234,11 @@ class Served:
     lines: list[str]
     token: str | None
 
-    def stop(self, timeout: float = 60) -> str:
-        """SIGTERM, wait, and return everything it printed."""
+    def stop(self, timeout: float = 60, sig: int = signal.SIGTERM) -> str:
+        """Send ``sig`` (SIGTERM, or SIGINT as Ctrl-C does), wait, and return
+        everything it printed (killed after ``timeout`` s)."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@ model that judged it, in the order the swaps happened.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -174,6 +175,36 @@ def test_activation_survives_restart_and_tokens_from_the_cli(site: Site, serve: 
     assert eng.get(s2.url + "/api/status").status_code == 401  # revoked at once
     s2.stop()
     assert s2.proc.returncode == 0
+
+
+def test_ctrl_c_stops_cleanly_and_flushes(site: Site, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) while the loop runs: exit 0, and every frame judged is a row."""
+    port = S.free_port()
+    images = S.copy_images(tmp_path / "images", 8, step=13)
+    config = S.station_yaml(
+        tmp_path / "station.yaml", images, site.bundles.a, tmp_path / "data", loop=True, port=port
+    )
+    s = S.start_serve(config, port, tmp_path)
+    try:
+        with httpx.Client(
+            base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=60
+        ) as op:
+            S.wait_for(lambda: op.get("/api/status").json()["frames"] >= 5, 60, what="5 frames")
+            frames = op.get("/api/status").json()["frames"]
+    finally:
+        out = s.stop(sig=signal.SIGINT)
+    assert s.proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    last = [line for line in out.splitlines() if line.startswith("stopped:")][-1]
+    assert "store flushed" in last
+    n = int(last.split()[1])
+    assert n >= frames  # the loop went on until the signal, never backwards
+    con = sqlite3.connect(tmp_path / "data" / "kanjian.db")
+    try:
+        ids = [r[0] for r in con.execute("SELECT frame_id FROM inspections ORDER BY seq")]
+    finally:
+        con.close()
+    assert ids == list(range(n))  # every frame judged before Ctrl-C is a row, once
 
 
 def test_port_in_use_is_a_clear_error(site: Site) -> None:
