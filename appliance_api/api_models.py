@@ -77,6 +77,11 @@ class StoreOut(BaseModel):
     blocked_puts: int
     last_commit_ms: float
     outbox_pending: int = Field(description="inspections not yet confirmed by the platform")
+    images_bytes: int | None = Field(
+        description="saved images (data_dir/images), bytes, as last counted; null before the "
+        "first count"
+    )
+    images_counted_at: str | None = Field(description="when images_bytes was counted (UTC)")
 
 
 class SyncOut(BaseModel):
@@ -105,6 +110,9 @@ class StatusOut(BaseModel):
     uptime_s: float
     frames: int = Field(description="inspections made since start")
     fps: float = Field(description="inspections per second since start")
+    fps_recent: float = Field(
+        description="inspections committed per second over the last 10 s (0 when stalled)"
+    )
     verdicts: dict[str, int]
     camera: CameraOut
     model: ModelOut

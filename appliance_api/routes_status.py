@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -80,6 +81,7 @@ def build_status(state: ApiState) -> StatusOut:
         .fetchone()[0]
     )
     usage = shutil.disk_usage(st.store.data_dir)
+    counted = state.images_size.get() if state.images_size else None
     import time
 
     return StatusOut(
@@ -89,6 +91,7 @@ def build_status(state: ApiState) -> StatusOut:
         uptime_s=round(time.monotonic() - state.started_at, 3),
         frames=st.stats.frames,
         fps=round(st.stats.fps, 3),
+        fps_recent=round(state.rate.per_second(), 3),
         verdicts=dict(st.stats.verdicts),
         camera=CameraOut(
             source_id=src.source_id,
@@ -124,6 +127,10 @@ def build_status(state: ApiState) -> StatusOut:
             blocked_puts=store.blocked_puts,
             last_commit_ms=round(store.last_commit_ms, 3),
             outbox_pending=int(outbox),
+            images_bytes=counted[0] if counted else None,
+            images_counted_at=(
+                datetime.fromtimestamp(counted[1], timezone.utc).isoformat() if counted else None
+            ),
         ),
         sync=_sync(state, int(outbox)),
         disk=DiskOut(

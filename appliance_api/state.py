@@ -14,8 +14,10 @@ from kanjian.appliance_api.db import ConnectionPool
 from kanjian.appliance_api.live import LiveHub, ShiftCounter
 from kanjian.appliance_api.metrics import StationMetrics
 from kanjian.appliance_api.models_registry import ModelRegistry
+from kanjian.appliance_api.usage import FolderSize, RecentRate
 from kanjian.station.api_config import ApiConfig
 from kanjian.station.pipeline import Station
+from kanjian.station.store import IMAGES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class ApiState:
         registry: model bundles and activation.
         metrics: Prometheus metrics.
         loop: the inspection loop's thread (started by the caller).
+        rate: inspections per second over the last 10 s.
+        images_size: the saved images' total size, recounted in the background.
         started_at: ``time.monotonic()`` at start.
         thresholds_lock: serialises threshold changes.
     """
@@ -71,6 +75,8 @@ class ApiState:
     registry: ModelRegistry
     metrics: StationMetrics
     loop: LoopThread
+    rate: RecentRate = field(default_factory=RecentRate)
+    images_size: FolderSize | None = None
     started_at: float = field(default_factory=time.monotonic)
     thresholds_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,4 +112,7 @@ def start_services(station: Station) -> ApiState:
     thresholds.restore(db, station)  # an engineer's API override outlives restarts
     station.store.add_listener(hub.on_commit)
     station.store.add_listener(metrics.on_commit)
-    return ApiState(station, pool, hub, registry, metrics, loop)
+    rate = RecentRate()
+    station.store.add_listener(rate.on_commit)
+    images = FolderSize(station.store.data_dir / IMAGES_DIR)
+    return ApiState(station, pool, hub, registry, metrics, loop, rate, images)

@@ -495,6 +495,13 @@ def test_status_names_model_provider_and_counts(env: Env) -> None:
     for v in s["latency_ms"].values():
         assert 0 < v["p50"] <= v["p99"]
     assert s["disk"]["free_bytes"] > 0 and s["store"]["db_bytes"] > 0
+    # the saved images' size, as last counted (a background recount; here a fresh one)
+    assert env.state.images_size is not None
+    env.state.images_size.refresh()
+    s = env.client("operator").get("/api/status").json()
+    on_disk = sum(p.stat().st_size for p in (env.data_dir / "images").rglob("*.jpg"))
+    assert on_disk > 0 and s["store"]["images_bytes"] == on_disk
+    assert s["store"]["images_counted_at"] is not None and s["fps_recent"] >= 0
     shift = env.client("operator").get("/api/shift").json()
     assert shift["total"] == N_IMAGES  # every row is from this shift
     judged = sum(shift["counts"][v] for v in ("PASS", "FAIL", "REVIEW"))
@@ -647,3 +654,20 @@ def test_thresholds_change_is_applied_stored_and_audited(env: Env) -> None:
     assert {k: v for k, v in r.json().items() if k in old} == old
     assert env.sql("SELECT * FROM settings") == []
     assert env.sql("SELECT COUNT(*) FROM audit WHERE action = 'thresholds.reset'")[0][0] == 1
+
+
+def test_recent_rate_falls_to_zero_when_inspections_stop() -> None:
+    from kanjian.appliance_api.usage import RecentRate
+
+    now = [100.0]
+    rate = RecentRate(window_s=10.0, clock=lambda: now[0])
+    now[0] = 105.0
+    rate.on_commit([None] * 50)  # type: ignore[list-item]  # only len() is used
+    assert rate.per_second() == 10.0  # 50 in the 5 s since start
+    now[0] = 112.0
+    rate.on_commit([None] * 20)  # type: ignore[list-item]
+    assert rate.per_second() == 7.0  # 70 in the last 10 s
+    now[0] = 116.0  # the first batch left the window
+    assert rate.per_second() == 2.0
+    now[0] = 130.0  # the camera stalled: nothing in the window
+    assert rate.per_second() == 0.0
