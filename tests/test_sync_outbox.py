@@ -151,6 +151,8 @@ def test_messages_validate_against_schemas(tmp_path: Path) -> None:
     del bad["event_id"]
     assert not v_ev.is_valid(bad)
     assert not v_ev.is_valid({**json.loads(payload), "data": {}})  # camera_lost needs state
+    # and formats are checked (rfc3339-validator installed): a time that is not one is refused
+    assert not v_ev.is_valid({**json.loads(payload), "at": "yesterday at noon"})
 
 
 def test_incoming_messages_refuse_bad_input() -> None:
