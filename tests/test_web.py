@@ -126,6 +126,20 @@ def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
     assert page.text_content("#model-name")
 
 
+def test_a_held_defect_shows_its_own_picture(screen: Screen) -> None:
+    page = screen.page
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    # the big verdict is a defect, and the view shows that very inspection's saved picture
+    page.wait_for_function(
+        "() => { const v = document.getElementById('verdict');"
+        " const h = document.getElementById('held');"
+        " return ['FAIL', 'REVIEW'].includes(v.dataset.verdict) && !h.hidden"
+        " && h.dataset.id === v.dataset.id && h.complete && h.naturalWidth > 0; }"
+    )
+    src = page.get_attribute("#held", "src") or ""
+    assert page.get_attribute("#verdict", "data-id") in src and "annotated=true" in src
+
+
 def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
     page = screen.page
     page.wait_for_selector("#thumbs .thumb")

@@ -307,6 +307,25 @@
     line.textContent = reasonText(current);
     line.dataset.code = current.reason_code || "";
     line.title = current.reason || ""; // the stored English sentence, for the engineer
+    renderHeld();
+  }
+
+  // While a defect holds the big verdict, the view shows that inspection's own saved
+  // picture, not the live one: what the worker reads and what they see are the same part.
+  function renderHeld() {
+    const held = $("held");
+    const show = current && isDefect(current.verdict) && current.image_saved;
+    if (!show) {
+      held.hidden = true;
+      held.removeAttribute("src");
+      delete held.dataset.id;
+      return;
+    }
+    if (held.dataset.id !== current.id) {
+      held.dataset.id = current.id;
+      held.src = `/api/inspections/${current.id}/image?annotated=true&max_side=960`;
+    }
+    held.hidden = false;
   }
 
   // The reason in the screen's language, from its code and parameters; the server's
