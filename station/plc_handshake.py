@@ -28,6 +28,13 @@ Method-style transports (OPC UA ``Trigger()`` / ``Acknowledge(seq)``) use
 :meth:`Handshake.trigger` and :meth:`Handshake.acknowledge`, which need no
 level dance; ``acknowledge`` takes the trigger number, so repeating it is
 harmless.
+
+Besides the presented state (which a fast PLC moves on at once), every trigger's
+outcome is *published* once: result listeners (:meth:`Handshake.add_result_listener`)
+get one :class:`PlcResult` per trigger, refused ones included, in trigger order,
+as soon as its row is committed and every earlier trigger's has been published.
+The OPC UA server turns each into one event, so a subscriber sees every result
+however quickly the PLC acknowledges them.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
@@ -82,6 +89,9 @@ class PlcResult:
         inspection_id: the inspection's UUID as 32 hex digits.
         short_id: its first 8 hex digits (the form screens and registers show).
         reason: why the verdict, for people (MISSED: why no frame).
+        accepted: ``False`` when the handshake refused the trigger (no result
+            slot free, or shutting down): its MISSED row is logged and published
+            to result listeners, but never presented to the PLC.
     """
 
     seq: int
@@ -93,9 +103,10 @@ class PlcResult:
     inspection_id: str
     short_id: str
     reason: str
+    accepted: bool = True
 
     @classmethod
-    def of(cls, seq: int, insp: Inspection) -> PlcResult:
+    def of(cls, seq: int, insp: Inspection, accepted: bool = True) -> PlcResult:
         dets = insp.detections
         top, conf = NO_CLASS, 0.0
         if len(dets):
@@ -117,6 +128,7 @@ class PlcResult:
             inspection_id=insp.inspection_id.hex,
             short_id=insp.short_id,
             reason=insp.reason,
+            accepted=accepted,
         )
 
 
@@ -170,7 +182,11 @@ class TriggerTarget(Protocol):
     """What the handshake drives: in the station, :class:`StationTarget`."""
 
     def trigger(self, trigger_id: str) -> Future[Inspection]:
-        """Queue one inspection; resolves once its row is committed (MISSED included)."""
+        """Queue one inspection; resolves once its row is committed (MISSED included).
+
+        A station that is stopping refuses it itself: a MISSED row, so the PLC
+        still reads a result for it in its slot.
+        """
         ...
 
     def refuse(self, trigger_id: str, reason: str) -> Future[Inspection]:
@@ -184,12 +200,15 @@ class TriggerTarget(Protocol):
 
 @dataclass
 class _Slot:
+    """One trigger until its result is published (and, if accepted, acknowledged)."""
+
     seq: int
+    accepted: bool = True
     result: PlcResult | None = None
-    inspection: Inspection | None = field(default=None, repr=False)
 
 
 Listener = Callable[[HandshakeState], None]
+ResultListener = Callable[[PlcResult], None]
 
 
 class Handshake:
@@ -208,7 +227,8 @@ class Handshake:
         self._capacity = result_buffer
         self._prefix = trigger_prefix
         self._lock = threading.RLock()
-        self._slots: deque[_Slot] = deque()
+        self._slots: deque[_Slot] = deque()  # accepted, not yet acknowledged: the buffer
+        self._unpublished: deque[_Slot] = deque()  # every trigger, until published in order
         self._last: PlcResult | None = None
         self._trigger_level = False
         self._ack_level = False
@@ -221,12 +241,24 @@ class Handshake:
         self._recipe = 0
         self._closed = False
         self._listeners: list[Listener] = []
+        self._result_listeners: list[ResultListener] = []
 
     # -- observers ------------------------------------------------------------------
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(state)`` after every change; it runs on the changing thread, so be quick."""
         with self._lock:
             self._listeners.append(fn)
+
+    def add_result_listener(self, fn: ResultListener) -> None:
+        """Call ``fn(result)`` once per trigger, in trigger order, once its row is committed.
+
+        Refused triggers are included (``result.accepted`` is ``False``). ``fn``
+        runs under the handshake's lock — that is what keeps the order when
+        commits are reported from several threads — so it must only hand the
+        result on (append to a queue) and never call back into the handshake.
+        """
+        with self._lock:
+            self._result_listeners.append(fn)
 
     def _notify(self) -> None:
         state = self.snapshot()
@@ -307,18 +339,23 @@ class Handshake:
                     f"trigger refused: PLC result buffer full "
                     f"({self._capacity} results not yet acknowledged)"
                 )
+            slot = _Slot(seq, accepted=reason is None)
+            self._unpublished.append(slot)
             if reason is not None:
                 self._refused_count += 1
                 self._refused_flag = True
             else:
                 self._refused_flag = False
-                slot = _Slot(seq)
                 self._slots.append(slot)
         if reason is not None:
             log.warning("PLC trigger %s: %s", tid, reason)
-            self._target.refuse(tid, reason)
+            refused = self._target.refuse(tid, reason)
+            refused.add_done_callback(lambda f: self._complete(slot, f))
             self._notify()
             return TriggerOutcome(seq, False, reason)
+        # Not refused here when the station is stopping (target.accepting() is
+        # False): the station refuses it itself with a MISSED row, which the PLC
+        # then reads in this slot, in order, instead of a bare TRIGGER_REFUSED.
         fut = self._target.trigger(tid)
         fut.add_done_callback(lambda f: self._complete(slot, f))
         self._notify()
@@ -358,7 +395,8 @@ class Handshake:
         self._last = slot.result
 
     def _complete(self, slot: _Slot, fut: Future[Inspection]) -> None:
-        # runs on the store's writer thread (after commit): quick, never blocks
+        # runs on the store's writer thread (after commit), or on the caller's
+        # when the future was already done: quick, never blocks
         exc = fut.exception()
         if exc is not None:
             result = PlcResult(
@@ -371,12 +409,24 @@ class Handshake:
                 "",
                 "",
                 f"inspection failed: {type(exc).__name__}: {exc}",
+                slot.accepted,
             )
         else:
-            result = PlcResult.of(slot.seq, fut.result())
+            result = PlcResult.of(slot.seq, fut.result(), slot.accepted)
         with self._lock:
             slot.result = result
-            self._result_count += 1
-            if result.verdict == VerdictCode.MISSED:
-                self._missed_count += 1
+            if slot.accepted:  # a refused trigger is counted in refused_count only
+                self._result_count += 1
+                if result.verdict == VerdictCode.MISSED:
+                    self._missed_count += 1
+            # publish in trigger order: this result, and any later ones that were
+            # committed before it, once every earlier trigger is published
+            while self._unpublished and self._unpublished[0].result is not None:
+                done = self._unpublished.popleft().result
+                assert done is not None
+                for fn in self._result_listeners:
+                    try:
+                        fn(done)
+                    except Exception:  # a broken observer must not break the handshake
+                        log.exception("PLC result listener failed")
         self._notify()

@@ -8,6 +8,13 @@ thread and asyncio loop; handshake changes are pushed onto that loop and the
 nodes are rewritten from a fresh snapshot taken there, so the last values
 written are always the current state, whatever order threads report changes in.
 
+The nodes show *state*: when a Modbus PLC triggers and acknowledges faster than
+the nodes are rewritten, a result can come and go between two rewrites. So every
+trigger's result is also sent as one event of type ``InspectionResultEventType``
+(:data:`EVENT_FIELDS`), emitted by the ``Server`` object with ``SourceNode`` =
+``Station``, in trigger order, never merged: an event subscriber sees every
+result (within its monitored item's queue, see docs/plc.md).
+
 Security: ``none`` serves one unencrypted endpoint; ``sign_encrypt`` serves
 only Basic256Sha256 Sign&Encrypt with the station's certificate and, if
 ``trusted_clients`` is set, accepts only those client certificates.
@@ -27,18 +34,20 @@ from asyncua import ua
 from asyncua.common.methods import uamethod
 from asyncua.common.node import Node
 from asyncua.common.utils import ServiceError
+from asyncua.server.event_generator import EventGenerator
 from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
 from kanjian.station.plc_config import OpcUaConfig
-from kanjian.station.plc_handshake import Handshake, HandshakeState
+from kanjian.station.plc_handshake import Handshake, HandshakeState, PlcResult, VerdictCode
 from kanjian.station.plc_modbus import PlcServerError
 
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
+_FLUSH_TIMEOUT_S = 5.0
 OBJECT = "Station"
 
 
@@ -75,6 +84,56 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("InspectionUuid", ua.VariantType.String, "full inspection UUID (32 hex digits)"),
     NodeSpec("Reason", ua.VariantType.String, "why the verdict (MISSED: why no frame)"),
 )
+
+
+#: the event type's browse name; its node id is ``ns=<ns>;s=InspectionResultEventType``
+EVENT_TYPE = "InspectionResultEventType"
+
+#: fields of :data:`EVENT_TYPE` besides BaseEventType's (one event per trigger)
+EVENT_FIELDS: tuple[NodeSpec, ...] = (
+    NodeSpec("ResultSeq", ua.VariantType.UInt32, "trigger number the result answers"),
+    NodeSpec(
+        "Accepted",
+        ua.VariantType.Boolean,
+        "false: refused by the handshake (no result slot), never presented to the PLC",
+    ),
+    NodeSpec("Verdict", ua.VariantType.UInt16, "0 none 1 PASS 2 FAIL 3 REVIEW 4 ERROR 5 MISSED"),
+    NodeSpec("VerdictName", ua.VariantType.String, "verdict as text"),
+    NodeSpec("TopClass", ua.VariantType.Int32, "class id of the top detection, -1 none"),
+    NodeSpec("TopClassName", ua.VariantType.String, "its class name"),
+    NodeSpec("TopConfidence", ua.VariantType.Double, "its confidence, 0-1"),
+    NodeSpec("NumDetections", ua.VariantType.UInt32, "boxes found"),
+    NodeSpec("InspectionId", ua.VariantType.String, "short inspection id (8 hex digits)"),
+    NodeSpec("InspectionUuid", ua.VariantType.String, "full inspection UUID (32 hex digits)"),
+    NodeSpec("Reason", ua.VariantType.String, "why the verdict (MISSED: why no frame)"),
+)
+
+#: BaseEventType Severity (1-1000) per verdict code: a fault needs more attention
+_SEVERITY = {
+    VerdictCode.NONE: 1,
+    VerdictCode.PASS: 100,
+    VerdictCode.REVIEW: 400,
+    VerdictCode.FAIL: 500,
+    VerdictCode.ERROR: 800,
+    VerdictCode.MISSED: 800,
+}
+
+
+def event_values(r: PlcResult) -> dict[str, Any]:
+    """The value of every field in :data:`EVENT_FIELDS` for result ``r``."""
+    return {
+        "ResultSeq": r.seq,
+        "Accepted": r.accepted,
+        "Verdict": int(r.verdict),
+        "VerdictName": r.verdict.name,
+        "TopClass": r.top_class,
+        "TopClassName": r.top_class_name,
+        "TopConfidence": r.top_confidence,
+        "NumDetections": r.num_detections,
+        "InspectionId": r.short_id,
+        "InspectionUuid": r.inspection_id,
+        "Reason": r.reason,
+    }
 
 
 def node_values(state: HandshakeState, buffer_size: int) -> dict[str, Any]:
@@ -128,6 +187,9 @@ class OpcUaPlcServer:
         self._refresh_lock = threading.Lock()
         self._refresh_task: asyncio.Future[None] | None = None
         self._trusted: set[bytes] = set()
+        self._events: asyncio.Queue[PlcResult] | None = None  # on the server's loop
+        self._event_task: asyncio.Task[None] | None = None
+        self._evgen: EventGenerator | None = None
 
     @property
     def endpoint(self) -> str:
@@ -155,6 +217,7 @@ class OpcUaPlcServer:
             self._thread.join(_START_TIMEOUT_S)
             raise PlcServerError(f"OPC UA server cannot start at {self.endpoint}: {e}") from e
         self._hs.add_listener(self._on_change)
+        self._hs.add_result_listener(self._on_result)
         self._on_change(self._hs.snapshot())
         log.info("OPC UA server at %s (security %s)", self.endpoint, self._cfg.security.mode)
 
@@ -164,6 +227,11 @@ class OpcUaPlcServer:
         try:
             if loop.run_until_complete(self._serve(ready)):
                 loop.run_forever()
+                if self._event_task is not None:
+                    self._event_task.cancel()
+                    loop.run_until_complete(
+                        asyncio.gather(self._event_task, return_exceptions=True)
+                    )
                 if self._server is not None:
                     loop.run_until_complete(self._server.stop())
         finally:
@@ -178,6 +246,8 @@ class OpcUaPlcServer:
             ready.set_exception(e)
             return False
         self._server = server
+        self._events = asyncio.Queue()
+        self._event_task = asyncio.ensure_future(self._publish_events())
         ready.set_result(None)
         return True
 
@@ -239,7 +309,39 @@ class OpcUaPlcServer:
             [_arg("Recipe", ua.VariantType.UInt16)],
             [],
         )
+        self._evgen = await self._build_event_type(server, obj)
         return server
+
+    async def _build_event_type(self, server: Server, station: Node) -> EventGenerator:
+        """The result event type (string node ids, so clients can name it) and its generator.
+
+        Emitted by the Server object: it is the node clients subscribe to for
+        events (asyncua's default too); asyncua does not forward events from
+        other notifiers up to it. ``SourceNode`` names the Station object.
+        """
+        ns = self._ns
+        etype = await server.nodes.base_event_type.add_object_type(
+            ua.NodeId(ua.String(EVENT_TYPE), ua.Int16(ns)), ua.QualifiedName(EVENT_TYPE, ns)
+        )
+        # asyncua's default String value is None, and an event leaves out fields
+        # whose type-node value is None: give every field a real default
+        defaults = {spec.name: _default(spec.vtype) for spec in EVENT_FIELDS}
+        for spec in EVENT_FIELDS:
+            prop = await etype.add_property(
+                ua.NodeId(ua.String(f"{EVENT_TYPE}.{spec.name}"), ua.Int16(ns)),
+                ua.QualifiedName(spec.name, ns),
+                ua.Variant(defaults[spec.name], spec.vtype),
+            )
+            await prop.write_attribute(
+                AttributeIds.Description,
+                ua.DataValue(ua.Variant(ua.LocalizedText(spec.description))),
+            )
+        evgen = await server.get_event_generator(etype, server.nodes.server.nodeid)
+        for spec in EVENT_FIELDS:  # the field types, whatever the type node gave
+            evgen.event.add_property(spec.name, defaults[spec.name], spec.vtype)
+        evgen.event.SourceNode = station.nodeid
+        evgen.event.SourceName = OBJECT
+        return evgen
 
     async def _validate_client(
         self, cert: x509.Certificate, app: ua.ApplicationDescription
@@ -251,10 +353,20 @@ class OpcUaPlcServer:
             raise ServiceError(StatusCodes.BadCertificateUntrusted)
 
     def close(self) -> None:
-        """Stop serving and join the thread. Idempotent."""
+        """Emit the result events still queued, stop serving and join the thread. Idempotent.
+
+        Subscribers get the last events only if they still publish before the
+        server stops; nothing is kept for them after that.
+        """
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive():
             return
+        flushed = asyncio.run_coroutine_threadsafe(self._flush_events(), loop)
+        try:
+            flushed.result(_FLUSH_TIMEOUT_S)
+        except Exception:  # a stuck client send must not hold up the shutdown
+            flushed.cancel()
+            log.warning("OPC UA result events not all emitted before the server stopped")
         loop.call_soon_threadsafe(loop.stop)
         thread.join(_START_TIMEOUT_S)
 
@@ -274,6 +386,36 @@ class OpcUaPlcServer:
     @uamethod
     def _m_recipe(self, parent: ua.NodeId, recipe: int) -> None:
         self._hs.set_recipe(int(recipe))
+
+    # -- one event per result -----------------------------------------------------------
+    def _on_result(self, result: PlcResult) -> None:
+        # called under the handshake's lock, in trigger order; call_soon_threadsafe
+        # runs callbacks in the order they were scheduled, so the queue keeps it
+        loop, events = self._loop, self._events
+        if loop is None or events is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+            loop.call_soon_threadsafe(events.put_nowait, result)
+
+    async def _publish_events(self) -> None:
+        # the one consumer: events go out one at a time, in queue order
+        assert self._events is not None and self._evgen is not None
+        events, evgen = self._events, self._evgen
+        while True:
+            r = await events.get()
+            for name, value in event_values(r).items():
+                setattr(evgen.event, name, value)
+            evgen.event.Severity = _SEVERITY[r.verdict]
+            try:
+                await evgen.trigger(message=f"trigger {r.seq}: {r.verdict.name}")
+            except Exception:  # one failed event must not stop the ones after it
+                log.exception("OPC UA result event for trigger %d failed", r.seq)
+            finally:
+                events.task_done()
+
+    async def _flush_events(self) -> None:
+        if self._events is not None:
+            await self._events.join()
 
     # -- pushing state to the nodes -----------------------------------------------------
     def _on_change(self, _state: HandshakeState) -> None:
@@ -307,6 +449,10 @@ class OpcUaPlcServer:
             await server.write_attribute_value(
                 self._nodes[name].nodeid, ua.DataValue(ua.Variant(value, spec.vtype))
             )
+
+
+def _default(vtype: ua.VariantType) -> Any:
+    return "" if vtype == ua.VariantType.String else ua.get_default_value(vtype)
 
 
 def _arg(name: str, vtype: ua.VariantType) -> ua.Argument:

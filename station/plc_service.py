@@ -1,8 +1,11 @@
 """Wires the PLC handshake to a running station and starts its servers.
 
-``build_station`` calls :func:`start_plc` when ``plc.enabled``; ``Station.close``
-calls :meth:`PlcService.close` before the camera and store close, so results
-still pending are committed and answered while the servers stop taking triggers.
+``build_station`` calls :func:`start_plc` when ``plc.enabled``. Once the station
+is stopping it refuses triggers itself (each a MISSED row, which the PLC reads
+in its result slot) and answers the triggers still queued MISSED; then
+``Station.close`` calls :meth:`PlcService.close` before the camera and store
+close, so every trigger the handshake counted has its row before the store
+closes, and a trigger during the servers' shutdown is refused with a MISSED row.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class StationTarget:
         return self._station.refuse(trigger_id, reason)
 
     def accepting(self) -> bool:
+        """``False`` once the station is stopping, or when it would refuse (busy / queue full)."""
         st = self._station
         if st.stop_event.is_set():
             return False

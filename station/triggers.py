@@ -4,7 +4,10 @@ A trigger (from the PLC, the API or a test) is queued with a future. The loop
 grabs the first frame captured after the trigger, judges it and resolves the
 future once the row is durably committed, so whoever triggered never sees a
 result the store could still lose. A trigger that cannot be served — no
-frame in time, or refused while busy — still gives a MISSED row.
+frame in time, refused while busy, or the station stopping — still gives a
+MISSED row: a trigger that arrives once the station is stopping is refused, and
+the triggers still queued when it stops are taken out (:meth:`TriggerQueue.drain`)
+and answered MISSED before the store closes.
 """
 
 from __future__ import annotations
@@ -38,13 +41,27 @@ class Trigger:
     received_mono: float = field(default_factory=time.monotonic, compare=False)
 
 
+#: reason of the MISSED row of a trigger refused because the station is stopping
+STOPPING_REFUSAL = "trigger refused: station stopping"
+#: reason of the MISSED row of a trigger that was queued when the station stopped
+STOPPING_UNJUDGED = "station stopping: trigger not judged"
+
+
 @dataclass
 class TriggerCounters:
-    """Counts for ``/status`` and the PLC: accepted, refused, served."""
+    """Counts for ``/status`` and the PLC.
+
+    Attributes:
+        received: every trigger submitted.
+        refused: refused at once (busy, queue full, station stopping).
+        served: judged by the loop (a MISSED row when no frame came in time).
+        unjudged: queued, then answered MISSED because the station stopped first.
+    """
 
     received: int = 0
     refused: int = 0
     served: int = 0
+    unjudged: int = 0
 
 
 class TriggerQueue:
@@ -56,10 +73,20 @@ class TriggerQueue:
         self.busy = threading.Event()
         self.counters = TriggerCounters()
         self._ids = itertools.count(1)
+        # held while a trigger is checked and queued and while the queue is
+        # drained, so a drain misses no trigger that was being queued meanwhile
         self._lock = threading.Lock()
+        self._closed = False
 
-    def submit(self, trigger_id: str | None = None) -> tuple[Trigger, str | None]:
+    def submit(
+        self, trigger_id: str | None = None, stopping: bool = False
+    ) -> tuple[Trigger, str | None]:
         """Queue a trigger. Returns it, and a refusal reason when it was not queued.
+
+        Args:
+            trigger_id: the caller's id; ``t<n>`` when ``None``.
+            stopping: the station is stopping: refuse it (:data:`STOPPING_REFUSAL`),
+                as after :meth:`close`.
 
         A refused trigger is still the caller's to log (the station writes a
         MISSED row for it); nothing is dropped silently.
@@ -67,19 +94,40 @@ class TriggerQueue:
         with self._lock:
             self.counters.received += 1
             tid = trigger_id or f"t{next(self._ids)}"
-        trig = Trigger(tid, datetime.now(timezone.utc))
-        refusal = None
-        if self.when_busy == "refuse" and (self.busy.is_set() or not self._q.empty()):
-            refusal = "trigger refused: station busy with the previous trigger"
-        else:
-            try:
-                self._q.put_nowait(trig)
-            except queue.Full:
-                refusal = f"trigger refused: {self._q.maxsize} triggers already waiting"
-        if refusal:
-            with self._lock:
+            trig = Trigger(tid, datetime.now(timezone.utc))
+            refusal = None
+            if stopping or self._closed:
+                refusal = STOPPING_REFUSAL
+            elif self.when_busy == "refuse" and (self.busy.is_set() or not self._q.empty()):
+                refusal = "trigger refused: station busy with the previous trigger"
+            else:
+                try:
+                    self._q.put_nowait(trig)
+                except queue.Full:
+                    refusal = f"trigger refused: {self._q.maxsize} triggers already waiting"
+            if refusal:
                 self.counters.refused += 1
         return trig, refusal
+
+    def drain(self) -> list[Trigger]:
+        """Take out every queued trigger, oldest first (they will not be judged).
+
+        The caller answers each (a MISSED row, :data:`STOPPING_UNJUDGED`).
+        """
+        with self._lock:
+            left: list[Trigger] = []
+            while True:
+                try:
+                    left.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            self.counters.unjudged += len(left)
+        return left
+
+    def close(self) -> None:
+        """Refuse every later trigger (:data:`STOPPING_REFUSAL`); :meth:`drain` the rest."""
+        with self._lock:
+            self._closed = True
 
     def get(self, timeout_s: float) -> Trigger | None:
         try:

@@ -245,6 +245,75 @@ def test_modbus_busy_refusal_and_full_buffer_are_answered(
     assert f"{u32(second, HR_ID):08x}" == rows["plc-2"][1].replace("-", "")[:8]
 
 
+def plc_rows(tmp_path: Path) -> list[tuple[Any, ...]]:
+    """The rows of PLC triggers (trigger id ``plc-<n>``), in commit order."""
+    return [r for r in db_rows(tmp_path) if str(r[0]).startswith("plc-")]
+
+
+@pytest.mark.parametrize("ending", ["stop", "frames"])
+def test_every_trigger_around_shutdown_gets_one_row(
+    ending: str, detect_model: Any, tmp_path: Path
+) -> None:
+    """Issue 6: triggers sent quickly, the station stopped, more triggers: every trigger
+    counted (TRIGGER_COUNT) has exactly one row, none is lost and none doubled.
+
+    ``stop``: station.stop() while triggers are queued; the loop answers the queued ones
+    MISSED and later ones are refused MISSED, all while the servers run, so the PLC reads
+    a result (VERDICT 5) for each, in order. ``frames``: like ``kanjian run --frames 1``,
+    the loop returns after one inspection without stop(); triggers queued after that are
+    answered MISSED by close(), and an API caller's future resolves."""
+    port = free_port()
+    yaml_text = station_yaml(
+        tmp_path, detect_model.onnx, plc=f", result_buffer: 8, modbus: {{port: {port}}}"
+    )
+    station = build_station(parse_config(yaml_text))
+    max_frames = 1 if ending == "frames" else None
+    loop = threading.Thread(target=station.run, args=(max_frames,), daemon=True)
+    loop.start()
+    plc = ModbusPlc(port)
+    seen: list[tuple[int, int]] = []
+    try:
+        for _ in range(4):
+            plc.trigger()
+        if ending == "stop":
+            station.stop()
+        loop.join(60)
+        assert not loop.is_alive()
+        for _ in range(3):
+            plc.trigger()
+        api = station.trigger("api-1")
+        if ending == "stop":
+            for _ in range(7):  # one result per trigger, in order, while the servers run
+                regs = plc.wait_valid()
+                seen.append((u32(regs, HR_SEQ), regs[HR_VERDICT]))
+                plc.ack()
+            final = plc.regs()
+            assert u32(final, HR_TRIGGERS) == 7 and final[HR_BUFFERED] == 0
+    finally:
+        plc.close()
+        station.stop()
+        loop.join(30)
+        station.close()
+    assert station.plc is not None
+    counted = station.plc.handshake.snapshot().trigger_count
+    assert counted == 7
+    rows = plc_rows(tmp_path)
+    assert sorted(r[0] for r in rows) == sorted(f"plc-{i}" for i in range(1, counted + 1))
+    by_id = {r[0]: r for r in rows}
+    assert by_id["plc-1"][2] in ("PASS", "FAIL", "REVIEW")  # the one judged before stopping
+    for i in range(5, 8):  # after stop(), or after run() returned: never judged
+        verdict, reason = by_id[f"plc-{i}"][2], by_id[f"plc-{i}"][3]
+        assert verdict == "MISSED" and "station stopping" in reason, (i, reason)
+    assert api.result(timeout=30).verdict.value == "MISSED"
+    assert "station stopping" in api.result().reason
+    if ending == "stop":
+        assert [s for s, _ in seen] == list(range(1, 8))
+        assert all(v == VERDICT_CODES["MISSED"] for _, v in seen[4:])
+    late = station.trigger("api-2")  # after close: no row can be written, and it says so
+    with pytest.raises(RuntimeError, match="closed"):
+        late.result(timeout=5)
+
+
 def test_modbus_malformed_requests_get_exceptions_and_station_keeps_running(
     detect_model: Any, tmp_path: Path
 ) -> None:
@@ -548,6 +617,90 @@ def test_opcua_500_triggers_with_a_subscription_seeing_every_result(
     report("opcua-pipelined-4", lat[n // 2 :], tmp_path)
 
 
+class _ResultEvents:
+    """Subscription handler: every InspectionResultEventType event, in arrival order."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.event = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        self.seen.append(event)
+        self.event.set()
+
+
+def _modbus_plc_run(port: int, n: int, window: int) -> tuple[list[list[int]], list[int]]:
+    """A PLC on Modbus: trigger whenever READY (up to ``window`` outstanding) and
+    acknowledge each result as soon as RESULT_VALID, as fast as it can, ``n`` times.
+    Returns the result registers read, and the registers at the end."""
+    plc = ModbusPlc(port)
+    results: list[list[int]] = []
+    sent = 0
+    deadline = time.monotonic() + 120
+    try:
+        while len(results) < n and time.monotonic() < deadline:
+            regs = plc.regs()
+            if regs[HR_STATUS] & ST_VALID:
+                results.append(regs)
+                plc.ack()
+            elif regs[HR_STATUS] & ST_READY and sent < n and sent - len(results) < window:
+                sent += 1
+                plc.trigger()
+        return results, plc.regs()
+    finally:
+        plc.close()
+
+
+async def _events_while_modbus_plc_runs(
+    endpoint: str, port: int, n: int
+) -> tuple[list[Any], tuple[list[list[int]], list[int]]]:
+    from asyncua import Client, ua
+
+    async with Client(endpoint, timeout=10) as client:
+        ns = await client.get_namespace_index("urn:kanjian:station")
+        etype = client.get_node(ua.NodeId("InspectionResultEventType", ns))
+        handler = _ResultEvents()
+        sub = await client.create_subscription(100, handler)
+        # queuesize 0: the server's largest queue (asyncua: 10,000 events)
+        await sub.subscribe_events(client.nodes.server, etype, queuesize=0)
+        plc = await asyncio.to_thread(_modbus_plc_run, port, n, 4)
+        while len(handler.seen) < n:
+            handler.event.clear()
+            await asyncio.wait_for(handler.event.wait(), 30)
+        await asyncio.sleep(0.3)  # anything more (a duplicate) would show up now
+        await sub.delete()
+        return handler.seen, plc
+
+
+def test_opcua_event_subscriber_sees_every_result_a_modbus_plc_acknowledges(
+    detect_model: Any, tmp_path: Path
+) -> None:
+    """A Modbus PLC triggers and acknowledges 100 results as fast as it can (a result is
+    presented for well under one OPC UA publishing interval); a SCADA client subscribed
+    to the result events on OPC UA sees every one, in trigger order, each matching its
+    row, and nothing twice."""
+    n, port, ua_port = 100, free_port(), free_port()
+    plc_cfg = (
+        f", result_buffer: 4, modbus: {{port: {port}}}, opcua: {{enabled: true, port: {ua_port}}}"
+    )
+    with running(station_yaml(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
+        assert station.plc is not None and station.plc.opcua is not None
+        endpoint = station.plc.opcua.endpoint
+        seen, (results, final) = asyncio.run(_events_while_modbus_plc_runs(endpoint, port, n))
+    assert [u32(r, HR_SEQ) for r in results] == list(range(1, n + 1))
+    assert u32(final, HR_TRIGGERS) == n and u32(final, HR_REFUSED) == 0
+    assert [e.ResultSeq for e in seen] == list(range(1, n + 1))
+    assert all(e.Accepted for e in seen)
+    rows = db_rows(tmp_path)
+    assert [r[0] for r in rows] == [f"plc-{i}" for i in range(1, n + 1)]
+    for e, regs, row in zip(seen, results, rows, strict=True):
+        assert e.InspectionUuid == row[1].replace("-", "")
+        assert e.InspectionId == e.InspectionUuid[:8] == f"{u32(regs, HR_ID):08x}"
+        assert e.VerdictName == row[2] and e.Verdict == VERDICT_CODES[row[2]] == regs[HR_VERDICT]
+        assert e.TopClassName == (row[4] or "") and e.NumDetections == row[6]
+        assert e.SourceName == "Station" and e.Message.Text == f"trigger {e.ResultSeq}: {row[2]}"
+
+
 async def _secure_session(
     endpoint: str, client_dir: Path | None, server_cert: Path, uri: str
 ) -> int:
@@ -621,7 +774,7 @@ def test_opcua_sign_and_encrypt_with_trusted_client_certificates(
 
 def test_docs_list_every_register_and_node() -> None:
     """docs/plc.md is the contract the PLC programmer reads: every point is in it."""
-    from kanjian.station.plc_opcua import NODES
+    from kanjian.station.plc_opcua import EVENT_FIELDS, EVENT_TYPE, NODES
     from kanjian.station.plc_registers import REGISTER_MAP
 
     text = DOCS.read_text()
@@ -629,6 +782,9 @@ def test_docs_list_every_register_and_node() -> None:
         assert f"| {p.table} | {p.address} | {p.name} |" in text, p.name
     for spec in NODES:
         assert f"Station.{spec.name}" in text, spec.name
+    assert EVENT_TYPE in text
+    for spec in EVENT_FIELDS:
+        assert f"| {spec.name} |" in text, spec.name
     for method in ("Station.Trigger", "Station.Acknowledge", "Station.SetRecipe"):
         assert method in text
 
