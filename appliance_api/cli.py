@@ -75,12 +75,13 @@ def run(
     from kanjian.inference.session import ModelLoadError
     from kanjian.station.inspector import RulesError
     from kanjian.station.pipeline import build_station
+    from kanjian.station.plc_config import PlcConfigError, PlcServerError
 
     cfg = _load(config, data_dir)
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
-    except (ModelLoadError, BundleError, RulesError) as e:
+    except (ModelLoadError, BundleError, RulesError, PlcConfigError, PlcServerError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
     info = station.inspector.model.info

@@ -84,6 +84,7 @@ def serve(
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
     from kanjian.station.inspector import RulesError
+    from kanjian.station.plc_config import PlcConfigError, PlcServerError
 
     cfg = _load(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -95,7 +96,14 @@ def serve(
 
     try:
         result = run_server(cfg, announce, screen_token)
-    except (PortInUse, ModelLoadError, BundleError, RulesError) as e:
+    except (
+        PortInUse,
+        ModelLoadError,
+        BundleError,
+        RulesError,
+        PlcConfigError,
+        PlcServerError,
+    ) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
     announce(

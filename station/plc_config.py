@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+class PlcServerError(RuntimeError):
+    """A PLC server could not start (port taken, bad address, bad certificate)."""
+
+
+class PlcConfigError(ValueError):
+    """The PLC section does not fit the rest of the config."""
+
+
 class ModbusConfig(BaseModel):
     """The station as a Modbus TCP server (register map: docs/plc.md)."""
 

@@ -25,7 +25,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from kanjian.station.plc_config import ModbusConfig
+from kanjian.station.plc_config import ModbusConfig, PlcServerError
 from kanjian.station.plc_handshake import Handshake
 from kanjian.station.plc_registers import (
     COIL_RESULT_ACK,
@@ -43,10 +43,6 @@ _READ_COILS, _READ_DISCRETE, _READ_HOLDING, _READ_INPUT = 1, 2, 3, 4
 _WRITE_COILS = (5, 15)
 _HOLDING_FCS = (3, 6, 16, 22, 23)
 _START_TIMEOUT_S = 10.0
-
-
-class PlcServerError(RuntimeError):
-    """A PLC server could not start (port taken, bad address, bad certificate)."""
 
 
 def _bits_to_word(bits: list[bool]) -> int:

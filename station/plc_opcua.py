@@ -40,9 +40,8 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
-from kanjian.station.plc_config import OpcUaConfig
+from kanjian.station.plc_config import OpcUaConfig, PlcServerError
 from kanjian.station.plc_handshake import Handshake, HandshakeState, PlcResult, VerdictCode
-from kanjian.station.plc_modbus import PlcServerError
 
 log = logging.getLogger(__name__)
 

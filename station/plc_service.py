@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kanjian.inference.types import Inspection
+from kanjian.station.plc_config import PlcConfigError, PlcServerError
 from kanjian.station.plc_handshake import Handshake
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
     from kanjian.station.plc_opcua import OpcUaPlcServer
 
 log = logging.getLogger(__name__)
-
-
-class PlcConfigError(ValueError):
-    """The PLC section does not fit the rest of the config."""
 
 
 class StationTarget:
@@ -101,3 +98,6 @@ def start_plc(station: Station) -> PlcService:
         service.close()
         raise
     return service
+
+
+__all__ = ["PlcConfigError", "PlcServerError", "PlcService", "StationTarget", "start_plc"]

@@ -503,7 +503,7 @@ def test_hardware_triggered_camera_judges_each_triggers_own_frame(
 
 
 def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: Path) -> None:
-    from kanjian.station.plc_modbus import PlcServerError
+    from kanjian.station.plc_config import PlcServerError
     from kanjian.station.plc_service import PlcConfigError
 
     free_run = station_yaml(tmp_path, detect_model.onnx).replace(
@@ -518,6 +518,13 @@ def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: P
         yaml_text = station_yaml(tmp_path, detect_model.onnx, plc=f", modbus: {{port: {port}}}")
         with pytest.raises(PlcServerError, match=f"127.0.0.1:{port}"):
             build_station(parse_config(yaml_text))
+        # the CLI says so in one line (no traceback) and exits 2
+        cfg = tmp_path / "taken.yaml"
+        cfg.write_text(yaml_text)
+        r = subprocess.run([sys.executable, "-m", "kanjian.appliance_api.cli", "run", "-c",
+                            str(cfg)], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"127.0.0.1:{port}" in r.stderr.replace("\n", "") and "Traceback" not in r.stderr
     threads = [t.name for t in threading.enumerate()]
     assert not [t for t in threads if t.startswith(("plc-", "store-writer", "frame-pump"))]
 
