@@ -261,9 +261,9 @@ _UNION_TAGS = {"folder", "video", "device", "stream", "gige"}  # gige: issue 6
 def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
     """Make relative paths in the config relative to the config file's folder.
 
-    Camera source, model, data folder, the broker's TLS files and the OPC UA
-    certificates: a station.yaml moved with its files keeps working wherever
-    the station is started from.
+    Camera source, model, data folder, the broker's TLS files, the OPC UA
+    certificates and the PLC's recipe bundles: a station.yaml moved with its
+    files keeps working wherever the station is started from.
     """
 
     def fix(p: Path) -> Path:
@@ -289,13 +289,14 @@ def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
         }
     )
     opcua = cfg.plc.opcua.model_copy(update={"security": sec})
+    recipes = {k: fix(p) for k, p in cfg.plc.recipes.items()}
     return cfg.model_copy(
         update={
             "camera": camera,
             "model": cfg.model.model_copy(update={"path": fix(cfg.model.path)}),
             "store": cfg.store.model_copy(update={"data_dir": fix(cfg.store.data_dir)}),
             "sync": cfg.sync.model_copy(update={"mqtt": mqtt}),
-            "plc": cfg.plc.model_copy(update={"opcua": opcua}),
+            "plc": cfg.plc.model_copy(update={"opcua": opcua, "recipes": recipes}),
         }
     )
 

@@ -117,3 +117,17 @@ class PlcConfig(BaseModel):
     )
     modbus: ModbusConfig = Field(default_factory=ModbusConfig)
     opcua: OpcUaConfig = Field(default_factory=OpcUaConfig)
+    recipes: dict[int, Path] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="RECIPE value -> model bundle (folder or .onnx): every one is loaded at "
+        "start, and the PLC's RECIPE write switches the model before the next trigger; a "
+        "value not listed is refused. Empty: RECIPE is only recorded",
+    )
+
+    @model_validator(mode="after")
+    def _recipe_numbers(self) -> PlcConfig:
+        bad = [k for k in self.recipes if not 0 <= k <= 0xFFFF]
+        if bad:
+            raise ValueError(f"recipe numbers must be 0..65535 (a register), got {bad}")
+        return self

@@ -239,6 +239,9 @@ class Handshake:
         self._refused_count = 0
         self._missed_count = 0
         self._recipe = 0
+        # called with a new RECIPE value before it is recorded; raising ValueError
+        # refuses it (plc.recipes: a number with no model). None: only recorded.
+        self.on_recipe: Callable[[int], None] | None = None
         self._closed = False
         self._listeners: list[Listener] = []
         self._result_listeners: list[ResultListener] = []
@@ -375,11 +378,21 @@ class Handshake:
         self._notify()
         return True
 
-    def set_recipe(self, index: int) -> None:
-        """Record the recipe / model index the PLC selected (0..65535)."""
+    def set_recipe(self, index: int, *, initial: bool = False) -> None:
+        """Record the recipe / model index the PLC selected (0..65535).
+
+        With ``on_recipe`` set, it is asked first (it switches the model) and a
+        ``ValueError`` from it refuses the value: the register keeps the old one.
+        ``initial``: the start value, recorded without asking.
+
+        Raises:
+            ValueError: out of range, or refused by ``on_recipe``.
+        """
         if not 0 <= index <= 0xFFFF:
             raise ValueError(f"recipe index must be 0..65535, got {index}")
-        with self._lock:
+        with self._lock:  # one change at a time, in the order the PLC wrote them
+            if self.on_recipe is not None and not initial:
+                self.on_recipe(index)
             self._recipe = index
         self._notify()
 

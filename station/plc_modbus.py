@@ -167,7 +167,11 @@ class ModbusPlcServer:
             # only RECIPE is writable (the datastore refuses the read-only ones)
             if address != HR_RECIPE or len(values) != 1:
                 return ExcCodes.ILLEGAL_ADDRESS
-            self._hs.set_recipe(int(values[0]))
+            try:
+                self._hs.set_recipe(int(values[0]))
+            except ValueError as e:  # no model for this recipe: the register keeps its value
+                log.warning("Modbus RECIPE write refused: %s", e)
+                return ExcCodes.ILLEGAL_VALUE
             return None
         return ExcCodes.ILLEGAL_FUNCTION
 

@@ -383,8 +383,13 @@ class OpcUaPlcServer:
         return ua.Variant(self._hs.acknowledge(int(seq)), ua.VariantType.Boolean)
 
     @uamethod
-    def _m_recipe(self, parent: ua.NodeId, recipe: int) -> None:
-        self._hs.set_recipe(int(recipe))
+    def _m_recipe(self, parent: ua.NodeId, recipe: int) -> ua.StatusCode | None:
+        try:
+            self._hs.set_recipe(int(recipe))
+        except ValueError as e:  # no model for this recipe: the call answers BadOutOfRange
+            log.warning("OPC UA SetRecipe refused: %s", e)
+            return ua.StatusCode(ua.UInt32(StatusCodes.BadOutOfRange))
+        return None
 
     # -- one event per result -----------------------------------------------------------
     def _on_result(self, result: PlcResult) -> None:

@@ -221,7 +221,7 @@ REGISTER_MAP: tuple[Point, ...] = (
         "RECIPE",
         1,
         True,
-        "recipe / model index selected by the PLC (recorded, read back)",
+        "recipe / model index selected by the PLC (switches the model with plc.recipes)",
     ),
     Point(
         "input_register",

@@ -86,6 +86,12 @@ def start_plc(station: Station) -> PlcService:
     if not (cfg.modbus.enabled or cfg.opcua.enabled):
         raise PlcConfigError("plc.enabled but neither plc.modbus nor plc.opcua is enabled")
     hs = Handshake(StationTarget(station), cfg.result_buffer, cfg.trigger_prefix)
+    if cfg.recipes:  # the PLC chooses the model: load every recipe's now, not on the line
+        from kanjian.station.plc_recipes import RecipeBook
+
+        book = RecipeBook(station)
+        hs.set_recipe(book.initial(), initial=True)
+        hs.on_recipe = book.select
     service = PlcService(hs, None, None)
     try:
         if cfg.modbus.enabled:

@@ -529,6 +529,68 @@ def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: P
     assert not [t for t in threads if t.startswith(("plc-", "store-writer", "frame-pump"))]
 
 
+async def _opcua_set_recipe(endpoint: str, recipe: int) -> Any:
+    """Call Station.SetRecipe; returns None, or the status error the server answered."""
+    from asyncua import Client, ua
+
+    async with Client(endpoint, timeout=10) as client:
+        ns = await client.get_namespace_index("urn:kanjian:station")
+        station = client.get_node(ua.NodeId("Station", ns))
+        try:
+            await station.call_method(
+                ua.NodeId("Station.SetRecipe", ns), ua.Variant(recipe, ua.VariantType.UInt16)
+            )
+        except ua.UaStatusCodeError as e:  # type: ignore[attr-defined]
+            return e
+        return None
+
+
+def test_recipe_writes_switch_the_model_and_unknown_ones_are_refused(
+    detect_model: Any, tmp_path: Path
+) -> None:
+    from tests import test_api_support as S
+
+    bundles = S.make_bundles(detect_model)  # two bundles, different weights
+    mb, ua_port = free_port(), free_port()
+    plc_cfg = (
+        f", modbus: {{port: {mb}}}, opcua: {{enabled: true, port: {ua_port}}}, "
+        f"recipes: {{1: {bundles.a}, 2: {bundles.b}}}"
+    )
+    judged: list[tuple[int, str]] = []  # (RECIPE register, model_sha256 of the row)
+    with running(station_yaml(tmp_path, bundles.a, plc=plc_cfg)) as station:
+        assert station.plc is not None and station.plc.opcua is not None
+        plc = ModbusPlc(modbus_port(station))
+        assert plc.regs()[HR_RECIPE] == 1  # station.yaml's model is recipe 1's
+
+        def inspect() -> None:
+            plc.trigger()
+            regs = plc.wait_valid()
+            plc.ack()
+            judged.append((regs[HR_RECIPE], u32(regs, HR_SEQ)))
+
+        inspect()
+        for recipe in (2, 1, 2):  # changeovers, as a PLC writes them between parts
+            assert not plc.c.write_register(HR_RECIPE, recipe).isError()
+            inspect()
+        # a recipe with no model: an exception answer, the register and model stay
+        r = plc.c.write_register(HR_RECIPE, 7)
+        assert r.isError() and r.exception_code == 3  # ILLEGAL_DATA_VALUE
+        inspect()
+        bad = asyncio.run(_opcua_set_recipe(station.plc.opcua.endpoint, 9))
+        assert bad is not None and "BadOutOfRange" in str(bad)
+        assert asyncio.run(_opcua_set_recipe(station.plc.opcua.endpoint, 1)) is None
+        inspect()
+        plc.close()
+    con = sqlite3.connect(tmp_path / "data" / "kanjian.db")
+    sha = dict(con.execute("SELECT trigger_id, model_sha256 FROM inspections").fetchall())
+    audit = con.execute("SELECT actor, action FROM audit WHERE action = 'model.recipe'").fetchall()
+    con.close()
+    want = {1: bundles.sha_a, 2: bundles.sha_b}
+    assert [r for r, _ in judged] == [1, 2, 1, 2, 2, 1]
+    assert [sha[f"plc-{seq}"] for _, seq in judged] == [want[r] for r, _ in judged]
+    assert audit == [("plc", "model.recipe")] * 4  # 1->2, 2->1, 1->2, 2->1
+
+
 # -- OPC UA --------------------------------------------------------------------------------
 
 

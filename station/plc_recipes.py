@@ -1,0 +1,104 @@
+"""Recipes: the PLC chooses the model by writing a number (product changeover).
+
+``plc.recipes`` maps RECIPE values to model bundles. Every bundle is loaded
+and its ONNX Runtime session warmed up at start, so a changeover costs no
+load time on the line; a RECIPE write then swaps the inspector's model before
+the next trigger (each inspection records the model that judged it). A value
+that is not configured is refused (Modbus exception, OPC UA Bad status) and
+the model stays as it was. Each change is logged and written to the audit
+table (``model.recipe``, actor ``plc``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kanjian.inference.model import OnnxModel, load_model
+
+if TYPE_CHECKING:
+    from kanjian.station.pipeline import Station
+
+log = logging.getLogger(__name__)
+
+
+class RecipeError(ValueError):
+    """A RECIPE value with no model configured for it."""
+
+
+class RecipeBook:
+    """The models of ``plc.recipes``, loaded; :meth:`select` makes one judge.
+
+    Raises (at construction) the loader's ModelLoadError / BundleError naming
+    the bundle when one cannot be loaded: a recipe that would fail on the line
+    must fail at start.
+    """
+
+    def __init__(self, station: Station) -> None:
+        self.station = station
+        mc = station.config.model
+        self.models: dict[int, OnnxModel] = {}
+        for number, path in sorted(station.config.plc.recipes.items()):
+            model = load_model(path, mc.providers, mc.intra_op_threads)
+            h, w = model.info.imgsz
+            model.run(np.zeros((1, 3, h, w), np.float32))  # warm ONNX Runtime up now
+            self.models[number] = model
+            log.info("recipe %d: %s v%s (%s…)", number, model.info.name, model.info.version,
+                     model.info.sha256[:12])  # fmt: skip
+        self._lock = threading.Lock()
+
+    def initial(self) -> int:
+        """The recipe whose model already judges (the register's start value), else 0."""
+        running = self.station.inspector.model.info.sha256
+        return next((n for n, m in self.models.items() if m.info.sha256 == running), 0)
+
+    def select(self, number: int) -> None:
+        """Make recipe ``number``'s model judge from the next frame on.
+
+        Raises:
+            RecipeError: no model is configured for ``number``.
+        """
+        model = self.models.get(number)
+        if model is None:
+            raise RecipeError(
+                f"recipe {number} is not configured (plc.recipes has "
+                f"{', '.join(map(str, sorted(self.models))) or 'none'})"
+            )
+        with self._lock:
+            old = self.station.inspector.model
+            if old.info.sha256 == model.info.sha256:
+                return
+            self.station.inspector.swap_model(model)
+        log.info("recipe %d: %s v%s now judges (was %s v%s)", number, model.info.name,
+                 model.info.version, old.info.name, old.info.version)  # fmt: skip
+        self._audit(number, model, old)
+
+    def _audit(self, number: int, model: OnnxModel, old: OnnxModel) -> None:
+        import sqlite3
+
+        detail = {
+            "recipe": number,
+            "model": {"name": model.info.name, "version": model.info.version,
+                      "sha256": model.info.sha256},
+            "previous": {"name": old.info.name, "version": old.info.version,
+                         "sha256": old.info.sha256},
+        }  # fmt: skip
+        try:
+            con = sqlite3.connect(self.station.store.db_path, timeout=10)
+            try:
+                with con:
+                    con.execute(
+                        "INSERT INTO audit (at, actor, action, target, detail_json) "
+                        "VALUES (?, 'plc', 'model.recipe', ?, ?)",
+                        [datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                         model.info.sha256, json.dumps(detail, sort_keys=True)],
+                    )  # fmt: skip
+            finally:
+                con.close()
+        except sqlite3.Error:  # the change stands; only its audit row is missing
+            log.exception("recipe %d: the audit row could not be written", number)
