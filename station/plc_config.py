@@ -64,14 +64,26 @@ class OpcUaSecurityConfig(BaseModel):
     trusted_clients: list[Path] = Field(
         default_factory=list,
         max_length=1000,
-        description="client certificates allowed to connect (empty: any client whose "
-        "certificate is valid for the secure channel)",
+        description="client certificates allowed to connect (required with sign_encrypt "
+        "unless trust_any_client)",
+    )
+
+    trust_any_client: bool = Field(
+        False,
+        description="sign_encrypt without trusted_clients: accept any client certificate "
+        "(encrypted, but anyone can trigger); must be said explicitly",
     )
 
     @model_validator(mode="after")
     def _needs_keys(self) -> OpcUaSecurityConfig:
         if self.mode == "sign_encrypt" and (self.certificate is None or self.private_key is None):
             raise ValueError("mode sign_encrypt needs certificate and private_key")
+        if self.mode == "sign_encrypt" and not self.trusted_clients and not self.trust_any_client:
+            # an encrypted channel to anyone is not access control: say which clients
+            raise ValueError(
+                "mode sign_encrypt needs trusted_clients (the client certificates allowed "
+                "to connect), or trust_any_client: true to accept any client"
+            )
         return self
 
 

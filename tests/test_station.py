@@ -169,6 +169,17 @@ def test_config_errors_inside_camera_union_and_values(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+def test_opcua_sign_encrypt_needs_its_trusted_clients_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "ua.yaml"
+    sec = "{mode: sign_encrypt, certificate: s.der, private_key: s.pem"
+    cfg.write_text(f"plc: {{opcua: {{security: {sec}}}}}}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert "trusted_clients" in str(e.value) and "trust_any_client" in str(e.value)
+    cfg.write_text(f"plc: {{opcua: {{security: {sec}, trust_any_client: true}}}}}}\n")
+    assert load_config(cfg).plc.opcua.security.trust_any_client
+
+
 def test_camera_triggered_needs_triggered_mode(tmp_path: Path) -> None:
     cfg = tmp_path / "hw.yaml"
     cfg.write_text("trigger:\n  camera_triggered: true\n")
