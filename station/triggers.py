@@ -76,6 +76,7 @@ class TriggerQueue:
         # held while a trigger is checked and queued and while the queue is
         # drained, so a drain misses no trigger that was being queued meanwhile
         self._lock = threading.Lock()
+        self._arrived = threading.Event()  # a trigger was queued since get() last looked
         self._closed = False
 
     def submit(
@@ -103,6 +104,7 @@ class TriggerQueue:
             else:
                 try:
                     self._q.put_nowait(trig)
+                    self._arrived.set()
                 except queue.Full:
                     refusal = f"trigger refused: {self._q.maxsize} triggers already waiting"
             if refusal:
@@ -130,10 +132,25 @@ class TriggerQueue:
             self._closed = True
 
     def get(self, timeout_s: float) -> Trigger | None:
-        try:
-            return self._q.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
+        """The next trigger, with ``busy`` set in the same step (the caller clears it).
+
+        Taking it and setting ``busy`` happen under the lock :meth:`submit` checks
+        under: a trigger arriving just as the previous one is taken is refused
+        under ``when_busy: refuse``, never queued through the gap between the two.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                try:
+                    trig = self._q.get_nowait()
+                except queue.Empty:
+                    self._arrived.clear()
+                else:
+                    self.busy.set()
+                    return trig
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._arrived.wait(left):
+                return None
 
     def depth(self) -> int:
         return self._q.qsize()

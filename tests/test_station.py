@@ -295,3 +295,17 @@ def test_workers_and_numba_threads_conflict_is_a_config_error(tmp_path: Path) ->
     with pytest.raises(ConfigError) as e:
         load_config(cfg)
     assert e.value.issues[0].location == "runtime" and "numba_threads" in e.value.issues[0].message
+
+
+def test_refuse_policy_has_no_gap_between_taking_a_trigger_and_being_busy() -> None:
+    from kanjian.station.triggers import TriggerQueue
+
+    q = TriggerQueue(4, "refuse")
+    first, refusal = q.submit("a")
+    assert refusal is None
+    assert q.get(1.0) is first and q.busy.is_set()  # taken and busy in one step
+    _, refusal = q.submit("b")  # arrives while "a" is being judged
+    assert refusal is not None and "busy" in refusal
+    q.busy.clear()
+    assert q.submit("c")[1] is None and q.get(0.0) is not None
+    assert q.get(0.05) is None  # nothing waiting: a timeout, not a hang

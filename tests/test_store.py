@@ -37,6 +37,8 @@ def test_rows_detections_outbox_in_order(tmp_path: Path) -> None:
     for s in sent:
         store.put(s)
     assert store.flush()
+    # synchronous is per connection: the writer's own says FULL (2), the default
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     store.close()
     db = sqlite3.connect(tmp_path / DB_NAME)
     rows = db.execute(
