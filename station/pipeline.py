@@ -136,6 +136,7 @@ class Station:
         with self._intake_lock:
             if self._closed:
                 return self._closed_answer(trigger_id)
+            self.triggers.count_refused()  # so /metrics and /status count it too
             failure = refused_failure(trig, reason, self.pump.source_id)
             self._emit(self.inspector.inspect(failure), trig.result)
         result: Future[Inspection] = trig.result

@@ -131,6 +131,12 @@ class TriggerQueue:
         with self._lock:
             self._closed = True
 
+    def count_refused(self) -> None:
+        """Count a trigger refused before it reached this queue (the PLC's buffer was full)."""
+        with self._lock:
+            self.counters.received += 1
+            self.counters.refused += 1
+
     def get(self, timeout_s: float) -> Trigger | None:
         """The next trigger, with ``busy`` set in the same step (the caller clears it).
 

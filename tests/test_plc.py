@@ -220,7 +220,7 @@ def test_modbus_busy_refusal_and_full_buffer_are_answered(
         trigger=", when_busy: refuse",
         plc=f", result_buffer: 2, modbus: {{port: {port}}}",
     )
-    with running(yaml_text):
+    with running(yaml_text) as station:
         plc = ModbusPlc(port)
         for _ in range(3):
             plc.trigger()
@@ -231,6 +231,8 @@ def test_modbus_busy_refusal_and_full_buffer_are_answered(
         plc.ack()
         end = plc.regs()
         plc.close()
+        counted = station.triggers.counters  # what /status and /metrics report
+    assert (counted.received, counted.refused) == (3, 2)  # busy + no slot, both counted
     assert after[HR_STATUS] & ST_REFUSED and u32(after, HR_REFUSED) == 1
     assert u32(after, HR_TRIGGERS) == 3
     assert u32(first, HR_SEQ) == 1 and first[HR_VERDICT] in (1, 2, 3)
