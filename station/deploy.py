@@ -164,9 +164,29 @@ class ModelDeployer:
         self._queue.put(None)
         self._thread.join(timeout_s)
 
+    def _answer_interrupted(self, db: Any) -> None:
+        """Commands the station stopped in the middle of (a crash, a power cut) get their
+        answer now: refused, "interrupted"; the platform sends a new command to retry.
+
+        The MQTT client acknowledged them on receipt, so the broker will not deliver
+        them again; without this the platform would wait for an outcome forever.
+        """
+        for p in (self.data_dir / MODELS_DIR).glob(".incoming-*"):
+            shutil.rmtree(p, ignore_errors=True)  # half-unpacked archives of those
+        rows = db.execute(
+            "SELECT command_id FROM sync_commands WHERE outcome IS NULL AND command = 'deploy_model'"
+        ).fetchall()
+        for (cid,) in rows:
+            reason = "interrupted: the station stopped during this deploy; send a new command"
+            self._record(db, DeployOutcome(cid, False, reason), None, new_command=True)
+
     def _run(self) -> None:
         db = open_db(self.db_path)
         try:
+            try:
+                self._answer_interrupted(db)
+            except Exception:  # the deployer still serves new commands
+                log.exception("answering interrupted deploy commands failed")
             while (payload := self._queue.get()) is not None:
                 try:
                     out = self.handle(db, payload)

@@ -303,3 +303,37 @@ def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
     assert again == first
     ob.close()
     store.close()
+
+
+def test_a_deploy_interrupted_by_a_crash_is_answered_at_the_next_start(tmp_path: Path) -> None:
+    """The station died mid-deploy: the command has no outcome and a half-unpacked archive
+    lies in models/. At the next start the platform is told (refused, interrupted)."""
+    from kanjian.station.deploy import MODELS_DIR, ModelDeployer
+    from kanjian.station.sync_config import S3Config
+
+    store, _ = _filled(tmp_path, 1)
+    store.close()
+    con = sqlite3.connect(tmp_path / "kanjian.db")
+    con.execute("INSERT INTO sync_commands (command_id, command, received_at) "
+                "VALUES ('c-7', 'deploy_model', '2026-11-27T00:00:00+00:00')")  # fmt: skip
+    con.commit()
+    con.close()
+    half = tmp_path / MODELS_DIR / ".incoming-c-7" / "bundle"
+    half.mkdir(parents=True)
+    (half / "model.onnx").write_bytes(b"half")
+    events: list[tuple[str, dict[str, Any]]] = []
+    d = ModelDeployer(tmp_path / "kanjian.db", tmp_path, S3Config(), ("cpu",),
+                      lambda m: None, lambda e, data: events.append((e, data)), 1 << 20)  # fmt: skip
+    d.stop()
+    assert [(e, data["command_id"]) for e, data in events] == [("model_rejected", "c-7")]
+    assert "interrupted" in events[0][1]["reason"]
+    con = sqlite3.connect(tmp_path / "kanjian.db")
+    assert con.execute("SELECT outcome FROM sync_commands").fetchall() == [("refused",)]
+    assert (
+        con.execute("SELECT COUNT(*) FROM audit WHERE action = 'model.deploy_refused'").fetchone()[
+            0
+        ]
+        == 1
+    )
+    con.close()
+    assert not (tmp_path / MODELS_DIR / ".incoming-c-7").exists()
