@@ -121,9 +121,10 @@ class SyncConfig(BaseModel):
     window: int = Field(
         1000,
         ge=1,
-        le=100_000,
+        # in-flight messages are keyed by MQTT packet id, which is 16-bit (1..65535)
+        le=65_000,
         description="messages handed to the MQTT client and not yet acknowledged; bounds "
-        "memory while the broker is slow",
+        "memory while the broker is slow (at most 65000: MQTT packet ids are 16-bit)",
     )
     read_batch: int = Field(200, ge=1, le=10_000, description="outbox rows read per query")
     max_rate: float = Field(
