@@ -214,16 +214,16 @@ def test_retention_drops_are_counted_and_reported(
         prod.join()
         assert store.flush()
         sup.wait_for(lambda: w.status().dropped_messages == 150, 10, "retention")
-        if event_lost:  # as if a broker had lost the sync_dropped event after its PUBACK
-            # (the drop, its counters and the event row are one commit)
-            sup.wait_for(lambda: _events(store.db_path, "sync_dropped") == 1, 10, "event row")
+        if event_lost:  # as if a broker had lost the sync_dropped events after their PUBACK
+            # (a retention pass may run while the producer still writes: one event or more;
+            # each commits with its drop, so all are there once the count is 150)
             con = sqlite3.connect(store.db_path)
             n = con.execute(
                 "UPDATE sync_events SET sent_at = 'x' WHERE event = 'sync_dropped'"
             ).rowcount
             con.commit()
             con.close()
-            assert n == 1
+            assert n >= 1
         broker.start()
         receiver.start()
         _all_delivered(receiver, prod.made[150:], timeout_s=60)
@@ -246,16 +246,6 @@ def test_retention_drops_are_counted_and_reported(
     if event_lost:  # told again, on the platform's request for the gap
         assert [r.get("repeated") for r in reports] == [True]
         assert reports[0]["ranges"] == [[1, 150]]
-
-
-def _events(db: Path, event: str) -> int:
-    con = sqlite3.connect(db)
-    try:
-        return int(
-            con.execute("SELECT COUNT(*) FROM sync_events WHERE event = ?", (event,)).fetchone()[0]
-        )
-    finally:
-        con.close()
 
 
 def _lost(db: Path) -> int:

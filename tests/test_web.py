@@ -136,8 +136,11 @@ def test_a_held_defect_shows_its_own_picture(screen: Screen) -> None:
         " return ['FAIL', 'REVIEW'].includes(v.dataset.verdict) && !h.hidden"
         " && h.dataset.id === v.dataset.id && h.complete && h.naturalWidth > 0; }"
     )
-    src = page.get_attribute("#held", "src") or ""
-    assert page.get_attribute("#verdict", "data-id") in src and "annotated=true" in src
+    # read together (the line goes on: the next defect may replace both a moment later)
+    held_id, src = page.evaluate(
+        "() => { const h = document.getElementById('held'); return [h.dataset.id, h.src]; }"
+    )
+    assert f"/api/inspections/{held_id}/image" in src and "annotated=true" in src
 
 
 def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
