@@ -1,0 +1,62 @@
+"""The annotated pictures people look at: masks, boxes and the verdict's border, from a real
+segment model trained by our own code (the live view and the saved images' ?annotated=true)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from kanjian.appliance_api.annotate import VERDICT_BGR, annotate_inspection, class_colour
+from kanjian.camera.frame import Frame
+from kanjian.camera.source import utc_now
+from kanjian.inference.model import load_model
+from kanjian.inference.verdict import VerdictRules
+from kanjian.station.inspector import Inspector
+
+
+def test_masks_are_tinted_in_their_class_colour_and_the_rest_is_untouched(
+    segment_model: Any,
+) -> None:
+    model = load_model(segment_model.onnx, ("cpu",))
+    ins = Inspector(model, VerdictRules(), conf=0.05)
+    for i, path in enumerate(segment_model.val_images):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        insp = ins.inspect(Frame(image, i, "t", utc_now(), uri=str(path)))
+        d = insp.detections
+        if d.masks is not None and len(d.masks) and d.masks.any():
+            break
+    else:
+        raise AssertionError("the segment model found no mask on any val image")
+    out = annotate_inspection(insp)
+    assert out is not None and out.shape == image.shape
+    h, w = image.shape[:2]
+    # away from box outlines, labels and the verdict's border, only the tint may differ
+    away = np.ones((h, w), bool)
+    for x1, y1, x2, y2 in d.xyxy.round().astype(int):
+        for xa, ya, xb, yb in ((x1, y1, x2, y1), (x1, y2, x2, y2), (x1, y1, x1, y2),
+                               (x2, y1, x2, y2)):  # fmt: skip
+            r0, r1 = max(0, min(ya, yb) - 6), max(ya, yb) + 6
+            away[r0:r1, max(0, min(xa, xb) - 6) : max(xa, xb) + 6] = False
+        away[max(0, y1 - 40) : y1 + 40, max(0, x1 - 6) : x1 + 300] = False  # its label
+    edge = max(3, round(max(h, w) / 120))
+    away[: edge + 2], away[-edge - 2 :], away[:, : edge + 2], away[:, -edge - 2 :] = (
+        False,
+        False,
+        False,
+        False,
+    )
+    covered = d.masks.any(axis=0)
+    only = away & covered & (d.masks.sum(axis=0) == 1)  # one mask: one colour
+    assert only.sum() > 50, "the test needs mask pixels away from outlines"
+    k = int(np.argmax(d.masks[:, only].sum(axis=1)))  # the mask covering most of them
+    sel = only & d.masks[k]
+    want = 0.4 * np.array(class_colour(int(d.class_id[k])), float) + 0.6 * image[sel]
+    assert np.abs(out[sel].astype(float) - want).max() <= 1.0
+    clear = away & ~covered
+    assert np.array_equal(out[clear], image[clear])
+    # the verdict is the border's colour, drawn on every side
+    colour = VERDICT_BGR[insp.verdict.value]
+    for strip in (out[0], out[-1], out[:, 0], out[:, -1]):
+        assert (strip == colour).all()
