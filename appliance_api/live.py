@@ -151,7 +151,8 @@ class LiveHub:
         max_side: live pictures are shrunk to this longest side, px.
         keep: which detections the live picture draws (default: all).
         queue_size: events buffered per subscriber; a viewer that falls further
-            behind loses the oldest (the screen reloads the list when it sees a gap).
+            behind loses the oldest and then gets a ``resync`` event (the screen reloads
+            its list of defects from the log).
     """
 
     def __init__(
@@ -206,16 +207,25 @@ class LiveHub:
             for i in batch[-32:]  # a huge batch means viewers only need its tail
         ]
         events[-1]["shift"] = self.shift.snapshot()
+        skipped = len(batch) > len(events)
         # the loop may close between the check and the call (shutdown)
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._deliver, subs, events)
+            loop.call_soon_threadsafe(self._deliver, subs, events, skipped)
 
-    def _deliver(self, subs: list[asyncio.Queue[dict[str, Any]]], events: list[Any]) -> None:
+    def _deliver(
+        self, subs: list[asyncio.Queue[dict[str, Any]]], events: list[Any], skipped: bool = False
+    ) -> None:
         for q in subs:
+            lost = skipped
             for ev in events:
                 if q.full():
                     q.get_nowait()  # drop the oldest for this slow viewer only
+                    lost = True
                 q.put_nowait(ev)
+            if lost:  # it missed inspections: tell it to reload what it shows from the log
+                if q.full():
+                    q.get_nowait()
+                q.put_nowait({"type": "resync"})
 
     # -- server side -------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:

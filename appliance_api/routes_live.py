@@ -39,7 +39,8 @@ def _sse(event: str, data: str) -> bytes:
 )
 async def events(request: Request, state: State, _: Reader) -> StreamingResponse:
     """Server-sent events: ``hello`` (status, shift, last result) on connect, then one
-    ``inspection`` per committed inspection (with ``shift`` counts), and ``status``
+    ``inspection`` per committed inspection (with ``shift`` counts), ``resync`` when
+    this viewer fell behind and missed some (reload from the log), and ``status``
     every 5 s as a heartbeat. A client that sees no event for 15 s should reconnect.
     """
     hub = state.hub
@@ -65,7 +66,9 @@ async def events(request: Request, state: State, _: Reader) -> StreamingResponse
                     ev = await asyncio.wait_for(q.get(), timeout=0.5)
                 except asyncio.TimeoutError:
                     ev = None
-                if ev is not None:
+                if ev is not None and ev["type"] == "resync":
+                    yield _sse("resync", "{}")  # this viewer missed inspections
+                elif ev is not None:
                     payload: dict[str, Any] = {"inspection": ev["inspection"].model_dump()}
                     if "shift" in ev:
                         payload["shift"] = ev["shift"].model_dump()

@@ -671,3 +671,20 @@ def test_recent_rate_falls_to_zero_when_inspections_stop() -> None:
     assert rate.per_second() == 2.0
     now[0] = 130.0  # the camera stalled: nothing in the window
     assert rate.per_second() == 0.0
+
+
+def test_a_viewer_that_falls_behind_is_told_to_resync() -> None:
+    import asyncio
+
+    from kanjian.appliance_api.live import LiveHub, ShiftCounter
+
+    hub = LiveHub({"FAIL"}, ShiftCounter(["06:00"]))
+    slow: asyncio.Queue[dict[str, Any]] = asyncio.Queue(3)
+    quick: asyncio.Queue[dict[str, Any]] = asyncio.Queue(100)
+    evs = [{"type": "inspection", "n": i} for i in range(5)]
+    hub._deliver([slow, quick], evs)
+    got = [slow.get_nowait() for _ in range(slow.qsize())]
+    assert got[-1] == {"type": "resync"} and [e["n"] for e in got[:-1]] == [3, 4]
+    assert [quick.get_nowait()["n"] for _ in range(5)] == list(range(5)) and quick.empty()
+    hub._deliver([quick], evs[:1], skipped=True)  # a batch cut to its tail: resync too
+    assert [quick.get_nowait()["type"] for _ in range(2)] == ["inspection", "resync"]

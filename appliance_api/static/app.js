@@ -163,6 +163,11 @@
       onInspection(d.inspection);
       if (d.shift) onShift(d.shift);
     });
+    es.addEventListener("resync", () => {
+      // this screen fell behind and missed inspections: take the defects from the log
+      lastEventAt = Date.now();
+      loadDefects();
+    });
     es.addEventListener("status", (e) => {
       lastEventAt = Date.now();
       setConnected(true);
