@@ -59,6 +59,20 @@ class NodeSpec:
     description: str
 
 
+#: one result's fields: the nodes show the latest, the events carry each one
+_RESULT: tuple[NodeSpec, ...] = (
+    NodeSpec("Verdict", ua.VariantType.UInt16, "0 none 1 PASS 2 FAIL 3 REVIEW 4 ERROR 5 MISSED"),
+    NodeSpec("VerdictName", ua.VariantType.String, "verdict as text"),
+    NodeSpec("TopClass", ua.VariantType.Int32, "class id of the top detection, -1 none"),
+    NodeSpec("TopClassName", ua.VariantType.String, "its class name"),
+    NodeSpec("TopConfidence", ua.VariantType.Double, "its confidence, 0-1"),
+    NodeSpec("NumDetections", ua.VariantType.UInt32, "boxes found"),
+    NodeSpec("InspectionId", ua.VariantType.String, "short inspection id (8 hex digits)"),
+    NodeSpec("InspectionUuid", ua.VariantType.String, "full inspection UUID (32 hex digits)"),
+    NodeSpec("Reason", ua.VariantType.String, "why the verdict (MISSED: why no frame)"),
+)
+
+
 NODES: tuple[NodeSpec, ...] = (
     NodeSpec("Ready", ua.VariantType.Boolean, "a trigger now would be accepted"),
     NodeSpec("Busy", ua.VariantType.Boolean, "an accepted trigger has no result yet"),
@@ -73,15 +87,7 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("BufferSize", ua.VariantType.UInt32, "result slots in all"),
     NodeSpec("Recipe", ua.VariantType.UInt16, "recipe / model index selected"),
     NodeSpec("ResultSeq", ua.VariantType.UInt32, "trigger number the result answers"),
-    NodeSpec("Verdict", ua.VariantType.UInt16, "0 none 1 PASS 2 FAIL 3 REVIEW 4 ERROR 5 MISSED"),
-    NodeSpec("VerdictName", ua.VariantType.String, "verdict as text"),
-    NodeSpec("TopClass", ua.VariantType.Int32, "class id of the top detection, -1 none"),
-    NodeSpec("TopClassName", ua.VariantType.String, "its class name"),
-    NodeSpec("TopConfidence", ua.VariantType.Double, "its confidence, 0-1"),
-    NodeSpec("NumDetections", ua.VariantType.UInt32, "boxes found"),
-    NodeSpec("InspectionId", ua.VariantType.String, "short inspection id (8 hex digits)"),
-    NodeSpec("InspectionUuid", ua.VariantType.String, "full inspection UUID (32 hex digits)"),
-    NodeSpec("Reason", ua.VariantType.String, "why the verdict (MISSED: why no frame)"),
+    *_RESULT,
 )
 
 
@@ -96,15 +102,7 @@ EVENT_FIELDS: tuple[NodeSpec, ...] = (
         ua.VariantType.Boolean,
         "false: refused by the handshake (no result slot), never presented to the PLC",
     ),
-    NodeSpec("Verdict", ua.VariantType.UInt16, "0 none 1 PASS 2 FAIL 3 REVIEW 4 ERROR 5 MISSED"),
-    NodeSpec("VerdictName", ua.VariantType.String, "verdict as text"),
-    NodeSpec("TopClass", ua.VariantType.Int32, "class id of the top detection, -1 none"),
-    NodeSpec("TopClassName", ua.VariantType.String, "its class name"),
-    NodeSpec("TopConfidence", ua.VariantType.Double, "its confidence, 0-1"),
-    NodeSpec("NumDetections", ua.VariantType.UInt32, "boxes found"),
-    NodeSpec("InspectionId", ua.VariantType.String, "short inspection id (8 hex digits)"),
-    NodeSpec("InspectionUuid", ua.VariantType.String, "full inspection UUID (32 hex digits)"),
-    NodeSpec("Reason", ua.VariantType.String, "why the verdict (MISSED: why no frame)"),
+    *_RESULT,
 )
 
 #: BaseEventType Severity (1-1000) per verdict code: a fault needs more attention

@@ -120,36 +120,28 @@ def test_lossless_passes_failures_through_in_order(tmp_path: Path, pumps: list[F
     assert isinstance(failure, FrameFailure) and "2.jpg" in failure.reason
 
 
-def test_grab_fresh_skips_what_was_read_before_the_trigger(
-    video: Path, pumps: list[FramePump]
+@pytest.mark.parametrize("hardware", [False, True], ids=["read-after", "arrived-in-window"])
+def test_grab_fresh_skips_what_came_before_the_trigger(
+    video: Path, pumps: list[FramePump], hardware: bool
 ) -> None:
+    """Software trigger: frames whose read began before the call are stale. A camera fired
+    by the trigger's own pulse (``arrived_after``): frames that arrived before the window."""
     pump = FramePump(open_source(VideoSourceConfig(path=video), "v4"), "lossless", queue_size=3)
     pumps.append(pump)
     wait_until(lambda: pump.stats().queued == 3)
-    frame = pump.grab_fresh("T-17", timeout_s=5.0)
+    # all three queued (and the one the reader holds, waiting for room) came before the call
+    after = time.monotonic() if hardware else None
+    frame = pump.grab_fresh("T-17", timeout_s=5.0, arrived_after=after)
     assert isinstance(frame, Frame) and frame.trigger_id == "T-17"
     index = pattern.read(frame.image)[0]
-    # every frame whose read began before the call was skipped, none after it
     assert index >= 3 and pump.stats().stale_skipped == index
-    following = pump.get(timeout_s=5.0)
-    assert isinstance(following, Frame) and pattern.read(following.image)[0] == index + 1
-    assert following.trigger_id is None
-
-
-def test_grab_fresh_for_a_hardware_triggered_camera_takes_what_arrived_in_its_window(
-    video: Path, pumps: list[FramePump]
-) -> None:
-    pump = FramePump(open_source(VideoSourceConfig(path=video), "v6"), "lossless", queue_size=3)
-    pumps.append(pump)
+    if not hardware:
+        following = pump.get(timeout_s=5.0)
+        assert isinstance(following, Frame) and pattern.read(following.image)[0] == index + 1
+        assert following.trigger_id is None
+        return
     wait_until(lambda: pump.stats().queued == 3)
-    # all three arrived before the call: a window opening now makes them stale...
-    # (and so does the one the reader holds, waiting for room)
-    frame = pump.grab_fresh("T-2", timeout_s=5.0, arrived_after=time.monotonic())
-    assert isinstance(frame, Frame)
-    index = pattern.read(frame.image)[0]
-    assert index >= 3 and pump.stats().stale_skipped == index
-    wait_until(lambda: pump.stats().queued == 3)
-    # ...one opening a minute ago takes the oldest queued frame, though read before the call
+    # a window that opened a minute ago takes the oldest queued frame, though read before
     frame = pump.grab_fresh("T-3", timeout_s=5.0, arrived_after=time.monotonic() - 60)
     assert isinstance(frame, Frame) and frame.trigger_id == "T-3"
     assert pattern.read(frame.image)[0] == index + 1 and pump.stats().stale_skipped == index
