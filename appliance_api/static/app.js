@@ -12,6 +12,7 @@
   const MAX_THUMBS = 8;
   const THUMBS_EVERY_MS = 500;
   const HOLD_MS = 1500;
+  const DEFECT_MIN_MS = 500; // a newer defect replaces the shown one at most this often
 
   let lang = localStorage.getItem("kanjian.lang") || "zh";
   let token = localStorage.getItem("kanjian.token");
@@ -208,8 +209,12 @@
   function onInspection(insp) {
     // A defect stays on the big verdict at least HOLD_MS, so a line running faster
     // than people can read never hides a FAIL behind the next PASS.
+    // A newer defect takes over at most every DEFECT_MIN_MS: words and picture that
+    // change at the line's rate cannot be read (it is counted and in the strip anyway).
     const now = Date.now();
-    if (isDefect(insp.verdict) || !current || !isDefect(current.verdict) || now >= holdUntil) {
+    const holding = current && isDefect(current.verdict);
+    const newerDefect = isDefect(insp.verdict) && now >= holdUntil - HOLD_MS + DEFECT_MIN_MS;
+    if (!current || !holding || now >= holdUntil || newerDefect) {
       current = insp;
       if (isDefect(insp.verdict)) holdUntil = now + HOLD_MS;
       renderVerdict();
@@ -327,10 +332,15 @@
       return;
     }
     if (held.dataset.id !== current.id) {
+      // shown once loaded: until then the old picture would sit under the new verdict
+      held.hidden = true;
       held.dataset.id = current.id;
-      held.src = `/api/inspections/${current.id}/image?annotated=true&max_side=960`;
+      const id = current.id;
+      held.onload = () => {
+        if (held.dataset.id === id) held.hidden = false;
+      };
+      held.src = `/api/inspections/${id}/image?annotated=true&max_side=960`;
     }
-    held.hidden = false;
   }
 
   // The reason in the screen's language, from its code and parameters; the server's
