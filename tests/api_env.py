@@ -43,25 +43,12 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Env]:
     from kanjian.appliance_api.auth import Role, TokenStore
-    from kanjian.appliance_api.state import start_services
-    from kanjian.station.config import load_config
-    from kanjian.station.pipeline import build_station
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("api")
-    images = S.copy_images(tmp / "images", N_IMAGES)
-    cfg = load_config(
-        S.station_yaml(
-            tmp / "station.yaml",
-            images,
-            bundles.a,
-            tmp / "data",
-            api={"max_upload_mb": 40, "max_unpacked_mb": 60},
-        )
+    station, state = S.start_station(
+        tmp, N_IMAGES, bundles.a, api={"max_upload_mb": 40, "max_unpacked_mb": 60}
     )
-    station = build_station(cfg)
-    state = start_services(station)
-    state.loop.start()
     S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
     assert station.store.flush()
     server = S.ServerThread(state)

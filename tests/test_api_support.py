@@ -132,6 +132,21 @@ def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list
         )
 
 
+def start_station(tmp: Path, n_images: int, bundle: Path, **yaml_kw: Any) -> tuple[Any, Any]:
+    """A station on ``n_images`` NEU-DET images (``station_yaml`` options), its API
+    services started and its loop running; returns ``(station, state)``."""
+    from kanjian.appliance_api.state import start_services
+    from kanjian.station.config import load_config
+    from kanjian.station.pipeline import build_station
+
+    images = copy_images(tmp / "images", n_images)
+    cfg = load_config(station_yaml(tmp / "station.yaml", images, bundle, tmp / "data", **yaml_kw))
+    station = build_station(cfg)
+    state = start_services(station)
+    state.loop.start()
+    return station, state
+
+
 def pack(bundle: Path, fmt: str = "zip") -> bytes:
     """A ``.zip`` or ``.tar.gz`` of a bundle folder, with the folder at the top."""
     buf = io.BytesIO()

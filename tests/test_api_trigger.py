@@ -17,28 +17,12 @@ from tests import test_api_support as S  # the servers and bundles tests share
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Any]:
     from kanjian.appliance_api.auth import Role, TokenStore
-    from kanjian.appliance_api.state import start_services
-    from kanjian.station.config import load_config
-    from kanjian.station.pipeline import build_station
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("trigger")
-    images = S.copy_images(tmp / "images", 6)
-    cfg = load_config(
-        S.station_yaml(
-            tmp / "station.yaml",
-            images,
-            bundles.a,
-            tmp / "data",
-            loop=True,
-            mode="triggered",
-            policy="latest",
-            api={"open_reads": True},
-        )
+    station, state = S.start_station(
+        tmp, 6, bundles.a, loop=True, mode="triggered", policy="latest", api={"open_reads": True}
     )
-    station = build_station(cfg)
-    state = start_services(station)
-    state.loop.start()
     server = S.ServerThread(state)
     token = TokenStore(state.pool.get()).create("plc-panel", Role.OPERATOR, "tests").secret
     try:
