@@ -340,21 +340,22 @@ def test_every_image_gave_one_row(env: Env) -> None:
     assert verdicts["PASS"] > 0 and verdicts["FAIL"] + verdicts["REVIEW"] > 0
 
 
-def test_pagination_walks_every_row_once(env: Env) -> None:
-    c = env.client("operator")
-    seen: list[str] = []
-    before = None
+def _walk(c: httpx.Client, path: str, limit: int) -> tuple[list[Any], int]:
+    """Every item id of a paged list, following ``next_before``; and how many pages."""
+    seen: list[Any] = []
+    params: dict[str, Any] = {"limit": limit}
     pages = 0
     while True:
-        params: dict[str, Any] = {"limit": 7}
-        if before is not None:
-            params["before"] = before
-        page = c.get("/api/inspections", params=params).json()
+        page = c.get(path, params=params).json()
         seen += [i["id"] for i in page["items"]]
         pages += 1
-        before = page["next_before"]
-        if before is None:
-            break
+        if page["next_before"] is None:
+            return seen, pages
+        params["before"] = page["next_before"]
+
+
+def test_pagination_walks_every_row_once(env: Env) -> None:
+    seen, pages = _walk(env.client("operator"), "/api/inspections", 7)
     assert seen == _ids(env)
     assert pages == -(-N_IMAGES // 7) + (1 if N_IMAGES % 7 == 0 else 0)
 
@@ -490,18 +491,16 @@ def test_config_and_audit_pages(env: Env) -> None:
     eng = env.client("engineer")
     cfg = eng.get("/api/config").json()
     assert cfg["api"]["max_upload_mb"] == 40 and cfg["rules"]["default"]["fail_confidence"] == 0.1
+    for name in ("audit-a", "audit-b"):  # audited changes of its own, whatever ran before
+        assert (
+            env.client("admin")
+            .post("/api/tokens", json={"name": name, "role": "operator"})
+            .status_code
+            == 201
+        )
     total = env.sql("SELECT COUNT(*) FROM audit")[0][0]
     assert total >= 2
-    seen, before = [], None
-    while True:
-        params: dict[str, Any] = {"limit": 1}
-        if before is not None:
-            params["before"] = before
-        page = eng.get("/api/audit", params=params).json()
-        seen += [a["id"] for a in page["items"]]
-        before = page["next_before"]
-        if before is None:
-            break
+    seen, _ = _walk(eng, "/api/audit", 1)
     assert seen == [r[0] for r in env.sql("SELECT id FROM audit ORDER BY id DESC")]
 
 
