@@ -12,7 +12,8 @@ or is dropped by retention (counted, reported). Its image, when it has one to
 upload, moves independently: new ─▶ pending ─▶ done (or missing / dropped).
 
 All methods run on the calling thread's own connection (one per thread);
-each is one short transaction so the store's writer never waits long.
+each is one short transaction so the store's writer never waits long. The
+values it hands out live in :mod:`kanjian.station.outbox_types`.
 """
 
 from __future__ import annotations

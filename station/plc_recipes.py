@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -79,8 +80,6 @@ class RecipeBook:
         self._audit(number, model, old)
 
     def _audit(self, number: int, model: OnnxModel, old: OnnxModel) -> None:
-        import sqlite3
-
         detail = {
             "recipe": number,
             "model": {"name": model.info.name, "version": model.info.version,
