@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -10,29 +11,69 @@ from numpy.typing import NDArray
 
 from kanjian.training.records import Problem, ProblemKind
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 #: a box whose corners lie at most this many pixels outside is clipped without comment
 #: (annotation tools often write ``xmax = width``, one past the last pixel)
 _SLACK_PX = 1.0
 #: boxes thinner than this (pixels) after clipping carry no object
 _MIN_SIDE_PX = 1.0
+#: EXIF tag holding the orientation (1 = upright, 5..8 = turned by 90 degrees)
+_EXIF_ORIENTATION = 0x0112
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file in pixels, read from its header.
+    """``(width, height)`` of an image file in pixels, as it is displayed and trained on.
+
+    Read from the header; when the EXIF orientation (tag 274) turns the picture
+    by 90 degrees (values 5 to 8), width and height are swapped: OpenCV's
+    ``imread``, which Ultralytics trains with, applies the orientation, and
+    annotation tools that show the photo upright (browsers, CVAT) label it in
+    that frame. Ultralytics' own ``exif_size`` swaps for 6 and 8; 5 and 7 are
+    the mirrored variants of the same turns, which OpenCV transposes as well.
 
     Raises:
         OSError: when the file is missing or not a decodable image.
     """
+    import struct
+
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            orientation = _orientation(im)
             im.verify()
-            return int(im.width), int(im.height)
+            w, h = int(im.width), int(im.height)
     except UnidentifiedImageError as e:
         raise OSError(f"not an image: {e}") from e
-    except (ValueError, SyntaxError) as e:  # PIL raises these on truncated headers
+    # PIL raises these on truncated or garbled headers and EXIF blocks
+    except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:
         raise OSError(f"corrupt image: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise OSError(f"refused: {e}") from e
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _orientation(im: PILImage) -> int:
+    """EXIF orientation of an open PIL image (1 when absent), without decoding pixels.
+
+    ``Image.getexif()`` would decode a PNG whose EXIF is not in its header, and
+    ``verify()`` must come before any decoding; so JPEG/PNG/WebP EXIF is parsed
+    from the header bytes PIL keeps in ``info``, TIFF from its tags.
+    """
+    from PIL import Image
+
+    raw = im.info.get("exif")
+    if raw:
+        exif = Image.Exif()
+        exif.load(raw)
+    elif im.format == "TIFF":
+        exif = im.getexif()
+    else:
+        return 1
+    value = exif.get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
 
 
 def clip_box(

@@ -3,7 +3,8 @@
 Layouts (``task``):
 
 - detect: ``images/{train,val}/x.jpg``, ``labels/{train,val}/x.txt`` with
-  ``class cx cy w h`` normalised to [0, 1]; ``data.yaml`` beside them.
+  ``class cx cy w h`` normalised to [0, 1]; ``data.yaml`` beside them, without
+  ``path:`` (the dataset root is the folder of data.yaml, so it can be moved).
 - segment: the same, labels are ``class x1 y1 x2 y2 ...`` normalised polygons.
   Boxes without a polygon become the ellipse inscribed in the box
   (``box_masks="ellipse"``) or its rectangle (``"box"``), a coarse mask that is
@@ -140,15 +141,31 @@ def _label_line(box: Box, cls: int, w: int, h: int, task: Task, box_masks: BoxMa
 
 
 def _unique_names(records: Sequence[ImageRecord]) -> dict[Path, str]:
-    """Output file names: the source name, suffixed when two sources share it."""
-    used: Counter[str] = Counter()
+    """Output file names whose stems differ, compared case-insensitively.
+
+    The stem must be unique, not the name: ``a.jpg`` and ``a.png`` would both
+    write ``labels/<split>/a.txt``, and Ultralytics would pair that one label
+    file with both images. Case is folded because ``A.jpg`` and ``a.jpg`` are one
+    file on FAT/NTFS/APFS, where a copied dataset may land. The first image (by
+    path) of each stem keeps its name, and every stem found in the source is
+    reserved first, so a renamed ``a_1.jpg`` never takes the place of a real one;
+    the others get ``_1``, ``_2``... (the first number not taken).
+    """
+    ordered = sorted(records, key=lambda r: str(r.image))
+    taken = {r.image.stem.casefold() for r in ordered}
+    kept: set[str] = set()
     out: dict[Path, str] = {}
-    for r in sorted(records, key=lambda r: str(r.image)):
-        name = r.image.name
-        if used[name]:
-            name = f"{r.image.stem}_{used[name]}{r.image.suffix}"
-        used[r.image.name] += 1
-        out[r.image] = name
+    for r in ordered:
+        stem = r.image.stem
+        if stem.casefold() not in kept:
+            kept.add(stem.casefold())
+            out[r.image] = r.image.name
+            continue
+        n = 1
+        while f"{stem}_{n}".casefold() in taken:
+            n += 1
+        taken.add(f"{stem}_{n}".casefold())
+        out[r.image] = f"{stem}_{n}{r.image.suffix}"
     return out
 
 
@@ -183,7 +200,7 @@ def write_yolo(
     names = list(result.class_names)
     index = {n: i for i, n in enumerate(names)}
     records = list(result.records)
-    notes: list[str] = []
+    notes: list[str] = list(result.notes)
     if task == "classify":
         dropped = [r for r in records if not r.boxes]
         records = [r for r in records if r.boxes]
@@ -227,8 +244,9 @@ def write_yolo(
             for n in names:  # Ultralytics takes the class list from the folders
                 (output / split / n).mkdir(parents=True, exist_ok=True)
     else:
+        # no ``path:``: Ultralytics (check_det_dataset) and our readers then take the
+        # folder of data.yaml as the root, so the dataset still loads after a move
         data = {
-            "path": str(output.resolve()),
             "train": "images/train",
             "val": "images/val",
             "names": dict(enumerate(names)),
@@ -262,8 +280,9 @@ def write_yolo(
 def dataset_sha256(root: Path) -> str:
     """Content hash of a dataset folder: sha256 over sorted (relative path, file sha256).
 
-    ``summary.json``, ``data.yaml`` (it holds an absolute path) and Ultralytics'
-    ``*.cache`` files are left out, so a copy elsewhere hashes the same.
+    ``summary.json``, ``data.yaml`` and Ultralytics' ``*.cache`` files are left
+    out, so a copy elsewhere hashes the same (older data.yaml files held an
+    absolute ``path:``; leaving the file out keeps recorded hashes valid).
     """
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):

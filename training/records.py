@@ -20,6 +20,7 @@ class ProblemKind(str, Enum):
     BAD_BOX = "bad_box"  # degenerate or malformed box: dropped
     UNKNOWN_CLASS = "unknown_class"  # class not in the class list: box dropped
     DUPLICATE = "duplicate"  # a second annotation for the same image: ignored
+    BAD_ENTRY = "bad_entry"  # malformed image/category entry (e.g. COCO row): entry skipped
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,11 @@ class ReadResult:
         records: usable images (possibly with repaired boxes).
         class_names: class list, index = class id.
         problems: every fault found, one per file and kind of fault.
+        notes: counted remarks on what was left out on purpose (not faults), e.g.
+            ``"voc: 3 difficult objects skipped (--drop-difficult)"``; they go to the summary's notes.
     """
 
     records: tuple[ImageRecord, ...]
     class_names: tuple[str, ...]
     problems: tuple[Problem, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())

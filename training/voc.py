@@ -3,11 +3,17 @@
 The size written in the XML is checked against the real image: NEU-DET's XML
 files say 200x200 (and give corners in that frame) for 416x416 images. Boxes are
 then rescaled by real/stated size and the file is reported as ``size_mismatch``.
+
+Objects marked ``<difficult>1</difficult>`` are kept by default: a box left out
+becomes background in YOLO training, teaching the model that a real (if hard)
+defect is none. ``drop_difficult`` leaves them out as Ultralytics' own VOC
+converter does, and the summary counts them.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 from kanjian.training.checks import clip_box, image_size
@@ -22,7 +28,11 @@ from kanjian.training.records import (
 
 
 def read_voc(
-    annotations: Path, images: Path | None = None, class_names: tuple[str, ...] | None = None
+    annotations: Path,
+    images: Path | None = None,
+    class_names: tuple[str, ...] | None = None,
+    *,
+    drop_difficult: bool = False,
 ) -> ReadResult:
     """Read every ``*.xml`` under ``annotations``.
 
@@ -31,6 +41,8 @@ def read_voc(
         images: folder of the images; default: ``annotations/../images`` if it exists,
             then ``annotations/../JPEGImages``, then ``annotations`` itself.
         class_names: the class list; None collects the names found, sorted.
+        drop_difficult: skip objects marked ``<difficult>1</difficult>`` (counted in
+            the notes); by default they are kept.
 
     Returns:
         records for every readable file, problems for every fault.
@@ -39,8 +51,10 @@ def read_voc(
     problems: list[Problem] = []
     parsed: list[tuple[Path, Path, int, int, list[Box]]] = []
     seen: set[Path] = set()
+    skipped: Counter[str] = Counter()  # objects left out on purpose, by reason
     for xml_path in sorted(annotations.rglob("*.xml")):
-        item = _read_one(xml_path, images, problems)
+        here: Counter[str] = Counter()  # counted only if this file is used
+        item = _read_one(xml_path, images, problems, drop_difficult, here)
         if item is None:
             continue
         if item[1] in seen:
@@ -50,6 +64,7 @@ def read_voc(
             continue
         seen.add(item[1])
         parsed.append(item)
+        skipped.update(here)
 
     names = class_names or tuple(sorted({b.class_name for *_, bs in parsed for b in bs}))
     known = set(names)
@@ -68,7 +83,12 @@ def read_voc(
                 continue
             kept.append(b)
         records.append(ImageRecord(img_path, w, h, tuple(kept), xml_path))
-    return ReadResult(tuple(records), tuple(names), tuple(problems))
+    notes = (
+        (f"voc: {skipped['difficult']} difficult objects skipped (--drop-difficult)",)
+        if skipped["difficult"]
+        else ()
+    )
+    return ReadResult(tuple(records), tuple(names), tuple(problems), notes)
 
 
 def _default_images_dir(annotations: Path) -> Path:
@@ -98,8 +118,13 @@ def _text(node: ET.Element | None, tag: str) -> str | None:
 
 
 def _read_one(
-    xml_path: Path, images: Path, problems: list[Problem]
+    xml_path: Path,
+    images: Path,
+    problems: list[Problem],
+    drop_difficult: bool,
+    skipped: Counter[str],
 ) -> tuple[Path, Path, int, int, list[Box]] | None:
+    """One XML file: (xml, image, real width, real height, boxes), or None when skipped."""
     file = str(xml_path)
     try:
         root = ET.parse(xml_path).getroot()
@@ -145,6 +170,9 @@ def _read_one(
     for i, obj in enumerate(root.iter("object")):
         name = _text(obj, "name") or ""
         label = f"object {i} ({name})"
+        if drop_difficult and _text(obj, "difficult") == "1":
+            skipped["difficult"] += 1  # dropped before its box is checked: no fault to report
+            continue
         bb = obj.find("bndbox")
         try:
             raw = tuple(float(_text(bb, k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
