@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from xml.etree import ElementTree
 
-import cv2
 import numpy as np
 import pytest
+import yaml
 
 from kanjian.camera.frame import Frame
+from kanjian.inference.bundle import BundleManifest, write_manifest
 from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
 from kanjian.station.store import ResultStore
-from kanjian.training.station_export import ExportFilter, export_station_log
+from kanjian.training.checks import read_bgr
+from kanjian.training.export_filter import ExportFilter
+from kanjian.training.layout import DatasetSummary, dataset_sha256
+from kanjian.training.station_export import export_station_log
+from kanjian.training.station_log import read_station_log
 from kanjian.training.yolo_source import read_yolo
 
 NAMES = ("crazing", "inclusion", "patches")
@@ -35,32 +42,42 @@ def _dets(boxes: list[tuple[int, float, float, float, float, float]]) -> Detecti
     )
 
 
+Plan = list[tuple[str, Verdict, list[tuple[int, float, float, float, float, float]]]]
+
+
+def _log(
+    data: Path, neu: Path, plan: Plan, model: ModelRef, names: tuple[str, ...], start: int = 0
+) -> list[Inspection]:
+    """Log ``plan`` [(image, verdict, [(class id, conf, x1, y1, x2, y2)])] through the real
+    store, one minute apart from ``T0 + start`` minutes; every image is saved."""
+    store = ResultStore(data, save_verdicts=("PASS", "FAIL", "REVIEW"))
+    insps = []
+    for i, (name, verdict, boxes) in enumerate(plan, start):
+        frame = Frame(
+            read_bgr(neu / "images" / name), i, "cam0", T0 + timedelta(minutes=i), uri=name
+        )
+        insp = Inspection(
+            frame=frame, verdict=verdict, model=model, detections=_dets(boxes), class_names=names
+        )
+        store.put(insp)
+        insps.append(insp)
+    assert store.flush()
+    store.close()
+    return insps
+
+
 @pytest.fixture()
 def station_dir(tmp_path: Path, neu_det_dir: Path) -> tuple[Path, list[Inspection]]:
     """Five inspections of NEU-DET frames logged by the real store (all images saved)."""
     data = tmp_path / "station"
-    store = ResultStore(data, save_verdicts=("PASS", "FAIL", "REVIEW"))
-    model = ModelRef("neu", "1", "ab" * 32)
-    plan = [  # (image, verdict, [(class, conf, x1, y1, x2, y2)])
+    plan: Plan = [
         ("crazing_1.jpg", Verdict.FAIL, [(0, 0.9, 10, 10, 200, 200), (1, 0.1, 5, 5, 50, 50)]),
         ("inclusion_1.jpg", Verdict.FAIL, [(1, 0.8, 100, 40, 180, 300)]),
         ("patches_1.jpg", Verdict.FAIL, [(2, 0.7, 0, 0, 416, 416)]),
         ("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)]),
         ("scratches_1.jpg", Verdict.PASS, []),
     ]
-    insps = []
-    for i, (name, verdict, boxes) in enumerate(plan):
-        image = cv2.imread(str(neu_det_dir / "images" / name), cv2.IMREAD_COLOR)
-        assert image is not None
-        frame = Frame(image, i, "cam0", T0 + timedelta(minutes=i), uri=name)
-        insp = Inspection(
-            frame=frame, verdict=verdict, model=model, detections=_dets(boxes), class_names=NAMES
-        )
-        store.put(insp)
-        insps.append(insp)
-    assert store.flush()
-    store.close()
-    return data, insps
+    return data, _log(data, neu_det_dir, plan, ModelRef("neu", "1", "ab" * 32), NAMES)
 
 
 def _feedback(data: Path, insp: Inspection, kind: str, class_name: str | None = None) -> None:
@@ -121,7 +138,7 @@ def test_export_filters(station_dir: tuple[Path, list[Inspection]], tmp_path: Pa
     )  # fmt: skip
     assert sum(window.images.values()) == 2
     low = export_station_log(
-        data, tmp_path / "c", flt=ExportFilter(min_confidence=0.05), class_names=NAMES
+        data, tmp_path / "c", flt=ExportFilter(label_conf=0.05), class_names=NAMES
     )
     assert low.boxes_per_class["inclusion"] == 2  # the 0.1 box now counts
 
@@ -153,3 +170,363 @@ def test_cli_dataset_export(station_dir: tuple[Path, list[Inspection]], tmp_path
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode == 2 and "station database not found" in missing.stderr
+
+
+def _ids(out: Path) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
+    """Labels by inspection id (the image file stem)."""
+    return {k.split(".")[0]: v for k, v in _labels(out).items()}
+
+
+def _note(summary: DatasetSummary, key: str) -> str:
+    return next(n for n in summary.notes if key in n)
+
+
+def test_class_filter_selects_images_and_keeps_their_boxes(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]
+    flt = ExportFilter(label_conf=0.05, has_classes=("inclusion",))
+    export_station_log(data, tmp_path / "a", flt=flt, class_names=NAMES, val_fraction=0.0)
+    assert _ids(tmp_path / "a") == {  # crazing_1 is chosen by its inclusion box, and keeps both
+        ids[0]: [("crazing", (10.0, 10.0, 200.0, 200.0)), ("inclusion", (5.0, 5.0, 50.0, 50.0))],
+        ids[1]: [("inclusion", (100.0, 40.0, 180.0, 300.0))],
+    }
+    with pytest.raises(ValueError, match="has_classes: scratch not in the class list"):
+        export_station_log(
+            data, tmp_path / "b", flt=ExportFilter(has_classes=("scratch",)), class_names=NAMES
+        )
+
+
+def test_a_narrower_class_list_leaves_images_out_instead_of_emptying_them(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]
+    summary = export_station_log(
+        data, tmp_path / "out", class_names=("crazing", "inclusion"), val_fraction=0.0
+    )
+    labels = _ids(tmp_path / "out")
+    assert ids[2] not in labels  # its patches defect must not become a background image
+    assert labels[ids[3]] == [("crazing", (20.0, 30.0, 120.0, 130.0))]
+    assert labels[ids[4]] == []  # the PASS image with no detection is still background
+    assert summary.images_without_labels == 1
+    assert summary.problem_counts == {"unknown_class": 1}
+    assert ids[2] in summary.problems[0] and "image left out" in summary.problems[0]
+    assert "left_out_class_not_listed 1" in _note(summary, "station log")
+
+
+def test_confidence_range_selects_inspections_apart_from_the_label_threshold(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]  # top scores 0.9, 0.8, 0.7, 0.6, none (0)
+
+    def chosen(flt: ExportFilter) -> set[str]:
+        res, _ = read_station_log(data, flt, NAMES)
+        return {r.image.stem for r in res.records}
+
+    assert chosen(ExportFilter(min_conf=0.65, max_conf=0.85)) == {ids[1], ids[2]}
+    assert chosen(ExportFilter(min_conf=0.9)) == {ids[0]}  # both bounds are inclusive
+    assert chosen(ExportFilter(max_conf=0.5)) == {ids[4]}  # no detection counts as 0
+    res, counts = read_station_log(
+        data, ExportFilter(min_conf=0.65, max_conf=0.85, label_conf=0.75), NAMES
+    )
+    assert [(r.image.stem, len(r.boxes)) for r in res.records] == [(ids[1], 1)]
+    assert counts["left_out_all_below_label_conf"] == 1  # patches_1's 0.7 box: not background
+    with pytest.raises(ValueError, match=r"min_conf \(0.6\) must not be above max_conf \(0.5\)"):
+        ExportFilter(min_conf=0.6, max_conf=0.5)
+    with pytest.raises(ValueError, match=r"max_conf must be in \[0, 1\]"):
+        ExportFilter(max_conf=1.5)
+
+
+def test_time_bounds_are_parsed_to_utc(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir  # captured 08:00 ... 08:04 UTC on 2026-01-05
+    ids = [str(i.inspection_id) for i in insps]
+
+    def chosen(**kw: str | datetime) -> list[str]:
+        res, _ = read_station_log(data, ExportFilter(**kw), NAMES)  # type: ignore[arg-type]
+        return [r.image.stem for r in res.records]
+
+    assert chosen(since="2026-01-05T17:01:00+09:00") == ids[1:]  # = 08:01 UTC
+    assert chosen(until="2026-01-05T08:02Z") == ids[:2]
+    assert chosen(since="2026-01-05", until="2026-01-05") == ids  # the whole UTC day
+    assert chosen(until="2026-01-04") == []
+    assert chosen(since="2026-01-05T08:03") == ids[3:]  # no offset: UTC
+    assert chosen(since=datetime(2026, 1, 5, 3, 4, tzinfo=timezone(timedelta(hours=-5)))) == [
+        ids[4]
+    ]
+    flt = ExportFilter(since="2026-11-27", until="2026-11-27")
+    assert flt.since_utc == datetime(2026, 11, 27, tzinfo=timezone.utc)
+    assert flt.until_utc == datetime(2026, 11, 28, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="since: 'yesterday' is not an ISO 8601 date or time"):
+        ExportFilter(since="yesterday")
+    with pytest.raises(ValueError, match="until: '2026-13-01' is not"):
+        ExportFilter(until="2026-13-01")
+    with pytest.raises(ValueError, match="must be before until"):
+        ExportFilter(since="2026-01-06", until="2026-01-05")
+
+
+def test_verdicts_are_case_insensitive_and_checked(
+    station_dir: tuple[Path, list[Inspection]],
+) -> None:
+    data, insps = station_dir
+    res, _ = read_station_log(data, ExportFilter(verdicts=("fail", " Pass ")), NAMES)
+    assert len(res.records) == 5
+    res, _ = read_station_log(data, ExportFilter(verdicts=("pass",)), NAMES)
+    assert [r.image.stem for r in res.records] == [str(insps[4].inspection_id)]
+    with pytest.raises(ValueError, match="verdict FAILED unknown; valid: PASS, FAIL, REVIEW"):
+        ExportFilter(verdicts=("failed",))
+
+
+MODEL_NAMES = ("patches", "crazing", "rolled-in_scale", "inclusion")  # not sorted, one unseen
+
+
+def _bundle(folder: Path, model: ModelRef, names: tuple[str, ...]) -> Path:
+    folder.mkdir(parents=True)
+    manifest = BundleManifest(
+        name=model.name,
+        version=model.version,
+        task="detect",
+        class_names=list(names),
+        imgsz=(416, 416),
+        onnx_sha256=model.sha256,
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def _register(data: Path, model: ModelRef, path: str) -> None:
+    with sqlite3.connect(data / "kanjian.db") as conn:
+        conn.execute(
+            "INSERT INTO models (sha256, name, version, task, path, origin, added_at) "
+            "VALUES (?, ?, ?, 'detect', ?, 'config', ?)",
+            [model.sha256, model.name, model.version, path, T0.isoformat()],
+        )
+
+
+@pytest.fixture()
+def model_store(tmp_path: Path, neu_det_dir: Path) -> tuple[Path, ModelRef, list[Inspection]]:
+    """Three inspections by a model whose classes are MODEL_NAMES, registered by bundle."""
+    data = tmp_path / "station"
+    model = ModelRef("steel", "3", "cd" * 32)
+    plan: Plan = [
+        ("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 10, 10, 200, 200)]),
+        ("patches_1.jpg", Verdict.FAIL, [(0, 0.7, 0, 0, 416, 416)]),
+        ("inclusion_1.jpg", Verdict.FAIL, [(3, 0.8, 100, 40, 180, 300), (1, 0.5, 1, 1, 9, 9)]),
+    ]
+    insps = _log(data, neu_det_dir, plan, model, MODEL_NAMES)
+    _bundle(data / "models" / model.sha256, model, MODEL_NAMES)
+    _register(data, model, f"models/{model.sha256}")  # relative to the data folder
+    return data, model, insps
+
+
+def test_class_ids_are_the_models(
+    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path
+) -> None:
+    data, _, insps = model_store
+    out = tmp_path / "out"
+    summary = export_station_log(data, out, val_fraction=0.0)
+    raw = yaml.safe_load((out / "data.yaml").read_text())
+    assert raw["names"] == dict(enumerate(MODEL_NAMES))
+    assert (out / "classes.txt").read_text() == "".join(f"{n}\n" for n in MODEL_NAMES)
+    assert summary.class_names == MODEL_NAMES
+    assert summary.boxes_per_class["rolled-in_scale"] == 0
+    ids = {
+        i.inspection_id: [
+            int(line.split()[0])
+            for line in (out / "labels" / "train" / f"{i.inspection_id}.txt")
+            .read_text()
+            .split("\n")
+            if line
+        ]
+        for i in insps
+    }
+    assert list(ids.values()) == [[1], [0], [3, 1]]  # the ids the model gave
+    assert "classes: the model's, from its bundle" in _note(summary, "classes:")
+
+
+def test_class_list_from_a_bare_onnx_model(tmp_path: Path, neu_det_dir: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    data = tmp_path / "station"
+    model = ModelRef("bare", "0", "ef" * 32)
+    _log(data, neu_det_dir, [("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 1, 1, 9, 9)])], model,
+         MODEL_NAMES)  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    names = str(dict(enumerate(MODEL_NAMES)))  # as Ultralytics writes it
+    helper.set_model_props(proto, {"task": "detect", "names": names, "imgsz": "[416, 416]"})
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    _register(data, model, str(tmp_path / "bare.onnx"))
+    res, _ = read_station_log(data, ExportFilter())
+    assert res.class_names == MODEL_NAMES
+
+
+def test_unknown_or_mixed_class_lists_need_classes(
+    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path, neu_det_dir: Path
+) -> None:
+    data, model, _ = model_store
+    other = ModelRef("steel", "4", "ef" * 32)
+    _log(data, neu_det_dir, [("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)])],
+         other, ("crazing", "inclusion"), start=10)  # fmt: skip
+    with pytest.raises(ValueError, match=r"not in the station's model registry; the log shows "
+                       r"ids 0 crazing.*Give --classes"):  # fmt: skip
+        read_station_log(data, ExportFilter())
+    _bundle(tmp_path / "other", other, ("crazing", "inclusion"))
+    _register(data, other, str(tmp_path / "other"))
+    with pytest.raises(ValueError, match=r"2 models with different class lists.*--classes"):
+        read_station_log(data, ExportFilter())
+    res, _ = read_station_log(data, ExportFilter(model_sha256=model.sha256))
+    assert res.class_names == MODEL_NAMES
+    given = ("crazing", "inclusion", "patches", "rolled-in_scale")
+    summary = export_station_log(data, tmp_path / "out", class_names=given, val_fraction=0.0)
+    assert summary.boxes_per_class == {"crazing": 3, "inclusion": 1, "patches": 1,
+                                       "rolled-in_scale": 0}  # fmt: skip
+    assert any("mapped to the given list by class name" in n for n in summary.notes)
+
+
+def test_a_registered_bundle_that_disagrees_with_the_log_is_refused(
+    tmp_path: Path, neu_det_dir: Path
+) -> None:
+    data = tmp_path / "station"
+    model = ModelRef("steel", "5", "aa" * 32)
+    _log(data, neu_det_dir, [("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 1, 1, 9, 9)])], model,
+         MODEL_NAMES)  # fmt: skip
+    _bundle(tmp_path / "b", model, tuple(sorted(MODEL_NAMES)))  # ids differ from the log's
+    _register(data, model, str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="does not match the log: the log has class 1 = 'crazing'"):
+        read_station_log(data, ExportFilter())
+
+
+def test_no_split_classes_txt_and_label_studio_predictions(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]
+    _feedback(data, insps[3], "not_defect")
+    out = tmp_path / "review"
+    summary = export_station_log(data, out, class_names=NAMES, split=False)
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{i}.jpg" for i in ids)
+    assert len(list((out / "labels").glob("*.txt"))) == 5
+    assert not (out / "images" / "train").exists() and not (out / "labels" / "train").exists()
+    raw = yaml.safe_load((out / "data.yaml").read_text())
+    assert raw["train"] == raw["val"] == "images"
+    assert (out / "classes.txt").read_text() == "crazing\ninclusion\npatches\n"
+    assert summary.images == {"train": 5, "val": 0} and summary.val_fraction == 0.0
+    assert summary.data_sha256 == dataset_sha256(out)
+    labels = _ids(out)
+    assert labels[ids[0]] == [("crazing", (10.0, 10.0, 200.0, 200.0))]
+    # Label Studio's YOLO layout: images/, labels/ and classes.txt, no data.yaml
+    flat = tmp_path / "flat"
+    shutil.copytree(out, flat)
+    (flat / "data.yaml").unlink()
+    res = read_yolo(flat)
+    assert res.class_names == NAMES
+    assert {r.image.stem: len(r.boxes) for r in res.records} == {
+        k: len(v) for k, v in labels.items()
+    }
+
+    tasks = json.loads((out / "label_studio.json").read_text())
+    by_id = {t["data"]["inspection_id"]: t for t in tasks}
+    assert sorted(by_id) == sorted(ids)
+    for t in tasks:  # each image URL is the local-files prefix + a path inside the export
+        rel = t["data"]["image"].removeprefix("/data/local-files/?d=")
+        assert rel.startswith("images/") and (out / rel).is_file()
+    first = by_id[ids[0]]["predictions"]
+    assert len(first) == 1 and first[0]["model_version"] == f"neu 1 ({'ab' * 6})"
+    assert first[0]["score"] == pytest.approx(0.9)
+    [region] = first[0]["result"]  # the 0.1 box is below --label-conf
+    assert region["type"] == "rectanglelabels" and region["score"] == pytest.approx(0.9)
+    assert (region["original_width"], region["original_height"]) == (416, 416)
+    v = region["value"]
+    assert v["rectanglelabels"] == ["crazing"]
+    assert (v["x"], v["y"], v["width"], v["height"]) == pytest.approx(
+        (10 / 416 * 100, 10 / 416 * 100, 190 / 416 * 100, 190 / 416 * 100), abs=1e-3
+    )
+    assert by_id[ids[3]]["predictions"][0]["result"] == []  # not_defect: no boxes
+    assert by_id[ids[3]]["data"]["feedback"] == "not_defect"
+    assert len({r["id"] for t in tasks for p in t["predictions"] for r in p["result"]}) == 3
+    config = ElementTree.fromstring((out / "label_studio.xml").read_text())
+    rect = config.find("RectangleLabels")
+    img = config.find("Image")
+    assert rect is not None and img is not None
+    assert (rect.get("name"), rect.get("toName")) == (region["from_name"], region["to_name"])
+    assert img.get("name") == region["to_name"] and img.get("value") == "$image"
+    assert [lab.get("value") for lab in rect.findall("Label")] == list(NAMES)
+
+
+def test_label_studio_image_root_is_configurable(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, _ = station_dir
+    out = tmp_path / "out"
+    export_station_log(data, out, class_names=NAMES, ls_image_root="http://nas:8081/review/")
+    tasks = json.loads((out / "label_studio.json").read_text())
+    for t in tasks:
+        rel = t["data"]["image"].removeprefix("http://nas:8081/review/")
+        assert rel.startswith("images/train/") or rel.startswith("images/val/")
+        assert (out / rel).is_file()
+
+
+def test_operator_feedback_is_honoured(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]
+    _feedback(data, insps[0], "not_defect")  # a false positive: a true negative
+    _feedback(data, insps[1], "wrong_class", "pitted_surface")  # a class outside the list
+    _feedback(data, insps[4], "wrong_class", "crazing")  # a defect the model missed: where?
+    summary = export_station_log(data, tmp_path / "all", class_names=NAMES, val_fraction=0.0)
+    labels = _ids(tmp_path / "all")
+    assert labels[ids[0]] == []
+    assert ids[1] not in labels and ids[4] not in labels  # never exported as background
+    assert summary.images_without_labels == 1
+    counts = _note(summary, "station log")
+    assert "left_out_defect_feedback_without_box 1" in counts
+    assert "left_out_class_not_listed 1" in counts
+    negatives = export_station_log(
+        data, tmp_path / "neg", flt=ExportFilter(feedback=("not_defect",)), class_names=NAMES
+    )
+    assert sum(negatives.images.values()) == 1 and negatives.images_without_labels == 1
+    unreviewed, _ = read_station_log(data, ExportFilter(feedback=("NONE",)), NAMES)
+    assert sorted(r.image.stem for r in unreviewed.records) == sorted([ids[2], ids[3]])
+    with pytest.raises(ValueError, match="feedback false_positive unknown; valid: confirm_defect"):
+        ExportFilter(feedback=("false_positive",))
+
+
+def test_cli_dataset_export_selection_options(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    data, _ = station_dir
+    exe = Path(sys.executable).parent / "kanjian"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), "dataset", "export", str(data), *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    ok = run(str(tmp_path / "a"), "--json", "--classes", ",".join(NAMES), "--since", "2026-01-05",
+             "--until", "2026-01-05", "--verdict", "fail", "--min-conf", "0.65", "--max-conf",
+             "0.85", "--label-conf", "0.3", "--no-split")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["images"] == {"train": 2, "val": 0}
+    assert (tmp_path / "a" / "classes.txt").is_file()
+    assert len(list((tmp_path / "a" / "images").glob("*.jpg"))) == 2
+    bad_time = run(str(tmp_path / "b"), "--since", "27/11/2026")
+    assert bad_time.returncode == 2 and "since: '27/11/2026' is not an ISO 8601" in bad_time.stderr
+    bad_range = run(str(tmp_path / "c"), "--min-conf", "0.6", "--max-conf", "0.5")
+    assert bad_range.returncode == 2 and "must not be above max_conf" in bad_range.stderr
+    bad_verdict = run(str(tmp_path / "d"), "--verdict", "nope", "--classes", "a")
+    assert bad_verdict.returncode == 2 and "valid: PASS, FAIL" in bad_verdict.stderr
+    no_model = run(str(tmp_path / "e"))  # the fixture's model is not registered
+    assert no_model.returncode == 2 and "Give --classes" in no_model.stderr

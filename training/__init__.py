@@ -4,7 +4,9 @@ Engineers' machines only (the ``training`` extra): the station never imports it.
 
 - :mod:`.importer` — ``kanjian dataset import``: VOC / COCO / YOLO -> one YOLO dataset
   (readers :mod:`.voc`, :mod:`.coco`, :mod:`.yolo_source`; writer :mod:`.layout`).
-- :mod:`.station_export` — ``kanjian dataset export``: the station's log -> YOLO dataset.
+- :mod:`.station_export` — ``kanjian dataset export``: the station's log -> YOLO dataset
+  (filters :mod:`.export_filter`, log reader :mod:`.station_log`, class lists
+  :mod:`.export_classes`, pre-annotations for :mod:`.label_studio`).
 - :mod:`.train`, :mod:`.export` — Ultralytics training and ONNX export, offline (:mod:`._env`).
 - :mod:`.gates` — parity (ONNX in kanjian.inference vs PyTorch in Ultralytics), accuracy.
 - :mod:`.package` — bundle writing: model.onnx, manifest.json, golden set.

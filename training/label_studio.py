@@ -1,0 +1,95 @@
+"""Label Studio files for ``kanjian dataset export``: tasks with predictions, and their config.
+
+The tasks follow Label Studio's documented JSON for pre-annotations; the config
+names the ``label`` and ``image`` tags every region refers to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.request import pathname2url
+from xml.sax.saxutils import quoteattr
+
+if TYPE_CHECKING:
+    from kanjian.training.station_log import ExportItem
+
+LS_TASKS = "label_studio.json"  # Label Studio tasks with the detections as predictions
+LS_CONFIG = "label_studio.xml"  # the labelling config those predictions match
+LS_IMAGE_ROOT = "/data/local-files/?d="  # Label Studio's local-files URL prefix
+LS_FROM_NAME, LS_TO_NAME = "label", "image"  # tag names in LS_CONFIG, used by every region
+
+
+def label_studio_tasks(
+    items: tuple[ExportItem, ...], output: Path, image_root: str = LS_IMAGE_ROOT
+) -> list[dict[str, object]]:
+    """Label Studio tasks (one per written image) with the detections as predictions.
+
+    The format is Label Studio's documented JSON for pre-annotations: ``data.image``
+    is ``image_root`` + the image's path relative to ``output``; each box is a
+    ``rectanglelabels`` region with ``x, y, width, height`` in percent of the image
+    and its detection confidence as ``score``; the prediction's ``score`` is the
+    inspection's top detection score (Label Studio sorts tasks by it).
+    """
+    written = {
+        p.name: p.relative_to(output).as_posix()
+        for p in sorted((output / "images").rglob("*"))
+        if p.is_file()
+    }
+    tasks: list[dict[str, object]] = []
+    for item in items:
+        r = item.record
+        rel = written.get(r.image.name)
+        if rel is None:  # not written (a layout that leaves it out)
+            continue
+        regions = []
+        for i, (box, score) in enumerate(zip(r.boxes, item.scores, strict=True)):
+            x1, y1, x2, y2 = box.xyxy
+            regions.append(
+                {
+                    "id": f"{r.image.stem}-{i}",
+                    "type": "rectanglelabels",
+                    "from_name": LS_FROM_NAME,
+                    "to_name": LS_TO_NAME,
+                    "original_width": r.width,
+                    "original_height": r.height,
+                    "image_rotation": 0,
+                    "value": {
+                        "x": round(x1 / r.width * 100, 4),
+                        "y": round(y1 / r.height * 100, 4),
+                        "width": round((x2 - x1) / r.width * 100, 4),
+                        "height": round((y2 - y1) / r.height * 100, 4),
+                        "rotation": 0,
+                        "rectanglelabels": [box.class_name],
+                    },
+                    "score": round(score, 6),
+                }
+            )
+        prediction: dict[str, object] = {"model_version": item.model or "unknown"}
+        if item.top_confidence is not None:
+            prediction["score"] = round(float(item.top_confidence), 6)
+        prediction["result"] = regions
+        data: dict[str, object] = {
+            "image": image_root + pathname2url(rel),
+            "inspection_id": item.inspection_id,
+            "captured_at": item.captured_at,
+            "verdict": item.verdict,
+            "feedback": item.feedback or "none",
+        }
+        if item.top_confidence is not None:
+            data["top_confidence"] = round(float(item.top_confidence), 6)
+        tasks.append({"data": data, "predictions": [prediction]})
+    return tasks
+
+
+def label_studio_config(class_names: tuple[str, ...]) -> str:
+    """The Label Studio labelling config that :func:`label_studio_tasks` regions match."""
+    labels = "".join(f"    <Label value={quoteattr(n)}/>\n" for n in class_names)
+    return (
+        "<View>\n"
+        f'  <Image name="{LS_TO_NAME}" value="$image"/>\n'
+        f'  <RectangleLabels name="{LS_FROM_NAME}" toName="{LS_TO_NAME}">\n'
+        f"{labels}"
+        "  </RectangleLabels>\n"
+        "</View>\n"
+    )
