@@ -286,6 +286,16 @@ class ThresholdsBody(BaseModel):
     conf: float | None = Field(None, ge=0, le=1, description="null: the bundle's default")
     iou: float | None = Field(None, ge=0, le=1, description="null: the bundle's default")
     max_det: int | None = Field(None, ge=1, le=10000, description="null: the bundle's default")
+    rules: VerdictRules | None = Field(None, description="null: the bundle's default rules")
+
+
+class BundleDefaults(BaseModel):
+    """What ``null`` means: the running model bundle's own thresholds and rules."""
+
+    model_config = ConfigDict(extra="forbid")
+    conf: float
+    iou: float
+    max_det: int
     rules: VerdictRules
 
 
@@ -293,6 +303,9 @@ class ThresholdsOut(ThresholdsBody):
     """The thresholds in force and where they come from."""
 
     model_config = ConfigDict(extra="forbid")
+    bundle_defaults: BundleDefaults = Field(
+        description="the running model's manifest values, used wherever a field above is null"
+    )
     source: Literal["station.yaml", "api"] = Field(
         description="api: set through PUT /api/thresholds, kept across restarts until "
         "DELETE /api/thresholds returns to station.yaml"

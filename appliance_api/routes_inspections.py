@@ -244,7 +244,7 @@ async def get_image(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"image file {path.name} is unreadable")
         boxes = []
         if annotated:
-            keep = rules_keep(state.station.inspector.rules)
+            keep = rules_keep(state.station.inspector.rules_in_force())
             for d in _detections(db, row["id"]):
                 if keep(d.class_name, d.confidence):
                     boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))

@@ -184,7 +184,7 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> Thresho
     """
     actor = who.actor()
     names = state.station.inspector.model.info.class_names
-    missing = unknown_classes(body.rules, names)
+    missing = unknown_classes(body.rules, names) if body.rules is not None else []
     if missing:  # a misspelt class would silently fall back to the default rule
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,

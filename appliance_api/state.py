@@ -103,7 +103,7 @@ def start_services(station: Station) -> ApiState:
         set(station.config.store.save_images),
         shift,
         max_side=station.config.api.live_max_side,
-        keep=lambda: rules_keep(station.inspector.rules),  # the rules in force now
+        keep=lambda: rules_keep(station.inspector.rules_in_force()),  # the rules in force now
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import sqlite_utils
 from pydantic import ValidationError
 
-from kanjian.appliance_api.api_models import ThresholdsBody, ThresholdsOut
+from kanjian.appliance_api.api_models import BundleDefaults, ThresholdsBody, ThresholdsOut
 from kanjian.appliance_api.audit import Actor
 from kanjian.appliance_api.auth import now_iso
 from kanjian.station.inspector import Inspector
@@ -88,6 +88,11 @@ def clear(db: sqlite_utils.Database) -> bool:
 def describe(ins: Inspector, override: Override | None) -> ThresholdsOut:
     """The thresholds in force, with where they come from."""
     cur = in_force(ins).model_dump()
+    model = ins.model
+    th = model.default_thresholds()
+    cur["bundle_defaults"] = BundleDefaults(
+        conf=th.conf, iou=th.iou, max_det=th.max_det, rules=model.default_rules()
+    )
     if override is None:
         return ThresholdsOut(**cur, source="station.yaml")
     return ThresholdsOut(**cur, source="api", set_at=override.set_at, set_by=override.set_by)

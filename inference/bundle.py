@@ -20,7 +20,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kanjian.inference.verdict import VerdictRules, unknown_classes
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
@@ -69,10 +71,26 @@ class BundleManifest(BaseModel):
     imgsz: tuple[int, int] = Field(..., description="model input (height, width) in pixels")
     stride: int = Field(32, ge=1, description="model stride in pixels")
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    rules: VerdictRules | None = Field(
+        None,
+        description="default verdict rules (fail/review confidences per class) the model was "
+        "tuned for; station.yaml's `rules:` or an API override replace them. "
+        "null: kanjian's defaults (fail 0.5, review 0.25)",
+    )
     onnx_sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95")
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created_at: str = Field("", description="ISO 8601 time the bundle was written")
+
+    @model_validator(mode="after")
+    def _rules_name_known_classes(self) -> BundleManifest:
+        missing = unknown_classes(self.rules, self.class_names) if self.rules else []
+        if missing:  # a misspelt class would silently fall back to the default rule
+            raise ValueError(
+                f"rules name classes the model does not have: {', '.join(missing)}; "
+                f"its classes are: {', '.join(self.class_names)}"
+            )
+        return self
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

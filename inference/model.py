@@ -24,6 +24,7 @@ from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
 from kanjian.inference.preprocess import letterbox_tensor
 from kanjian.inference.session import ModelLoadError, create_session
 from kanjian.inference.types import Detections, ModelRef
+from kanjian.inference.verdict import VerdictRules
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class OnnxModel:
     def default_thresholds(self) -> bundle_mod.Thresholds:
         """The manifest's thresholds, or Ultralytics' defaults for a bare ONNX."""
         return self.manifest.thresholds if self.manifest else bundle_mod.Thresholds()
+
+    def default_rules(self) -> VerdictRules:
+        """The manifest's verdict rules, or kanjian's defaults (fail 0.5, review 0.25)."""
+        rules = self.manifest.rules if self.manifest else None
+        return rules if rules is not None else VerdictRules()
 
     def warmup(self) -> float:
         """Run one dummy frame so kernel JIT and ORT allocation happen at start-up.

@@ -59,6 +59,12 @@ class VerdictRules(BaseModel):
         return self.classes.get(name, self.default)
 
 
+def unknown_classes(rules: VerdictRules, class_names: tuple[str, ...] | list[str]) -> list[str]:
+    """Class names in ``rules`` (``classes``, ``pass_classes``) that the model lacks."""
+    known = set(class_names)
+    return sorted({*rules.classes, *rules.pass_classes} - known)
+
+
 #: What a verdict's reason says, for machines: a stable code the screen translates, with
 #: the facts of the English sentence as parameters (see :func:`reason_text`). The first
 #: eight come from :func:`judge_detections` / :func:`judge_probs`; the last three are the

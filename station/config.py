@@ -167,7 +167,11 @@ class StationConfig(BaseModel):
     policy: FramePolicy = Field("lossless", description="latest (live) or lossless (replay)")
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    rules: VerdictRules = Field(default_factory=VerdictRules)
+    rules: VerdictRules | None = Field(
+        None,
+        description="verdict rules (fail/review confidence per class); null: the model "
+        "bundle's default rules from its manifest",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen

@@ -9,7 +9,12 @@ import time
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection, Verdict
-from kanjian.inference.verdict import VerdictRules, judge_detections, judge_probs
+from kanjian.inference.verdict import (
+    VerdictRules,
+    judge_detections,
+    judge_probs,
+    unknown_classes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +23,7 @@ class RulesError(ValueError):
     """The verdict rules name classes the model does not have (a typo would be ignored)."""
 
 
-def unknown_classes(rules: VerdictRules, class_names: tuple[str, ...]) -> list[str]:
-    """Class names in ``rules`` (``classes``, ``pass_classes``) that the model lacks."""
-    known = set(class_names)
-    return sorted({*rules.classes, *rules.pass_classes} - known)
+__all__ = ["Inspector", "RulesError", "unknown_classes"]
 
 
 class Inspector:
@@ -35,23 +37,30 @@ class Inspector:
     def __init__(
         self,
         model: OnnxModel,
-        rules: VerdictRules,
+        rules: VerdictRules | None = None,
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
     ) -> None:
-        missing = unknown_classes(rules, model.info.class_names)
-        if missing:
-            # a misspelt class would silently fall back to the default rule
-            raise RulesError(
-                f"rules name classes model {model.info.name} v{model.info.version} does not "
-                f"have: {', '.join(missing)}; its classes are: "
-                f"{', '.join(model.info.class_names)}"
-            )
+        """``rules``/``conf``/``iou``/``max_det``: ``None`` takes the active model bundle's."""
+        if rules is not None:
+            missing = unknown_classes(rules, model.info.class_names)
+            if missing:
+                # a misspelt class would silently fall back to the default rule
+                raise RulesError(
+                    f"rules name classes model {model.info.name} v{model.info.version} does "
+                    f"not have: {', '.join(missing)}; its classes are: "
+                    f"{', '.join(model.info.class_names)}"
+                )
         self._model = model
         self._lock = threading.Lock()
         self.rules = rules
         self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    def rules_in_force(self, model: OnnxModel | None = None) -> VerdictRules:
+        """The rules that judge the next frame: set ones, else ``model``'s bundle defaults."""
+        rules = self.rules
+        return rules if rules is not None else (model or self._model).default_rules()
 
     @property
     def model(self) -> OnnxModel:
@@ -59,7 +68,8 @@ class Inspector:
 
     def swap_model(self, model: OnnxModel) -> OnnxModel:
         """Make ``model`` judge the next frames; returns the one it replaced."""
-        missing = unknown_classes(self.rules, model.info.class_names)
+        rules = self.rules  # None: the new model brings its own default rules
+        missing = unknown_classes(rules, model.info.class_names) if rules is not None else []
         if missing:  # e.g. a model with fewer classes: those rules are inert now
             log.warning("model %s v%s has no class %s named in the verdict rules; "
                         "those rules do nothing while it judges", model.info.name,
@@ -76,12 +86,13 @@ class Inspector:
             verdict = Verdict.MISSED if item.missed else Verdict.ERROR
             return Inspection(frame=item, verdict=verdict, reason=item.reason, class_names=names)
         t0 = time.perf_counter()
+        rules = self.rules_in_force(model)  # this frame's model's defaults when none are set
         try:
             pred = model.predict(item.image, self.conf, self.iou, self.max_det)
             if pred.probs is not None:
-                result = judge_probs(pred.probs, names, self.rules)
+                result = judge_probs(pred.probs, names, rules)
             else:
-                result = judge_detections(pred.detections, names, self.rules)
+                result = judge_detections(pred.detections, names, rules)
         except Exception as e:  # the loop must survive any model or decoder failure
             log.exception("inspection of frame %s failed", item.frame_id)
             return Inspection(

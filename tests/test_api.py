@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from kanjian.inference.verdict import VerdictRules
 from tests import test_api_support as S  # the servers and bundles tests share
 from tests.api_env import N_IMAGES, Env
 
@@ -534,6 +535,12 @@ def test_thresholds_change_is_applied_stored_and_audited(env: Env) -> None:
     eng = env.client("engineer")
     old = eng.get("/api/thresholds").json()
     assert old["source"] == "station.yaml" and old["set_at"] is None
+    # what a null would mean: the running bundle's manifest values (no rules in it: defaults)
+    model = env.state.station.inspector.model
+    assert old["bundle_defaults"] == {
+        **model.default_thresholds().model_dump(),
+        "rules": VerdictRules().model_dump(mode="json"),
+    }
     new = {
         "conf": 0.2,
         "iou": 0.5,
