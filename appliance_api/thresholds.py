@@ -103,6 +103,12 @@ def restore(db: sqlite_utils.Database, station: Station) -> Override | None:
     o = load(db)
     if o is not None:
         apply(station.inspector, o.body)
+        if o.body.rules is not None:  # also over every model's own rules, until DELETE
+            log.warning(
+                "verdict rules set through the API replace the model bundles' default rules "
+                "(this model's: %s) until DELETE /api/thresholds",
+                station.inspector.model.default_rules().model_dump_json(),
+            )
         log.warning(
             "thresholds set through the API on %s by %s override station.yaml's "
             "(DELETE /api/thresholds returns to them): %s",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,12 +58,22 @@ class TrainingInfo(BaseModel):
     duration_s: float | None = Field(None, ge=0, description="training wall time")
 
 
+#: the newest manifest format this code reads
+SCHEMA_VERSION = 2
+
+
 class BundleManifest(BaseModel):
     """``manifest.json`` of a model bundle."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = Field(1, ge=1, description="manifest format version")
+    schema_version: int = Field(
+        1,
+        ge=1,
+        le=SCHEMA_VERSION,
+        description="manifest format version: 2 when it has `rules` (a station that reads "
+        "only version 1 refuses it with this field named), else 1",
+    )
     name: str = Field(..., min_length=1, max_length=128, description="model name")
     version: str = Field(..., min_length=1, max_length=64, description="model version")
     task: Task = Field(..., description="detect, segment or classify")
@@ -81,6 +91,15 @@ class BundleManifest(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95")
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created_at: str = Field("", description="ISO 8601 time the bundle was written")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_need_version_2(cls, data: Any) -> Any:
+        # a manifest with rules is format 2, whoever built it: a reader of format 1 only
+        # must refuse it by its version, not misjudge parts with its own default rules
+        if isinstance(data, dict) and data.get("rules") is not None:
+            return {**data, "schema_version": max(2, int(data.get("schema_version") or 1))}
+        return data
 
     @model_validator(mode="after")
     def _rules_name_known_classes(self) -> BundleManifest:
@@ -115,6 +134,12 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
         raise BundleError(f"{path}: manifest missing") from e
     except (OSError, json.JSONDecodeError) as e:
         raise BundleError(f"{path}: unreadable manifest: {e}") from e
+    version = raw.get("schema_version", 1) if isinstance(raw, dict) else 1
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: manifest format {version} is newer than this kanjian reads "
+            f"({SCHEMA_VERSION}); upgrade kanjian on this machine to use the bundle"
+        )
     try:
         return BundleManifest.model_validate(raw)
     except ValueError as e:

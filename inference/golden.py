@@ -30,11 +30,14 @@ class GoldenReport:
         ok: everything passed.
         images: golden images checked.
         problems: one line per failure, naming the file.
+        provider: the execution provider the golden set was replayed on ("" when the
+            check stopped before loading the model).
     """
 
     ok: bool
     images: int
     problems: list[str] = field(default_factory=list)
+    provider: str = ""
 
 
 def _expected(img: b.GoldenImage) -> Detections:
@@ -100,4 +103,5 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
                 f"{rep.matched} matched (IoU >= {golden.min_box_iou}, "
                 f"|dconf| <= {golden.max_conf_diff})"
             )
-    return GoldenReport(not problems, len(golden.images), problems)
+    provider = model.session_info.provider
+    return GoldenReport(not problems, len(golden.images), problems, provider)

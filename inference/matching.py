@@ -46,9 +46,17 @@ class MatchReport:
 
 
 def match_detections(
-    expected: Detections, actual: Detections, min_iou: float = 0.99, max_conf_diff: float = 1e-3
+    expected: Detections,
+    actual: Detections,
+    min_iou: float = 0.99,
+    max_conf_diff: float = 1e-3,
+    min_mask_iou: float | None = None,
 ) -> MatchReport:
-    """Greedy one-to-one matching, strongest expected detection first."""
+    """Greedy one-to-one matching, strongest expected detection first.
+
+    ``min_mask_iou``: when given, a pair must also have mask IoU >= it; a side
+    with masks against one without never matches (a decoder that lost them).
+    """
     n, m = len(expected), len(actual)
     if n == 0 or m == 0:
         return MatchReport(n, m, 0, 1.0, 0.0)
@@ -56,6 +64,8 @@ def match_detections(
     same = expected.class_id[:, None] == actual.class_id[None, :]
     dconf = np.abs(expected.confidence[:, None].astype(np.float64) - actual.confidence[None, :])
     ok = same & (iou >= min_iou) & (dconf <= max_conf_diff)
+    if min_mask_iou is not None:
+        ok &= _mask_ok(expected.masks, actual.masks, ok, min_mask_iou)
     used = np.zeros(m, bool)
     matched, ious, diffs = 0, [], []
     for i in np.argsort(-expected.confidence, kind="stable"):
@@ -68,6 +78,23 @@ def match_detections(
         ious.append(float(iou[i, j]))
         diffs.append(float(dconf[i, j]))
     return MatchReport(n, m, matched, min(ious) if ious else 1.0, max(diffs) if diffs else 0.0)
+
+
+def _mask_ok(
+    a: NDArray[np.bool_] | None,
+    b: NDArray[np.bool_] | None,
+    candidates: NDArray[np.bool_],
+    min_iou: float,
+) -> NDArray[np.bool_]:
+    """``(n, m)``: mask IoU >= ``min_iou``, computed only where ``candidates`` holds."""
+    out = np.zeros_like(candidates)
+    if a is None and b is None:
+        return ~out  # neither side has masks: nothing to compare
+    if a is None or b is None or a.shape[1:] != b.shape[1:]:
+        return out
+    for i, j in zip(*np.nonzero(candidates), strict=True):
+        out[i, j] = mask_iou(a[i], b[j]) >= min_iou
+    return out
 
 
 def mask_iou(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:

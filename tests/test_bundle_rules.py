@@ -83,3 +83,16 @@ def test_manifest_rules_naming_a_class_the_model_lacks_are_refused(
     )  # fmt: skip
     with pytest.raises(BundleError, match="review_confidence"):
         load_model(broken, ("cpu",))
+
+
+def test_a_manifest_with_rules_is_format_2_and_a_newer_format_is_refused_by_name(
+    detect_bundle: Path, tmp_path: Path
+) -> None:
+    with_rules = _with_rules(detect_bundle, tmp_path / "r", {"default": {"ignore": True}})
+    assert read_manifest(with_rules).schema_version == 2
+    assert read_manifest(detect_bundle).schema_version == 1  # no rules: readable by format 1
+    future = _with_rules(detect_bundle, tmp_path / "f", None)
+    raw = json.loads((future / MANIFEST_NAME).read_text())
+    (future / MANIFEST_NAME).write_text(json.dumps({**raw, "schema_version": 3}))
+    with pytest.raises(BundleError, match="manifest format 3 is newer than this kanjian reads"):
+        read_manifest(future)

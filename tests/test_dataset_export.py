@@ -23,6 +23,7 @@ from kanjian.station.store import ResultStore
 from kanjian.training.checks import read_bgr
 from kanjian.training.export_filter import ExportFilter
 from kanjian.training.layout import DatasetSummary, dataset_sha256
+from kanjian.training.records import ProblemKind
 from kanjian.training.station_export import export_station_log
 from kanjian.training.station_log import read_station_log
 from kanjian.training.yolo_source import read_yolo
@@ -170,6 +171,19 @@ def test_cli_dataset_export(station_dir: tuple[Path, list[Inspection]], tmp_path
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert missing.returncode == 2 and "station database not found" in missing.stderr
+
+
+def test_cli_conf_band_help_says_no_detection_counts_as_0() -> None:
+    """--min-conf/--max-conf have no default; the old "(none: 0)" read like a default of 0."""
+    exe = Path(sys.executable).parent / "kanjian"
+    env = {**os.environ, "COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+    run = subprocess.run([str(exe), "dataset", "export", "--help"], capture_output=True,
+                         text=True, timeout=120, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    text = " ".join(run.stdout.replace("│", " ").split())  # the help table may wrap lines
+    for bound in ("at least", "at most"):
+        assert f"score is {bound} this (an inspection with no detection counts as 0)" in text
+    assert "(none: 0)" not in text
 
 
 def _ids(out: Path) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
@@ -393,6 +407,42 @@ def test_unknown_or_mixed_class_lists_need_classes(
     assert summary.boxes_per_class == {"crazing": 3, "inclusion": 1, "patches": 1,
                                        "rolled-in_scale": 0}  # fmt: skip
     assert any("mapped to the given list by class name" in n for n in summary.notes)
+
+
+def test_only_inspections_to_export_settle_the_class_list(
+    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path, neu_det_dir: Path
+) -> None:
+    """Another model's inspections that a filter leaves out, or whose frame is gone, have
+    no say in the class list; the old reader settled it from every inspection in the
+    time/SQL selection, so they failed the export ("not known", "different class lists")."""
+    data, _, insps = model_store
+    other = ModelRef("steel", "4", "ef" * 32)
+    [stray] = _log(data, neu_det_dir, [("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)])],
+                   other, ("crazing", "inclusion"), start=10)  # fmt: skip
+    for insp in insps:
+        _feedback(data, insp, "confirm_defect")
+    # the other model is not in the registry: its class list is not known
+    reviewed = export_station_log(
+        data, tmp_path / "out", flt=ExportFilter(reviewed_only=True), val_fraction=0.0
+    )
+    assert reviewed.class_names == MODEL_NAMES
+    assert sum(reviewed.images.values()) == 3
+    # registered with another list: the lists differ, unless the filter leaves it out
+    _bundle(tmp_path / "other", other, ("crazing", "inclusion"))
+    _register(data, other, str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="2 models with different class lists"):
+        read_station_log(data, ExportFilter())
+    res, counts = read_station_log(data, ExportFilter(feedback=("confirm_defect",)))
+    assert res.class_names == MODEL_NAMES
+    assert counts == {"feedback_confirm_defect": 3, "feedback_not_selected": 1}
+    # its saved frame is gone (deleted, retention): reported, and no say either
+    next(data.rglob(f"{stray.inspection_id}.jpg")).unlink()
+    res, counts = read_station_log(data, ExportFilter())
+    assert res.class_names == MODEL_NAMES
+    assert [(p.kind, p.file.split("#")[1]) for p in res.problems] == [
+        (ProblemKind.MISSING_IMAGE, str(stray.inspection_id))
+    ]
+    assert counts == {"feedback_confirm_defect": 3}
 
 
 def test_a_registered_bundle_that_disagrees_with_the_log_is_refused(

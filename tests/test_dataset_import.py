@@ -529,6 +529,69 @@ def test_cvat_yolo_export_without_images_takes_images_option(tmp_path: Path) -> 
     assert _read_back(tmp_path / "out") == _expected()
 
 
+def test_cvat_yolo_without_images_matches_labels_by_subset_and_stem(tmp_path: Path) -> None:
+    """Same-stem labels in two obj_<subset>_data/ folders each go to their subset's image.
+
+    The old reader kept one label per stem: ``valid/a.jpg`` got the train labels and
+    ``obj_valid_data/a.txt`` was reported as ``missing_image``; an orphan's message
+    named the obj_*_data folder, not the --images folder where the image was looked for.
+    """
+    root, pics = tmp_path / "cvat", tmp_path / "pics"
+    root.mkdir()
+    (root / "obj.names").write_text("".join(f"{c}\n" for c in CLASSES))
+    scene = {  # subset -> (image name, w, h, boxes)
+        "train": [SCENE[0], SCENE[1]],  # a.jpg, b.png
+        "valid": [("a.jpg", 50, 50, [("scratch", 0, 0, 50, 25)]), ("lost.jpg", 10, 10, [])],
+    }
+    for subset, items in scene.items():
+        for name, w, h, boxes in items:
+            if name != "lost.jpg":  # its image is not in --images
+                _write_image(pics / subset / name, w, h)
+            label = root / f"obj_{subset}_data" / f"{Path(name).stem}.txt"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            label.write_text(
+                "".join(_yolo_line(c, x1, y1, x2, y2, w, h) for c, x1, y1, x2, y2 in boxes)
+            )
+
+    extra = root / "obj_train_data" / "more" / "b.txt"  # b's stem again in the same subset
+    extra.parent.mkdir()
+    extra.write_text(_yolo_line("dent", 1, 1, 5, 5, 10, 10))
+
+    result = read_yolo(root, images=pics)
+    got = {r.image.relative_to(pics).as_posix(): (r.annotation, _boxes(r)) for r in result.records}
+    assert got == {
+        f"{subset}/{name}": (
+            root / f"obj_{subset}_data" / f"{Path(name).stem}.txt",
+            sorted((c, (float(x1), float(y1), float(x2), float(y2))) for c, x1, y1, x2, y2 in bs),
+        )
+        for subset, items in scene.items()
+        for name, _, _, bs in items
+        if name != "lost.jpg"
+    }
+    assert [(p.kind, p.file) for p in result.problems] == [
+        (ProblemKind.DUPLICATE, str(extra)),
+        (ProblemKind.MISSING_IMAGE, str(root / "obj_valid_data" / "lost.txt")),
+    ]
+    assert f"no image lost.* in {pics / 'valid'} " in result.problems[1].message
+
+
+def test_cvat_yolo_without_images_flat_folder_reports_ambiguous_stem(tmp_path: Path) -> None:
+    """One flat image, labels of its stem in two subsets: a duplicate, not a missing image."""
+    root, pics = tmp_path / "cvat", tmp_path / "pics"
+    root.mkdir()
+    (root / "obj.names").write_text("".join(f"{c}\n" for c in CLASSES))
+    _write_image(pics / "a.jpg", 64, 48)
+    for subset, cls in (("train", "dent"), ("valid", "stain")):
+        (root / f"obj_{subset}_data").mkdir(parents=True)
+        (root / f"obj_{subset}_data" / "a.txt").write_text(_yolo_line(cls, 4, 6, 30, 40, 64, 48))
+    result = read_yolo(root, images=pics)
+    assert [_boxes(r) for r in result.records] == [[("dent", (4.0, 6.0, 30.0, 40.0))]]
+    assert [(p.kind, p.file) for p in result.problems] == [
+        (ProblemKind.DUPLICATE, str(pics / "a.jpg"))
+    ]
+    assert str(root / "obj_valid_data" / "a.txt") in result.problems[0].message
+
+
 def _coco_dict(scene: list, first_id: int) -> dict[str, list[dict[str, object]]]:  # type: ignore[type-arg]
     images, anns = [], []
     for i, (name, w, h, boxes) in enumerate(scene, first_id):

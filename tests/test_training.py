@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kanjian.inference import bundle as b
 
@@ -100,7 +101,8 @@ def trained_bundle(
         "--optimizer", "AdamW", "--lr0", "0.0005", "--warmup-epochs", "0", "--close-mosaic", "0",
         "--no-val-each-epoch", "--project", str(tmp / "runs"), "--name", "neu-test",
         "--bundle", str(bundle), "--conf", "0.05", "--parity-conf", "0.02",
-        "--golden-images", "3",
+        "--golden-images", "3", "--fail-conf", "0.4", "--review-conf", "0.15",
+        "--set", "scale=0.3", "--set", "hsv_h=0",
     ]  # fmt: skip
     run, net = _kanjian_offline(args, tmp)
     return bundle, run, net
@@ -123,6 +125,14 @@ def test_train_offline_writes_a_bundle_that_passes_parity(
     assert 0.0 <= manifest.metrics["mAP50"] <= 1.0
     assert 0.0 <= manifest.metrics["mAP50-95"] <= manifest.metrics["mAP50"]
     assert manifest.training.command.startswith("kanjian train")
+    assert manifest.rules is not None  # the station judges with these unless told otherwise
+    # --set reached Ultralytics (its own record of the run's arguments)
+    args = yaml.safe_load((bundle.parent / "runs" / "neu-test" / "args.yaml").read_text())
+    assert (args["scale"], args["hsv_h"]) == (0.3, 0)
+    assert (manifest.rules.default.fail_confidence, manifest.rules.default.review_confidence) == (
+        0.4,
+        0.15,
+    )
     assert manifest.training.data_summary["images"] == {"train": 12, "val": 12}
     assert len(manifest.training.data_sha256) == 64
     parity_line = next(line for line in run.stderr.splitlines() if line.startswith("parity"))
@@ -135,10 +145,13 @@ def test_train_offline_writes_a_bundle_that_passes_parity(
     assert sum(len(g.detections) for g in golden.images) > 0
 
 
-def _model_check(bundle: Path) -> subprocess.CompletedProcess[str]:
+def _model_check(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "kanjian"
     return subprocess.run(
-        [str(exe), "model", "check", str(bundle)], capture_output=True, text=True, timeout=300
+        [str(exe), "model", "check", str(bundle), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -147,7 +160,14 @@ def test_model_check_accepts_the_bundle(
 ) -> None:
     run = _model_check(trained_bundle[0])
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "OK" in run.stdout
+    assert "OK" in run.stdout and "on CPUExecutionProvider" in run.stdout
+    # as a CUDA station would replay it: on a machine without CUDA, the CPU says so
+    run = _model_check(trained_bundle[0], "--providers", "cuda,cpu")
+    assert run.returncode == 0, run.stdout + run.stderr
+    import torch
+
+    want = "CUDAExecutionProvider" if torch.cuda.is_available() else "CPUExecutionProvider"
+    assert f"on {want}" in run.stdout
 
 
 def test_model_check_refuses_altered_onnx_bytes(
@@ -163,15 +183,22 @@ def test_model_check_refuses_altered_onnx_bytes(
 
 
 def _perturb_weights(onnx_path: Path) -> None:
-    """Scale the largest float weight tensor of the model by 1.5 (a different model)."""
+    """Multiply every conv weight by 1 + 10 % seeded noise: a different model.
+
+    (Scaling one tensor is not enough: the largest one, a deep backbone conv, moved
+    the test model's scores by only 5e-5.)
+    """
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
+    rng = np.random.default_rng(0)
     model = onnx.load(str(onnx_path))
-    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    arr = numpy_helper.to_array(init).astype(np.float32) * 1.5
-    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    for init in model.graph.initializer:
+        if len(init.dims) == 4:
+            arr = numpy_helper.to_array(init).astype(np.float32)
+            arr *= 1 + 0.1 * rng.standard_normal(arr.shape).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(model, str(onnx_path))
 
 
@@ -245,8 +272,6 @@ def test_train_segment_and_classify_bundles(
 ) -> None:
     """One epoch from the test model's checkpoint on a copy of its dataset, then
     the gates, a bundle, and ``kanjian model check``."""
-    import yaml
-
     model = request.getfixturevalue(f"{task}_model")
     data_dir = tmp_path / "data"
     shutil.copytree(model.data_dir, data_dir)
@@ -279,3 +304,174 @@ def test_train_segment_and_classify_bundles(
         assert sum(len(g.detections) for g in golden.images) > 0
     check = _model_check(tmp_path / "bundle")
     assert check.returncode == 0, check.stdout
+
+
+def test_train_refuses_to_replace_an_earlier_run_before_training(
+    detect_model: Any, tmp_path: Path
+) -> None:
+    """An earlier run's weights (or bundle) are never deleted without --overwrite."""
+    data = detect_model.data
+    earlier = tmp_path / "runs" / "model" / "weights"
+    earlier.mkdir(parents=True)
+    (earlier / "best.pt").write_bytes(b"hours of training")
+    base = [
+        "train", str(data), "--model", str(detect_model.pt), "--epochs", "1",
+        "--imgsz", str(detect_model.imgsz), "--project", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    run, _ = _kanjian_offline(base, tmp_path)
+    assert run.returncode == 2 and "--overwrite" in run.stderr, run.stderr[-2000:]
+    assert str(tmp_path / "runs" / "model") in run.stderr.replace("\n", "")
+    assert (earlier / "best.pt").read_bytes() == b"hours of training"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    run, _ = _kanjian_offline([*base, "--name", "other", "--bundle", str(bundle)], tmp_path)
+    assert run.returncode == 2 and "a bundle is there" in run.stderr, run.stderr[-2000:]
+    assert (bundle / "manifest.json").read_text() == "{}"
+    assert not (tmp_path / "runs" / "other").exists()  # refused before any training
+
+
+def test_train_refuses_rules_that_name_an_unknown_class(detect_model: Any, tmp_path: Path) -> None:
+    args = [
+        "train", str(detect_model.data), "--model", str(detect_model.pt),
+        "--project", str(tmp_path / "runs"), "--pass-class", "scratchez",
+    ]  # fmt: skip
+    run, _ = _kanjian_offline(args, tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "scratchez" in run.stderr and "scratches" in run.stderr
+    bad = [*args[:-2], "--fail-conf", "0.2", "--review-conf", "0.3"]
+    run, _ = _kanjian_offline(bad, tmp_path)
+    assert run.returncode == 2 and "--review-conf must be <= --fail-conf" in run.stderr
+    for pair, says in (
+        ("degress=10", "did you mean degrees"),
+        ("name=x", "kanjian sets name itself"),
+        ("scale", "expected KEY=VALUE"),
+    ):
+        run, _ = _kanjian_offline([*args[:-2], "--set", pair], tmp_path)
+        assert run.returncode == 2 and says in run.stderr, (pair, run.stderr[-2000:])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_golden_set_lowers_its_conf_until_it_holds_detections(
+    detect_model: Any, tmp_path: Path
+) -> None:
+    """At conf 0.99 the weak test model finds nothing: a set of empty images would pass any
+    weights, so the conf is halved until the chosen images hold detections."""
+    from kanjian.training.package import write_golden
+
+    shutil.copyfile(detect_model.onnx, tmp_path / b.MODEL_NAME)
+    golden = write_golden(tmp_path, detect_model.val_images, conf=0.99, iou=0.7, count=3)
+    assert golden.conf < 0.99
+    assert sum(len(g.detections) for g in golden.images) > 0
+    assert all(d.confidence >= golden.conf for g in golden.images for d in g.detections)
+    on_disk = b.GoldenSet.model_validate_json((tmp_path / "golden" / "expected.json").read_text())
+    assert on_disk == golden
+
+
+def test_amp_check_needs_no_download_and_device_auto_follows_torch() -> None:
+    """Ultralytics' AMP check downloads yolo26n.pt on a GPU; ours replaces it."""
+    import torch
+
+    from kanjian.training._env import offline_check_amp, ultralytics_module
+    from kanjian.training.train import resolve_device
+
+    ultralytics_module()
+    from ultralytics.engine import trainer
+
+    assert trainer.check_amp is offline_check_amp
+    assert offline_check_amp(torch.nn.Linear(2, 2)) is False  # CPU: no AMP
+    assert resolve_device("auto") == ("0" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu" and resolve_device("1") == "1"
+
+
+def _break_mask_prototypes(onnx_path: Path) -> None:
+    """Negate the weights of the last conv before the mask-prototype output: the boxes,
+    classes and scores stay exactly the same, only the masks change."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    node = producer[model.graph.output[1].name]  # output1: (1, 32, h/4, w/4) prototypes
+    while node.op_type != "Conv":
+        node = producer[node.input[0]]
+    inits = {t.name: t for t in model.graph.initializer}
+    w = inits[node.input[1]]
+    w.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(w).astype(np.float32), w.name))
+    onnx.save(model, str(onnx_path))
+
+
+def test_parity_gate_compares_segment_masks(segment_model: Any, tmp_path: Path) -> None:
+    from kanjian.training.gates import parity_gate
+
+    onnx = tmp_path / "masks-broken.onnx"
+    shutil.copyfile(segment_model.onnx, onnx)
+    _break_mask_prototypes(onnx)
+    args = {"imgsz": segment_model.imgsz, "conf": 0.02}
+    same = parity_gate(segment_model.pt, segment_model.onnx, segment_model.val_images, **args)
+    broken = parity_gate(segment_model.pt, onnx, segment_model.val_images, **args)
+    assert same.reference > 0 and same.passed, same.line()
+    assert not broken.passed and broken.reference == same.reference, broken.line()
+    # boxes, classes and scores are untouched (a box whose mask came out empty is dropped,
+    # as Ultralytics does): box-only matching would pair every ONNX detection; the
+    # masks are what leave most of them unmatched
+    assert 0 < broken.onnx <= same.onnx and broken.matched < broken.onnx // 2, broken.line()
+
+
+def test_summary_and_hash_of_a_dataset_not_made_by_kanjian(tmp_path: Path) -> None:
+    """A hand-written data.yaml whose ``path:`` points elsewhere: its files are counted
+    and hashed, not the folder data.yaml sits in."""
+    import cv2
+    import numpy as np
+
+    from kanjian.training.layout import dataset_sha256
+    from kanjian.training.package import data_summary_for
+
+    root = tmp_path / "elsewhere"
+    for split, stems in {"train": ["a", "b", "c"], "val": ["d"]}.items():
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for s in stems:
+            cv2.imwrite(str(root / "images" / split / f"{s}.png"), np.zeros((8, 8, 3), np.uint8))
+    (root / "labels" / "train" / "a.txt").write_text("0 .5 .5 .2 .2\n1 .3 .3 .1 .1\n")
+    (root / "labels" / "train" / "b.txt").write_text("1 .5 .5 .2 .2\n")
+    (root / "labels" / "val" / "d.txt").write_text("0 .5 .5 .2 .2\n")
+    (root / "labels" / "train" / "c.txt").write_bytes(b"\xff\xfe junk")  # Ultralytics skips it
+    data = tmp_path / "configs" / "data.yaml"
+    data.parent.mkdir()
+    raw = {"path": str(root), "train": "images/train", "val": "images/val",
+           "names": {0: "dent", 1: "scratch"}}  # fmt: skip
+    data.write_text(yaml.safe_dump(raw))
+    summary, sha = data_summary_for(data)
+    assert summary["images"] == {"train": 3, "val": 1}
+    assert summary["boxes_per_class"] == {"dent": 2, "scratch": 2}
+    assert (summary["images_without_labels"], summary["unreadable_label_files"]) == (0, 1)
+    assert summary["class_names"] == ["dent", "scratch"]
+    assert sha == dataset_sha256(root) != dataset_sha256(data.parent)
+    (root / "labels" / "train" / "b.txt").write_text("0 .5 .5 .2 .2\n")
+    assert data_summary_for(data)[1] != sha  # a changed label is a different dataset
+
+
+def test_a_relative_dataset_path_is_resolved_as_ultralytics_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ultralytics reads a relative ``path:`` from the current directory, not from the
+    yaml's folder: the gates and the manifest must look at the same files."""
+    from kanjian.training._env import ultralytics_module
+    from kanjian.training.layout import training_root
+
+    ultralytics_module()
+    from ultralytics.data.utils import check_det_dataset
+
+    (tmp_path / "work" / "ds" / "images" / "val").mkdir(parents=True)
+    (tmp_path / "work" / "configs").mkdir()
+    data = tmp_path / "work" / "configs" / "data.yaml"
+    raw = {"path": "ds", "train": "images/val", "val": "images/val", "names": ["a"]}
+    data.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "work")
+    ours = training_root(data, raw)
+    assert ours == (tmp_path / "work" / "ds").resolve()
+    assert Path(check_det_dataset(str(data))["path"]).resolve() == ours
+    del raw["path"]
+    assert training_root(data, raw) == data.parent

@@ -7,10 +7,15 @@ Only training code calls :func:`ultralytics_module`; the runtime never does.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 _OFFLINE_VARS = {
     # no DNS probe, no hub, no asset download
@@ -55,7 +60,43 @@ def ultralytics_module() -> ModuleType:
     if off:
         SETTINGS.update(off)  # type: ignore[no-untyped-call]
     _provide_fonts()
+    _replace_amp_check()
     return ultralytics
+
+
+#: GPUs on which Ultralytics' own AMP check always fails (NaN losses / zero mAP with fp16)
+_AMP_BROKEN = re.compile(
+    r"(nvidia|geforce|quadro|tesla).*?(1660|1650|1630|t400|t550|t600|t1000|t1200|t2000|k40m)",
+    re.IGNORECASE,
+)
+
+
+def offline_check_amp(model: Any) -> bool:
+    """Whether to train with AMP, decided without any file from the network.
+
+    Ultralytics' ``check_amp`` downloads ``yolo26n.pt`` to compare fp32 and fp16
+    predictions on a GPU. Here only its list of GPUs known to break fp16 training
+    is kept: AMP is on for any other CUDA device, off on CPU/MPS.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return False
+    gpu = torch.cuda.get_device_name(device)
+    if _AMP_BROKEN.search(gpu):
+        log.warning("AMP off: fp16 training on %s may give NaN losses or zero mAP", gpu)
+        return False
+    log.info("AMP on for %s (offline check: not a GPU known to break fp16 training)", gpu)
+    return True
+
+
+def _replace_amp_check() -> None:
+    """Make the trainer call :func:`offline_check_amp` instead of the downloading one."""
+    from ultralytics.engine import trainer
+
+    # the trainer imported the name into its own module: replace it there
+    trainer.check_amp = offline_check_amp  # type: ignore[attr-defined]
 
 
 def _provide_fonts() -> None:

@@ -28,7 +28,10 @@ BoxMasks = Literal["ellipse", "box"]
 @dataset_app.command("import")
 def dataset_import_command(
     source: Annotated[
-        Path, typer.Argument(help="VOC folder, COCO .json, or YOLO folder/data.yaml")
+        Path,
+        typer.Argument(
+            help="VOC folder, COCO .json or folder, YOLO folder/data.yaml, or CVAT export folder"
+        ),
     ],
     output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="auto, voc, coco or yolo")] = "auto",
@@ -46,14 +49,21 @@ def dataset_import_command(
     box_masks: Annotated[
         str, typer.Option(help="segment: mask for boxes without polygon: ellipse or box")
     ] = "ellipse",
+    drop_difficult: Annotated[
+        bool,
+        typer.Option(help="VOC: skip <difficult>1</difficult> objects (default: keep them)"),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Convert a dataset to YOLO layout with a seeded, class-stratified train/val split.
 
     Faults (missing images, boxes outside, unknown classes, unreadable files,
     stated sizes that differ from the image) are reported per file and skipped or
-    repaired; the summary is written to OUTPUT/summary.json.
+    repaired; the summary is written to OUTPUT/summary.json. Exit code 0 when
+    images were imported (even with faults), 2 when none was.
     """
+    from rich.markup import escape
+
     from kanjian.training.importer import import_dataset
 
     if fmt not in ("auto", "voc", "coco", "yolo"):
@@ -74,86 +84,173 @@ def dataset_import_command(
             seed=seed,
             class_names=names,
             box_masks=cast(BoxMasks, box_masks),
+            drop_difficult=drop_difficult,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+    except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
     if as_json:
         out.print_json(summary.to_json())
-        return
-    out.print(f"{summary.source_format} -> {summary.output} ({summary.task})")
-    out.print(
-        f"images: train {summary.images['train']}, val {summary.images['val']}, "
-        f"without labels {summary.images_without_labels}"
-    )
-    for name, n in summary.boxes_per_class.items():
-        out.print(f"  {name}: {n} boxes")
-    for note in summary.notes:
-        out.print(f"note: {note}")
-    if summary.problems:
-        counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
-        out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
-        for line in summary.problems[:10]:
-            out.print(f"  {line}", markup=False)
-        out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
+    else:
+        out.print(f"{summary.source_format} -> {summary.output} ({summary.task})")
+        out.print(
+            f"images: train {summary.images['train']}, val {summary.images['val']}, "
+            f"without labels {summary.images_without_labels}"
+        )
+        for name, n in summary.boxes_per_class.items():
+            out.print(f"  {name}: {n} boxes")
+        for note in summary.notes:
+            out.print(f"note: {note}", markup=False)
+        if summary.problems:
+            counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
+            out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
+            for line in summary.problems[:10]:
+                out.print(f"  {line}", markup=False)
+            out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
+    if summary.images["train"] + summary.images["val"] == 0:
+        # a dataset with nothing in it must stop a script before `kanjian train` runs
+        first = f"; first: {' '.join(summary.problems[0].split())}" if summary.problems else ""
+        console.print(
+            f"[red]error:[/red] {escape(f'no images imported from {source}')} "
+            f"({len(summary.problems)} problems{escape(first)})"
+        )
+        raise typer.Exit(2)
 
 
 @dataset_app.command("export")
 def dataset_export_command(
     data_dir: Annotated[Path, typer.Argument(help="station data folder (kanjian.db, images/)")],
     output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
-    since: Annotated[str | None, typer.Option(help="ISO 8601 UTC: captured at or after")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO 8601 UTC: captured before")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="captured at or after: ISO 8601 date or time (no offset: UTC; "
+            "a bare date: 00:00 UTC that day)"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="captured before: ISO 8601 date or time (no offset: UTC; "
+            "a bare date: that whole UTC day included)"
+        ),
+    ] = None,
     model_sha256: Annotated[str | None, typer.Option(help="only this model's results")] = None,
     reviewed_only: Annotated[
         bool, typer.Option(help="only inspections with operator feedback")
     ] = False,
-    min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="detections below are not labels")
+    feedback: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="only this latest feedback: confirm_defect, not_defect, wrong_class or "
+            "none (repeatable)"
+        ),
+    ] = None,
+    label_conf: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="detections at or above this become label boxes"),
     ] = 0.25,
+    min_conf: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose top detection score is at least this "
+            "(an inspection with no detection counts as 0)",
+        ),
+    ] = None,
+    max_conf: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose top detection score is at most this "
+            "(an inspection with no detection counts as 0)",
+        ),
+    ] = None,
     verdict: Annotated[
-        list[str] | None, typer.Option(help="only these verdicts (repeatable)")
+        list[str] | None,
+        typer.Option(help="only these verdicts, any case: PASS, FAIL, REVIEW... (repeatable)"),
     ] = None,
     classes: Annotated[
-        str | None, typer.Option(help="comma-separated class list (default: classes found)")
+        str | None,
+        typer.Option(
+            help="comma-separated class list, index = class id (default: the model's); "
+            "an image with a box of another class is left out"
+        ),
     ] = None,
+    has_class: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated: only images with a label box of one of these classes "
+            "(all their boxes are kept)"
+        ),
+    ] = None,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split/--no-split",
+            help="--no-split: all images in images/, labels in labels/ (a review set)",
+        ),
+    ] = True,
+    ls_image_root: Annotated[
+        str, typer.Option(help="URL prefix of the images in label_studio.json")
+    ] = "/data/local-files/?d=",
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
     seed: Annotated[int, typer.Option()] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Turn the station's log (saved frames + detections + operator feedback) into a
-    YOLO dataset; feedback corrects the labels (not_defect: no boxes; wrong_class:
-    the named class)."""
-    from kanjian.training.station_export import ExportFilter, export_station_log
+    YOLO dataset with the model's detections as pre-annotations, plus classes.txt and
+    Label Studio tasks (label_studio.json, label_studio.xml). Feedback corrects the
+    labels (not_defect: no boxes, a true negative; wrong_class: the named class);
+    an image whose boxes were taken away is left out, never kept as background."""
+    from rich.markup import escape
 
-    flt = ExportFilter(
-        since=since,
-        until=until,
-        model_sha256=model_sha256,
-        reviewed_only=reviewed_only,
-        min_confidence=min_confidence,
-        verdicts=tuple(verdict or ()),
-    )
-    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    from kanjian.training.export_filter import ExportFilter
+    from kanjian.training.station_export import export_station_log
+
+    def names(text: str | None) -> tuple[str, ...]:
+        return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
+
     try:
+        flt = ExportFilter(
+            since=since,
+            until=until,
+            model_sha256=model_sha256,
+            reviewed_only=reviewed_only,
+            label_conf=label_conf,
+            min_conf=min_conf,
+            max_conf=max_conf,
+            verdicts=tuple(verdict or ()),
+            has_classes=names(has_class),
+            feedback=tuple(feedback or ()),
+        )
         summary = export_station_log(
-            data_dir, output, flt=flt, class_names=names, val_fraction=val_fraction, seed=seed
+            data_dir,
+            output,
+            flt=flt,
+            class_names=names(classes) or None,
+            val_fraction=val_fraction,
+            seed=seed,
+            split=split,
+            ls_image_root=ls_image_root,
         )
     except (ValueError, FileExistsError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from e
     if as_json:
         out.print_json(summary.to_json())
         return
-    out.print(f"station log -> {summary.output}")
+    out.print(f"station log -> {summary.output}", markup=False)
     out.print(
         f"images: train {summary.images['train']}, val {summary.images['val']}, "
         f"without labels {summary.images_without_labels}"
     )
     for name, n in summary.boxes_per_class.items():
-        out.print(f"  {name}: {n} boxes")
+        out.print(f"  {name}: {n} boxes", markup=False)
     for note in summary.notes:
-        out.print(f"note: {note}")
+        out.print(f"note: {note}", markup=False)
     for line in summary.problems[:10]:
         out.print(f"  {line}", markup=False)
 
@@ -176,15 +273,19 @@ def train_command(
     flipud: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
     cache: Annotated[bool, typer.Option(help="keep decoded images in RAM")] = False,
     workers: Annotated[int, typer.Option(min=0)] = 2,
-    device: Annotated[str, typer.Option(help="cpu, 0, 0,1 ...")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (the GPU if torch sees one, else cpu), cpu, 0, 0,1 ...")
+    ] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     fraction: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="share of the training split to use")
     ] = 1.0,
     nbs: Annotated[
-        int,
-        typer.Option(min=1, help="nominal batch (gradient accumulation); = batch: step each batch"),
-    ] = 64,
+        int | None,
+        typer.Option(
+            min=1, help="nominal batch (gradient accumulation); default = --batch: step each batch"
+        ),
+    ] = None,
     warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 3.0,
     val_each_epoch: Annotated[
         bool, typer.Option(help="validate after every epoch (slow on CPU)")
@@ -203,6 +304,31 @@ def train_command(
     ] = None,
     conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default conf")] = 0.25,
     iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default NMS IoU")] = 0.7,
+    fail_conf: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="bundle's verdict rule: a defect this sure fails"),
+    ] = 0.5,
+    review_conf: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="bundle's verdict rule: a defect this sure goes to review"
+        ),
+    ] = 0.25,
+    pass_class: Annotated[
+        list[str] | None,
+        typer.Option(help="classify: a class that means a good part (repeat for several)"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing run folder and bundle folder")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="any other Ultralytics train argument, e.g. --set degrees=10 --set scale=0.3",
+        ),
+    ] = None,
     parity_conf: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="conf used by the parity gate")
     ] = 0.1,
@@ -224,11 +350,19 @@ def train_command(
     and its mAP50 on the val split is measured (--min-map50). Only then is the
     bundle (model.onnx, manifest.json, golden/) written.
     """
+    from kanjian.inference.verdict import ClassRule, VerdictRules
     from kanjian.training.pipeline import PipelineOptions, run_pipeline
     from kanjian.training.train import TrainConfig
 
     if task not in ("detect", "segment", "classify"):
         raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    try:
+        rules = VerdictRules(
+            default=ClassRule(fail_confidence=fail_conf, review_confidence=review_conf),
+            pass_classes=pass_class or [],
+        )
+    except ValueError as e:  # review above fail
+        raise typer.BadParameter("--review-conf must be <= --fail-conf") from e
     config = TrainConfig(
         data=data,
         task=cast(TaskOpt, task),
@@ -253,7 +387,8 @@ def train_command(
         nbs=nbs,
         warmup_epochs=warmup_epochs,
         val_during_training=val_each_epoch,
-        extra={} if time_hours is None else {"time": time_hours},
+        overwrite=overwrite,
+        extra=_extra_args(set_ or [], time_hours),
     )
     options = PipelineOptions(
         name=name,
@@ -261,6 +396,7 @@ def train_command(
         bundle_dir=bundle,
         conf=conf,
         iou=iou,
+        rules=rules,
         parity_conf=parity_conf,
         parity_images=parity_images,
         min_parity=min_parity,
@@ -271,7 +407,7 @@ def train_command(
     )
     try:
         outcome = run_pipeline(config, options, log=lambda s: console.print(s, markup=False))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
     if not outcome.passed:
@@ -279,19 +415,46 @@ def train_command(
     out.print(str(outcome.bundle_dir))
 
 
+def _extra_args(pairs: list[str], time_hours: float | None) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs (values read as YAML: 10, 0.3, true, [0, 1]) and --time-hours."""
+    import yaml
+
+    extra: dict[str, object] = {} if time_hours is None else {"time": time_hours}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--set")
+        try:
+            extra[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"{pair!r}: unreadable value: {e}", param_hint="--set") from e
+    return extra
+
+
 @model_app.command("check")
 def model_check_command(
     bundle: Annotated[Path, typer.Argument(help="bundle folder")],
+    providers: Annotated[
+        str,
+        typer.Option(
+            help="execution providers to replay on, as a station lists them "
+            "(e.g. cuda,cpu; tensorrt,cuda,cpu)"
+        ),
+    ] = "cpu",
 ) -> None:
     """Verify a bundle: ONNX hash against the manifest, then replay its golden set."""
     from kanjian.inference.golden import check_bundle
 
-    report = check_bundle(bundle)
+    chosen = tuple(p.strip() for p in providers.split(",") if p.strip())
+    report = check_bundle(bundle, chosen or ("cpu",))
     for line in report.problems:
         out.print(f"FAIL {line}", markup=False)
     if not report.ok:
         raise typer.Exit(1)
-    out.print(f"OK {bundle}: {report.images} golden images reproduced", markup=False)
+    out.print(
+        f"OK {bundle}: {report.images} golden images reproduced on {report.provider}",
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@
 1. Parity: on validation images, the ONNX file run by :mod:`kanjian.inference`
    (the station's own code) gives the same detections as the PyTorch checkpoint
    run by Ultralytics. Two detections match when they have the same class,
-   box IoU >= ``min_iou`` and |confidence difference| <= ``max_conf_diff``;
+   box IoU >= ``min_iou`` and |confidence difference| <= ``max_conf_diff`` (and,
+   for segment models, mask IoU >= ``PARITY_MIN_MASK_IOU``);
    the match rate is matched / max(reference count, ONNX count), over all images.
 2. Accuracy: Ultralytics' own validator on the ONNX file and the val split
    (mAP50, mAP50-95 for boxes, and for masks; top-1/top-5 for classify).
@@ -26,6 +27,9 @@ from kanjian.training.checks import read_bgr
 #: catch a wrong preprocessing (shifted boxes) or a wrong decoder (other classes)
 PARITY_MIN_IOU = 0.95
 PARITY_MAX_CONF_DIFF = 0.01
+#: segment: masks are upsampled from 1/4 resolution on both sides; a wrong mask decoder
+#: (prototypes, crop, scale) gives IoU far below this
+PARITY_MIN_MASK_IOU = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,14 +72,22 @@ class ParityReport:
         )
 
 
-def _torch_detections(result: Any) -> Any:
+def _torch_detections(result: Any, shape: tuple[int, int]) -> Any:
+    """Ultralytics' result as :class:`Detections`; masks at source size ``(H, W)``."""
+    from ultralytics.utils.ops import scale_masks
+
     from kanjian.inference.types import Detections
 
     boxes = result.boxes
+    masks = None
+    if result.masks is not None and len(boxes):
+        # Ultralytics' own way to bring its mask-resolution masks to the source frame
+        masks = scale_masks(result.masks.data[None].float().cpu(), shape)[0].numpy() > 0.5
     return Detections(
         xyxy=boxes.xyxy.cpu().numpy().astype(np.float32),
         confidence=boxes.conf.cpu().numpy().astype(np.float32),
         class_id=boxes.cls.cpu().numpy().astype(np.int32),
+        masks=masks,
     )
 
 
@@ -127,7 +139,13 @@ def parity_gate(
             if not ok:
                 mismatches.append(f"{path.name}: top-1 same={same}, max |dprob|={diff:.4g}")
             continue
-        rep = match_detections(_torch_detections(ref), pred.detections, min_iou, max_conf_diff)
+        rep = match_detections(
+            _torch_detections(ref, image.shape[:2]),
+            pred.detections,
+            min_iou,
+            max_conf_diff,
+            min_mask_iou=PARITY_MIN_MASK_IOU if task == "segment" else None,
+        )
         n_ref += rep.expected
         n_onnx += rep.actual
         n_match += rep.matched

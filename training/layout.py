@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -292,3 +292,23 @@ def dataset_sha256(root: Path) -> str:
         h.update(b"\0")
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
+
+
+def training_root(data_yaml: Path, raw: dict[str, Any]) -> Path:
+    """The folder Ultralytics reads a ``data.yaml``'s splits from, resolved as it does.
+
+    No ``path:``: the yaml's own folder. A relative ``path:`` is taken from the
+    current directory, else from Ultralytics' ``DATASETS_DIR`` (not from the yaml's
+    folder): the gates, summary and hash must describe the files that trained.
+    """
+    if not raw.get("path"):
+        return data_yaml.parent
+    root = Path(str(raw["path"]))
+    if root.exists() or root.is_absolute():
+        return root.resolve()
+    from kanjian.training._env import ultralytics_module
+
+    ultralytics_module()
+    from ultralytics.utils import DATASETS_DIR
+
+    return (Path(DATASETS_DIR) / root).resolve()

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.verdict import VerdictRules
 from kanjian.training.checks import read_bgr
 
 #: golden images are preferably chosen so no detection lies this close to the golden
@@ -57,25 +62,41 @@ def _golden_entry(model: object, path: Path, conf: float, iou: float) -> tuple[b
     return entry, stable
 
 
+def _lower_confs(conf: float) -> list[float]:
+    """``conf``, then halved down to 0.01: the confs a golden set may fall back to."""
+    confs = [conf]
+    while confs[-1] / 2 >= 0.01:
+        confs.append(round(confs[-1] / 2, 6))
+    return confs
+
+
 def write_golden(
     bundle_dir: Path, candidates: Sequence[Path], *, conf: float, iou: float, count: int = 4
 ) -> b.GoldenSet:
     """Pick ``count`` golden images from ``candidates`` and record their expected output.
 
     Images with detections come first; among them, images with no score within
-    0.005 of ``conf`` first, then the most detections. The bundle's ``model.onnx`` must
-    already be in place.
+    0.005 of ``conf`` first, then the most detections. When no candidate has a
+    detection at ``conf``, ``conf`` is halved (down to 0.01) until one has: the set's
+    own ``conf`` records the one used. The bundle's ``model.onnx`` must already be in
+    place.
     """
     from kanjian.inference.model import load_model
 
     model = load_model(bundle_dir / b.MODEL_NAME, providers=("cpu",))
-    scored = []
-    for i, path in enumerate(candidates):
-        entry, stable = _golden_entry(model, path, conf, iou)
-        n = len(entry.detections) if entry.probs is None else 1
-        scored.append((n == 0, not stable, -n, i, path, entry))
-    scored.sort(key=lambda t: t[:4])
-    chosen = scored[:count]
+    # a golden set without a single detection would pass any weights: lower the conf
+    # until the chosen images hold some (a weak model, or a high --conf)
+    for golden_conf in _lower_confs(conf):
+        scored = []
+        for i, path in enumerate(candidates):
+            entry, stable = _golden_entry(model, path, golden_conf, iou)
+            n = len(entry.detections) if entry.probs is None else 1
+            scored.append((n == 0, not stable, -n, i, path, entry))
+        scored.sort(key=lambda t: t[:4])
+        chosen = scored[:count]
+        if any(not t[0] for t in chosen):
+            break
+    conf = golden_conf
     gdir = bundle_dir / b.GOLDEN_DIR
     if gdir.exists():
         shutil.rmtree(gdir)
@@ -101,6 +122,7 @@ def write_bundle(
     golden_candidates: Sequence[Path],
     golden_count: int = 4,
     golden_conf: float | None = None,
+    rules: VerdictRules | None = None,
 ) -> b.BundleManifest:
     """Copy ``onnx`` into ``bundle_dir``, write its manifest and golden set.
 
@@ -110,6 +132,7 @@ def write_bundle(
     Args:
         golden_conf: conf threshold of the golden set; default ``thresholds.conf``.
             A weak model needs a lower one to have detections worth checking.
+        rules: default verdict rules for the manifest (None: the station's defaults).
     """
     from kanjian.inference.model import load_model
 
@@ -126,6 +149,7 @@ def write_bundle(
         imgsz=info.imgsz,
         stride=info.stride,
         thresholds=thresholds,
+        rules=rules,
         onnx_sha256=b.sha256_file(target),
         metrics=metrics,
         training=training,
@@ -143,24 +167,79 @@ def write_bundle(
 
 
 def data_summary_for(data: Path) -> tuple[dict[str, object], str]:
-    """The import summary of a dataset (``summary.json``) and its content hash."""
-    from kanjian.training.layout import SUMMARY_NAME, dataset_sha256
+    """The summary of a dataset and its content hash.
 
-    root = data.parent if data.is_file() else data
-    summary_path = root / SUMMARY_NAME
-    summary: dict[str, object] = {}
-    if summary_path.is_file():
-        raw = json.loads(summary_path.read_text(encoding="utf-8"))
-        keep = (
-            "source_format",
-            "task",
-            "class_names",
-            "images",
-            "boxes_per_class",
-            "images_without_labels",
-            "problem_counts",
-            "seed",
-            "val_fraction",
-        )
-        summary = {k: raw[k] for k in keep if k in raw}
-    return summary, dataset_sha256(root)
+    A dataset made by ``kanjian dataset import`` has its summary in
+    ``summary.json``; for any other (a ``data.yaml`` written by hand or by another
+    tool) the images per split and the boxes per class are counted here. The hash
+    covers the folder the images are read from: ``data.yaml``'s ``path:`` when it
+    points elsewhere (resolved as Ultralytics does: :func:`layout.training_root`).
+    Unreadable label files are counted, never fatal: this runs after training.
+    """
+    from kanjian.training.layout import SUMMARY_NAME, dataset_sha256, training_root
+
+    root = data
+    raw: dict[str, Any] = {}
+    candidates = [data / SUMMARY_NAME]  # classify: the dataset folder
+    if data.is_file():
+        raw = yaml.safe_load(data.read_text(encoding="utf-8")) or {}
+        root = training_root(data, raw)
+        candidates = [root / SUMMARY_NAME, data.parent / SUMMARY_NAME]
+    summary_path = next((p for p in candidates if p.is_file()), None)
+    if summary_path is None:
+        return _count_summary(data, root, raw), dataset_sha256(root)
+    full = json.loads(summary_path.read_text(encoding="utf-8"))
+    keep = (
+        "source_format",
+        "task",
+        "class_names",
+        "images",
+        "boxes_per_class",
+        "images_without_labels",
+        "problem_counts",
+        "seed",
+        "val_fraction",
+    )
+    return {k: full[k] for k in keep if k in full}, dataset_sha256(root)
+
+
+def _count_summary(data: Path, root: Path, raw: dict[str, Any]) -> dict[str, object]:
+    """Images per split, boxes per class and unlabelled images, counted from the files."""
+    from kanjian.training.records import IMAGE_SUFFIXES
+    from kanjian.training.yolo_source import _image_files, _label_path, _names
+
+    if not data.is_file():  # classify: root/<split>/<class>/<image>
+        per_split = {
+            split.name: sum(1 for q in split.glob("*/*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            for split in sorted(root.iterdir())
+            if split.is_dir()
+        }
+        return {"task": "classify", "images": per_split}
+    names = _names(raw.get("names", []))
+    boxes: Counter[str] = Counter()
+    images: dict[str, int] = {}
+    unlabelled = unreadable = 0
+    for split in ("train", "val", "test"):
+        if split not in raw:
+            continue
+        files = _image_files(root, raw[split])
+        images[split] = len(files)
+        for image in files:
+            label = _label_path(image)
+            try:
+                rows = label.read_text(encoding="utf-8").split("\n") if label.is_file() else []
+                ids = [int(float(r.split()[0])) for r in rows if r.strip()]
+            except (OSError, UnicodeDecodeError, ValueError):
+                unreadable += 1  # Ultralytics skips such a file too
+                continue
+            unlabelled += not ids
+            for i in ids:
+                boxes[names[i] if 0 <= i < len(names) else str(i)] += 1
+    return {
+        "source_format": "yolo (counted from the files)",
+        "class_names": list(names),
+        "images": images,
+        "boxes_per_class": dict(sorted(boxes.items())),
+        "images_without_labels": unlabelled,
+        "unreadable_label_files": unreadable,
+    }

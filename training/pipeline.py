@@ -10,12 +10,15 @@ from pathlib import Path
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.verdict import VerdictRules, unknown_classes
 from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
 from kanjian.training.records import IMAGE_SUFFIXES
 from kanjian.training.train import (
     TrainConfig,
     TrainResult,
+    check_extra,
     check_model_source,
+    check_run_dir,
     config_dict,
     train,
 )
@@ -29,6 +32,7 @@ class PipelineOptions:
         name, version: bundle identity.
         bundle_dir: where to write the bundle; None: ``<run>/bundle``.
         conf, iou: the bundle's default thresholds.
+        rules: the bundle's default verdict rules (None: kanjian's, fail 0.5 / review 0.25).
         parity_conf: conf both sides use in the parity gate (lower = more boxes compared).
         parity_images: how many val images the parity gate uses.
         min_parity: the parity gate (match rate).
@@ -43,6 +47,7 @@ class PipelineOptions:
     bundle_dir: Path | None = None
     conf: float = 0.25
     iou: float = 0.7
+    rules: VerdictRules | None = None
     parity_conf: float = 0.1
     parity_images: int = 50
     min_parity: float = 0.99
@@ -80,12 +85,33 @@ def val_images(data: Path, task: str) -> list[Path]:
     if task == "classify":
         root = data if data.is_dir() else data.parent
         return sorted(p for p in (root / "val").glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from kanjian.training.layout import training_root
     from kanjian.training.yolo_source import _image_files
 
     raw = yaml.safe_load(data.read_text(encoding="utf-8"))
-    root = Path(str(raw.get("path") or data.parent))
-    root = root if root.is_absolute() else data.parent / root
-    return sorted(_image_files(root, raw["val"]))
+    return sorted(_image_files(training_root(data, raw), raw["val"]))
+
+
+def spread(items: list[Path], n: int) -> list[Path]:
+    """``n`` items evenly spaced over ``items`` (all when fewer).
+
+    Val images sorted by name come grouped by class in many datasets (NEU-DET:
+    ``crazing_*`` first); the first ``n`` would test one class only.
+    """
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def dataset_class_names(data: Path, task: str) -> list[str]:
+    """Class names by id: ``data.yaml``'s ``names``, or a classify dataset's train folders."""
+    if task == "classify":
+        root = data if data.is_dir() else data.parent
+        return sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    names = yaml.safe_load(data.read_text(encoding="utf-8")).get("names") or {}
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names)]
+    return [str(n) for n in names]
 
 
 def run_pipeline(
@@ -98,6 +124,20 @@ def run_pipeline(
     check_model_source(config.resolved_model())  # before anything else: never download
     if not config.data.exists():
         raise FileNotFoundError(f"{config.data}: dataset not found")
+    # refuse to replace earlier work, or a misspelt argument, now: not after hours of training
+    check_run_dir(config)
+    check_extra(config.extra)
+    bd = options.bundle_dir
+    if bd is not None and bd.exists() and any(bd.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{bd}: a bundle is there; choose another --bundle or --overwrite")
+    summary, data_sha = data_summary_for(config.data)  # read before training, not after
+    names = dataset_class_names(config.data, config.task)
+    missing = unknown_classes(options.rules, names) if options.rules is not None else []
+    if missing:  # a misspelt class would silently fall back to the default rule
+        raise ValueError(
+            f"rules name classes the dataset lacks: {', '.join(missing)}; "
+            f"its classes are: {', '.join(names)}"
+        )
     images = val_images(config.data, config.task)
     if not images:
         raise ValueError(f"{config.data}: the val split has no images; gates need some")
@@ -109,7 +149,7 @@ def run_pipeline(
     parity = parity_gate(
         result.weights,
         onnx,
-        images[: options.parity_images],
+        spread(images, options.parity_images),
         imgsz=config.imgsz,
         conf=options.parity_conf,
         iou=options.iou,
@@ -133,7 +173,6 @@ def run_pipeline(
         log(f"no bundle written; the ONNX file stays at {onnx}")
         return PipelineOutcome(False, None, onnx, parity, metrics, result, tuple(failures))
 
-    summary, data_sha = data_summary_for(config.data)
     bundle_dir = options.bundle_dir or result.run_dir / "bundle"
     all_metrics = {**metrics, "parity_match_rate": parity.match_rate}
     all_metrics |= {f"train_{k}": v for k, v in result.metrics.items()}
@@ -143,6 +182,7 @@ def run_pipeline(
         name=options.name,
         version=options.version,
         thresholds=b.Thresholds(conf=options.conf, iou=options.iou),
+        rules=options.rules,
         metrics=all_metrics,
         training=b.TrainingInfo(
             command=options.command,
@@ -150,12 +190,19 @@ def run_pipeline(
             data_sha256=data_sha,
             hardware=result.hardware,
             duration_s=round(result.duration_s, 1),
-            config=config_dict(config),  # TrainingInfo allows extra fields
+            # TrainingInfo allows extra fields; the values used, not "auto" / None
+            config=config_dict(config)
+            | {"device": result.device, "nbs": config.nbs or config.batch},
             epochs_run=result.epochs_run,
         ),
         golden_candidates=images,
         golden_count=options.golden_images,
         golden_conf=options.golden_conf,
     )
+    golden = b.GoldenSet.model_validate_json(
+        (bundle_dir / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")
+    )
+    dets = sum(len(g.detections) for g in golden.images)
+    log(f"golden set: {len(golden.images)} images, {dets} detections at conf {golden.conf}")
     log(f"bundle written: {bundle_dir}")
     return PipelineOutcome(True, bundle_dir, onnx, parity, all_metrics, result, ())

@@ -94,7 +94,8 @@ def read_station_log_items(
         data_dir: the station's data folder (holding ``kanjian.db``), or the database file.
         flt: which inspections and detections to take.
         class_names: the class list (index = class id); None: the model's, from the
-            station's model registry.
+            station's model registry, settled only by the inspections to export (those
+            ``flt``'s feedback rules keep, with their frame saved and still there).
 
     Raises:
         FileNotFoundError: no database there.
@@ -108,7 +109,10 @@ def read_station_log_items(
     conn = _connect(db_path)
     try:
         sel = _select(conn, db_path, flt, problems)
-        names, notes = resolve_classes(conn, root, sel.rows, _logged_classes(sel), given)
+        # only the inspections that can be exported settle the class list: one left
+        # out by a filter, or whose frame is gone, has no say (its model may be unknown)
+        rows, counts = _exportable(sel, flt, root, db_path, problems)
+        names, notes = resolve_classes(conn, root, rows, _logged_classes(sel, rows), given)
     finally:
         conn.close()
 
@@ -116,7 +120,7 @@ def read_station_log_items(
     missing = [c for c in flt.has_classes if c not in known]
     if missing:
         raise ValueError(f"has_classes: {', '.join(missing)} not in the class list {list(names)}")
-    items, counts = _export_items(sel, flt, names, root, db_path, problems)
+    items = _export_items(sel, rows, flt, names, root, db_path, problems, counts)
     return StationLog(
         tuple(items), names, tuple(problems), dict(sorted(counts.items())), tuple(notes)
     )
@@ -232,12 +236,44 @@ def _select(
     return _Selection(rows, feedback, dets)
 
 
-def _logged_classes(sel: _Selection) -> dict[str, dict[int, str]]:
-    """Each model's ``class_id -> class_name`` pairs, as the selected rows' detections show.
+def _exportable(
+    sel: _Selection, flt: ExportFilter, root: Path, db_path: Path, problems: list[Problem]
+) -> tuple[list[sqlite3.Row], Counter[str]]:
+    """The selected inspections that ``flt``'s feedback rules keep and whose frame is there.
 
-    Keyed by the model's sha256; inspections without a model are not counted.
+    Returns them in store order, and how many inspections each rule left out, by
+    name; an image that was saved but is gone (deleted, retention) is added to
+    ``problems``. ``root`` is the folder image paths are relative to.
     """
-    sha_of = {row["id"]: row["model_sha256"] for row in sel.rows}
+    counts: Counter[str] = Counter()
+    rows: list[sqlite3.Row] = []
+    for row in sel.rows:
+        fb = sel.feedback.get(row["id"])
+        reason = _not_selected(row, fb["kind"] if fb is not None else None, flt)
+        if reason is not None:
+            counts[reason] += 1
+            continue
+        img = root / row["image_path"]
+        if not img.is_file():
+            problems.append(
+                Problem(
+                    ProblemKind.MISSING_IMAGE,
+                    f"{db_path}#{row['id']}",
+                    f"{img}: not found; skipped",
+                )
+            )
+            continue
+        rows.append(row)
+    return rows, counts
+
+
+def _logged_classes(sel: _Selection, rows: list[sqlite3.Row]) -> dict[str, dict[int, str]]:
+    """Each model's ``class_id -> class_name`` pairs, as the detections of ``rows`` show.
+
+    ``rows`` are some of ``sel``'s (those to export). Keyed by the model's sha256;
+    inspections without a model are not counted.
+    """
+    sha_of = {row["id"]: row["model_sha256"] for row in rows}
     seen: dict[str, dict[int, str]] = defaultdict(dict)
     for insp_id, ds in sel.detections.items():
         sha = sha_of.get(insp_id)
@@ -249,30 +285,28 @@ def _logged_classes(sel: _Selection) -> dict[str, dict[int, str]]:
 
 def _export_items(
     sel: _Selection,
+    rows: list[sqlite3.Row],
     flt: ExportFilter,
     names: tuple[str, ...],
     root: Path,
     db_path: Path,
     problems: list[Problem],
-) -> tuple[list[ExportItem], Counter[str]]:
-    """Apply feedback and ``flt`` to each selected inspection, in order, and read its image.
+    counts: Counter[str],
+) -> list[ExportItem]:
+    """Apply feedback and ``flt`` to each inspection of ``rows``, in order, and read its image.
 
-    Returns the exportable items and how many inspections each rule applied to or
-    left out, by name; faults (missing image, unknown class ...) go to ``problems``.
-    ``root`` is the folder image paths are relative to.
+    ``rows`` are what :func:`_exportable` kept of ``sel``. Returns the exportable
+    items; how many inspections each rule applied to or left out is added to
+    ``counts``, by name, and faults (unreadable image, unknown class ...) to
+    ``problems``. ``root`` is the folder image paths are relative to.
     """
     has = set(flt.has_classes)
-    counts: Counter[str] = Counter()
     items: list[ExportItem] = []
     used_names: set[str] = set()
-    for row in sel.rows:
+    for row in rows:
         fb = sel.feedback.get(row["id"])
         kind: str | None = fb["kind"] if fb is not None else None
         where_txt = f"{db_path}#{row['id']}"
-        reason = _not_selected(row, kind, flt)
-        if reason is not None:
-            counts[reason] += 1
-            continue
         logged = sel.detections.get(row["id"], [])
         labelled, box_names = _labels(logged, fb, flt.label_conf)
         reason = _class_reason(box_names, names, has, where_txt, problems) or _without_labels(
@@ -297,7 +331,7 @@ def _export_items(
         used_names.add(img.name)
         counts[f"feedback_{kind}" if kind else "no_feedback"] += 1
         items.append(_export_item(row, kind, record, scores))
-    return items, counts
+    return items
 
 
 def _not_selected(row: sqlite3.Row, kind: str | None, flt: ExportFilter) -> str | None:

@@ -40,15 +40,20 @@ class TrainConfig:
         fliplr, flipud, degrees: augmentation; surfaces often allow flips both ways.
         cache: keep decoded images in RAM (fast when they fit).
         workers: dataloader worker processes (0: load in the main process).
-        device: ``cpu``, ``0``, ``0,1``...
+        device: ``auto`` (the first CUDA GPU if torch sees one, else the CPU), ``cpu``,
+            ``0``, ``0,1``...
         seed: for weights, augmentation and data order.
         project, name: the run folder is ``project/name``.
         val_during_training: validate after each epoch (costs time on CPU).
         fraction: share of the training split used (a quick first model).
         nbs: nominal batch: gradients accumulate over ``nbs / batch`` batches per step;
-            ``nbs = batch`` steps every batch (more steps for a tiny dataset).
+            ``None`` (= ``batch``) steps every batch: more steps for a small dataset
+            (Ultralytics' own default, 64, takes one step per 4 batches of 16).
         warmup_epochs: learning-rate warm-up.
-        extra: any other Ultralytics train argument, passed through.
+        overwrite: replace an existing run folder ``project/name``; without it such a
+            folder (an earlier run's weights) stops training before it starts.
+        extra: any other Ultralytics train argument, passed through (``--set k=v``);
+            checked by :func:`check_extra` before training.
     """
 
     data: Path
@@ -67,19 +72,81 @@ class TrainConfig:
     degrees: float = 0.0
     cache: bool = False
     workers: int = 2
-    device: str = "cpu"
+    device: str = "auto"
     seed: int = 0
     project: Path = Path("runs/kanjian")
     name: str = "train"
     val_during_training: bool = True
     fraction: float = 1.0
-    nbs: int = 64
+    nbs: int | None = None
     warmup_epochs: float = 3.0
+    overwrite: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_model(self) -> str:
         """The model to build or load: ``model`` or the task's default YAML."""
         return self.model or DEFAULT_MODELS[self.task]
+
+    def run_dir(self) -> Path:
+        """Ultralytics' run folder for this config (absolute)."""
+        return (self.project / self.name).resolve()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``"0"`` when torch sees a CUDA GPU, else ``"cpu"``; others unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+#: train arguments kanjian decides itself (where the run goes, what it trains on, the
+#: offline switches) or that have their own ``kanjian train`` option: ``--set`` for one
+#: of them would silently fight the option (e.g. ``batch`` without ``nbs``)
+_MANAGED = frozenset(
+    {"data", "model", "project", "name", "exist_ok", "mode", "task", "resume", "amp", "plots",
+     "deterministic", "val", "epochs", "imgsz", "batch", "patience", "lr0", "optimizer",
+     "mosaic", "close_mosaic", "fliplr", "flipud", "cache", "workers", "device", "seed",
+     "fraction", "nbs", "warmup_epochs"}
+)  # fmt: skip
+
+
+def check_extra(extra: dict[str, Any]) -> None:
+    """Refuse pass-through arguments Ultralytics does not know or kanjian manages.
+
+    Raises:
+        ValueError: naming the key (and the close names Ultralytics has).
+    """
+    import difflib
+
+    ultralytics_module()
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    for key in extra:
+        if key in _MANAGED:
+            raise ValueError(
+                f"--set {key}=...: kanjian sets {key} itself; use its own option "
+                f"(--{key.replace('_', '-')}) if it has one"
+            )
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"--set {key}=...: not an Ultralytics train argument{hint}")
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse to train over an earlier run's folder unless ``overwrite`` is set.
+
+    Raises:
+        FileExistsError: naming the folder and the two ways out.
+    """
+    run_dir = config.run_dir()
+    if run_dir.exists() and not config.overwrite:
+        raise FileExistsError(
+            f"{run_dir}: an earlier run is there (its weights would be deleted); "
+            "choose another --name or --project, or pass --overwrite"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,6 +160,7 @@ class TrainResult:
         epochs_run: epochs completed (less than asked after early stopping).
         metrics: Ultralytics' final val metrics, e.g. ``metrics/mAP50(B)``.
         hardware: one line: CPU/GPU model, core count, torch version.
+        device: the device it ran on (``auto`` resolved).
     """
 
     weights: Path
@@ -101,6 +169,7 @@ class TrainResult:
     epochs_run: int
     metrics: dict[str, float]
     hardware: str
+    device: str = "cpu"
 
 
 def hardware_line(device: str = "cpu") -> str:
@@ -152,11 +221,13 @@ def train(config: TrainConfig) -> TrainResult:
     check_model_source(model_src)
     if not config.data.exists():
         raise FileNotFoundError(f"{config.data}: dataset not found")
+    check_run_dir(config)
+    device = resolve_device(config.device)
     ultralytics = ultralytics_module()
     model = ultralytics.YOLO(model_src, task=config.task)
-    run_dir = (config.project / config.name).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # exist_ok would mix old and new results
+    run_dir = config.run_dir()
+    if run_dir.exists():  # --overwrite: exist_ok alone would mix old and new results
+        shutil.rmtree(run_dir)
     args: dict[str, Any] = {
         "data": str(config.data),
         "epochs": config.epochs,
@@ -172,7 +243,7 @@ def train(config: TrainConfig) -> TrainResult:
         "degrees": config.degrees,
         "cache": "ram" if config.cache else False,
         "workers": config.workers,
-        "device": config.device,
+        "device": device,
         "seed": config.seed,
         "deterministic": True,
         "project": str(run_dir.parent),
@@ -180,10 +251,12 @@ def train(config: TrainConfig) -> TrainResult:
         "exist_ok": True,
         "val": config.val_during_training,
         "fraction": config.fraction,
-        "nbs": config.nbs,
+        "nbs": config.nbs or config.batch,
         "warmup_epochs": config.warmup_epochs,
         "plots": False,  # plots fetch fonts and cost minutes on CPU
-        "amp": config.device != "cpu",  # the AMP check downloads yolo11n.pt; CPU has no AMP
+        # CPU has no AMP; on a GPU, ultralytics_module() replaced the AMP check (which
+        # downloads yolo26n.pt) with one that needs no file
+        "amp": device != "cpu",
         "verbose": True,
         **config.extra,
     }
@@ -200,7 +273,8 @@ def train(config: TrainConfig) -> TrainResult:
         duration_s=duration,
         epochs_run=int(trainer.epoch) + 1,
         metrics=metrics,
-        hardware=hardware_line(config.device),
+        hardware=hardware_line(device),
+        device=device,
     )
 
 

@@ -8,6 +8,8 @@
 - CVAT's "YOLO 1.1" (darknet) export: ``obj.names`` (one class a line),
   ``obj.data``, ``obj_<subset>_data/`` with each image and its ``.txt`` side by
   side, and ``train.txt``/``valid.txt`` lists (not needed: the folders are read).
+  Exported without images, the images come from another folder, matched by subset
+  and file stem (see :func:`_darknet_with_images`).
 
 Label files hold ``class cx cy w h`` (boxes) or ``class x1 y1 x2 y2 ...``
 (polygons), normalised to [0, 1]. A label file that no image claims is
@@ -109,6 +111,7 @@ class _Layout:
         label_of: the label file of an image (may not exist: background image).
         label_dirs: folders whose ``*.txt`` files must each belong to an image.
         image_dir_of: the folder where a label file's image would lie.
+        problems: faults found while laying the source out (a label several images match).
     """
 
     names: tuple[str, ...]
@@ -117,6 +120,7 @@ class _Layout:
     label_of: Callable[[Path], Path]
     label_dirs: list[Path]
     image_dir_of: Callable[[Path], Path]
+    problems: tuple[Problem, ...] = ()
 
 
 class _BadDataYaml(ValueError):
@@ -212,14 +216,91 @@ def _darknet_layout(root: Path, images: Path | None) -> _Layout:
             q for d in dirs for q in sorted(d.rglob("*")) if q.suffix.lower() in IMAGE_SUFFIXES
         ]
         return _Layout(names, names_file, files, _beside, dirs, _parent)
-    # exported without images: the images come from --images, matched by file stem
-    by_stem: dict[str, Path] = {}
+    return _darknet_with_images(names, names_file, dirs, images)
+
+
+def _subset(folder: Path) -> str:
+    """The subset an ``obj_<subset>_data`` folder holds: ``obj_train_data`` -> ``train``."""
+    return folder.name[len("obj_") : -len("_data")]
+
+
+def _darknet_with_images(
+    names: tuple[str, ...], names_file: Path, dirs: list[Path], images: Path
+) -> _Layout:
+    """CVAT "YOLO 1.1" exported without images: the images come from ``images``.
+
+    A label is ``obj_<subset>_data/.../<stem>.txt``; an image is matched to it by file
+    stem within its subset. An image's subset is the first folder on its path below
+    ``images`` named ``<subset>`` or ``obj_<subset>_data`` (any case); an image in no
+    such folder takes the one label of its stem, or the first subset's when several
+    subsets have one (a ``duplicate`` problem: put each subset's images in a
+    ``<subset>/`` folder). Of two labels of one stem in sub-folders of one subset, the
+    first is used (a ``duplicate`` problem on the other). A label no image claimed is
+    looked for in ``images/<subset>/`` (or ``images/obj_<subset>_data/``) when there is
+    one, else in ``images``.
+    """
+    subsets = {_subset(d).lower(): _subset(d) for d in dirs}
+    labels: dict[tuple[str, str], Path] = {}  # (subset, stem) -> label file
+    problems: list[Problem] = []
     for d in dirs:
         for t in sorted(d.rglob("*.txt")):
-            by_stem.setdefault(t.stem, t)
+            first = labels.setdefault((_subset(d), t.stem), t)
+            if first != t:  # same stem in two sub-folders of one subset
+                problems.append(
+                    Problem(
+                        ProblemKind.DUPLICATE,
+                        str(t),
+                        f"same file stem as {first}: an image from {images} is matched by "
+                        "subset and stem, so only that one is used; this one is ignored",
+                    )
+                )
+
+    def subset_of(image: Path) -> str | None:
+        for part in image.relative_to(images).parts[:-1]:
+            low = part.lower()
+            if low.startswith("obj_") and low.endswith("_data"):
+                low = low[len("obj_") : -len("_data")]
+            if low in subsets:
+                return subsets[low]
+        return None
+
     files = [q for q in sorted(images.rglob("*")) if q.suffix.lower() in IMAGE_SUFFIXES]
+    chosen: dict[Path, Path] = {}  # image -> its label file (absent: a background image)
+    found: dict[tuple[str | None, str], Path] = {}  # (image's subset, stem) -> first image
+    for q in files:
+        sub = subset_of(q)
+        found.setdefault((sub, q.stem), q)
+        if sub is not None:
+            cands = [labels[(sub, q.stem)]] if (sub, q.stem) in labels else []
+        else:
+            cands = [t for (_, stem), t in labels.items() if stem == q.stem]
+        if len(cands) > 1:
+            problems.append(
+                Problem(
+                    ProblemKind.DUPLICATE,
+                    str(q),
+                    f"labels {', '.join(map(str, cands))} match it by stem; the first is "
+                    f"used (put each subset's images in a <subset>/ folder of {images})",
+                )
+            )
+        if cands:
+            chosen[q] = cands[0]
+
+    def image_dir_of(label: Path) -> Path:
+        sub = next(_subset(d) for d in dirs if label.is_relative_to(d))
+        image = found.get((sub, label.stem)) or found.get((None, label.stem))
+        if image is not None:  # an image of this stem took another label (a duplicate)
+            return image.parent
+        return next((f for f in (images / sub, images / f"obj_{sub}_data") if f.is_dir()), images)
+
     return _Layout(
-        names, names_file, files, lambda q: by_stem.get(q.stem, _beside(q)), dirs, _parent
+        names,
+        names_file,
+        files,
+        lambda q: chosen.get(q, _beside(q)),
+        dirs,
+        image_dir_of,
+        tuple(problems),
     )
 
 
@@ -284,6 +365,7 @@ def read_yolo(
         problem = Problem(ProblemKind.UNREADABLE, str(data_yaml), f"bad data.yaml: {e}")
         return ReadResult((), tuple(class_names or ()), (problem,))
     names = layout.names
+    problems.extend(layout.problems)
     if class_names and tuple(class_names) != names:
         problems.append(
             Problem(
