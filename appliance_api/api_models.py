@@ -78,10 +78,12 @@ class StoreOut(BaseModel):
     last_commit_ms: float
     outbox_pending: int = Field(description="inspections not yet confirmed by the platform")
     images_bytes: int | None = Field(
-        description="saved images (data_dir/images), bytes, as last counted; null before the "
-        "first count"
+        description="saved images (data_dir/images), bytes: the last walk of the folder plus "
+        "what the station saved since; null before the first walk"
     )
-    images_counted_at: str | None = Field(description="when images_bytes was counted (UTC)")
+    images_counted_at: str | None = Field(
+        description="when the folder was last walked (UTC; every 5 minutes)"
+    )
 
 
 class SyncOut(BaseModel):

@@ -114,5 +114,6 @@ def start_services(station: Station) -> ApiState:
     station.store.add_listener(metrics.on_commit)
     rate = RecentRate()
     station.store.add_listener(rate.on_commit)
-    images = FolderSize(station.store.data_dir / IMAGES_DIR)
+    store = station.store
+    images = FolderSize(store.data_dir / IMAGES_DIR, written=lambda: store.image_bytes_saved)
     return ApiState(station, pool, hub, registry, metrics, loop, rate, images)

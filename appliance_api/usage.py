@@ -51,13 +51,18 @@ class FolderSize:
     """Total size of the files under a folder, recounted on a background thread.
 
     Walking millions of saved images on every status request would be slow, so
-    the count is refreshed every ``every_s`` seconds; :meth:`get` returns the
-    last count and when it was made (``None`` before the first).
+    the folder is walked every ``every_s`` seconds; between walks :meth:`get` adds
+    what ``written()`` (the store's running total of bytes saved) grew by since
+    the last walk. Files deleted between walks (by an engineer, by retention)
+    show at the next walk.
     """
 
-    def __init__(self, folder: Path, every_s: float = 300.0) -> None:
-        self.folder, self.every_s = folder, every_s
-        self._value: tuple[int, float] | None = None  # (bytes, time.time() of the count)
+    def __init__(
+        self, folder: Path, every_s: float = 300.0, written: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.folder, self.every_s, self._written = folder, every_s, written
+        # (bytes, time.time() of the walk, written() when the walk ended)
+        self._value: tuple[int, float, int] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="folder-size", daemon=True)
         self._thread.start()
@@ -71,9 +76,19 @@ class FolderSize:
         return total
 
     def refresh(self) -> tuple[int, float]:
-        """Count now (on the caller's thread) and keep the result."""
-        self._value = (self._count(), time.time())
-        return self._value
+        """Walk the folder now (on the caller's thread) and keep the result.
+
+        A walk during which files were saved may or may not have seen them, so it
+        is repeated (up to 3 times) until no file was saved while it ran.
+        """
+        for _ in range(3):
+            before = self._written()
+            total = self._count()
+            after = self._written()
+            if after == before:
+                break
+        self._value = (total, time.time(), after)
+        return total, self._value[1]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -81,7 +96,12 @@ class FolderSize:
             self._stop.wait(self.every_s)
 
     def get(self) -> tuple[int, float] | None:
-        return self._value
+        """Bytes under the folder (last walk + saved since) and when the walk was made."""
+        value = self._value
+        if value is None:
+            return None
+        total, at, base = value
+        return total + self._written() - base, at
 
     def stop(self) -> None:
         self._stop.set()

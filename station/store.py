@@ -196,6 +196,9 @@ class ResultStore:
         self._seq = int(row[0])
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._written = self._batches = self._blocked = self._errors = 0
+        # JPEG bytes this store wrote since start (monotonic; a status figure adds it
+        # to its last folder count, so a fresh station does not show 0 for 5 minutes)
+        self.image_bytes_saved = 0
         self._last_commit_ms = 0.0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -366,6 +369,7 @@ class ResultStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(buf.tobytes())
         tmp.replace(path)
+        self.image_bytes_saved += len(buf)  # only the writer thread writes images
         return rel
 
     def _commit(self, batch: list[Inspection]) -> None:
