@@ -13,6 +13,7 @@ from kanjian.inference.bundle import MODEL_NAME, read_manifest, sha256_file
 from kanjian.inference.golden import check_bundle
 from kanjian.inference.model import load_model
 from kanjian.station.config import DEMO_IMAGES, DEMO_MODEL
+from kanjian.training.testmodels import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,14 +27,7 @@ def test_demo_bundle_passes_its_golden_check() -> None:
 def test_demo_bundle_is_a_neu_det_detector_with_its_own_rules() -> None:
     m = read_manifest(DEMO_MODEL)
     assert m.task == "detect" and m.onnx_sha256 == sha256_file(DEMO_MODEL / MODEL_NAME)
-    assert m.class_names == [
-        "crazing",
-        "inclusion",
-        "patches",
-        "pitted_surface",
-        "rolled-in_scale",
-        "scratches",
-    ]
+    assert m.class_names == list(CLASS_NAMES)  # NEU-DET's six, in its order
     assert m.rules is not None  # the station judges with these unless station.yaml says
     model = load_model(DEMO_MODEL, ("cpu",))
     assert model.default_rules() == m.rules

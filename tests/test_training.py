@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.training.testmodels import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +69,7 @@ def _small_dataset(neu_det_dir: Path, out: Path, per_class: int = 4) -> Path:
     for sub in ("images", "annotations"):
         (src / sub).mkdir(parents=True)
     # images the detect test model never saw (it took the lowest numbers)
-    for cls in (
-        "crazing",
-        "inclusion",
-        "patches",
-        "pitted_surface",
-        "rolled-in_scale",
-        "scratches",
-    ):
+    for cls in CLASS_NAMES:
         stems = sorted(
             (p.stem for p in (neu_det_dir / "images").glob(f"{cls}_*.jpg")),
             key=lambda s: -int(s.rsplit("_", 1)[1]),
