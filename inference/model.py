@@ -67,6 +67,9 @@ class OnnxModel:
                 f"{manifest.onnx_sha256[:12]}…; the file was altered or replaced"
             )
         self.manifest = manifest
+        # made once: the inspector asks for them on every frame that has no rules set
+        rules = manifest.rules if manifest else None
+        self._default_rules = rules if rules is not None else VerdictRules()
         self.info = ModelInfo(
             name=manifest.name if manifest else path.stem,
             version=manifest.version if manifest else "0",
@@ -96,8 +99,7 @@ class OnnxModel:
 
     def default_rules(self) -> VerdictRules:
         """The manifest's verdict rules, or kanjian's defaults (fail 0.5, review 0.25)."""
-        rules = self.manifest.rules if self.manifest else None
-        return rules if rules is not None else VerdictRules()
+        return self._default_rules
 
     def warmup(self) -> float:
         """Run one dummy frame so kernel JIT and ORT allocation happen at start-up.

@@ -108,10 +108,9 @@ def dataset_class_names(data: Path, task: str) -> list[str]:
     if task == "classify":
         root = data if data.is_dir() else data.parent
         return sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    names = yaml.safe_load(data.read_text(encoding="utf-8")).get("names") or {}
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    return [str(n) for n in names]
+    from kanjian.training.yolo_source import _names
+
+    return list(_names(yaml.safe_load(data.read_text(encoding="utf-8")).get("names") or []))
 
 
 def run_pipeline(
