@@ -24,7 +24,7 @@ from kanjian.appliance_api.db import write_tx
 from kanjian.appliance_api.deps import Engineer, Reader, State
 from kanjian.appliance_api.models_registry import INCOMING_DIR, ModelEntry, RegistryError
 from kanjian.appliance_api.state import ApiState
-from kanjian.station.inspector import unknown_classes
+from kanjian.inference.verdict import unknown_classes
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -184,7 +184,7 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> Thresho
     """
     actor = who.actor()
     names = state.station.inspector.model.info.class_names
-    missing = unknown_classes(body.rules, names) if body.rules is not None else []
+    missing = unknown_classes(body.rules, names)
     if missing:  # a misspelt class would silently fall back to the default rule
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,

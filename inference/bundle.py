@@ -103,7 +103,7 @@ class BundleManifest(BaseModel):
 
     @model_validator(mode="after")
     def _rules_name_known_classes(self) -> BundleManifest:
-        missing = unknown_classes(self.rules, self.class_names) if self.rules else []
+        missing = unknown_classes(self.rules, self.class_names)
         if missing:  # a misspelt class would silently fall back to the default rule
             raise ValueError(
                 f"rules name classes the model does not have: {', '.join(missing)}; "

@@ -59,8 +59,15 @@ class VerdictRules(BaseModel):
         return self.classes.get(name, self.default)
 
 
-def unknown_classes(rules: VerdictRules, class_names: tuple[str, ...] | list[str]) -> list[str]:
-    """Class names in ``rules`` (``classes``, ``pass_classes``) that the model lacks."""
+def unknown_classes(
+    rules: VerdictRules | None, class_names: tuple[str, ...] | list[str]
+) -> list[str]:
+    """Class names in ``rules`` (``classes``, ``pass_classes``) that the model lacks.
+
+    ``None`` (no rules set: a bundle's own) names none.
+    """
+    if rules is None:
+        return []
     known = set(class_names)
     return sorted({*rules.classes, *rules.pass_classes} - known)
 

@@ -23,9 +23,6 @@ class RulesError(ValueError):
     """The verdict rules name classes the model does not have (a typo would be ignored)."""
 
 
-__all__ = ["Inspector", "RulesError", "unknown_classes"]
-
-
 class Inspector:
     """Judges frames with the active model and the verdict rules.
 
@@ -43,15 +40,14 @@ class Inspector:
         max_det: int | None = None,
     ) -> None:
         """``rules``/``conf``/``iou``/``max_det``: ``None`` takes the active model bundle's."""
-        if rules is not None:
-            missing = unknown_classes(rules, model.info.class_names)
-            if missing:
-                # a misspelt class would silently fall back to the default rule
-                raise RulesError(
-                    f"rules name classes model {model.info.name} v{model.info.version} does "
-                    f"not have: {', '.join(missing)}; its classes are: "
-                    f"{', '.join(model.info.class_names)}"
-                )
+        missing = unknown_classes(rules, model.info.class_names)
+        if missing:
+            # a misspelt class would silently fall back to the default rule
+            raise RulesError(
+                f"rules name classes model {model.info.name} v{model.info.version} does "
+                f"not have: {', '.join(missing)}; its classes are: "
+                f"{', '.join(model.info.class_names)}"
+            )
         self._model = model
         self._lock = threading.Lock()
         self.rules = rules
@@ -69,7 +65,7 @@ class Inspector:
     def swap_model(self, model: OnnxModel) -> OnnxModel:
         """Make ``model`` judge the next frames; returns the one it replaced."""
         rules = self.rules  # None: the new model brings its own default rules
-        missing = unknown_classes(rules, model.info.class_names) if rules is not None else []
+        missing = unknown_classes(rules, model.info.class_names)
         if missing:  # e.g. a model with fewer classes: those rules are inert now
             log.warning("model %s v%s has no class %s named in the verdict rules; "
                         "those rules do nothing while it judges", model.info.name,

@@ -27,29 +27,15 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from kanjian.station.outbox_types import (  # re-exported: the values the outbox hands out
-    BacklogStats as BacklogStats,
-)
 from kanjian.station.outbox_types import (
-    DetectionRecord as DetectionRecord,
-)
-from kanjian.station.outbox_types import (
-    ImageTodo as ImageTodo,
-)
-from kanjian.station.outbox_types import (
-    InspectionRecord as InspectionRecord,
-)
-from kanjian.station.outbox_types import (
-    PendingWrites as PendingWrites,
-)
-from kanjian.station.outbox_types import (
-    RetentionResult as RetentionResult,
-)
-from kanjian.station.outbox_types import (
-    to_ranges as to_ranges,
-)
-from kanjian.station.outbox_types import (
-    utc_iso as utc_iso,
+    BacklogStats,
+    DetectionRecord,
+    ImageTodo,
+    InspectionRecord,
+    PendingWrites,
+    RetentionResult,
+    to_ranges,
+    utc_iso,
 )
 from kanjian.station.store import open_db
 

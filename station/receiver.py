@@ -199,7 +199,7 @@ class Receiver:
     def _publish_confirm(
         self, stream: str, seqs: list[int], through: int, site: str, line: str, station: str
     ) -> None:
-        from kanjian.station.outbox import to_ranges
+        from kanjian.station.outbox_types import to_ranges
 
         topics = StationTopics(self.prefix, site, line, station)
         self._client.publish(topics.confirm, confirm_message(stream, to_ranges(seqs), through), 1)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kanjian.station.outbox import to_ranges, utc_iso
+from kanjian.station.outbox_types import to_ranges, utc_iso
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS inspections (

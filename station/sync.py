@@ -28,10 +28,10 @@ from pydantic import ValidationError
 
 from kanjian.station.mqtt_client import apply_receive_maximum, connect_async, make_client
 from kanjian.station.objectstore import ImageUploader
-from kanjian.station.outbox import (
+from kanjian.station.outbox import Outbox
+from kanjian.station.outbox_types import (
     BacklogStats,
     InspectionRecord,
-    Outbox,
     PendingWrites,
     RetentionResult,
     to_ranges,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kanjian.station.outbox import InspectionRecord, utc_iso
+from kanjian.station.outbox_types import InspectionRecord, utc_iso
 
 PROTOCOL_VERSION = 1
 

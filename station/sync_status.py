@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kanjian.station.outbox import BacklogStats, Outbox
+from kanjian.station.outbox import Outbox
+from kanjian.station.outbox_types import BacklogStats
 
 STATE_STALE_S = 15.0  # the worker writes its state every 5 s: three missed writes, it is gone
 

@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kanjian.station.deploy import DeployRefused, safe_extract
-from kanjian.station.outbox import Outbox, PendingWrites, to_ranges
+from kanjian.station.outbox import Outbox
+from kanjian.station.outbox_types import PendingWrites, to_ranges
 from kanjian.station.receiver_db import ReceiverDB
 from kanjian.station.store import ResultStore
 from kanjian.station.sync_messages import (

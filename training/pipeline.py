@@ -131,7 +131,7 @@ def run_pipeline(
         raise FileExistsError(f"{bd}: a bundle is there; choose another --bundle or --overwrite")
     summary, data_sha = data_summary_for(config.data)  # read before training, not after
     names = dataset_class_names(config.data, config.task)
-    missing = unknown_classes(options.rules, names) if options.rules is not None else []
+    missing = unknown_classes(options.rules, names)
     if missing:  # a misspelt class would silently fall back to the default rule
         raise ValueError(
             f"rules name classes the dataset lacks: {', '.join(missing)}; "
