@@ -14,15 +14,15 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from kanjian.inference.types import Verdict
+from kanjian.station.outbox_types import utc_iso
 from kanjian.training.checks import clip_box, image_size
 from kanjian.training.export_classes import model_label, resolve_classes
-from kanjian.training.export_filter import ExportFilter, _as_utc
+from kanjian.training.export_filter import ExportFilter
 from kanjian.training.records import Box, ImageRecord, Problem, ProblemKind, ReadResult
 
 DB_NAME = "kanjian.db"  # the station store's file name (kanjian.station.store.DB_NAME)
@@ -108,7 +108,7 @@ def read_station_log_items(
     problems: list[Problem] = []
     conn = _connect(db_path)
     try:
-        sel = _select(conn, db_path, flt, problems)
+        sel = _select(conn, flt)
         # only the inspections that can be exported settle the class list: one left
         # out by a filter, or whose frame is gone, has no say (its model may be unknown)
         rows, counts = _exportable(sel, flt, root, db_path, problems)
@@ -144,20 +144,18 @@ class _Selection:
 def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     """The SQL ``WHERE`` condition on ``inspections`` that ``flt`` asks for, and its parameters.
 
-    Times are only narrowed by date here; :func:`_captured_within` compares them exactly.
+    The store writes every time as fixed-width UTC text (:func:`utc_iso`), so comparing
+    the text compares the times, exactly, on the indexed column.
     """
     where: list[str] = ["1=1"]
     args: list[str | float] = []
     since, until = flt.since_utc, flt.until_utc
-    # Times are compared exactly in Python; SQL only narrows by date on the
-    # indexed column. Each stored ISO 8601 text starts with its own date, which is
-    # within a day of the UTC date whatever its offset, hence the day of margin.
     if since is not None:
         where.append("captured_at >= ?")
-        args.append((since.date() - timedelta(days=1)).isoformat())
+        args.append(utc_iso(since))
     if until is not None:
         where.append("captured_at < ?")
-        args.append((until.date() + timedelta(days=2)).isoformat())
+        args.append(utc_iso(until))
     if flt.model_sha256:
         where.append("model_sha256 = ?")
         args.append(flt.model_sha256)
@@ -174,50 +172,15 @@ def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     return " AND ".join(where), args
 
 
-def _captured_within(
-    row: sqlite3.Row, flt: ExportFilter, db_path: Path, problems: list[Problem]
-) -> bool:
-    """Whether the inspection's ``captured_at`` lies in ``flt``'s ``[since, until)``.
-
-    A time that is not ISO 8601 is outside any bound, and added to ``problems``.
-    """
-    since, until = flt.since_utc, flt.until_utc
-    if since is None and until is None:
-        return True
-    try:
-        t = _as_utc(datetime.fromisoformat(row["captured_at"]))
-    except (TypeError, ValueError):
-        problems.append(
-            Problem(
-                ProblemKind.UNREADABLE,
-                f"{db_path}#{row['id']}",
-                f"captured_at {row['captured_at']!r} is not ISO 8601; skipped",
-            )
-        )
-        return False
-    return not ((since is not None and t < since) or (until is not None and t >= until))
-
-
-def _select(
-    conn: sqlite3.Connection, db_path: Path, flt: ExportFilter, problems: list[Problem]
-) -> _Selection:
-    """The inspections ``flt`` selects, with their latest feedback and their detections.
-
-    Feedback and detections are read for every inspection the SQL condition takes;
-    only ``rows`` is narrowed to the exact times.
-    """
+def _select(conn: sqlite3.Connection, flt: ExportFilter) -> _Selection:
+    """The inspections ``flt`` selects, with their latest feedback and their detections."""
     where, args = _sql_condition(flt)
     selected = f"SELECT id FROM inspections WHERE {where}"
-    rows = [
-        row
-        for row in conn.execute(
-            "SELECT id, captured_at, verdict, image_path, width, height, top_confidence, "
-            f"model_name, model_version, model_sha256 FROM inspections WHERE {where} "
-            "ORDER BY seq",
-            args,
-        ).fetchall()
-        if _captured_within(row, flt, db_path, problems)
-    ]
+    rows = conn.execute(
+        "SELECT id, captured_at, verdict, image_path, width, height, top_confidence, "
+        f"model_name, model_version, model_sha256 FROM inspections WHERE {where} ORDER BY seq",
+        args,
+    ).fetchall()
     feedback = {
         r["inspection_id"]: r
         for r in conn.execute(
