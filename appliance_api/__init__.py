@@ -1,1 +1,1 @@
-"""kanjian.appliance_api."""
+"""kanjian.appliance_api: the appliance's two faces, ``http`` (FastAPI) and ``cli`` (``kanjian``)."""

@@ -111,8 +111,8 @@ def _sync_cfg(port: int, max_rate: float = 0.0) -> dict[str, Any]:
 def phase_alone(tmp: Path, n: int) -> tuple[float, float]:
     from mosquitto import Mosquitto
 
-    from kanjian.station.sync import Identity, SyncWorker
-    from kanjian.station.sync_config import SyncConfig
+    from kanjian.station.sync.config import SyncConfig
+    from kanjian.station.sync.worker import Identity, SyncWorker
 
     data = tmp / "alone"
     _fill(data, n)

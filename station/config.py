@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
 from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
-from kanjian.station.plc_config import PlcConfig  # issue 6: PLC handshake section
-from kanjian.station.sync_config import SyncConfig  # issue 7: platform sync section
+from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
+from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_IMAGES = DEMO_DIR / "images"

@@ -36,8 +36,8 @@ from kanjian.station.triggers import (
 )
 
 if TYPE_CHECKING:
-    from kanjian.station.plc_service import PlcService  # issue 6
-    from kanjian.station.sync_station import SyncService  # issue 7
+    from kanjian.station.plc.service import PlcService  # issue 6
+    from kanjian.station.sync.service import SyncService  # issue 7
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def build_station(cfg: StationConfig) -> Station:
         config=cfg, pump=pump, inspector=inspector, store=store, sinks=[store], startup_ms=t
     )
     if cfg.plc.enabled:  # issue 6: PLC servers; on failure close what was opened
-        from kanjian.station.plc_service import start_plc
+        from kanjian.station.plc.service import start_plc
 
         try:
             station.plc = start_plc(station)
@@ -386,7 +386,7 @@ def build_station(cfg: StationConfig) -> Station:
             station.close()
             raise
     if cfg.sync.enabled:  # issue 7: drain the outbox to the platform (own thread)
-        from kanjian.station.sync_station import start_sync
+        from kanjian.station.sync.service import start_sync
 
         station.sync = start_sync(station)
     return station

@@ -42,7 +42,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Env]:
-    from kanjian.appliance_api.auth import Role, TokenStore
+    from kanjian.appliance_api.http.auth import Role, TokenStore
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("api")

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kanjian.appliance_api.annotate import VERDICT_BGR, annotate_inspection, class_colour
+from kanjian.appliance_api.http.annotate import VERDICT_BGR, annotate_inspection, class_colour
 from kanjian.camera.frame import Frame
 from kanjian.camera.source import utc_now
 from kanjian.inference.model import load_model

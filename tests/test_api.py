@@ -55,7 +55,7 @@ PUBLIC_MUTATIONS = {("POST", "/api/session"), ("DELETE", "/api/session")}  # log
 
 
 def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
-    from kanjian.appliance_api.app import create_app
+    from kanjian.appliance_api.http.app import create_app
 
     schema = create_app(env.state).openapi()
     app_mutations = {
@@ -129,7 +129,7 @@ UNLISTED_READS = {"/", "/static", "/openapi.json", "/docs", "/docs/oauth2-redire
 
 def _app_reads(env: Env) -> dict[str, str]:
     """Every GET path in the app's OpenAPI schema -> a real URL path for it."""
-    from kanjian.appliance_api.app import create_app
+    from kanjian.appliance_api.http.app import create_app
 
     schema = create_app(env.state).openapi()
     # an inspection with a saved image, so /image would answer 200 to a reader
@@ -148,7 +148,7 @@ def _get_status(c: httpx.Client, path: str) -> tuple[int, httpx.Headers, str]:
 def test_every_read_is_in_the_role_table(env: Env) -> None:
     from starlette.routing import Mount, Route
 
-    from kanjian.appliance_api.app import create_app
+    from kanjian.appliance_api.http.app import create_app
 
     assert set(_app_reads(env)) - PUBLIC_READS - set(STRONG_READS) >= {
         "/api/inspections/{inspection_id}",
@@ -216,7 +216,7 @@ def _chunks(data: bytes, size: int = 16 * 1024) -> Any:
 
 
 def test_big_bodies_are_refused_before_the_token_is_read(env: Env) -> None:
-    from kanjian.appliance_api.app import MAX_BODY_BYTES
+    from kanjian.appliance_api.http.app import MAX_BODY_BYTES
 
     iid = _ids(env)[0]
     before = (_audit_count(env), env.sql("SELECT COUNT(*) FROM feedback")[0][0])
@@ -245,7 +245,7 @@ def test_big_bodies_are_refused_before_the_token_is_read(env: Env) -> None:
 
 
 def test_bodies_up_to_the_limit_still_work(env: Env) -> None:
-    from kanjian.appliance_api.app import MAX_BODY_BYTES
+    from kanjian.appliance_api.http.app import MAX_BODY_BYTES
 
     token = json.dumps({"token": env.tokens["operator"]})
     exact = (token + " " * (MAX_BODY_BYTES - len(token))).encode()  # JSON allows the padding

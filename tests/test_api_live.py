@@ -109,7 +109,7 @@ def test_events_say_hello_with_the_last_result(env: Env) -> None:
 
 
 def test_recent_rate_falls_to_zero_when_inspections_stop() -> None:
-    from kanjian.appliance_api.usage import RecentRate
+    from kanjian.appliance_api.http.usage import RecentRate
 
     now = [100.0]
     rate = RecentRate(window_s=10.0, clock=lambda: now[0])
@@ -128,7 +128,7 @@ def test_recent_rate_falls_to_zero_when_inspections_stop() -> None:
 def test_a_viewer_that_falls_behind_is_told_to_resync() -> None:
     import asyncio
 
-    from kanjian.appliance_api.live import LiveHub, ShiftCounter
+    from kanjian.appliance_api.http.live import LiveHub, ShiftCounter
 
     hub = LiveHub({"FAIL"}, ShiftCounter(["06:00"]))
     slow: asyncio.Queue[dict[str, Any]] = asyncio.Queue(3)

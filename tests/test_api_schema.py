@@ -22,8 +22,8 @@ from tests import test_api_support as S  # the servers and bundles tests share
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Any]:
-    from kanjian.appliance_api.auth import Role, TokenStore
-    from kanjian.appliance_api.state import start_services
+    from kanjian.appliance_api.http.auth import Role, TokenStore
+    from kanjian.appliance_api.http.state import start_services
     from kanjian.station.config import load_config
     from kanjian.station.pipeline import build_station
 

@@ -135,7 +135,7 @@ def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list
 def start_station(tmp: Path, n_images: int, bundle: Path, **yaml_kw: Any) -> tuple[Any, Any]:
     """A station on ``n_images`` NEU-DET images (``station_yaml`` options), its API
     services started and its loop running; returns ``(station, state)``."""
-    from kanjian.appliance_api.state import start_services
+    from kanjian.appliance_api.http.state import start_services
     from kanjian.station.config import load_config
     from kanjian.station.pipeline import build_station
 
@@ -212,7 +212,7 @@ class ServerThread:
     def __init__(self, state: Any) -> None:
         import uvicorn
 
-        from kanjian.appliance_api.app import create_app
+        from kanjian.appliance_api.http.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

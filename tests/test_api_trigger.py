@@ -16,7 +16,7 @@ from tests import test_api_support as S  # the servers and bundles tests share
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Any]:
-    from kanjian.appliance_api.auth import Role, TokenStore
+    from kanjian.appliance_api.http.auth import Role, TokenStore
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("trigger")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from kanjian.appliance_api import bench_cli
+from kanjian.appliance_api.cli import bench as bench_cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -408,8 +408,8 @@ def test_hardware_triggered_camera_judges_each_triggers_own_frame(
 
 
 def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: Path) -> None:
-    from kanjian.station.plc_config import PlcServerError
-    from kanjian.station.plc_service import PlcConfigError
+    from kanjian.station.plc.config import PlcServerError
+    from kanjian.station.plc.service import PlcConfigError
 
     free_run = station_yaml(tmp_path, detect_model.onnx).replace(
         "mode: triggered", "mode: free_run"
@@ -426,7 +426,7 @@ def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: P
         # the CLI says so in one line (no traceback) and exits 2
         cfg = tmp_path / "taken.yaml"
         cfg.write_text(yaml_text)
-        r = subprocess.run([sys.executable, "-m", "kanjian.appliance_api.cli", "run", "-c",
+        r = subprocess.run([sys.executable, "-m", "kanjian.appliance_api.cli.main", "run", "-c",
                             str(cfg)], capture_output=True, text=True, timeout=300)  # fmt: skip
         assert r.returncode == 2, r.stdout + r.stderr
         assert f"127.0.0.1:{port}" in r.stderr.replace("\n", "") and "Traceback" not in r.stderr
@@ -439,8 +439,8 @@ def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: P
 
 def test_docs_list_every_register_and_node() -> None:
     """docs/plc.md is the contract the PLC programmer reads: every point is in it."""
-    from kanjian.station.plc_opcua import EVENT_FIELDS, EVENT_TYPE, NODES
-    from kanjian.station.plc_registers import REGISTER_MAP
+    from kanjian.station.plc.opcua import EVENT_FIELDS, EVENT_TYPE, NODES
+    from kanjian.station.plc.registers import REGISTER_MAP
 
     text = DOCS.read_text()
     for p in REGISTER_MAP:
@@ -457,7 +457,7 @@ def test_docs_list_every_register_and_node() -> None:
 def test_cli_map_is_what_the_docs_show() -> None:
     from typer.testing import CliRunner
 
-    from kanjian.station.plc_cli import plc_app
+    from kanjian.appliance_api.cli.plc import plc_app
 
     r = CliRunner().invoke(plc_app, ["map", "--markdown"])
     assert r.exit_code == 0, r.output

@@ -306,7 +306,7 @@ def test_opcua_sign_and_encrypt_with_trusted_client_certificates(
 ) -> None:
     from typer.testing import CliRunner
 
-    from kanjian.station.plc_cli import plc_app
+    from kanjian.appliance_api.cli.plc import plc_app
 
     runner = CliRunner()
     for name, extra in (("server", []), ("client", ["--client"]), ("stranger", ["--client"])):

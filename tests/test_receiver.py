@@ -17,13 +17,13 @@ from pathlib import Path
 import yaml
 
 from kanjian.station.store import ResultStore
-from kanjian.station.sync import Identity, SyncWorker
-from kanjian.station.sync_config import SyncConfig
+from kanjian.station.sync.config import SyncConfig
+from kanjian.station.sync.worker import Identity, SyncWorker
 from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
 from tests.peers import postgres as pgpeer
 
-CLI = [sys.executable, "-m", "kanjian.appliance_api.cli"]
+CLI = [sys.executable, "-m", "kanjian.appliance_api.cli.main"]
 
 
 def _cfg(port: int) -> SyncConfig:

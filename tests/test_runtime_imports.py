@@ -11,10 +11,10 @@ RUNTIME_MODULES = [
     "kanjian.inference.model",
     "kanjian.inference.golden",
     "kanjian.station.pipeline",
-    "kanjian.station.sync_station",
-    "kanjian.station.plc_service",
-    "kanjian.appliance_api.server",
-    "kanjian.appliance_api.cli",
+    "kanjian.station.sync.service",
+    "kanjian.station.plc.service",
+    "kanjian.appliance_api.http.server",
+    "kanjian.appliance_api.cli.main",
 ]
 
 
@@ -22,10 +22,10 @@ def test_runtime_never_imports_torch_or_ultralytics() -> None:
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in RUNTIME_MODULES)
-        + "from kanjian.appliance_api.cli import _register_commands\n"
+        + "from kanjian.appliance_api.cli.main import _register_commands\n"
         + "_register_commands()\n"  # mounting the training commands must stay light too
         + "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'torchvision'))\n"
-        + "bad += [m for m in sys.modules if m.startswith('kanjian.training.') and m != 'kanjian.training.cli']\n"
+        + "bad += [m for m in sys.modules if m.startswith('kanjian.training.') and m != 'kanjian.appliance_api.cli.training']\n"
         + "print(bad)\n"
         + "sys.exit(1 if bad else 0)\n"
     )

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from kanjian.station.store import ResultStore
-from kanjian.station.sync import Identity, SyncWorker
-from kanjian.station.sync_config import SyncConfig
+from kanjian.station.sync.config import SyncConfig
+from kanjian.station.sync.worker import Identity, SyncWorker
 from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
 
@@ -233,7 +233,7 @@ def test_retention_drops_are_counted_and_reported(
     finally:
         w.stop(0)
         store.close()
-    from kanjian.station.receiver_db import ReceiverDB
+    from kanjian.platform.receiver_db import ReceiverDB
 
     db = ReceiverDB(str(receiver.db))
     [rep] = db.report()
@@ -278,7 +278,7 @@ def _certs(d: Path) -> tuple[Path, Path, Path]:
 
 
 def test_tls_and_password(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    from kanjian.station.receiver import Receiver
+    from kanjian.platform.receiver import Receiver
 
     ca, crt, key = _certs(tmp_path / "certs")
     b = mosq.Mosquitto(tmp_path / "broker", tls=(ca, crt, key),

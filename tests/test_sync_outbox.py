@@ -21,12 +21,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kanjian.station.deploy import DeployRefused, safe_extract
-from kanjian.station.outbox import Outbox
-from kanjian.station.outbox_types import PendingWrites, to_ranges
-from kanjian.station.receiver_db import ReceiverDB
+from kanjian.platform.receiver_db import ReceiverDB
 from kanjian.station.store import ResultStore
-from kanjian.station.sync_messages import (
+from kanjian.station.sync.deploy import DeployRefused, safe_extract
+from kanjian.station.sync.messages import (
     ConfirmIn,
     DeployModelIn,
     confirm_message,
@@ -36,6 +34,8 @@ from kanjian.station.sync_messages import (
     inspection_message,
     resend_message,
 )
+from kanjian.station.sync.outbox import Outbox
+from kanjian.station.sync.outbox_types import PendingWrites, to_ranges
 from tests import test_sync_support as sup
 
 
@@ -261,7 +261,7 @@ def test_safe_extract_refuses_escapes(tmp_path: Path) -> None:
 
 
 def test_status_metrics_leave_out_what_never_happened() -> None:
-    from kanjian.station.sync_status import SyncStatus
+    from kanjian.station.sync.status import SyncStatus
 
     never = SyncStatus(True, True, False, "b:1883", "s", 5, 5, 1.0, 0, None, None, None, 5)
     m = never.metrics()
@@ -273,8 +273,8 @@ def test_status_metrics_leave_out_what_never_happened() -> None:
 
 def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
     """The key in a (re-)sent message is the outbox's plan, not recomputed from today's config."""
-    from kanjian.station.sync import Identity, SyncWorker
-    from kanjian.station.sync_config import SyncConfig
+    from kanjian.station.sync.config import SyncConfig
+    from kanjian.station.sync.worker import Identity, SyncWorker
 
     store, _ = _filled(tmp_path, 30)  # FAIL frames are saved: they have images to upload
     ob = Outbox(store.db_path)
@@ -309,8 +309,8 @@ def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
 def test_a_deploy_interrupted_by_a_crash_is_answered_at_the_next_start(tmp_path: Path) -> None:
     """The station died mid-deploy: the command has no outcome and a half-unpacked archive
     lies in models/. At the next start the platform is told (refused, interrupted)."""
-    from kanjian.station.deploy import MODELS_DIR, ModelDeployer
-    from kanjian.station.sync_config import S3Config
+    from kanjian.station.sync.config import S3Config
+    from kanjian.station.sync.deploy import MODELS_DIR, ModelDeployer
 
     store, _ = _filled(tmp_path, 1)
     store.close()

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from kanjian.station.store import DB_NAME, ResultStore
-from kanjian.station.sync import Identity, SyncWorker
-from kanjian.station.sync_config import SyncConfig
-from kanjian.station.sync_messages import StationTopics, deploy_message
+from kanjian.station.sync.config import SyncConfig
+from kanjian.station.sync.messages import StationTopics, deploy_message
+from kanjian.station.sync.worker import Identity, SyncWorker
 from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
 from tests.peers import seaweed as weed
@@ -81,7 +81,14 @@ class StationProcess:
 
         with self.log.open("ab") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kanjian.appliance_api.cli", "run", "-c", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "kanjian.appliance_api.cli.main",
+                    "run",
+                    "-c",
+                    str(self.config),
+                ],
                 stdout=f,
                 stderr=subprocess.STDOUT,
             )
@@ -225,8 +232,8 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     tmp_path: Path, broker: Any, s3_up: Any, detect_model: Any, neu_det_dir: Path
 ) -> None:
     from kanjian.station.config import StationConfig
-    from kanjian.station.deploy import pack_bundle
     from kanjian.station.pipeline import build_station
+    from kanjian.station.sync.deploy import pack_bundle
     from tests import test_api_support as api
 
     bundles = api.make_bundles(detect_model)
@@ -284,7 +291,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         # the sync's state in /metrics: connected, and when the broker last acknowledged
         from prometheus_client import generate_latest
 
-        from kanjian.appliance_api.metrics import StationMetrics
+        from kanjian.appliance_api.http.metrics import StationMetrics
 
         text = generate_latest(StationMetrics(station, lambda: True).registry).decode()
         assert "kanjian_sync_connected 1.0" in text

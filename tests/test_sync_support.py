@@ -89,7 +89,7 @@ class ReceiverProcess:
 
     def __init__(self, port: int, db: Path, log: Path, gap_check_s: float = 1.0) -> None:
         self.args = [
-            sys.executable, "-m", "kanjian.appliance_api.cli", "platform", "receive",
+            sys.executable, "-m", "kanjian.appliance_api.cli.main", "platform", "receive",
             "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
             "--client-id", "test-receiver", "--gap-check-s", str(gap_check_s),
         ]  # fmt: skip

@@ -38,7 +38,7 @@ _GUARD = textwrap.dedent(
             log.write(f"{event} {args!r}\\n"); log.flush()
             raise OSError(f"network blocked by test: {event}")
     sys.addaudithook(hook)
-    from kanjian.appliance_api.cli import main
+    from kanjian.appliance_api.cli.main import main
     sys.argv = ["kanjian", *sys.argv[1:]]
     main()
     """

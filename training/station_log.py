@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kanjian.inference.types import Verdict
-from kanjian.station.outbox_types import utc_iso
+from kanjian.station.sync.outbox_types import utc_iso
 from kanjian.training.checks import clip_box, image_size
 from kanjian.training.export_classes import model_label, resolve_classes
 from kanjian.training.export_filter import ExportFilter

@@ -1,0 +1,239 @@
+"""The ``kanjian`` command line.
+
+Runtime commands (run, inspect, config) import only the runtime. Training
+commands (dataset, train, model) live in ``kanjian.appliance_api.cli.training``, which
+imports Ultralytics and torch only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+app = typer.Typer(
+    name="kanjian",
+    help="kanjian (看见): visual quality inspection at the line.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check and show station configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="station YAML; default: the embedded demo station"),
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+
+
+def _load(config: Path | None, data_dir: Path | None) -> Any:
+    from kanjian.station.config import ConfigError, default_config, load_config
+
+    try:
+        cfg = load_config(config) if config else default_config()
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
+    return cfg
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", "-n", min=1, help="stop after N inspections")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="override store.data_dir (database and images)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the inspection loop: camera → model → verdict → SQLite, until stopped."""
+    _setup_logging(verbose)
+    from kanjian.inference.bundle import BundleError
+    from kanjian.inference.session import ModelLoadError
+    from kanjian.station.inspector import RulesError
+    from kanjian.station.pipeline import build_station
+    from kanjian.station.plc.config import PlcConfigError, PlcServerError
+
+    cfg = _load(config, data_dir)
+    t_start = time.perf_counter()
+    try:
+        station = build_station(cfg)
+    except (ModelLoadError, BundleError, RulesError, PlcConfigError, PlcServerError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    info = station.inspector.model.info
+    sess = station.inspector.model.session_info
+    console.print(
+        f"model [bold]{info.name}[/] v{info.version} ({info.task}, {len(info.class_names)} classes)"
+        f" on [bold]{sess.provider}[/]" + (" [red](FALLBACK)[/]" if sess.fell_back else "")
+    )
+    console.print(f"store {station.store.db_path}")
+    console.print(
+        "start-up ms: " + ", ".join(f"{k} {v:.0f}" for k, v in station.startup_ms.items())
+    )
+
+    def _stop(signum: int, _frame: Any) -> None:
+        console.print(f"signal {signum}: finishing the frame in flight and flushing the store")
+        station.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    first: list[float] = []
+
+    def _each(insp: Any) -> None:
+        if not first:
+            first.append((time.perf_counter() - t_start) * 1e3)
+            console.print(f"first inspection {first[0]:.0f} ms after start")
+        if verbose or station.stats.frames % 50 == 1:
+            console.print(
+                f"#{station.stats.frames} {insp.frame.uri or insp.frame.frame_id}: "
+                f"[bold]{insp.verdict.value}[/] {insp.reason}"
+            )
+
+    try:
+        stats = station.run(max_frames=frames, on_inspection=_each)
+    finally:
+        station.close()
+    p50 = stats.percentiles(50)
+    console.print(
+        f"{stats.frames} inspections ({stats.fps:.1f}/s), {dict(stats.verdicts)}; median ms: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in p50.items())
+    )
+
+
+@app.command()
+def inspect(
+    images: Annotated[list[Path], typer.Argument(help="image files to judge")],
+    config: ConfigOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="bundle dir or .onnx (overrides config)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """Judge image files once and print verdicts and detections (nothing is logged)."""
+    _setup_logging(False)
+    from kanjian.camera.frame import Frame
+    from kanjian.camera.imagefile import ImageFileError, decode_image_file
+    from kanjian.inference.bundle import BundleError
+    from kanjian.inference.model import load_model
+    from kanjian.inference.session import ModelLoadError
+    from kanjian.station.inspector import Inspector
+
+    cfg = _load(config, None)
+    try:
+        m = load_model(model or cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
+    except (ModelLoadError, BundleError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    inspector = Inspector(m, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
+    failed = 0
+    from datetime import datetime, timezone
+
+    from kanjian.camera.frame import FrameFailure
+
+    for i, path in enumerate(images):
+        now = datetime.now(timezone.utc)
+        item: Frame | FrameFailure
+        try:
+            item = Frame(decode_image_file(path), i, "cli", now, uri=str(path))
+        except ImageFileError as e:
+            item = FrameFailure(i, "cli", now, reason=str(e), uri=str(path))
+        insp = inspector.inspect(item)
+        failed += insp.verdict.value in ("ERROR", "MISSED")
+        d = insp.detections
+        names = insp.class_names
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "image": str(path),
+                        "inspection_id": str(insp.inspection_id),
+                        "verdict": insp.verdict.value,
+                        "reason": insp.reason,
+                        "detections": [
+                            {
+                                "class": names[int(c)],
+                                "confidence": round(float(s), 5),
+                                "xyxy": [round(float(v), 2) for v in b],
+                            }
+                            for b, s, c in zip(d.xyxy, d.confidence, d.class_id, strict=False)
+                        ],
+                        "probs": None if insp.probs is None else [float(p) for p in insp.probs],
+                        "timings_ms": {k: round(v, 2) for k, v in insp.timings_ms.items()},
+                    }
+                ),
+                indent=None,
+            )
+        else:
+            out.print(f"{path}: [bold]{insp.verdict.value}[/] {insp.reason}")
+            for b, s, c in zip(d.xyxy, d.confidence, d.class_id, strict=False):
+                x1, y1, x2, y2 = (f"{v:.1f}" for v in b)
+                out.print(f"  {names[int(c)]:<20} {s:.3f}  [{x1}, {y1}, {x2}, {y2}]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="station YAML file")],
+) -> None:
+    """Check a config file; print every problem with its key and line."""
+    from kanjian.station.config import ConfigError, load_config
+
+    try:
+        load_config(file)
+    except ConfigError as e:
+        console.print(f"[red]invalid[/] {e}")
+        raise typer.Exit(1) from e
+    out.print(f"{file}: valid")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective configuration (defaults filled in) as YAML."""
+    import yaml
+
+    cfg = _load(config, None)
+    out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
+
+
+def _register_commands() -> None:
+    # each module imports its heavy dependencies (torch, Ultralytics, uvicorn, paho...)
+    # only inside its commands, so ``kanjian --help`` stays fast and runtime-only
+    from kanjian.appliance_api.cli import bench, platform, plc, serve, sync, training
+
+    for module in (training, serve, sync, platform, plc, bench):
+        module.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``kanjian`` script."""
+    _register_commands()
+    app(prog_name="kanjian")
+
+
+if __name__ == "__main__":
+    main()

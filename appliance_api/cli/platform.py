@@ -1,0 +1,174 @@
+"""CLI commands of the cluster platform's side: ``kanjian platform receive|report|deploy``.
+
+The work lives in :mod:`kanjian.platform`; paho, boto3 and the database drivers are
+imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+platform_app = typer.Typer(
+    help="The cluster platform's side: reference receiver, report, model rollout."
+)
+
+HostOpt = Annotated[str, typer.Option(help="MQTT broker host")]
+PortOpt = Annotated[int, typer.Option(help="MQTT broker port")]
+UserOpt = Annotated[str | None, typer.Option(help="MQTT user name")]
+PasswordOpt = Annotated[
+    str | None, typer.Option(envvar="KANJIAN_MQTT_PASSWORD", help="MQTT password")
+]
+TlsOpt = Annotated[bool, typer.Option(help="connect with TLS")]
+CaOpt = Annotated[Path | None, typer.Option(help="CA bundle for TLS")]
+PrefixOpt = Annotated[str, typer.Option(help="topic prefix")]
+
+
+def _mqtt(
+    host: str, port: int, user: str | None, pw: str | None, tls: bool, ca: Path | None
+) -> Any:
+    from kanjian.station.sync.config import MqttConfig
+
+    return MqttConfig(host=host, port=port, username=user, password=pw, tls=tls, ca_file=ca)
+
+
+@platform_app.command("receive")
+def platform_receive(
+    db: Annotated[
+        str, typer.Option(help="SQLite file, or postgresql://user:pw@host/db")
+    ] = "kanjian-platform.db",
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 1883,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    tls: TlsOpt = False,
+    ca_file: CaOpt = None,
+    client_id: Annotated[str, typer.Option(help="stable MQTT client id")] = "kanjian-receiver",
+    prefix: PrefixOpt = "kanjian/v1",
+    stations: Annotated[
+        str, typer.Option(help="site/line/station levels to subscribe; + is a wildcard")
+    ] = "+/+/+",
+    gap_check_s: Annotated[float, typer.Option(help="ask for gaps this often, s")] = 5.0,
+) -> None:
+    """Reference receiver: store inspections once per UUID, confirm them, ask for gaps."""
+    import logging
+
+    from kanjian.platform.receiver import Receiver
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    mq = _mqtt(host, port, username, password, tls, ca_file)
+    rec = Receiver(mq, db, client_id, prefix, stations, gap_check_s=gap_check_s).start()
+    console.print(f"receiving {prefix}/{stations}/inspections from {host}:{port} into {db}")
+    stop = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop["now"]:
+        time.sleep(0.2)
+    rec.stop()
+    console.print(f"stopped: {rec.stats}")
+
+
+@platform_app.command("report")
+def platform_report(
+    db: Annotated[str, typer.Option(help="the receiver's database")] = "kanjian-platform.db",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per station: inspections, verdicts, yield, gaps, losses, duplicates seen."""
+    from dataclasses import asdict
+
+    from kanjian.platform.receiver_db import ReceiverDB
+
+    if not db.startswith(("postgresql://", "postgres://")) and not Path(db).is_file():
+        console.print(f"[red]error:[/] no receiver database at {db}")
+        raise typer.Exit(1)
+    rdb = ReceiverDB(db)
+    try:
+        reports = rdb.report()
+    finally:
+        rdb.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(r) for r in reports]))
+        return
+    t = Table("site/line/station", "inspections", "PASS", "FAIL", "REVIEW", "ERROR", "yield",
+              "through/max", "missing", "lost", "dups", "online")  # fmt: skip
+    for r in reports:
+        v = r.verdicts
+        t.add_row(
+            f"{r.site}/{r.line}/{r.station}",
+            str(r.inspections),
+            *(str(v.get(k, 0)) for k in ("PASS", "FAIL", "REVIEW", "ERROR")),
+            "-" if r.yield_ is None else f"{100 * r.yield_:.1f}%",
+            f"{r.through}/{r.max_seq}",
+            str(r.missing) + (f" {r.gaps[:3]}" if r.gaps else ""),
+            str(r.lost),
+            str(r.duplicates),
+            r.availability or "?",
+        )
+    out.print(t)
+
+
+@platform_app.command("deploy")
+def platform_deploy(
+    bundle: Annotated[Path, typer.Argument(help="model bundle folder (manifest.json, model.onnx)")],
+    station: Annotated[str, typer.Option(help="site/line/station to deploy to")],
+    s3_endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL")] = None,
+    bucket: Annotated[str, typer.Option(help="bucket for bundles")] = "kanjian",
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 1883,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    tls: TlsOpt = False,
+    ca_file: CaOpt = None,
+    prefix: PrefixOpt = "kanjian/v1",
+) -> None:
+    """Pack a bundle, upload it to object storage and send deploy_model to a station.
+
+    S3 credentials come from boto3's usual places (environment, ~/.aws).
+    """
+    import tempfile
+
+    import paho.mqtt.publish as publish
+
+    from kanjian.inference.bundle import read_manifest
+    from kanjian.station.sync.config import S3Config
+    from kanjian.station.sync.deploy import pack_bundle
+    from kanjian.station.sync.messages import StationTopics, deploy_message
+    from kanjian.station.sync.objectstore import make_s3_client
+
+    parts = station.split("/")
+    if len(parts) != 3 or not all(parts):
+        console.print("[red]error:[/] --station must be site/line/station")
+        raise typer.Exit(2)
+    m = read_manifest(bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "bundle.tar.gz"
+        sha = pack_bundle(bundle, archive)
+        key = f"bundles/{m.name}/{m.version}/{sha[:16]}.tar.gz"
+        s3 = make_s3_client(S3Config(endpoint_url=s3_endpoint, bucket=bucket))
+        s3.upload_file(str(archive), bucket, key)
+    cid = f"deploy-{uuid.uuid4().hex[:12]}"
+    topic = StationTopics(prefix, *parts).command("deploy_model")
+    auth = {"username": username, "password": password} if username else None
+    publish.single(topic, deploy_message(cid, key, sha, bucket), qos=1, hostname=host, port=port,
+                   auth=auth, tls={"ca_certs": str(ca_file)} if tls else None)  # type: ignore[arg-type]  # fmt: skip
+    out.print(f"sent {cid}: s3://{bucket}/{key} sha256 {sha} to {topic}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``platform`` command group to the ``kanjian`` CLI."""
+    app.add_typer(platform_app, name="platform")

@@ -1,0 +1,198 @@
+"""CLI commands ``kanjian serve`` and ``kanjian token create|list|revoke``.
+
+Registered by :mod:`kanjian.appliance_api.cli.main` through ``register(app)``;
+FastAPI and uvicorn are imported only inside the commands.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="station YAML; default: the embedded demo station"),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="override store.data_dir (database and images)")
+]
+
+
+def _load(config: Path | None, data_dir: Path | None) -> Any:
+    from kanjian.station.config import ConfigError, default_config, load_config
+
+    try:
+        cfg = load_config(config) if config else default_config()
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
+    return cfg
+
+
+def _open_db(config: Path | None, data_dir: Path | None) -> Any:
+    from kanjian.station.store import DB_NAME, open_db
+
+    cfg = _load(config, data_dir)
+    return open_db(cfg.store.data_dir / DB_NAME)
+
+
+def _cli_actor() -> Any:
+    from kanjian.appliance_api.http.audit import Actor
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(f"cli:{user}")
+
+
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="listen address (default: api.host)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="TCP port (default: api.port)")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    screen_token: Annotated[
+        bool,
+        typer.Option(help="on the first start (no tokens yet), make and print a screen token"),
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the station and its web app (API, live view, operator screen) until stopped."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+    from kanjian.appliance_api.http.server import PortInUse
+    from kanjian.appliance_api.http.server import serve as run_server
+    from kanjian.inference.bundle import BundleError
+    from kanjian.inference.session import ModelLoadError
+    from kanjian.station.inspector import RulesError
+    from kanjian.station.plc.config import PlcConfigError, PlcServerError
+
+    cfg = _load(config, data_dir)
+    api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if api_update:
+        cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=api_update)})
+
+    def announce(line: str) -> None:
+        out.print(line, highlight=False, soft_wrap=True)
+
+    try:
+        result = run_server(cfg, announce, screen_token)
+    except (
+        PortInUse,
+        ModelLoadError,
+        BundleError,
+        RulesError,
+        PlcConfigError,
+        PlcServerError,
+    ) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    announce(
+        f"stopped: {result.frames} inspections {result.verdicts}; "
+        + ("store flushed" if result.flushed else "STORE NOT FLUSHED")
+    )
+    if not result.flushed:
+        raise typer.Exit(1)
+
+
+token_app = typer.Typer(help="Make, list and revoke API tokens.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="operator, engineer or admin")],
+    name: Annotated[str, typer.Option(help="who or what holds it, e.g. 'panel-1' or 'alice'")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a token and print it once (only its hash is stored)."""
+    from kanjian.appliance_api.http.audit import write_audit
+    from kanjian.appliance_api.http.auth import Role, TokenStore
+    from kanjian.appliance_api.http.db import write_tx
+
+    try:
+        r = Role(role)
+    except ValueError as e:
+        console.print(f"[red]error:[/] role must be operator, engineer or admin, not {role!r}")
+        raise typer.Exit(2) from e
+    db = _open_db(config, data_dir)
+    actor = _cli_actor()
+    try:
+        with write_tx(db):
+            new = TokenStore(db).create(name, r, actor.name)
+            write_audit(db, actor, "token.create", new.info.id, {"name": name, "role": r.value})
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    finally:
+        db.conn.close()
+    console.print(f"token {new.info.id} ({r.value}, {name}); store it now, it is not shown again:")
+    out.print(new.secret, highlight=False)
+
+
+@token_app.command("list")
+def token_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List tokens (never their secrets)."""
+    from kanjian.appliance_api.http.auth import TokenStore
+
+    db = _open_db(config, data_dir)
+    try:
+        tokens = TokenStore(db).list()
+    finally:
+        db.conn.close()
+    table = Table("id", "name", "role", "created", "by", "revoked")
+    for t in tokens:
+        table.add_row(
+            t.id, t.name, t.role.value, t.created_at, t.created_by or "", t.revoked_at or ""
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="the token's id (8 hex digits)")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a token at once."""
+    from kanjian.appliance_api.http.audit import write_audit
+    from kanjian.appliance_api.http.auth import TokenStore
+    from kanjian.appliance_api.http.db import write_tx
+
+    db = _open_db(config, data_dir)
+    try:
+        with write_tx(db):
+            info = TokenStore(db).revoke(token_id)
+            if info is not None:
+                write_audit(db, _cli_actor(), "token.revoke", token_id, {"name": info.name})
+    finally:
+        db.conn.close()
+    if info is None:
+        console.print(f"[red]error:[/] no token {token_id}")
+        raise typer.Exit(1)
+    out.print(f"token {token_id} ({info.name}) revoked at {info.revoked_at}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``token`` to the ``kanjian`` CLI."""
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")

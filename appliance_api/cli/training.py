@@ -1,0 +1,464 @@
+"""Training commands of the ``kanjian`` CLI: ``dataset import``, ``train``, ``model check``.
+
+Mounted by ``kanjian.appliance_api.cli.main`` through :func:`register`. Importing
+this module is cheap: torch and Ultralytics are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, cast
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)  # whole lines: logs get grepped
+out = Console(soft_wrap=True)
+
+dataset_app = typer.Typer(help="Import and convert datasets.", no_args_is_help=True)
+model_app = typer.Typer(help="Check model bundles.", no_args_is_help=True)
+
+TaskOpt = Literal["detect", "segment", "classify"]
+SourceFormat = Literal["auto", "voc", "coco", "yolo"]
+BoxMasks = Literal["ellipse", "box"]
+
+
+@dataset_app.command("import")
+def dataset_import_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="VOC folder, COCO .json or folder, YOLO folder/data.yaml, or CVAT export folder"
+        ),
+    ],
+    output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, voc, coco or yolo")] = "auto",
+    images: Annotated[
+        Path | None, typer.Option(help="image folder, when not where the format expects it")
+    ] = None,
+    task: Annotated[str, typer.Option(help="layout: detect, segment or classify")] = "detect",
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="share of images for validation")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="seed of the train/val split")] = 0,
+    classes: Annotated[
+        str | None, typer.Option(help="comma-separated class list (default: the classes found)")
+    ] = None,
+    box_masks: Annotated[
+        str, typer.Option(help="segment: mask for boxes without polygon: ellipse or box")
+    ] = "ellipse",
+    drop_difficult: Annotated[
+        bool,
+        typer.Option(help="VOC: skip <difficult>1</difficult> objects (default: keep them)"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Convert a dataset to YOLO layout with a seeded, class-stratified train/val split.
+
+    Faults (missing images, boxes outside, unknown classes, unreadable files,
+    stated sizes that differ from the image) are reported per file and skipped or
+    repaired; the summary is written to OUTPUT/summary.json. Exit code 0 when
+    images were imported (even with faults), 2 when none was.
+    """
+    from rich.markup import escape
+
+    from kanjian.training.importer import import_dataset
+
+    if fmt not in ("auto", "voc", "coco", "yolo"):
+        raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
+    if task not in ("detect", "segment", "classify"):
+        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    if box_masks not in ("ellipse", "box"):
+        raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
+    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
+    try:
+        summary = import_dataset(
+            source,
+            output,
+            fmt=cast(SourceFormat, fmt),
+            images=images,
+            task=cast(TaskOpt, task),
+            val_fraction=val_fraction,
+            seed=seed,
+            class_names=names,
+            box_masks=cast(BoxMasks, box_masks),
+            drop_difficult=drop_difficult,
+        )
+    except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from e
+    if as_json:
+        out.print_json(summary.to_json())
+    else:
+        out.print(f"{summary.source_format} -> {summary.output} ({summary.task})")
+        out.print(
+            f"images: train {summary.images['train']}, val {summary.images['val']}, "
+            f"without labels {summary.images_without_labels}"
+        )
+        for name, n in summary.boxes_per_class.items():
+            out.print(f"  {name}: {n} boxes")
+        for note in summary.notes:
+            out.print(f"note: {note}", markup=False)
+        if summary.problems:
+            counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
+            out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
+            for line in summary.problems[:10]:
+                out.print(f"  {line}", markup=False)
+            out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
+    if summary.images["train"] + summary.images["val"] == 0:
+        # a dataset with nothing in it must stop a script before `kanjian train` runs
+        first = f"; first: {' '.join(summary.problems[0].split())}" if summary.problems else ""
+        console.print(
+            f"[red]error:[/red] {escape(f'no images imported from {source}')} "
+            f"({len(summary.problems)} problems{escape(first)})"
+        )
+        raise typer.Exit(2)
+
+
+@dataset_app.command("export")
+def dataset_export_command(
+    data_dir: Annotated[Path, typer.Argument(help="station data folder (kanjian.db, images/)")],
+    output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="captured at or after: ISO 8601 date or time (no offset: UTC; "
+            "a bare date: 00:00 UTC that day)"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="captured before: ISO 8601 date or time (no offset: UTC; "
+            "a bare date: that whole UTC day included)"
+        ),
+    ] = None,
+    model_sha256: Annotated[str | None, typer.Option(help="only this model's results")] = None,
+    reviewed_only: Annotated[
+        bool, typer.Option(help="only inspections with operator feedback")
+    ] = False,
+    feedback: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="only this latest feedback: confirm_defect, not_defect, wrong_class or "
+            "none (repeatable)"
+        ),
+    ] = None,
+    label_conf: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="detections at or above this become label boxes"),
+    ] = 0.25,
+    min_conf: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose top detection score is at least this "
+            "(an inspection with no detection counts as 0)",
+        ),
+    ] = None,
+    max_conf: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose top detection score is at most this "
+            "(an inspection with no detection counts as 0)",
+        ),
+    ] = None,
+    verdict: Annotated[
+        list[str] | None,
+        typer.Option(help="only these verdicts, any case: PASS, FAIL, REVIEW... (repeatable)"),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated class list, index = class id (default: the model's); "
+            "an image with a box of another class is left out"
+        ),
+    ] = None,
+    has_class: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated: only images with a label box of one of these classes "
+            "(all their boxes are kept)"
+        ),
+    ] = None,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split/--no-split",
+            help="--no-split: all images in images/, labels in labels/ (a review set)",
+        ),
+    ] = True,
+    ls_image_root: Annotated[
+        str, typer.Option(help="URL prefix of the images in label_studio.json")
+    ] = "/data/local-files/?d=",
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Turn the station's log (saved frames + detections + operator feedback) into a
+    YOLO dataset with the model's detections as pre-annotations, plus classes.txt and
+    Label Studio tasks (label_studio.json, label_studio.xml). Feedback corrects the
+    labels (not_defect: no boxes, a true negative; wrong_class: the named class);
+    an image whose boxes were taken away is left out, never kept as background."""
+    from rich.markup import escape
+
+    from kanjian.training.export_filter import ExportFilter
+    from kanjian.training.station_export import export_station_log
+
+    def names(text: str | None) -> tuple[str, ...]:
+        return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
+
+    try:
+        flt = ExportFilter(
+            since=since,
+            until=until,
+            model_sha256=model_sha256,
+            reviewed_only=reviewed_only,
+            label_conf=label_conf,
+            min_conf=min_conf,
+            max_conf=max_conf,
+            verdicts=tuple(verdict or ()),
+            has_classes=names(has_class),
+            feedback=tuple(feedback or ()),
+        )
+        summary = export_station_log(
+            data_dir,
+            output,
+            flt=flt,
+            class_names=names(classes) or None,
+            val_fraction=val_fraction,
+            seed=seed,
+            split=split,
+            ls_image_root=ls_image_root,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2) from e
+    if as_json:
+        out.print_json(summary.to_json())
+        return
+    out.print(f"station log -> {summary.output}", markup=False)
+    out.print(
+        f"images: train {summary.images['train']}, val {summary.images['val']}, "
+        f"without labels {summary.images_without_labels}"
+    )
+    for name, n in summary.boxes_per_class.items():
+        out.print(f"  {name}: {n} boxes", markup=False)
+    for note in summary.notes:
+        out.print(f"note: {note}", markup=False)
+    for line in summary.problems[:10]:
+        out.print(f"  {line}", markup=False)
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(help="data.yaml (detect/segment) or folder (classify)")],
+    task: Annotated[str, typer.Option(help="detect, segment or classify")] = "detect",
+    model: Annotated[
+        str, typer.Option(help="model YAML (yolo11n.yaml...) or a local .pt; default per task")
+    ] = "",
+    epochs: Annotated[int, typer.Option(min=1)] = 100,
+    imgsz: Annotated[int, typer.Option(min=32, help="square input size in pixels")] = 640,
+    batch: Annotated[int, typer.Option(min=1)] = 16,
+    patience: Annotated[int, typer.Option(min=0, help="early stop after N flat epochs")] = 30,
+    lr0: Annotated[float, typer.Option(min=0.0, help="initial learning rate")] = 0.01,
+    optimizer: Annotated[str, typer.Option(help="auto, SGD, AdamW...")] = "auto",
+    mosaic: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    close_mosaic: Annotated[int, typer.Option(min=0)] = 10,
+    fliplr: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    flipud: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    cache: Annotated[bool, typer.Option(help="keep decoded images in RAM")] = False,
+    workers: Annotated[int, typer.Option(min=0)] = 2,
+    device: Annotated[
+        str, typer.Option(help="auto (the GPU if torch sees one, else cpu), cpu, 0, 0,1 ...")
+    ] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+    fraction: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="share of the training split to use")
+    ] = 1.0,
+    nbs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="nominal batch (gradient accumulation); default = --batch: step each batch"
+        ),
+    ] = None,
+    warmup_epochs: Annotated[float, typer.Option(min=0.0)] = 3.0,
+    val_each_epoch: Annotated[
+        bool, typer.Option(help="validate after every epoch (slow on CPU)")
+    ] = True,
+    time_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, help="wall-time budget in hours; Ultralytics fits the epochs (and LR) to it"
+        ),
+    ] = None,
+    project: Annotated[Path, typer.Option(help="runs folder")] = Path("runs/kanjian"),
+    name: Annotated[str, typer.Option(help="run name (and bundle name)")] = "model",
+    version: Annotated[str, typer.Option(help="bundle version")] = "1",
+    bundle: Annotated[
+        Path | None, typer.Option(help="bundle folder to write (default: RUN/bundle)")
+    ] = None,
+    conf: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default conf")] = 0.25,
+    iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="bundle default NMS IoU")] = 0.7,
+    fail_conf: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="bundle's verdict rule: a defect this sure fails"),
+    ] = 0.5,
+    review_conf: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="bundle's verdict rule: a defect this sure goes to review"
+        ),
+    ] = 0.25,
+    pass_class: Annotated[
+        list[str] | None,
+        typer.Option(help="classify: a class that means a good part (repeat for several)"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace an existing run folder and bundle folder")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="any other Ultralytics train argument, e.g. --set degrees=10 --set scale=0.3",
+        ),
+    ] = None,
+    parity_conf: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="conf used by the parity gate")
+    ] = 0.1,
+    parity_images: Annotated[int, typer.Option(min=1, help="val images for parity")] = 50,
+    min_parity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.99,
+    min_map50: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="accuracy gate on ONNX mAP50 (0: report)")
+    ] = 0.0,
+    golden_images: Annotated[int, typer.Option(min=1)] = 4,
+    golden_conf: Annotated[
+        float | None, typer.Option(help="golden set conf (default: --conf)")
+    ] = None,
+) -> None:
+    """Train offline, export ONNX, gate it (parity, accuracy) and write a bundle.
+
+    No network is used: the model is built from a YAML (random weights) or a
+    local .pt. After training, the ONNX file run by kanjian's own runtime must
+    give the same detections as the PyTorch model in Ultralytics (--min-parity),
+    and its mAP50 on the val split is measured (--min-map50). Only then is the
+    bundle (model.onnx, manifest.json, golden/) written.
+    """
+    from kanjian.inference.verdict import ClassRule, VerdictRules
+    from kanjian.training.pipeline import PipelineOptions, run_pipeline
+    from kanjian.training.train import TrainConfig
+
+    if task not in ("detect", "segment", "classify"):
+        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    try:
+        rules = VerdictRules(
+            default=ClassRule(fail_confidence=fail_conf, review_confidence=review_conf),
+            pass_classes=pass_class or [],
+        )
+    except ValueError as e:  # review above fail
+        raise typer.BadParameter("--review-conf must be <= --fail-conf") from e
+    config = TrainConfig(
+        data=data,
+        task=cast(TaskOpt, task),
+        model=model,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        patience=patience,
+        lr0=lr0,
+        optimizer=optimizer,
+        mosaic=mosaic,
+        close_mosaic=close_mosaic,
+        fliplr=fliplr,
+        flipud=flipud,
+        cache=cache,
+        workers=workers,
+        device=device,
+        seed=seed,
+        project=project,
+        name=name,
+        fraction=fraction,
+        nbs=nbs,
+        warmup_epochs=warmup_epochs,
+        val_during_training=val_each_epoch,
+        overwrite=overwrite,
+        extra=_extra_args(set_ or [], time_hours),
+    )
+    options = PipelineOptions(
+        name=name,
+        version=version,
+        bundle_dir=bundle,
+        conf=conf,
+        iou=iou,
+        rules=rules,
+        parity_conf=parity_conf,
+        parity_images=parity_images,
+        min_parity=min_parity,
+        min_map50=min_map50,
+        golden_images=golden_images,
+        golden_conf=golden_conf,
+        command=shlex.join(["kanjian", *sys.argv[1:]]),
+    )
+    try:
+        outcome = run_pipeline(config, options, log=lambda s: console.print(s, markup=False))
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    if not outcome.passed:
+        raise typer.Exit(1)
+    out.print(str(outcome.bundle_dir))
+
+
+def _extra_args(pairs: list[str], time_hours: float | None) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs (values read as YAML: 10, 0.3, true, [0, 1]) and --time-hours."""
+    import yaml
+
+    extra: dict[str, object] = {} if time_hours is None else {"time": time_hours}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--set")
+        try:
+            extra[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"{pair!r}: unreadable value: {e}", param_hint="--set") from e
+    return extra
+
+
+@model_app.command("check")
+def model_check_command(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder")],
+    providers: Annotated[
+        str,
+        typer.Option(
+            help="execution providers to replay on, as a station lists them "
+            "(e.g. cuda,cpu; tensorrt,cuda,cpu)"
+        ),
+    ] = "cpu",
+) -> None:
+    """Verify a bundle: ONNX hash against the manifest, then replay its golden set."""
+    from kanjian.inference.golden import check_bundle
+
+    chosen = tuple(p.strip() for p in providers.split(",") if p.strip())
+    report = check_bundle(bundle, chosen or ("cpu",))
+    for line in report.problems:
+        out.print(f"FAIL {line}", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    out.print(
+        f"OK {bundle}: {report.images} golden images reproduced on {report.provider}",
+        markup=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``dataset``, ``train`` and ``model`` on the ``kanjian`` app."""
+    app.add_typer(dataset_app, name="dataset")
+    app.command("train")(train_command)
+    app.add_typer(model_app, name="model")

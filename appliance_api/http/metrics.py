@@ -1,0 +1,123 @@
+"""Prometheus metrics of a station, on a registry of its own (not the global one).
+
+Counters and histograms are fed by a store listener (committed inspections);
+gauges that mirror live state (model, provider, queues, camera) are read at
+scrape time by a collector, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from kanjian.inference.types import Inspection
+from kanjian.station.pipeline import Station
+
+# seconds; ONNX inference on a CPU sits around 0.01-0.1, preprocessing around 0.001
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _LiveCollector(Collector):
+    def __init__(self, station: Station, loop_alive: Callable[[], bool]) -> None:
+        self.station = station
+        self.loop_alive = loop_alive
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        st = self.station
+        model = st.inspector.model
+        info = InfoMetricFamily("kanjian_model", "the model judging now")
+        info.add_metric(
+            [],
+            {
+                "name": model.info.name,
+                "version": model.info.version,
+                "sha256": model.info.sha256,
+                "task": model.info.task,
+                "provider": model.session_info.provider,
+            },
+        )
+        yield info
+        fb = GaugeMetricFamily(
+            "kanjian_provider_fallback",
+            "1 when ONNX Runtime runs on another provider than the first one asked for",
+            labels=["provider"],
+        )
+        fb.add_metric([model.session_info.provider], 1.0 if model.session_info.fell_back else 0.0)
+        yield fb
+        store = st.store.stats()
+        q = GaugeMetricFamily("kanjian_queue_depth", "items waiting", labels=["queue"])
+        pump = st.pump.stats()
+        q.add_metric(["store"], store.queued)
+        q.add_metric(["triggers"], st.triggers.depth())
+        q.add_metric(["camera"], pump.queued)
+        yield q
+        err = CounterMetricFamily("kanjian_errors", "errors by kind", labels=["kind"])
+        err.add_metric(["store_write"], store.errors)
+        err.add_metric(["camera_failure"], pump.source.failures)
+        err.add_metric(["trigger_refused"], st.triggers.counters.refused)
+        yield err
+        rec = CounterMetricFamily("kanjian_camera_reconnects", "camera reconnections")
+        rec.add_metric([], pump.source.reconnects)
+        yield rec
+        up = GaugeMetricFamily("kanjian_loop_running", "1 while the inspection loop runs")
+        up.add_metric([], 1.0 if self.loop_alive() else 0.0)
+        yield up
+        if st.sync is not None:  # the platform sync's own gauges and counters
+            for name, value in st.sync.status().metrics().items():
+                doc = "platform sync (see kanjian.station.sync.status)"
+                fam: GaugeMetricFamily | CounterMetricFamily
+                if name.endswith("_total"):
+                    fam = CounterMetricFamily(name.removesuffix("_total"), doc)
+                else:
+                    fam = GaugeMetricFamily(name, doc)
+                fam.add_metric([], value)
+                yield fam
+        cam = GaugeMetricFamily("kanjian_camera_connected", "1 while the frame source is connected")
+        cam.add_metric([], 1.0 if pump.source.state == "connected" else 0.0)
+        yield cam
+
+
+class StationMetrics:
+    """The metrics of one station; :meth:`on_commit` is a store listener."""
+
+    def __init__(self, station: Station, loop_alive: Callable[[], bool]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.inspections = Counter(
+            "kanjian_inspections",
+            "committed inspections by verdict",
+            ["verdict"],
+            registry=self.registry,
+        )
+        self.detections = Counter(
+            "kanjian_detections",
+            "committed detections by class",
+            ["class_name"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kanjian_stage_latency_seconds",
+            "per-stage latency of an inspection",
+            ["stage"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_errors = Counter(
+            "kanjian_http_errors",
+            "HTTP responses with a 5xx status",
+            ["path"],
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(station, loop_alive))
+
+    def on_commit(self, batch: list[Inspection]) -> None:
+        for insp in batch:
+            self.inspections.labels(insp.verdict.value).inc()
+            names = insp.class_names
+            for cid in insp.detections.class_id:
+                c = int(cid)
+                self.detections.labels(names[c] if 0 <= c < len(names) else str(c)).inc()
+            for stage, ms in insp.timings_ms.items():
+                self.latency.labels(stage).observe(ms / 1e3)

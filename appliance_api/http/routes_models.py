@@ -1,0 +1,229 @@
+"""Model bundles (upload, list, activate, roll back) and the inspector's thresholds."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import Path as PathParam
+
+from kanjian.appliance_api.http import thresholds as thr
+from kanjian.appliance_api.http.api_models import (
+    ErrorOut,
+    ModelEntryOut,
+    ModelListOut,
+    ThresholdsBody,
+    ThresholdsOut,
+    UploadOut,
+)
+from kanjian.appliance_api.http.audit import write_audit
+from kanjian.appliance_api.http.bundle_archive import ArchiveRejected
+from kanjian.appliance_api.http.db import write_tx
+from kanjian.appliance_api.http.deps import Engineer, Reader, State
+from kanjian.appliance_api.http.models_registry import INCOMING_DIR, ModelEntry, RegistryError
+from kanjian.appliance_api.http.state import ApiState
+from kanjian.inference.verdict import unknown_classes
+
+router = APIRouter(tags=["models"])
+_ERR: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no token, or a bad one"},
+    403: {"model": ErrorOut, "description": "the token's role is too weak"},
+}
+_CHANGE: dict[int | str, dict[str, Any]] = {
+    **_ERR,
+    404: {"model": ErrorOut, "description": "no such model"},
+    409: {"model": ErrorOut, "description": "nothing to do (already active, no history)"},
+    422: {"model": ErrorOut, "description": "the model cannot be loaded or was altered"},
+}
+Sha = Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of model.onnx")]
+ARCHIVE_TYPES = (
+    "application/zip",
+    "application/gzip",
+    "application/x-tar",
+    "application/octet-stream",
+)
+
+
+def _entry_out(state: ApiState, e: ModelEntry) -> ModelEntryOut:
+    st = state.registry.stack()
+    return ModelEntryOut(
+        sha256=e.sha256,
+        name=e.name,
+        version=e.version,
+        task=e.task,
+        origin=e.origin,
+        size_bytes=e.size_bytes,
+        golden_images=e.golden_images,
+        added_at=e.added_at,
+        added_by=e.added_by,
+        active=e.sha256 == state.registry.active_sha(),
+        previous=len(st) >= 2 and st[-2] == e.sha256,
+    )
+
+
+@router.get("/api/models", responses=_ERR)
+def list_models(state: State, _: Reader) -> ModelListOut:
+    """Registered bundles; ``active`` judges now, ``previous`` is what a rollback restores."""
+    return ModelListOut(
+        active_sha256=state.registry.active_sha(),
+        models=[_entry_out(state, e) for e in state.registry.entries()],
+    )
+
+
+@router.post(
+    "/api/models",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **_ERR,
+        200: {"model": UploadOut, "description": "this model was already registered"},
+        400: {"model": ErrorOut, "description": "malformed or unsafe archive"},
+        413: {"model": ErrorOut, "description": "archive or unpacked bundle too big"},
+        415: {"model": ErrorOut, "description": "not a .zip / .tar.gz / .tar"},
+        422: {"model": ErrorOut, "description": "manifest, sha256 or golden check failed"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "a .zip or .tar.gz of a bundle folder (model.onnx, manifest.json, "
+            "golden/), sent as the raw body",
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in ARCHIVE_TYPES
+            },
+        }
+    },
+)
+async def upload_model(
+    request: Request, response: Response, state: State, who: Engineer
+) -> UploadOut:
+    """Upload a bundle archive. It is accepted only when its manifest's sha256 matches
+    ``model.onnx`` and the bundle reproduces its golden set; it is not activated.
+    """
+    limit = int(state.cfg.max_upload_mb * 2**20)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"upload of {int(declared)} bytes exceeds api.max_upload_mb "
+            f"({state.cfg.max_upload_mb:g} MiB)",
+        )
+    incoming = state.registry.models_dir / INCOMING_DIR
+    incoming.mkdir(parents=True, exist_ok=True)
+    tmp = incoming / f"{uuid.uuid4().hex}.upload"
+    actor = who.actor()
+    try:
+        size = 0
+        with tmp.open("xb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        f"upload exceeds api.max_upload_mb ({state.cfg.max_upload_mb:g} MiB)",
+                    )
+                f.write(chunk)
+        if size == 0:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, "empty upload: send the archive as the request body"
+            )
+        try:
+            entry, created = await to_thread.run_sync(state.registry.ingest, tmp, actor)
+        except (ArchiveRejected, RegistryError) as e:
+            await to_thread.run_sync(_audit_refusal, state, actor, str(e), size)
+            raise HTTPException(e.status, str(e)) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return UploadOut(created=created, model=_entry_out(state, entry))
+
+
+def _audit_refusal(state: ApiState, actor: Any, reason: str, size: int) -> None:
+    write_audit(
+        state.pool.get(), actor, "model.upload_refused", None, {"reason": reason, "bytes": size}
+    )
+
+
+def _registry_call(fn: Any, *args: Any) -> ModelEntry:
+    try:
+        entry: ModelEntry = fn(*args)
+    except RegistryError as e:
+        raise HTTPException(e.status, str(e)) from e
+    return entry
+
+
+@router.post("/api/models/{sha256}/activate", responses=_CHANGE)
+async def activate_model(state: State, who: Engineer, sha256: Sha) -> ModelEntryOut:
+    """Swap the running model between two frames; the loop does not stop."""
+    entry = await to_thread.run_sync(_registry_call, state.registry.activate, sha256, who.actor())
+    return _entry_out(state, entry)
+
+
+@router.post("/api/models/rollback", responses=_CHANGE)
+async def rollback_model(state: State, who: Engineer) -> ModelEntryOut:
+    """Go back to the model that judged before the current one."""
+    entry = await to_thread.run_sync(_registry_call, state.registry.rollback, who.actor())
+    return _entry_out(state, entry)
+
+
+@router.get("/api/thresholds", tags=["config"], responses=_ERR)
+def get_thresholds(state: State, _: Reader) -> ThresholdsOut:
+    """Decoding thresholds and verdict rules in force (null: the bundle's default)."""
+    with state.thresholds_lock:
+        return thr.describe(state.station.inspector, thr.load(state.pool.get()))
+
+
+@router.put("/api/thresholds", tags=["config"], responses=_ERR)
+def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> ThresholdsOut:
+    """Change thresholds and rules from the next frame on.
+
+    Kept in the station's database and applied again after a restart, over
+    station.yaml's values, until ``DELETE /api/thresholds``; station.yaml is
+    not rewritten.
+    """
+    actor = who.actor()
+    names = state.station.inspector.model.info.class_names
+    missing = unknown_classes(body.rules, names)
+    if missing:  # a misspelt class would silently fall back to the default rule
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"rules name classes the running model does not have: {', '.join(missing)}; "
+            f"its classes are: {', '.join(names)}",
+        )
+    with state.thresholds_lock:
+        ins = state.station.inspector
+        db = state.pool.get()
+        with write_tx(db):
+            write_audit(
+                db,
+                actor,
+                "thresholds.set",
+                None,
+                {"old": thr.in_force(ins).model_dump(mode="json"),
+                 "new": body.model_dump(mode="json")},
+            )  # fmt: skip
+            thr.save(db, body, actor)
+            thr.apply(ins, body)
+        return thr.describe(ins, thr.load(db))
+
+
+@router.delete("/api/thresholds", tags=["config"], responses=_ERR)
+def reset_thresholds(state: State, who: Engineer) -> ThresholdsOut:
+    """Drop the API's thresholds and judge with station.yaml's again, from the next frame on."""
+    with state.thresholds_lock:
+        ins = state.station.inspector
+        yaml_values = thr.from_config(state.station)
+        db = state.pool.get()
+        with write_tx(db):
+            had = thr.clear(db)
+            write_audit(
+                db,
+                who.actor(),
+                "thresholds.reset",
+                None,
+                {"old": thr.in_force(ins).model_dump(mode="json"),
+                 "new": yaml_values.model_dump(mode="json"), "had_override": had},
+            )  # fmt: skip
+            thr.apply(ins, yaml_values)
+        return thr.describe(ins, None)

@@ -1,0 +1,159 @@
+"""``kanjian serve``: the inspection loop and the HTTP app in one process.
+
+Start-up, in order: check the port is free, build the station (model, store,
+camera), start the API services, make a screen token on the very first start,
+start the loop thread, serve. Ctrl-C / SIGTERM: streams end, the loop finishes
+the frame in flight, the store commits everything queued, then the process exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+
+from kanjian.appliance_api.http.app import create_app
+from kanjian.appliance_api.http.audit import Actor, write_audit
+from kanjian.appliance_api.http.auth import Role
+from kanjian.appliance_api.http.db import write_tx
+from kanjian.appliance_api.http.state import ApiState, start_services
+from kanjian.station.config import StationConfig
+from kanjian.station.pipeline import build_station
+
+log = logging.getLogger(__name__)
+
+
+class PortInUse(Exception):
+    """The address to listen on is taken (or not ours to bind)."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail fast, before loading a model, when ``host:port`` cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+            raise PortInUse(f"{host}:{port} {why}; pick another with --port") from e
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, told to stop our loop too, and not to re-raise the signal on exit.
+
+    uvicorn re-raises a captured SIGTERM after shutdown, which would kill the
+    process before the store is flushed; we exit normally instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        if self.should_exit and sig == 2:  # a second Ctrl-C: stop waiting for clients
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """What a serve run did, for the CLI's last line."""
+
+    frames: int
+    verdicts: dict[str, int]
+    flushed: bool
+
+
+def screen_token_if_first_start(state: ApiState) -> str | None:
+    """On a station with no tokens at all, make an operator token for the screen."""
+    db = state.pool.get()
+    with write_tx(db):
+        if state.tokens().list():
+            return None
+        new = state.tokens().create("screen", Role.OPERATOR, "serve (first start)")
+        write_audit(
+            db,
+            Actor("station"),
+            "token.create",
+            new.info.id,
+            {"name": "screen", "role": "operator", "why": "first start"},
+        )
+    return new.secret
+
+
+def serve(
+    cfg: StationConfig,
+    announce: Callable[[str], None] = print,
+    screen_token: bool = True,
+) -> ServeResult:
+    """Run the station and its app until SIGINT / SIGTERM.
+
+    Args:
+        cfg: the station config (``cfg.api.host`` / ``port`` say where to listen).
+        announce: prints the screen's address and start-up facts.
+        screen_token: on the first start (no tokens yet), make an operator token and
+            print a screen link carrying it.
+
+    Raises:
+        PortInUse, ModelLoadError, BundleError: before anything runs.
+    """
+    host, port = cfg.api.host, cfg.api.port
+    check_port(host, port)
+    station = build_station(cfg)
+    state = start_services(station)
+    model = station.inspector.model
+    announce(
+        f"model {model.info.name} v{model.info.version} ({model.info.sha256[:12]}…) on "
+        f"{model.session_info.provider}"
+        + (
+            " (FALLBACK from " + model.session_info.requested[0] + ")"
+            if model.session_info.fell_back
+            else ""
+        )
+    )
+    announce(f"store {station.store.db_path}")
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown_host}:{port}/"
+    secret = screen_token_if_first_start(state) if screen_token else None
+    if secret:
+        announce(f"first start: made an operator token for the screen (shown once): {secret}")
+        announce(f"operator screen: {url}#token={secret}")
+    else:
+        announce(f"operator screen: {url}")
+    announce(f"API docs: {url}docs")
+
+    def on_exit() -> None:
+        log.info("stopping: ending streams, finishing the frame in flight, flushing the store")
+        state.hub.close()
+        station.stop()
+
+    server = _Server(
+        uvicorn.Config(
+            create_app(state),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        ),
+        on_exit,
+    )
+    state.loop.start()
+    try:
+        server.run()
+    finally:
+        state.hub.close()
+        state.loop.stop()
+        flushed = station.store.flush()
+        station.close()
+        state.pool.close_all()
+    return ServeResult(station.stats.frames, dict(station.stats.verdicts), flushed)

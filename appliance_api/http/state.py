@@ -1,0 +1,119 @@
+"""What the HTTP app works with: the running station and the services built around it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kanjian.appliance_api.http import thresholds
+from kanjian.appliance_api.http.annotate import rules_keep
+from kanjian.appliance_api.http.auth import TokenStore
+from kanjian.appliance_api.http.db import ConnectionPool
+from kanjian.appliance_api.http.live import LiveHub, ShiftCounter
+from kanjian.appliance_api.http.metrics import StationMetrics
+from kanjian.appliance_api.http.models_registry import ModelRegistry
+from kanjian.appliance_api.http.usage import FolderSize, RecentRate
+from kanjian.station.api_config import ApiConfig
+from kanjian.station.pipeline import Station
+from kanjian.station.store import IMAGES_DIR
+
+log = logging.getLogger(__name__)
+
+
+class LoopThread:
+    """Runs :meth:`Station.run` on a background thread (the server owns the main one)."""
+
+    def __init__(self, station: Station) -> None:
+        self.station = station
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="inspection-loop", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            stats = self.station.run()
+            log.info("inspection loop ended after %d inspections", stats.frames)
+        except BaseException as e:  # shown in /status; the API keeps serving the log
+            self.error = e
+            log.exception("the inspection loop stopped with an error")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Ask the loop to finish the frame in flight; ``True`` when it has ended."""
+        self.station.stop()
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+@dataclass
+class ApiState:
+    """The station and its API services; one per app.
+
+    Attributes:
+        station: the built station (its loop may run on another thread).
+        pool: per-thread database connections.
+        hub: live results and pictures.
+        registry: model bundles and activation.
+        metrics: Prometheus metrics.
+        loop: the inspection loop's thread (started by the caller).
+        rate: inspections per second over the last 10 s.
+        images_size: the saved images' total size, recounted in the background.
+        started_at: ``time.monotonic()`` at start.
+        thresholds_lock: serialises threshold changes.
+    """
+
+    station: Station
+    pool: ConnectionPool
+    hub: LiveHub
+    registry: ModelRegistry
+    metrics: StationMetrics
+    loop: LoopThread
+    rate: RecentRate = field(default_factory=RecentRate)
+    images_size: FolderSize | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    thresholds_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cfg(self) -> ApiConfig:
+        return self.station.config.api
+
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.pool.get())
+
+
+def start_services(station: Station) -> ApiState:
+    """Build the API's services around a built station and hook them to its store.
+
+    Registers the running model (restoring an activation made before a
+    restart). Call before the inspection loop starts, so no commit is missed;
+    then ``state.loop.start()``.
+    """
+    pool = ConnectionPool(station.store.db_path)
+    db = pool.get()
+    shift = ShiftCounter(station.config.api.shift_starts)
+    shift.load(db)
+    hub = LiveHub(
+        set(station.config.store.save_images),
+        shift,
+        max_side=station.config.api.live_max_side,
+        keep=lambda: rules_keep(station.inspector.rules_in_force()),  # the rules in force now
+    )
+    loop = LoopThread(station)
+    metrics = StationMetrics(station, loop.alive)
+    registry = ModelRegistry(pool, station)
+    registry.startup()
+    thresholds.restore(db, station)  # an engineer's API override outlives restarts
+    station.store.add_listener(hub.on_commit)
+    station.store.add_listener(metrics.on_commit)
+    rate = RecentRate()
+    station.store.add_listener(rate.on_commit)
+    store = station.store
+    images = FolderSize(store.data_dir / IMAGES_DIR, written=lambda: store.image_bytes_saved)
+    return ApiState(station, pool, hub, registry, metrics, loop, rate, images)

@@ -1,0 +1,368 @@
+"""The reference receiver's database: inspections stored once per UUID, streams, gaps.
+
+SQLite by default (a file path); PostgreSQL when given a ``postgresql://`` URL
+(needs ``psycopg``). The SQL is the common subset of both (``ON CONFLICT``).
+
+Tables::
+
+    inspections(inspection_id PK, site, line, station, stream, seq, verdict, ...)
+    streams(stream PK, site, line, station, through, max_seq, received, duplicates, ...)
+    lost(stream, first_seq, last_seq)       seqs the station dropped by retention
+    events(event_id PK, site, line, station, event, at, payload_json, received_at)
+    stations(site, line, station, availability, updated_at)
+
+``through`` is the highest seq up to which every seq of the stream is stored
+(or known lost): confirmations carry it, so one lost confirmation costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kanjian.station.sync.outbox_types import to_ranges, utc_iso
+
+_DDL = [
+    """CREATE TABLE IF NOT EXISTS inspections (
+        inspection_id TEXT PRIMARY KEY, site TEXT NOT NULL, line TEXT NOT NULL,
+        station TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
+        captured_at TEXT, judged_at TEXT, verdict TEXT NOT NULL, reason TEXT,
+        model_name TEXT, model_version TEXT, model_sha256 TEXT, num_detections INTEGER,
+        image_bucket TEXT, image_key TEXT, received_at TEXT NOT NULL, payload_json TEXT)""",
+    "CREATE INDEX IF NOT EXISTS inspections_stream_seq ON inspections(stream, seq)",
+    "CREATE INDEX IF NOT EXISTS inspections_station ON inspections(site, line, station)",
+    """CREATE TABLE IF NOT EXISTS streams (
+        stream TEXT PRIMARY KEY, site TEXT NOT NULL, line TEXT NOT NULL, station TEXT NOT NULL,
+        through BIGINT NOT NULL DEFAULT 0, max_seq BIGINT NOT NULL DEFAULT 0,
+        received BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0,
+        first_seen TEXT, last_seen TEXT)""",
+    """CREATE TABLE IF NOT EXISTS lost (
+        stream TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+        reported_at TEXT, PRIMARY KEY (stream, first_seq))""",
+    """CREATE TABLE IF NOT EXISTS events (
+        event_id TEXT PRIMARY KEY, site TEXT, line TEXT, station TEXT, event TEXT NOT NULL,
+        at TEXT, payload_json TEXT, received_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS stations (
+        site TEXT NOT NULL, line TEXT NOT NULL, station TEXT NOT NULL, availability TEXT,
+        updated_at TEXT, PRIMARY KEY (site, line, station))""",
+]
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """What one commit did, per stream: seqs received (new or duplicate) and ``through``."""
+
+    seqs: dict[str, list[int]]
+    through: dict[str, int]
+    stations: dict[str, tuple[str, str, str]]
+    new: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class StationReport:
+    """Per-station numbers for ``kanjian platform report``.
+
+    ``yield_`` is PASS / (PASS + FAIL + REVIEW): ERROR and MISSED judged no part.
+    ``gaps`` are seq ranges neither stored nor reported lost, below the highest seq seen.
+    """
+
+    site: str
+    line: str
+    station: str
+    stream: str
+    inspections: int
+    verdicts: dict[str, int]
+    yield_: float | None
+    through: int
+    max_seq: int
+    duplicates: int
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    missing: int = 0
+    lost: int = 0
+    availability: str | None = None
+
+
+class ReceiverDB:
+    """A connection to the receiver's database; use from one thread.
+
+    Args:
+        url: a file path (SQLite) or ``postgresql://user:pw@host/db``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pg = url.startswith(("postgresql://", "postgres://"))
+        if self.pg:
+            import importlib
+
+            # optional dependency, only for PostgreSQL: pip install "psycopg[binary]"
+            self.conn: Any = importlib.import_module("psycopg").connect(url)
+        else:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                url, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # confirmations promise the row survives: commit durably
+            self.conn.execute("PRAGMA synchronous=FULL")
+        with self.tx() as cur:
+            for ddl in _DDL:
+                cur.execute(ddl)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def tx(self) -> Any:
+        return _Tx(self)
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        cur.execute(self._q(sql), list(args))
+        rows = list(cur.fetchall())
+        if self.pg:
+            self.conn.commit()  # end the read transaction
+        return rows
+
+    # -- writing -----------------------------------------------------------------------
+    def store(self, messages: Sequence[dict[str, Any]]) -> StoredBatch:
+        """Store validated ``inspection`` messages idempotently, in one transaction."""
+        now = utc_iso()
+        seqs: dict[str, list[int]] = {}
+        stations: dict[str, tuple[str, str, str]] = {}
+        new = dup = 0
+        with self.tx() as cur:
+            for m in messages:
+                img = m.get("image") or {}
+                model = m.get("model") or {}
+                cur.execute(
+                    self._q(
+                        "INSERT INTO inspections (inspection_id, site, line, station, stream, "
+                        "seq, captured_at, judged_at, verdict, reason, model_name, "
+                        "model_version, model_sha256, num_detections, image_bucket, image_key, "
+                        "received_at, payload_json) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
+                    [m["inspection_id"], m["site"], m["line"], m["station"], m["stream"],
+                     m["seq"], m.get("captured_at"), m.get("judged_at"), m["verdict"],
+                     m.get("reason"), model.get("name"), model.get("version"),
+                     model.get("sha256"), len(m.get("detections") or []), img.get("bucket"),
+                     img.get("key"), now, json.dumps(m, separators=(",", ":"))],
+                )  # fmt: skip
+                inserted = cur.rowcount == 1
+                new += inserted
+                dup += not inserted
+                seqs.setdefault(m["stream"], []).append(int(m["seq"]))
+                stations[m["stream"]] = (m["site"], m["line"], m["station"])
+                cur.execute(
+                    self._q(
+                        "INSERT INTO streams (stream, site, line, station, max_seq, received, "
+                        "duplicates, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
+                        "ON CONFLICT (stream) DO UPDATE SET "
+                        "max_seq = CASE WHEN excluded.max_seq > streams.max_seq "
+                        "THEN excluded.max_seq ELSE streams.max_seq END, "
+                        "received = streams.received + 1, "
+                        "duplicates = streams.duplicates + excluded.duplicates, "
+                        "last_seen = excluded.last_seen"
+                    ),
+                    [m["stream"], m["site"], m["line"], m["station"], m["seq"],
+                     0 if inserted else 1, now, now],
+                )  # fmt: skip
+            through = {s: self._advance(cur, s) for s in seqs}
+        return StoredBatch(seqs, through, stations, new, dup)
+
+    def _advance(self, cur: Any, stream: str) -> int:
+        """Move ``through`` over stored and lost seqs; return it."""
+        cur.execute(self._q("SELECT through FROM streams WHERE stream = ?"), [stream])
+        through = int(cur.fetchone()[0])
+        lost = self._lost(cur, stream)
+        while True:
+            through = _skip_lost(through, lost)
+            cur.execute(
+                self._q(
+                    "SELECT seq FROM inspections WHERE stream = ? AND seq > ? "
+                    "ORDER BY seq LIMIT 1000"
+                ),
+                [stream, through],
+            )
+            rows = [int(r[0]) for r in cur.fetchall()]
+            contiguous = True
+            for s in rows:
+                through = _skip_lost(through, lost)
+                if s <= through:
+                    continue
+                if s != through + 1:
+                    contiguous = False
+                    break
+                through = s
+            if not contiguous or len(rows) < 1000:
+                through = _skip_lost(through, lost)
+                break
+        cur.execute(self._q("UPDATE streams SET through = ? WHERE stream = ?"), [through, stream])
+        return through
+
+    def _lost(self, cur: Any, stream: str) -> list[tuple[int, int]]:
+        cur.execute(
+            self._q("SELECT first_seq, last_seq FROM lost WHERE stream = ? ORDER BY first_seq"),
+            [stream],
+        )
+        return [(int(a), int(b)) for a, b in cur.fetchall()]
+
+    def record_event(self, m: dict[str, Any]) -> list[str]:
+        """Store an ``event`` message once; a ``sync_dropped`` one marks its seqs lost.
+
+        Returns the streams whose ``through`` may have moved.
+        """
+        moved = []
+        with self.tx() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO events (event_id, site, line, station, event, at, payload_json, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                ),
+                [m["event_id"], m.get("site"), m.get("line"), m.get("station"), m["event"],
+                 m.get("at"), json.dumps(m), utc_iso()],
+            )  # fmt: skip
+            data = m.get("data") or {}
+            if m["event"] == "sync_dropped" and data.get("stream"):
+                stream = str(data["stream"])
+                for a, b in data.get("ranges") or []:
+                    cur.execute(
+                        self._q(
+                            "INSERT INTO lost (stream, first_seq, last_seq, reported_at) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                        ),
+                        [stream, int(a), int(b), m.get("at")],
+                    )
+                cur.execute(self._q("SELECT 1 FROM streams WHERE stream = ?"), [stream])
+                if cur.fetchone() is not None:
+                    self._advance(cur, stream)
+                    moved.append(stream)
+        return moved
+
+    def record_availability(self, site: str, line: str, station: str, value: str) -> None:
+        with self.tx() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO stations (site, line, station, availability, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, line, station) DO UPDATE SET "
+                    "availability = excluded.availability, updated_at = excluded.updated_at"
+                ),
+                [site, line, station, value, utc_iso()],
+            )
+
+    # -- reading -----------------------------------------------------------------------
+    def gaps(
+        self, stream: str, limit: int = 1000, window: int = 1_000_000
+    ) -> list[tuple[int, int]]:
+        """Seq ranges above ``through`` and below ``max_seq`` neither stored nor lost.
+
+        Only the ``window`` seqs after ``through`` are examined.
+        """
+        row = self.query("SELECT through, max_seq FROM streams WHERE stream = ?", [stream])
+        if not row:
+            return []
+        through, max_seq = int(row[0][0]), int(row[0][1])
+        if max_seq <= through:
+            return []
+        # look at most `window` seqs past `through`: the first gaps are the ones that matter
+        top = min(max_seq, through + window)
+        have = {
+            int(r[0])
+            for r in self.query(
+                "SELECT seq FROM inspections WHERE stream = ? AND seq > ? AND seq <= ?",
+                [stream, through, top],
+            )
+        }
+        lost = self.query("SELECT first_seq, last_seq FROM lost WHERE stream = ?", [stream])
+        for a, b in lost:
+            have.update(range(max(int(a), through + 1), min(int(b), top) + 1))
+        missing = (s for s in range(through + 1, top + 1) if s not in have)
+        return to_ranges(missing)[:limit]
+
+    def streams(self) -> list[tuple[str, str, str, str, int, int, int]]:
+        """``(stream, site, line, station, through, max_seq, duplicates)`` rows."""
+        return [
+            (str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), int(r[6]))
+            for r in self.query(
+                "SELECT stream, site, line, station, through, max_seq, duplicates FROM streams "
+                "ORDER BY site, line, station, first_seen"
+            )
+        ]
+
+    def report(self) -> list[StationReport]:
+        """Per stream: counts by verdict, yield, gaps, losses."""
+        out = []
+        avail = {
+            (r[0], r[1], r[2]): r[3]
+            for r in self.query("SELECT site, line, station, availability FROM stations")
+        }
+        for stream, site, line, station, through, max_seq, dups in self.streams():
+            verdicts = {
+                str(v): int(n)
+                for v, n in self.query(
+                    "SELECT verdict, COUNT(*) FROM inspections WHERE stream = ? GROUP BY verdict",
+                    [stream],
+                )
+            }
+            judged = sum(verdicts.get(v, 0) for v in ("PASS", "FAIL", "REVIEW"))
+            gaps = self.gaps(stream, limit=1_000_000)
+            lost = sum(
+                int(b) - int(a) + 1
+                for a, b in self.query(
+                    "SELECT first_seq, last_seq FROM lost WHERE stream = ?", [stream]
+                )
+            )
+            out.append(
+                StationReport(
+                    site=site,
+                    line=line,
+                    station=station,
+                    stream=stream,
+                    inspections=sum(verdicts.values()),
+                    verdicts=verdicts,
+                    yield_=(verdicts.get("PASS", 0) / judged) if judged else None,
+                    through=through,
+                    max_seq=max_seq,
+                    duplicates=dups,
+                    gaps=gaps[:20],
+                    missing=sum(b - a + 1 for a, b in gaps),
+                    lost=lost,
+                    availability=avail.get((site, line, station)),
+                )
+            )
+        return out
+
+
+def _skip_lost(through: int, lost: list[tuple[int, int]]) -> int:
+    for a, b in lost:
+        if a <= through + 1 <= b:
+            through = b
+    return through
+
+
+class _Tx:
+    """``with db.tx() as cur:`` one transaction on either backend."""
+
+    def __init__(self, db: ReceiverDB) -> None:
+        self.db = db
+
+    def __enter__(self) -> Any:
+        self.cur = self.db.conn.cursor()
+        if not self.db.pg:
+            self.cur.execute("BEGIN IMMEDIATE")
+        return self.cur
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.db.conn.commit() if self.db.pg else self.cur.execute("COMMIT")
+        else:
+            self.db.conn.rollback() if self.db.pg else self.cur.execute("ROLLBACK")

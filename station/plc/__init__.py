@@ -1,0 +1,1 @@
+"""kanjian.station.plc: the line's PLC servers (Modbus TCP, OPC UA), handshake, recipes."""

@@ -1,0 +1,1 @@
+"""kanjian.station.sync: outbox to the platform, MQTT transport, S3 images, platform deploys."""

@@ -1,0 +1,561 @@
+"""The sync worker: drains the outbox to MQTT until the platform confirms each entry.
+
+One thread, one SQLite connection, one paho client (whose network loop runs on
+paho's own thread and only hands PUBACKs and messages over through deques).
+The worker never touches the inspection loop: it reads what the store has
+committed, so a dead broker only grows the backlog.
+
+An entry is *sent* when the broker acknowledges it (PUBACK) and *done* when
+the platform confirms it stored it (``{p}/confirm``). Unconfirmed entries are
+re-sent after ``confirm_timeout_s`` (doubling per attempt), at once after a
+reconnect (the broker may have lost what it acknowledged), and on the
+platform's request (``{p}/cmd/resend``). See ``docs/sync.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kanjian.station.sync.config import SyncConfig
+from kanjian.station.sync.messages import (
+    ConfirmIn,
+    EventName,
+    ResendIn,
+    StationTopics,
+    event_message,
+    image_key,
+    inspection_message,
+)
+from kanjian.station.sync.mqtt_client import apply_receive_maximum, connect_async, make_client
+from kanjian.station.sync.objectstore import ImageUploader
+from kanjian.station.sync.outbox import Outbox
+from kanjian.station.sync.outbox_types import (
+    BacklogStats,
+    InspectionRecord,
+    PendingWrites,
+    RetentionResult,
+    to_ranges,
+    utc_iso,
+)
+from kanjian.station.sync.status import SyncStatus, age_s
+
+log = logging.getLogger(__name__)
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread a higher nice value (Linux: threads are scheduled alone).
+
+    The sync must not take CPU from the inspection loop when it catches up a backlog.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as e:  # not permitted, or not Linux
+        log.debug("could not lower the sync thread's priority: %s", e)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Where the station stands (topic levels and object keys)."""
+
+    site: str
+    line: str
+    station: str
+
+
+class SyncWorker:
+    """Drains the outbox of ``db_path`` to the broker in ``cfg``.
+
+    Args:
+        db_path: the store's database (the worker opens its own connection).
+        data_dir: the store's folder (saved images are relative to it).
+        cfg: the ``sync:`` section.
+        ident: site, line, station.
+        camera_state: optional probe of the camera state (``connected``, ``reconnecting``...);
+            changes become ``camera_lost`` / ``camera_back`` events.
+        model_ref: optional probe of the active model (dict name/version/sha256);
+            changes become ``model_activated`` events.
+        on_command: optional handler of ``{p}/cmd/<name>`` payloads other than ``resend``.
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        data_dir: Path,
+        cfg: SyncConfig,
+        ident: Identity,
+        camera_state: Callable[[], str] | None = None,
+        model_ref: Callable[[], dict[str, str]] | None = None,
+        on_command: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.db_path, self.data_dir, self.cfg, self.ident = db_path, data_dir, cfg, ident
+        self.topics = StationTopics(cfg.mqtt.topic_prefix, ident.site, ident.line, ident.station)
+        self.camera_state, self.model_ref, self.on_command = camera_state, model_ref, on_command
+        self.client_id = cfg.mqtt.client_id or f"kanjian-{ident.site}-{ident.line}-{ident.station}"
+        self.model_lock = threading.Lock()  # held while the active model changes on purpose
+        self._known_model: dict[str, str] | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._acks: collections.deque[tuple[int, bool]] = collections.deque()
+        self._incoming: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._events: collections.deque[tuple[str, str, str, str]] = collections.deque()
+        self._connected = False
+        self._connect_changed = False
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, published at)
+        self._inflight_seqs: set[int] = set()
+        self._event_mids: dict[int, int] = {}  # mid -> sync_events.id
+        self._cursor = 0  # highest seq handed to MQTT by this process
+        self._counts = collections.Counter[str]()
+        self._last: dict[str, str | None] = {"ack": None, "confirm": None, "error": None}
+        self._backlog: BacklogStats | None = None
+        self._stream = ""
+        self._high = False
+        self._camera: str | None = None
+        self.uploader: ImageUploader | None = None
+        self._thread = threading.Thread(target=self._run, name="sync-worker", daemon=True)
+        self._started = threading.Event()
+        self._drain_s = cfg.close_drain_s
+        self._tokens, self._tokens_at = 0.0, time.monotonic()
+        self._start_error: BaseException | None = None
+
+    @property
+    def broker(self) -> str:
+        return f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
+
+    # -- public, any thread ----------------------------------------------------------
+    def start(self) -> SyncWorker:
+        """Start the thread; raises what stopped it from starting (e.g. an unusable database)."""
+        self._thread.start()
+        self._started.wait(60)
+        if self._start_error is not None:
+            raise self._start_error
+        return self
+
+    def wake(self, *_: Any) -> None:
+        """Something was committed or arrived: look now (store listener; cheap)."""
+        self._wake.set()
+
+    def emit(self, event: EventName | str, data: dict[str, Any]) -> None:
+        """Queue an event; the worker writes it to ``sync_events`` and publishes it."""
+        i = self.ident
+        eid, payload, at = event_message(
+            event,  # type: ignore[arg-type]
+            data,
+            site=i.site,
+            line=i.line,
+            station=i.station,
+        )
+        self._events.append((eid, event, payload, at))
+        self._wake.set()
+
+    def note_model(self, ref: dict[str, str]) -> None:
+        """The active model is now ``ref`` and its event is already emitted (hold model_lock)."""
+        self._known_model = ref
+
+    def stop(self, drain_s: float | None = None) -> None:
+        """Drain for up to ``drain_s`` (default ``close_drain_s``), say offline, disconnect."""
+        self._drain_s = self.cfg.close_drain_s if drain_s is None else drain_s
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(self._drain_s + 15)
+
+    def status(self) -> SyncStatus:
+        b = self._backlog
+        return SyncStatus(
+            enabled=True,
+            running=self._thread.is_alive(),
+            connected=self._connected,
+            broker=self.broker,
+            stream=self._stream,
+            backlog=b.backlog if b else 0,
+            unacked=b.unacked if b else 0,
+            oldest_backlog_age_s=age_s(b.oldest_created_at) if b else None,
+            images_pending=b.images_pending if b else 0,
+            oldest_image_age_s=age_s(b.oldest_image_created_at) if b else None,
+            last_ack_at=self._last["ack"],
+            last_confirm_at=self._last["confirm"],
+            last_seq=b.last_seq if b else 0,
+            published=self._counts["published"],
+            acked=self._counts["acked"],
+            confirmed=self._counts["confirmed"],
+            resent=self._counts["resent"],
+            dropped_messages=self._counts["dropped_messages_total"],
+            dropped_images=self._counts["dropped_images_total"],
+            images_uploaded=self.uploader.uploaded if self.uploader else 0,
+            s3_state=self.uploader.state if self.uploader else "off",
+            last_error=self._last["error"],
+        )
+
+    # -- paho callbacks (paho's thread: hand over, never touch SQLite) ------------------
+    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            self._last["error"] = f"broker refused connection: {rc}"
+            log.warning("MQTT connect refused: %s", rc)
+            return
+        apply_receive_maximum(client, self.cfg.mqtt, props)
+        # subscribe on every connect: a restarted broker may have lost the session
+        client.subscribe([(self.topics.confirm, 1), (self.topics.cmd, 1)])
+        client.publish(self.topics.availability, b"online", qos=1, retain=True)
+        self._connected, self._connect_changed = True, True
+        self._wake.set()
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._last["error"] = f"cannot reach the broker at {self.broker}"
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if self._connected:  # (a refused connect keeps its own, better, reason)
+            log.warning("MQTT connection lost (%s); the backlog grows until it is back", rc)
+            self._last["error"] = f"disconnected: {rc}"
+        self._connected, self._connect_changed = False, True
+        self._wake.set()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        self._acks.append((mid, not rc.is_failure))
+        self._wake.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        self._incoming.append((msg.topic, bytes(msg.payload)))
+        self._wake.set()
+
+    # -- worker thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        lower_priority(self.cfg.nice)
+        try:
+            ob = Outbox(self.db_path)
+        except BaseException as e:
+            self._start_error = e
+            self._started.set()
+            raise
+        self._stream = ob.stream_id
+        self._counts["dropped_messages_total"] = int(ob.get_state("dropped_messages") or 0)
+        self._counts["dropped_images_total"] = int(ob.get_state("dropped_images") or 0)
+        self._last["ack"] = ob.get_state("last_ack_at")
+        self._last["confirm"] = ob.get_state("last_confirm_at")
+        self._backlog = ob.backlog_stats()
+        if self.cfg.s3.enabled:
+            self.uploader = ImageUploader(
+                self.db_path,
+                self.data_dir,
+                self.cfg.s3,
+                self.ident.site,
+                self.ident.station,
+                nice=self.cfg.nice,
+            ).start()
+        client = make_client(
+            self.cfg.mqtt, self.client_id, will=(self.topics.availability, b"offline")
+        )
+        client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
+        client.on_publish, client.on_message = self._on_publish, self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        connect_async(client, self.cfg.mqtt)
+        self._started.set()
+        periodic = {"status": 0.0, "retention": 0.0, "probe": 0.0, "state": 0.0}
+        drain_deadline: float | None = None
+        last_step = 0.0
+        try:
+            while True:
+                self._wake.wait(0.25)
+                self._wake.clear()
+                # at most ~50 write transactions a second: the store's writer needs the lock too
+                pause = last_step + 0.02 - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                last_step = time.monotonic()
+                try:
+                    self._step(ob, client, periodic)
+                except Exception as e:  # never let one bad pass end the sync
+                    log.exception("sync pass failed")
+                    self._last["error"] = f"{type(e).__name__}: {e}"
+                    time.sleep(0.5)
+                if self._stopping.is_set():
+                    if drain_deadline is None:
+                        drain_deadline = time.monotonic() + self._drain_s
+                    b = ob.backlog_stats()
+                    self._backlog = b
+                    if (b.backlog == 0 and not self._events) or time.monotonic() > drain_deadline:
+                        break
+                    time.sleep(0.02)
+        finally:
+            self._shutdown(ob, client)
+
+    def _shutdown(self, ob: Outbox, client: Any) -> None:
+        try:
+            if self._connected:
+                info = client.publish(self.topics.availability, b"offline", qos=1, retain=True)
+                info.wait_for_publish(2.0)
+            client.disconnect()
+        except Exception:
+            log.exception("sync shutdown")
+        finally:
+            self._connected = False  # what `kanjian sync status` reads once we are gone
+            try:
+                self._persist_state(ob)
+            except Exception:
+                log.exception("sync shutdown: state not written")
+            client.loop_stop()
+            if self.uploader is not None:
+                self.uploader.stop()
+            ob.close()
+
+    def _step(self, ob: Outbox, client: Any, periodic: dict[str, float]) -> None:
+        now = time.monotonic()
+        w = PendingWrites()
+        if self._connect_changed:
+            self._connect_changed = False
+            ob.set_state({"connected": "1" if self._connected else "0"})
+            if self._connected:
+                n = ob.make_all_due()
+                log.info("MQTT connected to %s; re-sending %d unconfirmed", self.broker, n)
+        self._take_acks(w)
+        self._take_incoming(w, ob)
+        while self._events:
+            w.events_new.append(self._events.popleft())
+        if now - periodic["probe"] >= 1.0:
+            periodic["probe"] = now
+            self._probe()
+        if self._connected:
+            w.retry_at = time.time() + self.cfg.confirm_timeout_s
+            self._publish_events(ob, client)
+            self._publish_entries(ob, client, w)
+        if w:  # one write transaction per step
+            self._apply(ob, w)
+        if now - periodic["status"] >= 1.0:
+            periodic["status"] = now
+            self._backlog = ob.backlog_stats()
+            self._check_backlog_high()
+            if not self.cfg.s3.enabled:
+                ob.skip_images()
+            elif self.uploader is not None:
+                self.uploader.wake()
+        if now - periodic["state"] >= 5.0:
+            periodic["state"] = now
+            self._persist_state(ob)
+        if now - periodic["retention"] >= self.cfg.retention.check_interval_s:
+            periodic["retention"] = now
+            self._retention(ob)
+
+    def _apply(self, ob: Outbox, w: PendingWrites) -> None:
+        confirmed, resend = ob.apply(w, self.cfg.confirm_timeout_s, self.cfg.confirm_timeout_max_s)
+        if w.acked:
+            self._counts["acked"] += len(w.acked)
+            self._last["ack"] = utc_iso()
+        if w.confirms:
+            self._counts["confirmed"] += confirmed
+            self._last["confirm"] = utc_iso()
+        if resend:
+            log.info("platform asked again for %d entries", resend)
+
+    def _take_acks(self, w: PendingWrites) -> None:
+        while self._acks:
+            mid, ok = self._acks.popleft()
+            if mid in self._event_mids:
+                eid = self._event_mids.pop(mid)
+                if ok:
+                    w.events_sent.append(eid)
+                continue
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                continue  # availability, or an entry dropped from the window
+            self._inflight_seqs.discard(entry[0])
+            if ok:
+                w.acked.append(entry[0])
+            # a refused PUBACK leaves the entry due at its retry time
+        # an entry paho never acknowledged on a live connection: let the retry scan have it
+        stale = time.monotonic() - 4 * self.cfg.confirm_timeout_s
+        if self._connected and self._inflight:
+            for mid, (seq, t) in list(self._inflight.items()):
+                if t < stale:
+                    del self._inflight[mid]
+                    self._inflight_seqs.discard(seq)
+
+    def _take_incoming(self, w: PendingWrites, ob: Outbox) -> None:
+        while self._incoming:
+            topic, payload = self._incoming.popleft()
+            try:
+                if topic == self.topics.confirm:
+                    c = ConfirmIn.model_validate_json(payload)
+                    if c.stream == self._stream:  # else: another database's (station reset)
+                        w.confirms.append((c.ranges, c.through))
+                elif topic == self.topics.command("resend"):
+                    r = ResendIn.model_validate_json(payload)
+                    if r.stream == self._stream:
+                        w.resends.append(r.ranges)
+                        self._report_dropped_again(ob, r.ranges)
+                elif topic.startswith(self.topics.command("")):
+                    name = topic[len(self.topics.command("")) :]
+                    if self.on_command is None:
+                        self.emit("command_rejected", {"command": name, "reason": "not handled"})
+                    else:
+                        self.on_command(name, payload)
+            except ValidationError as e:
+                log.warning("ignored invalid message on %s: %s", topic, e.errors()[:3])
+                if "/cmd/" in topic:
+                    self.emit("command_rejected", {"topic": topic, "reason": str(e)[:500]})
+
+    def _publish_events(self, ob: Outbox, client: Any) -> None:
+        waiting = set(self._event_mids.values())
+        for eid, payload in ob.unsent_events(50):
+            if eid not in waiting:
+                info = client.publish(self.topics.events, payload.encode(), qos=1)
+                self._event_mids[info.mid] = eid
+
+    def _image_keys(self, ob: Outbox, recs: list[InspectionRecord]) -> dict[int, str | None]:
+        """Per seq, the object key its message names: the outbox's plan, the uploader's too.
+
+        An entry not planned yet is planned here (and stored) before its message
+        goes out, so a message never names a key the uploader would not use (the
+        config may change between a send and a re-send; entries made while object
+        storage was off stay without images).
+        """
+        s3, i = self.cfg.s3, self.ident
+        keys: dict[int, str | None] = {}
+        plans: list[tuple[int, str | None]] = []
+        for rec in recs:
+            if rec.image_state is None and s3.enabled:
+                key = image_key(s3.prefix, i.site, i.station, rec.inspection_id, rec.captured_at,
+                                rec.verdict, rec.image_path, tuple(s3.upload_verdicts),
+                                s3.pass_sample)  # fmt: skip
+                plans.append((rec.seq, key))
+                keys[rec.seq] = key
+            else:  # pending/done: the planned key; none/off/missing/dropped: no image
+                keys[rec.seq] = rec.image_key if rec.image_state in ("pending", "done") else None
+        if plans:
+            ob.set_image_plans(plans)
+            if self.uploader is not None:
+                self.uploader.wake()
+        return keys
+
+    def _publish(
+        self, ob: Outbox, client: Any, recs: list[InspectionRecord], w: PendingWrites
+    ) -> None:
+        s3, i = self.cfg.s3, self.ident
+        now = time.monotonic()
+        keys = self._image_keys(ob, recs)
+        for rec in recs:
+            key = keys[rec.seq]
+            payload = inspection_message(rec, site=i.site, line=i.line, station=i.station,
+                                         stream=self._stream, bucket=s3.bucket if key else None,
+                                         key=key)  # fmt: skip
+            info = client.publish(self.topics.inspections, payload, qos=1)
+            self._inflight[info.mid] = (rec.seq, now)
+            self._inflight_seqs.add(rec.seq)
+            self._cursor = max(self._cursor, rec.seq)
+            self._counts["resent" if rec.attempts else "published"] += 1
+            w.published.append(rec.seq)
+
+    def _publish_entries(self, ob: Outbox, client: Any, w: PendingWrites) -> None:
+        room = self.cfg.window - len(self._inflight)
+        rate = self.cfg.max_rate
+        if rate > 0:  # token bucket, at most one second's worth at once
+            now = time.monotonic()
+            self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+            self._tokens_at = now
+            room = min(room, int(self._tokens))
+            self._tokens -= max(0, room)
+        if room <= 0:
+            return
+        due = [
+            r
+            for r in ob.fetch_due(time.time(), self._cursor, min(room, self.cfg.read_batch))
+            if r.seq not in self._inflight_seqs
+        ]
+        self._publish(ob, client, due, w)
+        room -= len(due)
+        if room > 0:
+            want = min(room, self.cfg.read_batch)
+            fresh = ob.fetch_fresh(self._cursor, want)
+            self._publish(ob, client, [r for r in fresh if r.seq not in self._inflight_seqs], w)
+            if len(fresh) == want:
+                self._wake.set()  # more where these came from
+
+    def _probe(self) -> None:
+        if self.camera_state is not None:
+            try:
+                state = self.camera_state()
+            except Exception:
+                state = "error"
+            if self._camera is not None and state != self._camera:
+                if state == "connected":
+                    self.emit("camera_back", {"state": state, "was": self._camera})
+                elif self._camera == "connected":
+                    self.emit("camera_lost", {"state": state})
+            self._camera = state
+        if self.model_ref is not None:
+            with self.model_lock:
+                ref = self.model_ref()
+                if self._known_model is not None and ref != self._known_model:
+                    self.emit(
+                        "model_activated",
+                        {"source": "station", "model": ref, "previous": self._known_model},
+                    )
+                self._known_model = ref
+
+    def _check_backlog_high(self) -> None:
+        b = self._backlog
+        if b is None:
+            return
+        data = {"backlog": b.backlog, "oldest_age_s": age_s(b.oldest_created_at)}
+        if not self._high and b.backlog > self.cfg.backlog_high:
+            self._high = True
+            log.warning("sync backlog high: %d entries", b.backlog)
+            self.emit("sync_backlog_high", {**data, "threshold": self.cfg.backlog_high})
+        elif self._high and b.backlog <= self.cfg.backlog_high // 2:
+            self._high = False
+            self.emit("sync_backlog_normal", {**data, "threshold": self.cfg.backlog_high})
+
+    def _retention(self, ob: Outbox) -> None:
+        r = self.cfg.retention
+        i = self.ident
+
+        def report(res: RetentionResult) -> tuple[str, str, str, str]:
+            data = {
+                "stream": self._stream,
+                "messages": res.messages,
+                "images": res.images,
+                "ranges": [list(x) for x in res.message_ranges[:10_000]],
+                "total_messages": res.total_messages,
+                "total_images": res.total_images,
+            }
+            eid, payload, at = event_message(
+                "sync_dropped", data, site=i.site, line=i.line, station=i.station
+            )
+            return eid, "sync_dropped", payload, at
+
+        # the drop, its counters and its event row commit together (Outbox.apply_retention)
+        res = ob.apply_retention(r.max_age_h, r.max_backlog, r.max_images_pending, report)
+        if res.messages or res.images:
+            self._counts["dropped_messages_total"] = res.total_messages
+            self._counts["dropped_images_total"] = res.total_images
+            log.error("retention dropped %d unconfirmed messages and %d images",
+                      res.messages, res.images)  # fmt: skip
+            self._wake.set()  # publish the event now
+
+    def _report_dropped_again(self, ob: Outbox, ranges: list[tuple[int, int]]) -> None:
+        # asked for entries retention gave up on: say so again (the first sync_dropped
+        # event may have been lost with a broker), so the platform stops seeing a gap
+        dropped = to_ranges(ob.dropped_in(ranges))
+        if dropped:
+            n = sum(b - a + 1 for a, b in dropped)
+            self.emit("sync_dropped", {"stream": self._stream, "messages": n, "images": 0,
+                                       "ranges": [list(x) for x in dropped], "repeated": True})  # fmt: skip
+
+    def _persist_state(self, ob: Outbox) -> None:
+        vals = {"connected": "1" if self._connected else "0", "updated_at": utc_iso()}
+        for k in ("ack", "confirm", "error"):
+            v = self._last[k]
+            if v is not None:
+                vals[f"last_{k}" + ("_at" if k != "error" else "")] = v
+        vals["s3_state"] = self.uploader.state if self.uploader else "off"
+        ob.set_state(vals)
