@@ -21,7 +21,7 @@ from kanjian.inference.verdict import (
 )
 
 NAMES = ("crazing", "scratches", "ok")
-I18N_JS = Path(__file__).resolve().parents[1] / "appliance_api" / "static" / "i18n.js"
+I18N_JS = Path(__file__).resolve().parents[1] / "appliance_api" / "http" / "static" / "i18n.js"
 #: reasons the inspector and the camera make (ERROR / MISSED), not the verdict rules
 FAILURE_CODES = {"model_error", "frame_error", "frame_missed"}
 
