@@ -27,6 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+#: grey level of the letterbox border, as Ultralytics pads (before /255)
+PAD_VALUE = 114
+
 __all__ = ["Letterbox", "boxes_to_source", "letterbox_geometry"]
 
 

@@ -13,8 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.kernels.cpu_kernel import letterbox_kernel, letterbox_kernel_serial
-from kanjian.kernels.geometry import Letterbox, letterbox_geometry
-from kanjian.kernels.reference import PAD_VALUE
+from kanjian.kernels.geometry import PAD_VALUE, Letterbox, letterbox_geometry
 from kanjian.kernels.tables import resize_tables
 from kanjian.kernels.threads import kernel_threads
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import test_api_support as S  # noqa: E402  (the test suite's serve + Chromium helpers)
+from tests.support import api as S  # noqa: E402  (the test suite's serve + Chromium helpers)
 
 
 def main() -> int:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.api_env import env  # noqa: F401  (the API tests' station + server)
+from tests.support.api_env import env  # noqa: F401  (the API tests' station + server)
 
 if TYPE_CHECKING:
     from kanjian.training.layout import Task
-    from kanjian.training.testmodels import TrainedModel
+    from tests.support.testmodels import TrainedModel
 
 REPO = Path(__file__).resolve().parents[1]
 #: CI and developers have ``shared/`` beside the checkout
@@ -40,14 +40,14 @@ def neu_det_dir() -> Path:
 
 def _model(task: Task, neu_det: Path) -> TrainedModel:
     # imported here: collecting tests must not import torch or Ultralytics
-    from kanjian.training.testmodels import build_test_model
+    from tests.support.testmodels import build_test_model
 
     return build_test_model(task, neu_det, TEST_MODEL_CACHE)
 
 
 @pytest.fixture(scope="session")
 def detect_model(neu_det_dir: Path) -> TrainedModel:
-    """:class:`kanjian.training.testmodels.TrainedModel`: YOLO11n detect, 6 NEU-DET classes."""
+    """:class:`tests.support.testmodels.TrainedModel`: YOLO11n detect, 6 NEU-DET classes."""
     return _model("detect", neu_det_dir)
 
 

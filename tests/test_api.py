@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from kanjian.inference.verdict import VerdictRules
-from tests import test_api_support as S  # the servers and bundles tests share
-from tests.api_env import N_IMAGES, Env
+from tests.support import api as S  # the servers and bundles tests share
+from tests.support.api_env import N_IMAGES, Env
 
 
 def _ids(env: Env) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api_env import N_IMAGES, Env
+from tests.support.api_env import N_IMAGES, Env
 
 
 def _ids(env: Env) -> list[str]:

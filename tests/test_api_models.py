@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests import test_api_support as S
-from tests.api_env import Env
+from tests.support import api as S
+from tests.support.api_env import Env
 
 
 def test_upload_activate_rollback(env: Env) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests import test_api_support as S  # the servers and bundles tests share
+from tests.support import api as S  # the servers and bundles tests share
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_api_support as S  # the servers and bundles tests share
+from tests.support import api as S  # the servers and bundles tests share
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from kanjian.training.testmodels import TrainedModel
+    from tests.support.testmodels import TrainedModel
 
 pytest.importorskip("ultralytics")
 pytest.importorskip("matplotlib")

@@ -23,7 +23,7 @@ from kanjian.training.importer import detect_format, import_dataset
 from kanjian.training.layout import dataset_sha256, ellipse_polygon, split_records
 from kanjian.training.records import ImageRecord, ProblemKind
 from kanjian.training.yolo_source import read_yolo
-from tests.dataset_support import (
+from tests.support.dataset import (
     CLASSES,
     SCENE,
     expected_boxes,

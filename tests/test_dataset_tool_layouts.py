@@ -1,7 +1,7 @@
 """``kanjian dataset import`` of the layouts labelling tools export, found without flags:
 CVAT "YOLO 1.1" (with and without images) and CVAT / standard COCO (``annotations/*.json``).
 
-Each test writes the tool's layout for the shared scene (tests/dataset_support.py) and
+Each test writes the tool's layout for the shared scene (tests/support/dataset.py) and
 compares what was imported with the boxes it started from.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from kanjian.training.importer import detect_format, import_dataset
 from kanjian.training.records import ProblemKind
 from kanjian.training.yolo_source import read_yolo
-from tests.dataset_support import (
+from tests.support.dataset import (
     CLASSES,
     SCENE,
     coco_dict,

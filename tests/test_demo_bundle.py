@@ -13,7 +13,7 @@ from kanjian.inference.bundle import MODEL_NAME, read_manifest, sha256_file
 from kanjian.inference.golden import check_bundle
 from kanjian.inference.model import load_model
 from kanjian.station.config import DEMO_IMAGES, DEMO_MODEL
-from kanjian.training.testmodels import CLASS_NAMES
+from tests.support.testmodels import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 

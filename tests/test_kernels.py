@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 from kanjian.kernels import Letterbox, configure_threads, letterbox_cpu, letterbox_geometry
 from kanjian.kernels.cpu_kernel import letterbox_kernel, letterbox_kernel_serial
 from kanjian.kernels.letterbox_cpu import kernel_args
-from kanjian.kernels.reference import letterbox_reference, resize_linear_reference
 from kanjian.kernels.tables import linear_coefficients, resize_tables
+from tests.support.reference import letterbox_reference, resize_linear_reference
 
 RNG = np.random.default_rng(20240611)
 

@@ -18,7 +18,7 @@ def test_concurrent_calls_do_not_abort_and_agree() -> None:
         import threading
         import numpy as np
         from kanjian.kernels import configure_threads, letterbox_cpu
-        from kanjian.kernels.reference import letterbox_reference
+        from tests.support.reference import letterbox_reference
 
         cfg = configure_threads(2, layer="workqueue")
         rng = np.random.default_rng(0)

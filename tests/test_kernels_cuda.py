@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from kanjian.kernels.reference import letterbox_reference
+from tests.support.reference import letterbox_reference
 
 SMALL_CASES = [
     ((7, 9), (12, 10)),

@@ -22,7 +22,7 @@ import pytest
 
 from kanjian.station.config import parse_config
 from kanjian.station.pipeline import build_station
-from tests.plc_support import (
+from tests.support.plc import (
     CLASS_NAMES,
     DOCS,
     HR_BUFFERED,

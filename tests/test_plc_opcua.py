@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.plc_support import (
+from tests.support.plc import (
     HR_ID,
     HR_RECIPE,
     HR_REFUSED,
@@ -54,7 +54,7 @@ async def _opcua_set_recipe(endpoint: str, recipe: int) -> Any:
 def test_recipe_writes_switch_the_model_and_unknown_ones_are_refused(
     detect_model: Any, tmp_path: Path
 ) -> None:
-    from tests import test_api_support as S
+    from tests.support import api as S
 
     bundles = S.make_bundles(detect_model)  # two bundles, different weights
     mb, ua_port = free_port(), free_port()

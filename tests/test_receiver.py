@@ -19,9 +19,9 @@ import yaml
 from kanjian.station.store import ResultStore
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.worker import Identity, SyncWorker
-from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
 from tests.peers import postgres as pgpeer
+from tests.support import sync as sup
 
 CLI = [sys.executable, "-m", "kanjian.appliance_api.cli.main"]
 

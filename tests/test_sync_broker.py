@@ -21,8 +21,8 @@ import pytest
 from kanjian.station.store import ResultStore
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.worker import Identity, SyncWorker
-from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
+from tests.support import sync as sup
 
 IDENT = Identity("site-a", "line-1", "st-1")
 

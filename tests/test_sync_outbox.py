@@ -36,7 +36,7 @@ from kanjian.station.sync.messages import (
 )
 from kanjian.station.sync.outbox import Outbox
 from kanjian.station.sync.outbox_types import PendingWrites, to_ranges
-from tests import test_sync_support as sup
+from tests.support import sync as sup
 
 
 def _filled(tmp_path: Path, n: int) -> tuple[ResultStore, list[str]]:

@@ -24,9 +24,9 @@ from kanjian.station.store import DB_NAME, ResultStore
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.messages import StationTopics, deploy_message
 from kanjian.station.sync.worker import Identity, SyncWorker
-from tests import test_sync_support as sup
 from tests.peers import mosquitto as mosq
 from tests.peers import seaweed as weed
+from tests.support import sync as sup
 
 HERE = Path(__file__).parent
 
@@ -234,7 +234,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
     from kanjian.station.sync.deploy import pack_bundle
-    from tests import test_api_support as api
+    from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)
     archives = tmp_path / "archives"
@@ -391,7 +391,7 @@ def test_camera_and_model_changes_become_events(
     from kanjian.inference.model import load_model
     from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
-    from tests import test_api_support as api
+    from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)
     cam = MjpegCamera(tmp_path / "mjpeg.log")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from kanjian.inference import bundle as b
-from kanjian.training.testmodels import CLASS_NAMES
+from tests.support.testmodels import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
 

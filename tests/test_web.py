@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from kanjian.inference.verdict import REASON_CODES, explain_reason
-from tests import test_api_support as S  # the servers and bundles tests share
+from tests.support import api as S  # the servers and bundles tests share
 
 #: the README's picture; a plain test run writes to a temp file instead, so the
 #: suite never changes tracked files (KANJIAN_UPDATE_SCREENSHOT=1 refreshes it)

@@ -10,8 +10,7 @@ Engineers' machines only (the ``training`` extra): the station never imports it.
 - :mod:`.train`, :mod:`.export` — Ultralytics training and ONNX export, offline (:mod:`._env`).
 - :mod:`.gates` — parity (ONNX in kanjian.inference vs PyTorch in Ultralytics), accuracy.
 - :mod:`.package` — bundle writing: model.onnx, manifest.json, golden set.
-- :mod:`.pipeline` — ``kanjian train``: all of the above in order; :mod:`.cli` mounts it.
-- :mod:`.testmodels` — the small cached models the test suite runs on.
+- :mod:`.pipeline` — ``kanjian train``: all of the above in order; ``kanjian.appliance_api.cli.training`` wires the commands.
 
 Importing this package is cheap: torch and Ultralytics load inside the functions.
 """

@@ -14,12 +14,9 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from kanjian.kernels.geometry import Letterbox, letterbox_geometry
+from kanjian.kernels.geometry import PAD_VALUE, Letterbox, letterbox_geometry
 
 __all__ = ["PAD_VALUE", "letterbox_reference", "resize_linear_reference"]
-
-#: grey level of the letterbox border, as Ultralytics pads (before /255)
-PAD_VALUE = 114
 
 
 def _axis(src_len: int, dst_len: int, clamp_fraction: bool) -> list[tuple[int, int, int, int]]:

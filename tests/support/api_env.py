@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_api_support as S
+from tests.support import api as S
 
 N_IMAGES = 24
 

@@ -126,7 +126,7 @@ def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list
             version=version,
             thresholds=Thresholds(conf=DECODE_CONF, iou=0.7, max_det=100),
             metrics={},
-            training=TrainingInfo(command="tests/test_api_support.py"),
+            training=TrainingInfo(command="tests/support/api.py"),
             golden_candidates=val,
             golden_count=3,
         )
