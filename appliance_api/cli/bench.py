@@ -28,10 +28,10 @@ _HELP = (
 def find_checkout(start: Path | None = None) -> Path | None:
     """The repository root whose ``benchmarks/suite.py`` this install can run, if any.
 
-    Looks beside the package (editable install: ``<repo>/appliance_api/``), then
+    Looks beside the package (editable install: ``<repo>/appliance_api/cli/``), then
     at ``start`` (default: the current directory) and its parents.
     """
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     cwd = (start or Path.cwd()).resolve()
     for root in (here, cwd, *cwd.parents):
         if (root / "benchmarks" / "suite.py").is_file() and (
