@@ -83,7 +83,7 @@ class DrainReport:
 
 
 def _fill(data_dir: Path, n: int) -> None:
-    from test_sync_support import synthetic
+    from tests.support.sync import synthetic
 
     from kanjian.station.store import ResultStore
 
@@ -95,7 +95,7 @@ def _fill(data_dir: Path, n: int) -> None:
 
 
 def _receiver(port: int, db: Path, log: Path) -> Any:
-    from test_sync_support import ReceiverProcess
+    from tests.support.sync import ReceiverProcess
 
     return ReceiverProcess(port, db, log, gap_check_s=5.0).start()
 
