@@ -45,7 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Site:
         tmp / "station.yaml",
         station_config(
             tmp / "data",
-            model=bundles.a,
+            bundle=bundles.a,
             images=images,
             camera={"loop": True},
             rules=bundles.rules_for(images),
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_cleanly_and_flushes(site: Site, tmp_path: Path) -> None:
         tmp_path / "station.yaml",
         station_config(
             tmp_path / "data",
-            model=site.bundles.a,
+            bundle=site.bundles.a,
             images=images,
             camera={"loop": True},
             api={"port": port},

@@ -63,7 +63,7 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Screen]:
         tmp / "station.yaml",
         station_config(
             tmp / "data",
-            model=DEMO_MODEL,
+            bundle=DEMO_MODEL,
             images=DEMO_IMAGES,
             camera={"loop": True},
             rules=rules,

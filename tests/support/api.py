@@ -95,7 +95,7 @@ def make_bundles(detect_model: Any) -> Bundles:
     from kanjian.inference.bundle import read_manifest
 
     h = hashlib.sha256(Path(detect_model.onnx).read_bytes())
-    h.update(Path(scores_mod.__file__).read_bytes())
+    h.update(scores_mod.MEASURED_WITH.encode())
     key = h.hexdigest()[:16]
     folder = CACHE / f"api-bundles-{key}"
     with _locked(CACHE / f"api-bundles-{key}.lock"):
@@ -177,7 +177,7 @@ def start_station(
 
     images = copy_images(tmp / "images", n_images)
     cfg = station_config(
-        tmp / "data", model=bundles.a, images=images, rules=bundles.rules_for(images), **sections
+        tmp / "data", bundle=bundles.a, images=images, rules=bundles.rules_for(images), **sections
     )
     station = build_station(load_config(write_config(tmp / "station.yaml", cfg)))
     state = start_services(station)

@@ -19,9 +19,12 @@ from typing import Any
 
 #: scores are measured at this decoding threshold: anything a station decodes is seen
 MEASURE_CONF = 0.001
-#: a threshold is never put closer than this to a measured score (ORT's float noise
-#: between runs is ~1e-6)
-MIN_GAP = 1e-3
+#: what the cached scores depend on besides the model: change it when :func:`measure` changes
+MEASURED_WITH = f"OnnxModel cpu 1 thread, decode_image_file, conf {MEASURE_CONF}"
+#: thresholds sit at least half this from any measured score. The station computes the
+#: same scores (same ONNX, same kernels, one ORT thread on the CPU); the margin only
+#: absorbs float noise, and the weak model's scores crowd into a few hundredths.
+MIN_GAP = 1e-5
 
 
 def measure(onnx: Path, images: Iterable[Path], out: Path) -> None:
@@ -53,14 +56,13 @@ def effective(score: float, decode_conf: float) -> float:
 
 
 def _split(values: list[float], target: int, lo: int, hi: int) -> int:
-    """The index ``k`` in ``[lo, hi]`` nearest ``target`` with the widest gap below it.
-
-    ``values`` is sorted; the threshold goes between ``values[k - 1]`` and ``values[k]``.
-    """
-    best = max(range(lo, hi + 1), key=lambda k: (values[k] - values[k - 1], -abs(k - target)))
-    if values[best] - values[best - 1] < MIN_GAP:
-        raise ValueError(f"no gap of {MIN_GAP} between scores near index {target}: {values}")
-    return best
+    """Where to cut sorted ``values``: the index ``k`` in ``[lo, hi]`` nearest ``target``
+    whose gap ``values[k] - values[k - 1]`` reaches :data:`MIN_GAP` (the wider on a tie);
+    the threshold goes halfway across that gap."""
+    ok = [k for k in range(lo, hi + 1) if values[k] - values[k - 1] >= MIN_GAP]
+    if not ok:
+        raise ValueError(f"no gap of {MIN_GAP} between scores {lo - 1}..{hi}: {values}")
+    return min(ok, key=lambda k: (abs(k - target), values[k - 1] - values[k]))
 
 
 def rules_for(scores: dict[str, float], names: Iterable[str], decode_conf: float) -> dict[str, Any]:
@@ -82,10 +84,9 @@ def rules_for(scores: dict[str, float], names: Iterable[str], decode_conf: float
     n = len(values)
     if n < 3:
         raise ValueError(f"need at least 3 images to split three ways, got {n}")
-    # each band keeps at least one image; look for a gap within a sixth of the ideal cut
-    w = max(1, n // 6)
-    k1 = _split(values, n // 3, max(1, n // 3 - w), min(n - 2, n // 3 + w))
-    k2 = _split(values, 2 * n // 3, max(k1 + 1, 2 * n // 3 - w), min(n - 1, 2 * n // 3 + w))
+    # each band keeps at least one image
+    k1 = _split(values, round(n / 3), 1, n - 2)
+    k2 = _split(values, max(k1 + 1, round(2 * n / 3)), k1 + 1, n - 1)
     review = (values[k1 - 1] + values[k1]) / 2
     fail = (values[k2 - 1] + values[k2]) / 2
     return {"default": {"fail_confidence": round(fail, 6), "review_confidence": round(review, 6)}}

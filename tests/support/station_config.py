@@ -36,7 +36,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def station_config(
     data_dir: Path,
     *,
-    model: Path | None = None,
+    bundle: Path | None = None,
     images: Path | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def station_config(
 
     Args:
         data_dir: ``store.data_dir``.
-        model: a bundle folder or bare ONNX file (``model.path``); the model section
+        bundle: a bundle folder or bare ONNX file (``model.path``); the model section
             then reads CPU, one intra-op thread, ``conf`` :data:`DECODE_CONF`.
         images: a folder camera on it, no loop (give ``camera={...}`` to change it).
         sections: top-level sections merged over the base (see :func:`merge`), e.g.
@@ -54,9 +54,9 @@ def station_config(
     cfg: dict[str, Any] = {"policy": "lossless", "store": {"data_dir": str(data_dir)}}
     if images is not None:
         cfg["camera"] = {"kind": "folder", "path": str(images), "loop": False}
-    if model is not None:
+    if bundle is not None:
         cfg["model"] = {
-            "path": str(model),
+            "path": str(bundle),
             "providers": ["cpu"],
             "intra_op_threads": 1,
             "conf": DECODE_CONF,
