@@ -83,9 +83,8 @@ class DrainReport:
 
 
 def _fill(data_dir: Path, n: int) -> None:
-    from tests.support.sync import synthetic
-
     from kanjian.station.store import ResultStore
+    from tests.support.sync import synthetic
 
     store = ResultStore(data_dir, save_verdicts=())
     for i in range(n):

@@ -335,6 +335,21 @@ def make_token(data_dir: Path, role: str, name: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def walk_pages(c: Any, path: str, limit: int) -> tuple[list[Any], int]:
+    """Every item id of a paged list (``c``: an httpx.Client), following ``next_before``;
+    and how many pages."""
+    seen: list[Any] = []
+    params: dict[str, Any] = {"limit": limit}
+    pages = 0
+    while True:
+        page = c.get(path, params=params).json()
+        seen += [i["id"] for i in page["items"]]
+        pages += 1
+        if page["next_before"] is None:
+            return seen, pages
+        params["before"] = page["next_before"]
+
+
 def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> Any:
     """Poll ``pred()`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
