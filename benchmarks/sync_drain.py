@@ -83,9 +83,8 @@ class DrainReport:
 
 
 def _fill(data_dir: Path, n: int) -> None:
-    from test_sync_support import synthetic
-
     from kanjian.station.store import ResultStore
+    from tests.support.sync import synthetic
 
     store = ResultStore(data_dir, save_verdicts=())
     for i in range(n):
@@ -95,7 +94,7 @@ def _fill(data_dir: Path, n: int) -> None:
 
 
 def _receiver(port: int, db: Path, log: Path) -> Any:
-    from test_sync_support import ReceiverProcess
+    from tests.support.sync import ReceiverProcess
 
     return ReceiverProcess(port, db, log, gap_check_s=5.0).start()
 

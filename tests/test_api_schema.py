@@ -23,21 +23,10 @@ from tests.support import api as S  # the servers and bundles tests share
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator[Any]:
     from kanjian.appliance_api.http.auth import Role, TokenStore
-    from kanjian.appliance_api.http.state import start_services
-    from kanjian.station.config import load_config
-    from kanjian.station.pipeline import build_station
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("schema")
-    images = S.copy_images(tmp / "images", 8)
-    cfg = load_config(
-        S.station_yaml(
-            tmp / "station.yaml", images, bundles.a, tmp / "data", api={"max_upload_mb": 5}
-        )
-    )
-    station = build_station(cfg)
-    state = start_services(station)
-    state.loop.start()
+    station, state, _ = S.start_station(tmp, 8, bundles, api={"max_upload_mb": 5})
     S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to finish")
     server = S.ServerThread(state)
     token = TokenStore(state.pool.get()).create("fuzzer", Role.ADMIN, "tests").secret

@@ -20,8 +20,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Itera
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("trigger")
-    station, state = S.start_station(
-        tmp, 6, bundles.a, loop=True, mode="triggered", policy="latest", api={"open_reads": True}
+    station, state, _ = S.start_station(
+        tmp,
+        6,
+        bundles,
+        camera={"loop": True},
+        trigger={"mode": "triggered"},
+        policy="latest",
+        api={"open_reads": True},
     )
     server = S.ServerThread(state)
     token = TokenStore(state.pool.get()).create("plc-panel", Role.OPERATOR, "tests").secret

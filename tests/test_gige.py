@@ -329,20 +329,22 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
     killed and restarted -> judged again, with no restart of the station."""
     from pymodbus.client import ModbusTcpClient
 
-    from kanjian.station.config import parse_config
     from kanjian.station.pipeline import build_station
+    from tests.support.station_config import parse, station_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = parse_config(
-        "camera: {kind: gige, address: 127.0.0.1, trigger: software, exposure_us: 2000,\n"
-        "         read_timeout_s: 1.0, backoff_initial_s: 0.1, backoff_max_s: 0.5}\n"
-        "policy: lossless\n"
-        "trigger: {mode: triggered, frame_timeout_s: 1.5}\n"
-        f"model: {{path: {detect_model.onnx}, providers: [cpu], conf: 0.05}}\n"
-        f"store: {{data_dir: {tmp_path / 'data'}}}\n"
-        f"plc: {{enabled: true, modbus: {{port: {port}}}}}\n"
+    camera = {"kind": "gige", "address": "127.0.0.1", "trigger": "software", "exposure_us": 2000,
+              "read_timeout_s": 1.0, "backoff_initial_s": 0.1, "backoff_max_s": 0.5}  # fmt: skip
+    cfg = parse(
+        station_config(
+            tmp_path / "data",
+            bundle=detect_model.onnx,
+            camera=camera,
+            trigger={"mode": "triggered", "frame_timeout_s": 1.5},
+            plc={"enabled": True, "modbus": {"port": port}},
+        )
     )
     station = build_station(cfg)
     loop = threading.Thread(target=station.run, daemon=True)

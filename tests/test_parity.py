@@ -22,6 +22,7 @@ import pytest
 from kanjian.inference.matching import mask_iou, match_detections
 from kanjian.inference.model import load_model
 from kanjian.inference.types import Detections
+from tests.support.station_config import station_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -75,12 +76,14 @@ def test_station_detect_equals_ultralytics(
     images = _images(detect_model, N_IMAGES, neu_det_dir)
     for p in images:
         (folder / p.name).symlink_to(p)
-    cfg = tmp_path / "station.yaml"
-    cfg.write_text(
-        f"camera: {{kind: folder, path: {folder}, loop: false}}\n"
-        f"policy: lossless\n"
-        f"model: {{path: {detect_model.onnx}, providers: [cpu], conf: {CONF}, iou: {IOU}}}\n"
-        f"store: {{data_dir: {tmp_path / 'data'}}}\n"
+    cfg = write_config(
+        tmp_path / "station.yaml",
+        station_config(
+            tmp_path / "data",
+            bundle=detect_model.onnx,
+            images=folder,
+            model={"conf": CONF, "iou": IOU},
+        ),
     )
     r = _kanjian("run", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from kanjian.station.config import parse_config
 from kanjian.station.pipeline import build_station
 from tests.support.plc import (
     CLASS_NAMES,
@@ -49,11 +48,12 @@ from tests.support.plc import (
     db_rows,
     free_port,
     modbus_port,
+    plc_station,
     report,
     running,
-    station_yaml,
     u32,
 )
+from tests.support.station_config import parse, write_config
 
 # -- Modbus TCP ----------------------------------------------------------------------------
 
@@ -63,11 +63,11 @@ def test_modbus_500_triggers_read_back_in_order(detect_model: Any, tmp_path: Pat
     handshake's own latency), the rest whenever READY with up to 4 results buffered.
     500 rows, 500 results in trigger order, each matching its row."""
     n, port = 500, free_port()
-    plc_cfg = f", result_buffer: 4, modbus: {{port: {port}}}"
+    plc_cfg = {"result_buffer": 4, "modbus": {"port": port}}
     results: list[list[int]] = []
     sent_at: dict[int, float] = {}
     lat: list[float] = []
-    with running(station_yaml(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
+    with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
         assert modbus_port(station) == port
         plc = ModbusPlc(port)
         sent = 0
@@ -117,13 +117,13 @@ def test_modbus_busy_refusal_and_full_buffer_are_answered(
     is judged, the second refused by the busy station (a MISSED result), the third finds
     no slot (TRIGGER_REFUSED, counted, its own MISSED row). Nothing is overwritten."""
     port = free_port()
-    yaml_text = station_yaml(
+    cfg = plc_station(
         tmp_path,
         detect_model.onnx,
-        trigger=", when_busy: refuse",
-        plc=f", result_buffer: 2, modbus: {{port: {port}}}",
+        trigger={"when_busy": "refuse"},
+        plc={"result_buffer": 2, "modbus": {"port": port}},
     )
-    with running(yaml_text) as station:
+    with running(cfg) as station:
         plc = ModbusPlc(port)
         for _ in range(3):
             plc.trigger()
@@ -168,10 +168,10 @@ def test_every_trigger_around_shutdown_gets_one_row(
     the loop returns after one inspection without stop(); triggers queued after that are
     answered MISSED by close(), and an API caller's future resolves."""
     port = free_port()
-    yaml_text = station_yaml(
-        tmp_path, detect_model.onnx, plc=f", result_buffer: 8, modbus: {{port: {port}}}"
+    cfg = plc_station(
+        tmp_path, detect_model.onnx, plc={"result_buffer": 8, "modbus": {"port": port}}
     )
-    station = build_station(parse_config(yaml_text))
+    station = build_station(parse(cfg))
     max_frames = 1 if ending == "frames" else None
     loop = threading.Thread(target=station.run, args=(max_frames,), daemon=True)
     loop.start()
@@ -223,7 +223,7 @@ def test_modbus_malformed_requests_get_exceptions_and_station_keeps_running(
     detect_model: Any, tmp_path: Path
 ) -> None:
     port = free_port()
-    with running(station_yaml(tmp_path, detect_model.onnx, plc=f", modbus: {{port: {port}}}")):
+    with running(plc_station(tmp_path, detect_model.onnx, plc={"modbus": {"port": port}})):
         plc = ModbusPlc(port)
         c = plc.c
 
@@ -282,19 +282,25 @@ def test_stalled_camera_plc_reads_missed_and_row_says_why(
 ) -> None:
     cam = MjpegCamera(tmp_path / "mjpeg.log")
     port = free_port()
-    camera = (
-        f"{{kind: stream, url: 'http://127.0.0.1:{cam.port}/stream.mjpg', open_timeout_s: 1, "
-        f"read_timeout_s: 1, max_frame_age_s: 0.6, backoff_initial_s: 0.1, backoff_max_s: 0.4}}"
-    )
+    camera = {
+        "kind": "stream",
+        "url": f"http://127.0.0.1:{cam.port}/stream.mjpg",
+        "open_timeout_s": 1,
+        "read_timeout_s": 1,
+        "max_frame_age_s": 0.6,
+        "backoff_initial_s": 0.1,
+        "backoff_max_s": 0.4,
+    }
     try:
-        yaml_text = station_yaml(
+        cfg = plc_station(
             tmp_path,
             detect_model.onnx,
             camera=camera,
             policy="latest",
-            plc=f", modbus: {{port: {port}}}",
-        ).replace("frame_timeout_s: 2.0", "frame_timeout_s: 0.5")
-        with running(yaml_text):
+            trigger={"frame_timeout_s": 0.5},
+            plc={"modbus": {"port": port}},
+        )
+        with running(cfg):
             plc = ModbusPlc(port)
             verdicts = []
             # judged while the camera runs (retry while the stream is still connecting)
@@ -345,21 +351,25 @@ def test_hardware_triggered_camera_judges_each_triggers_own_frame(
         pulses[0] += 1
         return pulses[0]
 
-    camera = (
-        f"{{kind: stream, url: 'http://127.0.0.1:{cam.port}/stream.mjpg', open_timeout_s: 5, "
-        f"read_timeout_s: 10, max_frame_age_s: 10}}"
-    )
-    yaml_text = station_yaml(
+    camera = {
+        "kind": "stream",
+        "url": f"http://127.0.0.1:{cam.port}/stream.mjpg",
+        "open_timeout_s": 5,
+        "read_timeout_s": 10,
+        "max_frame_age_s": 10,
+    }
+    cfg = plc_station(
         tmp_path,
         detect_model.onnx,
         camera=camera,
         policy="latest",
-        trigger=", camera_triggered: true, camera_lead_ms: 300",
-        plc=f", modbus: {{port: {free_port()}}}",
-    ).replace("store: {", "store: {save_images: [PASS, FAIL, REVIEW], ")
+        trigger={"camera_triggered": True, "camera_lead_ms": 300},
+        plc={"modbus": {"port": free_port()}},
+        store={"save_images": ["PASS", "FAIL", "REVIEW"]},
+    )
     expected: dict[str, int] = {}  # trigger id -> pulse index
     try:
-        with running(yaml_text) as station:
+        with running(cfg) as station:
             plc = ModbusPlc(modbus_port(station))
             for _ in range(100):  # the stream opens once frames flow
                 pulse()
@@ -411,21 +421,18 @@ def test_plc_needs_triggered_mode_and_a_free_port(detect_model: Any, tmp_path: P
     from kanjian.station.plc.config import PlcServerError
     from kanjian.station.plc.service import PlcConfigError
 
-    free_run = station_yaml(tmp_path, detect_model.onnx).replace(
-        "mode: triggered", "mode: free_run"
-    )
+    free_run = plc_station(tmp_path, detect_model.onnx, trigger={"mode": "free_run"})
     with pytest.raises(PlcConfigError, match=r"trigger\.mode: triggered"):
-        build_station(parse_config(free_run))
+        build_station(parse(free_run))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        yaml_text = station_yaml(tmp_path, detect_model.onnx, plc=f", modbus: {{port: {port}}}")
+        taken_cfg = plc_station(tmp_path, detect_model.onnx, plc={"modbus": {"port": port}})
         with pytest.raises(PlcServerError, match=f"127.0.0.1:{port}"):
-            build_station(parse_config(yaml_text))
+            build_station(parse(taken_cfg))
         # the CLI says so in one line (no traceback) and exits 2
-        cfg = tmp_path / "taken.yaml"
-        cfg.write_text(yaml_text)
+        cfg = write_config(tmp_path / "taken.yaml", taken_cfg)
         r = subprocess.run([sys.executable, "-m", "kanjian.appliance_api.cli.main", "run", "-c",
                             str(cfg)], capture_output=True, text=True, timeout=300)  # fmt: skip
         assert r.returncode == 2, r.stdout + r.stderr

@@ -28,9 +28,9 @@ from tests.support.plc import (
     db_rows,
     free_port,
     modbus_port,
+    plc_station,
     report,
     running,
-    station_yaml,
     u32,
 )
 
@@ -58,12 +58,13 @@ def test_recipe_writes_switch_the_model_and_unknown_ones_are_refused(
 
     bundles = S.make_bundles(detect_model)  # two bundles, different weights
     mb, ua_port = free_port(), free_port()
-    plc_cfg = (
-        f", modbus: {{port: {mb}}}, opcua: {{enabled: true, port: {ua_port}}}, "
-        f"recipes: {{1: {bundles.a}, 2: {bundles.b}}}"
-    )
+    plc_cfg = {
+        "modbus": {"port": mb},
+        "opcua": {"enabled": True, "port": ua_port},
+        "recipes": {1: str(bundles.a), 2: str(bundles.b)},
+    }
     judged: list[tuple[int, str]] = []  # (RECIPE register, model_sha256 of the row)
-    with running(station_yaml(tmp_path, bundles.a, plc=plc_cfg)) as station:
+    with running(plc_station(tmp_path, bundles.a, plc=plc_cfg)) as station:
         assert station.plc is not None and station.plc.opcua is not None
         plc = ModbusPlc(modbus_port(station))
         assert plc.regs()[HR_RECIPE] == 1  # station.yaml's model is recipe 1's
@@ -169,10 +170,12 @@ def test_opcua_500_triggers_with_a_subscription_seeing_every_result(
     detect_model: Any, tmp_path: Path
 ) -> None:
     n, port = 500, free_port()
-    plc_cfg = (
-        f", result_buffer: 4, modbus: {{enabled: false}}, opcua: {{enabled: true, port: {port}}}"
-    )
-    with running(station_yaml(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
+    plc_cfg = {
+        "result_buffer": 4,
+        "modbus": {"enabled": False},
+        "opcua": {"enabled": True, "port": port},
+    }
+    with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
         assert station.plc is not None and station.plc.opcua is not None
         endpoint = station.plc.opcua.endpoint
         got, seen, counts = asyncio.run(_opcua_plc(endpoint, n, window=4))
@@ -255,10 +258,12 @@ def test_opcua_event_subscriber_sees_every_result_a_modbus_plc_acknowledges(
     to the result events on OPC UA sees every one, in trigger order, each matching its
     row, and nothing twice."""
     n, port, ua_port = 100, free_port(), free_port()
-    plc_cfg = (
-        f", result_buffer: 4, modbus: {{port: {port}}}, opcua: {{enabled: true, port: {ua_port}}}"
-    )
-    with running(station_yaml(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
+    plc_cfg = {
+        "result_buffer": 4,
+        "modbus": {"port": port},
+        "opcua": {"enabled": True, "port": ua_port},
+    }
+    with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
         assert station.plc is not None and station.plc.opcua is not None
         endpoint = station.plc.opcua.endpoint
         seen, (results, final) = asyncio.run(_events_while_modbus_plc_runs(endpoint, port, n))
@@ -314,16 +319,18 @@ def test_opcua_sign_and_encrypt_with_trusted_client_certificates(
         r = runner.invoke(plc_app, ["cert", str(tmp_path / name), "--uri", uri, *extra])
         assert r.exit_code == 0, r.output
     port = free_port()
-    sec = (
-        f"{{mode: sign_encrypt, certificate: {tmp_path / 'server/cert.der'}, "
-        f"private_key: {tmp_path / 'server/key.pem'}, "
-        f"trusted_clients: [{tmp_path / 'client/cert.der'}]}}"
-    )
-    plc_cfg = (
-        f", modbus: {{enabled: false}}, opcua: {{enabled: true, port: {port}, security: {sec}}}"
-    )
+    sec = {
+        "mode": "sign_encrypt",
+        "certificate": str(tmp_path / "server/cert.der"),
+        "private_key": str(tmp_path / "server/key.pem"),
+        "trusted_clients": [str(tmp_path / "client/cert.der")],
+    }
+    plc_cfg = {
+        "modbus": {"enabled": False},
+        "opcua": {"enabled": True, "port": port, "security": sec},
+    }
     server_cert = tmp_path / "server/cert.der"
-    with running(station_yaml(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
+    with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
         assert station.plc is not None and station.plc.opcua is not None
         endpoint = station.plc.opcua.endpoint
         seq = asyncio.run(

@@ -14,14 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from kanjian.station.store import ResultStore
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.worker import Identity, SyncWorker
 from tests.peers import mosquitto as mosq
 from tests.peers import postgres as pgpeer
 from tests.support import sync as sup
+from tests.support.station_config import station_config, write_config
 
 CLI = [sys.executable, "-m", "kanjian.appliance_api.cli.main"]
 
@@ -87,11 +86,11 @@ def test_cli_status_and_report(tmp_path: Path) -> None:
     broker = mosq.Mosquitto(tmp_path / "broker")  # not started: the backlog stays
     data = tmp_path / "station"
     config = tmp_path / "station.yaml"
-    config.write_text(yaml.safe_dump({
-        "station": {"id": "st", "site": "s", "line": "l"},
-        "store": {"data_dir": str(data)},
-        "sync": {"enabled": True, "mqtt": {"port": broker.port}, "confirm_timeout_s": 2.0},
-    }))  # fmt: skip
+    write_config(config, station_config(
+        data,
+        station={"id": "st", "site": "s", "line": "l"},
+        sync={"enabled": True, "mqtt": {"port": broker.port}, "confirm_timeout_s": 2.0},
+    ))  # fmt: skip
     store = ResultStore(data)
     prod = sup.Producer(store, 120, rate=10_000).start()
     prod.join()

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.support import api as S  # the servers and bundles tests share
+from tests.support.station_config import station_config, write_config
 
 
 @dataclass
@@ -40,8 +41,16 @@ def site(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Site:
     tmp = tmp_path_factory.mktemp("serve")
     images = S.copy_images(tmp / "images", 30, step=11)
     port = S.free_port()
-    config = S.station_yaml(
-        tmp / "station.yaml", images, bundles.a, tmp / "data", loop=True, port=port
+    config = write_config(
+        tmp / "station.yaml",
+        station_config(
+            tmp / "data",
+            bundle=bundles.a,
+            images=images,
+            camera={"loop": True},
+            rules=bundles.rules_for(images),
+            api={"port": port},
+        ),
     )
     return Site(tmp, config, port, tmp / "data", bundles)
 
@@ -181,8 +190,15 @@ def test_ctrl_c_stops_cleanly_and_flushes(site: Site, tmp_path: Path) -> None:
     """SIGINT (Ctrl-C) while the loop runs: exit 0, and every frame judged is a row."""
     port = S.free_port()
     images = S.copy_images(tmp_path / "images", 8, step=13)
-    config = S.station_yaml(
-        tmp_path / "station.yaml", images, site.bundles.a, tmp_path / "data", loop=True, port=port
+    config = write_config(
+        tmp_path / "station.yaml",
+        station_config(
+            tmp_path / "data",
+            bundle=site.bundles.a,
+            images=images,
+            camera={"loop": True},
+            api={"port": port},
+        ),
     )
     s = S.start_serve(config, port, tmp_path)
     try:

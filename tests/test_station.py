@@ -14,6 +14,7 @@ import cv2
 import pytest
 
 from kanjian.station.config import ConfigError, load_config
+from tests.support.station_config import parse, station_config, write_config
 
 KANJIAN = str(Path(sys.executable).parent / "kanjian")
 
@@ -32,13 +33,13 @@ def _rows(data_dir: Path) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def _write_cfg(path: Path, camera: str, model: Path, extra: str = "") -> Path:
-    path.write_text(
-        f"camera: {camera}\npolicy: lossless\n"
-        f"model: {{path: {model}, providers: [cpu], conf: 0.05}}\n"
-        f"store: {{data_dir: data}}\n{extra}"
-    )
-    return path
+def _folder(folder: Path, loop: bool = False) -> dict[str, Any]:
+    return {"kind": "folder", "path": str(folder), "loop": loop}
+
+
+def _write_cfg(path: Path, camera: dict[str, Any], model: Path, **sections: Any) -> Path:
+    """A station reading ``camera``, its data in ``data/`` beside the config file."""
+    return write_config(path, station_config(Path("data"), bundle=model, camera=camera, **sections))
 
 
 @pytest.fixture()
@@ -59,7 +60,7 @@ def test_folder_gives_one_row_per_file_and_error_rows(
     detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
 ) -> None:
     folder, n = image_folder
-    cfg = _write_cfg(tmp_path / "s.yaml", f"{{kind: folder, path: {folder}}}", detect_model.onnx)
+    cfg = _write_cfg(tmp_path / "s.yaml", _folder(folder), detect_model.onnx)
     r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = _rows(tmp_path / "data")
@@ -90,7 +91,7 @@ def test_video_lossless_one_row_per_frame(
     for i in range(n):
         w.write(imgs[i % len(imgs)])
     w.release()
-    cfg = _write_cfg(tmp_path / "v.yaml", f"{{kind: video, path: {video}}}", detect_model.onnx)
+    cfg = _write_cfg(tmp_path / "v.yaml", {"kind": "video", "path": str(video)}, detect_model.onnx)
     r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = _rows(tmp_path / "data")
@@ -101,9 +102,7 @@ def test_video_lossless_one_row_per_frame(
 
 def test_frames_limit(detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path) -> None:
     folder, _ = image_folder
-    cfg = _write_cfg(
-        tmp_path / "s.yaml", f"{{kind: folder, path: {folder}, loop: true}}", detect_model.onnx
-    )
+    cfg = _write_cfg(tmp_path / "s.yaml", _folder(folder, loop=True), detect_model.onnx)
     r = _kanjian("run", "-c", str(cfg), "--frames", "40", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(_rows(tmp_path / "data")) == 40
@@ -114,13 +113,13 @@ def test_missing_and_corrupt_model_stop_startup(
 ) -> None:
     folder, _ = image_folder
     missing = tmp_path / "nope" / "model.onnx"
-    cfg = _write_cfg(tmp_path / "a.yaml", f"{{kind: folder, path: {folder}}}", missing)
+    cfg = _write_cfg(tmp_path / "a.yaml", _folder(folder), missing)
     r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
     assert r.returncode == 2
     assert str(missing) in r.stderr.replace("\n", "")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage" * 100)
-    cfg = _write_cfg(tmp_path / "b.yaml", f"{{kind: folder, path: {folder}}}", corrupt)
+    cfg = _write_cfg(tmp_path / "b.yaml", _folder(folder), corrupt)
     r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
     assert r.returncode == 2
     assert "corrupt.onnx" in r.stderr
@@ -131,9 +130,8 @@ def test_rules_naming_a_class_the_model_lacks_stop_startup(
     detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
 ) -> None:
     folder, _ = image_folder
-    rules = "rules: {classes: {scratchez: {fail_confidence: 0.3}}}\n"  # a typo
-    cfg = _write_cfg(tmp_path / "r.yaml", f"{{kind: folder, path: {folder}}}",
-                     detect_model.onnx, rules)  # fmt: skip
+    rules = {"classes": {"scratchez": {"fail_confidence": 0.3}}}  # a typo
+    cfg = _write_cfg(tmp_path / "r.yaml", _folder(folder), detect_model.onnx, rules=rules)
     r = _kanjian("run", "-c", str(cfg), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     text = r.stderr.replace("\n", "")
@@ -243,15 +241,16 @@ def test_every_command_has_help(tmp_path: Path) -> None:
 def test_triggered_mode_one_row_per_trigger(
     detect_model: Any, image_folder: tuple[Path, int], tmp_path: Path
 ) -> None:
-    from kanjian.station.config import parse_config
     from kanjian.station.pipeline import build_station
 
     folder, _ = image_folder
-    cfg = parse_config(
-        f"camera: {{kind: folder, path: {folder}, loop: true}}\n"
-        f"trigger: {{mode: triggered, when_busy: queue, queue_size: 64}}\n"
-        f"model: {{path: {detect_model.onnx}, providers: [cpu]}}\n"
-        f"store: {{data_dir: {tmp_path / 'data'}}}\n"
+    cfg = parse(
+        station_config(
+            tmp_path / "data",
+            bundle=detect_model.onnx,
+            camera=_folder(folder, loop=True),
+            trigger={"mode": "triggered", "when_busy": "queue", "queue_size": 64},
+        )
     )
     station = build_station(cfg)
     import threading
@@ -278,9 +277,9 @@ def test_two_workers_keep_frame_order_and_count(
     folder, _ = image_folder
     cfg = _write_cfg(
         tmp_path / "w.yaml",
-        f"{{kind: folder, path: {folder}, loop: true}}",
+        _folder(folder, loop=True),
         detect_model.onnx,
-        "runtime: {inference_workers: 2}\n",
+        runtime={"inference_workers": 2},
     )
     r = _kanjian("run", "-c", str(cfg), "--frames", "60", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

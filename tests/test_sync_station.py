@@ -18,7 +18,6 @@ from typing import Any
 
 import paho.mqtt.publish as publish
 import pytest
-import yaml
 
 from kanjian.station.store import DB_NAME, ResultStore
 from kanjian.station.sync.config import SyncConfig
@@ -27,6 +26,7 @@ from kanjian.station.sync.worker import Identity, SyncWorker
 from tests.peers import mosquitto as mosq
 from tests.peers import seaweed as weed
 from tests.support import sync as sup
+from tests.support.station_config import parse, station_config, write_config
 
 HERE = Path(__file__).parent
 
@@ -122,14 +122,13 @@ def test_station_process_sigkilled_delivers_all_it_committed(
 ) -> None:
     data = tmp_path / "station"
     config = tmp_path / "station.yaml"
-    config.write_text(yaml.safe_dump({
-        "station": {"id": STATION, "site": SITE, "line": LINE},
-        "camera": {"kind": "folder", "path": str(neu_det_dir / "images"), "loop": True},
-        "model": {"path": str(detect_model.onnx), "providers": ["cpu"], "intra_op_threads": 1},
-        "store": {"data_dir": str(data)},
+    write_config(config, station_config(
+        data, bundle=detect_model.onnx, images=neu_det_dir / "images", camera={"loop": True},
+        model={"conf": None},  # the ONNX's own (0.25)
+        station={"id": STATION, "site": SITE, "line": LINE},
         # a clean stop (SIGTERM, at the end) drains what is left before exiting
-        "sync": {**_sync(broker.port), "close_drain_s": 20.0},
-    }))  # fmt: skip
+        sync={**_sync(broker.port), "close_drain_s": 20.0},
+    ))  # fmt: skip
     rec = sup.Recorder(broker.port)
     st = StationProcess(config, tmp_path / "station.log").start()
     try:
@@ -231,7 +230,7 @@ def _upload(s3: Any, archive: bytes, key: str) -> str:
 def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     tmp_path: Path, broker: Any, s3_up: Any, detect_model: Any, neu_det_dir: Path
 ) -> None:
-    from kanjian.station.config import StationConfig
+
     from kanjian.station.pipeline import build_station
     from kanjian.station.sync.deploy import pack_bundle
     from tests.support import api as api
@@ -246,13 +245,12 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     shutil.copytree(bundles.b, tampered)
     shutil.copyfile(bundles.a / "model.onnx", tampered / "model.onnx")
     pack_bundle(tampered, archives / "t.tar.gz")
-    cfg = StationConfig.model_validate({
-        "station": {"id": STATION, "site": SITE, "line": LINE},
-        "camera": {"kind": "folder", "path": str(neu_det_dir / "images"), "loop": True},
-        "model": {"path": str(bundles.a), "providers": ["cpu"], "intra_op_threads": 1},
-        "store": {"data_dir": str(tmp_path / "station")},
-        "sync": _sync(broker.port, s3_up, s3={"enabled": False}),
-    })  # fmt: skip
+    cfg = parse(station_config(
+        tmp_path / "station", bundle=bundles.a, images=neu_det_dir / "images",
+        camera={"loop": True}, model={"conf": None},  # the bundle's own
+        station={"id": STATION, "site": SITE, "line": LINE},
+        sync=_sync(broker.port, s3_up, s3={"enabled": False}),
+    ))  # fmt: skip
     rec = sup.Recorder(broker.port)
     station = build_station(cfg)
     runner = threading.Thread(target=station.run, daemon=True)
@@ -389,23 +387,21 @@ def test_camera_and_model_changes_become_events(
     tmp_path: Path, broker: Any, detect_model: Any
 ) -> None:
     from kanjian.inference.model import load_model
-    from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
     from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)
     cam = MjpegCamera(tmp_path / "mjpeg.log")
     port = cam.start()
-    cfg = StationConfig.model_validate({
-        "station": {"id": STATION, "site": SITE, "line": LINE},
-        "camera": {"kind": "stream", "url": f"http://127.0.0.1:{port}/stream.mjpg",
-                   "open_timeout_s": 1.0, "read_timeout_s": 1.0, "max_frame_age_s": 0.6,
-                   "backoff_initial_s": 0.1, "backoff_max_s": 0.4},
-        "policy": "latest",
-        "model": {"path": str(bundles.a), "providers": ["cpu"], "intra_op_threads": 1},
-        "store": {"data_dir": str(tmp_path / "station")},
-        "sync": _sync(broker.port),
-    })  # fmt: skip
+    cfg = parse(station_config(
+        tmp_path / "station", bundle=bundles.a, model={"conf": None},  # the bundle's own
+        camera={"kind": "stream", "url": f"http://127.0.0.1:{port}/stream.mjpg",
+                "open_timeout_s": 1.0, "read_timeout_s": 1.0, "max_frame_age_s": 0.6,
+                "backoff_initial_s": 0.1, "backoff_max_s": 0.4},
+        policy="latest",
+        station={"id": STATION, "site": SITE, "line": LINE},
+        sync=_sync(broker.port),
+    ))  # fmt: skip
     rec = sup.Recorder(broker.port)
     station = build_station(cfg)
     runner = threading.Thread(target=station.run, daemon=True)

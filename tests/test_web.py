@@ -21,6 +21,7 @@ import pytest
 
 from kanjian.inference.verdict import REASON_CODES, explain_reason
 from tests.support import api as S  # the servers and bundles tests share
+from tests.support.station_config import station_config, write_config
 
 #: the README's picture; a plain test run writes to a temp file instead, so the
 #: suite never changes tracked files (KANJIAN_UPDATE_SCREENSHOT=1 refreshes it)
@@ -55,8 +56,19 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Screen]:
     tmp = tmp_path_factory.mktemp("web")
     read_manifest(DEMO_MODEL)  # the screen is tested on what a new user sees: the demo bundle
     port = S.free_port()
-    config = S.station_yaml(
-        tmp / "station.yaml", DEMO_IMAGES, DEMO_MODEL, tmp / "data", loop=True, port=port
+    # the demo bundle ships with the package (its scores do not move with Ultralytics):
+    # these rules give its images a mix of PASS, REVIEW and FAIL
+    rules = {"default": {"fail_confidence": 0.1, "review_confidence": 0.05}}
+    config = write_config(
+        tmp / "station.yaml",
+        station_config(
+            tmp / "data",
+            bundle=DEMO_MODEL,
+            images=DEMO_IMAGES,
+            camera={"loop": True},
+            rules=rules,
+            api={"port": port},
+        ),
     )
     served = S.start_serve(config, port, tmp)
     assert served.token, "the first start prints a screen token"

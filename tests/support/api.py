@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.support import scores as scores_mod
+from tests.support.station_config import DECODE_CONF, station_config, write_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "test-models"
 NEU_IMAGES = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
 KANJIAN = Path(sys.executable).with_name("kanjian")
@@ -49,18 +50,28 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# The briefly trained test model scores 0.03-0.4 on NEU-DET: these rules give a mix
-# of PASS, REVIEW and FAIL on its images.
-RULES = {"default": {"fail_confidence": 0.1, "review_confidence": 0.05}}
-DECODE_CONF = 0.03
 
 
 @dataclass(frozen=True)
 class Bundles:
+    """Two bundles of the detect test model and what ``a`` scores on NEU-DET.
+
+    Attributes:
+        scores: NEU-DET file name -> bundle ``a``'s top detection confidence (0.0 if
+            none), measured by :func:`tests.support.scores.measure`.
+    """
+
     a: Path
     b: Path
     sha_a: str
     sha_b: str
+    scores: dict[str, float]
+
+    def rules_for(self, images: Path) -> dict[str, Any]:
+        """Rules under which bundle ``a`` passes, reviews and fails about a third each
+        of the images :func:`copy_images` put in ``images``."""
+        names = [scores_mod.original_name(p) for p in sorted(images.glob("*.jpg"))]
+        return scores_mod.rules_for(self.scores, names, DECODE_CONF)
 
 
 @contextmanager
@@ -75,14 +86,17 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def make_bundles(detect_model: Any) -> Bundles:
-    """Bundles ``a`` and ``b`` of the test detect model (cached by its ONNX's sha256).
+    """Bundles ``a`` and ``b`` of the test detect model and ``a``'s scores on every
+    NEU-DET image (cached by the ONNX's sha256 and the scoring code).
 
     Made in a subprocess: running the model here would start Numba's thread pool
     in the test process before ``build_station`` chooses its threading layer.
     """
     from kanjian.inference.bundle import read_manifest
 
-    key = hashlib.sha256(Path(detect_model.onnx).read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256(Path(detect_model.onnx).read_bytes())
+    h.update(scores_mod.MEASURED_WITH.encode())
+    key = h.hexdigest()[:16]
     folder = CACHE / f"api-bundles-{key}"
     with _locked(CACHE / f"api-bundles-{key}.lock"):
         if not (folder / "done").is_file():
@@ -101,11 +115,24 @@ def make_bundles(detect_model: Any) -> Bundles:
                 check=True,
                 capture_output=True,
                 cwd=folder,
+                # the script imports tests.support.*: the checkout's root goes on its path
+                env={
+                    **os.environ,
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, (str(REPO), os.environ.get("PYTHONPATH")))
+                    ),
+                },
                 timeout=900,
             )
             (folder / "done").write_text("ok")
     a, b = folder / "a", folder / "b"
-    return Bundles(a, b, read_manifest(a).onnx_sha256, read_manifest(b).onnx_sha256)
+    return Bundles(
+        a,
+        b,
+        read_manifest(a).onnx_sha256,
+        read_manifest(b).onnx_sha256,
+        scores_mod.load(folder / "scores.json"),
+    )
 
 
 def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list[Path]) -> None:
@@ -130,21 +157,32 @@ def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list
             golden_candidates=val,
             golden_count=3,
         )
+    scores_mod.measure(
+        folder / "a" / "model.onnx", sorted(NEU_IMAGES.glob("*.jpg")), folder / "scores.json"
+    )
 
 
-def start_station(tmp: Path, n_images: int, bundle: Path, **yaml_kw: Any) -> tuple[Any, Any]:
-    """A station on ``n_images`` NEU-DET images (``station_yaml`` options), its API
-    services started and its loop running; returns ``(station, state)``."""
+def start_station(
+    tmp: Path, n_images: int, bundles: Bundles, **sections: Any
+) -> tuple[Any, Any, dict[str, Any]]:
+    """A station judging ``n_images`` NEU-DET images with bundle ``a`` under rules made
+    from its scores (:meth:`Bundles.rules_for`), its API services started and its loop
+    running. ``sections`` go to :func:`~tests.support.station_config.station_config`.
+
+    Returns ``(station, state, config)``.
+    """
     from kanjian.appliance_api.http.state import start_services
     from kanjian.station.config import load_config
     from kanjian.station.pipeline import build_station
 
     images = copy_images(tmp / "images", n_images)
-    cfg = load_config(station_yaml(tmp / "station.yaml", images, bundle, tmp / "data", **yaml_kw))
-    station = build_station(cfg)
+    cfg = station_config(
+        tmp / "data", bundle=bundles.a, images=images, rules=bundles.rules_for(images), **sections
+    )
+    station = build_station(load_config(write_config(tmp / "station.yaml", cfg)))
     state = start_services(station)
     state.loop.start()
-    return station, state
+    return station, state, cfg
 
 
 def pack(bundle: Path, fmt: str = "zip") -> bytes:
@@ -167,37 +205,6 @@ def copy_images(dest: Path, n: int, step: int = 7) -> Path:
     for i, f in enumerate(files):
         shutil.copyfile(f, dest / f"{i:04d}_{f.name}")
     return dest
-
-
-def station_yaml(
-    path: Path,
-    images: Path,
-    bundle: Path,
-    data_dir: Path,
-    *,
-    loop: bool = False,
-    mode: str = "free_run",
-    policy: str = "lossless",
-    port: int = 8080,
-    api: dict[str, Any] | None = None,
-) -> Path:
-    """Write a station config for tests (CPU, one ORT thread: leave a core to the rest)."""
-    cfg = {
-        "camera": {"kind": "folder", "path": str(images), "loop": loop},
-        "policy": policy,
-        "trigger": {"mode": mode},
-        "model": {
-            "path": str(bundle),
-            "providers": ["cpu"],
-            "intra_op_threads": 1,
-            "conf": DECODE_CONF,
-        },
-        "rules": RULES,
-        "store": {"data_dir": str(data_dir)},
-        "api": {"port": port, **(api or {})},
-    }
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
 
 
 def free_port() -> int:
@@ -326,6 +333,21 @@ def make_token(data_dir: Path, role: str, name: str) -> str:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.strip().splitlines()[-1]
+
+
+def walk_pages(c: Any, path: str, limit: int) -> tuple[list[Any], int]:
+    """Every item id of a paged list (``c``: an httpx.Client), following ``next_before``;
+    and how many pages."""
+    seen: list[Any] = []
+    params: dict[str, Any] = {"limit": limit}
+    pages = 0
+    while True:
+        page = c.get(path, params=params).json()
+        seen += [i["id"] for i in page["items"]]
+        pages += 1
+        if page["next_before"] is None:
+            return seen, pages
+        params["before"] = page["next_before"]
 
 
 def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> Any:

@@ -27,6 +27,7 @@ class Env:
     bundles: Any
     tokens: dict[str, str]  # role -> bearer token
     token_names: dict[str, str]
+    config: dict[str, Any]  # the station.yaml it runs, rules made from the model's scores
 
     def client(self, role: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
@@ -46,8 +47,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("api")
-    station, state = S.start_station(
-        tmp, N_IMAGES, bundles.a, api={"max_upload_mb": 40, "max_unpacked_mb": 60}
+    station, state, config = S.start_station(
+        tmp, N_IMAGES, bundles, api={"max_upload_mb": 40, "max_unpacked_mb": 60}
     )
     S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
     assert station.store.flush()
@@ -58,7 +59,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator
         new = ts.create(f"test-{role.value}", role, "tests")
         tokens[role.value], names[role.value] = new.secret, new.info.name
     try:
-        yield Env(server.url, state, station.store.db_path, tmp / "data", bundles, tokens, names)
+        yield Env(
+            server.url, state, station.store.db_path, tmp / "data", bundles, tokens, names, config
+        )
     finally:
         server.stop()
         station.close()

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from pymodbus.client import ModbusTcpClient
 
-from kanjian.station.config import parse_config
 from kanjian.station.pipeline import Station, build_station
+from tests.support.station_config import merge, parse, station_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEERS = REPO / "tests" / "peers"
 DOCS = REPO / "docs" / "plc.md"
 
@@ -43,30 +43,26 @@ def u32(regs: list[int], at: int) -> int:
     return (regs[at] << 16) | regs[at + 1]
 
 
-def station_yaml(
-    tmp_path: Path,
-    model: Path,
-    *,
-    camera: str = "",
-    trigger: str = "",
-    plc: str = "",
-    policy: str = "lossless",
-) -> str:
+def plc_station(
+    tmp_path: Path, model: Path, *, camera: dict[str, Any] | None = None, **sections: Any
+) -> dict[str, Any]:
+    """A triggered station with its PLC servers on (see :func:`station_config`): a
+    looping folder of NEU-DET images unless ``camera`` replaces it, frames awaited 2 s."""
     neu = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
-    camera = camera or f'{{kind: folder, path: {neu}, pattern: "*_1?.jpg", loop: true}}'
-    return (
-        f"camera: {camera}\npolicy: {policy}\n"
-        f"trigger: {{mode: triggered, frame_timeout_s: 2.0{trigger}}}\n"
-        f"model: {{path: {model}, providers: [cpu], conf: 0.05}}\n"
-        f"store: {{data_dir: {tmp_path / 'data'}}}\n"
-        f"plc: {{enabled: true{plc}}}\n"
+    base = station_config(
+        tmp_path / "data",
+        bundle=model,
+        camera=camera or {"kind": "folder", "path": str(neu), "pattern": "*_1?.jpg", "loop": True},
+        trigger={"mode": "triggered", "frame_timeout_s": 2.0},
+        plc={"enabled": True},
     )
+    return merge(base, sections)
 
 
 @contextmanager
-def running(yaml_text: str) -> Iterator[Station]:
+def running(cfg: dict[str, Any]) -> Iterator[Station]:
     """A built station running its loop on a thread; stopped and closed on exit."""
-    station = build_station(parse_config(yaml_text))
+    station = build_station(parse(cfg))
     loop = threading.Thread(target=station.run, name="test-station", daemon=True)
     loop.start()
     try:
