@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kanjian.station.sync.outbox_types import to_ranges, utc_iso
+from kanjian.station.records import utc_iso
+from kanjian.station.sync.outbox_types import to_ranges
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS inspections (
