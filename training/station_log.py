@@ -185,6 +185,10 @@ def _select(conn: sqlite3.Connection, flt: ExportFilter) -> _Selection:
     """The inspections ``flt`` selects, with their latest feedback and their detections."""
     where, args = _sql_condition(flt)
     selected = f"SELECT id FROM inspections WHERE {where}"
+    # the inspections first: one committed after this read has no say below either
+    raw = conn.execute(
+        f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq", args
+    ).fetchall()
     feedback = {
         f.inspection_id: f
         for f in map(
@@ -203,13 +207,7 @@ def _select(conn: sqlite3.Connection, flt: ExportFilter) -> _Selection:
             args,
         )
     )
-    rows = [
-        StoredInspection.from_row(r, dets.get(r[0], ()))
-        for r in conn.execute(
-            f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq",
-            args,
-        )
-    ]
+    rows = [StoredInspection.from_row(r, dets.get(r[0], ())) for r in raw]
     return _Selection(rows, feedback)
 
 
