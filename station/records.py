@@ -24,6 +24,9 @@ import numpy as np
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
 
+#: the verdicts that judged a part (a yield's denominator); ERROR and MISSED judged none
+JUDGED_VERDICTS: tuple[Verdict, ...] = (Verdict.PASS, Verdict.FAIL, Verdict.REVIEW)
+
 #: a row as ``sqlite3`` hands it out: a tuple, or a ``sqlite3.Row`` (index and name)
 Row = Sequence[Any] | sqlite3.Row
 
