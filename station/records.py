@@ -182,12 +182,6 @@ class StoredFeedback:
         return cls(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]), str(r[6]))
 
 
-def _box(v: Any) -> tuple[float, float, float, float]:
-    """A ``(4,)`` float32 box as four Python floats."""
-    x1, y1, x2, y2 = (float(c) for c in v)
-    return x1, y1, x2, y2
-
-
 def _class_name(insp: Inspection, cid: int) -> str:
     return insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
 
@@ -287,27 +281,29 @@ class StoredInspection:
         """What the store keeps of ``insp`` (``judged_at`` default: now)."""
         f = insp.frame
         d = insp.detections
+        n = len(d)
+        # whole arrays to Python numbers at once: per-element numpy indexing cost the
+        # writer thread more than the SQL (float32 -> float is exact either way)
+        boxes: list[list[float]] = d.xyxy.tolist()
+        scores: list[float] = d.confidence.tolist()
+        cids: list[int] = d.class_id.tolist()
+        areas: list[int | None] = (
+            [None] * n if d.masks is None else d.masks.sum(axis=(1, 2)).tolist()
+        )
+        dets = tuple(
+            StoredDetection(i, c, _class_name(insp, c), sc, (b[0], b[1], b[2], b[3]), a)
+            for i, (c, sc, b, a) in enumerate(zip(cids, scores, boxes, areas, strict=True))
+        )
         top_class, top_conf = None, None
-        if len(d):
-            i = int(np.argmax(d.confidence))
-            top_class, top_conf = _class_name(insp, int(d.class_id[i])), float(d.confidence[i])
+        if n:
+            top = dets[int(np.argmax(d.confidence))]
+            top_class, top_conf = top.class_name, top.confidence
         elif insp.probs is not None:
             cid = int(np.argmax(insp.probs))
             top_class, top_conf = _class_name(insp, cid), float(insp.probs[cid])
         w = h = None
         if isinstance(f, Frame):
             w, h = f.resolution_wh
-        dets = tuple(
-            StoredDetection(
-                idx=i,
-                class_id=int(d.class_id[i]),
-                class_name=_class_name(insp, int(d.class_id[i])),
-                confidence=float(d.confidence[i]),
-                xyxy=_box(d.xyxy[i]),
-                mask_area=None if d.masks is None else int(d.masks[i].sum()),
-            )
-            for i in range(len(d))
-        )
         model = insp.model
         return cls(
             id=str(insp.inspection_id),
