@@ -12,7 +12,7 @@ round on a fresh database.
 (puts that found the queue full) and the latency of every ``put`` call.
 
 A third contender is SQLite's own floor: the same rows (made beforehand by the
-store's own ``inspection_row`` / ``detection_rows``, untimed) inserted with
+store's own ``StoredInspection.row`` / ``detection_rows``, untimed) inserted with
 plain ``sqlite3`` ``executemany`` into the same schema, in transactions of
 ``batch_max_rows``, ``synchronous=FULL``. The gap between it and the store is
 what the store's Python (row building, sqlite-utils) costs.
@@ -142,16 +142,19 @@ def _one_round(
 
 def _floor_round(inspections: list[Any], folder: Path, batch_rows: int) -> float:
     """Inspections/s of plain ``executemany`` of prebuilt rows (FULL), same schema and batching."""
-    from kanjian.station.store import DB_NAME, detection_rows, inspection_row, open_db
+    from kanjian.station.records import StoredInspection
+    from kanjian.station.store import DB_NAME, open_db
 
     db = open_db(folder / DB_NAME, "FULL")
     conn = db.conn
     insp_rows, det_rows, out_rows = [], [], []
     for seq, insp in enumerate(inspections, start=1):
-        row = inspection_row(insp, "station-1", None)
-        row["seq"] = seq
+        rec = StoredInspection.from_inspection(
+            insp, station_id="station-1", seq=seq, image_path=None
+        )
+        row = rec.row()
         insp_rows.append(row)
-        det_rows.extend(detection_rows(insp))
+        det_rows.extend(rec.detection_rows())
         out_rows.append(
             {"seq": seq, "inspection_id": row["id"], "created_at": row["judged_at"], "attempts": 0}
         )

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kanjian.station.sync.outbox_types import to_ranges, utc_iso
+from kanjian.inference.types import Verdict
+from kanjian.station.records import JUDGED_VERDICTS, utc_iso
+from kanjian.station.sync.outbox_types import to_ranges
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS inspections (
@@ -313,7 +315,7 @@ class ReceiverDB:
                     [stream],
                 )
             }
-            judged = sum(verdicts.get(v, 0) for v in ("PASS", "FAIL", "REVIEW"))
+            judged = sum(verdicts.get(v.value, 0) for v in JUDGED_VERDICTS)
             gaps = self.gaps(stream, limit=1_000_000)
             lost = sum(
                 int(b) - int(a) + 1
@@ -329,7 +331,7 @@ class ReceiverDB:
                     stream=stream,
                     inspections=sum(verdicts.values()),
                     verdicts=verdicts,
-                    yield_=(verdicts.get("PASS", 0) / judged) if judged else None,
+                    yield_=(verdicts.get(Verdict.PASS.value, 0) / judged) if judged else None,
                     through=through,
                     max_seq=max_seq,
                     duplicates=dups,

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
+from kanjian.inference.types import Verdict
 from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
 from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
+from kanjian.station.records import verdict_names
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -24,7 +26,10 @@ DEMO_IMAGES = DEMO_DIR / "images"
 DEMO_MODEL = DEMO_DIR / "model"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-SavedVerdict = Literal["PASS", "FAIL", "REVIEW", "ERROR"]
+if TYPE_CHECKING:
+    SavedVerdict = str
+else:  # a MISSED inspection has no frame to save
+    SavedVerdict = verdict_names(Verdict.MISSED)
 
 
 class StationIdentity(BaseModel):
@@ -64,7 +69,7 @@ class StoreConfig(BaseModel):
 
     data_dir: Path = Field(Path("kanjian-data"), description="folder for the database and images")
     save_images: list[SavedVerdict] = Field(
-        default_factory=lambda: list[SavedVerdict](["FAIL", "REVIEW"]),
+        default_factory=lambda: [Verdict.FAIL.value, Verdict.REVIEW.value],
         description="verdicts whose frames are saved as JPEG files named by inspection UUID",
     )
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of saved images")

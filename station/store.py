@@ -10,7 +10,6 @@ batch committed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import queue
 import sqlite3
@@ -19,16 +18,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import sqlite_utils
 
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.types import Detections, Inspection, Verdict
+from kanjian.station.records import StoredInspection, utc_iso
 from kanjian.station.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -71,80 +69,10 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
     return db
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
 def image_relpath(insp: Inspection) -> str:
-    """Where an inspection's image is saved, relative to the data folder."""
-    day = insp.frame.captured_at.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    """Where an inspection's image is saved, relative to the data folder (by UTC capture date)."""
+    day = utc_iso(insp.frame.captured_at)[:10]
     return f"{IMAGES_DIR}/{day}/{insp.inspection_id}.jpg"
-
-
-def inspection_row(insp: Inspection, station_id: str, image_path: str | None) -> dict[str, Any]:
-    """The ``inspections`` row of an inspection (without ``seq``, assigned at commit)."""
-    f = insp.frame
-    dets = insp.detections
-    top_class, top_conf = None, None
-    if len(dets):
-        i = int(np.argmax(dets.confidence))
-        cid = int(dets.class_id[i])
-        top_class = insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
-        top_conf = float(dets.confidence[i])
-    elif insp.probs is not None:
-        cid = int(np.argmax(insp.probs))
-        top_class = insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
-        top_conf = float(insp.probs[cid])
-    w = h = None
-    if isinstance(f, Frame):
-        w, h = f.resolution_wh
-    return {
-        "id": str(insp.inspection_id),
-        "station_id": station_id,
-        "source_id": f.source_id,
-        "frame_id": f.frame_id,
-        "trigger_id": f.trigger_id,
-        "uri": f.uri,
-        "captured_at": _iso(f.captured_at),
-        "judged_at": _iso(datetime.now(timezone.utc)),
-        "verdict": insp.verdict.value,
-        "reason": insp.reason,
-        "model_name": insp.model.name if insp.model else None,
-        "model_version": insp.model.version if insp.model else None,
-        "model_sha256": insp.model.sha256 if insp.model else None,
-        "num_detections": len(dets),
-        "top_class": top_class,
-        "top_confidence": top_conf,
-        "width": w,
-        "height": h,
-        "image_path": image_path,
-        "timings_json": json.dumps({k: round(v, 3) for k, v in insp.timings_ms.items()}),
-        "probs_json": None if insp.probs is None else json.dumps([float(p) for p in insp.probs]),
-    }
-
-
-def detection_rows(insp: Inspection) -> list[dict[str, Any]]:
-    """One ``detections`` row per box."""
-    d = insp.detections
-    rows = []
-    for i in range(len(d)):
-        cid = int(d.class_id[i])
-        x1, y1, x2, y2 = (float(v) for v in d.xyxy[i])
-        rows.append(
-            {
-                "inspection_id": str(insp.inspection_id),
-                "idx": i,
-                "class_id": cid,
-                "class_name": insp.class_names[cid] if cid < len(insp.class_names) else str(cid),
-                "confidence": float(d.confidence[i]),
-                "x1": x1,
-                "y1": y1,
-                "x2": x2,
-                "y2": y2,
-                "mask_area": None if d.masks is None else int(d.masks[i].sum()),
-            }
-        )
-    return rows
 
 
 _STOP = object()
@@ -173,7 +101,7 @@ class ResultStore:
         self,
         data_dir: Path,
         station_id: str = "station-1",
-        save_verdicts: tuple[str, ...] = ("FAIL", "REVIEW"),
+        save_verdicts: tuple[str, ...] = (Verdict.FAIL.value, Verdict.REVIEW.value),
         jpeg_quality: int = 90,
         batch_max_rows: int = 500,
         batch_max_delay_ms: float = 0.0,
@@ -377,16 +305,15 @@ class ResultStore:
         images = [self._save_image(i) for i in batch]
         rows, dets, outbox = [], [], []
         seq = self._seq
-        now = _iso(datetime.now(timezone.utc))
+        now = utc_iso()
         for insp, img in zip(batch, images, strict=False):
             seq += 1
-            row = inspection_row(insp, self.station_id, img)
-            row["seq"] = seq
-            rows.append(row)
-            dets.extend(detection_rows(insp))
-            outbox.append(
-                {"seq": seq, "inspection_id": row["id"], "created_at": now, "attempts": 0}
+            rec = StoredInspection.from_inspection(
+                insp, station_id=self.station_id, seq=seq, image_path=img
             )
+            rows.append(rec.row())
+            dets.extend(rec.detection_rows())
+            outbox.append({"seq": seq, "inspection_id": rec.id, "created_at": now, "attempts": 0})
         # One transaction: inspections + detections + outbox, or nothing. IMMEDIATE
         # takes the write lock up front: a deferred BEGIN that reads first fails at
         # once with SQLITE_BUSY when another connection (sync worker, API) commits

@@ -63,9 +63,9 @@ def test_outbox_marks_confirm_resend(tmp_path: Path) -> None:
     store, made = _filled(tmp_path, 50)
     ob = Outbox(store.db_path)
     fresh = ob.fetch_fresh(0, 100)
-    assert [r.inspection_id for r in fresh] == made
+    assert [r.inspection.id for r in fresh] == made
     assert [r.seq for r in fresh] == list(range(1, 51))
-    fail = fresh[0]  # i = 0 is a FAIL with two boxes
+    fail = fresh[0].inspection  # i = 0 is a FAIL with two boxes
     assert fail.verdict == "FAIL" and len(fail.detections) == 2
     assert fail.image_path is not None and fail.detections[0].class_name == "crazing"
     now = time.time()
@@ -129,11 +129,12 @@ def test_messages_validate_against_schemas(tmp_path: Path) -> None:
     store, _ = _filled(tmp_path, 8)
     ob = Outbox(store.db_path)
     v_insp = sup.schema_validator("inspection")
-    for rec in ob.fetch_fresh(0, 10):
-        key = image_key("", "site-a", "st-1", rec.inspection_id, rec.captured_at, rec.verdict,
+    for entry in ob.fetch_fresh(0, 10):
+        rec = entry.inspection
+        key = image_key("", "site-a", "st-1", rec.id, rec.captured_at, rec.verdict,
                         rec.image_path, ("FAIL", "REVIEW"), 0.0)  # fmt: skip
         assert (key is not None) == (rec.verdict == "FAIL")
-        msg = inspection_message(rec, site="site-a", line="l1", station="st-1",
+        msg = inspection_message(entry, site="site-a", line="l1", station="st-1",
                                  stream=ob.stream_id, bucket="kanjian" if key else None, key=key)  # fmt: skip
         v_insp.validate(json.loads(msg))
     ob.close()
@@ -278,7 +279,11 @@ def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
 
     store, _ = _filled(tmp_path, 30)  # FAIL frames are saved: they have images to upload
     ob = Outbox(store.db_path)
-    fails = [r for r in ob.fetch_fresh(0, 30) if r.verdict == "FAIL" and r.image_path]
+    fails = [
+        r
+        for r in ob.fetch_fresh(0, 30)
+        if r.inspection.verdict == "FAIL" and r.inspection.image_path
+    ]
     assert len(fails) >= 3
     off, planned = fails[0], fails[1:]
     ob.conn.execute("UPDATE outbox SET image_state = 'off' WHERE seq = ?", [off.seq])  # S3 was off
@@ -292,7 +297,7 @@ def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
     recs = {r.seq: r for r in ob.fetch_fresh(0, 30)}
     first = worker("a/")._image_keys(ob, [recs[r.seq] for r in fails])
     assert first[off.seq] is None  # made while object storage was off: never uploaded
-    assert all(first[r.seq] == f"a/s/st/{r.captured_at[:10]}/{r.inspection_id}.jpg"
+    assert all(first[r.seq] == f"a/s/st/{r.inspection.captured_at[:10]}/{r.inspection.id}.jpg"
                for r in planned)  # fmt: skip
     stored = dict(
         ob.conn.execute("SELECT seq, image_key FROM outbox WHERE image_state = 'pending'")

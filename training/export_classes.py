@@ -13,13 +13,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from kanjian.station.records import StoredInspection
+
 # per model, keyed by sha256: (label as model_label() gives it, inspections it judged)
 _Models = dict[str, tuple[str, int]]
 
 
-def model_label(row: sqlite3.Row) -> str:
-    """``name version (sha256 prefix)`` of the model an ``inspections`` row names."""
-    return f"{row['model_name']} {row['model_version']} ({str(row['model_sha256'])[:12]})"
+def model_label(rec: StoredInspection) -> str:
+    """``name version (sha256 prefix)`` of the model that judged a stored inspection."""
+    return f"{rec.model_name} {rec.model_version} ({str(rec.model_sha256)[:12]})"
 
 
 def bundle_classes(path: Path) -> tuple[str, ...]:
@@ -53,7 +55,7 @@ def bundle_classes(path: Path) -> tuple[str, ...]:
 def resolve_classes(
     conn: sqlite3.Connection,
     root: Path,
-    rows: list[sqlite3.Row],
+    rows: list[StoredInspection],
     seen: dict[str, dict[int, str]],
     given: tuple[str, ...] | None,
 ) -> tuple[tuple[str, ...], list[str]]:
@@ -67,7 +69,7 @@ def resolve_classes(
     Args:
         conn: the station's store, open (read-only is enough).
         root: the folder relative registry paths are relative to (the store's).
-        rows: the selected ``inspections`` rows (with ``model_*`` columns).
+        rows: the selected inspections.
         seen: as above.
         given: the class list given by the user (``--classes``), or None.
 
@@ -89,7 +91,7 @@ def resolve_classes(
 
 
 def _judging_models(
-    conn: sqlite3.Connection, rows: list[sqlite3.Row]
+    conn: sqlite3.Connection, rows: list[StoredInspection]
 ) -> tuple[_Models, dict[str, str]]:
     """The models that judged ``rows``, and where the registry keeps their bundles.
 
@@ -99,7 +101,7 @@ def _judging_models(
     """
     models: _Models = {}
     for row in rows:
-        sha = row["model_sha256"]
+        sha = row.model_sha256
         if sha:
             label, n = models.get(sha, (model_label(row), 0))
             models[sha] = (label, n + 1)

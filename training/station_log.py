@@ -12,14 +12,25 @@ rules are in :mod:`kanjian.training.station_export`.
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kanjian.inference.types import Verdict
-from kanjian.station.sync.outbox_types import utc_iso
+from kanjian.station.records import (
+    DETECTION_COLUMNS,
+    FEEDBACK_COLUMNS,
+    INSPECTION_COLUMNS,
+    StoredDetection,
+    StoredFeedback,
+    StoredInspection,
+    columns,
+    group_detections,
+    utc_iso,
+)
 from kanjian.training.checks import clip_box, image_size
 from kanjian.training.export_classes import model_label, resolve_classes
 from kanjian.training.export_filter import ExportFilter
@@ -81,7 +92,7 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise FileNotFoundError(f"{db_path}: station database not found")
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
-    conn.row_factory = sqlite3.Row
+    conn.row_factory = sqlite3.Row  # the registry's rows are read by name
     return conn
 
 
@@ -112,7 +123,7 @@ def read_station_log_items(
         # only the inspections that can be exported settle the class list: one left
         # out by a filter, or whose frame is gone, has no say (its model may be unknown)
         rows, counts = _exportable(sel, flt, root, db_path, problems)
-        names, notes = resolve_classes(conn, root, rows, _logged_classes(sel, rows), given)
+        names, notes = resolve_classes(conn, root, rows, _logged_classes(rows), given)
     finally:
         conn.close()
 
@@ -131,14 +142,12 @@ class _Selection:
     """The selected inspections as logged.
 
     Attributes:
-        rows: ``inspections`` rows within the filter, in store order.
-        feedback: inspection id -> its latest ``feedback`` row.
-        detections: inspection id -> its ``detections`` rows, in logged order.
+        rows: the inspections within the filter, with their detections, in store order.
+        feedback: inspection id -> its latest feedback.
     """
 
-    rows: list[sqlite3.Row]
-    feedback: dict[str, sqlite3.Row]
-    detections: dict[str, list[sqlite3.Row]]
+    rows: list[StoredInspection]
+    feedback: dict[str, StoredFeedback]
 
 
 def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
@@ -176,32 +185,35 @@ def _select(conn: sqlite3.Connection, flt: ExportFilter) -> _Selection:
     """The inspections ``flt`` selects, with their latest feedback and their detections."""
     where, args = _sql_condition(flt)
     selected = f"SELECT id FROM inspections WHERE {where}"
-    rows = conn.execute(
-        "SELECT id, captured_at, verdict, image_path, width, height, top_confidence, "
-        f"model_name, model_version, model_sha256 FROM inspections WHERE {where} ORDER BY seq",
-        args,
+    # the inspections first: one committed after this read has no say below either
+    raw = conn.execute(
+        f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq", args
     ).fetchall()
     feedback = {
-        r["inspection_id"]: r
-        for r in conn.execute(
-            "SELECT inspection_id, kind, class_name FROM feedback "
-            f"WHERE inspection_id IN ({selected}) ORDER BY id",
-            args,
-        ).fetchall()
+        f.inspection_id: f
+        for f in map(
+            StoredFeedback.from_row,
+            conn.execute(
+                f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback "
+                f"WHERE inspection_id IN ({selected}) ORDER BY id",
+                args,
+            ),
+        )
     }  # later rows overwrite earlier ones: the latest feedback wins
-    dets: dict[str, list[sqlite3.Row]] = defaultdict(list)
-    for d in conn.execute(
-        "SELECT inspection_id, class_id, class_name, confidence, x1, y1, x2, y2 "
-        f"FROM detections WHERE inspection_id IN ({selected}) ORDER BY inspection_id, idx",
-        args,
-    ):
-        dets[d["inspection_id"]].append(d)
-    return _Selection(rows, feedback, dets)
+    dets = group_detections(
+        conn.execute(
+            f"SELECT {columns(DETECTION_COLUMNS)} FROM detections "
+            f"WHERE inspection_id IN ({selected}) ORDER BY inspection_id, idx",
+            args,
+        )
+    )
+    rows = [StoredInspection.from_row(r, dets.get(r[0], ())) for r in raw]
+    return _Selection(rows, feedback)
 
 
 def _exportable(
     sel: _Selection, flt: ExportFilter, root: Path, db_path: Path, problems: list[Problem]
-) -> tuple[list[sqlite3.Row], Counter[str]]:
+) -> tuple[list[StoredInspection], Counter[str]]:
     """The selected inspections that ``flt``'s feedback rules keep and whose frame is there.
 
     Returns them in store order, and how many inspections each rule left out, by
@@ -209,19 +221,19 @@ def _exportable(
     ``problems``. ``root`` is the folder image paths are relative to.
     """
     counts: Counter[str] = Counter()
-    rows: list[sqlite3.Row] = []
+    rows: list[StoredInspection] = []
     for row in sel.rows:
-        fb = sel.feedback.get(row["id"])
-        reason = _not_selected(row, fb["kind"] if fb is not None else None, flt)
+        fb = sel.feedback.get(row.id)
+        reason = _not_selected(row, fb.kind if fb is not None else None, flt)
         if reason is not None:
             counts[reason] += 1
             continue
-        img = root / row["image_path"]
+        img = root / str(row.image_path)  # _not_selected left out the rows without one
         if not img.is_file():
             problems.append(
                 Problem(
                     ProblemKind.MISSING_IMAGE,
-                    f"{db_path}#{row['id']}",
+                    f"{db_path}#{row.id}",
                     f"{img}: not found; skipped",
                 )
             )
@@ -230,25 +242,22 @@ def _exportable(
     return rows, counts
 
 
-def _logged_classes(sel: _Selection, rows: list[sqlite3.Row]) -> dict[str, dict[int, str]]:
+def _logged_classes(rows: list[StoredInspection]) -> dict[str, dict[int, str]]:
     """Each model's ``class_id -> class_name`` pairs, as the detections of ``rows`` show.
 
-    ``rows`` are some of ``sel``'s (those to export). Keyed by the model's sha256;
-    inspections without a model are not counted.
+    Keyed by the model's sha256; inspections without a model are not counted.
     """
-    sha_of = {row["id"]: row["model_sha256"] for row in rows}
-    seen: dict[str, dict[int, str]] = defaultdict(dict)
-    for insp_id, ds in sel.detections.items():
-        sha = sha_of.get(insp_id)
-        if sha:
-            for d in ds:
-                seen[sha][int(d["class_id"])] = d["class_name"]
+    seen: dict[str, dict[int, str]] = {}
+    for row in rows:
+        if row.model_sha256:
+            for d in row.detections:
+                seen.setdefault(row.model_sha256, {})[d.class_id] = d.class_name
     return seen
 
 
 def _export_items(
     sel: _Selection,
-    rows: list[sqlite3.Row],
+    rows: list[StoredInspection],
     flt: ExportFilter,
     names: tuple[str, ...],
     root: Path,
@@ -267,10 +276,10 @@ def _export_items(
     items: list[ExportItem] = []
     used_names: set[str] = set()
     for row in rows:
-        fb = sel.feedback.get(row["id"])
-        kind: str | None = fb["kind"] if fb is not None else None
-        where_txt = f"{db_path}#{row['id']}"
-        logged = sel.detections.get(row["id"], [])
+        fb = sel.feedback.get(row.id)
+        kind: str | None = fb.kind if fb is not None else None
+        where_txt = f"{db_path}#{row.id}"
+        logged = row.detections
         labelled, box_names = _labels(logged, fb, flt.label_conf)
         reason = _class_reason(box_names, names, has, where_txt, problems) or _without_labels(
             row, kind, logged, labelled
@@ -278,7 +287,7 @@ def _export_items(
         if reason is not None:
             counts[reason] += 1
             continue
-        img = root / row["image_path"]
+        img = root / str(row.image_path)  # _exportable kept only rows with an image
         if img.name in used_names:  # output files are named after the source file
             problems.append(
                 Problem(ProblemKind.DUPLICATE, where_txt, f"{img.name} already exported; skipped")
@@ -297,7 +306,7 @@ def _export_items(
     return items
 
 
-def _not_selected(row: sqlite3.Row, kind: str | None, flt: ExportFilter) -> str | None:
+def _not_selected(row: StoredInspection, kind: str | None, flt: ExportFilter) -> str | None:
     """Why ``flt``, or a frame that was not saved, leaves the inspection out; None: it does not.
 
     ``kind`` is its latest feedback kind (None: no feedback); the reason is a ``counts`` key.
@@ -306,25 +315,25 @@ def _not_selected(row: sqlite3.Row, kind: str | None, flt: ExportFilter) -> str 
         return "not_reviewed"
     if flt.feedback and (kind or "none") not in flt.feedback:
         return "feedback_not_selected"
-    if not row["image_path"]:
+    if not row.image_path:
         return "no_saved_image"
     return None
 
 
 def _labels(
-    logged: list[sqlite3.Row], fb: sqlite3.Row | None, label_conf: float
-) -> tuple[list[sqlite3.Row], list[str]]:
+    logged: Sequence[StoredDetection], fb: StoredFeedback | None, label_conf: float
+) -> tuple[list[StoredDetection], list[str]]:
     """The detections that become label boxes, and each one's class name after feedback.
 
     ``not_defect`` feedback: none. Otherwise those at or above ``label_conf`` (0-1,
     compared in float32 as stored); ``wrong_class`` gives each the class the operator named.
     """
-    kind = fb["kind"] if fb is not None else None
+    kind = fb.kind if fb is not None else None
     labelled = (
-        [] if kind == "not_defect" else [d for d in logged if d["confidence"] >= _f32(label_conf)]
+        [] if kind == "not_defect" else [d for d in logged if d.confidence >= _f32(label_conf)]
     )
-    renamed = fb["class_name"] if fb is not None and kind == "wrong_class" else None
-    return labelled, [renamed or d["class_name"] for d in labelled]
+    renamed = fb.class_name if fb is not None and kind == "wrong_class" else None
+    return labelled, [renamed or d.class_name for d in labelled]
 
 
 def _class_reason(
@@ -356,7 +365,10 @@ def _class_reason(
 
 
 def _without_labels(
-    row: sqlite3.Row, kind: str | None, logged: list[sqlite3.Row], labelled: list[sqlite3.Row]
+    row: StoredInspection,
+    kind: str | None,
+    logged: Sequence[StoredDetection],
+    labelled: list[StoredDetection],
 ) -> str | None:
     """Why an inspection without label boxes is left out (a ``counts`` key), or None.
 
@@ -369,15 +381,15 @@ def _without_labels(
         return "left_out_all_below_label_conf"
     if kind is not None:  # confirm_defect / wrong_class: a defect, but where?
         return "left_out_defect_feedback_without_box"
-    if row["verdict"] != Verdict.PASS.value:
-        return f"left_out_{str(row['verdict']).lower()}_without_box"
+    if row.verdict != Verdict.PASS:
+        return f"left_out_{row.verdict.value.lower()}_without_box"
     return None
 
 
 def _read_record(
     img: Path,
-    row: sqlite3.Row,
-    labelled: list[sqlite3.Row],
+    row: StoredInspection,
+    labelled: list[StoredDetection],
     box_names: list[str],
     where_txt: str,
     problems: list[Problem],
@@ -394,42 +406,43 @@ def _read_record(
         fault = ProblemKind.MISSING_IMAGE if not img.exists() else ProblemKind.UNREADABLE_IMAGE
         problems.append(Problem(fault, where_txt, f"{img}: {e}; skipped"))
         return None
-    sx = w / row["width"] if row["width"] else 1.0
-    sy = h / row["height"] if row["height"] else 1.0
+    sx = w / row.width if row.width else 1.0
+    sy = h / row.height if row.height else 1.0
     if (sx, sy) != (1.0, 1.0):
         problems.append(
             Problem(
                 ProblemKind.SIZE_MISMATCH,
                 where_txt,
-                f"logged {row['width']}x{row['height']} but {img.name} is {w}x{h}; boxes rescaled",
+                f"logged {row.width}x{row.height} but {img.name} is {w}x{h}; boxes rescaled",
             )
         )
     boxes: list[Box] = []
     scores: list[float] = []
     for i, (d, name) in enumerate(zip(labelled, box_names, strict=True)):
-        xyxy = (d["x1"] * sx, d["y1"] * sy, d["x2"] * sx, d["y2"] * sy)
+        x1, y1, x2, y2 = d.xyxy
+        xyxy = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
         clipped, problem = clip_box(xyxy, w, h, where_txt, f"detection {i}")
         if problem is not None:
             problems.append(problem)
         if clipped is not None:
             boxes.append(Box(name, clipped))
-            scores.append(float(d["confidence"]))
+            scores.append(d.confidence)
     return ImageRecord(img, w, h, tuple(boxes), None), tuple(scores)
 
 
 def _export_item(
-    row: sqlite3.Row, kind: str | None, record: ImageRecord, scores: tuple[float, ...]
+    row: StoredInspection, kind: str | None, record: ImageRecord, scores: tuple[float, ...]
 ) -> ExportItem:
     """The exported inspection ``row``, with its feedback ``kind``, image record and scores."""
     return ExportItem(
         record=record,
         scores=scores,
-        inspection_id=str(row["id"]),
-        captured_at=str(row["captured_at"]),
-        verdict=str(row["verdict"]),
+        inspection_id=row.id,
+        captured_at=row.captured_at,
+        verdict=row.verdict.value,
         feedback=kind,
-        top_confidence=row["top_confidence"],
-        model=model_label(row) if row["model_sha256"] else None,
+        top_confidence=row.top_confidence,
+        model=model_label(row) if row.model_sha256 else None,
     )
 
 

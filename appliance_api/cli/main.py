@@ -140,6 +140,7 @@ def inspect(
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.model import load_model
     from kanjian.inference.session import ModelLoadError
+    from kanjian.inference.types import Verdict
     from kanjian.station.inspector import Inspector
 
     cfg = _load(config, None)
@@ -162,7 +163,7 @@ def inspect(
         except ImageFileError as e:
             item = FrameFailure(i, "cli", now, reason=str(e), uri=str(path))
         insp = inspector.inspect(item)
-        failed += insp.verdict.value in ("ERROR", "MISSED")
+        failed += insp.verdict in (Verdict.ERROR, Verdict.MISSED)
         d = insp.detections
         names = insp.class_names
         if as_json:

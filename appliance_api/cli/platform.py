@@ -91,6 +91,7 @@ def platform_report(
     """Per station: inspections, verdicts, yield, gaps, losses, duplicates seen."""
     from dataclasses import asdict
 
+    from kanjian.inference.types import Verdict
     from kanjian.platform.receiver_db import ReceiverDB
 
     if not db.startswith(("postgresql://", "postgres://")) and not Path(db).is_file():
@@ -104,14 +105,15 @@ def platform_report(
     if as_json:
         out.print_json(json.dumps([asdict(r) for r in reports]))
         return
-    t = Table("site/line/station", "inspections", "PASS", "FAIL", "REVIEW", "ERROR", "yield",
+    shown = [v.value for v in Verdict if v is not Verdict.MISSED]  # a platform never gets MISSED
+    t = Table("site/line/station", "inspections", *shown, "yield",
               "through/max", "missing", "lost", "dups", "online")  # fmt: skip
     for r in reports:
         v = r.verdicts
         t.add_row(
             f"{r.site}/{r.line}/{r.station}",
             str(r.inspections),
-            *(str(v.get(k, 0)) for k in ("PASS", "FAIL", "REVIEW", "ERROR")),
+            *(str(v.get(k, 0)) for k in shown),
             "-" if r.yield_ is None else f"{100 * r.yield_:.1f}%",
             f"{r.through}/{r.max_seq}",
             str(r.missing) + (f" {r.gaps[:3]}" if r.gaps else ""),

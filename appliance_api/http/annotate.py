@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.camera.frame import Frame
-from kanjian.inference.types import Inspection
+from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules
 
 # BGR, distinct on a grey steel surface; class id picks one (mod len)
@@ -34,11 +34,11 @@ _PALETTE: tuple[tuple[int, int, int], ...] = (
     (147, 69, 52),
 )
 VERDICT_BGR = {
-    "PASS": (60, 160, 40),
-    "FAIL": (40, 40, 210),
-    "REVIEW": (0, 170, 240),
-    "ERROR": (120, 120, 120),
-    "MISSED": (120, 120, 120),
+    Verdict.PASS.value: (60, 160, 40),
+    Verdict.FAIL.value: (40, 40, 210),
+    Verdict.REVIEW.value: (0, 170, 240),
+    Verdict.ERROR.value: (120, 120, 120),
+    Verdict.MISSED.value: (120, 120, 120),
 }
 
 

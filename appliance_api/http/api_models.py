@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kanjian.inference.verdict import VerdictRules
+from kanjian.station.records import verdict_names
 
-VerdictName = Literal["PASS", "FAIL", "REVIEW", "ERROR", "MISSED"]
+if TYPE_CHECKING:
+    VerdictName = str
+else:  # the names of kanjian.inference.types.Verdict, as plain strings
+    VerdictName = verdict_names()
 FeedbackKind = Literal["confirm_defect", "not_defect", "wrong_class"]
 RoleName = Literal["operator", "engineer", "admin"]
 

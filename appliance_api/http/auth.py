@@ -13,10 +13,11 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from enum import Enum
 
 import sqlite_utils
+
+from kanjian.station.records import utc_iso
 
 TOKEN_PREFIX = "kj_"
 
@@ -77,8 +78,8 @@ class NewToken:
 
 
 def now_iso() -> str:
-    """Current UTC time as ISO 8601 with microseconds (the store's format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    """Current UTC time in the store's format (:func:`kanjian.station.records.utc_iso`)."""
+    return utc_iso()
 
 
 def _digest(secret: str) -> str:

@@ -17,7 +17,6 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlite_utils
@@ -32,16 +31,13 @@ from kanjian.appliance_api.http.api_models import (
 )
 from kanjian.appliance_api.http.shifts import local_now, shift_bounds
 from kanjian.camera.frame import Frame
-from kanjian.inference.types import Inspection
+from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import ReasonCode, ReasonParams, explain_reason
+from kanjian.station.records import JUDGED_VERDICTS, utc_iso
 
 log = logging.getLogger(__name__)
 
-JUDGED = ("PASS", "FAIL", "REVIEW")
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+JUDGED = tuple(v.value for v in JUDGED_VERDICTS)
 
 
 class LiveInspectionEvent(LiveInspection):
@@ -86,7 +82,7 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
         frame_id=insp.frame.frame_id,
         source_id=insp.frame.source_id,
         trigger_id=insp.frame.trigger_id,
-        captured_at=_iso(insp.frame.captured_at),
+        captured_at=utc_iso(insp.frame.captured_at),
         verdict=insp.verdict.value,
         reason=insp.reason,
         reason_code=code,
@@ -115,7 +111,7 @@ class ShiftCounter:
         """Count the rows already stored for the current shift (at start-up)."""
         rows = db.execute(
             "SELECT verdict, COUNT(*) FROM inspections WHERE captured_at >= ? GROUP BY verdict",
-            [_iso(self.start)],
+            [utc_iso(self.start)],
         ).fetchall()
         with self._lock:
             self.counts = Counter({str(v): int(n) for v, n in rows})
@@ -136,14 +132,15 @@ class ShiftCounter:
     def snapshot(self) -> ShiftOut:
         with self._lock:
             self._roll()
-            counts = {v: self.counts.get(v, 0) for v in (*JUDGED, "ERROR", "MISSED")}
+            counts = {v.value: self.counts.get(v.value, 0) for v in Verdict}
             judged = sum(counts[v] for v in JUDGED)
+            passed = counts[Verdict.PASS.value]
             return ShiftOut(
                 start=self.start.isoformat(timespec="seconds"),
                 end=self.end.isoformat(timespec="seconds"),
                 counts=counts,
                 total=sum(counts.values()),
-                yield_pct=None if judged == 0 else round(100.0 * counts["PASS"] / judged, 2),
+                yield_pct=None if judged == 0 else round(100.0 * passed / judged, 2),
             )
 
 

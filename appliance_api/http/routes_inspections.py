@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +16,6 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from kanjian.appliance_api.http.annotate import Box, draw, encode_jpeg, rules_keep
 from kanjian.appliance_api.http.api_models import (
-    DetectionOut,
     ErrorOut,
     FeedbackIn,
     FeedbackOut,
@@ -30,6 +29,15 @@ from kanjian.appliance_api.http.audit import write_audit
 from kanjian.appliance_api.http.auth import now_iso
 from kanjian.appliance_api.http.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.http.deps import Operator, Reader, State
+from kanjian.station.records import (
+    FEEDBACK_COLUMNS,
+    INSPECTION_COLUMNS,
+    StoredFeedback,
+    StoredInspection,
+    columns,
+    load_inspection,
+    utc_iso,
+)
 
 router = APIRouter(tags=["inspections"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -38,56 +46,55 @@ _ERR: dict[int | str, dict[str, Any]] = {
 }
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "not found"}}
 
-_FEEDBACK_COLS = "id, inspection_id, kind, class_name, note, actor, created_at"
+#: InspectionOut's fields that are not StoredInspection's attributes of the same name
+_DERIVED = frozenset({"model", "has_image", "feedback", "feedback_history"})
 
 
 def _utc_iso(t: datetime) -> str:
     if t.tzinfo is None:
         raise HTTPException(422, f"time {t.isoformat()} needs a timezone (e.g. Z or +08:00)")
-    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return utc_iso(t)
 
 
-def _feedback(row: dict[str, Any] | None) -> FeedbackOut | None:
-    return None if row is None or row.get("id") is None else FeedbackOut(**row)
-
-
-def _inspection(row: dict[str, Any], fb: FeedbackOut | None) -> InspectionOut:
-    return InspectionOut(
-        id=row["id"],
-        seq=row["seq"],
-        station_id=row["station_id"],
-        source_id=row["source_id"],
-        frame_id=row["frame_id"],
-        trigger_id=row["trigger_id"],
-        uri=row["uri"],
-        captured_at=row["captured_at"],
-        judged_at=row["judged_at"],
-        verdict=row["verdict"],
-        reason=row["reason"],
-        model=ModelRefOut(
-            name=row["model_name"], version=row["model_version"], sha256=row["model_sha256"]
+def _fields(
+    cls: type[InspectionOut], rec: StoredInspection, feedback: Sequence[StoredFeedback]
+) -> dict[str, Any]:
+    """``cls``'s fields of a stored inspection; ``feedback`` oldest first (the latest shows)."""
+    return {
+        **{n: getattr(rec, n) for n in cls.model_fields if n not in _DERIVED},
+        "model": ModelRefOut(
+            name=rec.model_name, version=rec.model_version, sha256=rec.model_sha256
         ),
-        num_detections=row["num_detections"],
-        top_class=row["top_class"],
-        top_confidence=row["top_confidence"],
-        width=row["width"],
-        height=row["height"],
-        has_image=row["image_path"] is not None,
-        timings_ms=json.loads(row["timings_json"] or "{}"),
-        feedback=fb,
+        "has_image": rec.has_image,
+        "feedback": feedback[-1] if feedback else None,
+        "feedback_history": list(feedback),
+    }
+
+
+def inspection_out(rec: StoredInspection, feedback: Sequence[StoredFeedback] = ()) -> InspectionOut:
+    """A stored inspection as the API lists it, with its latest ``feedback`` (oldest first)."""
+    return InspectionOut.model_validate(_fields(InspectionOut, rec, feedback), from_attributes=True)
+
+
+def inspection_detail_out(
+    rec: StoredInspection, feedback: Sequence[StoredFeedback] = ()
+) -> InspectionDetailOut:
+    """A stored inspection with its detections and all its ``feedback`` (oldest first)."""
+    return InspectionDetailOut.model_validate(
+        _fields(InspectionDetailOut, rec, feedback), from_attributes=True
     )
 
 
-def _latest_feedback(db: sqlite_utils.Database, ids: list[str]) -> dict[str, FeedbackOut]:
+def _latest_feedback(db: sqlite_utils.Database, ids: list[str]) -> dict[str, StoredFeedback]:
     if not ids:
         return {}
     marks = ",".join("?" * len(ids))
-    rows = db.query(
-        f"SELECT {_FEEDBACK_COLS} FROM feedback WHERE id IN ("
+    rows = db.execute(
+        f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback WHERE id IN ("
         f"SELECT MAX(id) FROM feedback WHERE inspection_id IN ({marks}) GROUP BY inspection_id)",
         ids,
     )
-    return {r["inspection_id"]: FeedbackOut(**r) for r in rows}
+    return {f.inspection_id: f for f in map(StoredFeedback.from_row, rows)}
 
 
 @router.get("/api/inspections", responses=_ERR)
@@ -145,59 +152,39 @@ def list_inspections(
     if before is not None:
         where.append("i.seq < ?")
         args.append(before)
-    sql = "SELECT i.* FROM inspections i"
+    sql = f"SELECT {columns(INSPECTION_COLUMNS, 'i')} FROM inspections i"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY i.seq DESC LIMIT ?"
     db = state.pool.get()
-    rows = list(db.query(sql, [*args, limit]))
-    fbs = _latest_feedback(db, [r["id"] for r in rows])
-    items = [_inspection(r, fbs.get(r["id"])) for r in rows]
+    recs = [StoredInspection.from_row(r) for r in db.execute(sql, [*args, limit])]
+    fbs = _latest_feedback(db, [r.id for r in recs])
+    items = [inspection_out(r, [fbs[r.id]] if r.id in fbs else []) for r in recs]
     return InspectionPage(
         items=items, next_before=items[-1].seq if len(items) == limit and items else None
     )
 
 
-def _row(db: sqlite_utils.Database, inspection_id: uuid.UUID) -> dict[str, Any]:
-    rows = list(db.query("SELECT * FROM inspections WHERE id = ?", [str(inspection_id)]))
-    if not rows:
+def _stored(db: sqlite_utils.Database, inspection_id: uuid.UUID) -> StoredInspection:
+    rec = load_inspection(db.conn, str(inspection_id))
+    if rec is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no inspection {inspection_id}")
-    return rows[0]
-
-
-def _detections(db: sqlite_utils.Database, iid: str) -> list[DetectionOut]:
-    return [
-        DetectionOut(
-            idx=r["idx"],
-            class_id=r["class_id"],
-            class_name=r["class_name"],
-            confidence=r["confidence"],
-            xyxy=(r["x1"], r["y1"], r["x2"], r["y2"]),
-            mask_area=r["mask_area"],
-        )
-        for r in db.query("SELECT * FROM detections WHERE inspection_id = ? ORDER BY idx", [iid])
-    ]
+    return rec
 
 
 @router.get("/api/inspections/{inspection_id}", responses={**_ERR, **_404})
 def get_inspection(state: State, _: Reader, inspection_id: uuid.UUID) -> InspectionDetailOut:
     """One inspection with its detections and every feedback given on it."""
     db = state.pool.get()
-    row = _row(db, inspection_id)
+    rec = _stored(db, inspection_id)
     history = [
-        FeedbackOut(**r)
-        for r in db.query(
-            f"SELECT {_FEEDBACK_COLS} FROM feedback WHERE inspection_id = ? ORDER BY id",
-            [row["id"]],
+        StoredFeedback.from_row(r)
+        for r in db.execute(
+            f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback WHERE inspection_id = ? ORDER BY id",
+            [rec.id],
         )
     ]
-    base = _inspection(row, history[-1] if history else None)
-    return InspectionDetailOut(
-        **base.model_dump(),
-        detections=_detections(db, row["id"]),
-        probs=json.loads(row["probs_json"]) if row["probs_json"] else None,
-        feedback_history=history,
-    )
+    return inspection_detail_out(rec, history)
 
 
 def _image_path(data_dir: Path, rel: str) -> Path:
@@ -227,14 +214,14 @@ async def get_image(
 
     def work() -> bytes:
         db = state.pool.get()
-        row = _row(db, inspection_id)
-        if row["image_path"] is None:
+        rec = _stored(db, inspection_id)
+        if rec.image_path is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
-                f"no image was saved for this {row['verdict']} inspection "
+                f"no image was saved for this {rec.verdict.value} inspection "
                 f"(store.save_images: {', '.join(state.station.config.store.save_images)})",
             )
-        path = _image_path(state.station.store.data_dir, row["image_path"])
+        path = _image_path(state.station.store.data_dir, rec.image_path)
         if not path.is_file():
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"image file {path.name} is missing")
         if not annotated and max_side is None:
@@ -245,13 +232,13 @@ async def get_image(
         boxes = []
         if annotated:
             keep = rules_keep(state.station.inspector.rules_in_force())
-            for d in _detections(db, row["id"]):
+            for d in rec.detections:
                 if keep(d.class_name, d.confidence):
                     boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))
         out = draw(
             img.astype(np.uint8, copy=False),
             boxes,
-            row["verdict"] if annotated else None,
+            rec.verdict.value if annotated else None,
             None,
             max_side,
         )
@@ -273,10 +260,10 @@ def post_feedback(
 ) -> FeedbackOut:
     """Record what the operator says about an inspection (who and when are kept)."""
     db = state.pool.get()
-    row = _row(db, inspection_id)
+    insp = _stored(db, inspection_id)
     actor = who.actor()
     rec = {
-        "inspection_id": row["id"],
+        "inspection_id": insp.id,
         "kind": body.kind,
         "class_name": body.class_name if body.kind == "wrong_class" else None,
         "note": body.note,
@@ -290,12 +277,12 @@ def post_feedback(
             db,
             actor,
             "feedback.create",
-            row["id"],
-            {"kind": body.kind, "class_name": rec["class_name"], "verdict": row["verdict"]},
+            insp.id,
+            {"kind": body.kind, "class_name": rec["class_name"], "verdict": insp.verdict.value},
         )
     return FeedbackOut(
         id=int(str(fid)),
-        inspection_id=row["id"],
+        inspection_id=insp.id,
         kind=body.kind,
         class_name=rec["class_name"],
         note=body.note,

@@ -15,12 +15,12 @@ import json
 import logging
 import sqlite3
 import threading
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kanjian.inference.model import OnnxModel, load_model
+from kanjian.station.records import utc_iso
 
 if TYPE_CHECKING:
     from kanjian.station.pipeline import Station
@@ -94,7 +94,7 @@ class RecipeBook:
                     con.execute(
                         "INSERT INTO audit (at, actor, action, target, detail_json) "
                         "VALUES (?, 'plc', 'model.recipe', ?, ?)",
-                        [datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                        [utc_iso(),
                          model.info.sha256, json.dumps(detail, sort_keys=True)],
                     )  # fmt: skip
             finally:

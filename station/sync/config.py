@@ -1,20 +1,27 @@
 """Configuration of the platform sync: MQTT broker, object storage, retention.
 
 Embedded in :class:`kanjian.station.config.StationConfig` as ``sync:``. It
-imports nothing but pydantic, so loading a config never pulls paho or boto3 in.
+imports nothing but pydantic and the verdict names, so loading a config never
+pulls paho or boto3 in.
 Secrets are :class:`~pydantic.SecretStr` so ``kanjian config show`` masks them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from kanjian.inference.types import Verdict
+from kanjian.station.records import verdict_names
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-UploadVerdict = Literal["PASS", "FAIL", "REVIEW", "ERROR"]
+if TYPE_CHECKING:
+    UploadVerdict = str
+else:  # a MISSED inspection has no image to upload
+    UploadVerdict = verdict_names(Verdict.MISSED)
 
 
 class MqttConfig(BaseModel):
@@ -77,7 +84,7 @@ class S3Config(BaseModel):
     verify_tls: bool = Field(True, description="verify the endpoint's certificate")
     timeout_s: float = Field(10.0, gt=0, le=600, description="connect/read timeout per call, s")
     upload_verdicts: list[UploadVerdict] = Field(
-        default_factory=lambda: list[UploadVerdict](["FAIL", "REVIEW"]),
+        default_factory=lambda: [Verdict.FAIL.value, Verdict.REVIEW.value],
         description="verdicts whose images are uploaded (the image must be saved locally: "
         "see store.save_images)",
     )

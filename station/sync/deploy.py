@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from kanjian.inference.bundle import MANIFEST_NAME, MODEL_NAME, read_manifest, sha256_file
 from kanjian.inference.golden import GoldenReport, check_bundle
 from kanjian.inference.model import OnnxModel, load_model
+from kanjian.station.records import utc_iso
 from kanjian.station.store import open_db
 from kanjian.station.sync.config import S3Config
 from kanjian.station.sync.messages import DeployModelIn
-from kanjian.station.sync.outbox_types import utc_iso
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kanjian.station.sync.outbox_types import InspectionRecord, utc_iso
+from kanjian.inference.types import Verdict
+from kanjian.station.records import utc_iso
+from kanjian.station.sync.outbox_types import OutboxEntry
 
 PROTOCOL_VERSION = 1
 
 #: verdicts an image may be uploaded for (MISSED has no image)
-IMAGE_VERDICTS = ("PASS", "FAIL", "REVIEW", "ERROR")
+IMAGE_VERDICTS = tuple(v.value for v in Verdict if v is not Verdict.MISSED)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def image_key(
     if image_path is None or verdict not in IMAGE_VERDICTS:
         return None
     if verdict not in upload_verdicts:
-        if verdict != "PASS" or pass_sample <= 0:
+        if verdict != Verdict.PASS or pass_sample <= 0:
             return None
         if int(uuid.UUID(inspection_id).hex[:8], 16) / 2**32 >= pass_sample:
             return None
@@ -108,7 +110,7 @@ def image_key(
 
 
 def inspection_message(
-    rec: InspectionRecord,
+    entry: OutboxEntry,
     *,
     site: str,
     line: str,
@@ -118,19 +120,20 @@ def inspection_message(
     key: str | None,
 ) -> bytes:
     """The ``inspection`` message (schema ``schemas/inspection.v1.json``) as UTF-8 JSON."""
+    rec = entry.inspection
     model = None
     if rec.model_name is not None:
         model = {"name": rec.model_name, "version": rec.model_version, "sha256": rec.model_sha256}
     msg: dict[str, Any] = {
         "type": "inspection",
         "version": PROTOCOL_VERSION,
-        "inspection_id": rec.inspection_id,
+        "inspection_id": rec.id,
         "site": site,
         "line": line,
         "station": station,
         "stream": stream,
         "seq": rec.seq,
-        "attempt": rec.attempts + 1,
+        "attempt": entry.attempts + 1,
         "captured_at": rec.captured_at,
         "judged_at": rec.judged_at,
         "sent_at": utc_iso(),
@@ -138,7 +141,7 @@ def inspection_message(
         "frame_id": rec.frame_id,
         "trigger_id": rec.trigger_id,
         "uri": rec.uri,
-        "verdict": rec.verdict,
+        "verdict": rec.verdict.value,
         "reason": rec.reason or "",
         "model": model,
         "width": rec.width,
@@ -153,8 +156,8 @@ def inspection_message(
             }
             for d in rec.detections
         ],
-        "probs": rec.probs,
-        "timings_ms": rec.timings_ms,
+        "probs": None if rec.probs is None else list(rec.probs),
+        "timings_ms": dict(rec.timings_ms),
         "image": None if key is None else {"bucket": bucket, "key": key},
     }
     return json.dumps(msg, separators=(",", ":")).encode()

@@ -19,7 +19,6 @@ values it hands out live in :mod:`kanjian.station.sync.outbox_types`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,22 +26,21 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from kanjian.station.records import (
+    INSPECTION_COLUMNS,
+    StoredInspection,
+    columns,
+    load_detections,
+    utc_iso,
+)
 from kanjian.station.store import open_db
 from kanjian.station.sync.outbox_types import (
     BacklogStats,
-    DetectionRecord,
     ImageTodo,
-    InspectionRecord,
+    OutboxEntry,
     PendingWrites,
     RetentionResult,
     to_ranges,
-    utc_iso,
-)
-
-_INSPECTION_COLS = (
-    "id, seq, station_id, source_id, frame_id, trigger_id, uri, captured_at, judged_at, "
-    "verdict, reason, model_name, model_version, model_sha256, num_detections, width, "
-    "height, image_path, timings_json, probs_json"
 )
 
 
@@ -142,67 +140,26 @@ class Outbox:
     # -- reading entries --------------------------------------------------------------
     def _records(
         self, where: str, args: Sequence[object], order: str, limit: int
-    ) -> list[InspectionRecord]:
+    ) -> list[OutboxEntry]:
         rows = self.conn.execute(
             "SELECT o.attempts, o.image_state, o.image_key, "
-            f"{', '.join('i.' + c.strip() for c in _INSPECTION_COLS.split(','))} "
+            f"{columns(INSPECTION_COLUMNS, 'i')} "
             f"FROM outbox o JOIN inspections i ON i.id = o.inspection_id "
             f"WHERE {where} ORDER BY {order} LIMIT ?",
             [*args, limit],
         ).fetchall()
-        if not rows:
-            return []
-        ids = [r[3] for r in rows]
-        dets: dict[str, list[DetectionRecord]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = ",".join("?" * len(chunk))
-            for d in self.conn.execute(
-                "SELECT inspection_id, class_id, class_name, confidence, x1, y1, x2, y2, "
-                f"mask_area FROM detections WHERE inspection_id IN ({q}) "
-                "ORDER BY inspection_id, idx",
-                chunk,
-            ):
-                dets.setdefault(d[0], []).append(
-                    DetectionRecord(
-                        int(d[1]), str(d[2]), float(d[3]), (d[4], d[5], d[6], d[7]), d[8]
-                    )
-                )
-        out = []
-        for r in rows:
-            (attempts, img_state, img_key, iid, seq, station, source, frame_id, trig, uri, cap,
-             judged, verdict, reason, mname, mver, msha, ndet, w, h, img, timings, probs) = r  # fmt: skip
-            out.append(
-                InspectionRecord(
-                    inspection_id=iid,
-                    seq=int(seq),
-                    station_id=station,
-                    source_id=source,
-                    frame_id=frame_id,
-                    trigger_id=trig,
-                    uri=uri,
-                    captured_at=cap,
-                    judged_at=judged,
-                    verdict=verdict,
-                    reason=reason,
-                    model_name=mname,
-                    model_version=mver,
-                    model_sha256=msha,
-                    num_detections=int(ndet or 0),
-                    width=w,
-                    height=h,
-                    image_path=img,
-                    timings_ms=json.loads(timings) if timings else {},
-                    probs=json.loads(probs) if probs else None,
-                    detections=tuple(dets.get(iid, ())),
-                    attempts=int(attempts),
-                    image_state=img_state,
-                    image_key=img_key,
-                )
+        dets = load_detections(self.conn, [r[3] for r in rows])
+        return [
+            OutboxEntry(
+                StoredInspection.from_row(r[3:], dets.get(r[3], ())),
+                attempts=int(r[0]),
+                image_state=r[1],
+                image_key=r[2],
             )
-        return out
+            for r in rows
+        ]
 
-    def fetch_fresh(self, after_seq: int, limit: int) -> list[InspectionRecord]:
+    def fetch_fresh(self, after_seq: int, limit: int) -> list[OutboxEntry]:
         """Backlog entries after ``after_seq``, in seq order (the drain cursor)."""
         return self._records(
             "o.confirmed_at IS NULL AND o.dropped_at IS NULL AND o.seq > ?",
@@ -211,7 +168,7 @@ class Outbox:
             limit,
         )
 
-    def fetch_due(self, now: float, up_to_seq: int, limit: int) -> list[InspectionRecord]:
+    def fetch_due(self, now: float, up_to_seq: int, limit: int) -> list[OutboxEntry]:
         """Entries at or below the cursor whose re-send time has come, oldest first."""
         return self._records(
             "o.confirmed_at IS NULL AND o.dropped_at IS NULL AND o.next_attempt_at <= ? "

@@ -2,64 +2,37 @@
 
 :mod:`kanjian.station.sync.outbox` reads and marks the ``outbox`` rows; these are the
 values that flow between it, the sync worker, the uploader and the receiver
-(which uses the range helpers and time format on its own database).
+(which uses the range helpers on its own database).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-
-def utc_iso(t: datetime | None = None) -> str:
-    """ISO 8601 UTC with microseconds, the format of every time in the store."""
-    return (
-        (t or datetime.now(timezone.utc))
-        .astimezone(timezone.utc)
-        .isoformat(timespec="microseconds")
-    )
+from kanjian.station.records import StoredInspection
 
 
 @dataclass(frozen=True)
-class DetectionRecord:
-    """One stored box: pixel coordinates of the source frame."""
+class OutboxEntry:
+    """An inspection as committed in the store, with its outbox entry's state.
 
-    class_id: int
-    class_name: str
-    confidence: float
-    xyxy: tuple[float, float, float, float]
-    mask_area: int | None
+    Attributes:
+        inspection: the stored inspection, detections included.
+        attempts: times the broker acknowledged it so far.
+        image_state: the outbox's image plan: None (not yet), pending, done...
+        image_key: the object key its image is (to be) uploaded to.
+    """
 
-
-@dataclass(frozen=True)
-class InspectionRecord:
-    """An inspection as committed in the store, with its outbox attempt count."""
-
-    inspection_id: str
-    seq: int
-    station_id: str
-    source_id: str | None
-    frame_id: int | None
-    trigger_id: str | None
-    uri: str | None
-    captured_at: str
-    judged_at: str
-    verdict: str
-    reason: str | None
-    model_name: str | None
-    model_version: str | None
-    model_sha256: str | None
-    num_detections: int
-    width: int | None
-    height: int | None
-    image_path: str | None
-    timings_ms: dict[str, float]
-    probs: list[float] | None
-    detections: tuple[DetectionRecord, ...]
+    inspection: StoredInspection
     attempts: int
-    image_state: str | None = None  # the outbox's image plan: None (not yet), pending, done...
-    image_key: str | None = None  # the object key it is (to be) uploaded to
+    image_state: str | None = None
+    image_key: str | None = None
+
+    @property
+    def seq(self) -> int:
+        """The outbox seq, which is the inspection's seq."""
+        return self.inspection.seq
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kanjian.station.records import utc_iso
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.messages import (
     ConfirmIn,
@@ -41,11 +42,10 @@ from kanjian.station.sync.objectstore import ImageUploader
 from kanjian.station.sync.outbox import Outbox
 from kanjian.station.sync.outbox_types import (
     BacklogStats,
-    InspectionRecord,
+    OutboxEntry,
     PendingWrites,
     RetentionResult,
     to_ranges,
-    utc_iso,
 )
 from kanjian.station.sync.status import SyncStatus, age_s
 
@@ -411,7 +411,7 @@ class SyncWorker:
                 info = client.publish(self.topics.events, payload.encode(), qos=1)
                 self._event_mids[info.mid] = eid
 
-    def _image_keys(self, ob: Outbox, recs: list[InspectionRecord]) -> dict[int, str | None]:
+    def _image_keys(self, ob: Outbox, recs: list[OutboxEntry]) -> dict[int, str | None]:
         """Per seq, the object key its message names: the outbox's plan, the uploader's too.
 
         An entry not planned yet is planned here (and stored) before its message
@@ -424,8 +424,9 @@ class SyncWorker:
         plans: list[tuple[int, str | None]] = []
         for rec in recs:
             if rec.image_state is None and s3.enabled:
-                key = image_key(s3.prefix, i.site, i.station, rec.inspection_id, rec.captured_at,
-                                rec.verdict, rec.image_path, tuple(s3.upload_verdicts),
+                ins = rec.inspection
+                key = image_key(s3.prefix, i.site, i.station, ins.id, ins.captured_at,
+                                ins.verdict, ins.image_path, tuple(s3.upload_verdicts),
                                 s3.pass_sample)  # fmt: skip
                 plans.append((rec.seq, key))
                 keys[rec.seq] = key
@@ -437,9 +438,7 @@ class SyncWorker:
                 self.uploader.wake()
         return keys
 
-    def _publish(
-        self, ob: Outbox, client: Any, recs: list[InspectionRecord], w: PendingWrites
-    ) -> None:
+    def _publish(self, ob: Outbox, client: Any, recs: list[OutboxEntry], w: PendingWrites) -> None:
         s3, i = self.cfg.s3, self.ident
         now = time.monotonic()
         keys = self._image_keys(ob, recs)
