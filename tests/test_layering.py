@@ -56,7 +56,6 @@ RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "kanjian.station.store",
             "kanjian.station.schema",
             "kanjian.station.records",
-            "kanjian.station.sync.outbox_types",
         ),
     ),
 )
