@@ -28,6 +28,7 @@ import numpy as np
 import sqlite_utils
 
 from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.inference.heads import store_fields as task_store_fields
 from kanjian.inference.types import Detections, Inspection, Verdict
 from kanjian.station.schema import migrate
 
@@ -119,7 +120,7 @@ def inspection_row(insp: Inspection, station_id: str, image_path: str | None) ->
         "height": h,
         "image_path": image_path,
         "timings_json": json.dumps({k: round(v, 3) for k, v in insp.timings_ms.items()}),
-        "probs_json": None if insp.probs is None else json.dumps([float(p) for p in insp.probs]),
+        **task_store_fields(insp),  # the task's own columns (classify: probs_json)
     }
 
 
