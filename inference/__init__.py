@@ -1,4 +1,4 @@
-"""Model bundles, ONNX Runtime sessions, task decoders, NMS and verdict rules."""
+"""Model bundles, ONNX Runtime sessions, task heads (one per model task), NMS and verdict rules."""
 
 from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
 

@@ -18,18 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kanjian.inference.heads import find_head, unknown_task_message
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 GOLDEN_DIR = "golden"
 GOLDEN_EXPECTED = "expected.json"
-
-Task = Literal["detect", "segment", "classify"]
 
 
 class BundleError(Exception):
@@ -76,7 +75,11 @@ class BundleManifest(BaseModel):
     )
     name: str = Field(..., min_length=1, max_length=128, description="model name")
     version: str = Field(..., min_length=1, max_length=64, description="model version")
-    task: Task = Field(..., description="detect, segment or classify")
+    task: str = Field(
+        ...,
+        description="the model's task, one with a registered head (kanjian.inference.heads): "
+        "detect, segment, classify, or one a plugin registers",
+    )
     class_names: list[str] = Field(..., min_length=1, description="index = class id")
     imgsz: tuple[int, int] = Field(..., description="model input (height, width) in pixels")
     stride: int = Field(32, ge=1, description="model stride in pixels")
@@ -100,6 +103,13 @@ class BundleManifest(BaseModel):
         if isinstance(data, dict) and data.get("rules") is not None:
             return {**data, "schema_version": max(2, int(data.get("schema_version") or 1))}
         return data
+
+    @field_validator("task")
+    @classmethod
+    def _task_has_a_head(cls, task: str) -> str:
+        if find_head(task) is None:  # the station could neither decode nor judge it
+            raise ValueError(unknown_task_message(task))
+        return task
 
     @model_validator(mode="after")
     def _rules_name_known_classes(self) -> BundleManifest:

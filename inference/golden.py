@@ -1,4 +1,4 @@
-"""The golden check: a bundle must reproduce its own expected detections before use.
+"""The golden check: a bundle must reproduce its own expected answers before use.
 
 A station runs it before activating an uploaded or deployed bundle, and
 ``kanjian model check`` runs it anywhere. It catches a wrong or altered file
@@ -16,10 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.inference import bundle as b
-from kanjian.inference.matching import match_detections
 from kanjian.inference.model import load_model
 from kanjian.inference.session import ModelLoadError
-from kanjian.inference.types import Detections
 
 
 @dataclass(frozen=True)
@@ -38,16 +36,6 @@ class GoldenReport:
     images: int
     problems: list[str] = field(default_factory=list)
     provider: str = ""
-
-
-def _expected(img: b.GoldenImage) -> Detections:
-    if not img.detections:
-        return Detections.empty()
-    return Detections(
-        xyxy=np.array([d.xyxy for d in img.detections], np.float32),
-        confidence=np.array([d.confidence for d in img.detections], np.float32),
-        class_id=np.array([d.class_id for d in img.detections], np.int32),
-    )
 
 
 def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> GoldenReport:
@@ -84,24 +72,7 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
             problems.append(f"{path}: unreadable golden image")
             continue
         pred = model.predict(image, conf=golden.conf, iou=golden.iou)
-        if manifest.task == "classify":
-            assert pred.probs is not None
-            top = int(np.argmax(pred.probs))
-            if gi.top_class is not None and top != gi.top_class:
-                problems.append(f"{gi.file}: top class {top} != expected {gi.top_class}")
-            if gi.probs is not None:
-                diff = float(np.max(np.abs(pred.probs - np.asarray(gi.probs, np.float32))))
-                if diff > golden.max_conf_diff:
-                    problems.append(f"{gi.file}: probabilities differ by {diff:.4g}")
-            continue
-        rep = match_detections(
-            _expected(gi), pred.detections, golden.min_box_iou, golden.max_conf_diff
-        )
-        if not rep.equal:
-            problems.append(
-                f"{gi.file}: expected {rep.expected} detections, got {rep.actual}, "
-                f"{rep.matched} matched (IoU >= {golden.min_box_iou}, "
-                f"|dconf| <= {golden.max_conf_diff})"
-            )
+        # the model's task head knows what its answer is and how close is close enough
+        problems += model.head.golden(gi, pred.detections, pred.probs, golden)
     provider = model.session_info.provider
     return GoldenReport(not problems, len(golden.images), problems, provider)

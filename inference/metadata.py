@@ -5,13 +5,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import onnxruntime as ort
 
+from kanjian.inference.heads import find_head, unknown_task_message
 from kanjian.inference.session import ModelLoadError
-
-TaskName = Literal["detect", "segment", "classify"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class ModelInfo:
 
     Attributes:
         name, version: from the bundle manifest (file stem / ``"0"`` for a bare ONNX).
-        task: detect, segment or classify.
+        task: a registered task head's name (:func:`kanjian.inference.heads.known_tasks`).
         class_names: index = class id.
         imgsz: model input ``(height, width)`` in pixels.
         stride: model stride in pixels.
@@ -29,7 +28,7 @@ class ModelInfo:
 
     name: str
     version: str
-    task: TaskName
+    task: str
     class_names: tuple[str, ...]
     imgsz: tuple[int, int]
     stride: int
@@ -49,7 +48,8 @@ def read_ultralytics_metadata(session: ort.InferenceSession, path: Path) -> dict
     Ultralytics stores every value as a string (``names`` as a dict literal).
 
     Raises:
-        ModelLoadError: when a required key is missing, naming the key and file.
+        ModelLoadError: when a required key is missing, naming the key and file, or
+            the task has no registered head, naming the known tasks.
     """
     meta = session.get_modelmeta().custom_metadata_map
     missing = [k for k in ("task", "names", "imgsz") if k not in meta]
@@ -67,8 +67,8 @@ def read_ultralytics_metadata(session: ort.InferenceSession, path: Path) -> dict
     if isinstance(imgsz, int):
         imgsz = [imgsz, imgsz]
     task = meta["task"]
-    if task not in ("detect", "segment", "classify"):
-        raise ModelLoadError(f"{path}: task {task!r} is not supported (detect, segment, classify)")
+    if find_head(task) is None:
+        raise ModelLoadError(f"{path}: {unknown_task_message(task)}")
     return {
         "task": task,
         "class_names": class_names,

@@ -17,14 +17,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.inference import bundle as bundle_mod
-from kanjian.inference.classify_pre import classify_tensor
-from kanjian.inference.decode import decode_detect, decode_segment
 from kanjian.inference.gpu_input import device_input_for
+from kanjian.inference.heads import DecodeThresholds, TaskHead, head_for
 from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
-from kanjian.inference.preprocess import letterbox_tensor
 from kanjian.inference.session import ModelLoadError, create_session
 from kanjian.inference.types import Detections, ModelRef
-from kanjian.inference.verdict import VerdictRules
+from kanjian.inference.verdict import VerdictResult, VerdictRules
+from kanjian.kernels import Letterbox
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,8 @@ class Prediction:
 
 
 class OnnxModel:
-    """An ONNX Runtime session plus the decoder for its task.
+    """An ONNX Runtime session plus the task head (:mod:`kanjian.inference.heads`) that
+    makes its input, decodes its outputs and judges them.
 
     Thread-safe: several pipeline workers may call :meth:`predict` at once
     (ONNX Runtime sessions allow concurrent ``run``; each thread has its own
@@ -79,13 +79,15 @@ class OnnxModel:
             stride=meta["stride"],
             sha256=sha,
         )
+        self.head: TaskHead = head_for(self.info.task)
         self._end2end: bool = meta["end2end"]
         self._input_name = self.session.get_inputs()[0].name
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._local = threading.local()  # per-thread input buffer
-        # On CUDA/TensorRT, preprocess on the GPU into memory ORT reads directly.
+        # On CUDA/TensorRT, a letterboxed input is made on the GPU in memory ORT reads
+        # directly; other inputs are made by the head on the host.
         self._device = (
-            device_input_for(self.session, self.info.imgsz) if meta["task"] != "classify" else None
+            device_input_for(self.session, self.info.imgsz) if self.head.letterbox_input else None
         )
 
     @property
@@ -141,15 +143,12 @@ class OnnxModel:
         iou = th.iou if iou is None else iou
         max_det = th.max_det if max_det is None else max_det
         t0 = time.perf_counter()
-        geom = None
-        if self.info.task == "classify":
-            tensor: NDArray[np.float32] | None = classify_tensor(image, self.info.imgsz)
-        elif self._device is not None:
-            tensor = None  # the input lives on the GPU, written by the CUDA kernel
+        geom: Letterbox | None
+        if self._device is not None:
+            tensor: NDArray[np.float32] | None = None  # on the GPU, written by the CUDA kernel
             geom = self._device.letterbox(image)
         else:
-            tensor = self._input_buffer()
-            geom = letterbox_tensor(image, self.info.imgsz, out=tensor[0])
+            tensor, geom = self.head.preprocess(image, self.info.imgsz, self._input_buffer())
         t1 = time.perf_counter()
         if tensor is None:
             assert self._device is not None
@@ -157,19 +156,13 @@ class OnnxModel:
         else:
             outputs = self.run(tensor)
         t2 = time.perf_counter()
-        probs = None
-        nc = len(self.info.class_names)
-        if self.info.task == "classify":
-            probs = np.asarray(outputs[0][0], np.float32)
-            dets = Detections.empty()
-        elif self.info.task == "segment":
-            assert geom is not None
-            dets = decode_segment(
-                outputs[0][0], outputs[1][0], nc, geom, self.info.imgsz, conf, iou, max_det
-            )
-        else:
-            assert geom is not None
-            dets = decode_detect(outputs[0][0], nc, geom, conf, iou, max_det)
+        dets, probs = self.head.decode(
+            outputs,
+            geom,
+            DecodeThresholds(conf, iou, max_det),
+            len(self.info.class_names),
+            self.info.imgsz,
+        )
         t3 = time.perf_counter()
         return Prediction(
             detections=dets,
@@ -180,6 +173,10 @@ class OnnxModel:
                 "postprocess": (t3 - t2) * 1e3,
             },
         )
+
+    def judge(self, pred: Prediction, rules: VerdictRules) -> VerdictResult:
+        """PASS / FAIL / REVIEW for a prediction of this model, by its task's rules."""
+        return self.head.judge(pred.detections, pred.probs, self.info.class_names, rules)
 
 
 def load_model(

@@ -106,6 +106,9 @@ class Inspection:
         anomaly_map: anomaly models: ``(H, W)`` float32 per-pixel score.
         timings_ms: per-stage wall time in milliseconds, e.g.
             ``{"preprocess": 0.8, "infer": 42.1, "postprocess": 0.6}``.
+        task: the judging model's task (the name of its head in
+            :mod:`kanjian.inference.heads`, which stores and draws it); ``""`` when no
+            model output came with it.
     """
 
     frame: Frame | FrameFailure
@@ -119,6 +122,7 @@ class Inspection:
     anomaly_map: NDArray[np.float32] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     inspection_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    task: str = ""
 
     @property
     def short_id(self) -> str:

@@ -9,12 +9,7 @@ import time
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection, Verdict
-from kanjian.inference.verdict import (
-    VerdictRules,
-    judge_detections,
-    judge_probs,
-    unknown_classes,
-)
+from kanjian.inference.verdict import VerdictRules, unknown_classes
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +80,7 @@ class Inspector:
         rules = self.rules_in_force(model)  # this frame's model's defaults when none are set
         try:
             pred = model.predict(item.image, self.conf, self.iou, self.max_det)
-            if pred.probs is not None:
-                result = judge_probs(pred.probs, names, rules)
-            else:
-                result = judge_detections(pred.detections, names, rules)
+            result = model.judge(pred, rules)
         except Exception as e:  # the loop must survive any model or decoder failure
             log.exception("inspection of frame %s failed", item.frame_id)
             return Inspection(
@@ -110,4 +102,5 @@ class Inspector:
             class_names=names,
             probs=pred.probs,
             timings_ms=timings,
+            task=model.info.task,
         )

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from kanjian.inference.heads import task_columns
+
 Migration = Callable[[sqlite_utils.Database], None]
 
 
@@ -247,4 +249,14 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
                 "INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name]
             )
         applied.append(name)
+    _task_columns(db)
     return applied
+
+
+def _task_columns(db: sqlite_utils.Database) -> None:
+    # a registered task head may keep columns of its own (inference.heads): not
+    # migrations, since adding a task must not mean editing this list
+    have = set(db["inspections"].columns_dict)
+    for col, sqltype in task_columns().items():
+        if col not in have:
+            db.execute(f"ALTER TABLE inspections ADD COLUMN {col} {sqltype}")

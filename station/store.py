@@ -25,6 +25,7 @@ import cv2
 import sqlite_utils
 
 from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.inference.heads import store_fields as task_store_fields
 from kanjian.inference.types import Detections, Inspection, Verdict
 from kanjian.station.records import StoredInspection, utc_iso
 from kanjian.station.schema import migrate
@@ -311,7 +312,9 @@ class ResultStore:
             rec = StoredInspection.from_inspection(
                 insp, station_id=self.station_id, seq=seq, image_path=img
             )
-            rows.append(rec.row())
+            # the task's own columns (a registered head may add some); the read model's
+            # columns come last and win (probs_json is one of them: same value)
+            rows.append({**task_store_fields(insp), **rec.row()})
             dets.extend(rec.detection_rows())
             outbox.append({"seq": seq, "inspection_id": rec.id, "created_at": now, "attempts": 0})
         # One transaction: inspections + detections + outbox, or nothing. IMMEDIATE

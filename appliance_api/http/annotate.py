@@ -1,38 +1,45 @@
-"""Drawing boxes, masks, labels and the verdict on a frame, for people to look at.
+"""Drawing an inspection's result and its verdict on a frame, for people to look at.
 
-No words go into the picture: OpenCV's fonts cannot draw Chinese, and the screen
-already says the verdict and its reason in the operator's language. The verdict is
-a coloured frame; a box's label is its class name and confidence, as the model has it.
+What a result looks like is its task head's business (:mod:`kanjian.inference.heads`:
+boxes for detect, tinted masks for segment, nothing for classify); this module adds
+the verdict as a coloured frame around the picture. No words go into the picture:
+OpenCV's fonts cannot draw Chinese, and the screen already says the verdict and its
+reason in the operator's language.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.camera.frame import Frame
+from kanjian.inference.heads import Keep, find_head
+from kanjian.inference.heads.drawing import (
+    Box,
+    bgr_copy,
+    class_colour,
+    draw_boxes,
+    fit,
+    tint_masks,
+)
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules
 
-# BGR, distinct on a grey steel surface; class id picks one (mod len)
-_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (56, 56, 255),
-    (151, 157, 255),
-    (31, 112, 255),
-    (29, 178, 255),
-    (49, 210, 207),
-    (10, 249, 72),
-    (23, 204, 146),
-    (134, 219, 61),
-    (211, 188, 0),
-    (209, 85, 0),
-    (255, 194, 0),
-    (147, 69, 52),
-)
+__all__ = [
+    "VERDICT_BGR",
+    "Box",
+    "Keep",
+    "annotate_inspection",
+    "class_colour",
+    "draw",
+    "encode_jpeg",
+    "placeholder",
+    "rules_keep",
+]
+
 VERDICT_BGR = {
     Verdict.PASS.value: (60, 160, 40),
     Verdict.FAIL.value: (40, 40, 210),
@@ -42,17 +49,13 @@ VERDICT_BGR = {
 }
 
 
-@dataclass(frozen=True)
-class Box:
-    """One box to draw, in source-frame pixels."""
-
-    xyxy: tuple[float, float, float, float]
-    class_id: int
-    label: str
-
-
-def class_colour(class_id: int) -> tuple[int, int, int]:
-    return _PALETTE[class_id % len(_PALETTE)]
+def _verdict_frame(img: NDArray[np.uint8], verdict: str) -> None:
+    """Paint the verdict's colour around ``img``'s edge, in place."""
+    # a frame, not a bar: it hides no defect near the top edge and needs no words
+    h, w = img.shape[:2]
+    edge = max(3, round(max(h, w) / 120))
+    colour = VERDICT_BGR.get(verdict, (90, 90, 90))
+    img[:edge], img[-edge:], img[:, :edge], img[:, -edge:] = colour, colour, colour, colour
 
 
 def draw(
@@ -62,7 +65,8 @@ def draw(
     masks: NDArray[np.bool_] | None = None,
     max_side: int | None = None,
 ) -> NDArray[np.uint8]:
-    """A BGR copy of ``image`` with masks, boxes, labels and the verdict drawn on it.
+    """A BGR copy of ``image`` with masks, boxes, labels and the verdict drawn on it
+    (for results read back from the store, where no inspection object is left).
 
     Args:
         image: ``(H, W, 3)`` BGR or ``(H, W)`` grey uint8 source frame.
@@ -75,48 +79,11 @@ def draw(
     Returns:
         ``(h, w, 3)`` uint8 BGR, scaled by ``min(1, max_side / max(H, W))``.
     """
-    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
-    if masks is not None and len(masks):
-        overlay = img.copy()
-        for box, m in zip(boxes, masks, strict=False):
-            overlay[m] = class_colour(box.class_id)
-        img = cv2.addWeighted(overlay, 0.4, img, 0.6, 0)
-    scale = 1.0
-    h, w = img.shape[:2]
-    if max_side is not None and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    h, w = img.shape[:2]
-    # line and font size follow the picture so labels stay readable at any size
-    thick = max(1, round(max(h, w) / 400))
-    font = max(0.4, max(h, w) / 1000)
-    for box in boxes:
-        c = class_colour(box.class_id)
-        x1, y1, x2, y2 = (round(v * scale) for v in box.xyxy)
-        cv2.rectangle(img, (x1, y1), (x2, y2), c, thick + 1)
-        (tw, th), base = cv2.getTextSize(box.label, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
-        ty = y1 - 4 if y1 - th - base - 4 >= 0 else y1 + th + base + 4
-        cv2.rectangle(img, (x1, ty - th - base), (x1 + tw + 4, ty + base // 2), c, -1)
-        cv2.putText(
-            img,
-            box.label,
-            (x1 + 2, ty - base // 2),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font,
-            (255, 255, 255),
-            thick,
-            cv2.LINE_AA,
-        )
+    img, scale = fit(tint_masks(bgr_copy(image), boxes, masks), max_side)
+    draw_boxes(img, boxes, scale)
     if verdict is not None:
-        # a frame, not a bar: it hides no defect near the top edge and needs no words
-        edge = max(3, round(max(h, w) / 120))
-        colour = VERDICT_BGR.get(verdict, (90, 90, 90))
-        img[:edge], img[-edge:], img[:, :edge], img[:, -edge:] = colour, colour, colour, colour
-    return img.astype(np.uint8, copy=False)
-
-
-#: decides whether a detection is drawn: ``keep(class_name, confidence)``
-Keep = Callable[[str, float], bool]
+        _verdict_frame(img, verdict)
+    return img
 
 
 def rules_keep(rules: VerdictRules) -> Keep:
@@ -133,33 +100,20 @@ def rules_keep(rules: VerdictRules) -> Keep:
     return keep
 
 
-def inspection_boxes(
-    insp: Inspection, keep: Keep | None = None
-) -> tuple[list[Box], NDArray[np.bool_] | None]:
-    """Boxes to draw and their masks (``(k, H, W)`` bool or ``None``)."""
-    d = insp.detections
-    names = insp.class_names
-    out, idx = [], []
-    for i, (xyxy, conf, cid) in enumerate(zip(d.xyxy, d.confidence, d.class_id, strict=False)):
-        c = int(cid)
-        name = names[c] if 0 <= c < len(names) else str(c)
-        if keep is not None and not keep(name, float(conf)):
-            continue
-        x1, y1, x2, y2 = (float(v) for v in xyxy)
-        out.append(Box((x1, y1, x2, y2), c, f"{name} {float(conf):.2f}"))
-        idx.append(i)
-    masks = None if d.masks is None else d.masks[np.asarray(idx, np.intp)]
-    return out, masks
-
-
 def annotate_inspection(
     insp: Inspection, max_side: int | None = None, keep: Keep | None = None
 ) -> NDArray[np.uint8] | None:
-    """The inspection's frame with its detections drawn; ``None`` for a failure (no image)."""
+    """The inspection's frame with its result and verdict drawn; ``None`` for a failure
+    (no image). An inspection no model's output came with shows the verdict alone."""
     if not isinstance(insp.frame, Frame):
         return None
-    boxes, masks = inspection_boxes(insp, keep)
-    return draw(insp.frame.image, boxes, insp.verdict.value, masks, max_side)
+    head = find_head(insp.task)
+    if head is None:
+        img = fit(bgr_copy(insp.frame.image), max_side)[0]
+    else:
+        img = head.draw(insp.frame.image, insp, keep, max_side)
+    _verdict_frame(img, insp.verdict.value)
+    return img
 
 
 def encode_jpeg(image: NDArray[np.uint8], quality: int = 80) -> bytes:
