@@ -331,6 +331,7 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
 
     from kanjian.station.config import parse_config
     from kanjian.station.pipeline import build_station
+    from kanjian.station.plc import service as _plc  # noqa: F401  registers "plc"
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
