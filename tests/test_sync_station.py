@@ -233,7 +233,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
 ) -> None:
     from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
-    from kanjian.station.sync import service as _sync  # registers the "sync" channel
+    from kanjian.station.sync import service as _service  # noqa: F401  registers "sync"
     from kanjian.station.sync.deploy import pack_bundle
     from tests.support import api as api
 
@@ -392,7 +392,7 @@ def test_camera_and_model_changes_become_events(
     from kanjian.inference.model import load_model
     from kanjian.station.config import StationConfig
     from kanjian.station.pipeline import build_station
-    from kanjian.station.sync import service as _sync  # registers the "sync" channel
+    from kanjian.station.sync import service as _service  # noqa: F401  registers "sync"
     from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)
