@@ -182,6 +182,7 @@ def phase_inspecting(tmp: Path, n: int, model: Path) -> tuple[float, float, floa
     from mosquitto import Mosquitto
 
     from kanjian.station.pipeline import build_station
+    from kanjian.station.sync.service import SyncService  # (importing it registers "sync")
 
     fps_off = [_baseline(tmp, model, "nosync-before")]
     data = tmp / "inspecting"
@@ -190,7 +191,7 @@ def phase_inspecting(tmp: Path, n: int, model: Path) -> tuple[float, float, floa
     rec = _receiver(broker.port, tmp / "insp-platform.db", tmp / "insp-receiver.log")
     time.sleep(0.5)
     st = build_station(_station_cfg(tmp, model, broker.port, data))
-    assert st.sync is not None
+    assert st.channels.get(SyncService) is not None
     runner = threading.Thread(target=st.run, daemon=True)
     t0 = time.perf_counter()
     f0 = st.stats.frames

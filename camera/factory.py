@@ -1,40 +1,27 @@
-"""Make a frame source from its config."""
+"""Make a frame source from its config, through the registry keyed by ``kind``."""
 
 from __future__ import annotations
 
-from kanjian.camera.config import (
-    DeviceSourceConfig,
-    FolderSourceConfig,
-    GigESourceConfig,
-    SourceConfig,
-    StreamSourceConfig,
-    VideoSourceConfig,
-)
-from kanjian.camera.files import FolderSource, VideoSource
-from kanjian.camera.live import DeviceSource, StreamSource
+from pydantic import BaseModel
+
+from kanjian.camera.registry import lookup
 from kanjian.camera.source import FrameSource
 
 
-def open_source(config: SourceConfig, source_id: str = "cam0") -> FrameSource:
+def open_source(config: BaseModel, source_id: str = "cam0") -> FrameSource:
     """The source ``config`` describes, named ``source_id``.
 
-    File sources check their input at once; live sources (device, stream)
-    connect on the first ``read()`` and keep retrying, so a camera that is off
-    at start-up does not stop the station.
+    ``config`` is any registered kind's config model (the built-in ones are the
+    members of :data:`~kanjian.camera.config.SourceConfig`); its ``kind`` picks
+    the opener (:mod:`kanjian.camera.registry`). File sources check their input
+    at once; live sources (device, stream, GigE) connect on the first ``read()``
+    and keep retrying, so a camera that is off at start-up does not stop the
+    station.
 
     Raises:
+        SourceKindError: no source is registered for the config's kind (the
+            message names the known kinds).
         SourceError: a folder or video file that cannot be used at all.
     """
-    if isinstance(config, FolderSourceConfig):
-        return FolderSource(config, source_id)
-    if isinstance(config, VideoSourceConfig):
-        return VideoSource(config, source_id)
-    if isinstance(config, DeviceSourceConfig):
-        return DeviceSource(config, source_id)
-    if isinstance(config, StreamSourceConfig):
-        return StreamSource(config, source_id)
-    if isinstance(config, GigESourceConfig):  # issue 6; PyGObject is imported only here
-        from kanjian.camera.gige import GigESource
-
-        return GigESource(config, source_id)
-    raise TypeError(f"not a source config: {type(config).__name__}")
+    entry = lookup(config)
+    return entry.opener(config, source_id)

@@ -12,6 +12,7 @@ import numpy as np
 from kanjian.camera.config import FolderSourceConfig, VideoSourceConfig
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.camera.imagefile import ImageFileError, decode_image_file
+from kanjian.camera.registry import register_source
 from kanjian.camera.source import SourceError, SourceStatus, StatusBook
 
 
@@ -186,3 +187,7 @@ class VideoSource:
 
     def status(self) -> SourceStatus:
         return self._book.snapshot()
+
+
+register_source("folder", FolderSourceConfig, FolderSource)
+register_source("video", VideoSourceConfig, VideoSource)

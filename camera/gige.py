@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 
 from kanjian.camera.config import GigESourceConfig
 from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.camera.registry import register_source
 from kanjian.camera.source import SourceError, SourceStatus, StatusBook
 
 log = logging.getLogger(__name__)
@@ -380,3 +381,7 @@ class GigESource:
         self._reaper = reaper
         if stop:
             reaper.join(_CLOSE_WAIT_S)
+
+
+# PyGObject is imported on the first open (load_aravis), not with this module
+register_source("gige", GigESourceConfig, GigESource)

@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from kanjian.camera.config import DeviceSourceConfig, StreamSourceConfig
 from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.camera.registry import register_source
 from kanjian.camera.source import SourceStatus, StatusBook, redact_url
 
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -321,3 +322,7 @@ class DeviceSource(_ReconnectingSource):
         if cfg.fps is not None:
             cap.set(cv2.CAP_PROP_FPS, cfg.fps)
         return cap
+
+
+register_source("device", DeviceSourceConfig, DeviceSource)
+register_source("stream", StreamSourceConfig, StreamSource)

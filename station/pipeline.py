@@ -1,7 +1,12 @@
-"""The running station: source → inspector → sinks, with start-up and shutdown.
+"""The running station: source → inspector → store → outward channels, with start-up and shutdown.
 
-The app starts as a short, linear list of steps (:func:`build_station`); every
-outward channel is a :class:`Sink`.
+The app starts as a short, linear list of steps (:func:`build_station`). Every
+inspection goes to the store; everything that consumes committed inspections
+(trigger answers, PLC, sync, the API's live view and metrics) is a
+:class:`~kanjian.station.channels.Channel` in the station's fan-out. Channels
+built from the config come from a registry keyed by kind
+(:func:`register_channel`): the PLC and sync modules register theirs, so this
+module never imports them.
 """
 
 from __future__ import annotations
@@ -9,13 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from kanjian.camera.pump import FramePump
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.inference.types import Inspection
 from kanjian.kernels import warmup as kernels_warmup
+from kanjian.station.channels import Channel, Channels
 from kanjian.station.config import StationConfig
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
@@ -31,25 +35,16 @@ from kanjian.station.store import ResultStore
 from kanjian.station.triggers import (
     STOPPING_UNJUDGED,
     Trigger,
+    TriggerAnswers,
     TriggerQueue,
     refused_failure,
 )
-
-if TYPE_CHECKING:
-    from kanjian.station.plc.service import PlcService  # issue 6
-    from kanjian.station.sync.service import SyncService  # issue 7
 
 log = logging.getLogger(__name__)
 
 
 class StationClosedError(RuntimeError):
     """A trigger reached a station that is closed: no row can be written for it."""
-
-
-class Sink(Protocol):
-    """Somewhere inspections go (store, live view, PLC...). ``put`` must not block long."""
-
-    def put(self, insp: Inspection) -> None: ...
 
 
 @dataclass
@@ -87,19 +82,20 @@ class Station:
     pump: FramePump
     inspector: Inspector
     store: ResultStore
-    sinks: list[Sink]
     startup_ms: dict[str, float]
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
-    plc: PlcService | None = None  # issue 6: Modbus TCP / OPC UA handshake, when enabled
-    sync: SyncService | None = None  # issue 7: outbox to MQTT/S3, when enabled
+    #: everything that consumes committed inspections; the trigger answers come first
+    channels: Channels = field(init=False)
 
     def __post_init__(self) -> None:
         t = self.config.trigger
         self.triggers = TriggerQueue(t.queue_size, t.when_busy)
-        self._pending: dict[uuid.UUID, Future[Inspection]] = {}
-        self._pending_lock = threading.Lock()
+        self._answers = TriggerAnswers()
+        self.channels = Channels()
+        self.channels.add(self._answers)
+        self.store.add_listener(self.channels.on_commit)  # the store's one commit listener
         self._emit_lock = threading.Lock()
         # Triggers and shutdown: ``_intake_lock`` orders every trigger's row before
         # the store closes (``_closed`` is set under it); ``_serve_lock`` is held
@@ -107,7 +103,6 @@ class Station:
         self._intake_lock = threading.RLock()
         self._serve_lock = threading.Lock()
         self._closed = False
-        self.store.add_listener(self._resolve_committed)
 
     # -- triggers ----------------------------------------------------------------
     def trigger(self, trigger_id: str | None = None) -> Future[Inspection]:
@@ -158,21 +153,12 @@ class Station:
         if left:
             log.warning("station stopping: %d queued triggers answered MISSED", len(left))
 
-    def _resolve_committed(self, batch: list[Inspection]) -> None:
-        with self._pending_lock:
-            futures = [(self._pending.pop(i.inspection_id, None), i) for i in batch]
-        for fut, insp in futures:
-            if fut is not None and not fut.done():
-                fut.set_result(insp)
-
     def _emit(self, insp: Inspection, result: Future[Inspection] | None = None) -> None:
         if result is not None:
-            with self._pending_lock:
-                self._pending[insp.inspection_id] = result
-        with self._emit_lock:  # loop thread and trigger callers share the sinks
+            self._answers.expect(insp.inspection_id, result)
+        with self._emit_lock:  # loop thread and trigger callers share the stats and the queue
             self.stats.record(insp)
-            for sink in self.sinks:
-                sink.put(insp)
+            self.store.put(insp)  # the channels get it once its row is committed
 
     # -- the loop ----------------------------------------------------------------
     def run(
@@ -256,16 +242,15 @@ class Station:
         else:
             log.error("the trigger in flight did not finish within %.0f s", wait_s)
         self._answer_unjudged()  # before the PLC servers stop, so they can still show it
-        if self.plc is not None:  # issue 6: stop taking PLC triggers first
-            self.plc.close()
+        self.channels.stop_triggers()  # the PLC servers stop taking triggers first
         self.pump.close()
         with self._intake_lock:  # nothing enters after this; the stragglers get rows
             self.triggers.close()  # refused from now on
             self._answer_unjudged()  # queued while the servers stopped
             self._closed = True
         self.store.close()
-        if self.sync is not None:  # issue 7: after the last commit, so it can still be sent
-            self.sync.stop()
+        # after the last commit, so every channel saw it (the sync can still send it)
+        self.channels.close()
 
 
 class FreeRun:
@@ -374,19 +359,68 @@ def build_station(cfg: StationConfig) -> Station:
     # decoding it steals CPU from the inspection in flight — keep one at most.
     pump = FramePump(source, cfg.policy, queue_size=1 if cfg.trigger.mode == "triggered" else 8)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
-    station = Station(
-        config=cfg, pump=pump, inspector=inspector, store=store, sinks=[store], startup_ms=t
-    )
-    if cfg.plc.enabled:  # issue 6: PLC servers; on failure close what was opened
-        from kanjian.station.plc.service import start_plc
-
-        try:
-            station.plc = start_plc(station)
-        except Exception:
-            station.close()
-            raise
-    if cfg.sync.enabled:  # issue 7: drain the outbox to the platform (own thread)
-        from kanjian.station.sync.service import start_sync
-
-        station.sync = start_sync(station)
+    station = Station(config=cfg, pump=pump, inspector=inspector, store=store, startup_ms=t)
+    try:  # the channels the config asks for (PLC servers, sync...); on failure close it all
+        for kind, factory in _channel_factories(cfg):
+            channel = factory(station)
+            if channel is not None:
+                station.channels.add(channel)
+                log.info("channel %s (%s) started", channel.name, kind)
+    except Exception:
+        station.close()
+        raise
     return station
+
+
+# -- the registry of channel kinds built from the config -------------------------------
+
+ChannelFactory = Callable[[Station], Channel | None]
+"""Builds a channel for a built station, or ``None`` when the config leaves it off."""
+
+_CHANNEL_KINDS: dict[str, tuple[int, ChannelFactory]] = {}
+
+
+def register_channel(kind: str, factory: ChannelFactory, order: int = 100) -> None:
+    """Build a ``kind`` channel for every station from now on (``factory`` reads the config).
+
+    The module that implements a kind registers it when imported (``plc``:
+    :mod:`kanjian.station.plc.service`, ``sync``: :mod:`kanjian.station.sync.service`);
+    the entry points import those modules. Channels are built (and get each
+    commit) by ascending ``order``, then registration order, whatever order the
+    modules happened to be imported in.
+    """
+    _CHANNEL_KINDS[kind] = (order, factory)
+
+
+def unregister_channel(kind: str) -> None:
+    """Forget ``kind`` (tests that register a kind of their own clean up with this)."""
+    _CHANNEL_KINDS.pop(kind, None)
+
+
+def channel_kinds() -> tuple[str, ...]:
+    """The registered channel kinds, in build order."""
+    return tuple(k for k, _ in _ordered())
+
+
+def _ordered() -> list[tuple[str, ChannelFactory]]:
+    items = sorted(enumerate(_CHANNEL_KINDS.items()), key=lambda e: (e[1][1][0], e[0]))
+    return [(kind, factory) for _, (kind, (_, factory)) in items]
+
+
+#: the config sections that ask for a channel kind, and the module that registers it
+_KIND_MODULES = {"plc": "kanjian.station.plc.service", "sync": "kanjian.station.sync.service"}
+
+
+def _channel_factories(cfg: StationConfig) -> list[tuple[str, ChannelFactory]]:
+    """The registered factories; refuses a config that enables a kind nobody registered
+    (a station told to serve a PLC must not start silently without it)."""
+    enabled = {"plc": cfg.plc.enabled, "sync": cfg.sync.enabled}
+    missing = [k for k, on in enabled.items() if on and k not in _CHANNEL_KINDS]
+    if missing:
+        raise RuntimeError(
+            f"the config enables {', '.join(missing)} but no such channel kind is registered "
+            f"(known: {', '.join(_CHANNEL_KINDS) or 'none'}); import "
+            + ", ".join(_KIND_MODULES[k] for k in missing)
+            + " before build_station"
+        )
+    return _ordered()

@@ -16,6 +16,8 @@ import itertools
 import queue
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -172,3 +174,38 @@ def refused_failure(trig: Trigger, reason: str, source_id: str) -> FrameFailure:
         trigger_id=trig.trigger_id,
         missed=True,
     )
+
+
+class TriggerAnswers:
+    """The outward channel that answers triggers: each trigger's future gets its committed row.
+
+    The station adds it first, so whoever triggered (the PLC handshake, the API)
+    has its answer before the other channels see the batch. Callers get a future
+    rather than being channels themselves because each waits for one inspection,
+    its own, and a trigger that reaches a closed station is answered with an
+    exception, which no committed batch can carry.
+    """
+
+    name = "triggers"
+
+    def __init__(self) -> None:
+        self._pending: dict[uuid.UUID, Future[Inspection]] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, inspection_id: uuid.UUID, result: Future[Inspection]) -> None:
+        """Resolve ``result`` when the row of ``inspection_id`` is committed (call before ``put``)."""
+        with self._lock:
+            self._pending[inspection_id] = result
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
+        with self._lock:
+            futures = [(self._pending.pop(i.inspection_id, None), i) for i in batch]
+        for fut, insp in futures:
+            if fut is not None and not fut.done():
+                fut.set_result(insp)  # runs the callers' done-callbacks here (quick ones)
+
+    def close(self) -> None:
+        """Nothing to release: every trigger's row was committed before the store closed."""

@@ -330,6 +330,7 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
     from pymodbus.client import ModbusTcpClient
 
     from kanjian.station.pipeline import build_station
+    from kanjian.station.plc import service as _plc  # noqa: F401  registers "plc"
     from tests.support.station_config import parse, station_config
 
     with socket.socket() as s:

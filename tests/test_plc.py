@@ -48,6 +48,7 @@ from tests.support.plc import (
     db_rows,
     free_port,
     modbus_port,
+    plc_service,
     plc_station,
     report,
     running,
@@ -199,8 +200,7 @@ def test_every_trigger_around_shutdown_gets_one_row(
         station.stop()
         loop.join(30)
         station.close()
-    assert station.plc is not None
-    counted = station.plc.handshake.snapshot().trigger_count
+    counted = plc_service(station).handshake.snapshot().trigger_count
     assert counted == 7
     rows = plc_rows(tmp_path)
     assert sorted(r[0] for r in rows) == sorted(f"plc-{i}" for i in range(1, counted + 1))

@@ -28,6 +28,8 @@ from tests.support.plc import (
     db_rows,
     free_port,
     modbus_port,
+    opcua_endpoint,
+    plc_service,
     plc_station,
     report,
     running,
@@ -65,7 +67,6 @@ def test_recipe_writes_switch_the_model_and_unknown_ones_are_refused(
     }
     judged: list[tuple[int, str]] = []  # (RECIPE register, model_sha256 of the row)
     with running(plc_station(tmp_path, bundles.a, plc=plc_cfg)) as station:
-        assert station.plc is not None and station.plc.opcua is not None
         plc = ModbusPlc(modbus_port(station))
         assert plc.regs()[HR_RECIPE] == 1  # station.yaml's model is recipe 1's
 
@@ -83,9 +84,9 @@ def test_recipe_writes_switch_the_model_and_unknown_ones_are_refused(
         r = plc.c.write_register(HR_RECIPE, 7)
         assert r.isError() and r.exception_code == 3  # ILLEGAL_DATA_VALUE
         inspect()
-        bad = asyncio.run(_opcua_set_recipe(station.plc.opcua.endpoint, 9))
+        bad = asyncio.run(_opcua_set_recipe(opcua_endpoint(station), 9))
         assert bad is not None and "BadOutOfRange" in str(bad)
-        assert asyncio.run(_opcua_set_recipe(station.plc.opcua.endpoint, 1)) is None
+        assert asyncio.run(_opcua_set_recipe(opcua_endpoint(station), 1)) is None
         inspect()
         plc.close()
     con = sqlite3.connect(tmp_path / "data" / "kanjian.db")
@@ -176,8 +177,7 @@ def test_opcua_500_triggers_with_a_subscription_seeing_every_result(
         "opcua": {"enabled": True, "port": port},
     }
     with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
-        assert station.plc is not None and station.plc.opcua is not None
-        endpoint = station.plc.opcua.endpoint
+        endpoint = opcua_endpoint(station)
         got, seen, counts = asyncio.run(_opcua_plc(endpoint, n, window=4))
     assert [g["ResultSeq"] for g in got] == list(range(1, n + 1))
     # the subscription saw every result, in order (a leading 0 is the initial value)
@@ -264,8 +264,7 @@ def test_opcua_event_subscriber_sees_every_result_a_modbus_plc_acknowledges(
         "opcua": {"enabled": True, "port": ua_port},
     }
     with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
-        assert station.plc is not None and station.plc.opcua is not None
-        endpoint = station.plc.opcua.endpoint
+        endpoint = opcua_endpoint(station)
         seen, (results, final) = asyncio.run(_events_while_modbus_plc_runs(endpoint, port, n))
     assert [u32(r, HR_SEQ) for r in results] == list(range(1, n + 1))
     assert u32(final, HR_TRIGGERS) == n and u32(final, HR_REFUSED) == 0
@@ -331,8 +330,7 @@ def test_opcua_sign_and_encrypt_with_trusted_client_certificates(
     }
     server_cert = tmp_path / "server/cert.der"
     with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg)) as station:
-        assert station.plc is not None and station.plc.opcua is not None
-        endpoint = station.plc.opcua.endpoint
+        endpoint = opcua_endpoint(station)
         seq = asyncio.run(
             _secure_session(endpoint, tmp_path / "client", server_cert, "urn:kanjian:test:client")
         )
@@ -347,5 +345,5 @@ def test_opcua_sign_and_encrypt_with_trusted_client_certificates(
                     endpoint, tmp_path / "stranger", server_cert, "urn:kanjian:test:stranger"
                 )
             )
-        assert station.plc.handshake.snapshot().trigger_count == 1
+        assert plc_service(station).handshake.snapshot().trigger_count == 1
     assert [r[0] for r in db_rows(tmp_path)] == ["plc-1"]

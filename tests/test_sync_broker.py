@@ -67,6 +67,7 @@ def test_broker_killed_repeatedly_while_a_real_station_inspects(
     tmp_path: Path, broker: Any, receiver: Any, detect_model: Any, neu_det_dir: Path
 ) -> None:
     from kanjian.station.pipeline import build_station
+    from kanjian.station.sync.service import SyncService  # (importing it registers "sync")
     from tests.support.station_config import parse, station_config
 
     broker.start()
@@ -84,7 +85,8 @@ def test_broker_killed_repeatedly_while_a_real_station_inspects(
     )
     n = 2000
     station = build_station(cfg)
-    assert station.sync is not None
+    sync = station.channels.get(SyncService)
+    assert sync is not None
     runner = threading.Thread(target=station.run, kwargs={"max_frames": n}, daemon=True)
     runner.start()
     during_outage = []
@@ -106,8 +108,8 @@ def test_broker_killed_repeatedly_while_a_real_station_inspects(
         expected = sup.station_ids(tmp_path / "station")
         assert len(expected) == n
         _all_delivered(receiver, expected, timeout_s=90)
-        sup.wait_for(lambda: station.sync.status().backlog == 0, 30, "confirmations")  # type: ignore[union-attr]
-        status = station.sync.status()
+        sup.wait_for(lambda: sync.status().backlog == 0, 30, "confirmations")
+        status = sync.status()
     finally:
         station.stop()
         station.close()

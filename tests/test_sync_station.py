@@ -232,6 +232,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
 ) -> None:
 
     from kanjian.station.pipeline import build_station
+    from kanjian.station.sync import service as _service  # noqa: F401  registers "sync"
     from kanjian.station.sync.deploy import pack_bundle
     from tests.support import api as api
 
@@ -388,6 +389,7 @@ def test_camera_and_model_changes_become_events(
 ) -> None:
     from kanjian.inference.model import load_model
     from kanjian.station.pipeline import build_station
+    from kanjian.station.sync import service as _service  # noqa: F401  registers "sync"
     from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)

@@ -75,7 +75,9 @@ def run(
     from kanjian.inference.session import ModelLoadError
     from kanjian.station.inspector import RulesError
     from kanjian.station.pipeline import build_station
+    from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
+    from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
     cfg = _load(config, data_dir)
     t_start = time.perf_counter()

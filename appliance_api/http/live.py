@@ -1,6 +1,7 @@
 """Live results for the screen: committed inspections fanned out to asyncio subscribers.
 
-:meth:`LiveHub.on_commit` is a store listener: it runs on the store's writer
+The hub is one of the station's outward channels (:mod:`kanjian.station.channels`):
+:meth:`LiveHub.on_commit` runs on the store's writer
 thread after each durable commit, so the screen never shows a result the
 store could still lose, and the inspection loop never waits for a viewer.
 It only keeps references and hands events over with
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlite_utils
@@ -122,7 +123,7 @@ class ShiftCounter:
             self.start, self.end = shift_bounds(now, self.starts)
             self.counts = Counter()
 
-    def add(self, batch: list[Inspection]) -> None:
+    def add(self, batch: Sequence[Inspection]) -> None:
         with self._lock:
             self._roll()
             for insp in batch:
@@ -145,7 +146,8 @@ class ShiftCounter:
 
 
 class LiveHub:
-    """Fans committed inspections out to SSE subscribers and serves the live picture.
+    """Fans committed inspections out to SSE subscribers and serves the live picture
+    (the station's ``live`` channel).
 
     Args:
         save_verdicts: verdicts whose images the store keeps (for ``image_saved``).
@@ -180,7 +182,12 @@ class LiveHub:
         self._jpeg_lock = threading.Lock()
         self._jpeg: tuple[object, bytes] | None = None
 
+    name = "live"
+
     # -- wiring ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Nothing to start: :meth:`attach` binds the server's loop when it runs."""
+
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to the server's event loop (call from inside it, at start-up)."""
         self._loop = loop
@@ -190,8 +197,10 @@ class LiveHub:
         self.closing.set()
 
     # -- writer thread side ------------------------------------------------------------
-    def on_commit(self, batch: list[Inspection]) -> None:
-        """Store listener: remember the newest, count the shift, notify subscribers."""
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
+        """Channel: remember the newest, count the shift, notify subscribers."""
+        if not batch:
+            return
         self.shift.add(batch)
         with self._lock:
             self._last = batch[-1]

@@ -1,13 +1,14 @@
 """Prometheus metrics of a station, on a registry of its own (not the global one).
 
-Counters and histograms are fed by a store listener (committed inspections);
+Counters and histograms are fed by the station's ``metrics`` channel (committed
+inspections, :mod:`kanjian.station.channels`);
 gauges that mirror live state (model, provider, queues, camera) are read at
 scrape time by a collector, so they are never stale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from kanjian.inference.types import Inspection
 from kanjian.station.pipeline import Station
+from kanjian.station.sync.service import SyncService
 
 # seconds; ONNX inference on a CPU sits around 0.01-0.1, preprocessing around 0.001
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -65,8 +67,9 @@ class _LiveCollector(Collector):
         up = GaugeMetricFamily("kanjian_loop_running", "1 while the inspection loop runs")
         up.add_metric([], 1.0 if self.loop_alive() else 0.0)
         yield up
-        if st.sync is not None:  # the platform sync's own gauges and counters
-            for name, value in st.sync.status().metrics().items():
+        sync = st.channels.get(SyncService)
+        if sync is not None:  # the platform sync's own gauges and counters
+            for name, value in sync.status().metrics().items():
                 doc = "platform sync (see kanjian.station.sync.status)"
                 fam: GaugeMetricFamily | CounterMetricFamily
                 if name.endswith("_total"):
@@ -81,7 +84,9 @@ class _LiveCollector(Collector):
 
 
 class StationMetrics:
-    """The metrics of one station; :meth:`on_commit` is a store listener."""
+    """The metrics of one station: its ``metrics`` channel."""
+
+    name = "metrics"
 
     def __init__(self, station: Station, loop_alive: Callable[[], bool]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -112,7 +117,13 @@ class StationMetrics:
         )
         self.registry.register(_LiveCollector(station, loop_alive))
 
-    def on_commit(self, batch: list[Inspection]) -> None:
+    def start(self) -> None:
+        """Nothing to start: the collector reads live state at scrape time."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
         for insp in batch:
             self.inspections.labels(insp.verdict.value).inc()
             names = insp.class_names

@@ -27,6 +27,7 @@ from kanjian.appliance_api.http.api_models import (
 )
 from kanjian.appliance_api.http.deps import COOKIE, Creds, Engineer, Reader, State, authenticate
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.station.sync.service import SyncService
 
 router = APIRouter()
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -46,7 +47,7 @@ def _db_bytes(state: ApiState) -> int:
 
 
 def _sync(state: ApiState, outbox_pending: int) -> SyncOut:
-    svc = state.station.sync
+    svc = state.station.channels.get(SyncService)
     if svc is None:
         return SyncOut(
             enabled=False,

@@ -110,10 +110,9 @@ def start_services(station: Station) -> ApiState:
     registry = ModelRegistry(pool, station)
     registry.startup()
     thresholds.restore(db, station)  # an engineer's API override outlives restarts
-    station.store.add_listener(hub.on_commit)
-    station.store.add_listener(metrics.on_commit)
     rate = RecentRate()
-    station.store.add_listener(rate.on_commit)
+    for channel in (hub, metrics, rate):  # after the station's own (triggers, PLC, sync)
+        station.channels.add(channel)
     store = station.store
     images = FolderSize(store.data_dir / IMAGES_DIR, written=lambda: store.image_bytes_saved)
     return ApiState(station, pool, hub, registry, metrics, loop, rate, images)

@@ -7,14 +7,14 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kanjian.inference.types import Inspection
 
 
 class RecentRate:
-    """Inspections per second over the last ``window_s`` seconds (a store listener).
+    """Inspections per second over the last ``window_s`` seconds (the ``rate`` channel).
 
     The rate since start stays above zero long after a camera stalled; this one
     falls to 0 within ``window_s``.
@@ -27,7 +27,15 @@ class RecentRate:
         self._lock = threading.Lock()
         self._started = clock()
 
-    def on_commit(self, batch: list[Inspection]) -> None:
+    name = "rate"
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
         now = self._clock()
         with self._lock:
             self._times.append((now, len(batch)))

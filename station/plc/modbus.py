@@ -36,6 +36,7 @@ from kanjian.station.plc.registers import (
     encode_bits,
     encode_registers,
 )
+from kanjian.station.plc.servers import register_server
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class ModbusPlcServer:
         config: bind address, port, unit id.
         buffer_size: the handshake's result slots (shown in BUFFER_SIZE).
     """
+
+    protocol = "modbus"
 
     def __init__(self, handshake: Handshake, config: ModbusConfig, buffer_size: int) -> None:
         self._hs = handshake
@@ -237,3 +240,6 @@ class ModbusPlcServer:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(_START_TIMEOUT_S)
         self._server = None
+
+
+register_server("modbus", lambda plc: plc.modbus, ModbusPlcServer)

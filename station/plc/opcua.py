@@ -42,6 +42,7 @@ from cryptography import x509
 
 from kanjian.station.plc.config import OpcUaConfig, PlcServerError
 from kanjian.station.plc.handshake import Handshake, HandshakeState, PlcResult, VerdictCode
+from kanjian.station.plc.servers import register_server
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ def node_id(ns: int, name: str) -> ua.NodeId:
 
 class OpcUaPlcServer:
     """Serves one :class:`Handshake` over OPC UA."""
+
+    protocol = "opcua"
 
     def __init__(self, handshake: Handshake, config: OpcUaConfig, buffer_size: int) -> None:
         self._hs = handshake
@@ -472,3 +475,6 @@ def _der(data: bytes) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
     return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)
+
+
+register_server("opcua", lambda plc: plc.opcua, OpcUaPlcServer)

@@ -1,30 +1,39 @@
-"""Wires the PLC handshake to a running station and starts its servers.
+"""The PLC as an outward channel of a station: the handshake and its servers.
 
-``build_station`` calls :func:`start_plc` when ``plc.enabled``. Once the station
-is stopping it refuses triggers itself (each a MISSED row, which the PLC reads
-in its result slot) and answers the triggers still queued MISSED; then
-``Station.close`` calls :meth:`PlcService.close` before the camera and store
-close, so every trigger the handshake counted has its row before the store
-closes, and a trigger during the servers' shutdown is refused with a MISSED row.
+Importing this module registers the ``plc`` channel kind
+(:func:`~kanjian.station.pipeline.register_channel`): ``build_station`` then
+calls :func:`start_plc`, which makes a :class:`PlcService` when ``plc.enabled``,
+with one server per enabled protocol section, built through the protocol
+registry (:mod:`kanjian.station.plc.servers`).
+
+The PLC's results are committed inspections: each PLC trigger's future is
+resolved by the station's trigger-answers channel (first in the fan-out), and
+the handshake presents it from there. Once the station is stopping it refuses
+triggers itself (each a MISSED row, which the PLC reads in its result slot)
+and answers the triggers still queued MISSED; then ``Station.close`` stops the
+PLC's intake (:meth:`PlcService.stop_triggers`: the handshake refuses, the
+servers stop) before the camera and store close, so every trigger the handshake
+counted has its row before the store closes, and a trigger during the servers'
+shutdown is refused with a MISSED row.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from kanjian.inference.types import Inspection
+from kanjian.station.pipeline import Station, register_channel
 from kanjian.station.plc.config import PlcConfigError, PlcServerError
 from kanjian.station.plc.handshake import Handshake
-
-if TYPE_CHECKING:
-    from kanjian.station.pipeline import Station
-    from kanjian.station.plc.modbus import ModbusPlcServer
-    from kanjian.station.plc.opcua import OpcUaPlcServer
+from kanjian.station.plc.recipes import RecipeBook
+from kanjian.station.plc.servers import PlcServer, open_servers, protocols
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 
 class StationTarget:
@@ -50,60 +59,92 @@ class StationTarget:
         return st.triggers.depth() < t.queue_size
 
 
-@dataclass
 class PlcService:
-    """The handshake and the servers started for it."""
+    """The handshake and the servers started for it: the station's ``plc`` channel.
 
-    handshake: Handshake
-    modbus: ModbusPlcServer | None
-    opcua: OpcUaPlcServer | None
+    Args:
+        handshake: the state machine every server serves.
+        servers: one per enabled protocol, not yet started (:meth:`start` starts them).
+    """
+
+    name = "plc"
+
+    def __init__(self, handshake: Handshake, servers: Sequence[PlcServer]) -> None:
+        self.handshake = handshake
+        self.servers = list(servers)
+        self._stopped = False
+
+    def start(self) -> None:
+        """Start every server, in order; if one cannot start, stop those started and raise.
+
+        Raises:
+            PlcServerError: a server cannot bind its port or load its certificate.
+        """
+        try:
+            for server in self.servers:
+                server.start()
+        except Exception:
+            self.stop_triggers()
+            raise
+
+    def server(self, kind: type[S]) -> S | None:
+        """The server of class ``kind`` (e.g. ``ModbusPlcServer``), if running."""
+        return next((s for s in self.servers if isinstance(s, kind)), None)
+
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
+        """Nothing here: the PLC's results arrive as its triggers' answers (futures),
+        resolved by the trigger-answers channel before this one is called."""
+
+    def stop_triggers(self) -> None:
+        """Refuse new triggers, stop every server (newest first). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.handshake.close()
+        for server in reversed(self.servers):
+            try:
+                server.close()
+            except Exception:  # the others must still stop
+                log.exception("PLC %s server failed to close", server.protocol)
 
     def close(self) -> None:
-        """Refuse new triggers, stop both servers. Idempotent."""
-        self.handshake.close()
-        if self.opcua is not None:
-            self.opcua.close()
-        if self.modbus is not None:
-            self.modbus.close()
+        """After the store's last commit: the servers are already stopped, or stop now."""
+        self.stop_triggers()
 
 
-def start_plc(station: Station) -> PlcService:
-    """Start the configured PLC servers for ``station``.
+def start_plc(station: Station) -> PlcService | None:
+    """The PLC channel for ``station``, or ``None`` when ``plc.enabled`` is off.
+
+    Returns it unstarted (the station's channels start it).
 
     Raises:
         PlcConfigError: the station is not in triggered mode, or no server is enabled.
-        PlcServerError: a server cannot bind its port or load its certificate.
     """
-    # imported here: a station without PLC never needs pymodbus or asyncua
-    from kanjian.station.plc.modbus import ModbusPlcServer
-    from kanjian.station.plc.opcua import OpcUaPlcServer
-
     cfg = station.config.plc
+    if not cfg.enabled:
+        return None
+    # the built-in protocols register themselves; imported only here, because a
+    # station without PLC never needs pymodbus or asyncua (the ``plc`` extra)
+    from kanjian.station.plc import modbus, opcua  # noqa: F401
+
     if station.config.trigger.mode != "triggered":
         raise PlcConfigError(
             "plc.enabled needs trigger.mode: triggered (the PLC decides when to inspect)"
         )
-    if not (cfg.modbus.enabled or cfg.opcua.enabled):
-        raise PlcConfigError("plc.enabled but neither plc.modbus nor plc.opcua is enabled")
     hs = Handshake(StationTarget(station), cfg.result_buffer, cfg.trigger_prefix)
+    servers = open_servers(hs, cfg)
+    if not servers:
+        raise PlcConfigError(
+            f"plc.enabled but no PLC server is enabled (protocols: {', '.join(protocols())})"
+        )
     if cfg.recipes:  # the PLC chooses the model: load every recipe's now, not on the line
-        from kanjian.station.plc.recipes import RecipeBook
-
         book = RecipeBook(station)
         hs.set_recipe(book.initial(), initial=True)
         hs.on_recipe = book.select
-    service = PlcService(hs, None, None)
-    try:
-        if cfg.modbus.enabled:
-            service.modbus = ModbusPlcServer(hs, cfg.modbus, cfg.result_buffer)
-            service.modbus.start()
-        if cfg.opcua.enabled:
-            service.opcua = OpcUaPlcServer(hs, cfg.opcua, cfg.result_buffer)
-            service.opcua.start()
-    except Exception:
-        service.close()
-        raise
-    return service
+    return PlcService(hs, servers)
 
+
+# first: its servers take triggers, and a taken port fails before anything else starts
+register_channel("plc", start_plc, order=10)
 
 __all__ = ["PlcConfigError", "PlcServerError", "PlcService", "StationTarget", "start_plc"]

@@ -1,4 +1,5 @@
-"""A paho-mqtt 2.x client set up the kanjian way: MQTT 5, QoS 1, TLS, persistent session.
+"""A paho-mqtt 2.x client set up the kanjian way: MQTT 5, QoS 1, TLS, persistent session,
+and :class:`MqttTransport`, the sync's :class:`~kanjian.station.sync.transport.Transport` over it.
 
 paho's ``publish()`` queues in memory even while disconnected and returns
 early; only ``on_publish`` (the broker's PUBACK) means the broker has the
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -17,6 +20,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kanjian.station.sync.config import MqttConfig
+from kanjian.station.sync.transport import (
+    DeliveryCallback,
+    Presence,
+    TransportListener,
+    TransportStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +102,139 @@ def apply_receive_maximum(client: mqtt.Client, cfg: MqttConfig, props: Any) -> i
     # so setting the limit here is in time.
     client._max_inflight_messages = cap
     return cap
+
+
+def _ignore(_ok: bool) -> None:
+    """The delivery callback of a message nobody waits for (presence)."""
+
+
+class MqttTransport:
+    """The sync's transport over MQTT 5 (paho): QoS 1, persistent session, presence as
+    a retained ``availability`` message and the last will.
+
+    ``on_delivered`` is the broker's PUBACK. paho calls back on its network
+    thread, possibly before ``publish()`` has returned the message id, so an
+    acknowledgement that arrives first is kept until the id is registered
+    (holding a lock across paho's ``publish()`` could deadlock with its thread).
+
+    Args:
+        cfg: broker address, credentials, TLS, timings.
+        client_id: stable id; the broker keeps the session under it.
+    """
+
+    def __init__(self, cfg: MqttConfig, client_id: str) -> None:
+        self.cfg, self.client_id = cfg, client_id
+        self._client: mqtt.Client | None = None
+        self._listener: TransportListener | None = None
+        self._presence: Presence | None = None
+        self._topics: list[str] = []
+        self._lock = threading.Lock()
+        self._waiting: dict[int, DeliveryCallback] = {}  # mid -> callback
+        self._early: dict[int, bool] = {}  # PUBACKs that beat publish() returning
+        self._connected = False
+        self._last_error: str | None = None
+
+    @property
+    def peer(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def subscribe(self, topics: Sequence[str]) -> None:
+        with self._lock:
+            self._topics.extend(t for t in topics if t not in self._topics)
+            client = self._client if self._connected else None
+        if client is not None:
+            client.subscribe([(t, 1) for t in topics])
+
+    def connect(self, listener: TransportListener, presence: Presence | None = None) -> None:
+        self._listener, self._presence = listener, presence
+        will = (presence.topic, presence.offline) if presence is not None else None
+        client = make_client(self.cfg, self.client_id, will=will)
+        client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
+        client.on_publish, client.on_message = self._on_publish, self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        self._client = client
+        connect_async(client, self.cfg)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        on_delivered: DeliveryCallback | None = None,
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise RuntimeError("MqttTransport.publish before connect")
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        callback = on_delivered or _ignore
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._waiting[info.mid] = callback
+        if early is not None:
+            callback(early)
+
+    def status(self) -> TransportStatus:
+        return TransportStatus(self._connected, self.peer, self._last_error)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            if self._connected and self._presence is not None:
+                p = self._presence
+                info = client.publish(p.topic, p.offline, qos=1, retain=True)
+                info.wait_for_publish(timeout_s)
+            client.disconnect()
+        except Exception:
+            log.exception("MQTT close")
+        finally:
+            self._connected = False
+            client.loop_stop()
+
+    # -- paho's thread ---------------------------------------------------------------
+    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            self._last_error = f"broker refused connection: {rc}"
+            log.warning("MQTT connect refused: %s", rc)
+            if self._listener is not None:
+                self._listener.on_connect_failed(self._last_error)
+            return
+        apply_receive_maximum(client, self.cfg, props)
+        # subscribe on every connect: a restarted broker may have lost the session
+        with self._lock:
+            topics = list(self._topics)
+        if topics:
+            client.subscribe([(t, 1) for t in topics])
+        if self._presence is not None:
+            self.publish(self._presence.topic, self._presence.online, retain=True)
+        self._connected = True
+        if self._listener is not None:
+            self._listener.on_connected()
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._last_error = f"cannot reach the broker at {self.peer}"
+        if self._listener is not None:
+            self._listener.on_connect_failed(self._last_error)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        was, self._connected = self._connected, False
+        if was:  # (a refused connect keeps its own, better, reason)
+            self._last_error = f"disconnected: {rc}"
+            if self._listener is not None:
+                self._listener.on_connection_lost(self._last_error)
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        ok = not rc.is_failure
+        with self._lock:
+            callback = self._waiting.pop(mid, None)
+            if callback is None:
+                self._early[mid] = ok
+        if callback is not None:
+            callback(ok)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        if self._listener is not None:
+            self._listener.on_message(msg.topic, bytes(msg.payload))

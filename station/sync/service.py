@@ -1,29 +1,50 @@
-"""Wiring the platform sync into a built :class:`~kanjian.station.pipeline.Station`.
+"""The platform sync as an outward channel of a built :class:`~kanjian.station.pipeline.Station`.
 
-``build_station`` calls :func:`start_sync` when ``sync.enabled``; ``Station.close``
-calls :meth:`SyncService.stop` after the store has committed everything.
+Importing this module registers the ``sync`` channel kind: ``build_station``
+calls :func:`start_sync`, which makes a :class:`SyncService` when
+``sync.enabled``. Each commit wakes the worker (it reads what the store
+committed from the outbox); ``Station.close`` closes the channel after the
+store has committed everything, so the last rows can still be sent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from kanjian.inference.model import OnnxModel
+from kanjian.inference.types import Inspection
+from kanjian.station.pipeline import Station, register_channel
 from kanjian.station.sync.deploy import ModelDeployer
 from kanjian.station.sync.status import SyncStatus
 from kanjian.station.sync.worker import Identity, SyncWorker
 
-if TYPE_CHECKING:
-    from kanjian.station.pipeline import Station
-
 
 class SyncService:
-    """The sync worker and the model deployer of one station."""
+    """The sync worker and the model deployer of one station: its ``sync`` channel."""
+
+    name = "sync"
 
     def __init__(self, worker: SyncWorker, deployer: ModelDeployer | None) -> None:
         self.worker = worker
         self.deployer = deployer
+
+    def start(self) -> None:
+        """Start the worker's thread; raises what stopped it (e.g. an unusable database)."""
+        try:
+            self.worker.start()
+        except BaseException:
+            if self.deployer is not None:  # its thread started with it: not left behind
+                self.deployer.stop()
+            raise
+
+    def on_commit(self, batch: Sequence[Inspection]) -> None:
+        """Rows were committed: the worker looks at the outbox now (cheap)."""
+        self.worker.wake()
+
+    def close(self) -> None:
+        """After the store's last commit: drain for a while, say offline, disconnect."""
+        self.stop()
 
     def status(self) -> SyncStatus:
         """Backlog, last delivery, connection: for ``/status``, ``/metrics`` and the CLI."""
@@ -40,9 +61,12 @@ def _ref(model: OnnxModel) -> dict[str, str]:
     return {k: str(v) for k, v in asdict(model.ref).items()}
 
 
-def start_sync(station: Station) -> SyncService:
-    """Start the sync worker (and deployer) for a station whose store is open."""
+def start_sync(station: Station) -> SyncService | None:
+    """The sync channel (worker and deployer, unstarted) for a station whose store is open,
+    or ``None`` when ``sync.enabled`` is off."""
     cfg = station.config
+    if not cfg.sync.enabled:
+        return None
     ident = Identity(cfg.station.site, cfg.station.line, cfg.station.id)
     worker = SyncWorker(
         station.store.db_path,
@@ -83,6 +107,7 @@ def start_sync(station: Station) -> SyncService:
             worker.emit("command_rejected", {"command": name, "reason": "unknown or disabled"})
 
     worker.on_command = on_command
-    station.store.add_listener(worker.wake)
-    worker.start()
     return SyncService(worker, deployer)
+
+
+register_channel("sync", start_sync, order=20)

@@ -1,12 +1,14 @@
-"""The sync worker: drains the outbox to MQTT until the platform confirms each entry.
+"""The sync worker: drains the outbox through a transport until the platform confirms each entry.
 
-One thread, one SQLite connection, one paho client (whose network loop runs on
-paho's own thread and only hands PUBACKs and messages over through deques).
-The worker never touches the inspection loop: it reads what the store has
-committed, so a dead broker only grows the backlog.
+One thread, one SQLite connection, one :class:`~kanjian.station.sync.transport.Transport`
+(MQTT in a station: :class:`~kanjian.station.sync.mqtt_client.MqttTransport`),
+whose own thread only hands deliveries, connection changes and messages over
+through deques. The worker never touches the inspection loop: it reads what
+the store has committed, so a dead broker only grows the backlog.
 
-An entry is *sent* when the broker acknowledges it (PUBACK) and *done* when
-the platform confirms it stored it (``{p}/confirm``). Unconfirmed entries are
+An entry is *sent* when the transport says it was delivered (MQTT: the
+broker's PUBACK) and *done* when the platform confirms it stored it
+(``{p}/confirm``). Unconfirmed entries are
 re-sent after ``confirm_timeout_s`` (doubling per attempt), at once after a
 reconnect (the broker may have lost what it acknowledged), and on the
 platform's request (``{p}/cmd/resend``). See ``docs/sync.md``.
@@ -37,17 +39,17 @@ from kanjian.station.sync.messages import (
     image_key,
     inspection_message,
 )
-from kanjian.station.sync.mqtt_client import apply_receive_maximum, connect_async, make_client
+from kanjian.station.sync.mqtt_client import MqttTransport
 from kanjian.station.sync.objectstore import ImageUploader
 from kanjian.station.sync.outbox import Outbox
 from kanjian.station.sync.outbox_types import (
     BacklogStats,
     OutboxEntry,
     PendingWrites,
-    RetentionResult,
-    to_ranges,
 )
 from kanjian.station.sync.status import SyncStatus, age_s
+from kanjian.station.sync.transport import Presence, Transport
+from kanjian.station.sync.watch import StationWatch, apply_retention, dropped_again
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class SyncWorker:
         model_ref: optional probe of the active model (dict name/version/sha256);
             changes become ``model_activated`` events.
         on_command: optional handler of ``{p}/cmd/<name>`` payloads other than ``resend``.
+        transport: what carries the messages (default: MQTT to ``cfg.mqtt``).
     """
 
     def __init__(
@@ -99,30 +102,32 @@ class SyncWorker:
         camera_state: Callable[[], str] | None = None,
         model_ref: Callable[[], dict[str, str]] | None = None,
         on_command: Callable[[str, bytes], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.db_path, self.data_dir, self.cfg, self.ident = db_path, data_dir, cfg, ident
         self.topics = StationTopics(cfg.mqtt.topic_prefix, ident.site, ident.line, ident.station)
         self.camera_state, self.model_ref, self.on_command = camera_state, model_ref, on_command
         self.client_id = cfg.mqtt.client_id or f"kanjian-{ident.site}-{ident.line}-{ident.station}"
-        self.model_lock = threading.Lock()  # held while the active model changes on purpose
-        self._known_model: dict[str, str] | None = None
+        self.transport = transport or MqttTransport(cfg.mqtt, self.client_id)
+        self.watch = StationWatch(self.emit, camera_state, model_ref, cfg.backlog_high)
+        self.model_lock = self.watch.model_lock  # held while the active model changes on purpose
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._acks: collections.deque[tuple[int, bool]] = collections.deque()
+        # deliveries from the transport's thread: (seq or event id, publish token, ok);
+        # token -1 marks an event
+        self._acks: collections.deque[tuple[int, int, bool]] = collections.deque()
         self._incoming: collections.deque[tuple[str, bytes]] = collections.deque()
         self._events: collections.deque[tuple[str, str, str, str]] = collections.deque()
         self._connected = False
         self._connect_changed = False
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, published at)
-        self._inflight_seqs: set[int] = set()
-        self._event_mids: dict[int, int] = {}  # mid -> sync_events.id
+        self._inflight: dict[int, tuple[int, float]] = {}  # seq -> (publish token, published at)
+        self._tokens_issued = 0
+        self._events_inflight: set[int] = set()  # sync_events.id published, not delivered
         self._cursor = 0  # highest seq handed to MQTT by this process
         self._counts = collections.Counter[str]()
         self._last: dict[str, str | None] = {"ack": None, "confirm": None, "error": None}
         self._backlog: BacklogStats | None = None
         self._stream = ""
-        self._high = False
-        self._camera: str | None = None
         self.uploader: ImageUploader | None = None
         self._thread = threading.Thread(target=self._run, name="sync-worker", daemon=True)
         self._started = threading.Event()
@@ -132,7 +137,7 @@ class SyncWorker:
 
     @property
     def broker(self) -> str:
-        return f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
+        return self.transport.peer
 
     # -- public, any thread ----------------------------------------------------------
     def start(self) -> SyncWorker:
@@ -162,7 +167,7 @@ class SyncWorker:
 
     def note_model(self, ref: dict[str, str]) -> None:
         """The active model is now ``ref`` and its event is already emitted (hold model_lock)."""
-        self._known_model = ref
+        self.watch.known_model = ref
 
     def stop(self, drain_s: float | None = None) -> None:
         """Drain for up to ``drain_s`` (default ``close_drain_s``), say offline, disconnect."""
@@ -198,36 +203,31 @@ class SyncWorker:
             last_error=self._last["error"],
         )
 
-    # -- paho callbacks (paho's thread: hand over, never touch SQLite) ------------------
-    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: Any, props: Any) -> None:
-        if rc.is_failure:
-            self._last["error"] = f"broker refused connection: {rc}"
-            log.warning("MQTT connect refused: %s", rc)
-            return
-        apply_receive_maximum(client, self.cfg.mqtt, props)
-        # subscribe on every connect: a restarted broker may have lost the session
-        client.subscribe([(self.topics.confirm, 1), (self.topics.cmd, 1)])
-        client.publish(self.topics.availability, b"online", qos=1, retain=True)
+    # -- transport listener (the transport's thread: hand over, never touch SQLite) -----
+    def on_connected(self) -> None:
         self._connected, self._connect_changed = True, True
         self._wake.set()
 
-    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
-        self._last["error"] = f"cannot reach the broker at {self.broker}"
+    def on_connect_failed(self, reason: str) -> None:
+        self._last["error"] = reason
 
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if self._connected:  # (a refused connect keeps its own, better, reason)
-            log.warning("MQTT connection lost (%s); the backlog grows until it is back", rc)
-            self._last["error"] = f"disconnected: {rc}"
+    def on_connection_lost(self, reason: str) -> None:
+        log.warning("connection to %s lost (%s); the backlog grows until it is back",
+                    self.broker, reason)  # fmt: skip
+        self._last["error"] = reason
         self._connected, self._connect_changed = False, True
         self._wake.set()
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: Any, _p: Any) -> None:
-        self._acks.append((mid, not rc.is_failure))
+    def on_message(self, topic: str, payload: bytes) -> None:
+        self._incoming.append((topic, payload))
         self._wake.set()
 
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        self._incoming.append((msg.topic, bytes(msg.payload)))
-        self._wake.set()
+    def _delivered(self, key: int, token: int) -> Callable[[bool], None]:
+        def done(ok: bool) -> None:
+            self._acks.append((key, token, ok))
+            self._wake.set()
+
+        return done
 
     # -- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -253,13 +253,8 @@ class SyncWorker:
                 self.ident.station,
                 nice=self.cfg.nice,
             ).start()
-        client = make_client(
-            self.cfg.mqtt, self.client_id, will=(self.topics.availability, b"offline")
-        )
-        client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
-        client.on_publish, client.on_message = self._on_publish, self._on_message
-        client.on_connect_fail = self._on_connect_fail
-        connect_async(client, self.cfg.mqtt)
+        self.transport.subscribe([self.topics.confirm, self.topics.cmd])
+        self.transport.connect(self, Presence(self.topics.availability))
         self._started.set()
         periodic = {"status": 0.0, "retention": 0.0, "probe": 0.0, "state": 0.0}
         drain_deadline: float | None = None
@@ -274,7 +269,7 @@ class SyncWorker:
                     time.sleep(pause)
                 last_step = time.monotonic()
                 try:
-                    self._step(ob, client, periodic)
+                    self._step(ob, periodic)
                 except Exception as e:  # never let one bad pass end the sync
                     log.exception("sync pass failed")
                     self._last["error"] = f"{type(e).__name__}: {e}"
@@ -288,14 +283,11 @@ class SyncWorker:
                         break
                     time.sleep(0.02)
         finally:
-            self._shutdown(ob, client)
+            self._shutdown(ob)
 
-    def _shutdown(self, ob: Outbox, client: Any) -> None:
+    def _shutdown(self, ob: Outbox) -> None:
         try:
-            if self._connected:
-                info = client.publish(self.topics.availability, b"offline", qos=1, retain=True)
-                info.wait_for_publish(2.0)
-            client.disconnect()
+            self.transport.close(2.0)  # says offline first while connected
         except Exception:
             log.exception("sync shutdown")
         finally:
@@ -304,12 +296,11 @@ class SyncWorker:
                 self._persist_state(ob)
             except Exception:
                 log.exception("sync shutdown: state not written")
-            client.loop_stop()
             if self.uploader is not None:
                 self.uploader.stop()
             ob.close()
 
-    def _step(self, ob: Outbox, client: Any, periodic: dict[str, float]) -> None:
+    def _step(self, ob: Outbox, periodic: dict[str, float]) -> None:
         now = time.monotonic()
         w = PendingWrites()
         if self._connect_changed:
@@ -324,17 +315,17 @@ class SyncWorker:
             w.events_new.append(self._events.popleft())
         if now - periodic["probe"] >= 1.0:
             periodic["probe"] = now
-            self._probe()
+            self.watch.probe()
         if self._connected:
             w.retry_at = time.time() + self.cfg.confirm_timeout_s
-            self._publish_events(ob, client)
-            self._publish_entries(ob, client, w)
+            self._publish_events(ob)
+            self._publish_entries(ob, w)
         if w:  # one write transaction per step
             self._apply(ob, w)
         if now - periodic["status"] >= 1.0:
             periodic["status"] = now
             self._backlog = ob.backlog_stats()
-            self._check_backlog_high()
+            self.watch.check_backlog(self._backlog)
             if not self.cfg.s3.enabled:
                 ob.skip_images()
             elif self.uploader is not None:
@@ -359,26 +350,25 @@ class SyncWorker:
 
     def _take_acks(self, w: PendingWrites) -> None:
         while self._acks:
-            mid, ok = self._acks.popleft()
-            if mid in self._event_mids:
-                eid = self._event_mids.pop(mid)
+            key, token, ok = self._acks.popleft()
+            if token < 0:  # an event
+                self._events_inflight.discard(key)
                 if ok:
-                    w.events_sent.append(eid)
+                    w.events_sent.append(key)
                 continue
-            entry = self._inflight.pop(mid, None)
-            if entry is None:
-                continue  # availability, or an entry dropped from the window
-            self._inflight_seqs.discard(entry[0])
+            entry = self._inflight.get(key)
+            if entry is None or entry[0] != token:
+                continue  # an entry dropped from the window (or published again since)
+            del self._inflight[key]
             if ok:
-                w.acked.append(entry[0])
-            # a refused PUBACK leaves the entry due at its retry time
-        # an entry paho never acknowledged on a live connection: let the retry scan have it
+                w.acked.append(key)
+            # a refused delivery leaves the entry due at its retry time
+        # an entry never delivered on a live connection: let the retry scan have it
         stale = time.monotonic() - 4 * self.cfg.confirm_timeout_s
         if self._connected and self._inflight:
-            for mid, (seq, t) in list(self._inflight.items()):
+            for seq, (_, t) in list(self._inflight.items()):
                 if t < stale:
-                    del self._inflight[mid]
-                    self._inflight_seqs.discard(seq)
+                    del self._inflight[seq]
 
     def _take_incoming(self, w: PendingWrites, ob: Outbox) -> None:
         while self._incoming:
@@ -392,7 +382,9 @@ class SyncWorker:
                     r = ResendIn.model_validate_json(payload)
                     if r.stream == self._stream:
                         w.resends.append(r.ranges)
-                        self._report_dropped_again(ob, r.ranges)
+                        again = dropped_again(ob, self._stream, r.ranges)
+                        if again is not None:
+                            self.emit("sync_dropped", again)
                 elif topic.startswith(self.topics.command("")):
                     name = topic[len(self.topics.command("")) :]
                     if self.on_command is None:
@@ -404,12 +396,12 @@ class SyncWorker:
                 if "/cmd/" in topic:
                     self.emit("command_rejected", {"topic": topic, "reason": str(e)[:500]})
 
-    def _publish_events(self, ob: Outbox, client: Any) -> None:
-        waiting = set(self._event_mids.values())
+    def _publish_events(self, ob: Outbox) -> None:
         for eid, payload in ob.unsent_events(50):
-            if eid not in waiting:
-                info = client.publish(self.topics.events, payload.encode(), qos=1)
-                self._event_mids[info.mid] = eid
+            if eid not in self._events_inflight:
+                self._events_inflight.add(eid)
+                self.transport.publish(self.topics.events, payload.encode(),
+                                       on_delivered=self._delivered(eid, -1))  # fmt: skip
 
     def _image_keys(self, ob: Outbox, recs: list[OutboxEntry]) -> dict[int, str | None]:
         """Per seq, the object key its message names: the outbox's plan, the uploader's too.
@@ -438,7 +430,7 @@ class SyncWorker:
                 self.uploader.wake()
         return keys
 
-    def _publish(self, ob: Outbox, client: Any, recs: list[OutboxEntry], w: PendingWrites) -> None:
+    def _publish(self, ob: Outbox, recs: list[OutboxEntry], w: PendingWrites) -> None:
         s3, i = self.cfg.s3, self.ident
         now = time.monotonic()
         keys = self._image_keys(ob, recs)
@@ -447,14 +439,16 @@ class SyncWorker:
             payload = inspection_message(rec, site=i.site, line=i.line, station=i.station,
                                          stream=self._stream, bucket=s3.bucket if key else None,
                                          key=key)  # fmt: skip
-            info = client.publish(self.topics.inspections, payload, qos=1)
-            self._inflight[info.mid] = (rec.seq, now)
-            self._inflight_seqs.add(rec.seq)
+            self._tokens_issued += 1
+            token = self._tokens_issued
+            self._inflight[rec.seq] = (token, now)  # before publish: the ack may come first
+            self.transport.publish(self.topics.inspections, payload,
+                                   on_delivered=self._delivered(rec.seq, token))  # fmt: skip
             self._cursor = max(self._cursor, rec.seq)
             self._counts["resent" if rec.attempts else "published"] += 1
             w.published.append(rec.seq)
 
-    def _publish_entries(self, ob: Outbox, client: Any, w: PendingWrites) -> None:
+    def _publish_entries(self, ob: Outbox, w: PendingWrites) -> None:
         room = self.cfg.window - len(self._inflight)
         rate = self.cfg.max_rate
         if rate > 0:  # token bucket, at most one second's worth at once
@@ -468,87 +462,26 @@ class SyncWorker:
         due = [
             r
             for r in ob.fetch_due(time.time(), self._cursor, min(room, self.cfg.read_batch))
-            if r.seq not in self._inflight_seqs
+            if r.seq not in self._inflight
         ]
-        self._publish(ob, client, due, w)
+        self._publish(ob, due, w)
         room -= len(due)
         if room > 0:
             want = min(room, self.cfg.read_batch)
             fresh = ob.fetch_fresh(self._cursor, want)
-            self._publish(ob, client, [r for r in fresh if r.seq not in self._inflight_seqs], w)
+            self._publish(ob, [r for r in fresh if r.seq not in self._inflight], w)
             if len(fresh) == want:
                 self._wake.set()  # more where these came from
 
-    def _probe(self) -> None:
-        if self.camera_state is not None:
-            try:
-                state = self.camera_state()
-            except Exception:
-                state = "error"
-            if self._camera is not None and state != self._camera:
-                if state == "connected":
-                    self.emit("camera_back", {"state": state, "was": self._camera})
-                elif self._camera == "connected":
-                    self.emit("camera_lost", {"state": state})
-            self._camera = state
-        if self.model_ref is not None:
-            with self.model_lock:
-                ref = self.model_ref()
-                if self._known_model is not None and ref != self._known_model:
-                    self.emit(
-                        "model_activated",
-                        {"source": "station", "model": ref, "previous": self._known_model},
-                    )
-                self._known_model = ref
-
-    def _check_backlog_high(self) -> None:
-        b = self._backlog
-        if b is None:
-            return
-        data = {"backlog": b.backlog, "oldest_age_s": age_s(b.oldest_created_at)}
-        if not self._high and b.backlog > self.cfg.backlog_high:
-            self._high = True
-            log.warning("sync backlog high: %d entries", b.backlog)
-            self.emit("sync_backlog_high", {**data, "threshold": self.cfg.backlog_high})
-        elif self._high and b.backlog <= self.cfg.backlog_high // 2:
-            self._high = False
-            self.emit("sync_backlog_normal", {**data, "threshold": self.cfg.backlog_high})
-
     def _retention(self, ob: Outbox) -> None:
-        r = self.cfg.retention
         i = self.ident
-
-        def report(res: RetentionResult) -> tuple[str, str, str, str]:
-            data = {
-                "stream": self._stream,
-                "messages": res.messages,
-                "images": res.images,
-                "ranges": [list(x) for x in res.message_ranges[:10_000]],
-                "total_messages": res.total_messages,
-                "total_images": res.total_images,
-            }
-            eid, payload, at = event_message(
-                "sync_dropped", data, site=i.site, line=i.line, station=i.station
-            )
-            return eid, "sync_dropped", payload, at
-
-        # the drop, its counters and its event row commit together (Outbox.apply_retention)
-        res = ob.apply_retention(r.max_age_h, r.max_backlog, r.max_images_pending, report)
+        res = apply_retention(ob, self.cfg.retention, self._stream, i.site, i.line, i.station)
         if res.messages or res.images:
             self._counts["dropped_messages_total"] = res.total_messages
             self._counts["dropped_images_total"] = res.total_images
             log.error("retention dropped %d unconfirmed messages and %d images",
                       res.messages, res.images)  # fmt: skip
             self._wake.set()  # publish the event now
-
-    def _report_dropped_again(self, ob: Outbox, ranges: list[tuple[int, int]]) -> None:
-        # asked for entries retention gave up on: say so again (the first sync_dropped
-        # event may have been lost with a broker), so the platform stops seeing a gap
-        dropped = to_ranges(ob.dropped_in(ranges))
-        if dropped:
-            n = sum(b - a + 1 for a, b in dropped)
-            self.emit("sync_dropped", {"stream": self._stream, "messages": n, "images": 0,
-                                       "ranges": [list(x) for x in dropped], "repeated": True})  # fmt: skip
 
     def _persist_state(self, ob: Outbox) -> None:
         vals = {"connected": "1" if self._connected else "0", "updated_at": utc_iso()}

@@ -17,6 +17,9 @@ import numpy as np
 from pymodbus.client import ModbusTcpClient
 
 from kanjian.station.pipeline import Station, build_station
+from kanjian.station.plc.modbus import ModbusPlcServer
+from kanjian.station.plc.opcua import OpcUaPlcServer
+from kanjian.station.plc.service import PlcService  # (importing it registers "plc")
 from tests.support.station_config import merge, parse, station_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,9 +120,23 @@ class ModbusPlc:
         self.c.close()
 
 
+def plc_service(station: Station) -> PlcService:
+    """The station's ``plc`` channel."""
+    svc = station.channels.get(PlcService)
+    assert svc is not None
+    return svc
+
+
 def modbus_port(station: Station) -> int:
-    assert station.plc is not None and station.plc.modbus is not None
-    return station.plc.modbus.address[1]
+    server = plc_service(station).server(ModbusPlcServer)
+    assert server is not None
+    return server.address[1]
+
+
+def opcua_endpoint(station: Station) -> str:
+    server = plc_service(station).server(OpcUaPlcServer)
+    assert server is not None
+    return server.endpoint
 
 
 def report(name: str, lat_ms: list[float], tmp_path: Path) -> None:

@@ -1,0 +1,122 @@
+"""What the sync worker reports on its own: camera and model changes, backlog high/normal,
+what retention dropped.
+
+Each change becomes one event (``camera_lost`` / ``camera_back``,
+``model_activated``, ``sync_backlog_high`` / ``sync_backlog_normal``) handed to
+``emit``; the worker calls :meth:`StationWatch.probe` about once a second and
+:meth:`StationWatch.check_backlog` after each backlog count.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kanjian.station.sync.config import RetentionConfig
+from kanjian.station.sync.messages import event_message
+from kanjian.station.sync.outbox import Outbox
+from kanjian.station.sync.outbox_types import BacklogStats, RetentionResult, to_ranges
+from kanjian.station.sync.status import age_s
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class StationWatch:
+    """Turns the station's camera state, active model and backlog into change events.
+
+    Args:
+        emit: queues one event (name, data).
+        camera_state: probe of the camera state (``connected``, ``reconnecting``...).
+        model_ref: probe of the active model (dict name/version/sha256).
+        backlog_high: the backlog above which ``sync_backlog_high`` is said once
+            (``sync_backlog_normal`` once it is back to half of it).
+    """
+
+    def __init__(
+        self,
+        emit: Emit,
+        camera_state: Callable[[], str] | None,
+        model_ref: Callable[[], dict[str, str]] | None,
+        backlog_high: int,
+    ) -> None:
+        self.emit, self.camera_state, self.model_ref = emit, camera_state, model_ref
+        self.backlog_high = backlog_high
+        self.model_lock = threading.Lock()  # held while the active model changes on purpose
+        self.known_model: dict[str, str] | None = None
+        self._camera: str | None = None
+        self._high = False
+
+    def probe(self) -> None:
+        if self.camera_state is not None:
+            try:
+                state = self.camera_state()
+            except Exception:
+                state = "error"
+            if self._camera is not None and state != self._camera:
+                if state == "connected":
+                    self.emit("camera_back", {"state": state, "was": self._camera})
+                elif self._camera == "connected":
+                    self.emit("camera_lost", {"state": state})
+            self._camera = state
+        if self.model_ref is not None:
+            with self.model_lock:
+                ref = self.model_ref()
+                if self.known_model is not None and ref != self.known_model:
+                    self.emit(
+                        "model_activated",
+                        {"source": "station", "model": ref, "previous": self.known_model},
+                    )
+                self.known_model = ref
+
+    def check_backlog(self, b: BacklogStats | None) -> None:
+        if b is None:
+            return
+        data = {"backlog": b.backlog, "oldest_age_s": age_s(b.oldest_created_at)}
+        if not self._high and b.backlog > self.backlog_high:
+            self._high = True
+            log.warning("sync backlog high: %d entries", b.backlog)
+            self.emit("sync_backlog_high", {**data, "threshold": self.backlog_high})
+        elif self._high and b.backlog <= self.backlog_high // 2:
+            self._high = False
+            self.emit("sync_backlog_normal", {**data, "threshold": self.backlog_high})
+
+
+def apply_retention(
+    ob: Outbox, cfg: RetentionConfig, stream: str, site: str, line: str, station: str
+) -> RetentionResult:
+    """Drop what retention gives up on; its counters and its ``sync_dropped`` event row
+    commit together (:meth:`Outbox.apply_retention`)."""
+
+    def report(res: RetentionResult) -> tuple[str, str, str, str]:
+        data = {
+            "stream": stream,
+            "messages": res.messages,
+            "images": res.images,
+            "ranges": [list(x) for x in res.message_ranges[:10_000]],
+            "total_messages": res.total_messages,
+            "total_images": res.total_images,
+        }
+        eid, payload, at = event_message(
+            "sync_dropped", data, site=site, line=line, station=station
+        )
+        return eid, "sync_dropped", payload, at
+
+    return ob.apply_retention(cfg.max_age_h, cfg.max_backlog, cfg.max_images_pending, report)
+
+
+def dropped_again(ob: Outbox, stream: str, ranges: list[tuple[int, int]]) -> dict[str, Any] | None:
+    """The ``sync_dropped`` event data for the asked-for entries retention gave up on, if any.
+
+    Said again because the first event may have been lost with a broker, so the
+    platform stops seeing a gap.
+    """
+    dropped = to_ranges(ob.dropped_in(ranges))
+    if not dropped:
+        return None
+    n = sum(b - a + 1 for a, b in dropped)
+    return {"stream": stream, "messages": n, "images": 0,
+            "ranges": [list(x) for x in dropped], "repeated": True}  # fmt: skip
