@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.inference import bundle as b
+from kanjian.inference.golden_set import GoldenSet
 from kanjian.inference.model import load_model
 from kanjian.inference.session import ModelLoadError
 
@@ -60,7 +61,7 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
     if not exp_path.is_file():
         return GoldenReport(False, 0, [f"{exp_path}: golden set missing"])
     try:
-        golden = b.GoldenSet.model_validate(json.loads(exp_path.read_text(encoding="utf-8")))
+        golden = GoldenSet.model_validate(json.loads(exp_path.read_text(encoding="utf-8")))
     except (ValueError, OSError) as e:
         return GoldenReport(False, 0, [f"{exp_path}: invalid golden set: {e}"])
     if not golden.images:

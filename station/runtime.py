@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
 import cv2
 
 from kanjian.kernels import configure_threads as numba_threads
 from kanjian.station.config import RuntimeConfig
+
+log = logging.getLogger(__name__)
 
 
 def configure_threads(cfg: RuntimeConfig) -> None:
@@ -30,3 +34,18 @@ def configure_threads(cfg: RuntimeConfig) -> None:
         # (the workers themselves are the parallelism).
         n = 1
     numba_threads(n, layer="workqueue")
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread a higher nice value (Linux: threads are scheduled alone).
+
+    Background work (sync, uploads) must not take CPU from the inspection loop when
+    it catches up a backlog.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as e:  # not permitted, or not Linux
+        log.debug("could not lower a background thread's priority: %s", e)

@@ -336,13 +336,13 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    camera = {"kind": "gige", "address": "127.0.0.1", "trigger": "software", "exposure_us": 2000,
+    source = {"kind": "gige", "address": "127.0.0.1", "trigger": "software", "exposure_us": 2000,
               "read_timeout_s": 1.0, "backoff_initial_s": 0.1, "backoff_max_s": 0.5}  # fmt: skip
     cfg = parse(
         station_config(
             tmp_path / "data",
             bundle=detect_model.onnx,
-            camera=camera,
+            camera=source,
             trigger={"mode": "triggered", "frame_timeout_s": 1.5},
             plc={"enabled": True, "modbus": {"port": port}},
         )

@@ -22,6 +22,7 @@ from kanjian.appliance_api.http.annotate import annotate_inspection
 from kanjian.camera.frame import Frame
 from kanjian.inference import bundle as b
 from kanjian.inference.golden import check_bundle
+from kanjian.inference.golden_set import GoldenImage, GoldenSet
 from kanjian.inference.heads import (
     Keep,
     UnknownTaskError,
@@ -222,10 +223,10 @@ def test_a_task_registered_in_a_test_runs_a_real_model_end_to_end(
     )
 
     def golden(top_class: int) -> None:
-        expected = b.GoldenSet(
+        expected = GoldenSet(
             conf=0.25,
             iou=0.7,
-            images=[b.GoldenImage(file="g0.jpg", top_class=top_class, probs=probs[0].tolist())],
+            images=[GoldenImage(file="g0.jpg", top_class=top_class, probs=probs[0].tolist())],
         )
         (bundle / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).write_text(expected.model_dump_json())
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.golden_set import GoldenSet
 from tests.support.testmodels import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
@@ -134,7 +135,7 @@ def test_train_offline_writes_a_bundle_that_passes_parity(
     # the gate compared real detections, not two empty lists
     reference = int(parity_line.split("reference ")[1].split(",")[0])
     assert reference >= 5, parity_line
-    golden = b.GoldenSet.model_validate_json((bundle / "golden" / "expected.json").read_text())
+    golden = GoldenSet.model_validate_json((bundle / "golden" / "expected.json").read_text())
     assert len(golden.images) == 3
     assert sum(len(g.detections) for g in golden.images) > 0
 
@@ -253,9 +254,7 @@ def test_detect_bundle_fixture_is_a_checked_bundle(detect_bundle: Path) -> None:
 
     report = check_bundle(detect_bundle)
     assert report.ok, report.problems
-    golden = b.GoldenSet.model_validate_json(
-        (detect_bundle / "golden" / "expected.json").read_text()
-    )
+    golden = GoldenSet.model_validate_json((detect_bundle / "golden" / "expected.json").read_text())
     assert golden.conf == 0.05 and len(golden.images) == 4
     assert all(g.detections for g in golden.images)  # images with detections come first
 
@@ -289,7 +288,7 @@ def test_train_segment_and_classify_bundles(
     manifest = b.read_manifest(tmp_path / "bundle")
     assert manifest.task == task
     assert ("top1" if task == "classify" else "mask_mAP50") in manifest.metrics
-    golden = b.GoldenSet.model_validate_json(
+    golden = GoldenSet.model_validate_json(
         (tmp_path / "bundle" / "golden" / "expected.json").read_text()
     )
     if task == "classify":
@@ -358,7 +357,7 @@ def test_golden_set_lowers_its_conf_until_it_holds_detections(
     assert golden.conf < 0.99
     assert sum(len(g.detections) for g in golden.images) > 0
     assert all(d.confidence >= golden.conf for g in golden.images for d in g.detections)
-    on_disk = b.GoldenSet.model_validate_json((tmp_path / "golden" / "expected.json").read_text())
+    on_disk = GoldenSet.model_validate_json((tmp_path / "golden" / "expected.json").read_text())
     assert on_disk == golden
 
 

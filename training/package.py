@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.golden_set import GoldenDetection, GoldenImage, GoldenSet
 from kanjian.inference.verdict import VerdictRules
 from kanjian.training.checks import read_bgr
 
@@ -27,7 +28,7 @@ from kanjian.training.checks import read_bgr
 _CONF_MARGIN = 0.005
 
 
-def _golden_entry(model: object, path: Path, conf: float, iou: float) -> tuple[b.GoldenImage, bool]:
+def _golden_entry(model: object, path: Path, conf: float, iou: float) -> tuple[GoldenImage, bool]:
     """Expected output for one image, and whether it is far from the thresholds."""
     from kanjian.inference.model import OnnxModel
 
@@ -40,16 +41,16 @@ def _golden_entry(model: object, path: Path, conf: float, iou: float) -> tuple[b
         ranked = sorted(probs, reverse=True)
         stable = len(ranked) < 2 or ranked[0] - ranked[1] > _CONF_MARGIN
         top = max(range(len(probs)), key=probs.__getitem__)
-        return b.GoldenImage(file=path.name, top_class=top, probs=probs), stable
+        return GoldenImage(file=path.name, top_class=top, probs=probs), stable
     low = model.predict(image, conf=max(conf - _CONF_MARGIN, 0.0), iou=iou).detections
     dets = low.select(low.confidence >= conf)
     stable = not bool(
         ((low.confidence > conf - _CONF_MARGIN) & (low.confidence < conf + _CONF_MARGIN)).any()
     )
-    entry = b.GoldenImage(
+    entry = GoldenImage(
         file=path.name,
         detections=[
-            b.GoldenDetection(
+            GoldenDetection(
                 xyxy=(float(x1), float(y1), float(x2), float(y2)),
                 confidence=float(c),
                 class_id=int(k),
@@ -72,7 +73,7 @@ def _lower_confs(conf: float) -> list[float]:
 
 def write_golden(
     bundle_dir: Path, candidates: Sequence[Path], *, conf: float, iou: float, count: int = 4
-) -> b.GoldenSet:
+) -> GoldenSet:
     """Pick ``count`` golden images from ``candidates`` and record their expected output.
 
     Images with detections come first; among them, images with no score within
@@ -105,7 +106,7 @@ def write_golden(
     for *_, path, entry in sorted(chosen, key=lambda t: t[4].name):
         shutil.copyfile(path, gdir / path.name)
         images.append(entry)
-    golden = b.GoldenSet(conf=conf, iou=iou, images=images)
+    golden = GoldenSet(conf=conf, iou=iou, images=images)
     (gdir / b.GOLDEN_EXPECTED).write_text(golden.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return golden
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.golden_set import GoldenSet
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
 from kanjian.training.records import IMAGE_SUFFIXES
@@ -198,7 +199,7 @@ def run_pipeline(
         golden_count=options.golden_images,
         golden_conf=options.golden_conf,
     )
-    golden = b.GoldenSet.model_validate_json(
+    golden = GoldenSet.model_validate_json(
         (bundle_dir / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")
     )
     dets = sum(len(g.detections) for g in golden.images)

@@ -23,8 +23,8 @@ from kanjian.inference.types import Detections, Inspection
 from kanjian.inference.verdict import VerdictResult, VerdictRules
 from kanjian.kernels import Letterbox
 
-if TYPE_CHECKING:  # bundle imports this package to validate manifests' tasks
-    from kanjian.inference.bundle import GoldenImage, GoldenSet
+if TYPE_CHECKING:
+    from kanjian.inference.golden_set import GoldenImage, GoldenSet
 
 #: decides whether a detection is drawn: ``keep(class_name, confidence)``
 Keep = Callable[[str, float], bool]

@@ -24,7 +24,7 @@ from kanjian.inference.verdict import VerdictResult, VerdictRules, judge_probs
 from kanjian.kernels import Letterbox
 
 if TYPE_CHECKING:
-    from kanjian.inference.bundle import GoldenImage, GoldenSet
+    from kanjian.inference.golden_set import GoldenImage, GoldenSet
 
 
 def need_probs(probs: NDArray[np.float32] | None, task: str) -> NDArray[np.float32]:

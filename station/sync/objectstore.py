@@ -155,7 +155,7 @@ class ImageUploader:
         return True
 
     def _run(self) -> None:
-        from kanjian.station.sync.worker import lower_priority
+        from kanjian.station.runtime import lower_priority
 
         lower_priority(self.nice)
         ob = Outbox(self.db_path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kanjian.station.records import utc_iso
+from kanjian.station.runtime import lower_priority
 from kanjian.station.sync.config import SyncConfig
 from kanjian.station.sync.messages import (
     ConfirmIn,
@@ -52,20 +52,6 @@ from kanjian.station.sync.transport import Presence, Transport
 from kanjian.station.sync.watch import StationWatch, apply_retention, dropped_again
 
 log = logging.getLogger(__name__)
-
-
-def lower_priority(nice: int) -> None:
-    """Give the calling thread a higher nice value (Linux: threads are scheduled alone).
-
-    The sync must not take CPU from the inspection loop when it catches up a backlog.
-    """
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-    except OSError as e:  # not permitted, or not Linux
-        log.debug("could not lower the sync thread's priority: %s", e)
 
 
 @dataclass(frozen=True)
