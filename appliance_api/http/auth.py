@@ -13,10 +13,11 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from enum import Enum
 
 import sqlite_utils
+
+from kanjian.station.state.audit import now_iso
 
 TOKEN_PREFIX = "kj_"
 
@@ -74,11 +75,6 @@ class NewToken:
 
     info: TokenInfo
     secret: str
-
-
-def now_iso() -> str:
-    """Current UTC time as ISO 8601 with microseconds (the store's format)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _digest(secret: str) -> str:

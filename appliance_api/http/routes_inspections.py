@@ -26,10 +26,9 @@ from kanjian.appliance_api.http.api_models import (
     ModelRefOut,
     VerdictName,
 )
-from kanjian.appliance_api.http.audit import write_audit
-from kanjian.appliance_api.http.auth import now_iso
-from kanjian.appliance_api.http.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.http.deps import Operator, Reader, State
+from kanjian.station.state.audit import now_iso, write_audit
+from kanjian.station.state.db import SQLITE_MAX_INT, write_tx
 
 router = APIRouter(tags=["inspections"])
 _ERR: dict[int | str, dict[str, Any]] = {

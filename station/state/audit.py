@@ -1,22 +1,30 @@
-"""The audit trail: one row per change (model activated, thresholds set, token made...)."""
+"""The audit trail: one row per change (model activated, thresholds set, token made...).
+
+The one writer of ``audit`` rows, for the API, the CLI, platform deploys and PLC
+recipes alike.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlite_utils
 
-from kanjian.appliance_api.http.auth import now_iso
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 with microseconds (the store's format)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did something: a token's holder, the CLI, or the station itself.
+    """Who did something: a token's holder, the CLI, the platform, the PLC or the station.
 
     Attributes:
-        name: token name, ``cli:<user>`` or ``station``.
+        name: token name, ``cli:<user>``, ``platform:<command id>``, ``plc`` or ``station``.
         token_id: the token used, if any.
         role: its role value, if any.
         remote_addr: client address for HTTP requests.
