@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "test-models"
 NEU_IMAGES = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
 KANJIAN = Path(sys.executable).with_name("kanjian")

@@ -19,7 +19,7 @@ from pymodbus.client import ModbusTcpClient
 from kanjian.station.config import parse_config
 from kanjian.station.pipeline import Station, build_station
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PEERS = REPO / "tests" / "peers"
 DOCS = REPO / "docs" / "plc.md"
 

@@ -20,7 +20,7 @@ from kanjian.camera.frame import Frame
 from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
 from kanjian.station.store import DB_NAME
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 MODEL = ModelRef("synthetic", "1", "a" * 64)
 NAMES = ("crazing", "scratches")

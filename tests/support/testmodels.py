@@ -2,8 +2,9 @@
 
 The suite needs real ONNX files exported by :mod:`kanjian.training` (not mocks),
 but training from scratch costs minutes on a CPU, so results are cached under
-``<cache_root>/<key>/`` where ``key`` hashes this package's source, the
-Ultralytics and torch versions, the recipe and the chosen images. A developer's
+``<cache_root>/<key>/`` where ``key`` names the task and the Ultralytics version and
+hashes the model-making training modules, this file, the Ultralytics and torch
+versions, the recipe and the chosen images. A developer's
 rerun is instant; a clean clone trains afresh. A file lock keeps parallel test
 runs from training the same model twice.
 """
@@ -24,7 +25,8 @@ from kanjian.training.layout import Task
 
 CLASS_NAMES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 _INFO = "info.json"
-#: the modules whose code changes what a test model is (not the CLI, gates or bundling)
+#: the training modules whose code changes what a test model is (not the CLI, gates or
+#: bundling); this file is hashed too
 _MODEL_MAKING_MODULES = (
     "_env.py",
     "checks.py",
@@ -32,7 +34,6 @@ _MODEL_MAKING_MODULES = (
     "importer.py",
     "layout.py",
     "records.py",
-    "testmodels.py",
     "train.py",
     "voc.py",
 )
@@ -116,9 +117,11 @@ def cache_key(recipe: Recipe, neu_det: Path) -> str:
     import torch
     import ultralytics
 
+    import kanjian.training
+
+    training = Path(kanjian.training.__file__).parent
     h = hashlib.sha256()
-    for name in _MODEL_MAKING_MODULES:
-        src = Path(__file__).parent / name
+    for src in (*(training / name for name in _MODEL_MAKING_MODULES), Path(__file__)):
         h.update(src.name.encode() + b"\0" + src.read_bytes())
     h.update(f"{ultralytics.__version__}|{torch.__version__}".encode())
     h.update(json.dumps(asdict(recipe), sort_keys=True).encode())
@@ -126,7 +129,8 @@ def cache_key(recipe: Recipe, neu_det: Path) -> str:
         h.update(stem.encode())
         h.update((neu_det / "images" / f"{stem}.jpg").read_bytes())
         h.update((neu_det / "annotations" / f"{stem}.xml").read_bytes())
-    return f"{recipe.task}-{h.hexdigest()[:16]}"
+    # the Ultralytics version is in the name too, so a moved pin shows which folders to delete
+    return f"{recipe.task}-ultralytics{ultralytics.__version__}-{h.hexdigest()[:16]}"
 
 
 @contextmanager
