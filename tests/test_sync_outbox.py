@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kanjian.platform.receiver_db import ReceiverDB
-from kanjian.station.store import ResultStore
 from kanjian.station.state.archive import ArchiveRejected, extract_bundle
+from kanjian.station.store import ResultStore
 from kanjian.station.sync.messages import (
     ConfirmIn,
     DeployModelIn,
@@ -263,7 +263,7 @@ def test_the_deploy_unpacker_refuses_escapes(tmp_path: Path) -> None:
         with pytest.raises(ArchiveRejected, match=why):
             extract_bundle(archive(f"bad{i}", members, link), tmp_path / f"bad{i}", 10_000)
     (tmp_path / "x.tar").write_bytes(b"not an archive")
-    with pytest.raises(ArchiveRejected, match="not a .zip, .tar.gz or .tar"):
+    with pytest.raises(ArchiveRejected, match=r"not a \.zip, \.tar\.gz or \.tar"):
         extract_bundle(tmp_path / "x.tar", tmp_path / "bad-x", 10_000)
     assert not (tmp_path.parent / "outside").exists()
 
