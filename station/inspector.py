@@ -10,20 +10,21 @@ from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules, unknown_classes
+from kanjian.station.state.rules import RulesError, RuleSet
 
 log = logging.getLogger(__name__)
 
-
-class RulesError(ValueError):
-    """The verdict rules name classes the model does not have (a typo would be ignored)."""
+__all__ = ["Inspector", "RuleSet", "RulesError"]
 
 
 class Inspector:
-    """Judges frames with the active model and the verdict rules.
+    """Judges frames with the active model and the rules in force.
 
-    The model can be swapped while frames flow (:meth:`swap_model`): each
-    frame reads the model reference once, so it is judged by exactly one model
-    version, and that version is recorded in its inspection.
+    The model (:meth:`swap_model`) and the rules (:meth:`set_ruleset`, one frozen
+    :class:`RuleSet`) can be swapped while frames flow: each frame reads both
+    references once, so it is judged by exactly one model version and one set of
+    rules, and that version is recorded in its inspection. The station's
+    :class:`~kanjian.station.state.service.StationState` makes the changes.
     """
 
     def __init__(
@@ -45,12 +46,27 @@ class Inspector:
             )
         self._model = model
         self._lock = threading.Lock()
-        self.rules = rules
-        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self._ruleset = RuleSet(rules, conf, iou, max_det)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The rules and thresholds that judge the next frame (``None`` fields: the bundle's)."""
+        return self._ruleset
+
+    def set_ruleset(self, ruleset: RuleSet) -> RuleSet:
+        """Make ``ruleset`` judge from the next frame on; returns the one it replaced."""
+        with self._lock:
+            old, self._ruleset = self._ruleset, ruleset  # one reference: never half a change
+        return old
+
+    @property
+    def rules(self) -> VerdictRules | None:
+        """The verdict rules set (``None``: the judging model's bundle defaults)."""
+        return self._ruleset.rules
 
     def rules_in_force(self, model: OnnxModel | None = None) -> VerdictRules:
         """The rules that judge the next frame: set ones, else ``model``'s bundle defaults."""
-        rules = self.rules
+        rules = self._ruleset.rules
         return rules if rules is not None else (model or self._model).default_rules()
 
     @property
@@ -59,7 +75,7 @@ class Inspector:
 
     def swap_model(self, model: OnnxModel) -> OnnxModel:
         """Make ``model`` judge the next frames; returns the one it replaced."""
-        rules = self.rules  # None: the new model brings its own default rules
+        rules = self._ruleset.rules  # None: the new model brings its own default rules
         missing = unknown_classes(rules, model.info.class_names)
         if missing:  # e.g. a model with fewer classes: those rules are inert now
             log.warning("model %s v%s has no class %s named in the verdict rules; "
@@ -72,14 +88,16 @@ class Inspector:
     def inspect(self, item: Frame | FrameFailure) -> Inspection:
         """Judge a frame; a failure or any error becomes an ERROR / MISSED inspection."""
         model = self._model  # read once: this frame is judged by this model only
+        rs = self._ruleset  # and by these rules only
         names = model.info.class_names
         if isinstance(item, FrameFailure):
             verdict = Verdict.MISSED if item.missed else Verdict.ERROR
             return Inspection(frame=item, verdict=verdict, reason=item.reason, class_names=names)
         t0 = time.perf_counter()
-        rules = self.rules_in_force(model)  # this frame's model's defaults when none are set
+        # this frame's model's defaults when none are set
+        rules = rs.rules if rs.rules is not None else model.default_rules()
         try:
-            pred = model.predict(item.image, self.conf, self.iou, self.max_det)
+            pred = model.predict(item.image, rs.conf, rs.iou, rs.max_det)
             result = model.judge(pred, rules)
         except Exception as e:  # the loop must survive any model or decoder failure
             log.exception("inspection of frame %s failed", item.frame_id)

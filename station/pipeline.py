@@ -31,6 +31,7 @@ from kanjian.station.channels import Channel, Channels
 from kanjian.station.config import StationConfig
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
+from kanjian.station.state.service import StationState
 from kanjian.station.store import ResultStore
 from kanjian.station.triggers import (
     STOPPING_UNJUDGED,
@@ -83,6 +84,7 @@ class Station:
     inspector: Inspector
     store: ResultStore
     startup_ms: dict[str, float]
+    state: StationState  # models, rules, audit: what the station keeps beyond inspections
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
@@ -251,6 +253,7 @@ class Station:
         self.store.close()
         # after the last commit, so every channel saw it (the sync can still send it)
         self.channels.close()
+        self.state.close()  # after the deployer, the last to write its rows
 
 
 class FreeRun:
@@ -314,11 +317,13 @@ class FreeRun:
 
 
 def build_station(cfg: StationConfig) -> Station:
-    """Start-up, in order: threads, model (+ warm-up), store, camera.
+    """Start-up, in order: threads, model (+ warm-up), store, station state, camera.
 
-    Raises ModelLoadError / BundleError naming the model file when it is missing
-    or corrupt, and RulesError when the verdict rules name a class the model
-    lacks — before any camera is opened or any row is written.
+    The station state puts back the model and rules activated or set (API,
+    platform, PLC) before a restart, for ``kanjian run`` and ``kanjian serve``
+    alike. Raises ModelLoadError / BundleError naming the model file when it is
+    missing or corrupt, and RulesError when the verdict rules name a class the
+    model lacks — before any camera is opened or any row is written.
     """
     t = {}
     t0 = time.perf_counter()
@@ -353,13 +358,24 @@ def build_station(cfg: StationConfig) -> Station:
         synchronous=cfg.store.synchronous,
     )
     t["open_store"] = (time.perf_counter() - t1) * 1e3
+    t1 = time.perf_counter()
+    state = StationState(cfg, inspector, store.db_path)
+    try:
+        state.startup()
+    except Exception:
+        store.close()
+        state.close()
+        raise
+    t["restore_state"] = (time.perf_counter() - t1) * 1e3
     t2 = time.perf_counter()
     source = open_source(cfg.camera, source_id="cam0")
     # Triggered: every frame read ahead of a trigger is stale and thrown away, and
     # decoding it steals CPU from the inspection in flight — keep one at most.
     pump = FramePump(source, cfg.policy, queue_size=1 if cfg.trigger.mode == "triggered" else 8)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
-    station = Station(config=cfg, pump=pump, inspector=inspector, store=store, startup_ms=t)
+    station = Station(
+        config=cfg, pump=pump, inspector=inspector, store=store, startup_ms=t, state=state
+    )
     try:  # the channels the config asks for (PLC servers, sync...); on failure close it all
         for kind, factory in _channel_factories(cfg):
             channel = factory(station)

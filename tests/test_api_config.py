@@ -81,12 +81,14 @@ def test_thresholds_change_is_applied_stored_and_audited(env: Env) -> None:
     r = eng.put("/api/thresholds", json=new)
     assert r.status_code == 200
     assert (r.json()["source"], r.json()["set_by"]) == ("api", "test-engineer")
-    ins = env.state.station.inspector
-    assert (ins.conf, ins.iou, ins.max_det, ins.rules.default.fail_confidence) == (
+    rs = env.state.station.inspector.ruleset  # one frozen object, swapped whole
+    assert rs.rules is not None
+    assert (rs.conf, rs.iou, rs.max_det, rs.rules.default.fail_confidence, rs.origin) == (
         0.2,
         0.5,
         50,
         0.6,
+        "api",
     )
     row = env.sql(
         "SELECT actor, detail_json FROM audit WHERE action = 'thresholds.set' "

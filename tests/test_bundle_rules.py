@@ -19,7 +19,7 @@ from kanjian.inference.bundle import MANIFEST_NAME, BundleError, read_manifest
 from kanjian.inference.model import load_model
 from kanjian.inference.types import Verdict
 from kanjian.inference.verdict import ClassRule, VerdictRules
-from kanjian.station.inspector import Inspector
+from kanjian.station.inspector import Inspector, RuleSet
 
 
 def _with_rules(src: Path, dst: Path, rules: dict[str, Any] | None) -> Path:
@@ -57,9 +57,10 @@ def test_rules_come_from_the_bundle_until_set_and_follow_a_model_swap(
     ins.swap_model(b)  # the new model brings its own defaults
     assert ins.rules_in_force() == b.default_rules()
     assert ins.inspect(frame).verdict is Verdict.PASS
-    ins.rules = VerdictRules(default=ClassRule(fail_confidence=0.0, review_confidence=0.0))
+    strict_rules = VerdictRules(default=ClassRule(fail_confidence=0.0, review_confidence=0.0))
+    ins.set_ruleset(RuleSet(strict_rules))
     assert ins.inspect(frame).verdict is Verdict.FAIL  # set rules win over the bundle's
-    ins.rules = None
+    ins.set_ruleset(RuleSet())
     assert ins.inspect(frame).verdict is Verdict.PASS
 
 

@@ -22,8 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kanjian.platform.receiver_db import ReceiverDB
+from kanjian.station.state.archive import ArchiveRejected, extract_bundle
 from kanjian.station.store import ResultStore
-from kanjian.station.sync.deploy import DeployRefused, safe_extract
 from kanjian.station.sync.messages import (
     ConfirmIn,
     DeployModelIn,
@@ -241,23 +241,31 @@ def _tar(path: Path, members: dict[str, bytes], link: str | None = None) -> byte
     return buf.getvalue()
 
 
-def test_safe_extract_refuses_escapes(tmp_path: Path) -> None:
-    ok = safe_extract(_tar(tmp_path, {"b/manifest.json": b"{}", "b/model.onnx": b"x"}),
-                      tmp_path / "ok", 10_000)  # fmt: skip
+def test_the_deploy_unpacker_refuses_escapes(tmp_path: Path) -> None:
+    """Platform deploys unpack with the API's unpacker (station.state.archive)."""
+
+    def archive(name: str, members: dict[str, bytes], link: str | None = None) -> Path:
+        path = tmp_path / f"{name}.tar.gz"
+        path.write_bytes(_tar(tmp_path, members, link))
+        return path
+
+    ok = extract_bundle(archive("ok", {"b/manifest.json": b"{}", "b/model.onnx": b"x"}),
+                        tmp_path / "ok", 10_000)  # fmt: skip
     assert ok == tmp_path / "ok" / "b" and (ok / "model.onnx").read_bytes() == b"x"
     for i, (members, link, why) in enumerate(
         [
-            ({"../outside": b"x"}, None, "outside"),
-            ({"/etc/x": b"x"}, None, "outside"),
-            ({"manifest.json": b"{}"}, "/etc/passwd", "not a plain file"),
-            ({"manifest.json": b"x" * 20_000}, None, "more than"),
+            ({"../outside": b"x"}, None, "would leave the bundle folder"),
+            ({"/etc/x": b"x"}, None, "absolute paths"),
+            ({"manifest.json": b"{}"}, "/etc/passwd", "only plain files and folders"),
+            ({"manifest.json": b"x" * 20_000}, None, "exceeds"),
             ({"readme": b"x"}, None, "no manifest.json"),
         ]
     ):
-        with pytest.raises(DeployRefused, match=why):
-            safe_extract(_tar(tmp_path, members, link), tmp_path / f"bad{i}", 10_000)
-    with pytest.raises(DeployRefused, match="not a tar"):
-        safe_extract(b"not an archive", tmp_path / "bad-x", 10_000)
+        with pytest.raises(ArchiveRejected, match=why):
+            extract_bundle(archive(f"bad{i}", members, link), tmp_path / f"bad{i}", 10_000)
+    (tmp_path / "x.tar").write_bytes(b"not an archive")
+    with pytest.raises(ArchiveRejected, match=r"not a \.zip, \.tar\.gz or \.tar"):
+        extract_bundle(tmp_path / "x.tar", tmp_path / "bad-x", 10_000)
     assert not (tmp_path.parent / "outside").exists()
 
 
@@ -314,8 +322,13 @@ def test_messages_name_the_image_key_the_uploader_uses(tmp_path: Path) -> None:
 def test_a_deploy_interrupted_by_a_crash_is_answered_at_the_next_start(tmp_path: Path) -> None:
     """The station died mid-deploy: the command has no outcome and a half-unpacked archive
     lies in models/. At the next start the platform is told (refused, interrupted)."""
+    from kanjian.inference.model import load_model
+    from kanjian.station.config import DEMO_MODEL, default_config
+    from kanjian.station.inspector import Inspector
+    from kanjian.station.state.models import INCOMING_DIR, MODELS_DIR
+    from kanjian.station.state.service import StationState
     from kanjian.station.sync.config import S3Config
-    from kanjian.station.sync.deploy import MODELS_DIR, ModelDeployer
+    from kanjian.station.sync.deploy import ModelDeployer
 
     store, _ = _filled(tmp_path, 1)
     store.close()
@@ -324,13 +337,15 @@ def test_a_deploy_interrupted_by_a_crash_is_answered_at_the_next_start(tmp_path:
                 "VALUES ('c-7', 'deploy_model', '2026-11-27T00:00:00+00:00')")  # fmt: skip
     con.commit()
     con.close()
-    half = tmp_path / MODELS_DIR / ".incoming-c-7" / "bundle"
+    half = tmp_path / MODELS_DIR / INCOMING_DIR / "deploy-c-7"
     half.mkdir(parents=True)
-    (half / "model.onnx").write_bytes(b"half")
+    (half / "bundle.archive").write_bytes(b"half")
     events: list[tuple[str, dict[str, Any]]] = []
-    d = ModelDeployer(tmp_path / "kanjian.db", tmp_path, S3Config(), ("cpu",),
-                      lambda m: None, lambda e, data: events.append((e, data)), 1 << 20)  # fmt: skip
+    state = StationState(default_config(tmp_path), Inspector(load_model(DEMO_MODEL, ("cpu",))),
+                         tmp_path / "kanjian.db")  # fmt: skip
+    d = ModelDeployer(state, S3Config(), lambda e, data: events.append((e, data)), 1 << 20)
     d.stop()
+    state.close()
     assert [(e, data["command_id"]) for e, data in events] == [("model_rejected", "c-7")]
     assert "interrupted" in events[0][1]["reason"]
     con = sqlite3.connect(tmp_path / "kanjian.db")
@@ -342,4 +357,4 @@ def test_a_deploy_interrupted_by_a_crash_is_answered_at_the_next_start(tmp_path:
         == 1
     )
     con.close()
-    assert not (tmp_path / MODELS_DIR / ".incoming-c-7").exists()
+    assert not half.exists()

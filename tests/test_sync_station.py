@@ -232,8 +232,8 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
 ) -> None:
 
     from kanjian.station.pipeline import build_station
+    from kanjian.station.state.archive import pack_bundle
     from kanjian.station.sync import service as _service  # noqa: F401  registers "sync"
-    from kanjian.station.sync.deploy import pack_bundle
     from tests.support import api as api
 
     bundles = api.make_bundles(detect_model)
@@ -317,7 +317,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         con = sqlite3.connect(station.store.db_path)
         assert con.execute("SELECT COUNT(*) FROM model_activations").fetchone()[0] == stack
         con.close()
-        assert (Path(folder) / "model.onnx").is_file()
+        assert (tmp_path / "station" / folder / "model.onnx").is_file()
         # a malformed command is refused with a reason
         publish.single(TOPICS.command("deploy_model"), b'{"type": "deploy_model"}', qos=1,
                        hostname="127.0.0.1", port=broker.port)  # fmt: skip
@@ -347,10 +347,10 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
     assert outcomes == {"c-wrong-sha": "refused", "c-tampered": "refused",
                         "c-missing": "refused", "c-good": "activated",
                         "c-good-again": "activated"}  # fmt: skip
-    assert not list((tmp_path / "station" / "models").glob(".incoming-*"))
-    assert [p.name for p in (tmp_path / "station" / "models").iterdir()] == [
-        f"neu-detect-1.1-{sha_b[:12]}"
-    ]
+    # the registry the API uses keeps the bundle, by its model's sha256; nothing half-done
+    models_dir = tmp_path / "station" / "models"
+    assert not [p for p in (models_dir / ".incoming").iterdir()]
+    assert [p.name for p in models_dir.iterdir() if p.name != ".incoming"] == [bundles.sha_b]
 
 
 class MjpegCamera:

@@ -147,8 +147,8 @@ def platform_deploy(
     import paho.mqtt.publish as publish
 
     from kanjian.inference.bundle import read_manifest
+    from kanjian.station.state.archive import pack_bundle
     from kanjian.station.sync.config import S3Config
-    from kanjian.station.sync.deploy import pack_bundle
     from kanjian.station.sync.messages import StationTopics, deploy_message
     from kanjian.station.sync.objectstore import make_s3_client
 

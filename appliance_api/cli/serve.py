@@ -48,7 +48,7 @@ def _open_db(config: Path | None, data_dir: Path | None) -> Any:
 
 
 def _cli_actor() -> Any:
-    from kanjian.appliance_api.http.audit import Actor
+    from kanjian.station.state.audit import Actor
 
     try:
         user = getpass.getuser()
@@ -125,9 +125,9 @@ def token_create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Make a token and print it once (only its hash is stored)."""
-    from kanjian.appliance_api.http.audit import write_audit
     from kanjian.appliance_api.http.auth import Role, TokenStore
-    from kanjian.appliance_api.http.db import write_tx
+    from kanjian.station.state.audit import write_audit
+    from kanjian.station.state.db import write_tx
 
     try:
         r = Role(role)
@@ -174,9 +174,9 @@ def token_revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a token at once."""
-    from kanjian.appliance_api.http.audit import write_audit
     from kanjian.appliance_api.http.auth import TokenStore
-    from kanjian.appliance_api.http.db import write_tx
+    from kanjian.station.state.audit import write_audit
+    from kanjian.station.state.db import write_tx
 
     db = _open_db(config, data_dir)
     try:

@@ -17,7 +17,7 @@ from enum import Enum
 
 import sqlite_utils
 
-from kanjian.station.records import utc_iso
+from kanjian.station.state.audit import now_iso
 
 TOKEN_PREFIX = "kj_"
 
@@ -75,11 +75,6 @@ class NewToken:
 
     info: TokenInfo
     secret: str
-
-
-def now_iso() -> str:
-    """Current UTC time in the store's format (:func:`kanjian.station.records.utc_iso`)."""
-    return utc_iso()
 
 
 def _digest(secret: str) -> str:

@@ -15,9 +15,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kanjian.appliance_api.http.audit import Actor
 from kanjian.appliance_api.http.auth import Role
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.station.state.audit import Actor
 
 COOKIE = "kanjian_token"
 

@@ -15,10 +15,10 @@ from kanjian.appliance_api.http.api_models import (
     TokenCreateIn,
     TokenOut,
 )
-from kanjian.appliance_api.http.audit import list_audit, write_audit
 from kanjian.appliance_api.http.auth import Role, TokenInfo, TokenStore
-from kanjian.appliance_api.http.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.http.deps import Admin, Engineer, State
+from kanjian.station.state.audit import list_audit, write_audit
+from kanjian.station.state.db import SQLITE_MAX_INT, write_tx
 
 router = APIRouter()
 _ERR: dict[int | str, dict[str, Any]] = {

@@ -25,9 +25,6 @@ from kanjian.appliance_api.http.api_models import (
     ModelRefOut,
     VerdictName,
 )
-from kanjian.appliance_api.http.audit import write_audit
-from kanjian.appliance_api.http.auth import now_iso
-from kanjian.appliance_api.http.db import SQLITE_MAX_INT, write_tx
 from kanjian.appliance_api.http.deps import Operator, Reader, State
 from kanjian.station.records import (
     FEEDBACK_COLUMNS,
@@ -38,6 +35,8 @@ from kanjian.station.records import (
     load_inspection,
     utc_iso,
 )
+from kanjian.station.state.audit import now_iso, write_audit
+from kanjian.station.state.db import SQLITE_MAX_INT, write_tx
 
 router = APIRouter(tags=["inspections"])
 _ERR: dict[int | str, dict[str, Any]] = {

@@ -18,13 +18,12 @@ from kanjian.appliance_api.http.api_models import (
     ThresholdsOut,
     UploadOut,
 )
-from kanjian.appliance_api.http.audit import write_audit
-from kanjian.appliance_api.http.bundle_archive import ArchiveRejected
-from kanjian.appliance_api.http.db import write_tx
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
-from kanjian.appliance_api.http.models_registry import INCOMING_DIR, ModelEntry, RegistryError
 from kanjian.appliance_api.http.state import ApiState
-from kanjian.inference.verdict import unknown_classes
+from kanjian.station.state.archive import ArchiveRejected
+from kanjian.station.state.audit import Actor
+from kanjian.station.state.models import INCOMING_DIR, ModelEntry, RegistryError
+from kanjian.station.state.rules import RulesError
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -38,6 +37,9 @@ _CHANGE: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "the model cannot be loaded or was altered"},
 }
 Sha = Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of model.onnx")]
+#: the HTTP status of each kind of refusal the station's state reports
+STATUS = {"malformed": 400, "too_big": 413, "wrong_type": 415, "invalid": 422,
+          "not_found": 404, "conflict": 409}  # fmt: skip
 ARCHIVE_TYPES = (
     "application/zip",
     "application/gzip",
@@ -130,8 +132,9 @@ async def upload_model(
         try:
             entry, created = await to_thread.run_sync(state.registry.ingest, tmp, actor)
         except (ArchiveRejected, RegistryError) as e:
-            await to_thread.run_sync(_audit_refusal, state, actor, str(e), size)
-            raise HTTPException(e.status, str(e)) from e
+            detail = {"reason": str(e), "bytes": size}
+            await to_thread.run_sync(state.kept.audit, actor, "model.upload_refused", None, detail)
+            raise HTTPException(STATUS[e.kind], str(e)) from e
     finally:
         tmp.unlink(missing_ok=True)
     if not created:
@@ -139,39 +142,38 @@ async def upload_model(
     return UploadOut(created=created, model=_entry_out(state, entry))
 
 
-def _audit_refusal(state: ApiState, actor: Any, reason: str, size: int) -> None:
-    write_audit(
-        state.pool.get(), actor, "model.upload_refused", None, {"reason": reason, "bytes": size}
-    )
-
-
-def _registry_call(fn: Any, *args: Any) -> ModelEntry:
+def _activate(state: ApiState, sha: str, actor: Actor) -> ModelEntry:
     try:
-        entry: ModelEntry = fn(*args)
+        return state.registry.activate(sha, actor).entry
     except RegistryError as e:
-        raise HTTPException(e.status, str(e)) from e
-    return entry
+        raise HTTPException(STATUS[e.kind], str(e)) from e
+
+
+def _rollback(state: ApiState, actor: Actor) -> ModelEntry:
+    try:
+        return state.registry.rollback(actor)
+    except RegistryError as e:
+        raise HTTPException(STATUS[e.kind], str(e)) from e
 
 
 @router.post("/api/models/{sha256}/activate", responses=_CHANGE)
 async def activate_model(state: State, who: Engineer, sha256: Sha) -> ModelEntryOut:
     """Swap the running model between two frames; the loop does not stop."""
-    entry = await to_thread.run_sync(_registry_call, state.registry.activate, sha256, who.actor())
+    entry = await to_thread.run_sync(_activate, state, sha256, who.actor())
     return _entry_out(state, entry)
 
 
 @router.post("/api/models/rollback", responses=_CHANGE)
 async def rollback_model(state: State, who: Engineer) -> ModelEntryOut:
     """Go back to the model that judged before the current one."""
-    entry = await to_thread.run_sync(_registry_call, state.registry.rollback, who.actor())
+    entry = await to_thread.run_sync(_rollback, state, who.actor())
     return _entry_out(state, entry)
 
 
 @router.get("/api/thresholds", tags=["config"], responses=_ERR)
 def get_thresholds(state: State, _: Reader) -> ThresholdsOut:
     """Decoding thresholds and verdict rules in force (null: the bundle's default)."""
-    with state.thresholds_lock:
-        return thr.describe(state.station.inspector, thr.load(state.pool.get()))
+    return thr.describe(state.kept.rules.in_force(), state.station.inspector.model)
 
 
 @router.put("/api/thresholds", tags=["config"], responses=_ERR)
@@ -182,48 +184,15 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> Thresho
     station.yaml's values, until ``DELETE /api/thresholds``; station.yaml is
     not rewritten.
     """
-    actor = who.actor()
-    names = state.station.inspector.model.info.class_names
-    missing = unknown_classes(body.rules, names)
-    if missing:  # a misspelt class would silently fall back to the default rule
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            f"rules name classes the running model does not have: {', '.join(missing)}; "
-            f"its classes are: {', '.join(names)}",
-        )
-    with state.thresholds_lock:
-        ins = state.station.inspector
-        db = state.pool.get()
-        with write_tx(db):
-            write_audit(
-                db,
-                actor,
-                "thresholds.set",
-                None,
-                {"old": thr.in_force(ins).model_dump(mode="json"),
-                 "new": body.model_dump(mode="json")},
-            )  # fmt: skip
-            thr.save(db, body, actor)
-            thr.apply(ins, body)
-        return thr.describe(ins, thr.load(db))
+    try:
+        rs = state.kept.rules.set(thr.to_ruleset(body), who.actor())
+    except RulesError as e:  # a misspelt class would silently fall back to the default rule
+        raise HTTPException(422, str(e)) from e
+    return thr.describe(rs, state.station.inspector.model)
 
 
 @router.delete("/api/thresholds", tags=["config"], responses=_ERR)
 def reset_thresholds(state: State, who: Engineer) -> ThresholdsOut:
     """Drop the API's thresholds and judge with station.yaml's again, from the next frame on."""
-    with state.thresholds_lock:
-        ins = state.station.inspector
-        yaml_values = thr.from_config(state.station)
-        db = state.pool.get()
-        with write_tx(db):
-            had = thr.clear(db)
-            write_audit(
-                db,
-                who.actor(),
-                "thresholds.reset",
-                None,
-                {"old": thr.in_force(ins).model_dump(mode="json"),
-                 "new": yaml_values.model_dump(mode="json"), "had_override": had},
-            )  # fmt: skip
-            thr.apply(ins, yaml_values)
-        return thr.describe(ins, None)
+    rs = state.kept.rules.reset(who.actor())
+    return thr.describe(rs, state.station.inspector.model)

@@ -18,13 +18,13 @@ from types import FrameType
 import uvicorn
 
 from kanjian.appliance_api.http.app import create_app
-from kanjian.appliance_api.http.audit import Actor, write_audit
 from kanjian.appliance_api.http.auth import Role
-from kanjian.appliance_api.http.db import write_tx
 from kanjian.appliance_api.http.state import ApiState, start_services
 from kanjian.station.config import StationConfig
 from kanjian.station.pipeline import build_station
 from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
+from kanjian.station.state.audit import Actor, write_audit
+from kanjian.station.state.db import write_tx
 from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
 log = logging.getLogger(__name__)

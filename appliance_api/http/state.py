@@ -7,16 +7,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kanjian.appliance_api.http import thresholds
 from kanjian.appliance_api.http.annotate import rules_keep
 from kanjian.appliance_api.http.auth import TokenStore
-from kanjian.appliance_api.http.db import ConnectionPool
 from kanjian.appliance_api.http.live import LiveHub, ShiftCounter
 from kanjian.appliance_api.http.metrics import StationMetrics
-from kanjian.appliance_api.http.models_registry import ModelRegistry
 from kanjian.appliance_api.http.usage import FolderSize, RecentRate
 from kanjian.station.api_config import ApiConfig
 from kanjian.station.pipeline import Station
+from kanjian.station.state.db import ConnectionPool
+from kanjian.station.state.models import ModelRegistry
+from kanjian.station.state.service import StationState
 from kanjian.station.store import IMAGES_DIR
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,14 @@ class ApiState:
 
     Attributes:
         station: the built station (its loop may run on another thread).
-        pool: per-thread database connections.
+        pool: per-thread database connections (the station state's).
         hub: live results and pictures.
-        registry: model bundles and activation.
+        registry: model bundles and activation (the station state's).
         metrics: Prometheus metrics.
         loop: the inspection loop's thread (started by the caller).
         rate: inspections per second over the last 10 s.
         images_size: the saved images' total size, recounted in the background.
         started_at: ``time.monotonic()`` at start.
-        thresholds_lock: serialises threshold changes.
     """
 
     station: Station
@@ -78,7 +77,11 @@ class ApiState:
     rate: RecentRate = field(default_factory=RecentRate)
     images_size: FolderSize | None = None
     started_at: float = field(default_factory=time.monotonic)
-    thresholds_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def kept(self) -> StationState:
+        """What the station keeps: models, rules, audit (every change goes through it)."""
+        return self.station.state
 
     @property
     def cfg(self) -> ApiConfig:
@@ -91,11 +94,11 @@ class ApiState:
 def start_services(station: Station) -> ApiState:
     """Build the API's services around a built station and hook them to its store.
 
-    Registers the running model (restoring an activation made before a
-    restart). Call before the inspection loop starts, so no commit is missed;
-    then ``state.loop.start()``.
+    The model and rules set before a restart are already back in force
+    (``build_station`` restored them). Call before the inspection loop starts,
+    so no commit is missed; then ``state.loop.start()``.
     """
-    pool = ConnectionPool(station.store.db_path)
+    pool = station.state.pool
     db = pool.get()
     shift = ShiftCounter(station.config.api.shift_starts)
     shift.load(db)
@@ -107,9 +110,7 @@ def start_services(station: Station) -> ApiState:
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)
-    registry = ModelRegistry(pool, station)
-    registry.startup()
-    thresholds.restore(db, station)  # an engineer's API override outlives restarts
+    registry = station.state.models
     rate = RecentRate()
     for channel in (hub, metrics, rate):  # after the station's own (triggers, PLC, sync)
         station.channels.add(channel)

@@ -5,22 +5,22 @@ and its ONNX Runtime session warmed up at start, so a changeover costs no
 load time on the line; a RECIPE write then swaps the inspector's model before
 the next trigger (each inspection records the model that judged it). A value
 that is not configured is refused (Modbus exception, OPC UA Bad status) and
-the model stays as it was. Each change is logged and written to the audit
-table (``model.recipe``, actor ``plc``).
+the model stays as it was. Each change goes through the station's model
+registry like any other activation: the model is registered, its activation
+pushed on the history (so it outlives a restart) and audited (``model.recipe``,
+actor ``plc``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kanjian.inference.model import OnnxModel, load_model
-from kanjian.station.records import utc_iso
+from kanjian.station.state.audit import Actor
 
 if TYPE_CHECKING:
     from kanjian.station.pipeline import Station
@@ -51,7 +51,6 @@ class RecipeBook:
             self.models[number] = model
             log.info("recipe %d: %s v%s (%s…)", number, model.info.name, model.info.version,
                      model.info.sha256[:12])  # fmt: skip
-        self._lock = threading.Lock()
 
     def initial(self) -> int:
         """The recipe whose model already judges (the register's start value), else 0."""
@@ -70,34 +69,13 @@ class RecipeBook:
                 f"recipe {number} is not configured (plc.recipes has "
                 f"{', '.join(map(str, sorted(self.models))) or 'none'})"
             )
-        with self._lock:
-            old = self.station.inspector.model
-            if old.info.sha256 == model.info.sha256:
-                return
-            self.station.inspector.swap_model(model)
-        log.info("recipe %d: %s v%s now judges (was %s v%s)", number, model.info.name,
-                 model.info.version, old.info.name, old.info.version)  # fmt: skip
-        self._audit(number, model, old)
-
-    def _audit(self, number: int, model: OnnxModel, old: OnnxModel) -> None:
-        detail = {
-            "recipe": number,
-            "model": {"name": model.info.name, "version": model.info.version,
-                      "sha256": model.info.sha256},
-            "previous": {"name": old.info.name, "version": old.info.version,
-                         "sha256": old.info.sha256},
-        }  # fmt: skip
-        try:
-            con = sqlite3.connect(self.station.store.db_path, timeout=10)
-            try:
-                with con:
-                    con.execute(
-                        "INSERT INTO audit (at, actor, action, target, detail_json) "
-                        "VALUES (?, 'plc', 'model.recipe', ?, ?)",
-                        [utc_iso(),
-                         model.info.sha256, json.dumps(detail, sort_keys=True)],
-                    )  # fmt: skip
-            finally:
-                con.close()
-        except sqlite3.Error:  # the change stands; only its audit row is missing
-            log.exception("recipe %d: the audit row could not be written", number)
+        try:  # the registry serialises changes and checks what judges under its lock
+            prev = self.station.state.models.use_loaded(
+                model, Actor("plc"), "model.recipe", {"recipe": number}
+            )
+        except sqlite3.Error as e:  # a change is never without its row: refuse it
+            raise RecipeError(f"recipe {number}: the change cannot be recorded: {e}") from e
+        if prev is not None:
+            m = model.info
+            log.info("recipe %d: %s v%s now judges (was %s v%s)", number, m.name, m.version,
+                     prev.name, prev.version)  # fmt: skip

@@ -78,26 +78,15 @@ def start_sync(station: Station) -> SyncService | None:
     )
     deployer = None
     if cfg.sync.deploy_enabled:
-
-        def activate(model: OnnxModel) -> dict[str, str] | None:
-            """Swap ``model`` in; ``None`` if it already judges (nothing to do)."""
-            # the probe must not report this swap a second time: note it under the lock
-            with worker.model_lock:
-                if station.inspector.model.info.sha256 == model.info.sha256:
-                    return None
-                old = station.inspector.swap_model(model)
-                worker.note_model(_ref(model))
-            return _ref(old)
-
         deployer = ModelDeployer(
-            station.store.db_path,
-            station.store.data_dir,
+            station.state,  # the registry the API uses: one unpacker, check and history
             cfg.sync.s3,
-            tuple(cfg.model.providers),
-            activate,
             worker.emit,
             int(cfg.sync.deploy_max_mb * 2**20),
-            cfg.model.intra_op_threads,
+            # the probe must not report the platform's swap a second time: the swap
+            # happens under its lock and the new model is noted at once
+            swap_lock=worker.model_lock,
+            on_swapped=lambda model: worker.note_model(_ref(model)),
         )
 
     def on_command(name: str, payload: bytes) -> None:

@@ -1,6 +1,7 @@
-"""Unpacking an uploaded model bundle archive (.zip, .tar.gz, .tar) safely.
+"""Unpacking a model bundle archive (.zip, .tar.gz, .tar) safely; packing one.
 
-An upload is untrusted: every member must be a plain file or folder with a
+The one unpacker for bundles from the API (uploads) and from the platform
+(``deploy_model``). An archive is untrusted: every member must be a plain file or folder with a
 relative path that stays inside the destination (no ``..``, no absolute or
 drive paths, no symlinks, hard links or devices), there may be at most
 ``max_files`` members, and the unpacked bytes are counted as they are written
@@ -17,23 +18,28 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Literal
 
-from kanjian.inference.bundle import MANIFEST_NAME
+from kanjian.inference.bundle import MANIFEST_NAME, sha256_file
 
 _CHUNK = 1 << 20
 
 
+#: why an archive was refused: ``malformed`` (unsafe or corrupt), ``too_big`` (a size
+#: or member-count limit), ``wrong_type`` (not a .zip / .tar), ``invalid`` (no bundle)
+RejectKind = Literal["malformed", "too_big", "wrong_type", "invalid"]
+
+
 class ArchiveRejected(Exception):
-    """The upload cannot be unpacked; the message names the problem for the user.
+    """The archive cannot be unpacked; the message names the problem for the user.
 
     Attributes:
-        status: the HTTP status that fits (400 malformed, 413 too big, 415 wrong type).
+        kind: which sort of problem (the HTTP layer maps it to a status).
     """
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, kind: RejectKind = "malformed") -> None:
         super().__init__(message)
-        self.status = status
+        self.kind: RejectKind = kind
 
 
 def archive_kind(path: Path) -> str:
@@ -45,7 +51,7 @@ def archive_kind(path: Path) -> str:
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         return "tar"
     raise ArchiveRejected(
-        "the upload is not a .zip, .tar.gz or .tar archive of a bundle folder", 415
+        "the upload is not a .zip, .tar.gz or .tar archive of a bundle folder", "wrong_type"
     )
 
 
@@ -71,7 +77,7 @@ class _Budget:
     def member(self, name: str) -> None:
         self.files += 1
         if self.files > self.max_files:
-            raise ArchiveRejected(f"archive has more than {self.max_files} members", 413)
+            raise ArchiveRejected(f"archive has more than {self.max_files} members", "too_big")
 
     def copy(self, src: IO[bytes], dst: Path, name: str) -> None:
         with dst.open("xb") as out:
@@ -81,7 +87,7 @@ class _Budget:
                     raise ArchiveRejected(
                         f"unpacked bundle exceeds {self.max_bytes / 2**20:.0f} MiB "
                         f"(while writing {name!r})",
-                        413,
+                        "too_big",
                     )
                 out.write(block)
 
@@ -178,7 +184,7 @@ def extract_bundle(archive: Path, dest: Path, max_bytes: int, max_files: int = 2
     raise ArchiveRejected(
         f"no {MANIFEST_NAME} at the top of the archive (or of its single folder): "
         "pack the bundle folder (model.onnx, manifest.json, golden/)",
-        422,
+        "invalid",
     )
 
 
@@ -190,3 +196,11 @@ def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def pack_bundle(bundle_dir: Path, archive: Path) -> str:
+    """Write ``bundle_dir`` as a ``.tar.gz`` whose members sit at its root; return its sha256."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for p in sorted(bundle_dir.rglob("*")):
+            tar.add(p, arcname=str(p.relative_to(bundle_dir)), recursive=False)
+    return sha256_file(archive)

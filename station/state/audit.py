@@ -1,4 +1,8 @@
-"""The audit trail: one row per change (model activated, thresholds set, token made...)."""
+"""The audit trail: one row per change (model activated, thresholds set, token made...).
+
+The one writer of ``audit`` rows, for the API, the CLI, platform deploys and PLC
+recipes alike.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,20 @@ from typing import Any
 
 import sqlite_utils
 
-from kanjian.appliance_api.http.auth import now_iso
+from kanjian.station.records import utc_iso
+
+
+def now_iso() -> str:
+    """Current UTC time in the store's format (:func:`kanjian.station.records.utc_iso`)."""
+    return utc_iso()
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did something: a token's holder, the CLI, or the station itself.
+    """Who did something: a token's holder, the CLI, the platform, the PLC or the station.
 
     Attributes:
-        name: token name, ``cli:<user>`` or ``station``.
+        name: token name, ``cli:<user>``, ``platform:<command id>``, ``plc`` or ``station``.
         token_id: the token used, if any.
         role: its role value, if any.
         remote_addr: client address for HTTP requests.

@@ -1,8 +1,9 @@
-"""Per-thread connections to the station's database for the API.
+"""Per-thread connections to the station's database for its state and the API.
 
 The store's writer owns its own connection; request handlers run on a thread
-pool, and a sqlite3 connection must not be used by two threads at once, so
-each thread gets its own (WAL lets them read while the writer commits).
+pool, platform deploys and PLC recipes on their own threads, and a sqlite3
+connection must not be used by two threads at once, so each thread gets its
+own (WAL lets them read while the writer commits).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ConnectionPool:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is None:
             if self._closed:
-                raise RuntimeError("the API's database connections are closed")
+                raise RuntimeError("the station state's database connections are closed")
             db = open_db(self.path)
             self._local.db = db
             with self._lock:

@@ -1,0 +1,189 @@
+"""The inspector's thresholds and verdict rules: station.yaml's, or an override that
+outlives restarts.
+
+An engineer who tunes thresholds on the running station through
+``PUT /api/thresholds`` expects them to hold after a power cut, under ``kanjian
+run`` as under ``kanjian serve``. The override is kept as one ``settings`` row
+(written in the same transaction as its audit row) and put back in force by
+:meth:`RulesKeeper.restore` when the station is built, until it is cleared
+(``DELETE /api/thresholds``). station.yaml itself is never rewritten: it is
+the engineer's file, comments and all.
+
+What judges is one frozen :class:`RuleSet` (rules, decoding thresholds, where
+they come from); a change builds a new one and the inspector swaps it in with
+one reference assignment, so a frame never sees half of a change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kanjian.inference.verdict import VerdictRules, unknown_classes
+from kanjian.station.state.audit import Actor, now_iso, write_audit
+from kanjian.station.state.db import ConnectionPool, write_tx
+
+if TYPE_CHECKING:
+    from kanjian.station.inspector import Inspector
+
+log = logging.getLogger(__name__)
+KEY = "thresholds"
+
+Origin = Literal["station.yaml", "api"]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Everything that turns a model's output into a verdict, as one immutable value.
+
+    Attributes:
+        rules: verdict rules; ``None``: the judging model bundle's default rules.
+        conf, iou: decoding confidence and NMS IoU in [0, 1]; ``None``: the bundle's.
+        max_det: most detections per frame; ``None``: the bundle's.
+        origin: ``station.yaml`` (the config) or ``api`` (a stored override).
+        set_at, set_by: when (UTC ISO 8601) and by whom an override was set.
+    """
+
+    rules: VerdictRules | None = None
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    origin: Origin = "station.yaml"
+    set_at: str | None = None
+    set_by: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The four settable values as JSON-ready data (audit rows, the stored override)."""
+        return StoredRules(
+            conf=self.conf, iou=self.iou, max_det=self.max_det, rules=self.rules
+        ).model_dump(mode="json")
+
+
+class StoredRules(BaseModel):
+    """The override as stored in ``settings`` (and checked again when read back)."""
+
+    model_config = ConfigDict(extra="forbid")
+    conf: float | None = Field(None, ge=0, le=1)
+    iou: float | None = Field(None, ge=0, le=1)
+    max_det: int | None = Field(None, ge=1, le=10000)
+    rules: VerdictRules | None = None
+
+
+class RulesError(ValueError):
+    """The verdict rules name classes the model does not have (a typo would be ignored)."""
+
+
+class RulesKeeper:
+    """Sets, clears and restores the rules the inspector judges with.
+
+    Args:
+        pool: connections to the station database.
+        inspector: the station's inspector.
+        from_config: station.yaml's rules and thresholds.
+    """
+
+    def __init__(self, pool: ConnectionPool, inspector: Inspector, from_config: RuleSet) -> None:
+        self.pool = pool
+        self.inspector = inspector
+        self.from_config = from_config
+        self._lock = threading.Lock()  # one change at a time: its row, then its swap
+
+    def in_force(self) -> RuleSet:
+        """What the inspector judges the next frame with."""
+        return self.inspector.ruleset
+
+    def set(self, new: RuleSet, actor: Actor) -> RuleSet:
+        """Make ``new``'s values judge from the next frame on and keep them over restarts.
+
+        Raises:
+            RulesError: the rules name a class the running model does not have.
+        """
+        names = self.inspector.model.info.class_names
+        missing = unknown_classes(new.rules, names)
+        if missing:  # a misspelt class would silently fall back to the default rule
+            raise RulesError(
+                f"rules name classes the running model does not have: {', '.join(missing)}; "
+                f"its classes are: {', '.join(names)}"
+            )
+        stored = StoredRules(conf=new.conf, iou=new.iou, max_det=new.max_det, rules=new.rules)
+        at = now_iso()
+        with self._lock:
+            db = self.pool.get()
+            with write_tx(db):
+                old = self.inspector.ruleset
+                write_audit(db, actor, "thresholds.set", None,
+                            {"old": old.values(), "new": stored.model_dump(mode="json")})  # fmt: skip
+                db.execute(
+                    "INSERT INTO settings (key, value_json, set_at, set_by) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json, "
+                    "set_at = excluded.set_at, set_by = excluded.set_by",
+                    [KEY, stored.model_dump_json(), at, actor.name],
+                )
+            rs = _ruleset(stored, "api", at, actor.name)
+            self.inspector.set_ruleset(rs)
+        return rs
+
+    def reset(self, actor: Actor) -> RuleSet:
+        """Drop the override: station.yaml's values judge again from the next frame on."""
+        with self._lock:
+            db = self.pool.get()
+            with write_tx(db):
+                had = db.execute("DELETE FROM settings WHERE key = ?", [KEY]).rowcount > 0
+                write_audit(db, actor, "thresholds.reset", None,
+                            {"old": self.inspector.ruleset.values(),
+                             "new": self.from_config.values(), "had_override": had})  # fmt: skip
+            self.inspector.set_ruleset(self.from_config)
+        return self.from_config
+
+    def stored(self) -> RuleSet | None:
+        """The stored override, or ``None``; one that no longer validates is logged and
+        ignored."""
+        row = (
+            self.pool.get()
+            .execute("SELECT value_json, set_at, set_by FROM settings WHERE key = ?", [KEY])
+            .fetchone()
+        )
+        if row is None:
+            return None
+        try:
+            stored = StoredRules.model_validate(json.loads(row[0]))
+        except (ValueError, ValidationError) as e:
+            log.error("the thresholds set through the API on %s are not valid any more, "
+                      "station.yaml's are used: %s", row[1], e)  # fmt: skip
+            return None
+        return _ruleset(stored, "api", row[1], row[2])
+
+    def restore(self) -> RuleSet | None:
+        """At start-up: put a stored override back in force, saying so in the log."""
+        rs = self.stored()
+        if rs is None:
+            return None
+        model = self.inspector.model
+        missing = unknown_classes(rs.rules, model.info.class_names)
+        if missing:  # e.g. station.yaml names another model now: those rules are inert
+            log.warning("model %s v%s has no class %s named in the rules set through the API; "
+                        "those rules do nothing while it judges", model.info.name,
+                        model.info.version, ", ".join(missing))  # fmt: skip
+        with self._lock:
+            self.inspector.set_ruleset(rs)
+        if rs.rules is not None:  # also over every model's own rules, until cleared
+            log.warning(
+                "verdict rules set through the API replace the model bundles' default rules "
+                "(this model's: %s) until DELETE /api/thresholds",
+                model.default_rules().model_dump_json(),
+            )
+        log.warning(
+            "thresholds set through the API on %s by %s override station.yaml's "
+            "(DELETE /api/thresholds returns to them): %s",
+            rs.set_at, rs.set_by, json.dumps(rs.values(), sort_keys=True),
+        )  # fmt: skip
+        return rs
+
+
+def _ruleset(s: StoredRules, origin: Origin, at: str | None, by: str | None) -> RuleSet:
+    return RuleSet(s.rules, s.conf, s.iou, s.max_det, origin, at, by)
