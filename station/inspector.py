@@ -10,7 +10,7 @@ from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules, unknown_classes
-from kanjian.station.state.rules import RulesError, RuleSet
+from kanjian.station.ruleset import RulesError, RuleSet
 
 log = logging.getLogger(__name__)
 

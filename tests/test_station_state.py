@@ -108,8 +108,8 @@ def test_the_deploy_path_unpacks_with_the_same_byte_counting_unpacker(tmp_path: 
 
 def test_a_rules_change_is_one_swap_no_reader_sees_half_of_it(tmp_path: Path) -> None:
     from kanjian.inference.verdict import ClassRule, VerdictRules
+    from kanjian.station.ruleset import RuleSet
     from kanjian.station.state.audit import Actor
-    from kanjian.station.state.rules import RuleSet
 
     state = _state(tmp_path)
     state.startup()

@@ -20,10 +20,10 @@ from kanjian.appliance_api.http.api_models import (
 )
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.station.ruleset import RulesError
 from kanjian.station.state.archive import ArchiveRejected
 from kanjian.station.state.audit import Actor
 from kanjian.station.state.models import INCOMING_DIR, ModelEntry, RegistryError
-from kanjian.station.state.rules import RulesError
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kanjian.appliance_api.http.api_models import BundleDefaults, ThresholdsBody, ThresholdsOut
 from kanjian.inference.model import OnnxModel
-from kanjian.station.state.rules import RuleSet
+from kanjian.station.ruleset import RuleSet
 
 
 def to_ruleset(body: ThresholdsBody) -> RuleSet:

@@ -12,10 +12,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kanjian.station.ruleset import RuleSet
 from kanjian.station.state.audit import Actor, write_audit
 from kanjian.station.state.db import ConnectionPool, write_tx
 from kanjian.station.state.models import ModelRegistry
-from kanjian.station.state.rules import RuleSet, RulesKeeper
+from kanjian.station.state.rules import RulesKeeper
 
 if TYPE_CHECKING:
     from kanjian.station.config import StationConfig
