@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +76,9 @@ def _check_cases(cases: list[tuple[tuple[int, int], tuple[int, int]]]) -> int:
 
 def test_cuda_twin_equals_reference_in_simulator() -> None:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONUNBUFFERED="1")
+    # run as a script: the checkout's root on the path for ``tests.support``
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), repo) if p)
     proc = subprocess.run(
         [sys.executable, __file__],
         env=env,

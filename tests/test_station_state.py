@@ -194,11 +194,12 @@ def _verdicts(tops: dict[str, float], review: float, fail: float) -> dict[str, s
     }
 
 
-def _pick_thresholds(tops_b: dict[str, float], tops_a: dict[str, float]) -> tuple[float, float]:
+def _pick_thresholds(
+    tops_b: dict[str, float], tops_a: dict[str, float], yaml: dict[str, float]
+) -> tuple[float, float]:
     """Review and fail confidences halfway between measured scores (far from all of
     them), giving PASS, REVIEW and FAIL with bundle b, and verdicts that neither
-    station.yaml's rules nor bundle a would give."""
-    yaml = S.RULES["default"]
+    station.yaml's rules (``yaml``: its default rule) nor bundle a would give."""
     others = [
         _verdicts(tops_b, yaml["review_confidence"], yaml["fail_confidence"]),
         _verdicts(tops_a, yaml["review_confidence"], yaml["fail_confidence"]),
@@ -237,7 +238,7 @@ def test_api_thresholds_and_model_judge_alike_under_run_and_serve(
 
     bundles = S.make_bundles(detect_model)
     port = S.free_port()
-    station, state = S.start_station(tmp_path, N_FRAMES, bundles.a, port=port)
+    station, state, cfg = S.start_station(tmp_path, N_FRAMES, bundles, api={"port": port})
     config = tmp_path / "station.yaml"
     db = station.store.db_path
     server = None
@@ -246,7 +247,8 @@ def test_api_thresholds_and_model_judge_alike_under_run_and_serve(
         assert station.store.flush()
         images = sorted((tmp_path / "images").iterdir())
         tops_b = _tops(config, bundles.b, images)
-        review, fail = _pick_thresholds(tops_b, _tops(config, bundles.a, images))
+        yaml_rule = cfg["rules"]["default"]
+        review, fail = _pick_thresholds(tops_b, _tops(config, bundles.a, images), yaml_rule)
         want = _verdicts(tops_b, review, fail)
         server = S.ServerThread(state)
         eng = TokenStore(state.pool.get()).create("test-engineer", Role.ENGINEER, "tests")
