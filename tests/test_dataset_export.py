@@ -5,109 +5,41 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from xml.etree import ElementTree
 
-import numpy as np
 import pytest
 import yaml
 
-from kanjian.camera.frame import Frame
-from kanjian.inference.bundle import BundleManifest, write_manifest
-from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
-from kanjian.station.store import ResultStore
-from kanjian.training.checks import read_bgr
+from kanjian.inference.types import Inspection
 from kanjian.training.export_filter import ExportFilter
-from kanjian.training.layout import DatasetSummary, dataset_sha256
-from kanjian.training.records import ProblemKind
+from kanjian.training.layout import dataset_sha256
 from kanjian.training.station_export import export_station_log
 from kanjian.training.station_log import read_station_log
 from kanjian.training.yolo_source import read_yolo
-
-NAMES = ("crazing", "inclusion", "patches")
-T0 = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
-
-
-def _dets(boxes: list[tuple[int, float, float, float, float, float]]) -> Detections:
-    if not boxes:
-        return Detections.empty()
-    arr = np.array(boxes, np.float64)
-    return Detections(
-        xyxy=arr[:, 2:6].astype(np.float32),
-        confidence=arr[:, 1].astype(np.float32),
-        class_id=arr[:, 0].astype(np.int32),
-    )
-
-
-Plan = list[tuple[str, Verdict, list[tuple[int, float, float, float, float, float]]]]
-
-
-def _log(
-    data: Path, neu: Path, plan: Plan, model: ModelRef, names: tuple[str, ...], start: int = 0
-) -> list[Inspection]:
-    """Log ``plan`` [(image, verdict, [(class id, conf, x1, y1, x2, y2)])] through the real
-    store, one minute apart from ``T0 + start`` minutes; every image is saved."""
-    store = ResultStore(data, save_verdicts=("PASS", "FAIL", "REVIEW"))
-    insps = []
-    for i, (name, verdict, boxes) in enumerate(plan, start):
-        frame = Frame(
-            read_bgr(neu / "images" / name), i, "cam0", T0 + timedelta(minutes=i), uri=name
-        )
-        insp = Inspection(
-            frame=frame, verdict=verdict, model=model, detections=_dets(boxes), class_names=names
-        )
-        store.put(insp)
-        insps.append(insp)
-    assert store.flush()
-    store.close()
-    return insps
-
-
-@pytest.fixture()
-def station_dir(tmp_path: Path, neu_det_dir: Path) -> tuple[Path, list[Inspection]]:
-    """Five inspections of NEU-DET frames logged by the real store (all images saved)."""
-    data = tmp_path / "station"
-    plan: Plan = [
-        ("crazing_1.jpg", Verdict.FAIL, [(0, 0.9, 10, 10, 200, 200), (1, 0.1, 5, 5, 50, 50)]),
-        ("inclusion_1.jpg", Verdict.FAIL, [(1, 0.8, 100, 40, 180, 300)]),
-        ("patches_1.jpg", Verdict.FAIL, [(2, 0.7, 0, 0, 416, 416)]),
-        ("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)]),
-        ("scratches_1.jpg", Verdict.PASS, []),
-    ]
-    return data, _log(data, neu_det_dir, plan, ModelRef("neu", "1", "ab" * 32), NAMES)
-
-
-def _feedback(data: Path, insp: Inspection, kind: str, class_name: str | None = None) -> None:
-    with sqlite3.connect(data / "kanjian.db") as conn:
-        conn.execute(
-            "INSERT INTO feedback (inspection_id, kind, class_name, actor, created_at) "
-            "VALUES (?, ?, ?, 'test', ?)",
-            [str(insp.inspection_id), kind, class_name, T0.isoformat()],
-        )
-
-
-def _labels(out: Path) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
-    res = read_yolo(out / "data.yaml")
-    return {
-        r.image.name: sorted((b.class_name, tuple(round(v, 1) for v in b.xyxy)) for b in r.boxes)
-        for r in res.records
-    }
+from tests.support.station_log import (
+    NAMES,
+    T0,
+    add_feedback,
+    labels_by_id,
+    labels_of,
+    note_with,
+)
 
 
 def test_export_applies_feedback_and_confidence(
     station_dir: tuple[Path, list[Inspection]], tmp_path: Path
 ) -> None:
     data, insps = station_dir
-    _feedback(data, insps[1], "wrong_class", "crazing")  # inclusion -> crazing
-    _feedback(data, insps[2], "confirm_defect")
-    _feedback(data, insps[3], "wrong_class", "inclusion")
-    _feedback(data, insps[3], "not_defect")  # the latest feedback wins
+    add_feedback(data, insps[1], "wrong_class", "crazing")  # inclusion -> crazing
+    add_feedback(data, insps[2], "confirm_defect")
+    add_feedback(data, insps[3], "wrong_class", "inclusion")
+    add_feedback(data, insps[3], "not_defect")  # the latest feedback wins
     summary = export_station_log(data, tmp_path / "out", class_names=NAMES, val_fraction=0.0)
-    labels = {k.split(".")[0]: v for k, v in _labels(tmp_path / "out").items()}
+    labels = {k.split(".")[0]: v for k, v in labels_of(tmp_path / "out").items()}
     ids = [str(i.inspection_id) for i in insps]
     assert labels == {
         ids[0]: [("crazing", (10.0, 10.0, 200.0, 200.0))],  # the 0.1 box is below 0.25
@@ -125,7 +57,7 @@ def test_export_applies_feedback_and_confidence(
 
 def test_export_filters(station_dir: tuple[Path, list[Inspection]], tmp_path: Path) -> None:
     data, insps = station_dir
-    _feedback(data, insps[0], "confirm_defect")
+    add_feedback(data, insps[0], "confirm_defect")
     reviewed = export_station_log(
         data, tmp_path / "a", flt=ExportFilter(reviewed_only=True), class_names=NAMES
     )
@@ -186,15 +118,6 @@ def test_cli_conf_band_help_says_no_detection_counts_as_0() -> None:
     assert "(none: 0)" not in text
 
 
-def _ids(out: Path) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
-    """Labels by inspection id (the image file stem)."""
-    return {k.split(".")[0]: v for k, v in _labels(out).items()}
-
-
-def _note(summary: DatasetSummary, key: str) -> str:
-    return next(n for n in summary.notes if key in n)
-
-
 def test_class_filter_selects_images_and_keeps_their_boxes(
     station_dir: tuple[Path, list[Inspection]], tmp_path: Path
 ) -> None:
@@ -202,7 +125,9 @@ def test_class_filter_selects_images_and_keeps_their_boxes(
     ids = [str(i.inspection_id) for i in insps]
     flt = ExportFilter(label_conf=0.05, has_classes=("inclusion",))
     export_station_log(data, tmp_path / "a", flt=flt, class_names=NAMES, val_fraction=0.0)
-    assert _ids(tmp_path / "a") == {  # crazing_1 is chosen by its inclusion box, and keeps both
+    assert labels_by_id(
+        tmp_path / "a"
+    ) == {  # crazing_1 is chosen by its inclusion box, and keeps both
         ids[0]: [("crazing", (10.0, 10.0, 200.0, 200.0)), ("inclusion", (5.0, 5.0, 50.0, 50.0))],
         ids[1]: [("inclusion", (100.0, 40.0, 180.0, 300.0))],
     }
@@ -220,14 +145,14 @@ def test_a_narrower_class_list_leaves_images_out_instead_of_emptying_them(
     summary = export_station_log(
         data, tmp_path / "out", class_names=("crazing", "inclusion"), val_fraction=0.0
     )
-    labels = _ids(tmp_path / "out")
+    labels = labels_by_id(tmp_path / "out")
     assert ids[2] not in labels  # its patches defect must not become a background image
     assert labels[ids[3]] == [("crazing", (20.0, 30.0, 120.0, 130.0))]
     assert labels[ids[4]] == []  # the PASS image with no detection is still background
     assert summary.images_without_labels == 1
     assert summary.problem_counts == {"unknown_class": 1}
     assert ids[2] in summary.problems[0] and "image left out" in summary.problems[0]
-    assert "left_out_class_not_listed 1" in _note(summary, "station log")
+    assert "left_out_class_not_listed 1" in note_with(summary, "station log")
 
 
 def test_confidence_range_selects_inspections_apart_from_the_label_threshold(
@@ -295,175 +220,12 @@ def test_verdicts_are_case_insensitive_and_checked(
         ExportFilter(verdicts=("failed",))
 
 
-MODEL_NAMES = ("patches", "crazing", "rolled-in_scale", "inclusion")  # not sorted, one unseen
-
-
-def _bundle(folder: Path, model: ModelRef, names: tuple[str, ...]) -> Path:
-    folder.mkdir(parents=True)
-    manifest = BundleManifest(
-        name=model.name,
-        version=model.version,
-        task="detect",
-        class_names=list(names),
-        imgsz=(416, 416),
-        onnx_sha256=model.sha256,
-    )
-    write_manifest(folder, manifest)
-    return folder
-
-
-def _register(data: Path, model: ModelRef, path: str) -> None:
-    with sqlite3.connect(data / "kanjian.db") as conn:
-        conn.execute(
-            "INSERT INTO models (sha256, name, version, task, path, origin, added_at) "
-            "VALUES (?, ?, ?, 'detect', ?, 'config', ?)",
-            [model.sha256, model.name, model.version, path, T0.isoformat()],
-        )
-
-
-@pytest.fixture()
-def model_store(tmp_path: Path, neu_det_dir: Path) -> tuple[Path, ModelRef, list[Inspection]]:
-    """Three inspections by a model whose classes are MODEL_NAMES, registered by bundle."""
-    data = tmp_path / "station"
-    model = ModelRef("steel", "3", "cd" * 32)
-    plan: Plan = [
-        ("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 10, 10, 200, 200)]),
-        ("patches_1.jpg", Verdict.FAIL, [(0, 0.7, 0, 0, 416, 416)]),
-        ("inclusion_1.jpg", Verdict.FAIL, [(3, 0.8, 100, 40, 180, 300), (1, 0.5, 1, 1, 9, 9)]),
-    ]
-    insps = _log(data, neu_det_dir, plan, model, MODEL_NAMES)
-    _bundle(data / "models" / model.sha256, model, MODEL_NAMES)
-    _register(data, model, f"models/{model.sha256}")  # relative to the data folder
-    return data, model, insps
-
-
-def test_class_ids_are_the_models(
-    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path
-) -> None:
-    data, _, insps = model_store
-    out = tmp_path / "out"
-    summary = export_station_log(data, out, val_fraction=0.0)
-    raw = yaml.safe_load((out / "data.yaml").read_text())
-    assert raw["names"] == dict(enumerate(MODEL_NAMES))
-    assert (out / "classes.txt").read_text() == "".join(f"{n}\n" for n in MODEL_NAMES)
-    assert summary.class_names == MODEL_NAMES
-    assert summary.boxes_per_class["rolled-in_scale"] == 0
-    ids = {
-        i.inspection_id: [
-            int(line.split()[0])
-            for line in (out / "labels" / "train" / f"{i.inspection_id}.txt")
-            .read_text()
-            .split("\n")
-            if line
-        ]
-        for i in insps
-    }
-    assert list(ids.values()) == [[1], [0], [3, 1]]  # the ids the model gave
-    assert "classes: the model's, from its bundle" in _note(summary, "classes:")
-
-
-def test_class_list_from_a_bare_onnx_model(tmp_path: Path, neu_det_dir: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    data = tmp_path / "station"
-    model = ModelRef("bare", "0", "ef" * 32)
-    _log(data, neu_det_dir, [("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 1, 1, 9, 9)])], model,
-         MODEL_NAMES)  # fmt: skip
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    proto.ir_version = 8
-    names = str(dict(enumerate(MODEL_NAMES)))  # as Ultralytics writes it
-    helper.set_model_props(proto, {"task": "detect", "names": names, "imgsz": "[416, 416]"})
-    onnx.save(proto, str(tmp_path / "bare.onnx"))
-    _register(data, model, str(tmp_path / "bare.onnx"))
-    res, _ = read_station_log(data, ExportFilter())
-    assert res.class_names == MODEL_NAMES
-
-
-def test_unknown_or_mixed_class_lists_need_classes(
-    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path, neu_det_dir: Path
-) -> None:
-    data, model, _ = model_store
-    other = ModelRef("steel", "4", "ef" * 32)
-    _log(data, neu_det_dir, [("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)])],
-         other, ("crazing", "inclusion"), start=10)  # fmt: skip
-    with pytest.raises(ValueError, match=r"not in the station's model registry; the log shows "
-                       r"ids 0 crazing.*Give --classes"):  # fmt: skip
-        read_station_log(data, ExportFilter())
-    _bundle(tmp_path / "other", other, ("crazing", "inclusion"))
-    _register(data, other, str(tmp_path / "other"))
-    with pytest.raises(ValueError, match=r"2 models with different class lists.*--classes"):
-        read_station_log(data, ExportFilter())
-    res, _ = read_station_log(data, ExportFilter(model_sha256=model.sha256))
-    assert res.class_names == MODEL_NAMES
-    given = ("crazing", "inclusion", "patches", "rolled-in_scale")
-    summary = export_station_log(data, tmp_path / "out", class_names=given, val_fraction=0.0)
-    assert summary.boxes_per_class == {"crazing": 3, "inclusion": 1, "patches": 1,
-                                       "rolled-in_scale": 0}  # fmt: skip
-    assert any("mapped to the given list by class name" in n for n in summary.notes)
-
-
-def test_only_inspections_to_export_settle_the_class_list(
-    model_store: tuple[Path, ModelRef, list[Inspection]], tmp_path: Path, neu_det_dir: Path
-) -> None:
-    """Another model's inspections that a filter leaves out, or whose frame is gone, have
-    no say in the class list; the old reader settled it from every inspection in the
-    time/SQL selection, so they failed the export ("not known", "different class lists")."""
-    data, _, insps = model_store
-    other = ModelRef("steel", "4", "ef" * 32)
-    [stray] = _log(data, neu_det_dir, [("patches_2.jpg", Verdict.FAIL, [(0, 0.6, 20, 30, 120, 130)])],
-                   other, ("crazing", "inclusion"), start=10)  # fmt: skip
-    for insp in insps:
-        _feedback(data, insp, "confirm_defect")
-    # the other model is not in the registry: its class list is not known
-    reviewed = export_station_log(
-        data, tmp_path / "out", flt=ExportFilter(reviewed_only=True), val_fraction=0.0
-    )
-    assert reviewed.class_names == MODEL_NAMES
-    assert sum(reviewed.images.values()) == 3
-    # registered with another list: the lists differ, unless the filter leaves it out
-    _bundle(tmp_path / "other", other, ("crazing", "inclusion"))
-    _register(data, other, str(tmp_path / "other"))
-    with pytest.raises(ValueError, match="2 models with different class lists"):
-        read_station_log(data, ExportFilter())
-    res, counts = read_station_log(data, ExportFilter(feedback=("confirm_defect",)))
-    assert res.class_names == MODEL_NAMES
-    assert counts == {"feedback_confirm_defect": 3, "feedback_not_selected": 1}
-    # its saved frame is gone (deleted, retention): reported, and no say either
-    next(data.rglob(f"{stray.inspection_id}.jpg")).unlink()
-    res, counts = read_station_log(data, ExportFilter())
-    assert res.class_names == MODEL_NAMES
-    assert [(p.kind, p.file.split("#")[1]) for p in res.problems] == [
-        (ProblemKind.MISSING_IMAGE, str(stray.inspection_id))
-    ]
-    assert counts == {"feedback_confirm_defect": 3}
-
-
-def test_a_registered_bundle_that_disagrees_with_the_log_is_refused(
-    tmp_path: Path, neu_det_dir: Path
-) -> None:
-    data = tmp_path / "station"
-    model = ModelRef("steel", "5", "aa" * 32)
-    _log(data, neu_det_dir, [("crazing_1.jpg", Verdict.FAIL, [(1, 0.9, 1, 1, 9, 9)])], model,
-         MODEL_NAMES)  # fmt: skip
-    _bundle(tmp_path / "b", model, tuple(sorted(MODEL_NAMES)))  # ids differ from the log's
-    _register(data, model, str(tmp_path / "b"))
-    with pytest.raises(ValueError, match="does not match the log: the log has class 1 = 'crazing'"):
-        read_station_log(data, ExportFilter())
-
-
 def test_no_split_classes_txt_and_label_studio_predictions(
     station_dir: tuple[Path, list[Inspection]], tmp_path: Path
 ) -> None:
     data, insps = station_dir
     ids = [str(i.inspection_id) for i in insps]
-    _feedback(data, insps[3], "not_defect")
+    add_feedback(data, insps[3], "not_defect")
     out = tmp_path / "review"
     summary = export_station_log(data, out, class_names=NAMES, split=False)
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{i}.jpg" for i in ids)
@@ -474,7 +236,7 @@ def test_no_split_classes_txt_and_label_studio_predictions(
     assert (out / "classes.txt").read_text() == "crazing\ninclusion\npatches\n"
     assert summary.images == {"train": 5, "val": 0} and summary.val_fraction == 0.0
     assert summary.data_sha256 == dataset_sha256(out)
-    labels = _ids(out)
+    labels = labels_by_id(out)
     assert labels[ids[0]] == [("crazing", (10.0, 10.0, 200.0, 200.0))]
     # Label Studio's YOLO layout: images/, labels/ and classes.txt, no data.yaml
     flat = tmp_path / "flat"
@@ -533,15 +295,15 @@ def test_operator_feedback_is_honoured(
 ) -> None:
     data, insps = station_dir
     ids = [str(i.inspection_id) for i in insps]
-    _feedback(data, insps[0], "not_defect")  # a false positive: a true negative
-    _feedback(data, insps[1], "wrong_class", "pitted_surface")  # a class outside the list
-    _feedback(data, insps[4], "wrong_class", "crazing")  # a defect the model missed: where?
+    add_feedback(data, insps[0], "not_defect")  # a false positive: a true negative
+    add_feedback(data, insps[1], "wrong_class", "pitted_surface")  # a class outside the list
+    add_feedback(data, insps[4], "wrong_class", "crazing")  # a defect the model missed: where?
     summary = export_station_log(data, tmp_path / "all", class_names=NAMES, val_fraction=0.0)
-    labels = _ids(tmp_path / "all")
+    labels = labels_by_id(tmp_path / "all")
     assert labels[ids[0]] == []
     assert ids[1] not in labels and ids[4] not in labels  # never exported as background
     assert summary.images_without_labels == 1
-    counts = _note(summary, "station log")
+    counts = note_with(summary, "station log")
     assert "left_out_defect_feedback_without_box 1" in counts
     assert "left_out_class_not_listed 1" in counts
     negatives = export_station_log(
