@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from kanjian.appliance_api.cli.common import load_station_config
+
 app = typer.Typer(
     name="kanjian",
     help="kanjian (看见): visual quality inspection at the line.",
@@ -45,19 +47,6 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _load(config: Path | None, data_dir: Path | None) -> Any:
-    from kanjian.station.config import ConfigError, default_config, load_config
-
-    try:
-        cfg = load_config(config) if config else default_config()
-    except ConfigError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from e
-    if data_dir is not None:
-        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
-    return cfg
-
-
 @app.command()
 def run(
     config: ConfigOpt = None,
@@ -79,7 +68,7 @@ def run(
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
-    cfg = _load(config, data_dir)
+    cfg = load_station_config(config, data_dir)
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
@@ -145,7 +134,7 @@ def inspect(
     from kanjian.inference.types import Verdict
     from kanjian.station.inspector import Inspector
 
-    cfg = _load(config, None)
+    cfg = load_station_config(config)
     try:
         m = load_model(model or cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
     except (ModelLoadError, BundleError) as e:
@@ -219,7 +208,7 @@ def config_show(config: ConfigOpt = None) -> None:
     """Print the effective configuration (defaults filled in) as YAML."""
     import yaml
 
-    cfg = _load(config, None)
+    cfg = load_station_config(config)
     out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
 
 

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kanjian.appliance_api.cli.common import load_station_config
+
 console = Console(stderr=True)
 out = Console()
 
@@ -27,23 +29,10 @@ DataDirOpt = Annotated[
 ]
 
 
-def _load(config: Path | None, data_dir: Path | None) -> Any:
-    from kanjian.station.config import ConfigError, default_config, load_config
-
-    try:
-        cfg = load_config(config) if config else default_config()
-    except ConfigError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from e
-    if data_dir is not None:
-        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
-    return cfg
-
-
 def _open_db(config: Path | None, data_dir: Path | None) -> Any:
     from kanjian.station.store import DB_NAME, open_db
 
-    cfg = _load(config, data_dir)
+    cfg = load_station_config(config, data_dir)
     return open_db(cfg.store.data_dir / DB_NAME)
 
 
@@ -86,7 +75,7 @@ def serve(
     from kanjian.station.inspector import RulesError
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
 
-    cfg = _load(config, data_dir)
+    cfg = load_station_config(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if api_update:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=api_update)})

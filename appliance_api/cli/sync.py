@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from kanjian.appliance_api.cli.common import load_station_config
+
 console = Console(stderr=True)
 out = Console()
 
@@ -22,16 +24,6 @@ sync_app = typer.Typer(help="The station's outbox to the platform: status, drain
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="station YAML; default: the embedded demo")
 ]
-
-
-def _load(config: Path | None) -> Any:
-    from kanjian.station.config import ConfigError, default_config, load_config
-
-    try:
-        return load_config(config) if config else default_config()
-    except ConfigError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from e
 
 
 def print_status(s: Any) -> None:
@@ -67,7 +59,7 @@ def sync_status(
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.status import status_from_db
 
-    cfg = _load(config)
+    cfg = load_station_config(config)
     db = cfg.store.data_dir / DB_NAME
     if not db.is_file():
         console.print(f"[red]error:[/] no station database at {db}")
@@ -91,7 +83,7 @@ def sync_drain(
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.worker import Identity, SyncWorker
 
-    cfg = _load(config)
+    cfg = load_station_config(config)
     if not (cfg.store.data_dir / DB_NAME).is_file():
         console.print(f"[red]error:[/] no station database at {cfg.store.data_dir / DB_NAME}")
         raise typer.Exit(1)

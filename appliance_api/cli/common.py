@@ -1,0 +1,30 @@
+"""What several command groups share: loading the station config the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def load_station_config(config: Path | None, data_dir: Path | None = None) -> Any:
+    """The station config from ``config`` (default: the embedded demo station), with
+    ``store.data_dir`` replaced by ``data_dir`` when given.
+
+    A config problem is printed as one line naming the key (and its line) and ends
+    the command with exit status 2.
+    """
+    from kanjian.station.config import ConfigError, default_config, load_config
+
+    try:
+        cfg = load_config(config) if config else default_config()
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
+    return cfg
