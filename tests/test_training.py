@@ -23,6 +23,7 @@ import yaml
 
 from kanjian.inference import bundle as b
 from tests.support import scores
+from tests.support.onnx_edit import perturb_weights
 from tests.support.testmodels import CLASS_NAMES
 
 pytestmark = pytest.mark.slow
@@ -80,12 +81,6 @@ def _small_dataset(neu_det_dir: Path, out: Path, per_class: int = 4) -> Path:
             (src / "annotations" / f"{s}.xml").symlink_to(neu_det_dir / "annotations" / f"{s}.xml")
     import_dataset(src, out, val_fraction=0.5, seed=0)
     return out / "data.yaml"
-
-
-def _gate_conf(model: Any) -> float:
-    """A parity conf at which half of ``model``'s val images keep a detection (measured)."""
-    per = scores.detection_scores(model.onnx, tuple(model.val_images))
-    return scores.conf_with_detections(per, len(per) // 2)
 
 
 @pytest.fixture(scope="module")
@@ -188,32 +183,12 @@ def test_model_check_refuses_altered_onnx_bytes(
     assert "sha256" in run.stdout
 
 
-def _perturb_weights(onnx_path: Path) -> None:
-    """Multiply every conv weight by 1 + 10 % seeded noise: a different model.
-
-    (Scaling one tensor is not enough: the largest one, a deep backbone conv, moved
-    the test model's scores by only 5e-5.)
-    """
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(0)
-    model = onnx.load(str(onnx_path))
-    for init in model.graph.initializer:
-        if len(init.dims) == 4:
-            arr = numpy_helper.to_array(init).astype(np.float32)
-            arr *= 1 + 0.1 * rng.standard_normal(arr.shape).astype(np.float32)
-            init.CopyFrom(numpy_helper.from_array(arr, init.name))
-    onnx.save(model, str(onnx_path))
-
-
 def test_model_check_refuses_changed_weights_with_a_matching_hash(
     trained_bundle: tuple[Path, subprocess.CompletedProcess[str], str], tmp_path: Path
 ) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(trained_bundle[0], bundle)
-    _perturb_weights(bundle / b.MODEL_NAME)
+    perturb_weights(bundle / b.MODEL_NAME)
     manifest = b.read_manifest(bundle)
     b.write_manifest(
         bundle, manifest.model_copy(update={"onnx_sha256": b.sha256_file(bundle / b.MODEL_NAME)})
@@ -221,25 +196,6 @@ def test_model_check_refuses_changed_weights_with_a_matching_hash(
     run = _model_check(bundle)
     assert run.returncode == 1, run.stdout
     assert "golden" in run.stdout.lower() or "expected" in run.stdout
-
-
-def test_parity_gate_fails_on_a_different_model(detect_model: Any, tmp_path: Path) -> None:
-    from kanjian.training.gates import parity_gate
-
-    onnx = tmp_path / "other.onnx"
-    shutil.copyfile(detect_model.onnx, onnx)
-    _perturb_weights(onnx)
-    conf = _gate_conf(detect_model)
-    same = parity_gate(
-        detect_model.pt, detect_model.onnx, detect_model.val_images,
-        imgsz=detect_model.imgsz, conf=conf,
-    )  # fmt: skip
-    other = parity_gate(
-        detect_model.pt, onnx, detect_model.val_images, imgsz=detect_model.imgsz, conf=conf
-    )
-    assert same.reference > 0 and same.passed, same.line()
-    assert not other.passed, other.line()
-    assert other.mismatches
 
 
 def test_train_refuses_missing_weights_instead_of_downloading(tmp_path: Path) -> None:
@@ -400,56 +356,6 @@ def test_amp_check_needs_no_download_and_device_auto_follows_torch() -> None:
     assert offline_check_amp(torch.nn.Linear(2, 2)) is False  # CPU: no AMP
     assert resolve_device("auto") == ("0" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu" and resolve_device("1") == "1"
-
-
-def _negate_mask_prototypes(onnx_path: Path) -> None:
-    """Append a ``Neg`` to the mask-prototype output: boxes, classes, scores and mask
-    coefficients stay bit for bit the same, and every mask logit changes sign.
-
-    A mask is ``coefficients x prototypes > 0`` cropped to its box, so each mask
-    becomes exactly the rest of its box: disjoint from the mask it replaces (the
-    bilinear resizes are linear, and two disjoint binary masks cannot both be above
-    one half at the same pixel after one). A box whose mask filled it is dropped.
-    """
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(onnx_path))
-    protos = model.graph.output[1].name  # output1: (1, 32, h/4, w/4) prototypes
-    raw = f"{protos}_before_neg"
-    for node in model.graph.node:
-        node.output[:] = [raw if o == protos else o for o in node.output]
-        node.input[:] = [raw if i == protos else i for i in node.input]
-    model.graph.node.append(helper.make_node("Neg", [raw], [protos], name="break_protos"))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(onnx_path))
-
-
-def test_parity_gate_compares_segment_masks(segment_model: Any, tmp_path: Path) -> None:
-    """With every mask replaced by its complement in its box, no pair whose real masks
-    agreed can match: what the gate reports follows from the break, not from how well
-    the test model segments.
-
-    If ONNX mask ``K`` agrees with reference mask ``A`` (IoU >= 0.9), then ``A`` and the
-    complement ``B`` (disjoint from ``K``) have IoU <= |A - K| / |A| <= 0.1 / 0.9.
-    """
-    from kanjian.training.gates import parity_gate
-
-    onnx = tmp_path / "masks-negated.onnx"
-    shutil.copyfile(segment_model.onnx, onnx)
-    _negate_mask_prototypes(onnx)
-    args = {"imgsz": segment_model.imgsz, "conf": _gate_conf(segment_model)}
-    same = parity_gate(segment_model.pt, segment_model.onnx, segment_model.val_images, **args)
-    broken = parity_gate(segment_model.pt, onnx, segment_model.val_images, **args)
-    assert same.reference > 0 and same.passed, same.line()
-    # pairs the real masks already failed (normally none): the only ones that may match now
-    slack = max(same.reference, same.onnx) - same.matched
-    assert broken.reference == same.reference and broken.onnx <= same.onnx, broken.line()
-    assert broken.matched <= slack, (broken.line(), same.line())
-    assert not broken.passed, broken.line()
-    # boxes, classes and scores are unchanged, so a gate blind to masks would pair every
-    # surviving detection that paired before: at least broken.onnx - slack > slack of them
-    assert broken.onnx > 2 * slack, (broken.line(), same.line())
 
 
 def test_summary_and_hash_of_a_dataset_not_made_by_kanjian(tmp_path: Path) -> None:

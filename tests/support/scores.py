@@ -8,6 +8,11 @@ station's path: the folder camera's decoder, the Numba letterbox, ORT on the CPU
 one thread), cached beside the bundles, and :func:`rules_for` puts the review and
 fail thresholds between measured scores so a third of the images pass, a third go
 to review and a third fail, whatever the model learnt.
+
+Parity and other tests that need detections to compare take their decoding conf the
+same way: :func:`detection_scores` measures every kept score per image and
+:func:`conf_with_detections` picks a conf, clear of all of them, at which enough
+images keep a detection.
 """
 
 from __future__ import annotations
