@@ -337,13 +337,14 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    camera = {"kind": "gige", "address": "127.0.0.1", "trigger": "software", "exposure_us": 2000,
+    # (not named camera: that is the fake camera process the test stops and restarts)
+    gige = {"kind": "gige", "address": "127.0.0.1", "trigger": "software", "exposure_us": 2000,
               "read_timeout_s": 1.0, "backoff_initial_s": 0.1, "backoff_max_s": 0.5}  # fmt: skip
     cfg = parse(
         station_config(
             tmp_path / "data",
             bundle=detect_model.onnx,
-            camera=camera,
+            camera=gige,
             trigger={"mode": "triggered", "frame_timeout_s": 1.5},
             plc={"enabled": True, "modbus": {"port": port}},
         )
@@ -358,7 +359,7 @@ def test_station_on_gige_software_trigger_survives_stall_and_restart(
         """(verdict code, result seq) of one handshake."""
         plc.write_coil(0, True)
         plc.write_coil(0, False)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             regs = plc.read_holding_registers(0, count=9).registers
             if regs[0] & 4:

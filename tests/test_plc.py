@@ -55,7 +55,7 @@ from tests.support.plc import (
     running,
     u32,
 )
-from tests.support.station_config import parse, write_config
+from tests.support.station_config import merge, parse, write_config
 
 # -- Modbus TCP ----------------------------------------------------------------------------
 
@@ -69,11 +69,13 @@ def test_modbus_500_triggers_read_back_in_order(detect_model: Any, tmp_path: Pat
     # a conf (measured) at which half the looped images keep a detection: the class and
     # confidence registers are compared on real detections, not only on empty results
     per = scores.detection_scores(detect_model.onnx, loop_images())
-    model = {"conf": scores.conf_with_detections(per, len(per) // 2)}
+    decode = {"conf": scores.conf_with_detections(per, len(per) // 2)}
     results: list[list[int]] = []
     sent_at: dict[int, float] = {}
     lat: list[float] = []
-    with running(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg, model=model)) as station:
+    with running(
+        merge(plc_station(tmp_path, detect_model.onnx, plc=plc_cfg), {"model": decode})
+    ) as station:
         assert modbus_port(station) == port
         plc = ModbusPlc(port)
         sent = 0
@@ -112,7 +114,7 @@ def test_modbus_500_triggers_read_back_in_order(detect_model: Any, tmp_path: Pat
             assert CLASS_NAMES[regs[HR_TOP_CLASS]] == top_class
             assert regs[HR_TOP_CONF] == round(top_conf * 1000)
     # 500 frames of a 60-image loop, half of which keep a detection at this conf
-    assert sum(r[6] > 0 for r in rows) > 0, model
+    assert sum(r[6] > 0 for r in rows) > 0, decode
     report("modbus-sequential", lat[: n // 2], tmp_path)
     report("modbus-pipelined-4", lat[n // 2 :], tmp_path)
 
