@@ -20,6 +20,7 @@ from kanjian.inference.model import load_model
 from kanjian.inference.types import Verdict
 from kanjian.inference.verdict import ClassRule, VerdictRules
 from kanjian.station.inspector import Inspector, RuleSet
+from tests.support import scores
 
 
 def _with_rules(src: Path, dst: Path, rules: dict[str, Any] | None) -> Path:
@@ -31,12 +32,15 @@ def _with_rules(src: Path, dst: Path, rules: dict[str, Any] | None) -> Path:
     return dst
 
 
-def _frame_with_a_detection(ins: Inspector, images: list[Path]) -> Frame:
-    for i, path in enumerate(images):
-        frame = Frame(cv2.imread(str(path), cv2.IMREAD_COLOR), i, "t", utc_now(), uri=str(path))
-        if len(ins.inspect(frame).detections):
-            return frame
-    raise AssertionError("the detect test model found nothing on any val image")
+def _frame_with_a_detection(model: Any) -> tuple[Frame, float]:
+    """The val image the detect test model scores highest, and a conf (measured) at which
+    it keeps a detection there."""
+    images = tuple(model.val_images)
+    per = scores.detection_scores(model.onnx, images)
+    best = max(range(len(images)), key=lambda i: float(per[i][0]) if len(per[i]) else 0.0)
+    path = images[best]
+    frame = Frame(cv2.imread(str(path), cv2.IMREAD_COLOR), best, "t", utc_now(), uri=str(path))
+    return frame, scores.conf_with_detections(per, 1)
 
 
 def test_rules_come_from_the_bundle_until_set_and_follow_a_model_swap(
@@ -51,8 +55,9 @@ def test_rules_come_from_the_bundle_until_set_and_follow_a_model_swap(
     lenient = _with_rules(detect_bundle, tmp_path / "lenient", {"default": {"ignore": True}})
     a, b = load_model(strict, ("cpu",)), load_model(lenient, ("cpu",))
     assert a.default_rules().default.fail_confidence == 0.0 and b.default_rules().default.ignore
-    ins = Inspector(a)  # no rules in station.yaml: the bundle's
-    frame = _frame_with_a_detection(ins, detect_model.val_images)
+    frame, conf = _frame_with_a_detection(detect_model)
+    ins = Inspector(a, conf=conf)  # no rules in station.yaml: the bundle's
+    assert len(ins.inspect(frame).detections)
     assert ins.inspect(frame).verdict is Verdict.FAIL
     ins.swap_model(b)  # the new model brings its own defaults
     assert ins.rules_in_force() == b.default_rules()

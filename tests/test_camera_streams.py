@@ -245,11 +245,16 @@ def test_grab_fresh_returns_a_frame_taken_after_the_trigger(
     port = mjpeg.start("--fps", "20")
     pump = FramePump(open_source(mjpeg_config(port), "trig"), "latest")
     closing.append(pump)
-    before = pump.get(timeout_s=10.0)
+    before = pump.get(timeout_s=60.0)
     assert isinstance(before, Frame)
-    time.sleep(0.3)  # the slot now holds a frame read before the trigger
+    # the slot holds a frame read before the trigger (waited for, not slept: a loaded
+    # machine may read late)
+    deadline = time.monotonic() + 60
+    while pump.stats().queued == 0:
+        assert time.monotonic() < deadline, pump.stats()
+        time.sleep(0.02)
     called_at = datetime.now(timezone.utc)
-    fresh = pump.grab_fresh("T-42", timeout_s=5.0)
+    fresh = pump.grab_fresh("T-42", timeout_s=60.0)
     assert isinstance(fresh, Frame) and fresh.trigger_id == "T-42"
     assert fresh.captured_at >= called_at
     assert pattern.read(fresh.image)[0] > pattern.read(before.image)[0]
@@ -262,16 +267,22 @@ def test_grab_fresh_on_a_stalled_camera_is_missed_then_recovers(
     port = mjpeg.start("--fps", "20")
     pump = FramePump(open_source(mjpeg_config(port, read_timeout_s=2.0), "stall"), "latest")
     closing.append(pump)
-    assert isinstance(pump.get(timeout_s=10.0), Frame)
+    assert isinstance(pump.get(timeout_s=60.0), Frame)
+    failures = pump.stats().source.failures
     mjpeg.signal(signal.SIGSTOP)
     try:
-        time.sleep(0.2)  # frames already in the socket are read before the trigger
+        # frames already in the socket are read before the trigger: once a read has timed
+        # out (a failure counted), none is left (waited for, not slept)
+        deadline = time.monotonic() + 60
+        while pump.stats().source.failures == failures:
+            assert time.monotonic() < deadline, pump.stats()
+            time.sleep(0.05)
         missed = pump.grab_fresh("T-7", timeout_s=0.5)
     finally:
         mjpeg.signal(signal.SIGCONT)
     assert isinstance(missed, FrameFailure) and missed.missed and missed.trigger_id == "T-7"
     assert "no fresh frame within 0.5 s" in missed.reason
-    again = pump.grab_fresh("T-8", timeout_s=15.0)
+    again = pump.grab_fresh("T-8", timeout_s=60.0)
     assert isinstance(again, Frame) and again.trigger_id == "T-8"
 
 
@@ -285,7 +296,7 @@ def test_rtsp_server_killed_and_restarted_frames_keep_flowing(
     pump = FramePump(open_source(rtsp_config(port), "rtsp"), "latest")
     closing.append(pump)
 
-    def next_frame(want: Callable[[Frame], bool], timeout_s: float = 20.0) -> Frame:
+    def next_frame(want: Callable[[Frame], bool], timeout_s: float = 60.0) -> Frame:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             record = pump.get(timeout_s=1.0)
@@ -296,7 +307,7 @@ def test_rtsp_server_killed_and_restarted_frames_keep_flowing(
     first = next_frame(is_blue)
     assert first.resolution_wh == (320, 240)
     rtsp.stop()
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + 60.0
     while pump.stats().source.state != "reconnecting":
         assert time.monotonic() < deadline, "the source did not notice the server died"
         time.sleep(0.05)

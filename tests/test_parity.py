@@ -22,13 +22,21 @@ import pytest
 from kanjian.inference.matching import mask_iou, match_detections
 from kanjian.inference.model import load_model
 from kanjian.inference.types import Detections
+from tests.support import scores
 from tests.support.station_config import station_config, write_config
 
 pytestmark = pytest.mark.slow
 
-#: low enough that barely-trained test models still give many detections
-CONF, IOU = 0.05, 0.7
+IOU = 0.7
 N_IMAGES = 50
+#: the comparison must not be vacuous: the conf is chosen from what kanjian measures on
+#: these images so that at least this many keep a detection (an image with none must
+#: be empty on both sides, which is compared too)
+MIN_WITH = N_IMAGES // 5
+
+
+def _conf(model: Any, images: list[Path]) -> float:
+    return scores.conf_with_detections(scores.detection_scores(model.onnx, tuple(images)), MIN_WITH)
 
 
 def _ultra(onnx: Path, task: str) -> Any:
@@ -74,6 +82,7 @@ def test_station_detect_equals_ultralytics(
     folder = tmp_path / "images"
     folder.mkdir()
     images = _images(detect_model, N_IMAGES, neu_det_dir)
+    conf = _conf(detect_model, images)
     for p in images:
         (folder / p.name).symlink_to(p)
     cfg = write_config(
@@ -82,7 +91,7 @@ def test_station_detect_equals_ultralytics(
             tmp_path / "data",
             bundle=detect_model.onnx,
             images=folder,
-            model={"conf": CONF, "iou": IOU},
+            model={"conf": conf, "iou": IOU},
         ),
     )
     r = _kanjian("run", "--config", str(cfg), cwd=tmp_path)
@@ -101,15 +110,13 @@ def test_station_detect_equals_ultralytics(
         a = np.array(dets, np.float32).reshape(-1, 6)
         ours = Detections(a[:, :4].copy(), a[:, 4].copy(), a[:, 5].astype(np.int32))
         ref = _ref_dets(
-            yolo.predict(uri, conf=CONF, iou=IOU, imgsz=detect_model.imgsz, verbose=False)[0]
+            yolo.predict(uri, conf=conf, iou=IOU, imgsz=detect_model.imgsz, verbose=False)[0]
         )
         rep = match_detections(ref, ours, min_iou=0.99, max_conf_diff=1e-3)
         assert rep.equal, (uri, rep)
         total += len(ref)
         n_with += len(ref) > 0
-    # the comparison must not be vacuous: dozens of boxes on a good share of images
-    # (an image with none must be empty on both sides, which is compared too)
-    assert total >= N_IMAGES and n_with >= N_IMAGES // 5, (total, n_with)
+    assert n_with >= MIN_WITH, (conf, total, n_with)
 
 
 def test_api_segment_equals_ultralytics(segment_model: Any, neu_det_dir: Path) -> None:
@@ -117,25 +124,25 @@ def test_api_segment_equals_ultralytics(segment_model: Any, neu_det_dir: Path) -
 
     yolo = _ultra(segment_model.onnx, "segment")
     ours_model = load_model(segment_model.onnx)
-    total, ious = 0, []
-    for p in _images(segment_model, N_IMAGES, neu_det_dir):
+    images = _images(segment_model, N_IMAGES, neu_det_dir)
+    conf = _conf(segment_model, images)
+    n_with, ious = 0, []
+    for p in images:
         img = cv2.imread(str(p))
-        ref_r = yolo.predict(str(p), conf=CONF, iou=IOU, imgsz=segment_model.imgsz, verbose=False)[
-            0
-        ]
-        ref = _ref_dets(ref_r)
-        ours = ours_model.predict(img, conf=CONF, iou=IOU).detections
+        ref_r = yolo.predict(str(p), conf=conf, iou=IOU, imgsz=segment_model.imgsz, verbose=False)
+        ref = _ref_dets(ref_r[0])
+        ours = ours_model.predict(img, conf=conf, iou=IOU).detections
         rep = match_detections(ref, ours, min_iou=0.99, max_conf_diff=1e-3)
         assert rep.equal, (p, rep)
-        total += len(ref)
+        n_with += len(ref) > 0
         if len(ref) == 0:
             continue
-        ref_masks = scale_masks(ref_r.masks.data[None].float(), img.shape[:2])[0].numpy() > 0.5
+        ref_masks = scale_masks(ref_r[0].masks.data[None].float(), img.shape[:2])[0].numpy() > 0.5
         assert ours.masks is not None and ours.masks.shape == (len(ref), *img.shape[:2])
         # same order: both are sorted by confidence after NMS
         for k in range(len(ref)):
             ious.append(mask_iou(ref_masks[k], ours.masks[k]))
-    assert total >= N_IMAGES // 2, total
+    assert n_with >= MIN_WITH, (conf, n_with)
     assert min(ious) >= 0.95, min(ious)
 
 
@@ -150,11 +157,13 @@ def test_cli_classify_equals_ultralytics(
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     assert len(lines) == len(images)
     yolo = _ultra(classify_model.onnx, "classify")
-    tops = set()
+    refs = []
     for p, ours in zip(images, lines, strict=True):
         ref = yolo.predict(str(p), imgsz=classify_model.imgsz, verbose=False)[0].probs.data.numpy()
         got = np.asarray(ours["probs"], np.float32)
         assert int(np.argmax(got)) == int(np.argmax(ref)), p
         np.testing.assert_allclose(got, ref, atol=1e-3)
-        tops.add(int(np.argmax(ref)))
-    assert len(tops) >= 2  # a model that says one thing for everything proves little
+        refs.append(ref)
+    # each image's own probabilities were compared: the reference's differ between images
+    # by far more than the tolerance (what a model says, not how well it learnt)
+    assert np.ptp(np.stack(refs), axis=0).max() > 1e-2

@@ -58,14 +58,14 @@ def test_receiver_on_postgres_killed_mid_run(tmp_path: Path) -> None:
     w.start()
     try:
         prod = sup.Producer(store, 1000, rate=500).start()
-        sup.wait_for(lambda: len(_pg_ids(pg.url)) > 200, 30, "first rows in PostgreSQL")
+        sup.wait_for(lambda: len(_pg_ids(pg.url)) > 200, 120, "first rows in PostgreSQL")
         rec.kill()
         time.sleep(1.0)
         rec.start()
         prod.join()
         assert store.flush()
         sup.wait_for(lambda: len(set(_pg_ids(pg.url))) == 1000, 60, "all rows in PostgreSQL")
-        sup.wait_for(lambda: w.status().backlog == 0, 30, "confirmations")
+        sup.wait_for(lambda: w.status().backlog == 0, 120, "confirmations")
         ids = _pg_ids(pg.url)
         assert len(ids) == 1000 and sorted(ids) == sorted(prod.made)
         out = subprocess.run([*CLI, "platform", "report", "--db", pg.url, "--json"],

@@ -182,7 +182,7 @@ def test_images_wait_for_s3_and_messages_are_not_lost(
         assert store.flush()
         # every message arrives while S3 is down, naming its future object
         sup.wait_for(lambda: len(receiver.ids()) == 400, 60, "messages")
-        sup.wait_for(lambda: w.status().s3_state == "failing", 20, "the upload failing")
+        sup.wait_for(lambda: w.status().s3_state == "failing", 120, "the upload failing")
         assert w.status().images_uploaded == 0
         pending = w.status().images_pending
         assert pending > 400 // 7  # all FAILs and a quarter of the PASSes
@@ -279,14 +279,16 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         # nothing changed: the old model still judges every frame
         assert station.inspector.model.ref == old
         frames = station.stats.frames
-        sup.wait_for(lambda: station.stats.frames > frames + 10, 30, "inspections going on")
+        sup.wait_for(lambda: station.stats.frames > frames + 10, 120, "inspections going on")
         ev = send("c-good", k_good, sha_b)
         assert ev["event"] == "model_activated", ev
         assert ev["data"]["model"]["sha256"] == bundles.sha_b
         assert ev["data"]["previous"]["sha256"] == bundles.sha_a
         assert station.inspector.model.ref.sha256 == bundles.sha_b
         frames = station.stats.frames
-        sup.wait_for(lambda: station.stats.frames > frames + 10, 30, "inspections by the new model")
+        sup.wait_for(
+            lambda: station.stats.frames > frames + 10, 120, "inspections by the new model"
+        )
         # the sync's state in /metrics: connected, and when the broker last acknowledged
         from prometheus_client import generate_latest
 
@@ -301,8 +303,11 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         n_before = len(rec.events())
         publish.single(TOPICS.command("deploy_model"), deploy_message("c-good", k_good, sha_b),
                        qos=1, hostname="127.0.0.1", port=broker.port)  # fmt: skip
-        sup.wait_for(lambda: len(rec.events()) > n_before, 30, "the repeated answer")
-        assert rec.events()[-1]["data"].get("repeated") is True
+        # (other events may come meanwhile: the answer is looked for, not assumed last)
+        sup.wait_for(lambda: any(e["data"].get("command_id") == "c-good"
+                                 and e["data"].get("repeated") is True
+                                 for e in rec.events()[n_before:]), 120,
+                     "the repeated answer")  # fmt: skip
         # the same archive under a new command: it already judges, so nothing is swapped,
         # the registered copy stays and the activation stack does not grow
         con = sqlite3.connect(station.store.db_path)
@@ -321,7 +326,7 @@ def test_deploy_model_refuses_bad_bundles_and_activates_a_good_one(
         # a malformed command is refused with a reason
         publish.single(TOPICS.command("deploy_model"), b'{"type": "deploy_model"}', qos=1,
                        hostname="127.0.0.1", port=broker.port)  # fmt: skip
-        sup.wait_for(lambda: any(e["data"].get("command_id") == "?" for e in rec.events()), 30,
+        sup.wait_for(lambda: any(e["data"].get("command_id") == "?" for e in rec.events()), 120,
                      "the refusal of a malformed command")  # fmt: skip
     finally:
         station.stop()
@@ -413,14 +418,14 @@ def test_camera_and_model_changes_become_events(
         return [e["event"] for e in rec.events()]
 
     try:
-        sup.wait_for(lambda: station.stats.frames > 5, 30, "live frames")
+        sup.wait_for(lambda: station.stats.frames > 5, 120, "live frames")
         cam.kill()
-        sup.wait_for(lambda: "camera_lost" in names(), 20, "camera_lost")
+        sup.wait_for(lambda: "camera_lost" in names(), 120, "camera_lost")
         cam.start()
-        sup.wait_for(lambda: "camera_back" in names(), 30, "camera_back")
+        sup.wait_for(lambda: "camera_back" in names(), 120, "camera_back")
         # a swap made elsewhere (the API, say) is seen and reported by the sync
         station.inspector.swap_model(load_model(bundles.b, ("cpu",)))
-        sup.wait_for(lambda: "model_activated" in names(), 20, "model_activated")
+        sup.wait_for(lambda: "model_activated" in names(), 120, "model_activated")
     finally:
         station.stop()
         runner.join(30)

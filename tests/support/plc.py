@@ -34,6 +34,14 @@ HR_SEQ, HR_ID, HR_TRIGGERS, HR_RESULTS, HR_REFUSED, HR_MISSED = 5, 7, 9, 11, 13,
 HR_BUFFERED, HR_BUFSIZE, HR_RECIPE, N_HR = 17, 18, 19, 20
 VERDICT_CODES = {"PASS": 1, "FAIL": 2, "REVIEW": 3, "ERROR": 4, "MISSED": 5}
 CLASS_NAMES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+NEU_IMAGES = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
+#: the images :func:`plc_station`'s folder camera loops over
+LOOP_PATTERN = "*_1?.jpg"
+
+
+def loop_images() -> tuple[Path, ...]:
+    """The images :func:`plc_station`'s camera judges, in its order."""
+    return tuple(sorted(NEU_IMAGES.glob(LOOP_PATTERN)))
 
 
 def free_port() -> int:
@@ -51,11 +59,11 @@ def plc_station(
 ) -> dict[str, Any]:
     """A triggered station with its PLC servers on (see :func:`station_config`): a
     looping folder of NEU-DET images unless ``camera`` replaces it, frames awaited 2 s."""
-    neu = REPO.parent / "shared" / "datasets" / "neu-det" / "images"
+    looped = {"kind": "folder", "path": str(NEU_IMAGES), "pattern": LOOP_PATTERN, "loop": True}
     base = station_config(
         tmp_path / "data",
         bundle=model,
-        camera=camera or {"kind": "folder", "path": str(neu), "pattern": "*_1?.jpg", "loop": True},
+        camera=camera or looped,
         trigger={"mode": "triggered", "frame_timeout_s": 2.0},
         plc={"enabled": True},
     )
@@ -107,7 +115,7 @@ class ModbusPlc:
         assert not self.c.write_coil(COIL_ACK, True).isError()
         assert not self.c.write_coil(COIL_ACK, False).isError()
 
-    def wait_valid(self, timeout_s: float = 30.0) -> list[int]:
+    def wait_valid(self, timeout_s: float = 90.0) -> list[int]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             regs = self.regs()
