@@ -38,6 +38,7 @@ from kanjian.station.triggers import (
     Trigger,
     TriggerAnswers,
     TriggerQueue,
+    queue_numbers,
     refused_failure,
 )
 
@@ -93,7 +94,7 @@ class Station:
 
     def __post_init__(self) -> None:
         t = self.config.trigger
-        self.triggers = TriggerQueue(t.queue_size, t.when_busy)
+        self.triggers = TriggerQueue(t.queue_size, t.when_busy, queue_numbers(self.store))
         self._answers = TriggerAnswers()
         self.channels = Channels()
         self.channels.add(self._answers)

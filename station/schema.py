@@ -222,6 +222,12 @@ def _m030_sync(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m040_counters(db: sqlite_utils.Database) -> None:
+    # issue 12: numbers unique per station forever (trigger ids plc-N); ``next`` is the
+    # first number no run has reserved (station/counters.py reserves them in blocks)
+    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -230,6 +236,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("013_model_registry", _m013_model_registry),
     ("014_settings", _m014_settings),
     ("030_sync", _m030_sync),  # issue 7
+    ("040_counters", _m040_counters),  # issue 12
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -27,6 +28,7 @@ import sqlite_utils
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.heads import store_fields as task_store_fields
 from kanjian.inference.types import Detections, Inspection, Verdict
+from kanjian.station.counters import IdCounter, Seed
 from kanjian.station.records import StoredInspection, utc_iso
 from kanjian.station.schema import migrate
 
@@ -76,6 +78,30 @@ def image_relpath(insp: Inspection) -> str:
     return f"{IMAGES_DIR}/{day}/{insp.inspection_id}.jpg"
 
 
+#: the temp files :meth:`ResultStore._save_image` writes before the rename: ``<uuid>.tmp``
+_TMP_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp")
+
+
+def remove_leftover_tmp(images_dir: Path) -> int:
+    """Delete the temp images a killed writer left (``images/<day>/<uuid>.tmp``); how many.
+
+    An image is written to ``<uuid>.tmp`` and renamed to ``<uuid>.jpg``; a kill
+    between the two leaves the temp file, which no row names. Only files of
+    exactly that name pattern, one folder deep, are removed.
+    """
+    removed = 0
+    if not images_dir.is_dir():
+        return 0
+    for path in images_dir.glob("*/*.tmp"):
+        if _TMP_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_file():
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 _STOP = object()
 
 
@@ -121,6 +147,11 @@ class ResultStore:
         if on_commit is not None:
             self._listeners.append(on_commit)
         self.db = open_db(self.db_path, synchronous)
+        self._synchronous = synchronous
+        self._counters: list[IdCounter] = []
+        leftovers = remove_leftover_tmp(data_dir / IMAGES_DIR)
+        if leftovers:
+            log.warning("removed %d temp image file(s) left by an earlier stop", leftovers)
         row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()
         self._seq = int(row[0])
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -168,11 +199,24 @@ class ResultStore:
                 self._idle.wait(min(left, 0.05))
         return True
 
+    def counter(self, name: str, seed: Seed | None = None) -> IdCounter:
+        """The persisted counter ``name`` (station/counters.py), closed with the store.
+
+        ``seed``: for a counter this database does not hold yet, the last number
+        already in use (e.g. :func:`~kanjian.station.counters.last_numbered`).
+        """
+        c = IdCounter(self.db_path, name, seed=seed, synchronous=self._synchronous)
+        self._counters.append(c)
+        return c
+
     def close(self, timeout_s: float = 60.0) -> None:
-        """Commit everything queued, stop the writer and close the database."""
+        """Commit everything queued, stop the writer, give back unused counter
+        numbers and close the database."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout_s)
+        for c in self._counters:
+            c.close()
         self.db.conn.close()
 
     def stats(self) -> StoreStats:

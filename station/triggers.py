@@ -12,7 +12,6 @@ and answered MISSED before the store closes.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -24,6 +23,8 @@ from datetime import datetime, timezone
 
 from kanjian.camera.frame import FrameFailure
 from kanjian.inference.types import Inspection
+from kanjian.station.counters import MemoryNumbers, Numbers, last_numbered
+from kanjian.station.store import ResultStore
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Trigger:
     """One request to inspect.
 
     Attributes:
-        trigger_id: caller's id (PLC counter, API request id), unique per run.
+        trigger_id: caller's id (``plc-<n>``, ``api-<n>``, ``t<n>``: numbers from
+            persisted counters, unique per station across restarts; or the caller's own).
         received_at: UTC time the station received it.
         result: resolved with the committed :class:`Inspection`.
         received_mono: ``time.monotonic()`` at receipt (frame matching).
@@ -66,15 +68,34 @@ class TriggerCounters:
     unjudged: int = 0
 
 
-class TriggerQueue:
-    """Bounded queue of triggers with the busy policy of the config."""
+#: the persisted counter (station/counters.py) of the ids :meth:`TriggerQueue.new_id` makes
+QUEUE_COUNTER = "trigger"
+#: the prefixes :meth:`TriggerQueue.new_id` is given (``t``: a trigger without an id)
+QUEUE_PREFIXES = ("t", "api-")
 
-    def __init__(self, size: int, when_busy: str) -> None:
+
+def queue_numbers(store: ResultStore) -> Numbers:
+    """The station's numbers for :class:`TriggerQueue` ids, persisted in ``store``
+    (above the ids of its rows from before the counter existed)."""
+    return store.counter(QUEUE_COUNTER, last_numbered(QUEUE_PREFIXES))
+
+
+class TriggerQueue:
+    """Bounded queue of triggers with the busy policy of the config.
+
+    Args:
+        size: triggers that may wait.
+        when_busy: ``queue`` or ``refuse``.
+        numbers: where :meth:`new_id` takes its numbers (:func:`queue_numbers`:
+            unique per station forever); in memory from 1 when ``None``.
+    """
+
+    def __init__(self, size: int, when_busy: str, numbers: Numbers | None = None) -> None:
         self._q: queue.Queue[Trigger] = queue.Queue(maxsize=size)
         self.when_busy = when_busy
         self.busy = threading.Event()
         self.counters = TriggerCounters()
-        self._ids = itertools.count(1)
+        self._numbers = numbers or MemoryNumbers()
         # held while a trigger is checked and queued and while the queue is
         # drained, so a drain misses no trigger that was being queued meanwhile
         self._lock = threading.Lock()
@@ -87,7 +108,7 @@ class TriggerQueue:
         """Queue a trigger. Returns it, and a refusal reason when it was not queued.
 
         Args:
-            trigger_id: the caller's id; ``t<n>`` when ``None``.
+            trigger_id: the caller's id; ``t<n>`` (:meth:`new_id`) when ``None``.
             stopping: the station is stopping: refuse it (:data:`STOPPING_REFUSAL`),
                 as after :meth:`close`.
 
@@ -96,7 +117,7 @@ class TriggerQueue:
         """
         with self._lock:
             self.counters.received += 1
-            tid = trigger_id or f"t{next(self._ids)}"
+            tid = trigger_id or self.new_id("t")
             trig = Trigger(tid, datetime.now(timezone.utc))
             refusal = None
             if stopping or self._closed:
@@ -112,6 +133,11 @@ class TriggerQueue:
             if refusal:
                 self.counters.refused += 1
         return trig, refusal
+
+    def new_id(self, prefix: str) -> str:
+        """A trigger id ``f"{prefix}{n}"`` no other trigger of this station had (with
+        :func:`queue_numbers`: nor will, across restarts). Thread-safe."""
+        return f"{prefix}{self._numbers.next()}"
 
     def drain(self) -> list[Trigger]:
         """Take out every queued trigger, oldest first (they will not be judged).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any
@@ -163,7 +162,7 @@ async def trigger(state: State, who: Operator, body: TriggerIn | None = None) ->
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "the inspection loop is not running"
         )
-    tid = (body.trigger_id if body and body.trigger_id else None) or f"api-{uuid.uuid4().hex[:8]}"
+    tid = (body.trigger_id if body and body.trigger_id else None) or st.triggers.new_id("api-")
     fut: Future[Inspection] = st.trigger(tid)
     try:
         insp = await asyncio.wait_for(asyncio.wrap_future(fut), state.cfg.trigger_timeout_s)
