@@ -4,7 +4,8 @@ The protocol follows the bit handshake of commercial vision sensors
 (docs/plc.md has the timing diagrams):
 
 1. The PLC waits for ``READY``, then raises ``TRIGGER``. The rising edge is one
-   trigger: the station takes it at once, numbers it (``trigger_count``), sets
+   trigger: the station takes it at once, numbers it (``trigger_count``: the
+   station's persisted trigger number, unique across restarts), sets
    ``TRIGGER_ACK`` and ``BUSY``. The PLC drops ``TRIGGER``; the station drops
    ``TRIGGER_ACK``. Raising a level that is already high is no new trigger, so
    a retransmitted write cannot trigger twice.
@@ -51,6 +52,7 @@ from typing import Protocol
 import numpy as np
 
 from kanjian.inference.types import Inspection, Verdict
+from kanjian.station.counters import MemoryNumbers, Numbers
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +147,13 @@ class HandshakeState:
             is still high.
         trigger_refused: the last trigger was refused (result buffer full or
             closed); cleared by the next accepted trigger.
-        trigger_count: triggers received so far (accepted + refused).
-        result_count: results completed so far.
-        refused_count: triggers refused by the handshake (no slot).
-        missed_count: MISSED results presented (no frame, or refused while busy).
+        trigger_count: the number of the last trigger taken (accepted + refused);
+            the station's trigger numbers continue across restarts, so on a fresh
+            station it is the triggers received, and after a restart it starts at
+            the last number before it (after a crash: up to a block higher).
+        result_count: results completed since start.
+        refused_count: triggers refused by the handshake (no slot) since start.
+        missed_count: MISSED results presented (no frame, or refused while busy) since start.
         buffered: slots in use (pending triggers + unacknowledged results).
         result: the presented result when ``result_valid``; the last
             acknowledged one otherwise (``None`` before the first).
@@ -218,9 +223,18 @@ class Handshake:
         target: what runs the inspections (a :class:`StationTarget`).
         result_buffer: slots for accepted, unacknowledged triggers (>= 1).
         trigger_prefix: trigger ids are ``f"{prefix}{seq}"``.
+        numbers: where trigger numbers (``seq``) come from: in the station a
+            persisted counter (:func:`~kanjian.station.plc.service.start_plc`), so
+            ids are unique per station forever; 1, 2, 3 ... in memory when ``None``.
     """
 
-    def __init__(self, target: TriggerTarget, result_buffer: int, trigger_prefix: str = "plc-"):
+    def __init__(
+        self,
+        target: TriggerTarget,
+        result_buffer: int,
+        trigger_prefix: str = "plc-",
+        numbers: Numbers | None = None,
+    ):
         if result_buffer < 1:
             raise ValueError(f"result_buffer must be >= 1, got {result_buffer}")
         self._target = target
@@ -234,7 +248,7 @@ class Handshake:
         self._ack_level = False
         self._trigger_ack = False
         self._refused_flag = False
-        self._trigger_count = 0
+        self._numbers = numbers or MemoryNumbers()
         self._result_count = 0
         self._refused_count = 0
         self._missed_count = 0
@@ -285,7 +299,7 @@ class Handshake:
                 result_valid=valid,
                 trigger_ack=self._trigger_ack,
                 trigger_refused=self._refused_flag,
-                trigger_count=self._trigger_count,
+                trigger_count=self._numbers.last,
                 result_count=self._result_count,
                 refused_count=self._refused_count,
                 missed_count=self._missed_count,
@@ -331,8 +345,7 @@ class Handshake:
     def trigger(self) -> TriggerOutcome:
         """One trigger: accepted into a result slot, or refused (logged as MISSED)."""
         with self._lock:
-            self._trigger_count += 1
-            seq = self._trigger_count
+            seq = self._numbers.next()
             tid = f"{self._prefix}{seq}"
             reason = None
             if self._closed:

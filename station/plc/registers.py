@@ -180,9 +180,16 @@ REGISTER_MAP: tuple[Point, ...] = (
         "TRIGGER_COUNT",
         2,
         False,
-        "triggers received (accepted + refused); the inspection counter",
+        "number of the last trigger (accepted + refused); continues across restarts",
     ),
-    Point("holding_register", HR_RESULT_COUNT, "RESULT_COUNT", 2, False, "results completed"),
+    Point(
+        "holding_register",
+        HR_RESULT_COUNT,
+        "RESULT_COUNT",
+        2,
+        False,
+        "results completed since the station started",
+    ),
     Point(
         "holding_register",
         HR_REFUSED_COUNT,

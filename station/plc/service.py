@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from kanjian.inference.types import Inspection
+from kanjian.station.counters import last_numbered
 from kanjian.station.pipeline import Station, register_channel
 from kanjian.station.plc.config import PlcConfigError, PlcServerError
 from kanjian.station.plc.handshake import Handshake
@@ -32,6 +33,9 @@ from kanjian.station.plc.recipes import RecipeBook
 from kanjian.station.plc.servers import PlcServer, open_servers, protocols
 
 log = logging.getLogger(__name__)
+
+#: the persisted counter (station/counters.py) of the handshake's trigger numbers
+PLC_COUNTER = "trigger.plc"
 
 S = TypeVar("S")
 
@@ -131,7 +135,9 @@ def start_plc(station: Station) -> PlcService | None:
         raise PlcConfigError(
             "plc.enabled needs trigger.mode: triggered (the PLC decides when to inspect)"
         )
-    hs = Handshake(StationTarget(station), cfg.result_buffer, cfg.trigger_prefix)
+    # trigger numbers persisted in the store: plc-<n> is unique per station forever
+    numbers = station.store.counter(PLC_COUNTER, last_numbered((cfg.trigger_prefix,)))
+    hs = Handshake(StationTarget(station), cfg.result_buffer, cfg.trigger_prefix, numbers)
     servers = open_servers(hs, cfg)
     if not servers:
         raise PlcConfigError(
