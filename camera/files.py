@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,7 @@ import numpy as np
 
 from kanjian.camera.config import FolderSourceConfig, VideoSourceConfig
 from kanjian.camera.frame import Frame, FrameFailure
-from kanjian.camera.imagefile import ImageFileError, decode_image_file
+from kanjian.camera.imagefile import ImageFileError, decode_image_file, printable_path
 from kanjian.camera.registry import register_source
 from kanjian.camera.source import SourceError, SourceStatus, StatusBook
 
@@ -23,11 +25,22 @@ def _natural_key(name: str) -> tuple[str | int, ...]:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # a dangling link: the link's own time
+        return path.lstat().st_mtime_ns
+
+
 def list_images(config: FolderSourceConfig) -> list[Path]:
-    """The files ``config`` selects, in its order.
+    """The folder entries ``config`` selects (by name: extension and pattern), in its order.
+
+    Every selected entry is listed, whatever it is: a dangling symbolic link or a
+    folder named ``x.jpg`` gets its ERROR row from :class:`FolderSource` rather
+    than disappearing from the run unseen.
 
     Raises:
-        SourceError: the folder does not exist or no file matches.
+        SourceError: the folder does not exist or no entry matches.
     """
     folder = config.path
     if not folder.is_dir():
@@ -35,9 +48,7 @@ def list_images(config: FolderSourceConfig) -> list[Path]:
     files = [
         p
         for p in folder.iterdir()
-        if p.is_file()
-        and p.suffix.lower() in config.extensions
-        and fnmatch.fnmatchcase(p.name, config.pattern)
+        if p.suffix.lower() in config.extensions and fnmatch.fnmatchcase(p.name, config.pattern)
     ]
     if not files:
         raise SourceError(
@@ -47,7 +58,7 @@ def list_images(config: FolderSourceConfig) -> list[Path]:
     if config.order == "natural":
         files.sort(key=lambda p: (_natural_key(p.name), p.name))
     elif config.order == "mtime":
-        files.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
+        files.sort(key=lambda p: (_mtime_ns(p), p.name))
     else:
         files.sort(key=lambda p: p.name)
     return files
@@ -56,10 +67,14 @@ def list_images(config: FolderSourceConfig) -> list[Path]:
 class FolderSource:
     """The images of one folder, one frame per file, in a fixed order.
 
-    The file list is taken once, at construction. An unreadable, truncated or
-    undecodable file gives a :class:`FrameFailure` (``missed=False``) whose
-    ``reason`` and ``uri`` name the file; reading goes on with the next file.
-    ``read()`` never waits on anything but the disk.
+    The file list is taken once, at construction; every entry in it gives exactly
+    one frame or failure. An unreadable, truncated or undecodable file, a dangling
+    symbolic link, or an entry that is no regular file (a folder, a FIFO: never
+    opened, so a FIFO cannot block) gives a :class:`FrameFailure`
+    (``missed=False``) whose ``reason`` and ``uri`` name the entry; reading goes
+    on with the next one. ``uri`` is the path through
+    :func:`~kanjian.camera.imagefile.printable_path` (a name that is not UTF-8
+    keeps its bad bytes as ``\\xNN``). ``read()`` never waits on anything but the disk.
     """
 
     def __init__(self, config: FolderSourceConfig, source_id: str = "cam0") -> None:
@@ -87,17 +102,38 @@ class FolderSource:
             self._pos = 0
         path = self._files[self._pos]
         self._pos += 1
+        uri = printable_path(path)
+        problem = _not_a_file(path)
+        if problem is not None:
+            return self._book.failure(f"{uri}: {problem}", uri, missed=False)
         try:
             image = decode_image_file(path)
         except ImageFileError as exc:
-            return self._book.failure(str(exc), str(path), missed=False)
-        return self._book.frame(image, str(path))
+            return self._book.failure(str(exc), uri, missed=False)
+        return self._book.frame(image, uri)
 
     def close(self) -> None:
         self._book.set_state("ended")
 
     def status(self) -> SourceStatus:
         return self._book.snapshot()
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why the folder entry ``path`` cannot be read as an image file, or ``None``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            target = printable_path(os.readlink(path))
+            return f"dangling symbolic link (to {target}, which does not exist)"
+        return None  # gone since the folder was listed: the read says so
+    except OSError as exc:  # a loop of links, no permission on a folder on the way
+        return f"cannot reach the file: {exc.strerror or exc}"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    what = "a folder" if stat.S_ISDIR(st.st_mode) else "a special file (FIFO, socket, device)"
+    return f"not a regular file: {what}"
 
 
 class VideoSource:
