@@ -64,6 +64,40 @@ class ApiConfig(BaseModel):
     trigger_timeout_s: float = Field(
         10.0, gt=0, le=600, description="how long POST /api/trigger waits for the committed result"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Host names (or addresses) the API answers to besides localhost, "
+        "127.0.0.1, ::1, the bound address and this machine's name; any other Host header "
+        "gets 400, so a DNS-rebinding page cannot reach the API. '*' answers every Host",
+    )
+    session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="lifetime of the screen's session cookie (POST /api/session), hours",
+    )
+    auth_failures_max: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        description="failed authentications from one client address within auth_window_s "
+        "after which that address gets 429 for auth_window_s",
+    )
+    auth_window_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="window counting failed authentications, and how long a throttled "
+        "address waits, seconds",
+    )
+    auth_log_every_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="at most one log line per client address about failed authentications "
+        "this often (the line counts the ones not logged), seconds",
+    )
 
     @field_validator("shift_starts")
     @classmethod
@@ -74,3 +108,11 @@ class ApiConfig(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("shift starts must be distinct")
         return sorted(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for h in value:
+            if not h or len(h) > 255 or any(c.isspace() or c in "/@" for c in h):
+                raise ValueError(f"allowed host {h!r} must be a host name or address, or '*'")
+        return [h.lower().rstrip(".") if h != "*" else h for h in value]

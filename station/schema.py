@@ -228,6 +228,18 @@ def _m040_counters(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL)")
 
 
+def _m041_api_sessions(db: sqlite_utils.Database) -> None:
+    # issue 12: the screen's cookie holds a session id, never a token. Only the id's
+    # sha256 is stored (like a token's secret); revoking the token revokes its rows.
+    db.execute(
+        "CREATE TABLE api_sessions (id_sha256 TEXT PRIMARY KEY, "
+        "token_id TEXT NOT NULL REFERENCES api_tokens(id), role TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, revoked_at TEXT)"
+    )
+    db.execute("CREATE INDEX api_sessions_token ON api_sessions(token_id)")
+    db.execute("CREATE INDEX api_sessions_expiry ON api_sessions(expires_at)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -237,6 +249,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("014_settings", _m014_settings),
     ("030_sync", _m030_sync),  # issue 7
     ("040_counters", _m040_counters),  # issue 12
+    ("041_api_sessions", _m041_api_sessions),  # issue 12 (web edges)
 ]
 
 

@@ -26,7 +26,10 @@ def api_server(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> I
 
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("schema")
-    station, state, _ = S.start_station(tmp, 8, bundles, api={"max_upload_mb": 5})
+    # the fuzzer logs in with made-up tokens (POST /api/session): unthrottled, or its
+    # address would be refused 429 for the rest of the run
+    api = {"max_upload_mb": 5, "auth_failures_max": 1_000_000}
+    station, state, _ = S.start_station(tmp, 8, bundles, api=api)
     S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to finish")
     server = S.ServerThread(state)
     token = TokenStore(state.pool.get()).create("fuzzer", Role.ADMIN, "tests").secret

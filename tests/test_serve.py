@@ -247,7 +247,8 @@ def test_no_arguments_runs_the_embedded_demo(tmp_path: Path) -> None:
     s = S.start_serve(None, port, tmp_path)
     try:
         out = "".join(s.lines)
-        assert f"operator screen: http://127.0.0.1:{port}/#token=" in out
+        assert f"operator screen: http://127.0.0.1:{port}/" in out
+        assert s.token and s.token not in out  # stdout is a pipe: the token is in a file
         op = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"})
         S.wait_for(lambda: op.get("/api/status").json()["frames"] > 0, 60, what="a frame")
         st = op.get("/api/status").json()

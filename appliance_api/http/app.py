@@ -22,6 +22,7 @@ from kanjian.appliance_api.http import (
     routes_models,
     routes_status,
 )
+from kanjian.appliance_api.http.guard import AuthGuard, HostCheck, allowed_hosts
 from kanjian.appliance_api.http.state import ApiState
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ def create_app(state: ApiState) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.kanjian = state
+    # failed logins are counted per app: a restart forgets them (nothing to persist)
+    app.state.auth_guard = AuthGuard.from_config(state.cfg)
     for module in (routes_status, routes_inspections, routes_live, routes_models, routes_admin):
         app.include_router(module.router)
 
@@ -168,5 +171,7 @@ def create_app(state: ApiState) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # inside _Hardening (its 400 gets the security headers), outside everything else
+    app.add_middleware(HostCheck, allowed=allowed_hosts(state.cfg))
     app.add_middleware(_Hardening, state=state)
     return app

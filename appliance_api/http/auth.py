@@ -4,6 +4,11 @@ A token looks like ``kj_<id>_<secret>``: ``id`` (8 hex digits) is public and
 finds the row; only the sha256 of ``secret`` (32 random bytes, url-safe
 base64) is stored. The secret has 256 bits of entropy, so a fast hash is
 enough: there is nothing to brute-force that a slow hash would protect.
+
+A browser session (the screen's cookie, ``POST /api/session``) is a row of its
+own in ``api_sessions``: a random 32-byte id, stored as its sha256 like a
+token's secret, bound to the token that opened it, with an expiry. The cookie
+carries that id, never a token; revoking the token revokes its sessions.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 
 import sqlite_utils
 
+from kanjian.station.records import utc_iso
 from kanjian.station.state.audit import now_iso
 
 TOKEN_PREFIX = "kj_"
@@ -168,12 +175,95 @@ class TokenStore:
 
     def revoke(self, tid: str) -> TokenInfo | None:
         """Revoke a token (idempotent); ``None`` when there is no such token."""
+        at = now_iso()
         self.db.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            [now_iso(), tid],
+            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, tid]
         )
+        SessionStore(self.db).revoke_token(tid, at)
         return self.get(tid)
 
     def count_active(self) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL").fetchone()
         return int(row[0])
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session just opened: ``secret`` goes into the cookie and is kept nowhere else.
+
+    Attributes:
+        secret: 32 random bytes, url-safe base64 (43 characters).
+        expires_at: ISO 8601 UTC.
+        max_age_s: the cookie's lifetime, whole seconds (at least 1).
+    """
+
+    secret: str
+    expires_at: str
+    max_age_s: int
+
+
+class SessionStore:
+    """Open, check and revoke browser sessions in ``api_sessions``.
+
+    Args:
+        db: an open station database.
+    """
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def open(self, token: TokenInfo, hours: float) -> NewSession:
+        """A session for ``token`` that lives ``hours``; expired rows are dropped on the way."""
+        now = datetime.now(timezone.utc)
+        expires = now + timedelta(hours=hours)
+        secret = secrets.token_urlsafe(32)
+        self.db.execute("DELETE FROM api_sessions WHERE expires_at < ?", [utc_iso(now)])
+        self.db["api_sessions"].insert(  # type: ignore[union-attr]
+            {
+                "id_sha256": _digest(secret),
+                "token_id": token.id,
+                "role": token.role.value,
+                "created_at": utc_iso(now),
+                "expires_at": utc_iso(expires),
+                "revoked_at": None,
+            }
+        )
+        return NewSession(secret, utc_iso(expires), max(1, round(hours * 3600)))
+
+    def verify(self, secret: str) -> TokenInfo | None:
+        """The token behind a live session (not expired, not revoked, its token valid)."""
+        if not secret or len(secret) > 100:
+            return None
+        # looked up by the digest: an equality on a hash leaks nothing about the secret
+        cur = self.db.execute(
+            "SELECT s.expires_at, s.revoked_at AS s_revoked, s.role AS s_role, t.id, t.name, "
+            "t.role, t.created_at, t.created_by, t.revoked_at "
+            "FROM api_sessions s JOIN api_tokens t ON t.id = s.token_id WHERE s.id_sha256 = ?",
+            [_digest(secret)],
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        rec = dict(zip([c[0] for c in cur.description], row, strict=True))
+        if rec["s_revoked"] is not None or rec["s_role"] != rec["role"]:
+            return None
+        if datetime.fromisoformat(str(rec["expires_at"])) <= datetime.now(timezone.utc):
+            return None
+        info = _info(rec)
+        return info if info.active else None
+
+    def revoke(self, secret: str) -> bool:
+        """Revoke one session (logout); ``True`` when a live one was revoked."""
+        cur = self.db.execute(
+            "UPDATE api_sessions SET revoked_at = ? WHERE id_sha256 = ? AND revoked_at IS NULL",
+            [now_iso(), _digest(secret)],
+        )
+        return cur.rowcount > 0
+
+    def revoke_token(self, tid: str, at: str | None = None) -> int:
+        """Revoke every session of token ``tid``; how many were live."""
+        cur = self.db.execute(
+            "UPDATE api_sessions SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+            [at or now_iso(), tid],
+        )
+        return cur.rowcount

@@ -25,8 +25,18 @@ from kanjian.appliance_api.http.api_models import (
     SyncOut,
     WhoAmIOut,
 )
-from kanjian.appliance_api.http.deps import COOKIE, Creds, Engineer, Reader, State, authenticate
+from kanjian.appliance_api.http.auth import SessionStore
+from kanjian.appliance_api.http.deps import (
+    COOKIE,
+    Creds,
+    Engineer,
+    Reader,
+    State,
+    authenticate,
+    check_credential,
+)
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.station.state.db import write_tx
 from kanjian.station.sync.service import SyncService
 
 router = APIRouter()
@@ -176,29 +186,50 @@ def whoami(request: Request, state: State, creds: Creds) -> WhoAmIOut:
     "/api/session",
     tags=["auth"],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={401: {"model": ErrorOut}},
+    responses={
+        401: {"model": ErrorOut, "description": "the token is unknown or revoked"},
+        429: {"model": ErrorOut, "description": "too many failed authentications from here"},
+    },
 )
 def login(body: LoginIn, request: Request, state: State, response: Response) -> None:
-    """Store a token in an HttpOnly cookie so the screen's live view and events can read.
+    """Open a session for a valid token and put its id in an HttpOnly cookie, so the
+    screen's live view and events can read.
 
-    The cookie is honoured for reads only; mutations need the Authorization header.
+    The cookie holds a random session id (never the token), lives ``api.session_hours``,
+    is ``Secure`` when served over TLS, and is honoured for reads only; mutations need
+    the Authorization header. Revoking the token or ``DELETE /api/session`` ends it.
     """
-    if state.tokens().verify(body.token) is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the token is unknown or revoked")
+    info = check_credential(
+        request, lambda: state.tokens().verify(body.token), "the token is unknown or revoked"
+    )
+    db = state.pool.get()
+    sessions = SessionStore(db)
+    with write_tx(db):
+        old = request.cookies.get(COOKIE)
+        if old:  # a screen logging in again replaces its session rather than piling them up
+            sessions.revoke(old)
+        new = sessions.open(info, state.cfg.session_hours)
     response.set_cookie(
         COOKIE,
-        body.token,
+        new.secret,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        max_age=30 * 24 * 3600,
+        max_age=new.max_age_s,
     )
 
 
 @router.delete("/api/session", tags=["auth"], status_code=status.HTTP_204_NO_CONTENT)
-def logout(response: Response) -> None:
-    """Forget the screen's cookie."""
-    response.delete_cookie(COOKIE)
+def logout(request: Request, state: State, response: Response) -> None:
+    """End the screen's session (revoked on the station) and clear its cookie."""
+    old = request.cookies.get(COOKIE)
+    if old:
+        db = state.pool.get()
+        with write_tx(db):
+            SessionStore(db).revoke(old)
+    response.delete_cookie(
+        COOKIE, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
 
 
 @router.get("/api/config", tags=["config"], responses=_ERR)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -91,10 +94,27 @@ def screen_token_if_first_start(state: ApiState) -> str | None:
     return new.secret
 
 
+FIRST_START_LINK = "first-start-link.txt"
+#: printed before the link file's path (never the token) when stdout is not a terminal
+FIRST_START_NOTE = "first start: the screen's link with an operator token is in "
+
+
+def write_first_start_link(data_dir: Path, link: str) -> Path:
+    """Write ``link`` to ``data_dir/first-start-link.txt``, readable by this user only (0600)."""
+    path = data_dir / FIRST_START_LINK
+    path.unlink(missing_ok=True)  # a stale one may carry other permissions
+    # O_EXCL + O_NOFOLLOW: never write through a link someone planted in the data folder
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(link + "\n")
+    return path.resolve()
+
+
 def serve(
     cfg: StationConfig,
     announce: Callable[[str], None] = print,
     screen_token: bool = True,
+    to_terminal: bool | None = None,
 ) -> ServeResult:
     """Run the station and its app until SIGINT / SIGTERM.
 
@@ -103,11 +123,16 @@ def serve(
         announce: prints the screen's address and start-up facts.
         screen_token: on the first start (no tokens yet), make an operator token and
             print a screen link carrying it.
+        to_terminal: whether ``announce`` reaches a person (default: stdout is a
+            terminal). When not, the link goes to ``<data_dir>/first-start-link.txt``
+            (mode 0600) and only that path is printed and logged.
 
     Raises:
         PortInUse, ModelLoadError, BundleError: before anything runs.
     """
     host, port = cfg.api.host, cfg.api.port
+    if to_terminal is None:
+        to_terminal = sys.stdout.isatty()
     check_port(host, port)
     station = build_station(cfg)
     state = start_services(station)
@@ -125,11 +150,16 @@ def serve(
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown_host}:{port}/"
     secret = screen_token_if_first_start(state) if screen_token else None
-    if secret:
+    if secret and to_terminal:
         announce(f"first start: made an operator token for the screen (shown once): {secret}")
         announce(f"operator screen: {url}#token={secret}")
     else:
         announce(f"operator screen: {url}")
+    if secret and not to_terminal:
+        # stdout goes to a service's log or a pipe: the token must not land there
+        where = write_first_start_link(station.store.data_dir, f"{url}#token={secret}")
+        log.info("first start: the operator screen's link (with its token) is in %s", where)
+        announce(f"{FIRST_START_NOTE}{where}")
     announce(f"API docs: {url}docs")
 
     def on_exit() -> None:

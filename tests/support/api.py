@@ -306,10 +306,13 @@ def start_serve(config: Path | None, port: int, cwd: Path, timeout: float = 90) 
             proc.kill()
             raise RuntimeError("kanjian serve did not answer:\n" + "".join(lines))
         time.sleep(0.2)
+    # stdout is a pipe here, so the first start's link is not printed: the path of the
+    # 0600 file holding it is (kanjian.appliance_api.http.server.FIRST_START_NOTE)
     token = None
     for line in lines:
-        if "#token=" in line:
-            token = line.strip().split("#token=")[1]
+        if "with an operator token is in " in line:
+            link = Path(line.strip().rsplit(" is in ", 1)[1]).read_text().strip()
+            token = link.split("#token=")[1]
     return Served(proc, url, lines, token)
 
 

@@ -48,7 +48,12 @@ def env(tmp_path_factory: pytest.TempPathFactory, detect_model: Any) -> Iterator
     bundles = S.make_bundles(detect_model)
     tmp = tmp_path_factory.mktemp("api")
     station, state, config = S.start_station(
-        tmp, N_IMAGES, bundles, api={"max_upload_mb": 40, "max_unpacked_mb": 60}
+        tmp,
+        N_IMAGES,
+        bundles,
+        # the role table presents dozens of forged tokens from 127.0.0.1 on purpose: no
+        # throttle here (tests/test_web_edges.py tests it)
+        api={"max_upload_mb": 40, "max_unpacked_mb": 60, "auth_failures_max": 1_000_000},
     )
     S.wait_for(lambda: not state.loop.alive(), 120, what="the loop to judge every image")
     assert station.store.flush()
