@@ -68,7 +68,7 @@ def _raw_post(env: Env, path: str, token: str, length: int, body: bytes) -> byte
     port = int(env.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Length: {length}\r\n\r\n".encode()
             + body
         )
