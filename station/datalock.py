@@ -51,6 +51,18 @@ def _command_line() -> str:
     return " ".join(argv)
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, under another user
+        return True
+    return True
+
+
 def read_holder(data_dir: Path) -> dict[str, object]:
     """What the lock file says about its last holder (``{}`` when unreadable).
 
@@ -88,7 +100,10 @@ class DataLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DataFolderInUseError(data_dir, read_holder(data_dir)) from None
+            holder = read_holder(data_dir)
+            if not _alive(holder.get("pid")):  # the holder has not written its details yet
+                holder = {}
+            raise DataFolderInUseError(data_dir, holder) from None
         except BaseException:
             os.close(fd)
             raise

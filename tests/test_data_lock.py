@@ -59,6 +59,23 @@ def test_lock_refuses_a_second_holder_and_frees_on_release(tmp_path: Path) -> No
     again.release()
 
 
+def test_refusal_never_names_a_dead_pid(tmp_path: Path) -> None:
+    """A holder that has the lock but has not yet written its details: the file still
+    names the previous, dead holder, and the message must not blame that PID."""
+    data = tmp_path / "data"
+    held = DataLock.acquire(data)
+    try:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (data / LOCK_NAME).write_text(f'{{"pid": {gone.pid}, "command": "kanjian run"}}\n')
+        with pytest.raises(DataFolderInUseError) as err:
+            DataLock.acquire(data)
+        assert str(gone.pid) not in str(err.value)
+        assert "in use by another kanjian process" in str(err.value)
+    finally:
+        held.release()
+
+
 def test_build_station_holds_the_lock_until_close(detect_model: Any, tmp_path: Path) -> None:
     from kanjian.station.pipeline import build_station
 
