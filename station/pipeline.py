@@ -29,6 +29,7 @@ from kanjian.inference.types import Inspection
 from kanjian.kernels import warmup as kernels_warmup
 from kanjian.station.channels import Channel, Channels
 from kanjian.station.config import StationConfig
+from kanjian.station.datalock import DataLock
 from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
 from kanjian.station.state.service import StationState
@@ -58,6 +59,14 @@ class LoopStats:
     started_at: float = field(default_factory=time.monotonic)
     recent_ms: dict[str, deque[float]] = field(default_factory=dict)
     last: Inspection | None = None
+    #: waits that found nothing to do (no trigger, no frame within the timeout)
+    idle_waits: int = 0
+
+    @property
+    def progress(self) -> int:
+        """Moves while the loop works or idles healthily; stuck while it hangs
+        (systemd's watchdog pings only while it moves: station/notify.py)."""
+        return self.frames + self.idle_waits
 
     def record(self, insp: Inspection) -> None:
         self.frames += 1
@@ -86,6 +95,7 @@ class Station:
     store: ResultStore
     startup_ms: dict[str, float]
     state: StationState  # models, rules, audit: what the station keeps beyond inspections
+    data_lock: DataLock | None = None  # one station per data folder; freed by close()
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
@@ -179,6 +189,8 @@ class Station:
                 if max_frames is not None and self.stats.frames >= max_frames:
                     break
                 insp = self._serve_trigger(0.2)
+                if insp is None:
+                    self.stats.idle_waits += 1
                 if insp is not None and on_inspection is not None:
                     on_inspection(insp)
             if self.stop_event.is_set():
@@ -255,6 +267,8 @@ class Station:
         # after the last commit, so every channel saw it (the sync can still send it)
         self.channels.close()
         self.state.close()  # after the deployer, the last to write its rows
+        if self.data_lock is not None:
+            self.data_lock.release()  # nothing of ours writes to the folder any more
 
 
 class FreeRun:
@@ -296,6 +310,7 @@ class FreeRun:
                 if isinstance(item, FrameFailure) and item.missed and item.frame_id < 0:
                     # no frame within the timeout in free-run: no trigger is owed
                     # a row; the camera state (reconnecting...) shows in status.
+                    st.stats.idle_waits += 1  # the loop is alive: the watchdog may ping
                     continue
                 ticket = self.issued
                 self.issued += 1
@@ -324,8 +339,19 @@ def build_station(cfg: StationConfig) -> Station:
     platform, PLC) before a restart, for ``kanjian run`` and ``kanjian serve``
     alike. Raises ModelLoadError / BundleError naming the model file when it is
     missing or corrupt, and RulesError when the verdict rules name a class the
-    model lacks — before any camera is opened or any row is written.
+    model lacks — before any camera is opened or any row is written. First of all it
+    takes the data folder's lock (held until :meth:`Station.close`): a second station
+    on the folder raises DataFolderInUseError at once.
     """
+    lock = DataLock.acquire(cfg.store.data_dir)
+    try:
+        return _build_station(cfg, lock)
+    except BaseException:
+        lock.release()  # idempotent: a station closed on failure released it already
+        raise
+
+
+def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
     t = {}
     t0 = time.perf_counter()
     configure_threads(cfg.runtime)
@@ -375,7 +401,13 @@ def build_station(cfg: StationConfig) -> Station:
     pump = FramePump(source, cfg.policy, queue_size=1 if cfg.trigger.mode == "triggered" else 8)
     t["open_camera"] = (time.perf_counter() - t2) * 1e3
     station = Station(
-        config=cfg, pump=pump, inspector=inspector, store=store, startup_ms=t, state=state
+        config=cfg,
+        pump=pump,
+        inspector=inspector,
+        store=store,
+        startup_ms=t,
+        state=state,
+        data_lock=lock,
     )
     try:  # the channels the config asks for (PLC servers, sync...); on failure close it all
         for kind, factory in _channel_factories(cfg):

@@ -8,7 +8,6 @@ imports Ultralytics and torch only inside the commands that need them.
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.logs import setup_logging
 
 app = typer.Typer(
     name="kanjian",
@@ -39,12 +38,7 @@ ConfigOpt = Annotated[
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-        force=True,
-    )
+    setup_logging(verbose, console, (out,))  # plain lines when stderr is the journal
 
 
 @app.command()
@@ -62,7 +56,9 @@ def run(
     _setup_logging(verbose)
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
+    from kanjian.station.datalock import DataFolderInUseError
     from kanjian.station.inspector import RulesError
+    from kanjian.station.notify import ServiceNotify
     from kanjian.station.pipeline import build_station
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
@@ -72,9 +68,17 @@ def run(
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
-    except (ModelLoadError, BundleError, RulesError, PlcConfigError, PlcServerError) as e:
-        console.print(f"[red]error:[/] {e}")
+    except (
+        DataFolderInUseError,
+        ModelLoadError,
+        BundleError,
+        RulesError,
+        PlcConfigError,
+        PlcServerError,
+    ) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
+    service = ServiceNotify(station.stats)  # systemd: READY, WATCHDOG, STOPPING
     info = station.inspector.model.info
     sess = station.inspector.model.session_info
     console.print(
@@ -89,6 +93,7 @@ def run(
     def _stop(signum: int, _frame: Any) -> None:
         console.print(f"signal {signum}: finishing the frame in flight and flushing the store")
         station.stop()
+        service.stopping()
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -105,8 +110,10 @@ def run(
             )
 
     try:
+        service.ready()
         stats = station.run(max_frames=frames, on_inspection=_each)
     finally:
+        service.stopping()
         station.close()
     p50 = stats.percentiles(50)
     console.print(

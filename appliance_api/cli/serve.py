@@ -7,7 +7,6 @@ FastAPI and uvicorn are imported only inside the commands.
 from __future__ import annotations
 
 import getpass
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.logs import setup_logging
 
 console = Console(stderr=True)
 out = Console()
@@ -60,18 +60,12 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the station and its web app (API, live view, operator screen) until stopped."""
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-        force=True,
-    )
+    setup_logging(verbose, console, (out,))  # plain lines when stderr is the journal
     from kanjian.appliance_api.http.server import PortInUse
     from kanjian.appliance_api.http.server import serve as run_server
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
+    from kanjian.station.datalock import DataFolderInUseError
     from kanjian.station.inspector import RulesError
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
 
@@ -87,13 +81,14 @@ def serve(
         result = run_server(cfg, announce, screen_token)
     except (
         PortInUse,
+        DataFolderInUseError,
         ModelLoadError,
         BundleError,
         RulesError,
         PlcConfigError,
         PlcServerError,
     ) as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
     announce(
         f"stopped: {result.frames} inspections {result.verdicts}; "

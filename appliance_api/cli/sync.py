@@ -78,8 +78,10 @@ def sync_drain(
 ) -> None:
     """Run only the sync worker (no camera, no model) until the backlog is confirmed.
 
-    For a station that is not running (its own worker would send the same entries).
+    For a station that is not running (its own worker would send the same entries):
+    it takes the data folder's lock, so it refuses (exit 2) beside a running station.
     """
+    from kanjian.station.datalock import DataFolderInUseError, DataLock
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.worker import Identity, SyncWorker
 
@@ -87,21 +89,29 @@ def sync_drain(
     if not (cfg.store.data_dir / DB_NAME).is_file():
         console.print(f"[red]error:[/] no station database at {cfg.store.data_dir / DB_NAME}")
         raise typer.Exit(1)
-    w = SyncWorker(
-        cfg.store.data_dir / DB_NAME,
-        cfg.store.data_dir,
-        cfg.sync,
-        Identity(cfg.station.site, cfg.station.line, cfg.station.id),
-    ).start()
-    deadline = time.monotonic() + timeout
+    try:  # the outbox has one writer: the station, or this drain
+        lock = DataLock.acquire(cfg.store.data_dir)
+    except DataFolderInUseError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from e
     try:
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            s = w.status()
-            if s.backlog == 0 and s.images_pending == 0 and s.last_seq > 0:
-                break
+        w = SyncWorker(
+            cfg.store.data_dir / DB_NAME,
+            cfg.store.data_dir,
+            cfg.sync,
+            Identity(cfg.station.site, cfg.station.line, cfg.station.id),
+        ).start()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                s = w.status()
+                if s.backlog == 0 and s.images_pending == 0 and s.last_seq > 0:
+                    break
+        finally:
+            w.stop(drain_s=0)
     finally:
-        w.stop(drain_s=0)
+        lock.release()
     print_status(w.status())
     if s.backlog or s.images_pending:
         raise typer.Exit(1)

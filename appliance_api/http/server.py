@@ -24,6 +24,7 @@ from kanjian.appliance_api.http.app import create_app
 from kanjian.appliance_api.http.auth import Role
 from kanjian.appliance_api.http.state import ApiState, start_services
 from kanjian.station.config import StationConfig
+from kanjian.station.notify import ServiceNotify
 from kanjian.station.pipeline import build_station
 from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
 from kanjian.station.state.audit import Actor, write_audit
@@ -56,9 +57,20 @@ class _Server(uvicorn.Server):
     process before the store is flushed; we exit normally instead.
     """
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_exit: Callable[[], None],
+        on_started: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # listening: the station is ready (systemd's READY=1)
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_exit()
@@ -128,7 +140,7 @@ def serve(
             (mode 0600) and only that path is printed and logged.
 
     Raises:
-        PortInUse, ModelLoadError, BundleError: before anything runs.
+        PortInUse, DataFolderInUseError, ModelLoadError, BundleError: before anything runs.
     """
     host, port = cfg.api.host, cfg.api.port
     if to_terminal is None:
@@ -162,8 +174,11 @@ def serve(
         announce(f"{FIRST_START_NOTE}{where}")
     announce(f"API docs: {url}docs")
 
+    service = ServiceNotify(station.stats)  # systemd: READY, WATCHDOG, STOPPING
+
     def on_exit() -> None:
         log.info("stopping: ending streams, finishing the frame in flight, flushing the store")
+        service.stopping()
         state.hub.close()
         station.stop()
 
@@ -178,11 +193,13 @@ def serve(
             lifespan="on",
         ),
         on_exit,
+        service.ready,  # the loop runs and the API listens
     )
     state.loop.start()
     try:
         server.run()
     finally:
+        service.stopping()
         state.hub.close()
         state.loop.stop()
         flushed = station.store.flush()
