@@ -93,6 +93,12 @@ class FramePump:
         self._delivered = 0
         self._dropped = 0
         self._stale = 0
+        # The source's missed failures since its last frame (the current outage): the
+        # first says since when, the latest why. Kept here, not per wait, because a
+        # trigger's window may see no failure at all (the source is between attempts, or
+        # its failure was read before the trigger) and its MISSED row must still say why.
+        self._outage_first: FrameFailure | None = None
+        self._outage_last: FrameFailure | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"frame-pump-{source.source_id}", daemon=True
         )
@@ -132,6 +138,12 @@ class FramePump:
 
     def _put(self, item: _Item) -> None:
         with self._cond:
+            record = item.record
+            if isinstance(record, Frame):
+                self._outage_first = self._outage_last = None
+            elif record.missed:
+                self._outage_first = self._outage_first or record
+                self._outage_last = record
             if self._policy == "latest":
                 if self._queue:
                     self._queue.popleft()
@@ -146,12 +158,28 @@ class FramePump:
 
     # -- consumer side --------------------------------------------------------------
 
+    def _camera_note(self) -> str:
+        """``"; camera: <last error> since <UTC time>"`` while the source is out, else ``""``.
+
+        The pump's own record of the outage first (every source kind reports one as
+        missed failures); failing that, the source's status, for an outage it has
+        declared but not yet handed a failure for. Call holding ``_cond``.
+        """
+        first, last = self._outage_first, self._outage_last
+        if first is not None and last is not None:
+            since = first.captured_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+            return f"; camera: {last.reason} since {since}"
+        status = self._source.status()
+        if status.state in ("reconnecting", "error") and status.last_error:
+            return f"; camera: {status.last_error}"
+        return ""
+
     def _timeout_failure(self, reason: str, trigger_id: str | None = None) -> FrameFailure:
         return FrameFailure(
             frame_id=-1,
             source_id=self._source.source_id,
             captured_at=utc_now(),
-            reason=reason,
+            reason=reason + self._camera_note(),
             trigger_id=trigger_id,
             missed=True,
         )
@@ -163,7 +191,9 @@ class FramePump:
             a :class:`Frame` or the source's :class:`FrameFailure`; a missed
             ``FrameFailure`` (``frame_id == -1``) if nothing came within
             ``timeout_s`` seconds; ``None`` once the source has ended (or the
-            pump is closed) and everything before that was handed out.
+            pump is closed) and everything before that was handed out. A
+            missed record made here names the source's outage, if one is on
+            (``; camera: <last error> since <time>``).
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
@@ -210,12 +240,13 @@ class FramePump:
             the fresh :class:`Frame` with ``trigger_id`` set, or a
             :class:`FrameFailure` with ``trigger_id`` set: the source's own
             (not missed), or ``missed=True`` if no frame came in ``timeout_s``
-            seconds or the source ended; its reason names the trigger and the
-            last source failure seen.
+            seconds or the source ended; its reason names the trigger and,
+            while the source is out, its last error and since when
+            (``; camera: <last error> since <time>``), on every such record of
+            the outage, not only on one whose wait saw a failure.
         """
         called = time.monotonic()
         deadline = called + timeout_s
-        last_failure: FrameFailure | None = None
         with self._cond:
             while True:
                 while self._queue:
@@ -230,8 +261,7 @@ class FramePump:
                         continue
                     record = item.record
                     if isinstance(record, FrameFailure) and record.missed:
-                        last_failure = record
-                        self._stale += 1
+                        self._stale += 1  # (the outage it reports is kept by _put)
                         continue
                     self._delivered += 1
                     return dataclasses.replace(record, trigger_id=trigger_id)
@@ -242,8 +272,6 @@ class FramePump:
                     why = f"no fresh frame within {timeout_s:g} s"
                 if why is not None:
                     reason = f"trigger {trigger_id} on {self._source.source_id}: {why}"
-                    if last_failure is not None:
-                        reason += f"; last source failure: {last_failure.reason}"
                     self._delivered += 1
                     return self._timeout_failure(reason, trigger_id)
                 self._cond.wait(max(0.0, deadline - time.monotonic()))

@@ -181,7 +181,7 @@ def test_unreachable_camera_gives_missed_records_never_a_hang(pumps: list[FrameP
     assert isinstance(grabbed, FrameFailure) and grabbed.missed
     assert grabbed.trigger_id == "T-9"
     assert "no fresh frame within 1 s" in grabbed.reason
-    assert "last source failure: " in grabbed.reason and "cannot open" in grabbed.reason
+    assert "; camera: " in grabbed.reason and "cannot open" in grabbed.reason
     status = pump.stats().source
     assert status.state == "reconnecting" and status.frames_read == 0 and status.failures >= 2
 

@@ -108,7 +108,11 @@ class SyncWorker:
         self._connect_changed = False
         self._inflight: dict[int, tuple[int, float]] = {}  # seq -> (publish token, published at)
         self._tokens_issued = 0
-        self._events_inflight: set[int] = set()  # sync_events.id published, not delivered
+        # sync_events.id published, not delivered; then delivered, sent_at not yet written.
+        # An id leaves both only once its row says sent: an event re-read as unsent in
+        # between would be published again (twice per event on a healthy connection).
+        self._events_inflight: set[int] = set()
+        self._events_delivered: set[int] = set()
         self._cursor = 0  # highest seq handed to MQTT by this process
         self._counts = collections.Counter[str]()
         self._last: dict[str, str | None] = {"ack": None, "confirm": None, "error": None}
@@ -325,6 +329,7 @@ class SyncWorker:
 
     def _apply(self, ob: Outbox, w: PendingWrites) -> None:
         confirmed, resend = ob.apply(w, self.cfg.confirm_timeout_s, self.cfg.confirm_timeout_max_s)
+        self._events_delivered.difference_update(w.events_sent)  # their rows now say sent
         if w.acked:
             self._counts["acked"] += len(w.acked)
             self._last["ack"] = utc_iso()
@@ -340,7 +345,8 @@ class SyncWorker:
             if token < 0:  # an event
                 self._events_inflight.discard(key)
                 if ok:
-                    w.events_sent.append(key)
+                    self._events_delivered.add(key)
+                # a refused one is published again on the next pass
                 continue
             entry = self._inflight.get(key)
             if entry is None or entry[0] != token:
@@ -349,6 +355,8 @@ class SyncWorker:
             if ok:
                 w.acked.append(key)
             # a refused delivery leaves the entry due at its retry time
+        # every delivered event not yet marked (again, if the last write failed)
+        w.events_sent = sorted(self._events_delivered)
         # an entry never delivered on a live connection: let the retry scan have it
         stale = time.monotonic() - 4 * self.cfg.confirm_timeout_s
         if self._connected and self._inflight:
@@ -383,8 +391,11 @@ class SyncWorker:
                     self.emit("command_rejected", {"topic": topic, "reason": str(e)[:500]})
 
     def _publish_events(self, ob: Outbox) -> None:
+        """Publish each unsent event once; the transport re-sends it after a reconnect
+        if the peer had not acknowledged it (paho keeps the session's unacknowledged
+        messages and sends them again, flagged DUP), so the worker does not."""
         for eid, payload in ob.unsent_events(50):
-            if eid not in self._events_inflight:
+            if eid not in self._events_inflight and eid not in self._events_delivered:
                 self._events_inflight.add(eid)
                 self.transport.publish(self.topics.events, payload.encode(),
                                        on_delivered=self._delivered(eid, -1))  # fmt: skip
@@ -445,10 +456,12 @@ class SyncWorker:
             self._tokens -= max(0, room)
         if room <= 0:
             return
+        # (acknowledged this pass but not yet marked: not due, whatever the row says)
+        skip = self._inflight.keys() | set(w.acked)
         due = [
             r
             for r in ob.fetch_due(time.time(), self._cursor, min(room, self.cfg.read_batch))
-            if r.seq not in self._inflight
+            if r.seq not in skip
         ]
         self._publish(ob, due, w)
         room -= len(due)
