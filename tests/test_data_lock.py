@@ -33,9 +33,14 @@ def _kanjian(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
 
 
 def _frame_ids(data: Path) -> list[int]:
+    """Frame ids in commit order; none yet while the store is still being created."""
     con = sqlite3.connect(data / "kanjian.db")
     try:
         return [r[0] for r in con.execute("SELECT frame_id FROM inspections ORDER BY seq")]
+    except sqlite3.OperationalError as e:  # the file exists before its first migration
+        if "no such table" in str(e):
+            return []
+        raise
     finally:
         con.close()
 
