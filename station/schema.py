@@ -285,7 +285,12 @@ class StoreTooNewError(RuntimeError):
         self.unknown = unknown
         self.store_version = store_version
         self.code_version = code_version
-        newer = f"kanjian {store_version}" if store_version else "a newer kanjian"
+        if not store_version:
+            newer = "a newer kanjian"
+        elif store_version == code_version:  # a development build ahead of its release
+            newer = f"a newer build of kanjian {store_version}"
+        else:
+            newer = f"kanjian {store_version}"
         super().__init__(
             f"{db_path} was written by {newer}, newer than this kanjian {code_version} "
             f"(its schema has {', '.join(unknown)}, which this version does not know): "
