@@ -6,8 +6,12 @@ Each migration runs once, inside a transaction, and is recorded in
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import uuid
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 
 import sqlite_utils
 
@@ -240,6 +244,13 @@ def _m041_api_sessions(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX api_sessions_expiry ON api_sessions(expires_at)")
 
 
+def _m042_store_meta(db: sqlite_utils.Database) -> None:
+    # issue 12 (upgrades): which kanjian version last opened the store to write, and
+    # its newest migration; an older release that finds migrations it does not know
+    # names that version in its refusal (check_not_newer). Stamped by migrate().
+    db.execute("CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -250,11 +261,110 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("030_sync", _m030_sync),  # issue 7
     ("040_counters", _m040_counters),  # issue 12
     ("041_api_sessions", _m041_api_sessions),  # issue 12 (web edges)
+    ("042_store_meta", _m042_store_meta),  # issue 12 (upgrades)
 ]
 
 
+class StoreTooNewError(RuntimeError):
+    """The store was written by a newer kanjian: its schema has migrations this code lacks.
+
+    An older release must not write to it (nor guess at its tables); the message,
+    one line, names the database, both versions and the way out.
+
+    Attributes:
+        db_path: the database file.
+        unknown: the migration names this code does not know, in order.
+        store_version: the kanjian version recorded in the store (``None``: not recorded).
+        code_version: this code's version.
+    """
+
+    def __init__(
+        self, db_path: str, unknown: list[str], store_version: str | None, code_version: str
+    ) -> None:
+        self.db_path = db_path
+        self.unknown = unknown
+        self.store_version = store_version
+        self.code_version = code_version
+        if not store_version:
+            newer = "a newer kanjian"
+        elif store_version == code_version:  # a development build ahead of its release
+            newer = f"a newer build of kanjian {store_version}"
+        else:
+            newer = f"kanjian {store_version}"
+        super().__init__(
+            f"{db_path} was written by {newer}, newer than this kanjian {code_version} "
+            f"(its schema has {', '.join(unknown)}, which this version does not know): "
+            f"install {newer} again, or restore a backup of the data folder made "
+            f"with kanjian {code_version} or older"
+        )
+
+
+def kanjian_version() -> str:
+    """This code's version: the installed package's, else pyproject.toml's, else ``unknown``."""
+    try:
+        return metadata.version("kanjian")
+    except metadata.PackageNotFoundError:
+        pass
+    # a checkout run without installing it: pyproject.toml sits beside the packages
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        m = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+    except OSError:
+        m = None
+    return m.group(1) if m else "unknown"
+
+
+def check_not_newer(conn: sqlite3.Connection) -> None:
+    """Raise :class:`StoreTooNewError` if a newer release migrated this database.
+
+    Reads only (a read-only connection will do); a database without ``_migrations``
+    (new, or empty) passes.
+    """
+    if not _has_table(conn, "_migrations"):
+        return
+    known = {name for name, _ in MIGRATIONS}
+    rows = conn.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
+    unknown = [str(r[0]) for r in rows if r[0] not in known]
+    if not unknown:
+        return
+    version = None
+    if _has_table(conn, "store_meta"):
+        row = conn.execute("SELECT value FROM store_meta WHERE key = 'version'").fetchone()
+        version = None if row is None else str(row[0])
+    path = conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+    raise StoreTooNewError(path, unknown, version, kanjian_version())
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(q, [name]).fetchone() is not None
+
+
+def _stamp(db: sqlite_utils.Database) -> None:
+    # written only when it changes: an open that finds its own stamp writes nothing
+    want = {"version": kanjian_version(), "schema": MIGRATIONS[-1][0]}
+    have = dict(db.execute("SELECT key, value FROM store_meta").fetchall())
+    if all(have.get(k) == v for k, v in want.items()):
+        return
+    with db.atomic():
+        db.conn.executemany(
+            "INSERT INTO store_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [*want.items(), ("stamped_at", _now_iso(db))],
+        )
+
+
+def _now_iso(db: sqlite_utils.Database) -> str:
+    return str(db.execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')").fetchone()[0])
+
+
 def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply the migrations this database has not seen; return their names."""
+    """Apply the migrations this database has not seen; return their names.
+
+    Raises :class:`StoreTooNewError`, before writing anything, when a newer release
+    migrated the database; afterwards records this code's version in ``store_meta``.
+    """
+    check_not_newer(db.conn)
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
@@ -270,6 +380,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             )
         applied.append(name)
     _task_columns(db)
+    _stamp(db)
     return applied
 
 

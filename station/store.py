@@ -30,7 +30,7 @@ from kanjian.inference.heads import store_fields as task_store_fields
 from kanjian.inference.types import Detections, Inspection, Verdict
 from kanjian.station.counters import IdCounter, Seed
 from kanjian.station.records import StoredInspection, utc_iso
-from kanjian.station.schema import migrate
+from kanjian.station.schema import check_not_newer, migrate
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,19 @@ class StoreStats:
 
 
 def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
-    """Open (and migrate) the store's database file in WAL mode."""
+    """Open (and migrate) the store's database file in WAL mode.
+
+    Raises :class:`~kanjian.station.schema.StoreTooNewError`, having written nothing,
+    when a newer kanjian release migrated the database.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # autocommit at the sqlite3 level; transactions are explicit (Database.atomic)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30.0, isolation_level=None)
+    try:
+        check_not_newer(conn)  # before any pragma or migration writes to it
+    except BaseException:
+        conn.close()
+        raise
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")

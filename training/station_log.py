@@ -31,6 +31,7 @@ from kanjian.station.records import (
     group_detections,
     utc_iso,
 )
+from kanjian.station.schema import check_not_newer
 from kanjian.training.checks import clip_box, image_size
 from kanjian.training.export_classes import model_label, resolve_classes
 from kanjian.training.export_filter import ExportFilter
@@ -92,6 +93,11 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise FileNotFoundError(f"{db_path}: station database not found")
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        check_not_newer(conn)  # a newer release's tables may mean what we cannot read
+    except BaseException:
+        conn.close()
+        raise
     conn.row_factory = sqlite3.Row  # the registry's rows are read by name
     return conn
 

@@ -62,6 +62,7 @@ def run(
     from kanjian.station.pipeline import build_station
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
+    from kanjian.station.schema import StoreTooNewError
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
     cfg = load_station_config(config, data_dir)
@@ -75,6 +76,7 @@ def run(
         RulesError,
         PlcConfigError,
         PlcServerError,
+        StoreTooNewError,
     ) as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e

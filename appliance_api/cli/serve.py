@@ -30,10 +30,15 @@ DataDirOpt = Annotated[
 
 
 def _open_db(config: Path | None, data_dir: Path | None) -> Any:
+    from kanjian.station.schema import StoreTooNewError
     from kanjian.station.store import DB_NAME, open_db
 
     cfg = load_station_config(config, data_dir)
-    return open_db(cfg.store.data_dir / DB_NAME)
+    try:
+        return open_db(cfg.store.data_dir / DB_NAME)
+    except StoreTooNewError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
+        raise typer.Exit(2) from e
 
 
 def _cli_actor() -> Any:
@@ -68,6 +73,7 @@ def serve(
     from kanjian.station.datalock import DataFolderInUseError
     from kanjian.station.inspector import RulesError
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
+    from kanjian.station.schema import StoreTooNewError
 
     cfg = load_station_config(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -87,6 +93,7 @@ def serve(
         RulesError,
         PlcConfigError,
         PlcServerError,
+        StoreTooNewError,
     ) as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e

@@ -56,6 +56,7 @@ def sync_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the backlog, last delivery and connection state (from the station's database)."""
+    from kanjian.station.schema import StoreTooNewError
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.status import status_from_db
 
@@ -64,7 +65,11 @@ def sync_status(
     if not db.is_file():
         console.print(f"[red]error:[/] no station database at {db}")
         raise typer.Exit(1)
-    s = status_from_db(db, cfg.sync.enabled, f"{cfg.sync.mqtt.host}:{cfg.sync.mqtt.port}")
+    try:
+        s = status_from_db(db, cfg.sync.enabled, f"{cfg.sync.mqtt.host}:{cfg.sync.mqtt.port}")
+    except StoreTooNewError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
+        raise typer.Exit(2) from e
     if as_json:
         out.print_json(json.dumps(s.as_dict()))
     else:

@@ -207,6 +207,7 @@ def dataset_export_command(
     an image whose boxes were taken away is left out, never kept as background."""
     from rich.markup import escape
 
+    from kanjian.station.schema import StoreTooNewError
     from kanjian.training.export_filter import ExportFilter
     from kanjian.training.station_export import export_station_log
 
@@ -236,7 +237,7 @@ def dataset_export_command(
             split=split,
             ls_image_root=ls_image_root,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, StoreTooNewError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from e
     if as_json:
