@@ -5,6 +5,11 @@ writer thread commits batches (inspection rows, their detections and their
 outbox entries in one transaction) and writes the JPEGs of the verdicts that
 are kept. A row is acknowledged — shown as stored, synced — only after its
 batch committed.
+
+On a full disk rows come first, images are best effort (retried without, off until
+``min_free_mb`` is free); a stalled writer folds all queued rows into the batch it
+retries (one transaction when space returns); queued pixels are bounded by
+``queue_max_mb``; :meth:`ResultStore.close` counts what was never committed.
 """
 
 from __future__ import annotations
@@ -192,7 +197,9 @@ class ResultStore:
         if drop:
             insp = without_pixels(insp)
             if insp.verdict.value in self.save_verdicts:
-                self._not_saved(1, f"queue over store.queue_max_mb {self._queue_max_bytes / MB:.3g} MB")
+                self._not_saved(
+                    1, f"queue over store.queue_max_mb {self._queue_max_bytes / MB:.3g} MB"
+                )
             self._no_image.add(insp.inspection_id)
         try:
             self._queue.put_nowait(insp)
@@ -262,11 +269,9 @@ class ResultStore:
         for c in self._counters:
             c.close()
         self.db.conn.close()
-        with self._count_lock:
-            judged, committed = self._judged, self._written
-        self._closed = StoreCloseResult.of(
-            judged, committed, self._stall.error, self._images_not_saved
-        )
+        with self._count_lock:  # a consistent pair
+            n = (self._judged, self._written)
+        self._closed = StoreCloseResult.of(*n, self._stall.error, self._images_not_saved)
         return self._closed
 
     def stats(self) -> StoreStats:
@@ -287,7 +292,8 @@ class ResultStore:
 
     def _not_saved(self, n: int, why: str) -> None:
         # counted per image, logged once per thousand: a full disk drops thousands
-        before, self._images_not_saved = self._images_not_saved, self._images_not_saved + n
+        with self._count_lock:  # the loop's put and the writer both count
+            before, self._images_not_saved = self._images_not_saved, self._images_not_saved + n
         if n and (before == 0 or before // 1000 != self._images_not_saved // 1000):
             log.warning("%d image(s) not saved so far (now: %s)", self._images_not_saved, why)
 
@@ -408,10 +414,10 @@ class ResultStore:
     ) -> str | None:
         """Save the frame as JPEG if its verdict is kept; the files go into ``written``
         (so a failed transaction can remove them). ``None`` when not saved."""
-        if insp.verdict.value not in self.save_verdicts or not isinstance(insp.frame, Frame):
+        if not isinstance(insp.frame, Frame) or insp.verdict.value not in self.save_verdicts:
             return None
-        if insp.inspection_id in self._no_image:
-            return None  # counted when its pixels were dropped
+        if insp.inspection_id in self._no_image:  # no pixels: counted in put()
+            return None
         if self._images_paused:
             skipped.append(insp)  # counted once the row is committed
             return None
@@ -430,16 +436,13 @@ class ResultStore:
         written.append(path)
         return rel
 
-    def _resume_images(self) -> None:
-        """After a write failed for lack of space, images wait for ``min_free_mb`` free."""
-        if free_bytes(self.data_dir) >= max(self._min_free_bytes, 1):
-            self._images_paused = False
-            log.warning("free space is back: images are saved again")
-
     def _commit(self, batch: list[Inspection]) -> None:
         t0 = time.perf_counter()
-        if self._images_paused and self._stall.at is None:
-            self._resume_images()
+        # after a write failed for lack of space, images wait for min_free_mb free
+        paused = self._images_paused and self._stall.at is None
+        if paused and free_bytes(self.data_dir) >= max(self._min_free_bytes, 1):
+            self._images_paused = False
+            log.warning("free space is back: images are saved again")
         written: list[Path] = []
         try:
             self._commit_rows(batch, written, t0)

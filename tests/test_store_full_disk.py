@@ -285,3 +285,52 @@ def test_kanjian_run_refuses_a_start_below_the_floor(
     assert r.returncode == 2, err
     assert "store.min_free_mb" in err and str(small_disk / "data") in err and "MB free" in err
     assert not (small_disk / "data" / DB_NAME).exists()  # refused before the store opened
+
+
+# -- through `kanjian serve`: status, metrics, and the last line ------------------------------
+
+
+def test_serve_reports_the_stall_and_drains_when_space_returns(
+    small_disk: Path, detect_model: Any, few_images: Path, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.support import api as S
+
+    port = S.free_port()
+    data = small_disk / "data"
+    cfg = _run_cfg(tmp_path, data, detect_model.onnx, few_images, min_free_mb=1)
+    cfg.write_text(cfg.read_text() + f"api:\n  port: {port}\n")
+    s = S.start_serve(cfg, port, tmp_path, timeout=300)
+    filler = None
+    try:
+        assert s.token, "".join(s.lines)
+        c = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=60)
+
+        def store() -> dict[str, Any]:
+            out: dict[str, Any] = c.get("/api/status").json()["store"]
+            return out
+
+        S.wait_for(lambda: store()["committed"] >= 2, 120, what="2 committed rows")
+        filler = _fill(small_disk)
+        S.wait_for(lambda: store()["stalled"], 120, what="the stall in /api/status")
+        S.wait_for(lambda: store()["judged"] > store()["committed"] + 2, 120, what="a backlog")
+        st = c.get("/api/status").json()
+        assert st["store"]["stalled_since"] and st["store"]["last_error"], st["store"]
+        assert st["disk"]["free_bytes"] < 1024 * 1024, st["disk"]
+        assert st["frames"] >= st["store"]["judged"] > st["store"]["committed"]
+        metrics = httpx.get(s.url + "/metrics", timeout=30).text
+        assert "kanjian_store_stalled 1.0" in metrics
+        assert "kanjian_disk_free_bytes" in metrics and "kanjian_store_judged_total" in metrics
+        filler.unlink()
+        filler = None
+        S.wait_for(lambda: not store()["stalled"], 120, what="the end of the stall")
+        st = c.get("/api/status").json()
+        assert st["store"]["images_not_saved"] >= 1  # rows first; images waited for space
+        assert "kanjian_store_stalled 0.0" in httpx.get(s.url + "/metrics", timeout=30).text
+    finally:
+        if filler is not None:
+            filler.unlink()
+        out = s.stop(timeout=180)
+    last = [ln for ln in out.splitlines() if ln.startswith("stopped:")][-1]
+    assert s.proc.returncode == 0 and "store flushed" in last and "NOT" not in last, out
