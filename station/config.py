@@ -86,6 +86,20 @@ class StoreConfig(BaseModel):
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
         "FULL", description="SQLite synchronous mode; NORMAL can lose rows on power loss"
     )
+    queue_max_mb: float = Field(
+        256.0,
+        ge=0,
+        le=1_000_000,
+        description="memory bound of the frames queued for the writer, MB: over it rows are "
+        "still queued but their images are not saved (rows first; 0: no bound)",
+    )
+    min_free_mb: float = Field(
+        200.0,
+        ge=0,
+        le=10_000_000,
+        description="a start with less free space in data_dir is refused; after the disk "
+        "filled up, images are saved again only above it (0: no floor)",
+    )
 
 
 class RuntimeConfig(BaseModel):

@@ -34,6 +34,7 @@ from kanjian.station.inspector import Inspector
 from kanjian.station.runtime import configure_threads
 from kanjian.station.state.service import StationState
 from kanjian.station.store import ResultStore
+from kanjian.station.store_health import StoreCloseResult, check_free_space
 from kanjian.station.triggers import (
     STOPPING_UNJUDGED,
     Trigger,
@@ -242,12 +243,13 @@ class Station:
         """
         self.stop_event.set()
 
-    def close(self) -> None:
+    def close(self) -> StoreCloseResult:
         """Stop the source, commit everything queued, close the store.
 
         Every trigger received gets its row first: the one being judged is
         waited for, the ones still queued are answered MISSED, and triggers
-        arriving meanwhile are refused with a MISSED row.
+        arriving meanwhile are refused with a MISSED row. Returns what the store
+        committed and what it could not (a full disk): the caller's last line.
         """
         self.stop_event.set()
         # the trigger in flight, if the loop still runs: bounded by the frame timeout
@@ -263,12 +265,13 @@ class Station:
             self.triggers.close()  # refused from now on
             self._answer_unjudged()  # queued while the servers stopped
             self._closed = True
-        self.store.close()
+        result = self.store.close()
         # after the last commit, so every channel saw it (the sync can still send it)
         self.channels.close()
         self.state.close()  # after the deployer, the last to write its rows
         if self.data_lock is not None:
             self.data_lock.release()  # nothing of ours writes to the folder any more
+        return result
 
 
 class FreeRun:
@@ -345,6 +348,8 @@ def build_station(cfg: StationConfig) -> Station:
     """
     lock = DataLock.acquire(cfg.store.data_dir)
     try:
+        # a full disk is refused before anything loads (LowDiskSpaceError)
+        check_free_space(cfg.store.data_dir, cfg.store.min_free_mb)
         return _build_station(cfg, lock)
     except BaseException:
         lock.release()  # idempotent: a station closed on failure released it already
@@ -383,6 +388,8 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
         batch_max_delay_ms=cfg.store.batch_max_delay_ms,
         queue_size=cfg.store.queue_size,
         synchronous=cfg.store.synchronous,
+        queue_max_mb=cfg.store.queue_max_mb,
+        min_free_mb=cfg.store.min_free_mb,
     )
     t["open_store"] = (time.perf_counter() - t1) * 1e3
     t1 = time.perf_counter()

@@ -5,58 +5,50 @@ writer thread commits batches (inspection rows, their detections and their
 outbox entries in one transaction) and writes the JPEGs of the verdicts that
 are kept. A row is acknowledged — shown as stored, synced — only after its
 batch committed.
+
+On a full disk rows come first, images are best effort (retried without, off until
+``min_free_mb`` is free); a stalled writer folds all queued rows into the batch it
+retries (one transaction when space returns); queued pixels are bounded by
+``queue_max_mb``; :meth:`ResultStore.close` counts what was never committed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
-import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import sqlite_utils
 
-from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.camera.frame import Frame
 from kanjian.inference.heads import store_fields as task_store_fields
-from kanjian.inference.types import Detections, Inspection, Verdict
+from kanjian.inference.types import Inspection, Verdict
 from kanjian.station.counters import IdCounter, Seed
+from kanjian.station.images import IMAGES_DIR, image_relpath, remove_leftover_tmp
 from kanjian.station.records import StoredInspection, utc_iso
 from kanjian.station.schema import check_not_newer, migrate
+from kanjian.station.store_health import (
+    MB,
+    Stall,
+    StoreCloseResult,
+    StoreStats,
+    error_stand_in,
+    free_bytes,
+    is_space_error,
+    pixel_bytes,
+    without_pixels,
+)
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "kanjian.db"
-IMAGES_DIR = "images"
-
-
-@dataclass(frozen=True)
-class StoreStats:
-    """Counters of the writer, for ``/status`` and benchmarks.
-
-    Attributes:
-        queued: inspections waiting for the writer now.
-        written: rows committed since start.
-        batches: transactions committed since start.
-        blocked_puts: times :meth:`ResultStore.put` had to wait for a full queue.
-        errors: failed batches (retried) since start.
-        last_commit_ms: duration of the last transaction in milliseconds.
-    """
-
-    queued: int
-    written: int
-    batches: int
-    blocked_puts: int
-    errors: int
-    last_commit_ms: float
 
 
 def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
@@ -81,36 +73,6 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
     return db
 
 
-def image_relpath(insp: Inspection) -> str:
-    """Where an inspection's image is saved, relative to the data folder (by UTC capture date)."""
-    day = utc_iso(insp.frame.captured_at)[:10]
-    return f"{IMAGES_DIR}/{day}/{insp.inspection_id}.jpg"
-
-
-#: the temp files :meth:`ResultStore._save_image` writes before the rename: ``<uuid>.tmp``
-_TMP_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp")
-
-
-def remove_leftover_tmp(images_dir: Path) -> int:
-    """Delete the temp images a killed writer left (``images/<day>/<uuid>.tmp``); how many.
-
-    An image is written to ``<uuid>.tmp`` and renamed to ``<uuid>.jpg``; a kill
-    between the two leaves the temp file, which no row names. Only files of
-    exactly that name pattern, one folder deep, are removed.
-    """
-    removed = 0
-    if not images_dir.is_dir():
-        return 0
-    for path in images_dir.glob("*/*.tmp"):
-        if _TMP_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_file():
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
-
-
 _STOP = object()
 
 
@@ -131,6 +93,11 @@ class ResultStore:
         on_commit: called from the writer thread with the committed inspections,
             after their transaction is durable (sinks that must not see
             uncommitted rows hook in here).
+        queue_max_mb: memory bound of the queued frames' pixels, MB. Over it an
+            inspection is still queued (rows come first) but its pixels are
+            dropped: its image is not saved (counted, logged). 0: no bound.
+        min_free_mb: after a write failed for lack of space, images are saved
+            again only once the data folder has this much free space.
     """
 
     def __init__(
@@ -144,6 +111,8 @@ class ResultStore:
         queue_size: int = 100_000,
         synchronous: str = "FULL",
         on_commit: Callable[[list[Inspection]], None] | None = None,
+        queue_max_mb: float = 256.0,
+        min_free_mb: float = 200.0,
     ) -> None:
         self.data_dir = data_dir
         self.db_path = data_dir / DB_NAME
@@ -169,6 +138,20 @@ class ResultStore:
         # to its last folder count, so a fresh station does not show 0 for 5 minutes)
         self.image_bytes_saved = 0
         self._last_commit_ms = 0.0
+        # accounting (store_health.py): judged vs committed, the stall, dropped images
+        self._count_lock = threading.Lock()
+        self._judged = 0
+        self._queue_max_bytes = int(queue_max_mb * MB)
+        self._queued_bytes = 0
+        self._no_image: set[uuid.UUID] = set()  # pixels dropped: saved without an image
+        self._images_not_saved = 0
+        self._min_free_bytes = int(min_free_mb * MB)
+        self._images_paused = False  # since a write failed for lack of space
+        self._stall = Stall()
+        self._abandon = threading.Event()  # close() gave up: stop retrying
+        self._taken = 0  # items the writer took from the queue and has not task_done'd
+        self._stop_seen = False
+        self._closed: StoreCloseResult | None = None
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._thread.start()
@@ -178,8 +161,24 @@ class ResultStore:
         """Enqueue an inspection for writing; returns at once unless the queue is full.
 
         A full queue means the disk cannot keep up: we wait (and count it)
-        rather than drop an inspection.
+        rather than drop an inspection. Over ``queue_max_mb`` of queued pixels the
+        frame's pixels are dropped first: the row is kept, the image is not saved.
         """
+        nbytes = pixel_bytes(insp)
+        with self._count_lock:
+            self._judged += 1
+            if self._queue_max_bytes and self._queued_bytes + nbytes > self._queue_max_bytes:
+                drop, nbytes = nbytes > 0, 0
+            else:
+                drop = False
+                self._queued_bytes += nbytes
+        if drop:
+            insp = without_pixels(insp)
+            if insp.verdict.value in self.save_verdicts:
+                self._not_saved(
+                    1, f"queue over store.queue_max_mb {self._queue_max_bytes / MB:.3g} MB"
+                )
+            self._no_image.add(insp.inspection_id)
         try:
             self._queue.put_nowait(insp)
         except queue.Full:
@@ -218,15 +217,40 @@ class ResultStore:
         self._counters.append(c)
         return c
 
-    def close(self, timeout_s: float = 60.0) -> None:
+    def close(self, timeout_s: float = 60.0, stalled_timeout_s: float = 10.0) -> StoreCloseResult:
         """Commit everything queued, stop the writer, give back unused counter
-        numbers and close the database."""
+        numbers and close the database.
+
+        Waits up to ``timeout_s`` for the writer; while its commits fail (a
+        stall: disk full) it retries for ``stalled_timeout_s`` more, then gives
+        up. Returns what was committed and what was not (and why): the caller
+        names the loss in its last line.
+        """
+        if self._closed is not None:
+            return self._closed
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
         if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout_s)
+            try:
+                self._queue.put(_STOP, timeout=timeout_s)
+            except queue.Full:  # the writer is stuck; what is queued cannot be committed
+                self._abandon.set()
+            while self._thread.is_alive():
+                limit = self._stall.give_up_at(t0, deadline, stalled_timeout_s)
+                now = time.monotonic()
+                if now >= limit:
+                    log.error("the store writer is stalled (%s): giving up", self._stall.error)
+                    self._abandon.set()
+                    self._thread.join(5.0)
+                    break
+                self._thread.join(min(0.1, limit - now))
         for c in self._counters:
             c.close()
         self.db.conn.close()
+        with self._count_lock:  # a consistent pair
+            n = (self._judged, self._written)
+        self._closed = StoreCloseResult.of(*n, self._stall.error, self._images_not_saved)
+        return self._closed
 
     def stats(self) -> StoreStats:
         return StoreStats(
@@ -236,7 +260,20 @@ class ResultStore:
             blocked_puts=self._blocked,
             errors=self._errors,
             last_commit_ms=self._last_commit_ms,
+            judged=self._judged,
+            stalled=self._stall.at is not None,
+            stalled_since=self._stall.since(),
+            last_error=self._stall.error,
+            images_not_saved=self._images_not_saved,
+            queued_bytes=self._queued_bytes,
         )
+
+    def _not_saved(self, n: int, why: str) -> None:
+        # counted per image, logged once per thousand: a full disk drops thousands
+        with self._count_lock:  # the loop's put and the writer both count
+            before, self._images_not_saved = self._images_not_saved, self._images_not_saved + n
+        if n and (before == 0 or before // 1000 != self._images_not_saved // 1000):
+            log.warning("%d image(s) not saved so far (now: %s)", self._images_not_saved, why)
 
     # -- writer thread ---------------------------------------------------------
     def _run(self) -> None:
@@ -244,46 +281,84 @@ class ResultStore:
         # repeat. Under load batches grow by themselves while a commit runs; when
         # idle a row is committed at once. ``batch_max_delay_ms`` > 0 lingers to
         # gather more rows per transaction at the cost of latency.
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
+        while not self._stop_seen:
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._abandon.is_set():
+                    break  # close() gave up and its stop marker never got in
+                continue
             batch: list[Inspection] = []
-            n_items = 1
+            self._taken = 1
             if first is _STOP:
-                stopping = True
+                self._stop_seen = True
             else:
                 batch.append(first)
             deadline = time.monotonic() + self.batch_max_delay_s
-            while not stopping and len(batch) < self.batch_max_rows:
+            while not self._stop_seen and len(batch) < self.batch_max_rows:
                 left = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                n_items += 1
+                self._taken += 1
                 if item is _STOP:
-                    stopping = True
+                    self._stop_seen = True
                 else:
                     batch.append(item)
-            if batch:
-                self._commit_with_retry(batch)
-            for _ in range(n_items):
+            if batch and not self._abandon.is_set():
+                self._commit_with_retry(batch, gather=True)
+            freed = 0
+            for insp in batch:
+                if insp.inspection_id in self._no_image:
+                    self._no_image.discard(insp.inspection_id)
+                else:
+                    freed += pixel_bytes(insp)
+            with self._count_lock:
+                self._queued_bytes -= freed
+            for _ in range(self._taken):
                 self._queue.task_done()
             with self._idle:
                 self._idle.notify_all()
 
-    def _commit_with_retry(self, batch: list[Inspection]) -> None:
+    def _gather_all(self, batch: list[Inspection]) -> None:
+        """Add everything queued now to ``batch`` (during a stall): when space
+        returns the whole backlog commits in one transaction, not in batch-sized steps."""
+        while not self._stop_seen:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._taken += 1
+            if item is _STOP:
+                self._stop_seen = True
+            else:
+                batch.append(item)
+
+    def _commit_with_retry(self, batch: list[Inspection], gather: bool = False) -> None:
         delay = 0.1
         while True:
             try:
                 self._commit(batch)
+                self._stall.clear()
                 return
             except (sqlite3.OperationalError, OSError) as e:
                 # Disk full, locked, I/O error: keep the batch and try again; never drop it.
                 self._errors += 1
+                self._stall.failed(e)
+                if self._abandon.is_set():
+                    return  # close() gave up: counted as not committed
+                if is_space_error(e) and not self._images_paused:
+                    # rows first: retry at once without images (best effort), which
+                    # also frees what this batch's images took
+                    log.error("store write failed (%s): saving rows without images", e)
+                    self._images_paused = True
+                    continue
                 log.error("store write failed (%s); retrying in %.1fs", e, delay)
-                time.sleep(delay)
+                self._abandon.wait(delay)
                 delay = min(delay * 2, 5.0)
+                if gather:
+                    self._gather_all(batch)
             except Exception as e:
                 # Not transient (a constraint, a value SQLite or the JPEG encoder refuses):
                 # retrying would block every row behind it, and an exception here would
@@ -305,40 +380,24 @@ class ResultStore:
         self._errors += 1
         log.error("inspection %s cannot be stored (%s: %s); an ERROR row takes its place",
                   insp.inspection_id, type(error).__name__, error)  # fmt: skip
-        frame = insp.frame
-
-        def clean(text: str | None) -> str | None:
-            # e.g. a file name with bytes that are not UTF-8 (os.listdir's surrogates)
-            return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
-
-        stand_in = FrameFailure(
-            frame_id=frame.frame_id,
-            source_id=clean(frame.source_id) or "?",
-            captured_at=frame.captured_at,
-            reason="",
-            trigger_id=clean(frame.trigger_id),
-            uri=clean(frame.uri),
-        )
-        dup = isinstance(error, sqlite3.IntegrityError) and "inspections.id" in str(error)
-        err = dataclasses.replace(
-            insp,
-            frame=stand_in,
-            verdict=Verdict.ERROR,
-            reason=f"the store could not write inspection {insp.inspection_id}: "
-            f"{type(error).__name__}: {error}"[:1000],
-            detections=Detections.empty(),
-            probs=None,
-            anomaly_map=None,
-            inspection_id=uuid.uuid4() if dup else insp.inspection_id,
-        )
+        err = error_stand_in(insp, error)
         try:
             self._commit([err])
         except Exception:  # nothing more can be done for this one; the writer goes on
             log.exception("the ERROR row for inspection %s could not be written either",
                           insp.inspection_id)  # fmt: skip
 
-    def _save_image(self, insp: Inspection) -> str | None:
-        if insp.verdict.value not in self.save_verdicts or not isinstance(insp.frame, Frame):
+    def _save_image(
+        self, insp: Inspection, written: list[Path], skipped: list[Inspection]
+    ) -> str | None:
+        """Save the frame as JPEG if its verdict is kept; the files go into ``written``
+        (so a failed transaction can remove them). ``None`` when not saved."""
+        if not isinstance(insp.frame, Frame) or insp.verdict.value not in self.save_verdicts:
+            return None
+        if insp.inspection_id in self._no_image:  # no pixels: counted in put()
+            return None
+        if self._images_paused:
+            skipped.append(insp)  # counted once the row is committed
             return None
         rel = image_relpath(insp)
         path = self.data_dir / rel
@@ -349,14 +408,30 @@ class ResultStore:
         if not ok:
             raise OSError(f"JPEG encoding failed for {insp.inspection_id}")
         tmp = path.with_suffix(".tmp")
+        written.append(tmp)
         tmp.write_bytes(buf.tobytes())
         tmp.replace(path)
-        self.image_bytes_saved += len(buf)  # only the writer thread writes images
+        written.append(path)
         return rel
 
     def _commit(self, batch: list[Inspection]) -> None:
         t0 = time.perf_counter()
-        images = [self._save_image(i) for i in batch]
+        # after a write failed for lack of space, images wait for min_free_mb free
+        paused = self._images_paused and self._stall.at is None
+        if paused and free_bytes(self.data_dir) >= max(self._min_free_bytes, 1):
+            self._images_paused = False
+            log.warning("free space is back: images are saved again")
+        written: list[Path] = []
+        try:
+            self._commit_rows(batch, written, t0)
+        except BaseException:
+            for p in written:  # a row never names them: free their space
+                p.unlink(missing_ok=True)
+            raise
+
+    def _commit_rows(self, batch: list[Inspection], written: list[Path], t0: float) -> None:
+        skipped: list[Inspection] = []
+        images = [self._save_image(i, written, skipped) for i in batch]
         rows, dets, outbox = [], [], []
         seq = self._seq
         now = utc_iso()
@@ -389,7 +464,9 @@ class ResultStore:
                 self.db.conn.rollback()
             raise
         self._seq = seq
+        self.image_bytes_saved += sum(p.stat().st_size for p in written if p.suffix == ".jpg")
         self._written += len(batch)
+        self._not_saved(len(skipped), "the disk was full")
         self._batches += 1
         self._last_commit_ms = (time.perf_counter() - t0) * 1e3
         for listener in self._listeners:

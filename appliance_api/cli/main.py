@@ -52,7 +52,12 @@ def run(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the inspection loop: camera → model → verdict → SQLite, until stopped."""
+    """Run the inspection loop: camera → model → verdict → SQLite, until stopped.
+
+    Exit status: 0 when every judged inspection was committed; 1 when some were
+    not (the last line says ``STORE NOT FLUSHED: N ...`` and why, e.g. a full
+    disk); 2 when the station could not start.
+    """
     _setup_logging(verbose)
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.session import ModelLoadError
@@ -63,6 +68,7 @@ def run(
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
     from kanjian.station.schema import StoreTooNewError
+    from kanjian.station.store_health import LowDiskSpaceError
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
     cfg = load_station_config(config, data_dir)
@@ -77,6 +83,7 @@ def run(
         PlcConfigError,
         PlcServerError,
         StoreTooNewError,
+        LowDiskSpaceError,
     ) as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
@@ -116,12 +123,17 @@ def run(
         stats = station.run(max_frames=frames, on_inspection=_each)
     finally:
         service.stopping()
-        station.close()
+        stored = station.close()
     p50 = stats.percentiles(50)
-    console.print(
+    summary = (
         f"{stats.frames} inspections ({stats.fps:.1f}/s), {dict(stats.verdicts)}; median ms: "
         + ", ".join(f"{k} {v:.2f}" for k, v in p50.items())
     )
+    if not stored.ok:  # judged but not committed (a full disk): never a normal ending
+        console.print(summary)
+        console.print(stored.line(), highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(summary)
 
 
 @app.command()

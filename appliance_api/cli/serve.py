@@ -74,6 +74,7 @@ def serve(
     from kanjian.station.inspector import RulesError
     from kanjian.station.plc.config import PlcConfigError, PlcServerError
     from kanjian.station.schema import StoreTooNewError
+    from kanjian.station.store_health import LowDiskSpaceError
 
     cfg = load_station_config(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -94,13 +95,12 @@ def serve(
         PlcConfigError,
         PlcServerError,
         StoreTooNewError,
+        LowDiskSpaceError,
     ) as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
-    announce(
-        f"stopped: {result.frames} inspections {result.verdicts}; "
-        + ("store flushed" if result.flushed else "STORE NOT FLUSHED")
-    )
+    # exit 1 when judged inspections were not committed (the line names how many, and why)
+    announce(f"stopped: {result.frames} inspections {result.verdicts}; {result.store.line()}")
     if not result.flushed:
         raise typer.Exit(1)
 

@@ -76,6 +76,22 @@ class QueuesOut(BaseModel):
 class StoreOut(BaseModel):
     db_bytes: int = Field(description="database file plus its WAL, bytes")
     rows_written: int = Field(description="rows committed since start")
+    judged: int = Field(
+        description="inspections handed to the store since start (``frames`` counts them too); "
+        "judged - committed are not in the database yet"
+    )
+    committed: int = Field(description="inspection rows committed since start (= rows_written)")
+    stalled: bool = Field(
+        description="a commit failed and is being retried now (e.g. disk full): judged "
+        "inspections pile up in memory until it clears"
+    )
+    stalled_since: str | None = Field(description="when the current stall began (UTC)")
+    last_error: str | None = Field(description="the last write error (kept after a stall)")
+    images_not_saved: int = Field(
+        description="images dropped since start (disk full, queue over store.queue_max_mb); "
+        "their rows were written"
+    )
+    queued_bytes: int = Field(description="frame pixels waiting for the writer, bytes")
     batches: int
     errors: int = Field(description="failed (retried) transactions since start")
     blocked_puts: int
@@ -114,7 +130,9 @@ class StatusOut(BaseModel):
     mode: Literal["free_run", "triggered"]
     loop_running: bool
     uptime_s: float
-    frames: int = Field(description="inspections made since start")
+    frames: int = Field(
+        description="inspections judged since start (committed or not: see store.committed)"
+    )
     fps: float = Field(description="inspections per second since start")
     fps_recent: float = Field(
         description="inspections committed per second over the last 10 s (0 when stalled)"

@@ -8,6 +8,7 @@ scrape time by a collector, so they are never stale.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -61,6 +62,27 @@ class _LiveCollector(Collector):
         err.add_metric(["camera_failure"], pump.source.failures)
         err.add_metric(["trigger_refused"], st.triggers.counters.refused)
         yield err
+        judged = CounterMetricFamily("kanjian_store_judged", "inspections handed to the store")
+        judged.add_metric([], store.judged)
+        yield judged
+        done = CounterMetricFamily("kanjian_store_committed", "inspection rows committed")
+        done.add_metric([], store.written)
+        yield done
+        lost = CounterMetricFamily("kanjian_store_images_not_saved", "images dropped (disk full)")
+        lost.add_metric([], store.images_not_saved)
+        yield lost
+        stall = GaugeMetricFamily(
+            "kanjian_store_stalled", "1 while the store's commits fail and are retried (disk full)"
+        )
+        stall.add_metric([], 1.0 if store.stalled else 0.0)
+        yield stall
+        if store.last_error is not None:  # kept after the stall: the last cause seen
+            why = InfoMetricFamily("kanjian_store_last_error", "the store's last write error")
+            why.add_metric([], {"error": store.last_error[:200]})
+            yield why
+        free = GaugeMetricFamily("kanjian_disk_free_bytes", "free space of the data folder, bytes")
+        free.add_metric([], float(shutil.disk_usage(st.store.data_dir).free))
+        yield free
         rec = CounterMetricFamily("kanjian_camera_reconnects", "camera reconnections")
         rec.add_metric([], pump.source.reconnects)
         yield rec

@@ -133,6 +133,13 @@ def build_status(state: ApiState) -> StatusOut:
         store=StoreOut(
             db_bytes=_db_bytes(state),
             rows_written=store.written,
+            judged=store.judged,
+            committed=store.written,
+            stalled=store.stalled,
+            stalled_since=store.stalled_since,
+            last_error=store.last_error,
+            images_not_saved=store.images_not_saved,
+            queued_bytes=store.queued_bytes,
             batches=store.batches,
             errors=store.errors,
             blocked_puts=store.blocked_puts,

@@ -29,6 +29,7 @@ from kanjian.station.pipeline import build_station
 from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
 from kanjian.station.state.audit import Actor, write_audit
 from kanjian.station.state.db import write_tx
+from kanjian.station.store_health import StoreCloseResult
 from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,12 @@ class ServeResult:
 
     frames: int
     verdicts: dict[str, int]
-    flushed: bool
+    store: StoreCloseResult
+
+    @property
+    def flushed(self) -> bool:
+        """Every judged inspection was committed."""
+        return self.store.ok
 
 
 def screen_token_if_first_start(state: ApiState) -> str | None:
@@ -140,7 +146,8 @@ def serve(
             (mode 0600) and only that path is printed and logged.
 
     Raises:
-        PortInUse, DataFolderInUseError, ModelLoadError, BundleError: before anything runs.
+        PortInUse, DataFolderInUseError, ModelLoadError, BundleError, LowDiskSpaceError:
+            before anything runs.
     """
     host, port = cfg.api.host, cfg.api.port
     if to_terminal is None:
@@ -202,7 +209,9 @@ def serve(
         service.stopping()
         state.hub.close()
         state.loop.stop()
-        flushed = station.store.flush()
-        station.close()
+        # close() commits what is queued and says what it could not; a separate
+        # flush() with its own shorter timeout said NOT FLUSHED while close() went on
+        # to commit everything
+        stored = station.close()
         state.pool.close_all()
-    return ServeResult(station.stats.frames, dict(station.stats.verdicts), flushed)
+    return ServeResult(station.stats.frames, dict(station.stats.verdicts), stored)

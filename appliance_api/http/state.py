@@ -17,7 +17,7 @@ from kanjian.station.pipeline import Station
 from kanjian.station.state.db import ConnectionPool
 from kanjian.station.state.models import ModelRegistry
 from kanjian.station.state.service import StationState
-from kanjian.station.store import IMAGES_DIR
+from kanjian.station.images import IMAGES_DIR
 
 log = logging.getLogger(__name__)
 
