@@ -13,11 +13,11 @@ from kanjian.appliance_api.http.live import LiveHub, ShiftCounter
 from kanjian.appliance_api.http.metrics import StationMetrics
 from kanjian.appliance_api.http.usage import FolderSize, RecentRate
 from kanjian.station.api_config import ApiConfig
+from kanjian.station.images import IMAGES_DIR
 from kanjian.station.pipeline import Station
 from kanjian.station.state.db import ConnectionPool
 from kanjian.station.state.models import ModelRegistry
 from kanjian.station.state.service import StationState
-from kanjian.station.images import IMAGES_DIR
 
 log = logging.getLogger(__name__)
 
