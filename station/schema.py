@@ -246,6 +246,9 @@ def _m043_query_indexes(db: sqlite_utils.Database) -> None:
     # of a seq scan took 18 s at 7k rows when FAIL + a class was rare).
     db.execute("CREATE INDEX inspections_verdict_seq ON inspections(verdict, seq)")
     db.execute("CREATE INDEX inspections_model_seq ON inspections(model_sha256, seq)")
+    db.execute(
+        "CREATE INDEX inspections_model_verdict_seq ON inspections(model_sha256, verdict, seq)"
+    )
     # The classes an inspection shows (its boxes' and its top class), with its verdict
     # and seq: "class X" and "verdict V + class X" read in seq order. Kept by triggers,
     # so whichever code inserts the rows (the store, an import) keeps it whole; rows

@@ -120,57 +120,59 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
     DESC, so the page stops after ``limit`` matches), or a join on a primary key /
     unique index per driven row: no correlated subquery, no sort. CROSS JOIN fixes
     the join order (SQLite keeps it), so the plan does not depend on statistics the
-    station never gathers. Drivers, in order of preference: the latest feedback
-    (few rows), the inspection's classes (by class, and verdict when one is asked),
-    the verdict, the model, else every inspection by seq.
+    station never gathers. Drivers, in order of preference: the time window when
+    ``f.by_time`` (its rows, then a sort); the latest feedback (few rows); the
+    inspection's classes (by class, and verdict when one is asked); the verdict
+    and / or the model; else every inspection by seq.
     """
     where: list[str] = []
     args: list[Any] = []
-    by_time = f.by_time and f.feedback in (None, "none") and f.class_name is None
     joins: list[str] = []
     join_args: list[Any] = []  # the joins' ON placeholders come before WHERE's
     fb = f.feedback
-    if fb is not None and fb != "none":
-        drive = "fl"
-        src = "feedback_latest fl"
+    kind = fb not in (None, "none")
+    # the driver: its index gives the rows newest first (by_time: the window's rows)
+    drive = "i" if f.by_time else "fl" if kind else "c" if f.class_name is not None else "i"
+    src = {"i": "inspections i", "fl": "feedback_latest fl", "c": "inspection_classes c"}[drive]
+    if f.by_time:  # else SQLite walks seq, to save the sort
+        src += " INDEXED BY idx_inspections_captured_at"
+    if drive == "fl":
         if fb != "any":
             where.append("fl.kind = ?")
             args.append(fb)
         if verdict is not None:
             where.append("fl.verdict = ?")
             args.append(verdict)
-    elif f.class_name is not None:
-        drive = "c"
-        src = "inspection_classes c"
+    elif drive == "c":
         where.append("c.class_name = ?")
         args.append(f.class_name)
         if verdict is not None:
             where.append("c.verdict = ?")
             args.append(verdict)
-    else:
-        drive = "i"
-        src = "inspections i"
-        # unary + keeps a term off the indexes, so the one index meant drives
-        plus = "+" if by_time else ""
-        if verdict is not None:
-            where.append(f"{plus}i.verdict = ?")
-            args.append(verdict)
-        if f.model_sha256 is not None:
-            where.append(f"{plus}i.model_sha256 = ?")
-            args.append(f.model_sha256)
     if f.before is not None:
         where.append(f"{drive}.seq < ?")
         args.append(f.before)
     if drive != "i":
         joins.append(f"CROSS JOIN inspections i ON i.seq = {drive}.seq")
-        if f.model_sha256 is not None:
-            where.append("i.model_sha256 = ?")
-            args.append(f.model_sha256)
-    if drive == "fl" and f.class_name is not None:
+    # unary + keeps a term off the indexes, so the one index meant drives
+    plus = "+" if f.by_time or drive != "i" else ""
+    if verdict is not None and drive == "i":
+        where.append(f"{plus}i.verdict = ?")
+        args.append(verdict)
+    if f.model_sha256 is not None:
+        where.append(f"{plus}i.model_sha256 = ?")
+        args.append(f.model_sha256)
+    if kind and drive != "fl":
+        joins.append(
+            "CROSS JOIN feedback_latest fl ON fl.seq = i.seq"
+            + (" AND fl.kind = ?" if fb != "any" else "")
+        )
+        join_args.extend([fb] if fb != "any" else [])
+    if f.class_name is not None and drive != "c":
         # (class, seq) is unique: one row or none per driven row
-        joins.append("CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = fl.seq")
+        joins.append(f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = {drive}.seq")
         join_args.append(f.class_name)
-    tplus = "" if by_time else "+"
+    tplus = "" if f.by_time else "+"
     if f.since is not None:
         where.append(f"{tplus}i.captured_at >= ?")
         args.append(f.since)
@@ -210,26 +212,35 @@ def list_query(f: ListFilter, limit: int) -> tuple[str, list[Any]]:
 def narrow_window(db: sqlite_utils.Database, f: ListFilter, limit: int) -> bool:
     """Whether ``f``'s time window is better read by time (see :attr:`ListFilter.by_time`).
 
-    Two index probes find about where the window sits in seq order (times are
+    A page read in seq order stops after ``limit`` matches, but walks every row of
+    its index when matches are rare; a window read by time costs its own rows plus a
+    sort. Two index probes find about where the window sits in seq order (times are
     nearly in seq order; the estimate only picks the plan, never the rows): read by
-    time when the window holds fewer rows than lie between it and the newest row.
+    time when the window holds at most :data:`WINDOW_ROWS` rows, or when walking
+    the rows newer than it would cost more (:data:`SORT_COST`).
     """
-    if f.until is None or f.class_name is not None or f.feedback not in (None, "none"):
+    if f.since is None and f.until is None:
         return False
 
-    def seq_at(t: str | None) -> int:
-        if t is None:
-            return 0
+    def seq_at(t: str) -> int:
         row = db.execute(
             "SELECT seq FROM inspections WHERE captured_at >= ? ORDER BY captured_at LIMIT 1",
             [t],
         ).fetchone()
-        return int(row[0]) if row else newest
+        return int(row[0]) if row else newest + 1
 
     newest = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()[0])
-    top = min(seq_at(f.until), f.before or newest)
-    newer = (f.before or newest) - top
-    return newer > 20 * limit and top - seq_at(f.since) < newer
+    top = newest + 1 if f.before is None else min(f.before, newest + 1)
+    end = newest + 1 if f.until is None else seq_at(f.until)
+    window = end - (0 if f.since is None else seq_at(f.since))  # read whatever ``before``
+    walk = top - min(end, top)  # rows newer than the window, below ``before``
+    return window <= WINDOW_ROWS or window * SORT_COST < walk
+
+
+#: a time window of about this many rows or fewer is read by time and sorted
+WINDOW_ROWS = 2_000
+#: reading and sorting a window's row costs about this many seq-walk steps (measured)
+SORT_COST = 10
 
 
 @router.get("/api/inspections", responses=_ERR)
