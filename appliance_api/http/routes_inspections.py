@@ -131,7 +131,9 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
     join_args: list[Any] = []  # the joins' ON placeholders come before WHERE's
     fb = f.feedback
     kind = fb not in (None, "none")
-    # the driver: its index gives the rows newest first (by_time: the window's rows)
+    # the driver: its index gives the rows newest first (by_time: the window's rows).
+    # Joins say ``= +driver.seq``: a plain column equality would let SQLite carry the
+    # driver's ``seq < before`` over to the joined table and range-scan it per row.
     drive = "i" if f.by_time else "fl" if kind else "c" if f.class_name is not None else "i"
     src = {"i": "inspections i", "fl": "feedback_latest fl", "c": "inspection_classes c"}[drive]
     if f.by_time:  # else SQLite walks seq, to save the sort
@@ -153,7 +155,7 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
         where.append(f"{drive}.seq < ?")
         args.append(f.before)
     if drive != "i":
-        joins.append(f"CROSS JOIN inspections i ON i.seq = {drive}.seq")
+        joins.append(f"CROSS JOIN inspections i ON i.seq = +{drive}.seq")
     # unary + keeps a term off the indexes, so the one index meant drives
     plus = "+" if f.by_time or drive != "i" else ""
     if verdict is not None and drive == "i":
@@ -164,13 +166,15 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
         args.append(f.model_sha256)
     if kind and drive != "fl":
         joins.append(
-            "CROSS JOIN feedback_latest fl ON fl.seq = i.seq"
+            "CROSS JOIN feedback_latest fl ON fl.seq = +i.seq"
             + (" AND fl.kind = ?" if fb != "any" else "")
         )
         join_args.extend([fb] if fb != "any" else [])
     if f.class_name is not None and drive != "c":
         # (class, seq) is unique: one row or none per driven row
-        joins.append(f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = {drive}.seq")
+        joins.append(
+            f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = +{drive}.seq"
+        )
         join_args.append(f.class_name)
     tplus = "" if f.by_time else "+"
     if f.since is not None:
@@ -180,7 +184,7 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
         where.append(f"{tplus}i.captured_at < ?")
         args.append(f.until)
     if fb == "none":
-        joins.append(f"LEFT JOIN feedback_latest fl ON fl.seq = {drive}.seq")
+        joins.append(f"LEFT JOIN feedback_latest fl ON fl.seq = +{drive}.seq")
         where.append("fl.seq IS NULL")
     sql = f"SELECT {columns(INSPECTION_COLUMNS, 'i')} FROM {src} " + " ".join(joins)
     if where:
@@ -238,7 +242,7 @@ def narrow_window(db: sqlite_utils.Database, f: ListFilter, limit: int) -> bool:
 
 
 #: a time window of about this many rows or fewer is read by time and sorted
-WINDOW_ROWS = 2_000
+WINDOW_ROWS = 5_000
 #: reading and sorting a window's row costs about this many seq-walk steps (measured)
 SORT_COST = 10
 
