@@ -28,3 +28,31 @@ def load_station_config(config: Path | None, data_dir: Path | None = None) -> An
     if data_dir is not None:
         cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
     return cfg
+
+
+def start_refusals() -> tuple[type[Exception], ...]:
+    """The errors that refuse a station's start with one line and exit status 2.
+
+    Each names its cause and fix: the data folder in use, a model that cannot be
+    loaded, rules naming unknown classes, a PLC port taken, a store written by a
+    newer release, too little free disk. Imported here, on demand, so that a
+    command's ``--help`` loads none of it.
+    """
+    from kanjian.inference.bundle import BundleError
+    from kanjian.inference.session import ModelLoadError
+    from kanjian.station.datalock import DataFolderInUseError
+    from kanjian.station.plc.config import PlcConfigError, PlcServerError
+    from kanjian.station.ruleset import RulesError
+    from kanjian.station.schema import StoreTooNewError
+    from kanjian.station.store_health import LowDiskSpaceError
+
+    return (
+        DataFolderInUseError,
+        ModelLoadError,
+        BundleError,
+        RulesError,
+        PlcConfigError,
+        PlcServerError,
+        StoreTooNewError,
+        LowDiskSpaceError,
+    )

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.common import load_station_config, start_refusals
 from kanjian.appliance_api.cli.logs import setup_logging
 
 app = typer.Typer(
@@ -59,32 +59,16 @@ def run(
     disk); 2 when the station could not start.
     """
     _setup_logging(verbose)
-    from kanjian.inference.bundle import BundleError
-    from kanjian.inference.session import ModelLoadError
-    from kanjian.station.datalock import DataFolderInUseError
-    from kanjian.station.inspector import RulesError
     from kanjian.station.notify import ServiceNotify
     from kanjian.station.pipeline import build_station
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
-    from kanjian.station.plc.config import PlcConfigError, PlcServerError
-    from kanjian.station.schema import StoreTooNewError
-    from kanjian.station.store_health import LowDiskSpaceError
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
     cfg = load_station_config(config, data_dir)
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
-    except (
-        DataFolderInUseError,
-        ModelLoadError,
-        BundleError,
-        RulesError,
-        PlcConfigError,
-        PlcServerError,
-        StoreTooNewError,
-        LowDiskSpaceError,
-    ) as e:
+    except start_refusals() as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
     service = ServiceNotify(station.stats)  # systemd: READY, WATCHDOG, STOPPING

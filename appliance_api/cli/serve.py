@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.common import load_station_config, start_refusals
 from kanjian.appliance_api.cli.logs import setup_logging
 
 console = Console(stderr=True)
@@ -68,13 +68,6 @@ def serve(
     setup_logging(verbose, console, (out,))  # plain lines when stderr is the journal
     from kanjian.appliance_api.http.server import PortInUse
     from kanjian.appliance_api.http.server import serve as run_server
-    from kanjian.inference.bundle import BundleError
-    from kanjian.inference.session import ModelLoadError
-    from kanjian.station.datalock import DataFolderInUseError
-    from kanjian.station.inspector import RulesError
-    from kanjian.station.plc.config import PlcConfigError, PlcServerError
-    from kanjian.station.schema import StoreTooNewError
-    from kanjian.station.store_health import LowDiskSpaceError
 
     cfg = load_station_config(config, data_dir)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
@@ -84,19 +77,10 @@ def serve(
     def announce(line: str) -> None:
         out.print(line, highlight=False, soft_wrap=True)
 
+    refusals: tuple[type[Exception], ...] = (PortInUse, *start_refusals())
     try:
         result = run_server(cfg, announce, screen_token)
-    except (
-        PortInUse,
-        DataFolderInUseError,
-        ModelLoadError,
-        BundleError,
-        RulesError,
-        PlcConfigError,
-        PlcServerError,
-        StoreTooNewError,
-        LowDiskSpaceError,
-    ) as e:
+    except refusals as e:
         console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)  # one line
         raise typer.Exit(2) from e
     # exit 1 when judged inspections were not committed (the line names how many, and why)
