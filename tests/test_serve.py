@@ -142,13 +142,18 @@ def test_model_swap_under_load_loses_and_repeats_nothing(site: Site, serve: Any)
 
 
 def test_activation_survives_restart_and_tokens_from_the_cli(site: Site, serve: Any) -> None:
-    """Runs after the swap test: same data folder, bundle b already registered."""
+    """The model activated and the thresholds set through the API outlive a restart;
+    tokens made and revoked with the CLI. Alone or after the swap test (same data
+    folder): it registers bundle b itself when that test has not."""
     a, b = site.bundles.sha_a, site.bundles.sha_b
-    s = serve()
-    assert s.token is None  # tokens exist now: no new screen token
     engineer = S.make_token(site.data, "engineer", "eng-2")
+    s = serve()
+    assert s.token is None  # a token exists: no new screen token
     eng = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {engineer}"}, timeout=300)
     assert eng.get("/api/status").json()["model"]["sha256"] == a
+    if b not in {m["sha256"] for m in eng.get("/api/models").json()["models"]}:
+        r = eng.post("/api/models", content=S.pack(site.bundles.b, "tar"))
+        assert r.status_code == 201, r.text
     assert eng.post(f"/api/models/{b}/activate").status_code == 200
     yaml_thr = eng.get("/api/thresholds").json()
     tuned = {"conf": 0.3, "iou": 0.6, "max_det": 40, "rules": {"default": {"fail_confidence": 0.7}}}
