@@ -130,19 +130,32 @@ def test_each_event_is_published_once_per_connection(
         assert {e["event"] for e in events()} == {"camera_lost", "camera_back", "model_rejected"}
         assert collections.Counter(healthy[:-1]) == {i: 1 for i in healthy[:-1]}, events()
         # -- the broker's acknowledgement lost, then the link cut ------------------------
-        proxy.hold_replies()
-        cam.kill()
-        sup.wait_for(lambda: len(ids_of("camera_lost")) == 2, 120, "the second camera_lost")
-        lost = ids_of("camera_lost")[1]
-        assert _sent_at(db, lost) is None  # the broker has it; the station does not know
+        # (a PUBACK already under way when the relay starts holding can still reach the
+        # station under load: then that outage is not the one this part needs, so the
+        # camera comes back and it is tried again, a bounded number of times)
+        lost = ""
+        for _attempt in range(1, 4):
+            proxy.hold_replies()
+            cam.kill()
+            n_lost = len(ids_of("camera_lost")) + 1
+            sup.wait_for(lambda n=n_lost: len(ids_of("camera_lost")) == n, 120, "camera_lost")
+            lost = ids_of("camera_lost")[-1]
+            if _sent_at(db, lost) is None:  # the broker has it; the station does not know
+                break
+            proxy.hold_replies(False)
+            cam.start()
+            n_back = len(ids_of("camera_back")) + 1
+            sup.wait_for(lambda n=n_back: len(ids_of("camera_back")) == n, 120, "camera_back")
+        assert _sent_at(db, lost) is None, "every PUBACK reached the station (3 tries)"
         accepted = proxy.accepted
         proxy.cut()
         proxy.hold_replies(False)
         sup.wait_for(lambda: proxy.accepted > accepted, 60, "the station reconnecting")
         sup.wait_for(lambda: _sent_at(db, lost) is not None, 120, "the re-sent event acknowledged")
         cam.start()  # published after the reconnect, so after any re-send
-        sup.wait_for(lambda: len(ids_of("camera_back")) == 2, 120, "the second camera_back")
-        back = ids_of("camera_back")[1]
+        n_back = len(ids_of("camera_back")) + 1
+        sup.wait_for(lambda: len(ids_of("camera_back")) == n_back, 120, "the last camera_back")
+        back = ids_of("camera_back")[-1]
     finally:
         station.stop()
         runner.join(30)
@@ -153,9 +166,9 @@ def test_each_event_is_published_once_per_connection(
     counts = collections.Counter(e["event_id"] for e in events())
     # not acknowledged before the cut: sent again after it, once; everything else once
     assert counts[lost] == 2, events()
-    assert {i: n for i, n in counts.items() if i != lost} == {i: 1 for i in [*healthy, back]}, (
-        events()
-    )
+    once = {i: n for i, n in counts.items() if i != lost}
+    assert once == dict.fromkeys(once, 1), events()
+    assert {*healthy, back} <= set(once), events()
     v = sup.schema_validator("event")
     for e in events():
         v.validate(e)
