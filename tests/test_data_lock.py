@@ -19,7 +19,7 @@ import pytest
 
 from kanjian.station.datalock import LOCK_NAME, DataFolderInUseError, DataLock, read_holder
 from tests.support import api as S
-from tests.support.station_config import parse, station_config, write_config
+from tests.support.station_config import parse, station_config
 
 
 def _kanjian(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -97,19 +97,7 @@ def test_build_station_holds_the_lock_until_close(detect_model: Any, tmp_path: P
 
 @pytest.fixture
 def site(detect_model: Any, tmp_path: Path) -> tuple[Path, Path, int]:
-    images = S.copy_images(tmp_path / "images", 12, step=11)
-    port = S.free_port()
-    config = write_config(
-        tmp_path / "station.yaml",
-        station_config(
-            tmp_path / "data",
-            bundle=detect_model.onnx,
-            images=images,
-            camera={"loop": True},
-            api={"port": port},
-        ),
-    )
-    return config, tmp_path / "data", port
+    return S.looping_station(tmp_path, detect_model.onnx, 12, 11)
 
 
 def test_second_station_refused_beside_serve_readers_work(

@@ -26,7 +26,7 @@ import pytest
 
 from kanjian.station.notify import Notifier, ServiceNotify, Watchdog, watchdog_interval_s
 from tests.support import api as S
-from tests.support.station_config import parse, station_config, write_config
+from tests.support.station_config import parse, station_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,19 +217,7 @@ def test_hung_inspection_stops_the_pings(detect_model: Any, tmp_path: Path) -> N
 
 @pytest.fixture
 def looping_config(detect_model: Any, tmp_path: Path) -> tuple[Path, Path, int]:
-    images = S.copy_images(tmp_path / "images", 10, step=13)
-    port = S.free_port()
-    config = write_config(
-        tmp_path / "station.yaml",
-        station_config(
-            tmp_path / "data",
-            bundle=detect_model.onnx,
-            images=images,
-            camera={"loop": True},
-            api={"port": port},
-        ),
-    )
-    return config, tmp_path / "data", port
+    return S.looping_station(tmp_path, detect_model.onnx, 10, 13)
 
 
 def _start(args: list[str], listener: Listener, usec: int = 1_000_000) -> Any:

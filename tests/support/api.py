@@ -162,6 +162,17 @@ def _write_bundles(folder: Path, onnx: Path, pt_src: Path, imgsz: int, val: list
     )
 
 
+def looping_station(tmp: Path, bundle: Path, n_images: int, step: int) -> tuple[Path, Path, int]:
+    """A station.yaml under ``tmp`` whose folder camera loops over ``n_images`` NEU-DET
+    images (every ``step``-th) on a free API port: ``(config, data folder, port)``."""
+    port = free_port()
+    images = copy_images(tmp / "images", n_images, step=step)
+    cfg = station_config(
+        tmp / "data", bundle=bundle, images=images, camera={"loop": True}, api={"port": port}
+    )
+    return write_config(tmp / "station.yaml", cfg), tmp / "data", port
+
+
 def start_station(
     tmp: Path, n_images: int, bundles: Bundles, **sections: Any
 ) -> tuple[Any, Any, dict[str, Any]]:
