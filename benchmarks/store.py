@@ -247,3 +247,35 @@ def run_store(
             )
         )
     return rows
+
+
+def sink_ratio(rows: list[StoreRow]) -> float | None:
+    """The store's median FULL inspections/s over SQLite alone's (same run), or None."""
+    full = next((r for r in rows if r.method == STORE and r.synchronous == "FULL"), None)
+    floor = next((r for r in rows if r.method == FLOOR), None)
+    if full is None or floor is None:
+        return None
+    return full.durable_per_s.median / floor.durable_per_s.median
+
+
+def _main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inspections", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--modes", default="FULL", help="comma-separated, e.g. FULL,NORMAL")
+    a = ap.parse_args()
+    rows = run_store(a.inspections, a.rounds, tuple(a.modes.split(",")))
+    for r in rows:
+        s = r.durable_per_s
+        print(f"{r.method}, {r.synchronous}: median {s.median:.0f} inspections/s "
+              f"(min {s.min:.0f}, max {s.max:.0f}, {s.n} rounds of {r.inspections})")  # fmt: skip
+    ratio = sink_ratio(rows)
+    if ratio is not None:
+        verdict = "PASS" if ratio >= SINK_TARGET else "FAIL"
+        print(f"sink / SQLite alone: {ratio:.2f}x (target >= {SINK_TARGET}x): {verdict}")
+
+
+if __name__ == "__main__":
+    _main()
