@@ -92,7 +92,6 @@ _READ_MODEL_COLUMNS = frozenset(INSPECTION_COLUMNS)
 
 @functools.lru_cache(maxsize=32)
 def _insert_sql(table: str, cols: tuple[str, ...]) -> str:
-    """``INSERT INTO table (cols) VALUES (?, ...)``."""
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
 
@@ -454,10 +453,9 @@ class ResultStore:
         outbox: list[tuple[Any, ...]] = []
         seq = self._seq
         now = utc_iso()
-        station_id = self.station_id
         for insp, img in zip(batch, images, strict=False):
             seq += 1
-            row, drows = stored_rows(insp, station_id=station_id, seq=seq, image_path=img)
+            row, drows = stored_rows(insp, station_id=self.station_id, seq=seq, image_path=img)
             if extra:
                 fields = task_store_fields(insp)
                 row += tuple(fields[c] for c in extra)
