@@ -8,8 +8,9 @@ transactions (``synchronous=OFF``), **not** through :class:`ResultStore`: the
 store's writer thread, JPEG path and per-row objects would make a million rows
 take many minutes, and what is measured here is reading, not writing. The rows
 have the columns and value formats :meth:`StoredInspection.row` writes
-(:func:`utc_iso` times, JSON timings), and the triggers the migrations install
-run as they do for the store's own inserts.
+(:func:`utc_iso` times, JSON timings), the ``inspection_classes`` rows the store
+adds (:func:`~kanjian.station.records.class_index_rows`), and the triggers the
+migrations install (feedback_latest's) run as they do for the store's own inserts.
 
 The mix (seeded, so a size always gives the same store):
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kanjian.station.records import utc_iso
+from kanjian.station.records import CLASS_INDEX_INSERT, class_index_rows, utc_iso
 from kanjian.station.store import DB_NAME, open_db
 
 CLASSES: tuple[str, ...] = (
@@ -126,6 +127,7 @@ def build(data_dir: Path, rows: int, seed: int = 0, chunk: int = 50_000) -> BigS
         cls_pass = rng.choice(len(CLASSES), size=(n, 3), p=class_p["PASS"])
         cls_defect = rng.choice(len(CLASSES), size=(n, 3), p=class_p["FAIL"])
         ins, dets, fbs, outbox = [], [], [], []
+        classes: list[tuple[str, str, int]] = []
         for j in range(n):
             seq = lo + j + 1
             v = VERDICTS[verdict_i[j]]
@@ -141,14 +143,17 @@ def build(data_dir: Path, rows: int, seed: int = 0, chunk: int = 50_000) -> BigS
             else:
                 k = 0
             top_c, top_s = None, None
+            names: list[str | None] = []
             for d in range(k):
                 cid = int(cls_pass[j, d] if v == "PASS" else cls_defect[j, d])
                 s = float(0.2 + 0.3 * conf[j, d]) if v == "PASS" else float(0.5 + 0.5 * conf[j, d])
                 x1, y1, x2, y2 = sorted(boxes[j, d, :2]) + sorted(boxes[j, d, 2:])
                 dets.append((iid, d, cid, CLASSES[cid], s, x1, y1, x2, y2, None))
+                names.append(CLASSES[cid])
                 if top_s is None or s > top_s:
                     top_c, top_s = CLASSES[cid], s
             n_det += k
+            classes += class_index_rows(v, seq, top_c, names)  # as the store writes them
             trig = f"plc-{seq}"
             img = f"images/{cap[:10]}/{iid}.jpg" if v in ("FAIL", "REVIEW") else None
             ins.append((
@@ -174,6 +179,7 @@ def build(data_dir: Path, rows: int, seed: int = 0, chunk: int = 50_000) -> BigS
         conn.executemany(
             f"INSERT INTO detections ({_DET_COLS}) VALUES ({','.join('?' * 10)})", dets
         )
+        conn.executemany(CLASS_INDEX_INSERT, classes)
         conn.executemany(
             "INSERT INTO outbox (seq, inspection_id, created_at, confirmed_at, attempts) "
             "VALUES (?,?,?,?,?)",

@@ -12,10 +12,13 @@ round on a fresh database.
 (puts that found the queue full) and the latency of every ``put`` call.
 
 A third contender is SQLite's own floor: the same rows (made beforehand by the
-store's own ``StoredInspection.row`` / ``detection_rows``, untimed) inserted with
-plain ``sqlite3`` ``executemany`` into the same schema, in transactions of
-``batch_max_rows``, ``synchronous=FULL``. The gap between it and the store is
-what the store's Python (row building, sqlite-utils) costs.
+store's own :func:`~kanjian.station.records.stored_rows` and
+:func:`~kanjian.station.records.class_index_rows`, untimed) inserted with plain
+``sqlite3`` ``executemany`` into the same schema and the same tables (inspections,
+detections, inspection_classes, outbox), in transactions of ``batch_max_rows``,
+``synchronous=FULL``. The gap between it and the store is what the store's Python
+(row building, the queue, the writer thread) costs; issue 12 asks for the store at
+:data:`SINK_TARGET` or more of the floor, measured in the same run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from benchmarks.common import Summary, summarize
 
 STORE = "ResultStore (put -> durable)"
 FLOOR = "sqlite3 executemany, prebuilt rows"
+#: issue 12: the store makes at least this fraction of the floor's inspections/s durable
+SINK_TARGET = 0.8
 
 
 @dataclass(frozen=True)
@@ -141,42 +146,50 @@ def _one_round(
 
 
 def _floor_round(inspections: list[Any], folder: Path, batch_rows: int) -> float:
-    """Inspections/s of plain ``executemany`` of prebuilt rows (FULL), same schema and batching."""
-    from kanjian.station.records import StoredInspection
-    from kanjian.station.store import DB_NAME, open_db
+    """Inspections/s of plain ``executemany`` of prebuilt rows (FULL), same schema and batching.
+
+    The same tables as the store's transaction: inspections, detections, their
+    ``inspection_classes`` rows and outbox, with the store's SQL.
+    """
+    from kanjian.station.records import (
+        CLASS_INDEX_INSERT,
+        DETECTION_COLUMNS,
+        INSPECTION_COLUMNS,
+        class_index_rows,
+        stored_rows,
+        utc_iso,
+    )
+    from kanjian.station.store import DB_NAME, OUTBOX_COLUMNS, open_db
 
     db = open_db(folder / DB_NAME, "FULL")
     conn = db.conn
-    insp_rows, det_rows, out_rows = [], [], []
-    for seq, insp in enumerate(inspections, start=1):
-        rec = StoredInspection.from_inspection(
-            insp, station_id="station-1", seq=seq, image_path=None
-        )
-        row = rec.row()
-        insp_rows.append(row)
-        det_rows.extend(rec.detection_rows())
-        out_rows.append(
-            {"seq": seq, "inspection_id": row["id"], "created_at": row["judged_at"], "attempts": 0}
-        )
+    now = utc_iso()
+    # per batch: (inspections, detections, classes, outbox) rows
+    batches: list[tuple[list[Any], list[Any], list[Any], list[Any]]] = []
+    for a in range(0, len(inspections), batch_rows):
+        rows, dets, classes, outbox = [], [], [], []
+        for seq, insp in enumerate(inspections[a : a + batch_rows], start=a + 1):
+            row, drows = stored_rows(insp, station_id="station-1", seq=seq, image_path=None)
+            rows.append(row)
+            dets += drows
+            classes += class_index_rows(row[9], seq, row[15], [r[3] for r in drows])
+            outbox.append((seq, row[0], now, 0))
+        batches.append((rows, dets, classes, outbox))
 
-    def sql(table: str, cols: list[str]) -> str:
+    def sql(table: str, cols: tuple[str, ...]) -> str:
         return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
-    ic, dc, oc = list(insp_rows[0]), list(det_rows[0]) if det_rows else [], list(out_rows[0])
-    i_sql, d_sql, o_sql = sql("inspections", ic), sql("detections", dc), sql("outbox", oc)
-    i_t = [tuple(r[c] for c in ic) for r in insp_rows]
-    o_t = [tuple(r[c] for c in oc) for r in out_rows]
-    by_insp: dict[str, list[tuple[Any, ...]]] = {}
-    for r in det_rows:
-        by_insp.setdefault(r["inspection_id"], []).append(tuple(r[c] for c in dc))
+    i_sql, d_sql = sql("inspections", INSPECTION_COLUMNS), sql("detections", DETECTION_COLUMNS)
+    o_sql = sql("outbox", OUTBOX_COLUMNS)
     t0 = time.perf_counter()
-    for a in range(0, len(i_t), batch_rows):
-        conn.execute("BEGIN")
-        conn.executemany(i_sql, i_t[a : a + batch_rows])
-        dets = [d for r in insp_rows[a : a + batch_rows] for d in by_insp.get(r["id"], ())]
+    for rows, dets, classes, outbox in batches:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(i_sql, rows)
         if dets:
             conn.executemany(d_sql, dets)
-        conn.executemany(o_sql, o_t[a : a + batch_rows])
+        if classes:
+            conn.executemany(CLASS_INDEX_INSERT, classes)
+        conn.executemany(o_sql, outbox)
         conn.execute("COMMIT")
     dt = time.perf_counter() - t0
     conn.close()
@@ -234,3 +247,35 @@ def run_store(
             )
         )
     return rows
+
+
+def sink_ratio(rows: list[StoreRow]) -> float | None:
+    """The store's median FULL inspections/s over SQLite alone's (same run), or None."""
+    full = next((r for r in rows if r.method == STORE and r.synchronous == "FULL"), None)
+    floor = next((r for r in rows if r.method == FLOOR), None)
+    if full is None or floor is None:
+        return None
+    return full.durable_per_s.median / floor.durable_per_s.median
+
+
+def _main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inspections", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--modes", default="FULL", help="comma-separated, e.g. FULL,NORMAL")
+    a = ap.parse_args()
+    rows = run_store(a.inspections, a.rounds, tuple(a.modes.split(",")))
+    for r in rows:
+        s = r.durable_per_s
+        print(f"{r.method}, {r.synchronous}: median {s.median:.0f} inspections/s "
+              f"(min {s.min:.0f}, max {s.max:.0f}, {s.n} rounds of {r.inspections})")  # fmt: skip
+    ratio = sink_ratio(rows)
+    if ratio is not None:
+        verdict = "PASS" if ratio >= SINK_TARGET else "FAIL"
+        print(f"sink / SQLite alone: {ratio:.2f}x (target >= {SINK_TARGET}x): {verdict}")
+
+
+if __name__ == "__main__":
+    _main()

@@ -13,6 +13,7 @@ microseconds, so comparing the text compares the times (the indexes rely on it).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,8 +183,147 @@ class StoredFeedback:
         return cls(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]), str(r[6]))
 
 
-def _class_name(insp: Inspection, cid: int) -> str:
-    return insp.class_names[cid] if cid < len(insp.class_names) else str(cid)
+#: the store's ``inspection_classes`` rows, ``(class_name, verdict, seq)`` as
+#: :func:`class_index_rows` makes them (IGNORE: a row already there is the same fact)
+CLASS_INDEX_INSERT = (
+    "INSERT OR IGNORE INTO inspection_classes (class_name, verdict, seq) VALUES (?, ?, ?)"
+)
+
+
+def shown_classes(top_class: str | None, class_names: Iterable[str | None]) -> set[str]:
+    """The classes an inspection shows: its top class and every box's class name.
+
+    The one definition of what ``inspection_classes`` holds for an inspection (the
+    API's class filter reads it); ``None`` is left out. Migration 043 kept the table
+    with triggers; since 044 every writer (the store, ``benchmarks/big_store.py``)
+    adds the rows :func:`class_index_rows` makes, in the inspection's transaction.
+    """
+    out = {c for c in class_names if c is not None}
+    if top_class is not None:
+        out.add(top_class)
+    return out
+
+
+def class_index_rows(
+    verdict: str, seq: int, top_class: str | None, class_names: Sequence[str | None]
+) -> list[tuple[str, str, int]]:
+    """The ``inspection_classes`` rows of one inspection: ``(class_name, verdict, seq)``
+    for each of :func:`shown_classes`, no two alike."""
+    if top_class is None and not class_names:
+        return []  # most rows: nothing shown
+    return [(c, verdict, seq) for c in shown_classes(top_class, class_names)]
+
+
+_UTC = timezone.utc
+_JSON_KEYS: dict[str, str] = {}  # timing name -> its JSON text (a few stage names)
+
+
+def _text(t: datetime) -> str:
+    # utc_iso's text, cheaper for the UTC times frames carry: no conversion, and
+    # the plain isoformat() (faster than its timespec= form) when it has microseconds
+    if t.tzinfo is not _UTC:
+        return utc_iso(t)
+    return t.isoformat() if t.microsecond else t.isoformat(timespec="microseconds")
+
+
+def timings_json(timings: Mapping[str, float]) -> str:
+    """``timings_json``: each time rounded to 3 decimals, as ``json.dumps`` writes it.
+
+    The same text as ``json.dumps({k: round(v, 3) ...})``, made without the encoder
+    for the usual case (str names, finite floats): it took a third of the row's time.
+    """
+    parts = []
+    for k, v in timings.items():
+        if type(v) is not float or type(k) is not str or not math.isfinite(v):
+            return json.dumps({k: round(v, 3) for k, v in timings.items()})
+        key = _JSON_KEYS.get(k)
+        if key is None:
+            key = json.dumps(k)
+            if len(_JSON_KEYS) < 256:
+                _JSON_KEYS[k] = key
+        parts.append(f"{key}: {round(v, 3)!r}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def stored_rows(
+    insp: Inspection,
+    *,
+    station_id: str,
+    seq: int,
+    image_path: str | None,
+    judged_at: str | None = None,
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """The rows the store writes for ``insp`` (``judged_at`` default: now).
+
+    The one mapping from an :class:`Inspection` to stored values;
+    :meth:`StoredInspection.from_inspection` reads these same rows back.
+
+    Returns:
+        ``(inspection, detections)``: the ``inspections`` values in
+        :data:`INSPECTION_COLUMNS` order, and one tuple per box in
+        :data:`DETECTION_COLUMNS` order (``idx`` = position in ``insp.detections``).
+    """
+    # Plain tuples and whole-array tolist(): the store's writer thread runs this for
+    # every row, and per-element numpy indexing, dicts and frozen dataclasses cost it
+    # more than SQLite's own insert (benchmarks/store.py)
+    f = insp.frame
+    d = insp.detections
+    n = len(d)
+    iid = str(insp.inspection_id)
+    names = insp.class_names
+    dets: list[tuple[Any, ...]] = []
+    top_class: str | None = None
+    top_conf: float | None = None
+    probs: list[float] | None = None
+    if n:
+        nn = len(names)
+        boxes: list[list[float]] = d.xyxy.tolist()
+        scores: list[float] = d.confidence.tolist()
+        cids: list[int] = d.class_id.tolist()
+        areas: list[int | None] = (
+            [None] * n if d.masks is None else d.masks.sum(axis=(1, 2)).tolist()
+        )
+        for i in range(n):
+            c, b = cids[i], boxes[i]
+            name = names[c] if c < nn else str(c)
+            dets.append((iid, i, c, name, scores[i], b[0], b[1], b[2], b[3], areas[i]))
+        k = int(np.argmax(d.confidence))
+        top_class, top_conf = dets[k][3], scores[k]
+    if insp.probs is not None:
+        probs = [float(p) for p in insp.probs]
+        if not n:
+            cid = int(np.argmax(insp.probs))
+            top_class = names[cid] if cid < len(names) else str(cid)
+            top_conf = probs[cid]
+    w = h = None
+    if isinstance(f, Frame):
+        w, h = f.resolution_wh
+    model = insp.model
+    row = (
+        iid,
+        seq,
+        station_id,
+        f.source_id,
+        f.frame_id,
+        f.trigger_id,
+        f.uri,
+        _text(f.captured_at),
+        judged_at or _text(datetime.now(_UTC)),
+        insp.verdict.value,
+        insp.reason,
+        model.name if model else None,
+        model.version if model else None,
+        model.sha256 if model else None,
+        n,
+        top_class,
+        top_conf,
+        w,
+        h,
+        image_path,
+        timings_json(insp.timings_ms),
+        None if probs is None else json.dumps(probs),
+    )
+    return row, dets
 
 
 @dataclass(frozen=True)
@@ -278,58 +418,12 @@ class StoredInspection:
         image_path: str | None,
         judged_at: str | None = None,
     ) -> StoredInspection:
-        """What the store keeps of ``insp`` (``judged_at`` default: now)."""
-        f = insp.frame
-        d = insp.detections
-        n = len(d)
-        # whole arrays to Python numbers at once: per-element numpy indexing cost the
-        # writer thread more than the SQL (float32 -> float is exact either way)
-        boxes: list[list[float]] = d.xyxy.tolist()
-        scores: list[float] = d.confidence.tolist()
-        cids: list[int] = d.class_id.tolist()
-        areas: list[int | None] = (
-            [None] * n if d.masks is None else d.masks.sum(axis=(1, 2)).tolist()
+        """What the store keeps of ``insp`` (``judged_at`` default: now): the rows
+        :func:`stored_rows` makes, read back as :meth:`from_row` reads them."""
+        values, dets = stored_rows(
+            insp, station_id=station_id, seq=seq, image_path=image_path, judged_at=judged_at
         )
-        dets = tuple(
-            StoredDetection(i, c, _class_name(insp, c), sc, (b[0], b[1], b[2], b[3]), a)
-            for i, (c, sc, b, a) in enumerate(zip(cids, scores, boxes, areas, strict=True))
-        )
-        top_class, top_conf = None, None
-        if n:
-            top = dets[int(np.argmax(d.confidence))]
-            top_class, top_conf = top.class_name, top.confidence
-        elif insp.probs is not None:
-            cid = int(np.argmax(insp.probs))
-            top_class, top_conf = _class_name(insp, cid), float(insp.probs[cid])
-        w = h = None
-        if isinstance(f, Frame):
-            w, h = f.resolution_wh
-        model = insp.model
-        return cls(
-            id=str(insp.inspection_id),
-            seq=seq,
-            station_id=station_id,
-            source_id=f.source_id,
-            frame_id=f.frame_id,
-            trigger_id=f.trigger_id,
-            uri=f.uri,
-            captured_at=utc_iso(f.captured_at),
-            judged_at=judged_at or utc_iso(),
-            verdict=insp.verdict,
-            reason=insp.reason,
-            model_name=model.name if model else None,
-            model_version=model.version if model else None,
-            model_sha256=model.sha256 if model else None,
-            num_detections=len(d),
-            top_class=top_class,
-            top_confidence=top_conf,
-            width=w,
-            height=h,
-            image_path=image_path,
-            timings_ms={k: round(v, 3) for k, v in insp.timings_ms.items()},
-            probs=None if insp.probs is None else tuple(float(p) for p in insp.probs),
-            detections=dets,
-        )
+        return cls.from_row(values, [StoredDetection.from_row(d) for d in dets])
 
     def row(self) -> dict[str, Any]:
         """The ``inspections`` row (keys = :data:`INSPECTION_COLUMNS`)."""

@@ -321,6 +321,15 @@ def _m043_query_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m044_class_index_by_writers(db: sqlite_utils.Database) -> None:
+    # issue 12 (the sink): 043's triggers cost SQLite more per row than the insert
+    # itself (a per-box lookup of the inspection by id); the writers now add the
+    # inspection_classes rows in the inspection's own transaction, one executemany
+    # per batch (records.class_index_rows). The table 043 filled stays as it is.
+    db.execute("DROP TRIGGER IF EXISTS inspection_classes_top")
+    db.execute("DROP TRIGGER IF EXISTS inspection_classes_det")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -333,6 +342,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("041_api_sessions", _m041_api_sessions),  # issue 12 (web edges)
     ("042_store_meta", _m042_store_meta),  # issue 12 (upgrades)
     ("043_query_indexes", _m043_query_indexes),  # issue 12 (the log at scale)
+    ("044_class_index_by_writers", _m044_class_index_by_writers),  # issue 12 (the sink)
 ]
 
 

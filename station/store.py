@@ -14,6 +14,7 @@ retries (one transaction when space returns); queued pixels are bounded by
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import sqlite3
@@ -29,10 +30,18 @@ import sqlite_utils
 
 from kanjian.camera.frame import Frame
 from kanjian.inference.heads import store_fields as task_store_fields
+from kanjian.inference.heads import task_columns
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.station.counters import IdCounter, Seed
 from kanjian.station.images import IMAGES_DIR, image_relpath, remove_leftover_tmp
-from kanjian.station.records import StoredInspection, utc_iso
+from kanjian.station.records import (
+    CLASS_INDEX_INSERT,
+    DETECTION_COLUMNS,
+    INSPECTION_COLUMNS,
+    class_index_rows,
+    stored_rows,
+    utc_iso,
+)
 from kanjian.station.schema import check_not_newer, migrate
 from kanjian.station.store_health import (
     MB,
@@ -76,11 +85,14 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
 _STOP = object()
 
 
-def _insert_many(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
-    """INSERT rows that all have the first row's keys, in one ``executemany``."""
-    cols = list(rows[0])
-    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+#: the ``outbox`` values the store writes per inspection, in this order
+OUTBOX_COLUMNS: tuple[str, ...] = ("seq", "inspection_id", "created_at", "attempts")
+_READ_MODEL_COLUMNS = frozenset(INSPECTION_COLUMNS)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(table: str, cols: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
 
 class ResultStore:
@@ -432,32 +444,43 @@ class ResultStore:
     def _commit_rows(self, batch: list[Inspection], written: list[Path], t0: float) -> None:
         skipped: list[Inspection] = []
         images = [self._save_image(i, written, skipped) for i in batch]
-        rows, dets, outbox = [], [], []
+        # the task heads' own columns (a registered head may add some); those the read
+        # model has too (probs_json) take the read model's value, as they always did
+        extra = [c for c in task_columns() if c not in _READ_MODEL_COLUMNS]
+        rows: list[tuple[Any, ...]] = []
+        dets: list[tuple[Any, ...]] = []
+        classes: list[tuple[str, str, int]] = []
+        outbox: list[tuple[Any, ...]] = []
         seq = self._seq
         now = utc_iso()
         for insp, img in zip(batch, images, strict=False):
             seq += 1
-            rec = StoredInspection.from_inspection(
-                insp, station_id=self.station_id, seq=seq, image_path=img
-            )
-            # the task's own columns (a registered head may add some); the read model's
-            # columns come last and win (probs_json is one of them: same value)
-            rows.append({**task_store_fields(insp), **rec.row()})
-            dets.extend(rec.detection_rows())
-            outbox.append({"seq": seq, "inspection_id": rec.id, "created_at": now, "attempts": 0})
-        # One transaction: inspections + detections + outbox, or nothing. IMMEDIATE
-        # takes the write lock up front: a deferred BEGIN that reads first fails at
-        # once with SQLITE_BUSY when another connection (sync worker, API) commits
-        # in between, instead of waiting for the busy timeout.
+            row, drows = stored_rows(insp, station_id=self.station_id, seq=seq, image_path=img)
+            if extra:
+                fields = task_store_fields(insp)
+                row += tuple(fields[c] for c in extra)
+            rows.append(row)
+            if drows:
+                dets += drows
+            # row[15]: top_class, row[9]: verdict (INSPECTION_COLUMNS)
+            if row[15] is not None or drows:
+                classes += class_index_rows(row[9], seq, row[15], [r[3] for r in drows])
+            outbox.append((seq, row[0], now, 0))
+        # One transaction: inspections + detections + their classes + outbox, or
+        # nothing. IMMEDIATE takes the write lock up front: a deferred BEGIN that reads
+        # first fails at once with SQLITE_BUSY when another connection (sync worker,
+        # API) commits in between, instead of waiting for the busy timeout.
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            # Plain executemany: sqlite-utils' insert_all spent as long converting
-            # values as SQLite spent storing them (py-spy, benchmarks/store.py).
+            # Plain executemany of tuples: sqlite-utils' insert_all spent as long
+            # converting values as SQLite spent storing them (py-spy, benchmarks/store.py).
             conn = self.db.conn
-            _insert_many(conn, "inspections", rows)
+            conn.executemany(_insert_sql("inspections", (*INSPECTION_COLUMNS, *extra)), rows)
             if dets:
-                _insert_many(conn, "detections", dets)
-            _insert_many(conn, "outbox", outbox)
+                conn.executemany(_insert_sql("detections", DETECTION_COLUMNS), dets)
+            if classes:
+                conn.executemany(CLASS_INDEX_INSERT, classes)
+            conn.executemany(_insert_sql("outbox", OUTBOX_COLUMNS), outbox)
             conn.execute("COMMIT")
         except BaseException:
             if self.db.conn.in_transaction:
