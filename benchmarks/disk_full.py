@@ -103,10 +103,7 @@ def measure(minutes: float, size_mb: int, where: Path) -> Run:
         data = where / "data"
         cfg = where.parent / "station.yaml"
         cfg.write_text(
-            "store:\n"
-            f"  data_dir: {data}\n"
-            "  save_images: [PASS, REVIEW, FAIL]\n"
-            "  min_free_mb: 2\n"
+            f"store:\n  data_dir: {data}\n  save_images: [PASS, REVIEW, FAIL]\n  min_free_mb: 2\n"
         )
         filler = where / "filler.bin"
         filler.touch()
@@ -129,9 +126,9 @@ def measure(minutes: float, size_mb: int, where: Path) -> Run:
                     os.truncate(filler, 0)
                     phase = "space back"
             st = os.statvfs(where)
+            free_mb = st.f_bavail * st.f_frsize / MB
             run.samples.append(
-                Sample(now, _rss_mb(proc.pid), _rows(data / "kanjian.db"),
-                       st.f_bavail * st.f_frsize / MB, phase)  # fmt: skip
+                Sample(now, _rss_mb(proc.pid), _rows(data / "kanjian.db"), free_mb, phase)
             )
             time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
