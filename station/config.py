@@ -19,6 +19,7 @@ from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
 from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
 from kanjian.station.records import verdict_names
+from kanjian.station.retention_config import StoreRetentionConfig  # issue 12: retention
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -99,6 +100,11 @@ class StoreConfig(BaseModel):
         le=10_000_000,
         description="a start with less free space in data_dir is refused; after the disk "
         "filled up, images are saved again only above it (0: no floor)",
+    )
+    retention: StoreRetentionConfig = Field(
+        default_factory=StoreRetentionConfig,
+        description="what the background retention deletes: images by size, age and a "
+        "free-space floor; rows by age (station/retention.py)",
     )
 
 

@@ -66,6 +66,9 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
         conn.close()
         raise
     db = sqlite_utils.Database(conn)
+    # only takes effect on a new file (before its first table): the file can then shrink
+    # after retention deletes (PRAGMA incremental_vacuum); an older file keeps its mode
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA foreign_keys=ON")
