@@ -272,12 +272,13 @@ class Retention:
                 return
 
     def _images_by_size(self, cfg: StoreRetentionConfig, res: PassResult) -> None:
-        need = self._floor_deficit(cfg)
+        over = 0  # bytes over the size bound
         if cfg.images.max_total_mb > 0:
-            need = max(need, self.images.total() - int(cfg.images.max_total_mb * MB))
+            over = self.images.total() - int(cfg.images.max_total_mb * MB)
         for verdict in cfg.images.full_order():
             after = 0
-            while need > 0 and not self.stopping():
+            # the floor is measured again each step: the database may grow meanwhile
+            while (need := max(over, self._floor_deficit(cfg))) > 0 and not self.stopping():
                 rows = ops.oldest_images(self.conn, _IMAGE_STEP, verdict, after)
                 if not rows:
                     break
@@ -286,7 +287,7 @@ class Retention:
                     freed = ops.unlink_image(self.data_dir, r.image_path or "")
                     gone.append(r.seq)
                     res.image_bytes_freed += freed
-                    need -= freed
+                    need, over = need - freed, over - freed
                     if need <= 0:
                         break
                 ops.forget_images(self.conn, gone)

@@ -448,6 +448,8 @@ class ResultStore:
             rows.append({**task_store_fields(insp), **rec.row()})
             dets.extend(rec.detection_rows())
             outbox.append({"seq": seq, "inspection_id": rec.id, "created_at": now, "attempts": 0})
+        # sized before the commit: once committed, store.retention may delete them at once
+        saved = sum(p.stat().st_size for p in written if p.suffix == ".jpg")
         # One transaction: inspections + detections + outbox, or nothing. IMMEDIATE
         # takes the write lock up front: a deferred BEGIN that reads first fails at
         # once with SQLITE_BUSY when another connection (sync worker, API) commits
@@ -467,7 +469,7 @@ class ResultStore:
                 self.db.conn.rollback()
             raise
         self._seq = seq
-        self.image_bytes_saved += sum(p.stat().st_size for p in written if p.suffix == ".jpg")
+        self.image_bytes_saved += saved
         self._written += len(batch)
         self._not_saved(len(skipped), "the disk was full")
         self._batches += 1
