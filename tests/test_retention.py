@@ -58,9 +58,7 @@ def test_image_age_bound(tmp_path: Path) -> None:
     data = tmp_path / "data"
     store = open_store(data)
     write(store, [inspection(i, Verdict.FAIL, days_ago=40 if i < 5 else 1) for i in range(10)])
-    ret = retention(
-        store, images={"max_age_days": 30, "max_total_mb": 0}, rows={"max_age_days": 0}
-    )
+    ret = retention(store, images={"max_age_days": 30, "max_total_mb": 0}, rows={"max_age_days": 0})
     try:
         assert ret.run_pass().images_deleted == 5
     finally:
@@ -146,7 +144,7 @@ def test_archive_holds_exactly_the_deleted_rows(tmp_path: Path) -> None:
         ret.close()
         store.close()
     files = sorted((data / "archive").glob("*.jsonl.gz"))
-    got = [json.loads(line) for f in files for line in gzip.open(f, "rt")]
+    got = [json.loads(x) for f in files for x in gzip.decompress(f.read_bytes()).splitlines()]
     assert {g["seq"]: g["id"] for g in got} == ids
     assert all(len(g["detections"]) == 1 and g["detections"][0]["class_name"] == "scratch"
                for g in got)  # fmt: skip
