@@ -324,3 +324,23 @@ def db_file_bytes(db_path: Path) -> int:
         with suppress(FileNotFoundError):
             total += p.stat().st_size
     return total
+
+
+def full_vacuum(db_path: Path) -> tuple[int, int]:
+    """Rewrite the database with ``auto_vacuum=INCREMENTAL`` (``VACUUM``), so that later
+    retention passes can shrink it; ``(bytes before, bytes after)``.
+
+    Only with the station stopped (the caller holds the data folder's lock): it needs
+    about the file's size free and holds the write lock throughout.
+    """
+    from kanjian.station.store import open_db  # the one opener: checks and migrates
+
+    before = db_file_bytes(db_path)
+    db = open_db(db_path)
+    try:
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        db.conn.close()
+    return before, db_file_bytes(db_path)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from kanjian.inference.types import Verdict
+from kanjian.station.datalock import DataLock
 from kanjian.station.retention_config import StoreRetentionConfig
 from kanjian.station.state.audit import Actor
 from kanjian.station.state.db import ConnectionPool
 from kanjian.station.store import DB_NAME
+from tests.support.api import KANJIAN
 from tests.support.retention import count, inspection, open_store, retention, rows, write
 
 MB = 1024 * 1024
@@ -194,4 +197,24 @@ def test_a_small_older_database_is_made_shrinkable(tmp_path: Path) -> None:
     finally:
         ret.close()
         store.close()
+    assert count(data / DB_NAME, "PRAGMA auto_vacuum") == 2
+
+
+def test_kanjian_store_vacuum_makes_an_older_store_shrinkable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / DB_NAME) as c:  # as a release before auto_vacuum made it
+        c.execute("PRAGMA auto_vacuum=NONE")
+        c.execute("CREATE TABLE early (x)")
+    open_store(data).close()
+    cmd = [KANJIAN, "store", "vacuum", "--data-dir", str(data)]
+    lock = DataLock.acquire(data)  # a station running on the folder: refused
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        lock.release()
+    assert r.returncode == 2 and "stop the station first" in r.stderr, r.stderr
+    assert count(data / DB_NAME, "PRAGMA auto_vacuum") == 0
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
     assert count(data / DB_NAME, "PRAGMA auto_vacuum") == 2
