@@ -107,6 +107,18 @@ class StoreConfig(BaseModel):
         "free-space floor; rows by age (station/retention.py)",
     )
 
+    @model_validator(mode="after")
+    def _floors(self) -> StoreConfig:
+        # under the store's own floor images stop being saved; retention must act first
+        r = self.retention
+        if r.enabled and 0 < r.min_free_mb < self.min_free_mb:
+            raise ValueError(
+                f"store.retention.min_free_mb ({r.min_free_mb:g}) must be above "
+                f"store.min_free_mb ({self.min_free_mb:g}): retention frees space before "
+                "the store stops saving images (or set it to 0: no floor)"
+            )
+        return self
+
 
 class RuntimeConfig(BaseModel):
     """Thread pools, sized so OpenCV, Numba and ONNX Runtime do not fight over cores."""

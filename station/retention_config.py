@@ -65,7 +65,7 @@ class RowRetention(BaseModel):
     model_config = _STRICT
 
     max_age_days: float = Field(
-        365.0,
+        90.0,
         ge=0,
         le=36_500,
         description="rows older than this are deleted with their image, days (0: kept until "

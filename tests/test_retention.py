@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from kanjian.inference.types import Verdict
 from kanjian.station.datalock import DataLock
 from kanjian.station.retention_config import StoreRetentionConfig
@@ -17,6 +19,7 @@ from kanjian.station.state.db import ConnectionPool
 from kanjian.station.store import DB_NAME
 from tests.support.api import KANJIAN
 from tests.support.retention import count, inspection, open_store, retention, rows, write
+from tests.support.station_config import parse, station_config
 
 MB = 1024 * 1024
 
@@ -218,3 +221,16 @@ def test_kanjian_store_vacuum_makes_an_older_store_shrinkable(tmp_path: Path) ->
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert count(data / DB_NAME, "PRAGMA auto_vacuum") == 2
+
+
+def test_config_floor_must_be_above_the_stores_and_keys_are_checked(tmp_path: Path) -> None:
+    cfg = station_config(tmp_path / "data", store={"retention": {"min_free_mb": 100}})
+    with pytest.raises(Exception, match=r"store.retention.min_free_mb \(100\).*store.min_free_mb"):
+        parse(cfg)
+    cfg = station_config(tmp_path / "data", store={"retention": {"rows": {"max_age": 3}}})
+    with pytest.raises(Exception, match="max_age"):
+        parse(cfg)
+    defaults = parse(station_config(tmp_path / "data", store={"retention": None})).store.retention
+    assert defaults.min_free_mb == 2048 and defaults.images.max_total_mb == 10240
+    assert defaults.rows.max_age_days == 90 and not defaults.rows.delete_undelivered
+    assert defaults.images.full_order() == ["PASS", "REVIEW", "ERROR", "FAIL"]

@@ -41,7 +41,7 @@ def test_retention_settings_round_trip(tmp_path: Path, detect_model: Any) -> Non
     try:
         eng = _client(server, tok["engineer"])
         got = eng.get("/api/settings/retention").json()
-        assert got["source"] == "config" and got["config"]["min_free_mb"] == 2048
+        assert got["source"] == "config" and got["config"]["interval_s"] == 60
         r = eng.put("/api/settings/retention", json={"images": {"max_totl_mb": 1}})
         assert r.status_code == 422 and "max_totl_mb" in r.text
         assert _client(server, tok["operator"]).put(
@@ -49,7 +49,11 @@ def test_retention_settings_round_trip(tmp_path: Path, detect_model: Any) -> Non
         with_image = station.store.db.execute(
             "SELECT id FROM inspections WHERE image_path IS NOT NULL LIMIT 1").fetchone()  # fmt: skip
         assert with_image is not None, "the test station saved no image"
-        new = {"min_free_mb": 0, "images": {"max_total_mb": 0.000001, "order": ["FAIL"]}}
+        new = {
+            "min_free_mb": 0,
+            "interval_s": 5,
+            "images": {"max_total_mb": 0.000001, "order": ["FAIL"]},
+        }
         r = eng.put("/api/settings/retention", json=new)
         assert r.status_code == 200, r.text
         out = r.json()
@@ -58,7 +62,7 @@ def test_retention_settings_round_trip(tmp_path: Path, detect_model: Any) -> Non
             "SELECT actor, detail_json FROM audit WHERE action = 'retention.set'").fetchall()  # fmt: skip
         assert len(row) == 1 and row[0][0].startswith("t-engineer")
         detail = json.loads(row[0][1])
-        assert detail["old"]["min_free_mb"] == 2048 and detail["new"]["min_free_mb"] == 0
+        assert detail["old"]["interval_s"] == 60 and detail["new"]["interval_s"] == 5
         # the PUT kicked a pass: every image goes (a size bound of one byte)
         S.wait_for(lambda: eng.get(f"/api/inspections/{with_image[0]}/image").status_code == 410,
                    60, what="the image to be deleted")  # fmt: skip
@@ -76,7 +80,7 @@ def test_retention_settings_round_trip(tmp_path: Path, detect_model: Any) -> Non
     try:
         ret = station2.retention
         assert ret is not None and ret.status().source == "api"
-        assert ret.config.images.order == ["FAIL"] and ret.config.min_free_mb == 0
+        assert ret.config.images.order == ["FAIL"] and ret.config.interval_s == 5
     finally:
         station2.close()
         state2.pool.close_all()
