@@ -135,12 +135,18 @@ def write_tx(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def forget_images(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
-    """Mark the rows' images deleted (``image_path`` NULL, ``image_deleted_at`` now)."""
+    """Mark the rows' images deleted (``image_path`` NULL, ``image_deleted_at`` now); an
+    upload still pending for one of them is given up (``image_state`` dropped), in the
+    same transaction, so the uploader never looks for it."""
     at = utc_iso()
     with write_tx(conn):
         conn.executemany(
             "UPDATE inspections SET image_path = NULL, image_deleted_at = ? WHERE seq = ?",
             [(at, s) for s in seqs],
+        )
+        conn.executemany(
+            "UPDATE outbox SET image_state = 'dropped' WHERE seq = ? AND image_state = 'pending'",
+            [(s,) for s in seqs],
         )
 
 

@@ -39,6 +39,8 @@ def test_size_bound_deletes_pass_then_review_then_fail_oldest_first(tmp_path: Pa
     pass_bytes = sum(size[s] for s in by[Verdict.PASS])
     review_half = sum(size[s] for s in by[Verdict.REVIEW][:5])
     bound = _image_bytes(data) - pass_bytes - review_half
+    with sqlite3.connect(data / DB_NAME) as c:  # the first PASS image waits for its upload
+        c.execute("UPDATE outbox SET image_state = 'pending' WHERE seq = ?", [by[Verdict.PASS][0]])
     ret = retention(store, images={"max_total_mb": bound / MB}, rows={"max_age_days": 0})
     try:
         res = ret.run_pass()
@@ -57,6 +59,8 @@ def test_size_bound_deletes_pass_then_review_then_fail_oldest_first(tmp_path: Pa
     assert all(after[s][2] is not None for s in gone)  # the row says it was deleted
     assert all(not (data / before[s][1]).exists() for s in gone if before[s][1])
     assert res.images_deleted == len(gone)
+    q = f"SELECT image_state FROM outbox WHERE seq = {by[Verdict.PASS][0]}"
+    assert [r[0] for r in sqlite3.connect(data / DB_NAME).execute(q)] == ["dropped"]
     assert res.image_bytes_freed == sum(size[s] for s in gone)
 
 
