@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kanjian.inference.types import Verdict
+from kanjian.station import retention_ops as ops
 from kanjian.station.datalock import DataLock
 from kanjian.station.retention_config import StoreRetentionConfig
 from kanjian.station.state.audit import Actor
@@ -20,6 +21,7 @@ from kanjian.station.store import DB_NAME
 from tests.support.api import KANJIAN
 from tests.support.retention import count, inspection, open_store, retention, rows, write
 from tests.support.station_config import parse, station_config
+from tests.support.sync import schema_validator
 
 MB = 1024 * 1024
 
@@ -140,6 +142,16 @@ def test_undelivered_rows_are_held_then_dropped_and_reported(tmp_path: Path) -> 
     assert [e[0] for e in ev] == ["sync_dropped"]
     msg = json.loads(ev[0][1])
     assert msg["data"]["messages"] == 3 and msg["data"]["ranges"] == [[4, 6]]
+    schema_validator("event").validate(msg)  # what the platform's receiver accepts
+
+
+def test_archive_is_bounded_oldest_files_first(tmp_path: Path) -> None:
+    arch = tmp_path / "archive"
+    arch.mkdir()
+    for i, first in enumerate((1, 101, 201, 301)):
+        (arch / f"rows-{first:012d}-{first + 99:012d}.jsonl.gz").write_bytes(b"x" * (1000 + i))
+    assert ops.bound_archive(arch, 2500) == 2
+    assert sorted(p.name[5:17] for p in arch.iterdir()) == ["000000000201", "000000000301"]
 
 
 def test_archive_holds_exactly_the_deleted_rows(tmp_path: Path) -> None:
