@@ -19,6 +19,7 @@ from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
 from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
 from kanjian.station.records import verdict_names
+from kanjian.station.retention_config import StoreRetentionConfig  # issue 12: retention
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
@@ -100,6 +101,23 @@ class StoreConfig(BaseModel):
         description="a start with less free space in data_dir is refused; after the disk "
         "filled up, images are saved again only above it (0: no floor)",
     )
+    retention: StoreRetentionConfig = Field(
+        default_factory=StoreRetentionConfig,
+        description="what the background retention deletes: images by size, age and a "
+        "free-space floor; rows by age (station/retention.py)",
+    )
+
+    @model_validator(mode="after")
+    def _floors(self) -> StoreConfig:
+        # under the store's own floor images stop being saved; retention must act first
+        r = self.retention
+        if r.enabled and 0 < r.min_free_mb < self.min_free_mb:
+            raise ValueError(
+                f"store.retention.min_free_mb ({r.min_free_mb:g}) must be above "
+                f"store.min_free_mb ({self.min_free_mb:g}): retention frees space before "
+                "the store stops saving images (or set it to 0: no floor)"
+            )
+        return self
 
 
 class RuntimeConfig(BaseModel):

@@ -31,6 +31,7 @@ from kanjian.station.channels import Channel, Channels
 from kanjian.station.config import StationConfig
 from kanjian.station.datalock import DataLock
 from kanjian.station.inspector import Inspector
+from kanjian.station.retention import Retention, start_retention
 from kanjian.station.runtime import configure_threads
 from kanjian.station.state.service import StationState
 from kanjian.station.store import ResultStore
@@ -97,6 +98,7 @@ class Station:
     startup_ms: dict[str, float]
     state: StationState  # models, rules, audit: what the station keeps beyond inspections
     data_lock: DataLock | None = None  # one station per data folder; freed by close()
+    retention: Retention | None = None  # store.retention's thread; closed before the store
     stats: LoopStats = field(default_factory=LoopStats)
     stop_event: threading.Event = field(default_factory=threading.Event)
     triggers: TriggerQueue = field(init=False)
@@ -265,6 +267,8 @@ class Station:
             self.triggers.close()  # refused from now on
             self._answer_unjudged()  # queued while the servers stopped
             self._closed = True
+        if self.retention is not None:  # its deletes end before the store's last commit
+            self.retention.close()
         result = self.store.close()
         # after the last commit, so every channel saw it (the sync can still send it)
         self.channels.close()
@@ -417,6 +421,7 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
         data_lock=lock,
     )
     try:  # the channels the config asks for (PLC servers, sync...); on failure close it all
+        station.retention = start_retention(cfg, store, state)
         for kind, factory in _channel_factories(cfg):
             channel = factory(station)
             if channel is not None:

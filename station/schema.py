@@ -330,6 +330,25 @@ def _m044_class_index_by_writers(db: sqlite_utils.Database) -> None:
     db.execute("DROP TRIGGER IF EXISTS inspection_classes_det")
 
 
+def _m045_retention(db: sqlite_utils.Database) -> None:
+    # issue 12 (retention): store.retention deletes images and rows (station/retention.py).
+    # 043's comment ("rows are never updated or deleted") no longer holds: retention
+    # deletes an inspection's inspection_classes / feedback_latest / detections /
+    # feedback / outbox rows in the same transaction as the inspection itself.
+    # image_deleted_at: when retention deleted the row's JPEG (image_path is then NULL),
+    # so the API says "deleted" instead of "never saved". ADD COLUMN rewrites nothing.
+    db.execute("ALTER TABLE inspections ADD COLUMN image_deleted_at TEXT")
+    # The rows that still have an image: few next to all rows (PASS is not saved by
+    # default), so the oldest image overall, or of one verdict, is one index step away.
+    db.execute(
+        "CREATE INDEX inspections_image_seq ON inspections(seq) WHERE image_path IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX inspections_image_verdict_seq ON inspections(verdict, seq) "
+        "WHERE image_path IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -343,6 +362,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("042_store_meta", _m042_store_meta),  # issue 12 (upgrades)
     ("043_query_indexes", _m043_query_indexes),  # issue 12 (the log at scale)
     ("044_class_index_by_writers", _m044_class_index_by_writers),  # issue 12 (the sink)
+    ("045_retention", _m045_retention),  # issue 12 (retention and quotas)
 ]
 
 

@@ -75,16 +75,16 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
         conn.close()
         raise
     db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA foreign_keys=ON")
+    # auto_vacuum acts on a new file only (before its first table): it can then shrink
+    # after retention deletes (PRAGMA incremental_vacuum); an older file keeps its mode
+    for pragma in ("auto_vacuum=INCREMENTAL", "journal_mode=WAL", f"synchronous={synchronous}",
+                   "foreign_keys=ON"):  # fmt: skip
+        db.execute(f"PRAGMA {pragma}")
     migrate(db)
     return db
 
 
 _STOP = object()
-
-
 #: the ``outbox`` values the store writes per inspection, in this order
 OUTBOX_COLUMNS: tuple[str, ...] = ("seq", "inspection_id", "created_at", "attempts")
 _READ_MODEL_COLUMNS = frozenset(INSPECTION_COLUMNS)
@@ -466,14 +466,14 @@ class ResultStore:
             if row[15] is not None or drows:
                 classes += class_index_rows(row[9], seq, row[15], [r[3] for r in drows])
             outbox.append((seq, row[0], now, 0))
-        # One transaction: inspections + detections + their classes + outbox, or
-        # nothing. IMMEDIATE takes the write lock up front: a deferred BEGIN that reads
-        # first fails at once with SQLITE_BUSY when another connection (sync worker,
-        # API) commits in between, instead of waiting for the busy timeout.
+        # sized before the commit: once committed, store.retention may delete them at once
+        saved = sum(p.stat().st_size for p in written if p.suffix == ".jpg")
+        # One transaction: inspections + detections + classes + outbox, or nothing.
+        # IMMEDIATE takes the write lock up front: a deferred BEGIN that reads first
+        # fails at once with SQLITE_BUSY when another connection commits in between.
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            # Plain executemany of tuples: sqlite-utils' insert_all spent as long
-            # converting values as SQLite spent storing them (py-spy, benchmarks/store.py).
+            # plain executemany of tuples: cheaper than sqlite-utils (benchmarks/store.py)
             conn = self.db.conn
             conn.executemany(_insert_sql("inspections", (*INSPECTION_COLUMNS, *extra)), rows)
             if dets:
@@ -487,7 +487,7 @@ class ResultStore:
                 self.db.conn.rollback()
             raise
         self._seq = seq
-        self.image_bytes_saved += sum(p.stat().st_size for p in written if p.suffix == ".jpg")
+        self.image_bytes_saved += saved
         self._written += len(batch)
         self._not_saved(len(skipped), "the disk was full")
         self._batches += 1

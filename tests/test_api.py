@@ -49,6 +49,8 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
         ("POST", "/api/models/rollback", {}, "engineer"),
         ("PUT", "/api/thresholds", {"json": rules}, "engineer"),
         ("DELETE", "/api/thresholds", {}, "engineer"),
+        ("PUT", "/api/settings/retention", {"json": {"interval_s": 30}}, "engineer"),
+        ("DELETE", "/api/settings/retention", {}, "engineer"),
         ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
         ("DELETE", f"/api/tokens/{victim}", {}, "admin"),
     ]
@@ -75,6 +77,8 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
         "POST /api/models/rollback",
         "PUT /api/thresholds",
         "DELETE /api/thresholds",
+        "PUT /api/settings/retention",
+        "DELETE /api/settings/retention",
         "POST /api/tokens",
         "DELETE /api/tokens/{token_id}",
     }

@@ -28,6 +28,7 @@ from kanjian.camera.frame import Frame
 from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
 from kanjian.station.store import DB_NAME, ResultStore
 from kanjian.station.store_health import LowDiskSpaceError, check_free_space
+from tests.support.small_disk import small_disk as mounted_small_disk
 from tests.support.station_config import station_config, write_config
 
 KANJIAN = str(Path(sys.executable).parent / "kanjian")
@@ -42,44 +43,11 @@ def _insp(i: int, verdict: Verdict = Verdict.FAIL) -> Inspection:
     return Inspection(frame, verdict, "r", MODEL, Detections.empty(), ("a",), timings_ms={})
 
 
-def _mount(kind: str, where: Path, image: Path) -> str | None:
-    """Mount a SIZE_MB file system at ``where``; ``None`` on success, else why not."""
-    if kind == "tmpfs":
-        cmd = ["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs", str(where)]
-    else:
-        try:
-            with open(image, "wb") as f:
-                f.truncate(SIZE_MB * 1024 * 1024)
-            subprocess.run(["mkfs.ext4", "-q", str(image)], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            return f"mkfs.ext4: {e}"
-        cmd = ["mount", "-o", "loop", str(image), str(where)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except OSError as e:
-        return f"{' '.join(cmd)}: {e}"
-    return None if r.returncode == 0 else f"{' '.join(cmd)}: {r.stderr.strip()}"
-
-
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real SIZE_MB file system, unmounted afterwards."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    why = []
-    for kind in ("tmpfs", "ext4"):
-        err = _mount(kind, where, tmp_path / "disk.img")
-        if err is None:
-            break
-        why.append(err)
-    else:
-        pytest.skip("no small file system can be mounted: " + "; ".join(why))
-    try:
+    with mounted_small_disk(tmp_path, SIZE_MB) as where:
         yield where
-    finally:
-        r = subprocess.run(["umount", str(where)], capture_output=True, timeout=60)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=60)
 
 
 def _fill(disk: Path) -> Path:

@@ -220,9 +220,9 @@ def config_show(config: ConfigOpt = None) -> None:
 def _register_commands() -> None:
     # each module imports its heavy dependencies (torch, Ultralytics, uvicorn, paho...)
     # only inside its commands, so ``kanjian --help`` stays fast and runtime-only
-    from kanjian.appliance_api.cli import bench, platform, plc, serve, sync, training
+    from kanjian.appliance_api.cli import bench, platform, plc, serve, store, sync, training
 
-    for module in (training, serve, sync, platform, plc, bench):
+    for module in (training, serve, sync, store, platform, plc, bench):
         module.register(app)
 
 

@@ -20,6 +20,7 @@ from kanjian.appliance_api.http import (
     routes_inspections,
     routes_live,
     routes_models,
+    routes_retention,
     routes_status,
 )
 from kanjian.appliance_api.http.guard import AuthGuard, HostCheck, allowed_hosts
@@ -151,7 +152,14 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.kanjian = state
     # failed logins are counted per app: a restart forgets them (nothing to persist)
     app.state.auth_guard = AuthGuard.from_config(state.cfg)
-    for module in (routes_status, routes_inspections, routes_live, routes_models, routes_admin):
+    for module in (
+        routes_status,
+        routes_inspections,
+        routes_live,
+        routes_models,
+        routes_retention,
+        routes_admin,
+    ):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)

@@ -100,6 +100,15 @@ class _LiveCollector(Collector):
                     fam = GaugeMetricFamily(name, doc)
                 fam.add_metric([], value)
                 yield fam
+        if st.retention is not None:  # store.retention's counters (station/retention.py)
+            for name, value in st.retention.status().metrics().items():
+                doc = "store retention (see kanjian.station.retention_status)"
+                if name.endswith("_total"):
+                    fam = CounterMetricFamily(name.removesuffix("_total"), doc)
+                else:
+                    fam = GaugeMetricFamily(name, doc)
+                fam.add_metric([], value)
+                yield fam
         cam = GaugeMetricFamily("kanjian_camera_connected", "1 while the frame source is connected")
         cam.add_metric([], 1.0 if pump.source.state == "connected" else 0.0)
         yield cam

@@ -324,7 +324,12 @@ def _image_path(data_dir: Path, rel: str) -> Path:
 @router.get(
     "/api/inspections/{inspection_id}/image",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, **_ERR, **_404},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        **_ERR,
+        **_404,
+        410: {"model": ErrorOut, "description": "deleted by store.retention"},
+    },
 )
 async def get_image(
     state: State,
@@ -342,6 +347,14 @@ async def get_image(
         db = state.pool.get()
         rec = _stored(db, inspection_id)
         if rec.image_path is None:
+            deleted = db.execute(  # store.retention deleted it (station/retention.py)
+                "SELECT image_deleted_at FROM inspections WHERE id = ?", [rec.id]
+            ).fetchone()
+            if deleted is not None and deleted[0] is not None:
+                raise HTTPException(
+                    status.HTTP_410_GONE,
+                    f"the image was deleted by store.retention at {deleted[0]}",
+                )
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
                 f"no image was saved for this {rec.verdict.value} inspection "

@@ -51,7 +51,10 @@ def station_config(
             ``trigger={"mode": "triggered"}``, ``plc={"enabled": True}``,
             ``camera={"loop": True}``, ``model={"conf": 0.2}``, ``rules=...``.
     """
-    cfg: dict[str, Any] = {"policy": "lossless", "store": {"data_dir": str(data_dir)}}
+    # no free-space floor for retention: a test's rows must not depend on the host's free
+    # disk (the retention tests set their own floors)
+    store = {"data_dir": str(data_dir), "retention": {"min_free_mb": 0}}
+    cfg: dict[str, Any] = {"policy": "lossless", "store": store}
     if images is not None:
         cfg["camera"] = {"kind": "folder", "path": str(images), "loop": False}
     if bundle is not None:
