@@ -5,7 +5,8 @@ verdict saved as JPEG) with its data folder on a small real tmpfs. The disk fill
 itself (images), then a filler file takes every byte left, so rows stall too; the
 filler is removed (the backlog must drain at once), put back, and the station is
 stopped with SIGINT while the disk is full: the last line must name what was not
-committed and the exit status must be 1.
+committed and the exit status must be 1. With ``--floor-mb`` > 0 (a retention floor)
+there is no filler: retention must keep the disk from filling, and the exit be 0.
 
 Needs root (``mount -t tmpfs``). Writes a markdown report::
 
@@ -94,8 +95,12 @@ def _fill(filler: Path) -> None:
         os.close(fd)
 
 
-def measure(minutes: float, size_mb: int, where: Path) -> Run:
-    """Run the station on a ``size_mb`` tmpfs at ``where`` for ``minutes``; see the module."""
+def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) -> Run:
+    """Run the station on a ``size_mb`` tmpfs at ``where`` for ``minutes``; see the module.
+
+    ``floor_mb``: ``store.retention.min_free_mb`` (0: retention keeps no free floor, so
+    the disk fills; > 0: retention deletes images, then rows, to keep it free).
+    """
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
                    check=True)  # fmt: skip
     run = Run()
@@ -109,7 +114,8 @@ def measure(minutes: float, size_mb: int, where: Path) -> Run:
         filler.touch()
         total = minutes * 60
         # phases as fractions of the run: fill at 20 %, free at 70 %, fill again at 85 %
-        plan = [(0.2, "fill"), (0.7, "free"), (0.85, "fill")]
+        # (with a retention floor there is no filler: the run shows the disk never fills)
+        plan = [] if floor_mb > 0 else [(0.2, "fill"), (0.7, "free"), (0.85, "fill")]
         proc = subprocess.Popen(
             [KANJIAN, "run", "-c", str(cfg)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -153,19 +159,20 @@ def measure(minutes: float, size_mb: int, where: Path) -> Run:
     return run
 
 
-def report(run: Run, minutes: float, size_mb: int) -> str:
+def report(run: Run, minutes: float, size_mb: int, floor_mb: float) -> str:
     """The run as markdown: the summary, then one row per 10 s."""
     rss = [s.rss_mb for s in run.samples if s.rss_mb > 0]
     lines = [
         f"# Disk full for {minutes:g} minutes: `kanjian run`, every verdict saved",
         "",
         f"Data folder on a {size_mb} MB tmpfs; the demo station (embedded default model and "
-        "images) with `save_images: [PASS, REVIEW, FAIL]` and `min_free_mb: 2`. Images fill "
+        f"images) with `save_images: [PASS, REVIEW, FAIL]`, `min_free_mb: 2` and "
+        f"`retention: {{min_free_mb: {floor_mb:g}, interval_s: 5}}`. Images fill "
         "the disk; at 20 % of the run a filler file takes every byte left (rows stall), at 70 % "
         "it is removed, at 85 % it is put back, and SIGINT stops the station while the disk is "
         f"full. Host: {std_platform.node()}, {os.cpu_count()} CPUs, Python "
         f"{std_platform.python_version()}. Reproduce (root): "
-        f"`python -m benchmarks.disk_full --minutes {minutes:g}`.",
+        f"`python -m benchmarks.disk_full --minutes {minutes:g} --floor-mb {floor_mb:g}`.",
         "",
         f"- exit status: {run.exit_status}",
         f"- RSS: first {rss[0] if rss else 0:.0f} MB, peak {max(rss, default=0):.0f} MB, "
@@ -187,13 +194,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--size-mb", type=int, default=30)
+    ap.add_argument("--floor-mb", type=float, default=0.0, help="store.retention.min_free_mb")
     ap.add_argument("--out", type=Path, default=None, help="markdown report (else stdout)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kanjian-diskfull-") as tmp:
         where = Path(tmp) / "disk"
         where.mkdir()
-        run = measure(args.minutes, args.size_mb, where)
-    text = report(run, args.minutes, args.size_mb)
+        run = measure(args.minutes, args.size_mb, where, args.floor_mb)
+    text = report(run, args.minutes, args.size_mb, args.floor_mb)
     if args.out:
         args.out.write_text(text)
     print(text)
