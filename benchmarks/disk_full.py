@@ -159,6 +159,16 @@ def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) ->
     return run
 
 
+def _scenario(floor_mb: float) -> str:
+    if floor_mb > 0:
+        return "Retention keeps the floor free; SIGINT stops the station at the end."
+    return (
+        "Images fill the disk; at 20 % of the run a filler file takes every byte left (rows "
+        "stall), at 70 % it is removed, at 85 % it is put back, and SIGINT stops the station "
+        "while the disk is full."
+    )
+
+
 def report(run: Run, minutes: float, size_mb: int, floor_mb: float) -> str:
     """The run as markdown: the summary, then one row per 10 s."""
     rss = [s.rss_mb for s in run.samples if s.rss_mb > 0]
@@ -167,10 +177,8 @@ def report(run: Run, minutes: float, size_mb: int, floor_mb: float) -> str:
         "",
         f"Data folder on a {size_mb} MB tmpfs; the demo station (embedded default model and "
         f"images) with `save_images: [PASS, REVIEW, FAIL]`, `min_free_mb: 2` and "
-        f"`retention: {{min_free_mb: {floor_mb:g}, interval_s: 5}}`. Images fill "
-        "the disk; at 20 % of the run a filler file takes every byte left (rows stall), at 70 % "
-        "it is removed, at 85 % it is put back, and SIGINT stops the station while the disk is "
-        f"full. Host: {std_platform.node()}, {os.cpu_count()} CPUs, Python "
+        f"`retention: {{min_free_mb: {floor_mb:g}, interval_s: 5}}`. {_scenario(floor_mb)} "
+        f"Host: {std_platform.node()}, {os.cpu_count()} CPUs, Python "
         f"{std_platform.python_version()}. Reproduce (root): "
         f"`python -m benchmarks.disk_full --minutes {minutes:g} --floor-mb {floor_mb:g}`.",
         "",
