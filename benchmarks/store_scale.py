@@ -41,7 +41,7 @@ from kanjian.appliance_api.http.routes_inspections import (
     ListFilter,
     _latest_feedback,
     list_query,
-    narrow_window,
+    plan_page,
 )
 from kanjian.station.records import StoredInspection
 from kanjian.station.store import ResultStore
@@ -62,9 +62,7 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
 
 def _page(db: sqlite_utils.Database, f: ListFilter) -> int:
     """What the route does for one page (less HTTP and JSON); the row count."""
-    from dataclasses import replace
-
-    f = replace(f, by_time=narrow_window(db, f, LIMIT))
+    f = plan_page(db, f, LIMIT)
     sql, args = list_query(f, LIMIT)
     recs = [StoredInspection.from_row(r) for r in db.execute(sql, args)]
     _latest_feedback(db, [r.id for r in recs])

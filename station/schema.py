@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlite_utils
 
 from kanjian.inference.heads import task_columns
+from kanjian.station import captured_order
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -321,6 +322,18 @@ def _m043_query_indexes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m046_captured_order(db: sqlite_utils.Database) -> None:
+    # issue 12: a time filter read as a seq range (station/captured_order.py). One
+    # pass over the existing rows in seq order: ~1.4 s a million rows, once.
+    db.execute(
+        "CREATE TABLE captured_order (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "up_to_seq INTEGER NOT NULL, max_at TEXT, disorder_s REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO captured_order VALUES (1, 0, NULL, 0.0)")
+    old = captured_order.load(db.conn)
+    captured_order.save(db.conn, old, captured_order.extend(db.conn, old))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_inspections", _m001_inspections),
     ("010_api_tokens", _m010_api_tokens),
@@ -333,6 +346,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("041_api_sessions", _m041_api_sessions),  # issue 12 (web edges)
     ("042_store_meta", _m042_store_meta),  # issue 12 (upgrades)
     ("043_query_indexes", _m043_query_indexes),  # issue 12 (the log at scale)
+    ("046_captured_order", _m046_captured_order),  # issue 12 (time filters at scale)
 ]
 
 
