@@ -154,4 +154,7 @@ def test_a_bounded_page_reads_only_its_seq_range(conn: sqlite3.Connection) -> No
     for f in bounded:
         sql, args = list_query(f, LIMIT)
         plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
-        assert any(re.search(r"(seq|rowid)>\? AND (seq|rowid)<\?", step) for step in plan), (f, plan)
+        assert any(re.search(r"(seq|rowid)>\? AND (seq|rowid)<\?", step) for step in plan), (
+            f,
+            plan,
+        )
