@@ -164,6 +164,11 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
     if f.seq_lo is not None:
         where.append(f"{drive}.seq > ?")
         args.append(f.seq_lo)
+    class_join = f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = +{drive}.seq"
+    if drive == "fl" and f.class_name is not None:
+        # the class first: an index probe per feedback row, before its inspection is read
+        joins.append(class_join)
+        join_args.append(f.class_name)
     if drive != "i":
         joins.append(f"CROSS JOIN inspections i ON i.seq = +{drive}.seq")
     # unary + keeps a term off the indexes, so the one index meant drives
@@ -180,11 +185,9 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
             + (" AND fl.kind = ?" if fb != "any" else "")
         )
         join_args.extend([fb] if fb != "any" else [])
-    if f.class_name is not None and drive != "c":
+    if f.class_name is not None and drive == "i":
         # (class, seq) is unique: one row or none per driven row
-        joins.append(
-            f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = +{drive}.seq"
-        )
+        joins.append(class_join)
         join_args.append(f.class_name)
     tplus = "" if f.by_time else "+"
     if f.since is not None:
