@@ -52,9 +52,9 @@ from kanjian.training.records import ReadResult
 from kanjian.training.station_log import (
     DB_NAME,
     ExportItem,
+    Progress,
     StationLog,
     read_station_log,
-    Progress,
     read_station_log_items,
 )
 
