@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
+from kanjian.station import captured_order
 from kanjian.station import retention_ops as ops
 from kanjian.station.images import IMAGES_DIR
 from kanjian.station.records import utc_iso
@@ -220,6 +221,7 @@ class Retention:
                 self._images_by_size(cfg, res)
                 self._rows(cfg, res)
                 res.pages_vacuumed += ops.shrink(self.conn, self.stopping)
+                self._carry_captured_order()
             except Exception as e:
                 self.errors += 1
                 self.last_error = f"{type(e).__name__}: {e}"
@@ -235,6 +237,16 @@ class Retention:
             if res.images_deleted or res.rows_deleted:
                 log.info("store retention: %s", res)
             return res
+
+    def _carry_captured_order(self) -> None:
+        # housekeeping beside retention: the API's time filters read captured_at's
+        # disorder up to the newest row (station/captured_order.py); carried forward
+        # each pass, the first time-filtered query after a quiet spell reads few rows
+        old = captured_order.load(self.conn)
+        new = captured_order.extend(self.conn, old)
+        if new != old:
+            with ops.write_tx(self.conn):
+                captured_order.save(self.conn, old, new)
 
     def status(self) -> RetentionStatus:
         return RetentionStatus(
@@ -343,6 +355,7 @@ class Retention:
                 self._delete_rows(cfg, rows, dropped, res)
             if enough is not None:
                 res.pages_vacuumed += ops.shrink(self.conn, self.stopping)
+                self._carry_captured_order()
                 if enough():
                     break
             if last_chunk:

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+import sqlite_utils
 
 from benchmarks.big_store import MODELS, build
-from kanjian.appliance_api.http.routes_inspections import ListFilter, list_query
+from kanjian.appliance_api.http.routes_inspections import ListFilter, list_query, seq_bounds
 
 ROWS = 20_000
 LIMIT = 25
@@ -51,6 +52,12 @@ def _filters(c: sqlite3.Connection) -> list[ListFilter]:
         out.append(f)
         if since is not None or until is not None:
             out.append(replace(f, by_time=True))
+        if since is not None or until is not None or m is not None:
+            # as the route plans it: the time window's and the model's seq range
+            bounded = seq_bounds(sqlite_utils.Database(c), f)
+            out.append(bounded)
+            if since is not None or until is not None:
+                out.append(replace(bounded, by_time=True))
     return out
 
 
@@ -136,3 +143,18 @@ def test_every_filter_combination_gives_the_defined_rows(conn: sqlite3.Connectio
         sql, args = list_query(f, LIMIT)
         got = [r[1] for r in conn.execute(sql, args)]
         assert got == _expected(conn, f), f
+
+
+def test_a_bounded_page_reads_only_its_seq_range(conn: sqlite3.Connection) -> None:
+    """The time window's and the model's seq range is the driving index's range, both ends."""
+    bounded = [
+        f for f in _filters(conn) if f.seq_lo is not None and f.seq_hi is not None and not f.by_time
+    ]
+    assert len(bounded) > 100
+    for f in bounded:
+        sql, args = list_query(f, LIMIT)
+        plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        assert any(re.search(r"(seq|rowid)>\? AND (seq|rowid)<\?", step) for step in plan), (
+            f,
+            plan,
+        )

@@ -250,3 +250,27 @@ def test_config_floor_must_be_above_the_stores_and_keys_are_checked(tmp_path: Pa
     assert defaults.min_free_mb == 2048 and defaults.images.max_total_mb == 10240
     assert defaults.rows.max_age_days == 90 and not defaults.rows.delete_undelivered
     assert defaults.images.full_order() == ["PASS", "REVIEW", "ERROR", "FAIL"]
+
+
+def test_a_pass_carries_the_capture_disorder_forward(tmp_path: Path) -> None:
+    # the API's time filters read captured_at's disorder up to the newest row; each
+    # pass carries it forward so a time-filtered query after a quiet spell reads few rows
+    from kanjian.station import captured_order
+
+    data = tmp_path / "data"
+    store = open_store(data)
+    write(store, [inspection(i, Verdict.PASS) for i in range(12)])
+    ret = retention(store, rows={"max_age_days": 0})
+    try:
+        with sqlite3.connect(data / DB_NAME) as c:
+            before = captured_order.load(c)
+            newest = c.execute("SELECT MAX(seq) FROM inspections").fetchone()[0]
+        ret.run_pass()
+        with sqlite3.connect(data / DB_NAME) as c:
+            after = captured_order.load(c)
+    finally:
+        ret.close()
+        store.close()
+    assert before.up_to_seq < newest == 12
+    assert after.up_to_seq == newest
+    assert after.max_at is not None

@@ -52,6 +52,7 @@ from kanjian.training.records import ReadResult
 from kanjian.training.station_log import (
     DB_NAME,
     ExportItem,
+    Progress,
     StationLog,
     read_station_log,
     read_station_log_items,
@@ -113,6 +114,7 @@ def export_station_log(
     seed: int = 0,
     split: bool = True,
     ls_image_root: str = LS_IMAGE_ROOT,
+    progress: Progress | None = None,
 ) -> DatasetSummary:
     """Write the station's saved frames and corrected labels as a YOLO dataset.
 
@@ -130,10 +132,11 @@ def export_station_log(
         split: False: no train/val split, all images in ``images/`` and labels in
             ``labels/`` (a review set); data.yaml points train and val there.
         ls_image_root: URL prefix of the images in ``label_studio.json``.
+        progress: told (rows read, rows selected) as the log is read.
     """
     if not split and task == "classify":
         raise ValueError("no split is for detect and segment layouts, not classify")
-    log = read_station_log_items(data_dir, flt, class_names)
+    log = read_station_log_items(data_dir, flt, class_names, progress)
     result = ReadResult(tuple(i.record for i in log.items), log.class_names, log.problems)
     summary = write_yolo(
         result,

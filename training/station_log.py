@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +103,10 @@ def _connect(db_path: Path) -> sqlite3.Connection:
 
 
 def read_station_log_items(
-    data_dir: Path, flt: ExportFilter, class_names: tuple[str, ...] | None = None
+    data_dir: Path,
+    flt: ExportFilter,
+    class_names: tuple[str, ...] | None = None,
+    progress: Progress | None = None,
 ) -> StationLog:
     """Select inspections, correct their labels by feedback, and read their images.
 
@@ -113,6 +116,7 @@ def read_station_log_items(
         class_names: the class list (index = class id); None: the model's, from the
             station's model registry, settled only by the inspections to export (those
             ``flt``'s feedback rules keep, with their frame saved and still there).
+        progress: told how many of the selected rows were read, every :data:`CHUNK`.
 
     Raises:
         FileNotFoundError: no database there.
@@ -125,10 +129,10 @@ def read_station_log_items(
     problems: list[Problem] = []
     conn = _connect(db_path)
     try:
-        sel = _select(conn, flt)
         # only the inspections that can be exported settle the class list: one left
         # out by a filter, or whose frame is gone, has no say (its model may be unknown)
-        rows, counts = _exportable(sel, flt, root, db_path, problems)
+        sel, counts = _select(conn, flt, root, db_path, problems, progress)
+        rows = sel.rows
         names, notes = resolve_classes(conn, root, rows, _logged_classes(rows), given)
     finally:
         conn.close()
@@ -187,65 +191,89 @@ def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     return " AND ".join(where), args
 
 
-def _select(conn: sqlite3.Connection, flt: ExportFilter) -> _Selection:
-    """The inspections ``flt`` selects, with their latest feedback and their detections."""
-    where, args = _sql_condition(flt)
-    selected = f"SELECT id FROM inspections WHERE {where}"
-    # the inspections first: one committed after this read has no say below either
-    raw = conn.execute(
-        f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq", args
-    ).fetchall()
-    feedback = {
-        f.inspection_id: f
-        for f in map(
-            StoredFeedback.from_row,
-            conn.execute(
-                f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback "
-                f"WHERE inspection_id IN ({selected}) ORDER BY id",
-                args,
-            ),
-        )
-    }  # later rows overwrite earlier ones: the latest feedback wins
-    dets = group_detections(
-        conn.execute(
-            f"SELECT {columns(DETECTION_COLUMNS)} FROM detections "
-            f"WHERE inspection_id IN ({selected}) ORDER BY inspection_id, idx",
-            args,
-        )
-    )
-    rows = [StoredInspection.from_row(r, dets.get(r[0], ())) for r in raw]
-    return _Selection(rows, feedback)
+#: rows between two progress reports, and inspections whose detections are read at once
+CHUNK = 2_000
+
+Progress = Callable[[int, int], None]
+"""Called as rows are read: (rows read so far, rows selected in all)."""
 
 
-def _exportable(
-    sel: _Selection, flt: ExportFilter, root: Path, db_path: Path, problems: list[Problem]
-) -> tuple[list[StoredInspection], Counter[str]]:
+def _select(
+    conn: sqlite3.Connection,
+    flt: ExportFilter,
+    root: Path,
+    db_path: Path,
+    problems: list[Problem],
+    progress: Progress | None = None,
+) -> tuple[_Selection, Counter[str]]:
     """The selected inspections that ``flt``'s feedback rules keep and whose frame is there.
 
-    Returns them in store order, and how many inspections each rule left out, by
-    name; an image that was saved but is gone (deleted, retention) is added to
-    ``problems``. ``root`` is the folder image paths are relative to.
+    One pass over the selected rows in store order; an inspection is decoded, and
+    its detections read, only when it is kept, so memory grows with the frames to
+    export, not with the log (a million PASS rows without a saved frame cost
+    nothing). Returns the kept rows with their detections and latest feedback,
+    and how many inspections each rule left out, by name; an image that was saved
+    but is gone (deleted, retention) is added to ``problems``. ``root`` is the
+    folder image paths are relative to.
     """
+    where, args = _sql_condition(flt)
+    selected = f"SELECT id FROM inspections WHERE {where}"
     counts: Counter[str] = Counter()
-    rows: list[StoredInspection] = []
-    for row in sel.rows:
-        fb = sel.feedback.get(row.id)
-        reason = _not_selected(row, fb.kind if fb is not None else None, flt)
-        if reason is not None:
-            counts[reason] += 1
-            continue
-        img = root / str(row.image_path)  # _not_selected left out the rows without one
-        if not img.is_file():
-            problems.append(
-                Problem(
-                    ProblemKind.MISSING_IMAGE,
-                    f"{db_path}#{row.id}",
-                    f"{img}: not found; skipped",
+    kept: list[sqlite3.Row] = []
+    conn.execute("BEGIN")  # one snapshot: a row committed during the export has no say
+    try:
+        total = int(conn.execute(f"SELECT COUNT(*) FROM ({selected})", args).fetchone()[0])
+        feedback = {
+            f.inspection_id: f
+            for f in map(
+                StoredFeedback.from_row,
+                conn.execute(
+                    f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback "
+                    f"WHERE inspection_id IN ({selected}) ORDER BY id",
+                    args,
+                ),
+            )
+        }  # later rows overwrite earlier ones: the latest feedback wins
+        cur = conn.execute(
+            f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq",
+            args,
+        )
+        for n, raw in enumerate(cur, 1):
+            if progress is not None and n % CHUNK == 0:
+                progress(n, total)
+            fb = feedback.get(raw[0])
+            reason = _not_selected(raw["image_path"], fb.kind if fb is not None else None, flt)
+            if reason is not None:
+                counts[reason] += 1
+                continue
+            img = root / str(raw["image_path"])
+            if not img.is_file():
+                problems.append(
+                    Problem(
+                        ProblemKind.MISSING_IMAGE,
+                        f"{db_path}#{raw[0]}",
+                        f"{img}: not found; skipped",
+                    )
+                )
+                continue
+            kept.append(raw)
+        if progress is not None:
+            progress(total, total)
+        rows: list[StoredInspection] = []
+        for lo in range(0, len(kept), CHUNK):
+            part = kept[lo : lo + CHUNK]
+            dets = group_detections(
+                conn.execute(
+                    f"SELECT {columns(DETECTION_COLUMNS)} FROM detections "
+                    f"WHERE inspection_id IN ({','.join('?' * len(part))}) "
+                    "ORDER BY inspection_id, idx",
+                    [r[0] for r in part],
                 )
             )
-            continue
-        rows.append(row)
-    return rows, counts
+            rows.extend(StoredInspection.from_row(r, dets.get(r[0], ())) for r in part)
+    finally:
+        conn.execute("COMMIT")
+    return _Selection(rows, {r.id: feedback[r.id] for r in rows if r.id in feedback}), counts
 
 
 def _logged_classes(rows: list[StoredInspection]) -> dict[str, dict[int, str]]:
@@ -273,7 +301,7 @@ def _export_items(
 ) -> list[ExportItem]:
     """Apply feedback and ``flt`` to each inspection of ``rows``, in order, and read its image.
 
-    ``rows`` are what :func:`_exportable` kept of ``sel``. Returns the exportable
+    ``rows`` are what :func:`_select` kept. Returns the exportable
     items; how many inspections each rule applied to or left out is added to
     ``counts``, by name, and faults (unreadable image, unknown class ...) to
     ``problems``. ``root`` is the folder image paths are relative to.
@@ -293,7 +321,7 @@ def _export_items(
         if reason is not None:
             counts[reason] += 1
             continue
-        img = root / str(row.image_path)  # _exportable kept only rows with an image
+        img = root / str(row.image_path)  # _select kept only rows with an image
         if img.name in used_names:  # output files are named after the source file
             problems.append(
                 Problem(ProblemKind.DUPLICATE, where_txt, f"{img.name} already exported; skipped")
@@ -312,16 +340,17 @@ def _export_items(
     return items
 
 
-def _not_selected(row: StoredInspection, kind: str | None, flt: ExportFilter) -> str | None:
+def _not_selected(image_path: str | None, kind: str | None, flt: ExportFilter) -> str | None:
     """Why ``flt``, or a frame that was not saved, leaves the inspection out; None: it does not.
 
-    ``kind`` is its latest feedback kind (None: no feedback); the reason is a ``counts`` key.
+    ``image_path`` is the inspection's saved frame (None: not saved), ``kind`` its
+    latest feedback kind (None: no feedback); the reason is a ``counts`` key.
     """
     if flt.reviewed_only and kind is None:
         return "not_reviewed"
     if flt.feedback and (kind or "none") not in flt.feedback:
         return "feedback_not_selected"
-    if not row.image_path:
+    if not image_path:
         return "no_saved_image"
     return None
 

@@ -207,6 +207,7 @@ def dataset_export_command(
     an image whose boxes were taken away is left out, never kept as background."""
     from rich.markup import escape
 
+    from kanjian.appliance_api.cli.progress import ReadProgress
     from kanjian.station.schema import StoreTooNewError
     from kanjian.training.export_filter import ExportFilter
     from kanjian.training.station_export import export_station_log
@@ -214,6 +215,7 @@ def dataset_export_command(
     def names(text: str | None) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
 
+    progress = ReadProgress(console, "reading the station log")
     try:
         flt = ExportFilter(
             since=since,
@@ -236,10 +238,13 @@ def dataset_export_command(
             seed=seed,
             split=split,
             ls_image_root=ls_image_root,
+            progress=progress,
         )
     except (ValueError, FileExistsError, FileNotFoundError, StoreTooNewError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from e
+    finally:
+        progress.close()
     if as_json:
         out.print_json(summary.to_json())
         return

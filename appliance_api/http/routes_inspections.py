@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from kanjian.appliance_api.http.api_models import (
     VerdictName,
 )
 from kanjian.appliance_api.http.deps import Operator, Reader, State
+from kanjian.station import captured_order
 from kanjian.station.records import (
     FEEDBACK_COLUMNS,
     INSPECTION_COLUMNS,
@@ -108,6 +110,10 @@ class ListFilter:
     feedback: str | None = None  # any / none / a feedback kind
     model_sha256: str | None = None
     before: int | None = None
+    #: the seq range (both ends exclusive) the time window and the model lie in, from
+    #: :func:`seq_bounds`; every driver reads only that range of its index
+    seq_lo: int | None = None
+    seq_hi: int | None = None
     #: read the time window through the ``captured_at`` index and sort it (a narrow
     #: window far back), instead of walking seq down from the newest row to it
     by_time: bool = False
@@ -151,9 +157,18 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
         if verdict is not None:
             where.append("c.verdict = ?")
             args.append(verdict)
-    if f.before is not None:
+    hi = min((b for b in (f.before, f.seq_hi) if b is not None), default=None)
+    if hi is not None:
         where.append(f"{drive}.seq < ?")
-        args.append(f.before)
+        args.append(hi)
+    if f.seq_lo is not None:
+        where.append(f"{drive}.seq > ?")
+        args.append(f.seq_lo)
+    class_join = f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = +{drive}.seq"
+    if drive == "fl" and f.class_name is not None:
+        # the class first: an index probe per feedback row, before its inspection is read
+        joins.append(class_join)
+        join_args.append(f.class_name)
     if drive != "i":
         joins.append(f"CROSS JOIN inspections i ON i.seq = +{drive}.seq")
     # unary + keeps a term off the indexes, so the one index meant drives
@@ -170,11 +185,9 @@ def _branch(f: ListFilter, verdict: str | None, limit: int) -> tuple[str, list[A
             + (" AND fl.kind = ?" if fb != "any" else "")
         )
         join_args.extend([fb] if fb != "any" else [])
-    if f.class_name is not None and drive != "c":
+    if f.class_name is not None and drive == "i":
         # (class, seq) is unique: one row or none per driven row
-        joins.append(
-            f"CROSS JOIN inspection_classes c ON c.class_name = ? AND c.seq = +{drive}.seq"
-        )
+        joins.append(class_join)
         join_args.append(f.class_name)
     tplus = "" if f.by_time else "+"
     if f.since is not None:
@@ -234,11 +247,73 @@ def narrow_window(db: sqlite_utils.Database, f: ListFilter, limit: int) -> bool:
         return int(row[0]) if row else newest + 1
 
     newest = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()[0])
-    top = newest + 1 if f.before is None else min(f.before, newest + 1)
+    top = min(b for b in (f.before, f.seq_hi, newest + 1) if b is not None)
     end = newest + 1 if f.until is None else seq_at(f.until)
     window = end - (0 if f.since is None else seq_at(f.since))  # read whatever ``before``
     walk = top - min(end, top)  # rows newer than the window, below ``before``
     return window <= WINDOW_ROWS or window * SORT_COST < walk
+
+
+def seq_bounds(db: sqlite_utils.Database, f: ListFilter) -> ListFilter:
+    """``f`` with the seq range its time window and its model can lie in (exact bounds).
+
+    Time: ``captured_at`` is nearly in seq order, and :mod:`captured_order` bounds how
+    far it steps back, so one probe of the ``captured_at`` index each end gives a seq
+    no match lies beyond (see there). Model: its first and last seq (two probes of
+    ``inspections_model_seq``); a model active for a while is a seq range, so a page
+    of a rare class under an old model skips the newer models' rows. The filters
+    themselves still apply to every row: the bounds only narrow what is read.
+    """
+    lo: int | None = None
+    hi: int | None = None
+    if f.since is not None or f.until is not None:
+        pad = timedelta(seconds=captured_order.bound_s(_captured_order(db)))
+        if f.until is not None:
+            row = db.execute(
+                "SELECT seq FROM inspections WHERE captured_at >= ? ORDER BY captured_at LIMIT 1",
+                [utc_iso(datetime.fromisoformat(f.until) + pad)],
+            ).fetchone()
+            hi = None if row is None else int(row[0])
+        if f.since is not None:
+            row = db.execute(
+                "SELECT seq FROM inspections WHERE captured_at < ? "
+                "ORDER BY captured_at DESC LIMIT 1",
+                [utc_iso(datetime.fromisoformat(f.since) - pad)],
+            ).fetchone()
+            lo = None if row is None else int(row[0])
+    if f.model_sha256 is not None:
+        q = "SELECT {}(seq) FROM inspections WHERE model_sha256 = ?"
+        first = db.execute(q.format("MIN"), [f.model_sha256]).fetchone()[0]
+        last = db.execute(q.format("MAX"), [f.model_sha256]).fetchone()[0]
+        if first is None:  # no row: an empty range
+            lo, hi = 0, 1
+        else:
+            lo = max(lo or 0, int(first) - 1)
+            hi = int(last) + 1 if hi is None else min(hi, int(last) + 1)
+    return replace(f, seq_lo=lo, seq_hi=hi)
+
+
+#: new rows :func:`_captured_order` reads before it stores how far it got
+PERSIST_ROWS = 1_000
+
+
+def _captured_order(db: sqlite_utils.Database) -> captured_order.CapturedOrder:
+    """The time disorder up to the newest row; stored again once it moved on enough."""
+    old = captured_order.load(db.conn)
+    new = captured_order.extend(db.conn, old)
+    if new.up_to_seq - old.up_to_seq >= PERSIST_ROWS or new.up_to_seq < old.up_to_seq:
+        try:
+            with write_tx(db):
+                captured_order.save(db.conn, old, new)
+        except sqlite3.OperationalError:  # busy or read-only: the next reader stores it
+            pass
+    return new
+
+
+def plan_page(db: sqlite_utils.Database, f: ListFilter, limit: int) -> ListFilter:
+    """``f`` ready for :func:`list_query`: its seq bounds, then whether to read by time."""
+    f = seq_bounds(db, f)
+    return replace(f, by_time=narrow_window(db, f, limit))
 
 
 #: a time window of about this many rows or fewer is read by time and sorted
@@ -281,7 +356,7 @@ def list_inspections(
         model_sha256=model_sha256,
         before=before,
     )
-    filt = replace(filt, by_time=narrow_window(db, filt, limit))
+    filt = plan_page(db, filt, limit)
     sql, args = list_query(filt, limit)
     recs = [StoredInspection.from_row(r) for r in db.execute(sql, args)]
     fbs = _latest_feedback(db, [r.id for r in recs])
