@@ -53,6 +53,7 @@ class Run:
     integrity: str = ""
     rows_final: int = 0
     images_final: int = 0
+    output: str = ""
 
 
 def _rss_mb(pid: int) -> float:
@@ -144,6 +145,7 @@ def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) ->
             proc.kill()
             out, _ = proc.communicate()
         run.exit_status = proc.returncode
+        run.output = out
         run.last_lines = [ln for ln in out.splitlines() if ln.strip()][-3:]
         filler.unlink(missing_ok=True)
         conn = sqlite3.connect(str(data / "kanjian.db"))
@@ -203,6 +205,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--size-mb", type=int, default=30)
     ap.add_argument("--floor-mb", type=float, default=0.0, help="store.retention.min_free_mb")
+    ap.add_argument("--log", type=Path, default=None, help="the station's whole output")
     ap.add_argument("--out", type=Path, default=None, help="markdown report (else stdout)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="kanjian-diskfull-") as tmp:
@@ -210,6 +213,8 @@ def main() -> int:
         where.mkdir()
         run = measure(args.minutes, args.size_mb, where, args.floor_mb)
     text = report(run, args.minutes, args.size_mb, args.floor_mb)
+    if args.log:
+        args.log.write_text(run.output)
     if args.out:
         args.out.write_text(text)
     print(text)

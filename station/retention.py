@@ -316,9 +316,12 @@ class Retention:
         if cfg.rows.max_age_days > 0:
             res.rows_held = self._delete_oldest(cfg, res, _cutoff(cfg.rows.max_age_days), None)
         if self._floor_deficit(cfg) > 0:  # images are all gone: the oldest rows make room
+            keep = cfg.rows.floor_keeps_hours
             log.warning("store retention: under the %g MB free-space floor with no image left "
-                        "to delete: deleting the oldest rows", cfg.min_free_mb)  # fmt: skip
-            self._delete_oldest(cfg, res, None, lambda: self._floor_deficit(cfg) <= 0)
+                        "to delete: deleting the oldest rows (keeping the last %g h)",
+                        cfg.min_free_mb, keep)  # fmt: skip
+            young = _cutoff(keep / 24.0) if keep > 0 else None
+            self._delete_oldest(cfg, res, young, lambda: self._floor_deficit(cfg) <= 0)
 
     def _delete_oldest(
         self,
@@ -355,7 +358,6 @@ class Retention:
                 self._delete_rows(cfg, rows, dropped, res)
             if enough is not None:
                 res.pages_vacuumed += ops.shrink(self.conn, self.stopping)
-                self._carry_captured_order()
                 if enough():
                     break
             if last_chunk:

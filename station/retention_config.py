@@ -77,6 +77,15 @@ class RowRetention(BaseModel):
         "as dropped and reported with a sync_dropped event); off: such rows are held until "
         "sync.retention drops them",
     )
+    floor_keeps_hours: float = Field(
+        24.0,
+        ge=0,
+        le=24.0 * 36_500,
+        description="the free-space floor never deletes rows younger than this, hours: a "
+        "disk that other files filled costs the oldest history, never the last shift's "
+        "(the store's own disk-full handling takes over then; 0: the floor may delete any "
+        "deletable row)",
+    )
     archive: bool = Field(
         False,
         description="write the rows (with detections and feedback) to data_dir/archive/"

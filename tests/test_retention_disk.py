@@ -54,9 +54,20 @@ def test_free_floor_deletes_images_in_order_then_rows(tmp_path: Path) -> None:
             gone = sorted(s for s, r in after.items() if r[1] is None)
             assert gone and gone == pass_seqs[: len(gone)] and len(gone) < len(pass_seqs)
             assert len(after) == 40 and res.rows_deleted == 0
-            # a floor that images alone cannot meet: every image, then the oldest rows go
-            ret2 = retention(store, min_free_mb=(free_bytes(disk) + 4 * MB) / MB,
-                             rows={"max_age_days": 0}, chunk_rows=10)  # fmt: skip
+            # a floor that images alone cannot meet: every image goes, but no row of the
+            # last rows.floor_keeps_hours (default 24 h; these were all captured now)
+            high = (free_bytes(disk) + 4 * MB) / MB
+            ret_keep = retention(store, min_free_mb=high, rows={"max_age_days": 0}, chunk_rows=10)
+            try:
+                res_keep = ret_keep.run_pass()
+            finally:
+                ret_keep.close()
+            kept = rows(data / DB_NAME)
+            assert all(r[1] is None for r in kept.values()) and res_keep.images_deleted > 0
+            assert len(kept) == 40 and res_keep.rows_deleted == 0
+            # ... and with no keep window, then the oldest rows go
+            ret2 = retention(store, min_free_mb=high, chunk_rows=10,
+                             rows={"max_age_days": 0, "floor_keeps_hours": 0})  # fmt: skip
             try:
                 res2 = ret2.run_pass()
             finally:
