@@ -96,11 +96,12 @@ def _fill(filler: Path) -> None:
         os.close(fd)
 
 
-def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) -> Run:
+def measure(minutes: float, size_mb: int, where: Path, floor_mb: float | None = 0.0) -> Run:
     """Run the station on a ``size_mb`` tmpfs at ``where`` for ``minutes``; see the module.
 
     ``floor_mb``: ``store.retention.min_free_mb`` (0: retention keeps no free floor, so
-    the disk fills; > 0: retention deletes images, then rows, to keep it free).
+    the disk fills; > 0: retention deletes images, then rows, to keep it free; ``None``:
+    retention as shipped, every setting at its default).
     """
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)],
                    check=True)  # fmt: skip
@@ -108,15 +109,18 @@ def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) ->
     try:
         data = where / "data"
         cfg = where.parent / "station.yaml"
-        cfg.write_text(
+        text = (
             f"store:\n  data_dir: {data}\n  save_images: [PASS, REVIEW, FAIL]\n  min_free_mb: 2\n"
         )
+        if floor_mb is not None:
+            text += f"  retention:\n    min_free_mb: {floor_mb:g}\n    interval_s: 5\n"
+        cfg.write_text(text)
         filler = where / "filler.bin"
         filler.touch()
         total = minutes * 60
         # phases as fractions of the run: fill at 20 %, free at 70 %, fill again at 85 %
         # (with a retention floor there is no filler: the run shows the disk never fills)
-        plan = [] if floor_mb > 0 else [(0.2, "fill"), (0.7, "free"), (0.85, "fill")]
+        plan = [] if floor_mb else [(0.2, "fill"), (0.7, "free"), (0.85, "fill")]
         proc = subprocess.Popen(
             [KANJIAN, "run", "-c", str(cfg)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -161,17 +165,33 @@ def measure(minutes: float, size_mb: int, where: Path, floor_mb: float = 0.0) ->
     return run
 
 
-def _scenario(floor_mb: float) -> str:
-    if floor_mb > 0:
+def _floor_arg(floor_mb: float | None) -> str:
+    return "" if floor_mb is None else f" --floor-mb {floor_mb:g}"
+
+
+def _retention_text(floor_mb: float | None) -> str:
+    if floor_mb is None:
+        return "retention at its defaults"
+    return f"`retention: {{min_free_mb: {floor_mb:g}, interval_s: 5}}`"
+
+
+def _scenario(floor_mb: float | None) -> str:
+    if floor_mb:
         return "Retention keeps the floor free; SIGINT stops the station at the end."
-    return (
+    shipped = (
+        "Retention as shipped: its 2 GiB floor deletes every image on this disk each pass, "
+        "but no row of the last day. "
+        if floor_mb is None
+        else ""
+    )
+    return shipped + (
         "Images fill the disk; at 20 % of the run a filler file takes every byte left (rows "
         "stall), at 70 % it is removed, at 85 % it is put back, and SIGINT stops the station "
         "while the disk is full."
     )
 
 
-def report(run: Run, minutes: float, size_mb: int, floor_mb: float) -> str:
+def report(run: Run, minutes: float, size_mb: int, floor_mb: float | None) -> str:
     """The run as markdown: the summary, then one row per 10 s."""
     rss = [s.rss_mb for s in run.samples if s.rss_mb > 0]
     lines = [
@@ -179,10 +199,10 @@ def report(run: Run, minutes: float, size_mb: int, floor_mb: float) -> str:
         "",
         f"Data folder on a {size_mb} MB tmpfs; the demo station (embedded default model and "
         f"images) with `save_images: [PASS, REVIEW, FAIL]`, `min_free_mb: 2` and "
-        f"`retention: {{min_free_mb: {floor_mb:g}, interval_s: 5}}`. {_scenario(floor_mb)} "
+        f"{_retention_text(floor_mb)}. {_scenario(floor_mb)} "
         f"Host: {std_platform.node()}, {os.cpu_count()} CPUs, Python "
         f"{std_platform.python_version()}. Reproduce (root): "
-        f"`python -m benchmarks.disk_full --minutes {minutes:g} --floor-mb {floor_mb:g}`.",
+        f"`python -m benchmarks.disk_full --minutes {minutes:g}{_floor_arg(floor_mb)}`.",
         "",
         f"- exit status: {run.exit_status}",
         f"- RSS: first {rss[0] if rss else 0:.0f} MB, peak {max(rss, default=0):.0f} MB, "
@@ -204,7 +224,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--size-mb", type=int, default=30)
-    ap.add_argument("--floor-mb", type=float, default=0.0, help="store.retention.min_free_mb")
+    ap.add_argument(
+        "--floor-mb",
+        type=float,
+        default=None,
+        help="store.retention.min_free_mb, with interval_s 5 (default: retention as shipped)",
+    )
     ap.add_argument("--log", type=Path, default=None, help="the station's whole output")
     ap.add_argument("--out", type=Path, default=None, help="markdown report (else stdout)")
     args = ap.parse_args()
