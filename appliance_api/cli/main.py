@@ -197,23 +197,37 @@ def inspect(
 def config_validate(
     file: Annotated[Path, typer.Argument(help="station YAML file")],
 ) -> None:
-    """Check a config file; print every problem with its key and line."""
+    """Check a config file: every key and value (a misspelt key gets the nearest one),
+    and every file or folder it names (model, camera folder, TLS files...); print
+    every problem with its key and line."""
+    from kanjian.appliance_api.cli.config_check import missing_files
     from kanjian.station.config import ConfigError, load_config
 
     try:
-        load_config(file)
+        cfg = load_config(file)
+        issues = missing_files(cfg, file.read_text(encoding="utf-8"))
+        if issues:
+            raise ConfigError(file, issues)
     except ConfigError as e:
-        console.print(f"[red]invalid[/] {e}")
+        console.print(f"[red]invalid[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
     out.print(f"{file}: valid")
 
 
 @config_app.command("show")
-def config_show(config: ConfigOpt = None) -> None:
+def config_show(
+    file: Annotated[
+        Path | None, typer.Argument(help="station YAML; default: the embedded demo station")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
     """Print the effective configuration (defaults filled in) as YAML."""
     import yaml
 
-    cfg = load_station_config(config)
+    if file is not None and config is not None and file != config:
+        console.print("[red]error:[/] give the config file once (FILE or --config)")
+        raise typer.Exit(2)
+    cfg = load_station_config(file or config)
     out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
 
 
