@@ -240,10 +240,48 @@ def _register_commands() -> None:
         module.register(app)
 
 
+#: top-level module -> the extra that installs it (pyproject's optional-dependencies)
+EXTRA_OF = {
+    **dict.fromkeys(
+        ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "pi_heif"), "training"
+    ),
+    **dict.fromkeys(("asyncua", "pymodbus", "cryptography"), "plc"),
+    "gi": "gige",
+}
+
+
+def missing_extra_line(e: BaseException) -> str | None:
+    """One line naming the extra to install, when ``e`` is a missing optional module
+    (directly or as the cause of a RuntimeError that already names it); else None."""
+    for err in (e, e.__cause__):
+        if isinstance(err, ModuleNotFoundError):
+            top = (err.name or "").split(".")[0]
+            extra = EXTRA_OF.get(top)
+            if extra is not None:
+                return (
+                    f"error: this command needs the '{extra}' extra (no module {top}): "
+                    f"pip install 'kanjian[{extra}]'"
+                )
+    if isinstance(e, RuntimeError) and "pip install 'kanjian[" in str(e):
+        return f"error: {e}"
+    return None
+
+
 def main() -> None:
-    """Entry point of the ``kanjian`` script."""
+    """Entry point of the ``kanjian`` script.
+
+    A command that needs an extra the install lacks (``pip install -e .`` has none)
+    ends with one line naming it and exit status 2, not a traceback.
+    """
     _register_commands()
-    app(prog_name="kanjian")
+    try:
+        app(prog_name="kanjian")
+    except (ModuleNotFoundError, RuntimeError) as e:
+        line = missing_extra_line(e)
+        if line is None:
+            raise
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
