@@ -103,7 +103,9 @@ def test_config_validate_suggests_the_nearest_key_and_checks_named_files(tmp_pat
     assert "line 1: store.daat_dir: unknown key (not allowed here); did you mean 'data_dir'?" in (
         r.stderr
     )
-    assert "line 2: sync.mqtt.hots: unknown key (not allowed here); did you mean 'host'?" in r.stderr
+    assert (
+        "line 2: sync.mqtt.hots: unknown key (not allowed here); did you mean 'host'?" in r.stderr
+    )
     assert "camera.pattren: unknown key (not allowed here); did you mean 'pattern'?" in r.stderr
     assert "line 4: zzzz: unknown key (not allowed here)\n" in r.stderr  # nothing close
     missing = tmp_path / "missing.yaml"
@@ -183,3 +185,14 @@ def test_pipeline_options_default_to_the_gate() -> None:
 
     opts = PipelineOptions(name="m", version="1")
     assert opts.min_map50 == DEFAULT_MIN_MAP50 and opts.allow_weak is False
+
+
+def test_a_cold_kernel_cache_is_seen_before_compiling(tmp_path: Path) -> None:
+    # the start-up says "compiling ..." before the silent seconds only when this is True
+    code = "from kanjian.kernels.warmup import cache_is_cold; print(cache_is_cold())"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "empty")}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
