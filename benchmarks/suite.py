@@ -165,7 +165,9 @@ def run_suite(
     needs_ul = () if have_ul else ("preprocess", "nms")
     for name in needs_ul:
         if name not in skip:
-            log(f"== {name}: skipped, it compares with Ultralytics (pip install 'kanjian[training]')")
+            log(
+                f"== {name}: skipped, it compares with Ultralytics (pip install 'kanjian[training]')"
+            )
     skip = [*skip, *needs_ul]
 
     def section(name: str, fn: Callable[[], None]) -> None:

@@ -14,7 +14,6 @@ from kanjian.inference import bundle as b
 from kanjian.inference.golden_set import GoldenSet
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
-from kanjian.training.weak import DEFAULT_MIN_MAP50, weak_before_bundle, weak_golden
 from kanjian.training.records import IMAGE_SUFFIXES
 from kanjian.training.train import (
     TrainConfig,
@@ -25,6 +24,7 @@ from kanjian.training.train import (
     config_dict,
     train,
 )
+from kanjian.training.weak import DEFAULT_MIN_MAP50, weak_before_bundle, weak_golden
 
 
 @dataclass(frozen=True)

@@ -73,18 +73,21 @@ def dataset_import_command(
         raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     try:
-        summary = import_dataset(
-            source,
-            output,
-            fmt=cast(SourceFormat, fmt),
-            images=images,
-            task=cast(TaskOpt, task),
-            val_fraction=val_fraction,
-            seed=seed,
-            class_names=names,
-            box_masks=cast(BoxMasks, box_masks),
-            drop_difficult=drop_difficult,
-        )
+        # a spinner on a terminal (nothing in a log): a big import
+        # takes tens of seconds, and the importer has no per-image hook for a bar yet
+        with console.status(f"importing {escape(str(source))} -> {escape(str(output))}"):
+            summary = import_dataset(
+                source,
+                output,
+                fmt=cast(SourceFormat, fmt),
+                images=images,
+                task=cast(TaskOpt, task),
+                val_fraction=val_fraction,
+                seed=seed,
+                class_names=names,
+                box_masks=cast(BoxMasks, box_masks),
+                drop_difficult=drop_difficult,
+            )
     except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
@@ -339,8 +342,7 @@ def train_command(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="accuracy gate on the ONNX model's val mAP50 (top-1 for classify); "
-            "0: report only",
+            help="accuracy gate on the ONNX model's val mAP50 (top-1 for classify); 0: report only",
         ),
     ] = 0.05,  # = kanjian.training.weak.DEFAULT_MIN_MAP50 (not imported: --help stays light)
     allow_weak: Annotated[
