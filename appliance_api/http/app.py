@@ -156,14 +156,7 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.kanjian = state
     # failed logins are counted per app: a restart forgets them (nothing to persist)
     app.state.auth_guard = AuthGuard.from_config(state.cfg)
-    for module in (
-        routes_status,
-        routes_inspections,
-        routes_live,
-        routes_models,
-        routes_admin,
-        routes_docs,
-    ):
+    for module in (routes_status, routes_inspections, routes_live, routes_models, routes_admin):
         app.include_router(module.router)
 
     @app.exception_handler(Exception)
@@ -182,6 +175,7 @@ def create_app(state: ApiState) -> FastAPI:
         takes it from the first-start link's ``#token=`` fragment). API docs: ``/docs``."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    routes_docs.add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if state.cfg.cors_origins:
         app.add_middleware(
