@@ -72,7 +72,9 @@ def neu_det_images(root: Path | None = None) -> list[Path]:
     """NEU-DET's JPEG files, sorted by name.
 
     Looks in ``root``, else beside the checkout (``<repo>/../shared/datasets/neu-det``),
-    else inside it (``<repo>/shared/datasets/neu-det``, what travels to a lent GPU machine).
+    else inside it (``<repo>/shared/datasets/neu-det``, what travels to a lent GPU machine),
+    else takes the 12 NEU-DET images shipped with the demo (``station/demo/images``,
+    saying so once: a video of them repeats images, which costs the same to decode).
 
     Raises:
         FileNotFoundError: naming the folders when none holds images.
@@ -81,6 +83,14 @@ def neu_det_images(root: Path | None = None) -> list[Path]:
     for r in roots:
         files = sorted((r / "images").glob("*.jpg"))
         if files:
+            return files
+    if root is None:
+        from kanjian.station.config import DEMO_IMAGES
+
+        files = sorted(DEMO_IMAGES.glob("*.jpg"))
+        if files:
+            print(f"NEU-DET not found beside the checkout: the {len(files)} demo images in "
+                  f"{DEMO_IMAGES} instead")  # fmt: skip
             return files
     raise FileNotFoundError(
         "no NEU-DET images in "

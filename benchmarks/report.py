@@ -220,6 +220,12 @@ def write(res: Any, folder: Path) -> dict[str, Path]:
     data = jsonable(res)
     paths["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     paths["markdown"].write_text(markdown(res), encoding="utf-8")
+    try:
+        import matplotlib  # noqa: F401  (only the chart needs it: not a runtime dependency)
+    except ImportError:
+        print("no chart.png: matplotlib is not installed (pip install matplotlib)")
+        del paths["chart"]
+        return paths
     chart(data, paths["chart"])
     return paths
 

@@ -130,6 +130,14 @@ def run_suite(
     info = system_info(env_at_start)
     for line in info.lines():
         log(line)
+    if model is None and not have_ul:
+        from kanjian.station.config import DEMO_MODEL
+
+        model = DEMO_MODEL
+        log(
+            "no torch/Ultralytics (pip install 'kanjian[training]'): the bundled demo model "
+            "instead of the random-weight YOLO11n reference, and no Ultralytics contenders"
+        )
     model_path = model if model is not None else assets.reference_model()
     onnx = _onnx_file(model_path)
     from kanjian.inference.model import load_model
@@ -152,6 +160,15 @@ def run_suite(
 
     knob = has_workers_knob()
     cpus = info.usable_cpus or 1
+
+    # these two time kanjian against Ultralytics' own code: nothing to compare without it
+    needs_ul = () if have_ul else ("preprocess", "nms")
+    for name in needs_ul:
+        if name not in skip:
+            log(
+                f"== {name}: skipped, it compares with Ultralytics (pip install 'kanjian[training]')"
+            )
+    skip = [*skip, *needs_ul]
 
     def section(name: str, fn: Callable[[], None]) -> None:
         if name in skip:

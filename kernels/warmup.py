@@ -9,6 +9,7 @@ uses, on tiny frames, and says how long it took and whether the cache served.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from kanjian.kernels.letterbox_cpu import kernel_args, letterbox_cpu
 from kanjian.kernels.tables import resize_tables
 from kanjian.kernels.threads import kernel_threads
 
-__all__ = ["WarmupReport", "warmup"]
+__all__ = ["WarmupReport", "cache_is_cold", "warmup"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ def _counts() -> tuple[int, int]:
         hits += sum(k.stats.cache_hits.values())
         misses += sum(k.stats.cache_misses.values())
     return hits, misses
+
+
+def cache_is_cold() -> bool:
+    """True when Numba's on-disk cache holds no index for a CPU kernel yet (the first
+    start after an install, or a cleared cache): :func:`warmup` will compile, for
+    seconds, and the caller should say so before it starts."""
+    for k in (letterbox_kernel, letterbox_kernel_serial):
+        cache = getattr(k, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is None or not os.path.exists(index):
+            return True
+    return False
 
 
 def warmup(

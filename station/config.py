@@ -287,7 +287,9 @@ def parse_config(text: str, path: Path | None = None) -> StationConfig:
             # drop the discriminator tag pydantic adds for tagged unions ("folder", ...)
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
             msg = (
-                "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+                "unknown key (not allowed here)" + _did_you_mean(err["loc"])
+                if err["type"] == "extra_forbidden"
+                else err["msg"]
             )
             issues.append(
                 ConfigIssue(".".join(str(p) for p in loc) or "(root)", _line_of(node, loc), msg)
@@ -357,3 +359,36 @@ def default_config(data_dir: Path | None = None) -> StationConfig:
     if data_dir is not None:
         cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
     return cfg
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """``"; did you mean 'data_dir'?"`` for a misspelt key at pydantic location ``loc``
+    (tagged-union tags included), or ``""`` when no key there is close."""
+    import difflib
+    import types
+    import typing
+
+    def models_of(ann: Any) -> list[type[BaseModel]]:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return [ann]
+        out: list[type[BaseModel]] = []
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            return models_of(typing.get_args(ann)[0])
+        if origin in (typing.Union, types.UnionType) or origin is not None:
+            for a in typing.get_args(ann):
+                out += models_of(a)
+        return out
+
+    candidates: list[type[BaseModel]] = [StationConfig]
+    for key in loc[:-1]:
+        nxt: list[type[BaseModel]] = []
+        for m in candidates:
+            field = m.model_fields.get(str(key))
+            if field is not None:
+                nxt += models_of(field.annotation)
+        if nxt:  # a union tag or a list index leaves the candidates as they are
+            candidates = nxt
+    keys = {k for m in candidates for k in m.model_fields}
+    close = difflib.get_close_matches(str(loc[-1]), sorted(keys), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -27,6 +27,7 @@ from kanjian.camera.pump import FramePump
 from kanjian.inference.model import OnnxModel, load_model
 from kanjian.inference.types import Inspection
 from kanjian.kernels import warmup as kernels_warmup
+from kanjian.kernels.warmup import cache_is_cold as kernel_cache_is_cold
 from kanjian.station.channels import Channel, Channels
 from kanjian.station.config import StationConfig
 from kanjian.station.datalock import DataLock
@@ -376,9 +377,18 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
     )
     t1 = time.perf_counter()
     # JIT-compile (or load from Numba's cache) the preprocessing kernels now, so
-    # compile time never lands on the first inspection.
-    kernels_warmup(model.info.imgsz)
+    # compile time never lands on the first inspection. A cold cache takes seconds:
+    # say so before, not after a silent wait.
+    if kernel_cache_is_cold():
+        log.info("compiling the Numba preprocessing kernels (once per install, ~15-30 s)")
+    jit = kernels_warmup(model.info.imgsz)
     t["kernels_jit"] = (time.perf_counter() - t1) * 1e3
+    if jit.cache_misses:
+        log.info(
+            "compiled %d kernel signatures in %.1f s (cached on disk for the next start)",
+            jit.cache_misses,
+            jit.seconds,
+        )
     t["warmup"] = model.warmup()
     # the rules are checked against the model's classes before anything is opened
     inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)

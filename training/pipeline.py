@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from kanjian.training.train import (
     config_dict,
     train,
 )
+from kanjian.training.weak import DEFAULT_MIN_MAP50, weak_before_bundle, weak_golden
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class PipelineOptions:
         parity_images: how many val images the parity gate uses.
         min_parity: the parity gate (match rate).
         min_map50: the accuracy gate on the ONNX model's mAP50 (top-1 for classify);
-            0 only reports.
+            0 only reports (see :mod:`kanjian.training.weak` for the default).
+        allow_weak: write the bundle even when the model is weak (below ``min_map50``,
+            parity compared no detection, or a golden set with none), with warnings.
         golden_images, golden_conf: size and conf of the golden set (conf default: ``conf``).
         command: the command line, recorded in the manifest.
     """
@@ -52,7 +56,8 @@ class PipelineOptions:
     parity_conf: float = 0.1
     parity_images: int = 50
     min_parity: float = 0.99
-    min_map50: float = 0.0
+    min_map50: float = DEFAULT_MIN_MAP50
+    allow_weak: bool = False
     golden_images: int = 4
     golden_conf: float | None = None
     command: str = ""
@@ -164,21 +169,30 @@ def run_pipeline(
     failures = []
     if not parity.passed:
         failures.append(parity.line())
-    key = "top1" if config.task == "classify" else "mAP50"
-    if metrics[key] < options.min_map50:
-        failures.append(f"accuracy FAIL: {key} {metrics[key]:.4f} < {options.min_map50}")
+    weak = weak_before_bundle(config.task, metrics, options.min_map50, parity)
+    if options.allow_weak:
+        for w in weak:
+            log(f"WARNING (--allow-weak): {w}")
+    else:
+        failures += weak
     if failures:
+        if weak and not options.allow_weak:
+            log("a weak model writes no bundle; --allow-weak writes it anyway (smoke runs)")
         for f in failures:
             log(f)
         log(f"no bundle written; the ONNX file stays at {onnx}")
         return PipelineOutcome(False, None, onnx, parity, metrics, result, tuple(failures))
 
     bundle_dir = options.bundle_dir or result.run_dir / "bundle"
+    # written beside, moved into place once the golden set holds: a refused bundle
+    # never replaces the one an --overwrite run would have replaced
+    staging = bundle_dir.with_name(f".{bundle_dir.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
     all_metrics = {**metrics, "parity_match_rate": parity.match_rate}
     all_metrics |= {f"train_{k}": v for k, v in result.metrics.items()}
     write_bundle(
         onnx,
-        bundle_dir,
+        staging,
         name=options.name,
         version=options.version,
         thresholds=b.Thresholds(conf=options.conf, iou=options.iou),
@@ -200,9 +214,20 @@ def run_pipeline(
         golden_conf=options.golden_conf,
     )
     golden = GoldenSet.model_validate_json(
-        (bundle_dir / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")
+        (staging / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")
     )
     dets = sum(len(g.detections) for g in golden.images)
     log(f"golden set: {len(golden.images)} images, {dets} detections at conf {golden.conf}")
+    empty = weak_golden(config.task, golden)
+    if empty and not options.allow_weak:
+        shutil.rmtree(staging)
+        log(empty)
+        log(f"no bundle written; the ONNX file stays at {onnx}")
+        return PipelineOutcome(False, None, onnx, parity, all_metrics, result, (empty,))
+    if empty:
+        log(f"WARNING (--allow-weak): {empty}")
+    if bundle_dir.exists():  # empty, or --overwrite (checked before training)
+        shutil.rmtree(bundle_dir)
+    staging.rename(bundle_dir)
     log(f"bundle written: {bundle_dir}")
     return PipelineOutcome(True, bundle_dir, onnx, parity, all_metrics, result, ())

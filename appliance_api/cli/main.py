@@ -197,23 +197,37 @@ def inspect(
 def config_validate(
     file: Annotated[Path, typer.Argument(help="station YAML file")],
 ) -> None:
-    """Check a config file; print every problem with its key and line."""
+    """Check a config file: every key and value (a misspelt key gets the nearest one),
+    and every file or folder it names (model, camera folder, TLS files...); print
+    every problem with its key and line."""
+    from kanjian.appliance_api.cli.config_check import missing_files
     from kanjian.station.config import ConfigError, load_config
 
     try:
-        load_config(file)
+        cfg = load_config(file)
+        issues = missing_files(cfg, file.read_text(encoding="utf-8"))
+        if issues:
+            raise ConfigError(file, issues)
     except ConfigError as e:
-        console.print(f"[red]invalid[/] {e}")
+        console.print(f"[red]invalid[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from e
     out.print(f"{file}: valid")
 
 
 @config_app.command("show")
-def config_show(config: ConfigOpt = None) -> None:
+def config_show(
+    file: Annotated[
+        Path | None, typer.Argument(help="station YAML; default: the embedded demo station")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
     """Print the effective configuration (defaults filled in) as YAML."""
     import yaml
 
-    cfg = load_station_config(config)
+    if file is not None and config is not None and file != config:
+        console.print("[red]error:[/] give the config file once (FILE or --config)")
+        raise typer.Exit(2)
+    cfg = load_station_config(file or config)
     out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
 
 
@@ -226,10 +240,48 @@ def _register_commands() -> None:
         module.register(app)
 
 
+#: top-level module -> the extra that installs it (pyproject's optional-dependencies)
+EXTRA_OF = {
+    **dict.fromkeys(
+        ("torch", "torchvision", "ultralytics", "onnx", "onnxslim", "pi_heif"), "training"
+    ),
+    **dict.fromkeys(("asyncua", "pymodbus", "cryptography"), "plc"),
+    "gi": "gige",
+}
+
+
+def missing_extra_line(e: BaseException) -> str | None:
+    """One line naming the extra to install, when ``e`` is a missing optional module
+    (directly or as the cause of a RuntimeError that already names it); else None."""
+    for err in (e, e.__cause__):
+        if isinstance(err, ModuleNotFoundError):
+            top = (err.name or "").split(".")[0]
+            extra = EXTRA_OF.get(top)
+            if extra is not None:
+                return (
+                    f"error: this command needs the '{extra}' extra (no module {top}): "
+                    f"pip install 'kanjian[{extra}]'"
+                )
+    if isinstance(e, RuntimeError) and "pip install 'kanjian[" in str(e):
+        return f"error: {e}"
+    return None
+
+
 def main() -> None:
-    """Entry point of the ``kanjian`` script."""
+    """Entry point of the ``kanjian`` script.
+
+    A command that needs an extra the install lacks (``pip install -e .`` has none)
+    ends with one line naming it and exit status 2, not a traceback.
+    """
     _register_commands()
-    app(prog_name="kanjian")
+    try:
+        app(prog_name="kanjian")
+    except (ModuleNotFoundError, RuntimeError) as e:
+        line = missing_extra_line(e)
+        if line is None:
+            raise
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -27,8 +27,15 @@ def show_map(
     ] = False,
 ) -> None:
     """Print the Modbus register map and the OPC UA nodes of the handshake."""
-    from kanjian.station.plc.opcua import NODES
     from kanjian.station.plc.registers import REGISTER_MAP
+
+    try:  # the node table is asyncua's types; the Modbus map needs nothing optional
+        from kanjian.station.plc.opcua import NODES
+    except ImportError:
+        NODES = ()
+        no_opcua = "OPC UA nodes: not listed without asyncua (pip install 'kanjian[plc]')"
+    else:
+        no_opcua = ""
 
     if markdown:
         out.print("| table | address | name | words | access | meaning |", soft_wrap=True)
@@ -40,6 +47,10 @@ def show_map(
                 soft_wrap=True,
                 markup=False,
             )
+        if no_opcua:
+            out.print()
+            out.print(no_opcua, markup=False)
+            return
         out.print()
         out.print("| node | type | meaning |", soft_wrap=True)
         out.print("|---|---|---|", soft_wrap=True)
@@ -57,6 +68,9 @@ def show_map(
         access = "read/write" if p.writable else "read"
         table.add_row(p.table, str(p.address), p.name, str(p.words), access, p.description)
     out.print(table)
+    if no_opcua:
+        out.print(no_opcua, markup=False)
+        return
     nodes = Table(title="OPC UA variables (ns=<plc.opcua.namespace>;s=Station.<name>)")
     for col in ("node", "type", "meaning"):
         nodes.add_column(col)

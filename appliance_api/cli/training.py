@@ -18,7 +18,6 @@ console = Console(stderr=True, soft_wrap=True)  # whole lines: logs get grepped
 out = Console(soft_wrap=True)
 
 dataset_app = typer.Typer(help="Import and convert datasets.", no_args_is_help=True)
-model_app = typer.Typer(help="Check model bundles.", no_args_is_help=True)
 
 TaskOpt = Literal["detect", "segment", "classify"]
 SourceFormat = Literal["auto", "voc", "coco", "yolo"]
@@ -74,18 +73,21 @@ def dataset_import_command(
         raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     try:
-        summary = import_dataset(
-            source,
-            output,
-            fmt=cast(SourceFormat, fmt),
-            images=images,
-            task=cast(TaskOpt, task),
-            val_fraction=val_fraction,
-            seed=seed,
-            class_names=names,
-            box_masks=cast(BoxMasks, box_masks),
-            drop_difficult=drop_difficult,
-        )
+        # a spinner on a terminal (nothing in a log): a big import
+        # takes tens of seconds, and the importer has no per-image hook for a bar yet
+        with console.status(f"importing {escape(str(source))} -> {escape(str(output))}"):
+            summary = import_dataset(
+                source,
+                output,
+                fmt=cast(SourceFormat, fmt),
+                images=images,
+                task=cast(TaskOpt, task),
+                val_fraction=val_fraction,
+                seed=seed,
+                class_names=names,
+                box_masks=cast(BoxMasks, box_masks),
+                drop_difficult=drop_difficult,
+            )
     except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
@@ -341,8 +343,21 @@ def train_command(
     parity_images: Annotated[int, typer.Option(min=1, help="val images for parity")] = 50,
     min_parity: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.99,
     min_map50: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="accuracy gate on ONNX mAP50 (0: report)")
-    ] = 0.0,
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="accuracy gate on the ONNX model's val mAP50 (top-1 for classify); 0: report only",
+        ),
+    ] = 0.05,  # = kanjian.training.weak.DEFAULT_MIN_MAP50 (not imported: --help stays light)
+    allow_weak: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak",
+            help="write the bundle of a weak model anyway (below --min-map50, parity with "
+            "no detection to compare, a golden set with none), with warnings",
+        ),
+    ] = False,
     golden_images: Annotated[int, typer.Option(min=1)] = 4,
     golden_conf: Annotated[
         float | None, typer.Option(help="golden set conf (default: --conf)")
@@ -353,8 +368,9 @@ def train_command(
     No network is used: the model is built from a YAML (random weights) or a
     local .pt. After training, the ONNX file run by kanjian's own runtime must
     give the same detections as the PyTorch model in Ultralytics (--min-parity),
-    and its mAP50 on the val split is measured (--min-map50). Only then is the
-    bundle (model.onnx, manifest.json, golden/) written.
+    and its mAP50 on the val split must reach --min-map50; a golden set with no
+    detection is refused too (exit 1, no bundle) unless --allow-weak. Only then
+    is the bundle (model.onnx, manifest.json, golden/) written.
     """
     from kanjian.inference.verdict import ClassRule, VerdictRules
     from kanjian.training.pipeline import PipelineOptions, run_pipeline
@@ -407,6 +423,7 @@ def train_command(
         parity_images=parity_images,
         min_parity=min_parity,
         min_map50=min_map50,
+        allow_weak=allow_weak,
         golden_images=golden_images,
         golden_conf=golden_conf,
         command=shlex.join(["kanjian", *sys.argv[1:]]),
@@ -437,34 +454,10 @@ def _extra_args(pairs: list[str], time_hours: float | None) -> dict[str, object]
     return extra
 
 
-@model_app.command("check")
-def model_check_command(
-    bundle: Annotated[Path, typer.Argument(help="bundle folder")],
-    providers: Annotated[
-        str,
-        typer.Option(
-            help="execution providers to replay on, as a station lists them "
-            "(e.g. cuda,cpu; tensorrt,cuda,cpu)"
-        ),
-    ] = "cpu",
-) -> None:
-    """Verify a bundle: ONNX hash against the manifest, then replay its golden set."""
-    from kanjian.inference.golden import check_bundle
-
-    chosen = tuple(p.strip() for p in providers.split(",") if p.strip())
-    report = check_bundle(bundle, chosen or ("cpu",))
-    for line in report.problems:
-        out.print(f"FAIL {line}", markup=False)
-    if not report.ok:
-        raise typer.Exit(1)
-    out.print(
-        f"OK {bundle}: {report.images} golden images reproduced on {report.provider}",
-        markup=False,
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Mount ``dataset``, ``train`` and ``model`` on the ``kanjian`` app."""
     app.add_typer(dataset_app, name="dataset")
     app.command("train")(train_command)
+    from kanjian.appliance_api.cli.model import model_app
+
     app.add_typer(model_app, name="model")

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kanjian.appliance_api.http import (
     routes_admin,
+    routes_docs,
     routes_inspections,
     routes_live,
     routes_models,
@@ -148,6 +149,10 @@ def create_app(state: ApiState) -> FastAPI:
         "feedback, trigger) < engineer (+ models, thresholds, config, audit) < admin "
         "(+ tokens). Reads need operator unless `api.open_reads` is set.",
         lifespan=lifespan,
+        # FastAPI's pages load Swagger UI / ReDoc from a CDN with an inline script, which
+        # the CSP blocks (and a plant network is often offline): routes_docs serves its own
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.kanjian = state
     # failed logins are counted per app: a restart forgets them (nothing to persist)
@@ -167,10 +172,18 @@ def create_app(state: ApiState) -> FastAPI:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    @app.get("/", include_in_schema=False)
+    @app.get(
+        "/",
+        tags=["screen"],
+        response_class=HTMLResponse,
+        responses={200: {"content": {"text/html": {}}, "description": "the operator's screen"}},
+    )
     def index() -> FileResponse:
+        """The operator's screen (HTML; no token needed to load it: it asks for one, or
+        takes it from the first-start link's ``#token=`` fragment). API docs: ``/docs``."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    routes_docs.add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if state.cfg.cors_origins:
         app.add_middleware(

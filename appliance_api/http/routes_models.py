@@ -20,6 +20,7 @@ from kanjian.appliance_api.http.api_models import (
 )
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.appliance_api.http.upload_form import FormError, extract_file_part, is_form
 from kanjian.station.ruleset import RulesError
 from kanjian.station.state.archive import ArchiveRejected
 from kanjian.station.state.audit import Actor
@@ -45,6 +46,12 @@ ARCHIVE_TYPES = (
     "application/gzip",
     "application/x-tar",
     "application/octet-stream",
+)
+
+#: said with every 415: how an archive may be sent
+_HOW_TO_SEND = (
+    "send the .zip / .tar.gz itself as the request body (curl --data-binary @bundle.zip) "
+    "or as a form's file field (curl -F file=@bundle.zip)"
 )
 
 
@@ -89,9 +96,17 @@ def list_models(state: State, _: Reader) -> ModelListOut:
         "requestBody": {
             "required": True,
             "description": "a .zip or .tar.gz of a bundle folder (model.onnx, manifest.json, "
-            "golden/), sent as the raw body",
+            "golden/), sent as the raw body (`curl --data-binary @bundle.zip`) or as the "
+            "file field of a form (`curl -F file=@bundle.zip`)",
             "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in ARCHIVE_TYPES
+                **{t: {"schema": {"type": "string", "format": "binary"}} for t in ARCHIVE_TYPES},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
             },
         }
     },
@@ -99,8 +114,9 @@ def list_models(state: State, _: Reader) -> ModelListOut:
 async def upload_model(
     request: Request, response: Response, state: State, who: Engineer
 ) -> UploadOut:
-    """Upload a bundle archive. It is accepted only when its manifest's sha256 matches
-    ``model.onnx`` and the bundle reproduces its golden set; it is not activated.
+    """Upload a bundle archive (raw body or a form's file field). It is accepted only
+    when its manifest's sha256 matches ``model.onnx`` and the bundle reproduces its
+    golden set; it is not activated.
     """
     limit = int(state.cfg.max_upload_mb * 2**20)
     declared = request.headers.get("content-length")
@@ -113,6 +129,8 @@ async def upload_model(
     incoming = state.registry.models_dir / INCOMING_DIR
     incoming.mkdir(parents=True, exist_ok=True)
     tmp = incoming / f"{uuid.uuid4().hex}.upload"
+    part = tmp.with_suffix(".part")
+    content_type = request.headers.get("content-type", "")
     actor = who.actor()
     try:
         size = 0
@@ -127,16 +145,29 @@ async def upload_model(
                 f.write(chunk)
         if size == 0:
             raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, "empty upload: send the archive as the request body"
+                status.HTTP_400_BAD_REQUEST,
+                "empty upload: send the archive as the request body or a form's file field",
             )
+        archive = tmp
+        if is_form(content_type):  # curl -F file=@bundle.zip: cut the file out of the form
+            try:
+                await to_thread.run_sync(extract_file_part, tmp, content_type, part)
+            except FormError as e:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
+            tmp.unlink()
+            archive = part
         try:
-            entry, created = await to_thread.run_sync(state.registry.ingest, tmp, actor)
+            entry, created = await to_thread.run_sync(state.registry.ingest, archive, actor)
         except (ArchiveRejected, RegistryError) as e:
             detail = {"reason": str(e), "bytes": size}
             await to_thread.run_sync(state.kept.audit, actor, "model.upload_refused", None, detail)
-            raise HTTPException(STATUS[e.kind], str(e)) from e
+            msg = str(e)
+            if e.kind == "wrong_type":
+                msg += f" ({_HOW_TO_SEND})"
+            raise HTTPException(STATUS[e.kind], msg) from e
     finally:
         tmp.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
     if not created:
         response.status_code = status.HTTP_200_OK
     return UploadOut(created=created, model=_entry_out(state, entry))

@@ -1,0 +1,90 @@
+"""``kanjian model check``: a bundle folder, a bundle archive (.zip / .tar.gz / .tar, as
+uploaded to a station) or a bare ``.onnx``, checked as the station would take it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console(soft_wrap=True)
+model_app = typer.Typer(help="Check model bundles.", no_args_is_help=True)
+
+#: how much an archive may unpack to here (a station's own limit is api.max_unpacked_mb)
+_MAX_UNPACKED = 8 * 2**30
+
+
+def _check_folder(bundle: Path, shown: Path, providers: tuple[str, ...]) -> None:
+    from kanjian.inference.golden import check_bundle
+
+    report = check_bundle(bundle, providers)
+    for line in report.problems:
+        out.print(f"FAIL {line}", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    out.print(
+        f"OK {shown}: {report.images} golden images reproduced on {report.provider}",
+        markup=False,
+    )
+
+
+def _check_onnx(onnx: Path, providers: tuple[str, ...]) -> None:
+    from kanjian.inference.bundle import BundleError
+    from kanjian.inference.model import load_model
+    from kanjian.inference.session import ModelLoadError
+
+    try:
+        m = load_model(onnx, providers)
+    except (ModelLoadError, BundleError) as e:
+        out.print(f"FAIL {e}", markup=False)
+        raise typer.Exit(1) from e
+    info = m.info
+    out.print(
+        f"OK {onnx}: loads on {m.session_info.provider} ({info.task}, "
+        f"{len(info.class_names)} classes, input {info.imgsz[1]}x{info.imgsz[0]}, sha256 "
+        f"{info.sha256[:12]}); a bare "
+        ".onnx has no manifest hash or golden set to check",
+        markup=False,
+    )
+
+
+@model_app.command("check")
+def model_check_command(
+    bundle: Annotated[
+        Path,
+        typer.Argument(help="bundle folder, bundle archive (.zip / .tar.gz / .tar) or .onnx"),
+    ],
+    providers: Annotated[
+        str,
+        typer.Option(
+            help="execution providers to replay on, as a station lists them "
+            "(e.g. cuda,cpu; tensorrt,cuda,cpu)"
+        ),
+    ] = "cpu",
+) -> None:
+    """Verify a bundle: ONNX hash against the manifest, then replay its golden set.
+
+    An archive is unpacked as a station's upload is (same checks), into a temporary
+    folder; a bare .onnx is loaded and described (it carries nothing to verify).
+    """
+    from kanjian.station.state.archive import ArchiveRejected, extract_bundle
+
+    chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) or ("cpu",)
+    if bundle.is_dir():
+        _check_folder(bundle, bundle, chosen)
+    elif not bundle.exists():
+        out.print(f"FAIL {bundle}: no such file or folder", markup=False)
+        raise typer.Exit(1)
+    elif bundle.suffix.lower() == ".onnx":
+        _check_onnx(bundle, chosen)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kanjian-check-") as tmp:
+            try:
+                root = extract_bundle(bundle, Path(tmp) / "bundle", _MAX_UNPACKED)
+            except ArchiveRejected as e:
+                out.print(f"FAIL {bundle}: {e}", markup=False)
+                raise typer.Exit(1) from e
+            _check_folder(root, bundle, chosen)
