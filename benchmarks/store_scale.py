@@ -46,13 +46,9 @@ import numpy as np
 import sqlite_utils
 
 from benchmarks.big_store import MODELS, BigStore, cached
+from kanjian.appliance_api.http.list_query import ListFilter, list_query, plan_page
 from kanjian.appliance_api.http.live import ShiftCounter
-from kanjian.appliance_api.http.routes_inspections import (
-    ListFilter,
-    _latest_feedback,
-    list_query,
-    plan_page,
-)
+from kanjian.appliance_api.http.routes_inspections import _latest_feedback
 from kanjian.station.counters import last_numbered
 from kanjian.station.records import StoredInspection
 from kanjian.station.store import ResultStore, open_db

@@ -20,7 +20,7 @@ import pytest
 import sqlite_utils
 
 from benchmarks.big_store import MODELS, build
-from kanjian.appliance_api.http.routes_inspections import ListFilter, list_query, seq_bounds
+from kanjian.appliance_api.http.list_query import ListFilter, list_query, seq_bounds
 
 ROWS = 20_000
 LIMIT = 25

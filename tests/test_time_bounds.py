@@ -20,7 +20,7 @@ import pytest
 import sqlite_utils
 
 from benchmarks.big_store import MODELS, build
-from kanjian.appliance_api.http.routes_inspections import (
+from kanjian.appliance_api.http.list_query import (
     PERSIST_ROWS,
     ListFilter,
     list_query,
