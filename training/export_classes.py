@@ -16,7 +16,8 @@ from pathlib import Path
 from kanjian.station.records import StoredInspection
 
 # per model, keyed by sha256: (label as model_label() gives it, inspections it judged)
-_Models = dict[str, tuple[str, int]]
+ModelCounts = dict[str, tuple[str, int]]
+_Models = ModelCounts
 
 
 def model_label(rec: StoredInspection) -> str:
@@ -55,7 +56,7 @@ def bundle_classes(path: Path) -> tuple[str, ...]:
 def resolve_classes(
     conn: sqlite3.Connection,
     root: Path,
-    rows: list[StoredInspection],
+    models: ModelCounts,
     seen: dict[str, dict[int, str]],
     given: tuple[str, ...] | None,
 ) -> tuple[tuple[str, ...], list[str]]:
@@ -69,14 +70,15 @@ def resolve_classes(
     Args:
         conn: the station's store, open (read-only is enough).
         root: the folder relative registry paths are relative to (the store's).
-        rows: the selected inspections.
+        models: the models that judged the selected inspections, as :func:`count_model`
+            adds them up.
         seen: as above.
         given: the class list given by the user (``--classes``), or None.
 
     Raises:
         ValueError: without ``given``, when the list cannot be settled.
     """
-    models, registry = _judging_models(conn, rows)
+    registry = _registry(conn, models)
     lists, unknown, mismatches = _bundle_lists(models, registry, root, seen)
     if given is not None:
         notes = [f"classes: as given (--classes): {list(given)}", *mismatches]
@@ -90,30 +92,27 @@ def resolve_classes(
     return _one_class_list(models, registry, lists, unknown, mismatches)
 
 
-def _judging_models(
-    conn: sqlite3.Connection, rows: list[StoredInspection]
-) -> tuple[_Models, dict[str, str]]:
-    """The models that judged ``rows``, and where the registry keeps their bundles.
+def count_model(models: ModelCounts, row: StoredInspection) -> None:
+    """Add ``row`` to ``models`` (``sha256 -> (label, inspections judged)``, first-seen order).
 
-    Returns ``sha256 -> (label, inspections judged)`` in first-seen order, and
-    ``sha256 -> path`` as registered (maybe relative) for those of them in the
-    registry; inspections without a model are not counted.
+    Inspections without a model are not counted.
     """
-    models: _Models = {}
-    for row in rows:
-        sha = row.model_sha256
-        if sha:
-            label, n = models.get(sha, (model_label(row), 0))
-            models[sha] = (label, n + 1)
+    sha = row.model_sha256
+    if sha:
+        label, n = models.get(sha, (model_label(row), 0))
+        models[sha] = (label, n + 1)
+
+
+def _registry(conn: sqlite3.Connection, models: ModelCounts) -> dict[str, str]:
+    """``sha256 -> path`` as registered (maybe relative) for those of ``models`` in the registry."""
     try:
-        registry = {
+        return {
             r["sha256"]: str(r["path"])
             for r in conn.execute("SELECT sha256, path FROM models").fetchall()
             if r["sha256"] in models
         }
     except sqlite3.OperationalError:  # a store from before the registry existed
-        registry = {}
-    return models, registry
+        return {}
 
 
 def _bundle_lists(
@@ -172,7 +171,7 @@ def _one_class_list(
 ) -> tuple[tuple[str, ...], list[str]]:
     """The one class list the bundles agree on, with a note naming them (no ``--classes``).
 
-    Arguments are what :func:`_judging_models` and :func:`_bundle_lists` return; no
+    Arguments are what :func:`count_model`, :func:`_registry` and :func:`_bundle_lists` return; no
     model at all gives an empty list.
 
     Raises:

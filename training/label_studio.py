@@ -38,48 +38,57 @@ def label_studio_tasks(
     }
     tasks: list[dict[str, object]] = []
     for item in items:
-        r = item.record
-        rel = written.get(r.image.name)
-        if rel is None:  # not written (a layout that leaves it out)
-            continue
-        regions = []
-        for i, (box, score) in enumerate(zip(r.boxes, item.scores, strict=True)):
-            x1, y1, x2, y2 = box.xyxy
-            regions.append(
-                {
-                    "id": f"{r.image.stem}-{i}",
-                    "type": "rectanglelabels",
-                    "from_name": LS_FROM_NAME,
-                    "to_name": LS_TO_NAME,
-                    "original_width": r.width,
-                    "original_height": r.height,
-                    "image_rotation": 0,
-                    "value": {
-                        "x": round(x1 / r.width * 100, 4),
-                        "y": round(y1 / r.height * 100, 4),
-                        "width": round((x2 - x1) / r.width * 100, 4),
-                        "height": round((y2 - y1) / r.height * 100, 4),
-                        "rotation": 0,
-                        "rectanglelabels": [box.class_name],
-                    },
-                    "score": round(score, 6),
-                }
-            )
-        prediction: dict[str, object] = {"model_version": item.model or "unknown"}
-        if item.top_confidence is not None:
-            prediction["score"] = round(float(item.top_confidence), 6)
-        prediction["result"] = regions
-        data: dict[str, object] = {
-            "image": image_root + pathname2url(rel),
-            "inspection_id": item.inspection_id,
-            "captured_at": item.captured_at,
-            "verdict": item.verdict,
-            "feedback": item.feedback or "none",
-        }
-        if item.top_confidence is not None:
-            data["top_confidence"] = round(float(item.top_confidence), 6)
-        tasks.append({"data": data, "predictions": [prediction]})
+        rel = written.get(item.record.image.name)
+        if rel is not None:  # else not written (a layout that leaves it out)
+            tasks.append(label_studio_task(item, rel, image_root))
     return tasks
+
+
+def label_studio_task(
+    item: ExportItem, rel: str, image_root: str = LS_IMAGE_ROOT
+) -> dict[str, object]:
+    """One Label Studio task, for ``item`` written at ``rel`` (relative to the dataset, posix).
+
+    As :func:`label_studio_tasks` describes.
+    """
+    r = item.record
+    regions = []
+    for i, (box, score) in enumerate(zip(r.boxes, item.scores, strict=True)):
+        x1, y1, x2, y2 = box.xyxy
+        regions.append(
+            {
+                "id": f"{r.image.stem}-{i}",
+                "type": "rectanglelabels",
+                "from_name": LS_FROM_NAME,
+                "to_name": LS_TO_NAME,
+                "original_width": r.width,
+                "original_height": r.height,
+                "image_rotation": 0,
+                "value": {
+                    "x": round(x1 / r.width * 100, 4),
+                    "y": round(y1 / r.height * 100, 4),
+                    "width": round((x2 - x1) / r.width * 100, 4),
+                    "height": round((y2 - y1) / r.height * 100, 4),
+                    "rotation": 0,
+                    "rectanglelabels": [box.class_name],
+                },
+                "score": round(score, 6),
+            }
+        )
+    prediction: dict[str, object] = {"model_version": item.model or "unknown"}
+    if item.top_confidence is not None:
+        prediction["score"] = round(float(item.top_confidence), 6)
+    prediction["result"] = regions
+    data: dict[str, object] = {
+        "image": image_root + pathname2url(rel),
+        "inspection_id": item.inspection_id,
+        "captured_at": item.captured_at,
+        "verdict": item.verdict,
+        "feedback": item.feedback or "none",
+    }
+    if item.top_confidence is not None:
+        data["top_confidence"] = round(float(item.top_confidence), 6)
+    return {"data": data, "predictions": [prediction]}
 
 
 def label_studio_config(class_names: tuple[str, ...]) -> str:

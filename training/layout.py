@@ -18,10 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import sqlite3
+import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,7 +127,7 @@ def _box_polygon(xyxy: tuple[float, float, float, float]) -> tuple[tuple[float, 
     return ((x1, y1), (x2, y1), (x2, y2), (x1, y2))
 
 
-def _label_line(box: Box, cls: int, w: int, h: int, task: Task, box_masks: BoxMasks) -> str:
+def label_line(box: Box, cls: int, w: int, h: int, task: Task, box_masks: BoxMasks) -> str:
     if task == "segment":
         poly = box.polygon or (
             ellipse_polygon(box.xyxy) if box_masks == "ellipse" else _box_polygon(box.xyxy)
@@ -235,7 +238,7 @@ def write_yolo(
             lbl_dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(r.image, img_dst)
             lines = [
-                _label_line(b, index[b.class_name], r.width, r.height, task, box_masks)
+                label_line(b, index[b.class_name], r.width, r.height, task, box_masks)
                 for b in r.boxes
             ]
             lbl_dst.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
@@ -277,20 +280,49 @@ def write_yolo(
     return summary
 
 
+def _files(root: Path, parts: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Path]]:
+    """Every file under ``root`` (symlinked folders not entered), as (relative parts, path).
+
+    Lazy (``os.scandir``), so a folder of a million images is never listed in memory.
+    """
+    with os.scandir(root) as it:
+        for entry in it:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files(path, (*parts, entry.name))
+            elif path.is_file():
+                yield (*parts, entry.name), path
+
+
 def dataset_sha256(root: Path) -> str:
     """Content hash of a dataset folder: sha256 over sorted (relative path, file sha256).
 
     ``summary.json``, ``data.yaml`` and Ultralytics' ``*.cache`` files are left
     out, so a copy elsewhere hashes the same (older data.yaml files held an
     absolute ``path:``; leaving the file out keeps recorded hashes valid).
+
+    Files are sorted as ``sorted(root.rglob("*"))`` sorts them (by path parts) in
+    a temporary SQLite table, so memory stays bounded however many files there are.
     """
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name in (SUMMARY_NAME, DATA_YAML) or p.suffix == ".cache":
-            continue
-        h.update(p.relative_to(root).as_posix().encode())
-        h.update(b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+    with tempfile.TemporaryDirectory(prefix="kanjian-hash-") as tmp:
+        db = sqlite3.connect(Path(tmp) / "files.db")
+        try:
+            # parts joined by NUL sort as the tuple of parts does (NUL sorts first);
+            # UTF-8 bytes sort as code points do
+            db.execute("CREATE TABLE f (key BLOB PRIMARY KEY, rel TEXT, digest BLOB) WITHOUT ROWID")
+            for parts, p in _files(root):
+                if p.name in (SUMMARY_NAME, DATA_YAML) or p.suffix == ".cache":
+                    continue
+                key = "\0".join(parts).encode("utf-8", "surrogatepass")
+                digest = hashlib.sha256(p.read_bytes()).digest()
+                db.execute("INSERT INTO f VALUES (?, ?, ?)", (key, "/".join(parts), digest))
+            for rel, digest in db.execute("SELECT rel, digest FROM f ORDER BY key"):
+                h.update(str(rel).encode("utf-8", "surrogateescape"))
+                h.update(b"\0")
+                h.update(bytes(digest))
+        finally:
+            db.close()
     return h.hexdigest()
 
 

@@ -90,3 +90,34 @@ class ReadResult:
     class_names: tuple[str, ...]
     problems: tuple[Problem, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+
+
+class ProblemLog:
+    """Problems kept in bounded memory: a count per kind, and the first examples of each.
+
+    A long export may meet a fault on every row (a retention run deleted the
+    frames); the summary needs how many of each kind and a few to look at, not a
+    line per row. ``keep=None`` keeps every problem (the in-memory readers).
+    """
+
+    def __init__(self, keep: int | None = 20) -> None:
+        self.keep = keep
+        self.counts: dict[str, int] = {}
+        self._examples: list[Problem] = []
+
+    def append(self, problem: Problem) -> None:
+        """Count ``problem``; keep it while its kind has fewer than ``keep`` examples."""
+        n = self.counts.get(problem.kind.value, 0)
+        self.counts[problem.kind.value] = n + 1
+        if self.keep is None or n < self.keep:
+            self._examples.append(problem)
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """The kept examples, in the order they were met."""
+        return tuple(self._examples)
+
+    @property
+    def left_out(self) -> int:
+        """How many problems were counted but not kept as examples."""
+        return sum(self.counts.values()) - len(self._examples)

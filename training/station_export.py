@@ -25,12 +25,10 @@ the station's model registry, unless one is given.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import yaml
-
 from kanjian.training.export_filter import FEEDBACK_KINDS, ExportFilter, parse_utc
+from kanjian.training.export_writer import CLASSES_TXT, DatasetWriter, val_share
 from kanjian.training.label_studio import (
     LS_CONFIG,
     LS_FROM_NAME,
@@ -40,20 +38,14 @@ from kanjian.training.label_studio import (
     label_studio_config,
     label_studio_tasks,
 )
-from kanjian.training.layout import (
-    DATA_YAML,
-    SUMMARY_NAME,
-    DatasetSummary,
-    Task,
-    dataset_sha256,
-    write_yolo,
-)
-from kanjian.training.records import ReadResult
+from kanjian.training.layout import SUMMARY_NAME, DatasetSummary, Task, dataset_sha256
+from kanjian.training.records import ProblemLog
 from kanjian.training.station_log import (
     DB_NAME,
     ExportItem,
     Progress,
     StationLog,
+    StationLogStream,
     read_station_log,
     read_station_log_items,
 )
@@ -72,35 +64,18 @@ __all__ = [
     "ExportFilter",
     "ExportItem",
     "StationLog",
+    "StationLogStream",
     "export_station_log",
     "label_studio_config",
     "label_studio_tasks",
     "parse_utc",
     "read_station_log",
     "read_station_log_items",
+    "val_share",
 ]
 
-CLASSES_TXT = "classes.txt"  # one class name a line, line index = class id
 _ALL_INSPECTIONS = ExportFilter()  # the default filter; frozen, so sharing it is safe
-
-
-def _flatten(output: Path) -> None:
-    """Move ``images/train/*`` to ``images/`` (and labels), and point data.yaml there."""
-    for kind in ("images", "labels"):
-        base = output / kind
-        for split in ("train", "val"):
-            folder = base / split
-            if folder.is_dir():
-                for f in sorted(folder.iterdir()):
-                    f.rename(base / f.name)
-                folder.rmdir()
-        base.mkdir(exist_ok=True)
-    data_yaml = output / DATA_YAML
-    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
-    data["train"] = data["val"] = "images"  # Ultralytics accepts the same folder twice
-    data_yaml.write_text(
-        yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"
-    )
+PROBLEM_EXAMPLES = 20  # problems listed in the summary per kind; all are counted
 
 
 def export_station_log(
@@ -132,43 +107,69 @@ def export_station_log(
         split: False: no train/val split, all images in ``images/`` and labels in
             ``labels/`` (a review set); data.yaml points train and val there.
         ls_image_root: URL prefix of the images in ``label_studio.json``.
-        progress: told (rows read, rows selected) as the log is read.
+        progress: told (steps done, steps in all) over the whole export: every
+            selected row is read twice, to settle the class list and then to write
+            its image, so the steps are twice the rows selected.
+
+    Memory does not grow with the log nor with the images exported: items are
+    written as they are read (:mod:`kanjian.training.export_writer`, which also
+    gives the split rule: per image, from ``(seed, inspection id)``, val share =
+    ``val_fraction`` in expectation), and the summary lists the first
+    :data:`PROBLEM_EXAMPLES` problems of each kind (all are counted).
     """
     if not split and task == "classify":
         raise ValueError("no split is for detect and segment layouts, not classify")
-    log = read_station_log_items(data_dir, flt, class_names, progress)
-    result = ReadResult(tuple(i.record for i in log.items), log.class_names, log.problems)
-    summary = write_yolo(
-        result,
-        output,
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output} is not empty; choose a new output folder")
+    problems = ProblemLog(PROBLEM_EXAMPLES)
+    with StationLogStream(data_dir, flt, class_names, progress, problems) as log:
+        writer = DatasetWriter(
+            output,
+            log.class_names,
+            task=task,
+            val_fraction=val_fraction if split else 0.0,
+            seed=seed,
+            split=split,
+            ls_image_root=ls_image_root,
+        )
+        try:
+            for item in log.items(writer.taken):
+                writer.write(item)
+            notes = [*writer.finish(), *log.notes]
+        except BaseException:
+            writer.abort()
+            raise
+        counts = dict(sorted(log.counts.items()))
+    written = writer.images["train"] + writer.images["val"]
+    if not split:
+        notes.append(f"no split: all {written} images in images/, labels in labels/")
+    else:
+        share = writer.images["val"] / written if written else 0.0
+        notes.append(
+            f"split: per image, by a hash of (seed {seed}, inspection id): val share "
+            f"{share:.3f} of {written} ({val_fraction} in expectation)"
+        )
+    notes.append("station log: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if problems.left_out:
+        notes.append(
+            f"problems: {problems.left_out} more not listed (the first {PROBLEM_EXAMPLES} "
+            "of each kind are; problem_counts has them all)"
+        )
+    summary = DatasetSummary(
         source=str(data_dir),
+        output=str(output),
         source_format="station",
         task=task,
-        val_fraction=val_fraction if split else 0.0,
+        class_names=log.class_names,
+        images=dict(writer.images),
+        boxes_per_class=dict(writer.boxes_per_class),
+        images_without_labels=writer.images_without_labels,
+        problems=tuple(str(p) for p in problems.problems),
+        problem_counts=dict(sorted(problems.counts.items())),
         seed=seed,
+        val_fraction=val_fraction if split else 0.0,
+        data_sha256=dataset_sha256(output),
+        notes=tuple(notes),
     )
-    notes = [*summary.notes, *log.notes]
-    if not split:
-        _flatten(output)
-        notes.append(f"no split: all {len(log.items)} images in images/, labels in labels/")
-    if task != "classify":
-        (output / CLASSES_TXT).write_text(
-            "".join(f"{n}\n" for n in log.class_names), encoding="utf-8"
-        )
-    if task == "detect":
-        tasks = label_studio_tasks(log.items, output, ls_image_root)
-        (output / LS_TASKS).write_text(
-            json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        (output / LS_CONFIG).write_text(label_studio_config(log.class_names), encoding="utf-8")
-    notes.append("station log: " + ", ".join(f"{k} {v}" for k, v in log.counts.items()))
-    patched = DatasetSummary(
-        **{
-            **summary.__dict__,
-            "val_fraction": summary.val_fraction if split else 0.0,
-            "data_sha256": dataset_sha256(output),  # files were moved and added
-            "notes": tuple(notes),
-        }
-    )
-    (output / SUMMARY_NAME).write_text(patched.to_json(), encoding="utf-8")
-    return patched
+    (output / SUMMARY_NAME).write_text(summary.to_json(), encoding="utf-8")
+    return summary

@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from kanjian.inference.types import Verdict
 from kanjian.station.records import (
     DETECTION_COLUMNS,
     FEEDBACK_COLUMNS,
     INSPECTION_COLUMNS,
-    StoredDetection,
     StoredFeedback,
     StoredInspection,
     columns,
@@ -32,42 +28,22 @@ from kanjian.station.records import (
     utc_iso,
 )
 from kanjian.station.schema import check_not_newer
-from kanjian.training.checks import clip_box, image_size
-from kanjian.training.export_classes import model_label, resolve_classes
+from kanjian.training.export_classes import ModelCounts, count_model, resolve_classes
 from kanjian.training.export_filter import ExportFilter
-from kanjian.training.records import Box, ImageRecord, Problem, ProblemKind, ReadResult
+from kanjian.training.records import Problem, ProblemKind, ProblemLog, ReadResult
+from kanjian.training.station_labels import (
+    ExportItem,
+    class_reason,
+    export_item,
+    f32,
+    feedback_labels,
+    read_record,
+    without_labels,
+)
+
+__all__ = ["CHUNK", "DB_NAME", "ExportItem", "StationLog", "StationLogStream"]
 
 DB_NAME = "kanjian.db"  # the station store's file name (kanjian.station.store.DB_NAME)
-
-
-def _f32(x: float) -> float:
-    """``x`` rounded to float32: the model's scores are float32, so 0.9 must match a stored 0.9."""
-    return float(np.float32(x))
-
-
-@dataclass(frozen=True)
-class ExportItem:
-    """One exported inspection: its image record, and what labelling tools are shown.
-
-    Attributes:
-        record: the image and its label boxes (real-image pixels).
-        scores: detection confidence (0-1) of each box of ``record``, same order.
-        inspection_id: the station's inspection UUID.
-        captured_at: as stored (ISO 8601 UTC).
-        verdict: PASS / FAIL / REVIEW ...
-        feedback: the latest operator feedback kind, or None.
-        top_confidence: the inspection's top detection score as logged, or None.
-        model: ``name version (sha256 prefix)`` of the model that judged it, or None.
-    """
-
-    record: ImageRecord
-    scores: tuple[float, ...]
-    inspection_id: str
-    captured_at: str
-    verdict: str
-    feedback: str | None
-    top_confidence: float | None
-    model: str | None
 
 
 @dataclass(frozen=True)
@@ -102,64 +78,6 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_station_log_items(
-    data_dir: Path,
-    flt: ExportFilter,
-    class_names: tuple[str, ...] | None = None,
-    progress: Progress | None = None,
-) -> StationLog:
-    """Select inspections, correct their labels by feedback, and read their images.
-
-    Args:
-        data_dir: the station's data folder (holding ``kanjian.db``), or the database file.
-        flt: which inspections and detections to take.
-        class_names: the class list (index = class id); None: the model's, from the
-            station's model registry, settled only by the inspections to export (those
-            ``flt``'s feedback rules keep, with their frame saved and still there).
-        progress: told how many of the selected rows were read, every :data:`CHUNK`.
-
-    Raises:
-        FileNotFoundError: no database there.
-        ValueError: the class list cannot be settled (unknown model, models with
-            different lists, a ``has_classes`` name outside the list).
-    """
-    db_path = data_dir / DB_NAME if data_dir.is_dir() else data_dir
-    root = db_path.parent
-    given = tuple(class_names) if class_names else None
-    problems: list[Problem] = []
-    conn = _connect(db_path)
-    try:
-        # only the inspections that can be exported settle the class list: one left
-        # out by a filter, or whose frame is gone, has no say (its model may be unknown)
-        sel, counts = _select(conn, flt, root, db_path, problems, progress)
-        rows = sel.rows
-        names, notes = resolve_classes(conn, root, rows, _logged_classes(rows), given)
-    finally:
-        conn.close()
-
-    known = set(names)
-    missing = [c for c in flt.has_classes if c not in known]
-    if missing:
-        raise ValueError(f"has_classes: {', '.join(missing)} not in the class list {list(names)}")
-    items = _export_items(sel, rows, flt, names, root, db_path, problems, counts)
-    return StationLog(
-        tuple(items), names, tuple(problems), dict(sorted(counts.items())), tuple(notes)
-    )
-
-
-@dataclass(frozen=True)
-class _Selection:
-    """The selected inspections as logged.
-
-    Attributes:
-        rows: the inspections within the filter, with their detections, in store order.
-        feedback: inspection id -> its latest feedback.
-    """
-
-    rows: list[StoredInspection]
-    feedback: dict[str, StoredFeedback]
-
-
 def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     """The SQL ``WHERE`` condition on ``inspections`` that ``flt`` asks for, and its parameters.
 
@@ -184,10 +102,10 @@ def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     # top_confidence is the largest detection score (NULL when there is none: 0)
     if flt.min_conf is not None:
         where.append("COALESCE(top_confidence, 0.0) >= ?")
-        args.append(_f32(flt.min_conf))
+        args.append(f32(flt.min_conf))
     if flt.max_conf is not None:
         where.append("COALESCE(top_confidence, 0.0) <= ?")
-        args.append(_f32(flt.max_conf))
+        args.append(f32(flt.max_conf))
     return " AND ".join(where), args
 
 
@@ -198,146 +116,234 @@ Progress = Callable[[int, int], None]
 """Called as rows are read: (rows read so far, rows selected in all)."""
 
 
-def _select(
-    conn: sqlite3.Connection,
-    flt: ExportFilter,
-    root: Path,
-    db_path: Path,
-    problems: list[Problem],
-    progress: Progress | None = None,
-) -> tuple[_Selection, Counter[str]]:
-    """The selected inspections that ``flt``'s feedback rules keep and whose frame is there.
+class StationLogStream:
+    """The station's log as a stream of exportable inspections, in store order.
 
-    One pass over the selected rows in store order; an inspection is decoded, and
-    its detections read, only when it is kept, so memory grows with the frames to
-    export, not with the log (a million PASS rows without a saved frame cost
-    nothing). Returns the kept rows with their detections and latest feedback,
-    and how many inspections each rule left out, by name; an image that was saved
-    but is gone (deleted, retention) is added to ``problems``. ``root`` is the
-    folder image paths are relative to.
+    Opening it reads the selected rows once (pass 1) to settle the class list from
+    the models that judged the inspections to export; :meth:`items` reads them again
+    (pass 2) and yields each exportable one. Both passes run in one read
+    transaction (one snapshot: a row committed meanwhile has no say) and hold at
+    most :data:`CHUNK` rows at a time, so memory does not grow with the log nor
+    with what is exported. Use as a context manager (the store stays open).
+
+    Attributes:
+        class_names: the class list, index = class id.
+        notes: where the class list came from.
+        total: rows selected; progress counts ``2 * total`` steps (both passes).
+        counts: how many inspections each rule applied to or left out, by name
+            (filled by :meth:`items`).
+        problems: faults per inspection (missing image, unknown class ...).
     """
-    where, args = _sql_condition(flt)
-    selected = f"SELECT id FROM inspections WHERE {where}"
-    counts: Counter[str] = Counter()
-    kept: list[sqlite3.Row] = []
-    conn.execute("BEGIN")  # one snapshot: a row committed during the export has no say
-    try:
-        total = int(conn.execute(f"SELECT COUNT(*) FROM ({selected})", args).fetchone()[0])
-        feedback = {
-            f.inspection_id: f
-            for f in map(
-                StoredFeedback.from_row,
-                conn.execute(
-                    f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback "
-                    f"WHERE inspection_id IN ({selected}) ORDER BY id",
-                    args,
-                ),
+
+    def __init__(
+        self,
+        data_dir: Path,
+        flt: ExportFilter,
+        class_names: tuple[str, ...] | None = None,
+        progress: Progress | None = None,
+        problems: ProblemLog | None = None,
+    ) -> None:
+        """Open the store and settle the class list; args as :func:`read_station_log_items`.
+
+        Raises:
+            FileNotFoundError / ValueError: as :func:`read_station_log_items`.
+        """
+        self.db_path = data_dir / DB_NAME if data_dir.is_dir() else data_dir
+        self.root = self.db_path.parent
+        self.flt = flt
+        self.progress = progress
+        self.counts: Counter[str] = Counter()
+        self.problems = problems if problems is not None else ProblemLog(None)
+        self._conn = _connect(self.db_path)
+        try:
+            self._conn.execute("BEGIN")  # one snapshot for both passes
+            where, args = _sql_condition(flt)
+            self._where, self._args = where, args
+            self.total = int(
+                self._conn.execute(
+                    f"SELECT COUNT(*) FROM inspections WHERE {where}", args
+                ).fetchone()[0]
             )
-        }  # later rows overwrite earlier ones: the latest feedback wins
-        cur = conn.execute(
-            f"SELECT {columns(INSPECTION_COLUMNS)} FROM inspections WHERE {where} ORDER BY seq",
-            args,
+            # only the inspections that can be exported settle the class list: one left
+            # out by a filter, or whose frame is gone, has no say (its model may be unknown)
+            models: ModelCounts = {}
+            seen: dict[str, dict[int, str]] = {}
+            for row, _ in self._kept(Counter(), None, 0):
+                count_model(models, row)
+                if row.model_sha256:
+                    for d in row.detections:
+                        seen.setdefault(row.model_sha256, {})[d.class_id] = d.class_name
+            given = tuple(class_names) if class_names else None
+            names, notes = resolve_classes(self._conn, self.root, models, seen, given)
+            missing = [c for c in flt.has_classes if c not in set(names)]
+            if missing:
+                raise ValueError(
+                    f"has_classes: {', '.join(missing)} not in the class list {list(names)}"
+                )
+        except BaseException:
+            self.close()
+            raise
+        self.class_names: tuple[str, ...] = names
+        self.notes: tuple[str, ...] = tuple(notes)
+
+    def close(self) -> None:
+        """End the read transaction and close the store."""
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        self._conn.close()
+
+    def __enter__(self) -> StationLogStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _kept(
+        self, counts: Counter[str], problems: ProblemLog | None, done: int
+    ) -> Iterator[tuple[StoredInspection, StoredFeedback | None]]:
+        """The selected inspections that ``flt``'s feedback rules keep and whose frame is there.
+
+        One pass in store order, :data:`CHUNK` rows at a time: each row's latest
+        feedback is looked up by the ``feedback(inspection_id, id)`` index, and
+        detections are read only for the rows kept. How many each rule left out is
+        added to ``counts``; an image saved but gone (deleted, retention) to
+        ``problems`` (None: not reported). Progress is told ``done`` + rows read.
+        """
+        cur = self._conn.execute(
+            f"SELECT {columns(INSPECTION_COLUMNS)}, (SELECT MAX(f.id) FROM feedback f "
+            "WHERE f.inspection_id = inspections.id) AS latest_feedback "
+            f"FROM inspections WHERE {self._where} ORDER BY seq",
+            self._args,
         )
-        for n, raw in enumerate(cur, 1):
-            if progress is not None and n % CHUNK == 0:
-                progress(n, total)
-            fb = feedback.get(raw[0])
-            reason = _not_selected(raw["image_path"], fb.kind if fb is not None else None, flt)
+        n = 0
+        while chunk := cur.fetchmany(CHUNK):
+            fb_ids = [r["latest_feedback"] for r in chunk if r["latest_feedback"] is not None]
+            fbs = {
+                f.inspection_id: f
+                for f in map(
+                    StoredFeedback.from_row,
+                    self._conn.execute(
+                        f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback "
+                        f"WHERE id IN ({','.join('?' * len(fb_ids))})",
+                        fb_ids,
+                    ),
+                )
+            }
+            keep: list[sqlite3.Row] = []
+            for raw in chunk:
+                fb = fbs.get(raw[0])
+                reason = _not_selected(
+                    raw["image_path"], fb.kind if fb is not None else None, self.flt
+                )
+                if reason is not None:
+                    counts[reason] += 1
+                    continue
+                img = self.root / str(raw["image_path"])
+                if not img.is_file():
+                    if problems is not None:
+                        problems.append(
+                            Problem(
+                                ProblemKind.MISSING_IMAGE,
+                                f"{self.db_path}#{raw[0]}",
+                                f"{img}: not found; skipped",
+                            )
+                        )
+                    continue
+                keep.append(raw)
+            dets = group_detections(
+                self._conn.execute(
+                    f"SELECT {columns(DETECTION_COLUMNS)} FROM detections "
+                    f"WHERE inspection_id IN ({','.join('?' * len(keep))}) "
+                    "ORDER BY inspection_id, idx",
+                    [r[0] for r in keep],
+                )
+            )
+            for raw in keep:
+                yield StoredInspection.from_row(raw, dets.get(raw[0], ())), fbs.get(raw[0])
+            n += len(chunk)
+            if self.progress is not None:
+                self.progress(done + n, 2 * self.total)
+        if self.progress is not None and n == 0:
+            self.progress(done, 2 * self.total)
+
+    def items(self, taken: Callable[[str], bool]) -> Iterator[ExportItem]:
+        """Pass 2: apply feedback and ``flt`` to each kept inspection, in order; read its image.
+
+        ``taken(name)`` says whether an image of that file name was already exported
+        (output files are named after the source file): the second is left out as a
+        duplicate. The consumer must have written (or noted) each item before asking
+        for the next. Fills :attr:`counts` and :attr:`problems`.
+        """
+        has = set(self.flt.has_classes)
+        names = self.class_names
+        for row, fb in self._kept(self.counts, self.problems, self.total):
+            kind: str | None = fb.kind if fb is not None else None
+            where_txt = f"{self.db_path}#{row.id}"
+            logged = row.detections
+            labelled, box_names = feedback_labels(logged, fb, self.flt.label_conf)
+            reason = class_reason(
+                box_names, names, has, where_txt, self.problems
+            ) or without_labels(row, kind, logged, labelled)
             if reason is not None:
-                counts[reason] += 1
+                self.counts[reason] += 1
                 continue
-            img = root / str(raw["image_path"])
-            if not img.is_file():
-                problems.append(
+            img = self.root / str(row.image_path)  # _kept yields only rows with an image
+            if taken(img.name):
+                self.problems.append(
                     Problem(
-                        ProblemKind.MISSING_IMAGE,
-                        f"{db_path}#{raw[0]}",
-                        f"{img}: not found; skipped",
+                        ProblemKind.DUPLICATE, where_txt, f"{img.name} already exported; skipped"
                     )
                 )
                 continue
-            kept.append(raw)
-        if progress is not None:
-            progress(total, total)
-        rows: list[StoredInspection] = []
-        for lo in range(0, len(kept), CHUNK):
-            part = kept[lo : lo + CHUNK]
-            dets = group_detections(
-                conn.execute(
-                    f"SELECT {columns(DETECTION_COLUMNS)} FROM detections "
-                    f"WHERE inspection_id IN ({','.join('?' * len(part))}) "
-                    "ORDER BY inspection_id, idx",
-                    [r[0] for r in part],
-                )
-            )
-            rows.extend(StoredInspection.from_row(r, dets.get(r[0], ())) for r in part)
-    finally:
-        conn.execute("COMMIT")
-    return _Selection(rows, {r.id: feedback[r.id] for r in rows if r.id in feedback}), counts
+            read = read_record(img, row, labelled, box_names, where_txt, self.problems)
+            if read is None:
+                continue
+            record, scores = read
+            if labelled and not record.boxes:
+                self.counts["left_out_boxes_outside_image"] += 1
+                continue
+            self.counts[f"feedback_{kind}" if kind else "no_feedback"] += 1
+            yield export_item(row, kind, record, scores)
 
 
-def _logged_classes(rows: list[StoredInspection]) -> dict[str, dict[int, str]]:
-    """Each model's ``class_id -> class_name`` pairs, as the detections of ``rows`` show.
-
-    Keyed by the model's sha256; inspections without a model are not counted.
-    """
-    seen: dict[str, dict[int, str]] = {}
-    for row in rows:
-        if row.model_sha256:
-            for d in row.detections:
-                seen.setdefault(row.model_sha256, {})[d.class_id] = d.class_name
-    return seen
-
-
-def _export_items(
-    sel: _Selection,
-    rows: list[StoredInspection],
+def read_station_log_items(
+    data_dir: Path,
     flt: ExportFilter,
-    names: tuple[str, ...],
-    root: Path,
-    db_path: Path,
-    problems: list[Problem],
-    counts: Counter[str],
-) -> list[ExportItem]:
-    """Apply feedback and ``flt`` to each inspection of ``rows``, in order, and read its image.
+    class_names: tuple[str, ...] | None = None,
+    progress: Progress | None = None,
+) -> StationLog:
+    """Select inspections, correct their labels by feedback, and read their images.
 
-    ``rows`` are what :func:`_select` kept. Returns the exportable
-    items; how many inspections each rule applied to or left out is added to
-    ``counts``, by name, and faults (unreadable image, unknown class ...) to
-    ``problems``. ``root`` is the folder image paths are relative to.
+    Every item and problem is kept in memory; :class:`StationLogStream` is the
+    bounded-memory form ``kanjian dataset export`` uses.
+
+    Args:
+        data_dir: the station's data folder (holding ``kanjian.db``), or the database file.
+        flt: which inspections and detections to take.
+        class_names: the class list (index = class id); None: the model's, from the
+            station's model registry, settled only by the inspections to export (those
+            ``flt``'s feedback rules keep, with their frame saved and still there).
+        progress: told (steps done, steps in all) every :data:`CHUNK` rows; a step is
+            a row read, and every selected row is read twice (class list, then items).
+
+    Raises:
+        FileNotFoundError: no database there.
+        ValueError: the class list cannot be settled (unknown model, models with
+            different lists, a ``has_classes`` name outside the list).
     """
-    has = set(flt.has_classes)
-    items: list[ExportItem] = []
-    used_names: set[str] = set()
-    for row in rows:
-        fb = sel.feedback.get(row.id)
-        kind: str | None = fb.kind if fb is not None else None
-        where_txt = f"{db_path}#{row.id}"
-        logged = row.detections
-        labelled, box_names = _labels(logged, fb, flt.label_conf)
-        reason = _class_reason(box_names, names, has, where_txt, problems) or _without_labels(
-            row, kind, logged, labelled
+    with StationLogStream(data_dir, flt, class_names, progress) as log:
+        used: set[str] = set()
+        items: list[ExportItem] = []
+        for item in log.items(used.__contains__):
+            used.add(item.record.image.name)
+            items.append(item)
+        return StationLog(
+            tuple(items),
+            log.class_names,
+            log.problems.problems,
+            dict(sorted(log.counts.items())),
+            log.notes,
         )
-        if reason is not None:
-            counts[reason] += 1
-            continue
-        img = root / str(row.image_path)  # _select kept only rows with an image
-        if img.name in used_names:  # output files are named after the source file
-            problems.append(
-                Problem(ProblemKind.DUPLICATE, where_txt, f"{img.name} already exported; skipped")
-            )
-            continue
-        read = _read_record(img, row, labelled, box_names, where_txt, problems)
-        if read is None:
-            continue
-        record, scores = read
-        if labelled and not record.boxes:
-            counts["left_out_boxes_outside_image"] += 1
-            continue
-        used_names.add(img.name)
-        counts[f"feedback_{kind}" if kind else "no_feedback"] += 1
-        items.append(_export_item(row, kind, record, scores))
-    return items
 
 
 def _not_selected(image_path: str | None, kind: str | None, flt: ExportFilter) -> str | None:
@@ -353,132 +359,6 @@ def _not_selected(image_path: str | None, kind: str | None, flt: ExportFilter) -
     if not image_path:
         return "no_saved_image"
     return None
-
-
-def _labels(
-    logged: Sequence[StoredDetection], fb: StoredFeedback | None, label_conf: float
-) -> tuple[list[StoredDetection], list[str]]:
-    """The detections that become label boxes, and each one's class name after feedback.
-
-    ``not_defect`` feedback: none. Otherwise those at or above ``label_conf`` (0-1,
-    compared in float32 as stored); ``wrong_class`` gives each the class the operator named.
-    """
-    kind = fb.kind if fb is not None else None
-    labelled = (
-        [] if kind == "not_defect" else [d for d in logged if d.confidence >= _f32(label_conf)]
-    )
-    renamed = fb.class_name if fb is not None and kind == "wrong_class" else None
-    return labelled, [renamed or d.class_name for d in labelled]
-
-
-def _class_reason(
-    box_names: list[str],
-    names: tuple[str, ...],
-    has: set[str],
-    where_txt: str,
-    problems: list[Problem],
-) -> str | None:
-    """Why the label boxes' classes leave the inspection out (a ``counts`` key), or None.
-
-    A box of a class outside ``names`` leaves it out, and is added to ``problems``;
-    with ``has``, so does having no box of those classes.
-    """
-    outside = sorted({n for n in box_names if n not in names})
-    if outside:
-        # keeping the image without these boxes would teach that a defect is background
-        problems.append(
-            Problem(
-                ProblemKind.UNKNOWN_CLASS,
-                where_txt,
-                f"class {', '.join(map(repr, outside))} not in {list(names)}; image left out",
-            )
-        )
-        return "left_out_class_not_listed"
-    if has and not has.intersection(box_names):
-        return "no_selected_class"
-    return None
-
-
-def _without_labels(
-    row: StoredInspection,
-    kind: str | None,
-    logged: Sequence[StoredDetection],
-    labelled: list[StoredDetection],
-) -> str | None:
-    """Why an inspection without label boxes is left out (a ``counts`` key), or None.
-
-    An image without labels trains as background: it is kept only after ``not_defect``
-    feedback, or for a ``PASS`` without detections or feedback.
-    """
-    if labelled or kind == "not_defect":
-        return None
-    if logged:
-        return "left_out_all_below_label_conf"
-    if kind is not None:  # confirm_defect / wrong_class: a defect, but where?
-        return "left_out_defect_feedback_without_box"
-    if row.verdict != Verdict.PASS:
-        return f"left_out_{row.verdict.value.lower()}_without_box"
-    return None
-
-
-def _read_record(
-    img: Path,
-    row: StoredInspection,
-    labelled: list[StoredDetection],
-    box_names: list[str],
-    where_txt: str,
-    problems: list[Problem],
-) -> tuple[ImageRecord, tuple[float, ...]] | None:
-    """The saved image's record with its label boxes, and each box's score (0-1).
-
-    Boxes are rescaled to the image's real pixels when its size differs from the
-    logged one, and clipped to it (dropped when wholly outside); each fault is added
-    to ``problems``. None, with a problem, when the image cannot be read.
-    """
-    try:
-        w, h = image_size(img)
-    except OSError as e:
-        fault = ProblemKind.MISSING_IMAGE if not img.exists() else ProblemKind.UNREADABLE_IMAGE
-        problems.append(Problem(fault, where_txt, f"{img}: {e}; skipped"))
-        return None
-    sx = w / row.width if row.width else 1.0
-    sy = h / row.height if row.height else 1.0
-    if (sx, sy) != (1.0, 1.0):
-        problems.append(
-            Problem(
-                ProblemKind.SIZE_MISMATCH,
-                where_txt,
-                f"logged {row.width}x{row.height} but {img.name} is {w}x{h}; boxes rescaled",
-            )
-        )
-    boxes: list[Box] = []
-    scores: list[float] = []
-    for i, (d, name) in enumerate(zip(labelled, box_names, strict=True)):
-        x1, y1, x2, y2 = d.xyxy
-        xyxy = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
-        clipped, problem = clip_box(xyxy, w, h, where_txt, f"detection {i}")
-        if problem is not None:
-            problems.append(problem)
-        if clipped is not None:
-            boxes.append(Box(name, clipped))
-            scores.append(d.confidence)
-    return ImageRecord(img, w, h, tuple(boxes), None), tuple(scores)
-
-
-def _export_item(
-    row: StoredInspection, kind: str | None, record: ImageRecord, scores: tuple[float, ...]
-) -> ExportItem:
-    """The exported inspection ``row``, with its feedback ``kind``, image record and scores."""
-    return ExportItem(
-        record=record,
-        scores=scores,
-        inspection_id=row.id,
-        captured_at=row.captured_at,
-        verdict=row.verdict.value,
-        feedback=kind,
-        top_confidence=row.top_confidence,
-        model=model_label(row) if row.model_sha256 else None,
-    )
 
 
 def read_station_log(

@@ -19,11 +19,12 @@ from rich.progress import (
 
 
 class ReadProgress:
-    """Called as ``(done, total)`` (rows); shown on ``console``. Call :meth:`close` after."""
+    """Called as ``(done, total)`` (``unit``: rows unless told); shown on ``console``. Call :meth:`close` after."""
 
-    def __init__(self, console: Console, what: str) -> None:
+    def __init__(self, console: Console, what: str, unit: str = "rows") -> None:
         self.console = console
         self.what = what
+        self.unit = unit
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         self._tenth = -1
@@ -47,7 +48,7 @@ class ReadProgress:
         if tenth > self._tenth:
             self._tenth = tenth
             self.console.print(
-                f"{self.what}: {done:,} of {total:,} rows ({tenth * 10} %)",
+                f"{self.what}: {done:,} of {total:,} {self.unit} ({tenth * 10} %)",
                 markup=False,
                 highlight=False,
             )

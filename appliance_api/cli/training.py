@@ -217,7 +217,8 @@ def dataset_export_command(
     def names(text: str | None) -> tuple[str, ...]:
         return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
 
-    progress = ReadProgress(console, "reading the station log")
+    # the whole export: each selected row is read twice (class list, then images written)
+    progress = ReadProgress(console, "exporting the station log", unit="row reads")
     try:
         flt = ExportFilter(
             since=since,
