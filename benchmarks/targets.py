@@ -159,7 +159,7 @@ def _sink_ratio(full: Any, floor: Any) -> list[Target]:
     return [
         Target(
             "SQLite sink / SQLite alone (same rows, same tables, same run)",
-            f">= {SINK_TARGET}x",
+            f">= {SINK_TARGET}",
             ratio,
             f"{full.durable_per_s.median:.0f}/s vs {floor.durable_per_s.median:.0f}/s (medians)",
             _cmp(ratio, ">=", SINK_TARGET),

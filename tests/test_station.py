@@ -163,6 +163,7 @@ def test_config_errors_inside_camera_union_and_values(tmp_path: Path) -> None:
     assert ("model.iou", 7) in got
     good = tmp_path / "good.yaml"
     good.write_text("camera: {kind: folder, path: x}\n")
+    (tmp_path / "x").mkdir()  # validate checks that the folder a config names exists
     r = _kanjian("config", "validate", str(good), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 

@@ -315,7 +315,8 @@ def dataset_sha256(root: Path) -> str:
                 if p.name in (SUMMARY_NAME, DATA_YAML) or p.suffix == ".cache":
                     continue
                 key = "\0".join(parts).encode("utf-8", "surrogatepass")
-                digest = hashlib.sha256(p.read_bytes()).digest()
+                with p.open("rb") as f:  # in chunks: label_studio.json grows with the items
+                    digest = hashlib.file_digest(f, "sha256").digest()
                 db.execute("INSERT INTO f VALUES (?, ?, ?)", (key, "/".join(parts), digest))
             for rel, digest in db.execute("SELECT rel, digest FROM f ORDER BY key"):
                 h.update(str(rel).encode("utf-8", "surrogateescape"))
