@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tracemalloc
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,7 @@ from kanjian.training.export_filter import ExportFilter
 from kanjian.training.export_writer import val_share
 from kanjian.training.station_export import PROBLEM_EXAMPLES, export_station_log
 
+REPO = Path(__file__).resolve().parent.parent
 SMALL, LARGE = 2_000, 20_000
 FLT = ExportFilter(label_conf=0.0)
 
@@ -53,14 +55,28 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return {n: store_with_images(root / str(n), n) for n in (SMALL, LARGE)}
 
 
+_PEAK = """
+import sys, tracemalloc
+from pathlib import Path
+from benchmarks.big_store import CLASSES
+from kanjian.training.export_filter import ExportFilter
+from kanjian.training.station_export import export_station_log
+tracemalloc.start()
+export_station_log(Path(sys.argv[1]), Path(sys.argv[2]), flt=ExportFilter(label_conf=0.0),
+                   class_names=CLASSES)
+print(tracemalloc.get_traced_memory()[1])
+"""
+
+
 def _export_peak(data: Path, out: Path) -> tuple[int, dict[str, object]]:
-    tracemalloc.start()
-    try:
-        export_station_log(data, out, flt=FLT, class_names=CLASSES)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return peak, json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    """The export's tracemalloc peak (bytes), in a fresh interpreter: in this one, threads
+    other tests left running allocate meanwhile, more the longer the export takes."""
+    r = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(data), str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return int(r.stdout.split()[-1]), json.loads((out / "summary.json").read_text("utf-8"))
 
 
 def test_exporting_ten_times_the_images_takes_about_the_same_memory(
@@ -78,8 +94,8 @@ def test_exporting_ten_times_the_images_takes_about_the_same_memory(
     assert len(s_large["problems"]) <= PROBLEM_EXAMPLES * len(counts)  # type: ignore[arg-type]
     # 18,000 more items kept (records, tasks, problem lines, paths) add ~80 MB (measured
     # before streaming: 11.6 MB -> 95.1 MB); the dataset hash reading label_studio.json
-    # whole added ~0.6 KB an item more (in the full suite: 3.3 MB -> 22.4 MB). What
-    # is left grows ~40 B an item (pathlib's interned names), well inside 3 MiB
+    # whole added ~0.5 KB an item more. What is left grows ~40 B an item (pathlib's
+    # interned names), well inside 3 MiB
     assert large - small < 3 * 2**20, (small, large)
 
 
