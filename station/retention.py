@@ -26,7 +26,6 @@ NULL and ``image_deleted_at`` set, so the API can say it was deleted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -35,8 +34,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import ValidationError
-
 from kanjian.station import captured_order
 from kanjian.station import retention_ops as ops
 from kanjian.station.images import IMAGES_DIR
@@ -44,7 +41,7 @@ from kanjian.station.records import utc_iso
 from kanjian.station.retention_config import StoreRetentionConfig
 from kanjian.station.retention_status import PassResult, RetentionStatus
 from kanjian.station.state.audit import Actor, write_audit
-from kanjian.station.state.db import ConnectionPool, write_tx
+from kanjian.station.state.db import ConnectionPool, stored_override, write_tx
 from kanjian.station.store import open_db
 from kanjian.station.store_health import MB, free_bytes
 from kanjian.station.sync.messages import event_message
@@ -122,20 +119,13 @@ class Retention:
 
     def restore(self) -> StoreRetentionConfig | None:
         """At start-up: put a retention set through the API back in force (logged)."""
-        row = self.conn.execute(
-            "SELECT value_json, set_at, set_by FROM settings WHERE key = ?", [KEY]
-        ).fetchone()
-        if row is None:
+        got = stored_override(self.conn, KEY, StoreRetentionConfig, "store retention settings")
+        if got is None:
             return None
-        try:
-            cfg = StoreRetentionConfig.model_validate(json.loads(row[0]))
-        except (ValueError, ValidationError) as e:
-            log.error("the store retention set through the API on %s is not valid any more, "
-                      "station.yaml's is used: %s", row[1], e)  # fmt: skip
-            return None
-        self._cfg, self._source, self._set = cfg, "api", (row[1], row[2])
+        cfg, at, by = got
+        self._cfg, self._source, self._set = cfg, "api", (at, by)
         log.warning("store retention set through the API on %s by %s overrides station.yaml's "
-                    "(DELETE /api/settings/retention returns to it)", row[1], row[2])  # fmt: skip
+                    "(DELETE /api/settings/retention returns to it)", at, by)  # fmt: skip
         return cfg
 
     def set(self, new: StoreRetentionConfig, actor: Actor) -> StoreRetentionConfig:

@@ -301,11 +301,8 @@ class ResultStore:
                     break  # close() gave up and its stop marker never got in
                 continue
             batch: list[Inspection] = []
-            self._taken = 1
-            if first is _STOP:
-                self._stop_seen = True
-            else:
-                batch.append(first)
+            self._taken = 0
+            self._take(first, batch)
             deadline = time.monotonic() + self.batch_max_delay_s
             while not self._stop_seen and len(batch) < self.batch_max_rows:
                 left = deadline - time.monotonic()
@@ -313,11 +310,7 @@ class ResultStore:
                     item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                self._taken += 1
-                if item is _STOP:
-                    self._stop_seen = True
-                else:
-                    batch.append(item)
+                self._take(item, batch)
             if batch and not self._abandon.is_set():
                 self._commit_with_retry(batch, gather=True)
             freed = 0
@@ -341,11 +334,16 @@ class ResultStore:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            self._taken += 1
-            if item is _STOP:
-                self._stop_seen = True
-            else:
-                batch.append(item)
+            self._take(item, batch)
+
+    def _take(self, item: Any, batch: list[Inspection]) -> None:
+        """One item taken from the queue: an inspection joins ``batch``; the stop marker
+        ends the writer after this batch."""
+        self._taken += 1
+        if item is _STOP:
+            self._stop_seen = True
+        else:
+            batch.append(item)
 
     def _commit_with_retry(self, batch: list[Inspection], gather: bool = False) -> None:
         delay = 0.1

@@ -22,16 +22,6 @@ from tests.support import api as S
 from tests.support.station_config import parse, station_config
 
 
-def _kanjian(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(S.KANJIAN), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 def _frame_ids(data: Path) -> list[int]:
     """Frame ids in commit order; none yet while the store is still being created."""
     con = sqlite3.connect(data / "kanjian.db")
@@ -107,7 +97,7 @@ def test_second_station_refused_beside_serve_readers_work(
     holder = S.start_serve(config, port, tmp_path)
     try:
         S.wait_for(lambda: len(_frame_ids(data)) >= 3, 120, what="3 rows from the holder")
-        r = _kanjian("run", "-c", str(config), "--frames", "5")
+        r = S.kanjian("run", "-c", str(config), "--frames", "5")
         err = r.stdout + r.stderr
         assert r.returncode == 2, err
         line = [ln for ln in r.stderr.splitlines() if "in use" in ln]
@@ -116,15 +106,15 @@ def test_second_station_refused_beside_serve_readers_work(
         assert "Traceback" not in err and "UNIQUE" not in err, err
         assert "classes)" not in err  # refused before the model was even loaded
 
-        d = _kanjian("sync", "drain", "-c", str(config), "--timeout", "5")  # writes the outbox
+        d = S.kanjian("sync", "drain", "-c", str(config), "--timeout", "5")  # writes the outbox
         assert d.returncode == 2 and f"PID {holder.proc.pid}" in d.stderr, d.stdout + d.stderr
 
         # the read-only commands work beside it
-        st = _kanjian("sync", "status", "-c", str(config), "--json")
+        st = S.kanjian("sync", "status", "-c", str(config), "--json")
         assert st.returncode == 0, st.stdout + st.stderr
-        tl = _kanjian("token", "list", "-c", str(config))
+        tl = S.kanjian("token", "list", "-c", str(config))
         assert tl.returncode == 0 and "screen" in tl.stdout, tl.stdout + tl.stderr
-        ex = _kanjian("dataset", "export", str(data), str(tmp_path / "export"), "--json")
+        ex = S.kanjian("dataset", "export", str(data), str(tmp_path / "export"), "--json")
         assert ex.returncode == 0, ex.stdout + ex.stderr
     finally:
         out = holder.stop()
@@ -151,6 +141,6 @@ def test_sigkilled_holder_leaves_no_stale_lock(
         holder.wait(30)
     assert read_holder(data)["pid"] == holder.pid  # the file still names the dead holder
     before = len(_frame_ids(data))
-    r = _kanjian("run", "-c", str(config), "--frames", "5")
+    r = S.kanjian("run", "-c", str(config), "--frames", "5")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(_frame_ids(data)) == before + 5

@@ -8,10 +8,8 @@ The old store is tests/fixtures/store-45b7e25/, written by release 45b7e25's own
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,16 +38,6 @@ OLD_MIGRATIONS = [
     "030_sync",
 ]
 CLASSES = "crazing,inclusion,patches,pitted_surface,rolled-in_scale,scratches"
-
-
-def _kanjian(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(S.KANJIAN), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def _snapshot(db: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
@@ -167,7 +155,7 @@ def test_old_store_migrates_and_loses_nothing(old_store: Path, tmp_path: Path) -
     assert _rows(db, "store_meta", ["key", "value"]) == stamped
 
     # and the migrated store exports as a training set, old frames and new one
-    out = _kanjian(
+    out = S.kanjian(
         "dataset", "export", str(old_store), str(tmp_path / "ds"), "--classes", CLASSES, "--json"
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -211,7 +199,7 @@ def test_store_from_a_newer_release_is_refused(
             old_store, bundle=detect_model.onnx, images=S.copy_images(tmp_path / "images", 2)
         ),
     )
-    r = _kanjian("run", "-c", str(config), "--frames", "1")
+    r = S.kanjian("run", "-c", str(config), "--frames", "1")
     err = r.stdout + r.stderr
     assert r.returncode == 2, err
     lines = [ln for ln in r.stderr.splitlines() if "9.9.0" in ln]
@@ -220,13 +208,13 @@ def test_store_from_a_newer_release_is_refused(
 
     # so do the commands that open the store beside a station: tokens, sync status
     for cmd in (("token", "list"), ("sync", "status")):
-        c = _kanjian(*cmd, "-c", str(config))
+        c = S.kanjian(*cmd, "-c", str(config))
         lines = [ln for ln in c.stderr.splitlines() if "9.9.0" in ln]
         assert c.returncode == 2 and len(lines) == 1, (cmd, c.stdout + c.stderr)
         assert "Traceback" not in c.stdout + c.stderr
 
     # the dataset export (a read-only opener) refuses it too
-    x = _kanjian("dataset", "export", str(old_store), str(tmp_path / "ds"), "--classes", CLASSES)
+    x = S.kanjian("dataset", "export", str(old_store), str(tmp_path / "ds"), "--classes", CLASSES)
     assert x.returncode == 2 and "9.9.0" in x.stderr, x.stdout + x.stderr
     assert "Traceback" not in x.stdout + x.stderr
 

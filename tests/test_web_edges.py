@@ -47,13 +47,7 @@ class Edge:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import sqlite3
-
-        con = sqlite3.connect(self.db_path)
-        try:
-            return con.execute(query, args).fetchall()
-        finally:
-            con.close()
+        return S.sql(self.db_path, query, args)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,21 @@ own (WAL lets them read while the writer commits).
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlite_utils
+from pydantic import BaseModel, ValidationError
 
 from kanjian.station.store import open_db
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 #: largest integer SQLite stores; query parameters above it would raise OverflowError
 SQLITE_MAX_INT = 2**63 - 1
@@ -67,3 +74,27 @@ def write_tx(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         raise
     else:
         db.execute("COMMIT")
+
+
+def stored_override(
+    conn: Any, key: str, model: type[M], what: str
+) -> tuple[M, str, str | None] | None:
+    """A setting kept through the API in ``settings`` (row ``key``), validated as
+    ``model``: ``(value, set_at, set_by)``, or ``None`` when there is none.
+
+    One that no longer validates (a release changed its model) is logged, naming
+    ``what`` it was, and ignored: station.yaml's value stays in force.
+    ``conn``: a ``sqlite3.Connection`` or ``sqlite_utils.Database``.
+    """
+    row = conn.execute(
+        "SELECT value_json, set_at, set_by FROM settings WHERE key = ?", [key]
+    ).fetchone()
+    if row is None:
+        return None
+    try:
+        value = model.model_validate(json.loads(row[0]))
+    except (ValueError, ValidationError) as e:
+        log.error("the %s set through the API on %s are not valid any more, "
+                  "station.yaml's are used: %s", what, row[1], e)  # fmt: skip
+        return None
+    return value, str(row[1]), row[2]

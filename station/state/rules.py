@@ -21,12 +21,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from kanjian.inference.verdict import unknown_classes
 from kanjian.station.ruleset import Origin, RulesError, RuleSet, StoredRules
 from kanjian.station.state.audit import Actor, now_iso, write_audit
-from kanjian.station.state.db import ConnectionPool, write_tx
+from kanjian.station.state.db import ConnectionPool, stored_override, write_tx
 
 if TYPE_CHECKING:
     from kanjian.station.inspector import Inspector
@@ -100,20 +98,8 @@ class RulesKeeper:
     def stored(self) -> RuleSet | None:
         """The stored override, or ``None``; one that no longer validates is logged and
         ignored."""
-        row = (
-            self.pool.get()
-            .execute("SELECT value_json, set_at, set_by FROM settings WHERE key = ?", [KEY])
-            .fetchone()
-        )
-        if row is None:
-            return None
-        try:
-            stored = StoredRules.model_validate(json.loads(row[0]))
-        except (ValueError, ValidationError) as e:
-            log.error("the thresholds set through the API on %s are not valid any more, "
-                      "station.yaml's are used: %s", row[1], e)  # fmt: skip
-            return None
-        return _ruleset(stored, "api", row[1], row[2])
+        got = stored_override(self.pool.get(), KEY, StoredRules, "thresholds")
+        return None if got is None else _ruleset(got[0], "api", got[1], got[2])
 
     def restore(self) -> RuleSet | None:
         """At start-up: put a stored override back in force, saying so in the log."""

@@ -218,6 +218,29 @@ def copy_images(dest: Path, n: int, step: int = 7) -> Path:
     return dest
 
 
+def kanjian(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``kanjian ARGS`` in a subprocess, output captured as text, 200 columns wide (so
+    rich does not wrap the lines a test reads)."""
+    return subprocess.run(
+        [str(KANJIAN), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def sql(db_path: Path, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """``query``'s rows, read through a fresh connection to the store's database."""
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    try:
+        return con.execute(query, args).fetchall()
+    finally:
+        con.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

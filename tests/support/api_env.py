@@ -4,7 +4,6 @@ test_api.py and test_api_models.py through conftest)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,7 @@ class Env:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(self.db_path)
-        try:
-            return con.execute(query, args).fetchall()
-        finally:
-            con.close()
+        return S.sql(self.db_path, query, args)
 
 
 @pytest.fixture(scope="module")
