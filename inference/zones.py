@@ -203,6 +203,16 @@ def _check_zones(zones: tuple[Zone, ...]) -> tuple[Zone, ...]:
             f"the zones have {total} points in all; at most {MAX_TOTAL_POINTS} "
             "(simplify the outlines)"
         )
+    for kind in ("roi", "ignore"):
+        # decomposed here once (a few ms) so that a case the geometry cannot handle is a
+        # refused request, never an error in the inspection loop
+        polys = [z.array() for z in zones if z.kind == kind]
+        try:
+            area = Trapezoids.of_union(polys).area() if polys else 1.0
+        except Exception as e:  # pragma: no cover - no valid polygon is known to get here
+            raise ValueError(f"the {kind} zones could not be prepared: {e!r}") from e
+        if not math.isfinite(area) or area <= 0:  # pragma: no cover - as above
+            raise ValueError(f"the {kind} zones' union has no area ({area})")
     return zones
 
 
