@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.inference.verdict import VerdictRules
-from kanjian.inference.zones import fill_centres
+from kanjian.inference.zone_geometry import fill_centres
 
 __all__ = ["IGNORE_BGR", "ROI_BGR", "draw_zones"]
 
