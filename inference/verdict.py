@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 import numpy as np
@@ -11,6 +12,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kanjian.inference.types import Detections, Verdict
+from kanjian.inference.zones import ZoneOverlap, Zones, ZoneSet
 
 
 class ClassRule(BaseModel):
@@ -48,7 +50,17 @@ class VerdictRules(BaseModel):
         default_factory=dict, description="per-class rules, by class name"
     )
     roi_xyxy: tuple[float, float, float, float] | None = Field(
-        None, description="region of interest in source pixels; boxes centred outside are ignored"
+        None,
+        description="region of interest in source pixels; boxes centred outside are ignored "
+        "(the older, rectangular form of a roi zone; both may be set)",
+    )
+    zones: Zones = Field(
+        (),
+        description="polygons in source pixels (see kanjian.inference.zones): detections count "
+        "only by their share inside the roi zones and outside the ignore zones",
+    )
+    zone_overlap: ZoneOverlap = Field(
+        default_factory=ZoneOverlap, description="the shares that decide (zones only)"
     )
     pass_classes: list[str] = Field(
         default_factory=list,
@@ -57,6 +69,11 @@ class VerdictRules(BaseModel):
 
     def rule_for(self, name: str) -> ClassRule:
         return self.classes.get(name, self.default)
+
+    @cached_property
+    def zone_set(self) -> ZoneSet:
+        """The zones compiled for judging, made once per rules object."""
+        return ZoneSet(self.zones, self.zone_overlap)
 
 
 def unknown_classes(
@@ -192,7 +209,7 @@ def explain_reason(verdict: Verdict | str, reason: str) -> tuple[ReasonCode | No
 
 
 def _counted(dets: Detections, names: tuple[str, ...], rules: VerdictRules) -> NDArray[np.bool_]:
-    """``(n,)`` bool: detections the rules let count (class not ignored, area, ROI)."""
+    """``(n,)`` bool: detections the rules let count (class not ignored, area, ROI, zones)."""
     keep = np.ones(len(dets), bool)
     area = dets.area
     for i, cid in enumerate(dets.class_id):
@@ -203,6 +220,8 @@ def _counted(dets: Detections, names: tuple[str, ...], rules: VerdictRules) -> N
         cx = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
         cy = (dets.xyxy[:, 1] + dets.xyxy[:, 3]) / 2
         keep &= (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
+    if rules.zones:
+        keep &= rules.zone_set.counts(dets)
     return keep
 
 

@@ -10,6 +10,7 @@ reason in the operator's language.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,11 +28,13 @@ from kanjian.inference.heads.drawing import (
 )
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules
+from kanjian.inference.zone_drawing import draw_zones
 
 __all__ = [
     "VERDICT_BGR",
     "Box",
     "Keep",
+    "RulesKeep",
     "annotate_inspection",
     "class_colour",
     "draw",
@@ -64,6 +67,7 @@ def draw(
     verdict: str | None,
     masks: NDArray[np.bool_] | None = None,
     max_side: int | None = None,
+    zones: VerdictRules | None = None,
 ) -> NDArray[np.uint8]:
     """A BGR copy of ``image`` with masks, boxes, labels and the verdict drawn on it
     (for results read back from the store, where no inspection object is left).
@@ -75,43 +79,57 @@ def draw(
             (no text); ``None`` draws none.
         masks: optional ``(n, H, W)`` bool, one per box.
         max_side: shrink so the longest side is at most this many pixels.
+        zones: verdict rules whose zones (ROI outlines, hatched ignores) to draw.
 
     Returns:
         ``(h, w, 3)`` uint8 BGR, scaled by ``min(1, max_side / max(H, W))``.
     """
     img, scale = fit(tint_masks(bgr_copy(image), boxes, masks), max_side)
+    draw_zones(img, zones, scale)  # under the boxes: their labels stay readable
     draw_boxes(img, boxes, scale)
     if verdict is not None:
         _verdict_frame(img, verdict)
     return img
 
 
-def rules_keep(rules: VerdictRules) -> Keep:
+@dataclass(frozen=True)
+class RulesKeep:
+    """A :data:`Keep` made from verdict rules, which carries them (and so their zones,
+    drawn by :func:`annotate_inspection`)."""
+
+    rules: VerdictRules
+
+    def __call__(self, name: str, conf: float) -> bool:
+        rule = self.rules.rule_for(name)
+        return not rule.ignore and conf >= rule.review_confidence
+
+
+def rules_keep(rules: VerdictRules) -> RulesKeep:
     """Draw what the verdict rules count: not ignored, at least ``review_confidence``.
 
     The model's weaker candidates stay in the API's data but would only clutter
     the operator's picture.
     """
-
-    def keep(name: str, conf: float) -> bool:
-        rule = rules.rule_for(name)
-        return not rule.ignore and conf >= rule.review_confidence
-
-    return keep
+    return RulesKeep(rules)
 
 
 def annotate_inspection(
     insp: Inspection, max_side: int | None = None, keep: Keep | None = None
 ) -> NDArray[np.uint8] | None:
     """The inspection's frame with its result and verdict drawn; ``None`` for a failure
-    (no image). An inspection no model's output came with shows the verdict alone."""
+    (no image). An inspection no model's output came with shows the verdict alone.
+    A ``keep`` made by :func:`rules_keep` also draws its rules' zones."""
     if not isinstance(insp.frame, Frame):
         return None
+    image = insp.frame.image
+    if isinstance(keep, RulesKeep) and (keep.rules.zones or keep.rules.roi_xyxy is not None):
+        image = bgr_copy(image)
+        draw_zones(image, keep.rules)  # under what the head draws: labels stay readable
     head = find_head(insp.task)
     if head is None:
-        img = fit(bgr_copy(insp.frame.image), max_side)[0]
+        img = fit(bgr_copy(image), max_side)[0]
     else:
-        img = head.draw(insp.frame.image, insp, keep, max_side)
+        img = head.draw(image, insp, keep, max_side)
     _verdict_frame(img, insp.verdict.value)
     return img
 

@@ -260,6 +260,12 @@ class LiveHub:
         with self._lock:
             return self._last
 
+    @property
+    def last_picture(self) -> Inspection | None:
+        """The newest committed inspection that has a frame (the one the live view shows)."""
+        with self._lock:
+            return self._last_picture
+
     def picture_key(self) -> object:
         """Changes whenever a newer picture is available."""
         with self._lock:

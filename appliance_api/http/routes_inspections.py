@@ -229,6 +229,7 @@ async def get_image(
             rec.verdict.value if annotated else None,
             None,
             max_side,
+            zones=state.station.inspector.rules_in_force() if annotated else None,
         )
         return encode_jpeg(out)
 
