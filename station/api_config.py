@@ -131,7 +131,7 @@ class ApiConfig(BaseModel):
         ge=1,
         le=1024,
         description="recent FAIL / REVIEW pictures kept in memory for the screen by id (besides "
-        "the 16 newest of any verdict), so a part whose image is not saved still shows",
+        "the 16 newest other parts), so a part whose image is not saved still shows",
     )
     screen_pictures_mb: float = Field(
         256.0,

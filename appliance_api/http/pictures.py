@@ -11,9 +11,9 @@ Cost on the store's writer thread (:meth:`PictureCache.add`): keeping a referenc
 no drawing. A picture is drawn and JPEG-encoded once, when first asked for; the
 frame is then let go and only the JPEG bytes stay. Two bounded pools, so a fast run
 of PASS parts never pushes out the defects the screen's strip still shows: the
-newest ``recent`` inspections of any verdict, and the newest ``defects`` FAIL /
-REVIEW ones. Both together stay under ``max_bytes`` (a frame not yet encoded
-counts its pixel bytes): the oldest entry of the fuller pool goes first.
+newest ``defects`` FAIL / REVIEW inspections, and the newest ``recent`` others (PASS,
+ERROR, MISSED). Both together stay under ``max_bytes`` (a frame not yet encoded
+counts its pixel bytes): the oldest entry of the pool holding more bytes goes first.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ class PictureCache:
         draw: makes the picture of an inspection (the hub's annotation with the rules
             in force when it is first asked for).
         encode: JPEG-encodes it.
-        recent: inspections of any verdict kept, newest first (>= 1).
-        defects: FAIL / REVIEW inspections kept besides, newest first (>= 0).
+        recent: other inspections (PASS, ERROR, MISSED) kept, the newest (>= 1).
+        defects: FAIL / REVIEW inspections kept, the newest (>= 0: 0 keeps them with the
+            others).
         max_bytes: bound on what both pools hold together, bytes.
     """
 
@@ -119,7 +120,7 @@ class PictureCache:
             return self._bytes
 
     def ids(self) -> list[str]:
-        """The ids kept, oldest first within each pool (any verdict, then defects)."""
+        """The ids kept, oldest first within each pool (others, then defects)."""
         with self._lock:
             return [*self._pools[False], *self._pools[True]]
 
