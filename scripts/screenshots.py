@@ -66,7 +66,7 @@ LANGS: tuple[str, ...] = ("zh", "en")
 SIZES: tuple[tuple[int, int], ...] = ((1920, 1080), (1024, 768))
 
 
-def small_png(png: bytes, colours: int = 128) -> bytes:
+def small_png(png: bytes, colours: int = 64) -> bytes:
     """``png`` with its colours reduced to ``colours`` (a palette PNG: a few hundred KB
     instead of a few MB for a screen full of photographs)."""
     from PIL import Image

@@ -12,8 +12,9 @@ no drawing. A picture is drawn and JPEG-encoded once, when first asked for; the
 frame is then let go and only the JPEG bytes stay. Two bounded pools, so a fast run
 of PASS parts never pushes out the defects the screen's strip still shows: the
 newest ``defects`` FAIL / REVIEW inspections, and the newest ``recent`` others (PASS,
-ERROR, MISSED). Both together stay under ``max_bytes`` (a frame not yet encoded
-counts its pixel bytes): the oldest entry of the pool holding more bytes goes first.
+ERROR, MISSED). Both together stay under ``max_bytes`` (an inspection not yet drawn
+counts its frame's, masks' and anomaly map's bytes): the oldest entry of the pool
+holding more bytes goes first.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ class _Entry:
     insp: Inspection | None  # let go once encoded
     jpeg: bytes | None
     size: int  # bytes it holds now: the frame's pixels, then the JPEG's length
+
+
+def _held_bytes(insp: Inspection) -> int:
+    """What keeping ``insp`` until it is drawn holds: its frame, masks and anomaly map."""
+    assert isinstance(insp.frame, Frame)
+    n = insp.frame.image.nbytes
+    if insp.detections.masks is not None:
+        n += insp.detections.masks.nbytes
+    if insp.anomaly_map is not None:
+        n += insp.anomaly_map.nbytes
+    return int(n)
 
 
 class PictureCache:
@@ -89,7 +101,7 @@ class PictureCache:
             return
         defect = insp.verdict in DEFECTS and self._limits[True] > 0
         key = str(insp.inspection_id)
-        entry = _Entry(insp, None, int(insp.frame.image.nbytes))
+        entry = _Entry(insp, None, _held_bytes(insp))
         with self._lock:
             pool = self._pools[defect]
             if key in pool:
