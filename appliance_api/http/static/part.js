@@ -288,7 +288,7 @@ window.KanjianPart = (ctx) => {
       page = null; // cut off mid-answer: the next hello or resync reloads
     }
     if (!page) return;
-    strip = page.items.map((row) =>
+    const fresh = page.items.map((row) =>
       remember(
         {
           id: row.id,
@@ -304,6 +304,10 @@ window.KanjianPart = (ctx) => {
         row.feedback,
       ),
     );
+    // with what arrived while the log was read, newest first
+    const all = [...new Set([...strip, ...fresh])];
+    all.sort((a, b) => (a.insp.captured_at < b.insp.captured_at ? 1 : -1));
+    strip = all.slice(0, n);
     renderThumbs();
   }
 
