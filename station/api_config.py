@@ -98,6 +98,54 @@ class ApiConfig(BaseModel):
         description="at most one log line per client address about failed authentications "
         "this often (the line counts the ones not logged), seconds",
     )
+    # -- the operator's screen: one part at a time (GET /api/screen hands these over) --
+    screen_hold_s: float = Field(
+        3.0,
+        ge=0.5,
+        le=120,
+        description="each FAIL / REVIEW stays large on the screen at least this long, seconds; "
+        "newer ones wait in the strip",
+    )
+    screen_min_show_s: float = Field(
+        1.0,
+        ge=0.2,
+        le=60,
+        description="any other part (PASS, ERROR) stays large at least this long, so the big "
+        "verdict does not flicker at the line's rate, seconds (a defect replaces it at once)",
+    )
+    screen_strip: int = Field(
+        8, ge=1, le=32, description="defects in the screen's strip of thumbnails (newest first)"
+    )
+    screen_sound: bool = Field(
+        False,
+        description="beep when a FAIL comes up large (default for each screen; ?sound=0/1 in "
+        "the screen's address overrides it and is remembered by that screen)",
+    )
+    screen_flash: bool = Field(
+        False,
+        description="flash the whole screen red when a FAIL comes up large (default for each "
+        "screen; ?flash=0/1 overrides it and is remembered by that screen)",
+    )
+    screen_pictures: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="recent FAIL / REVIEW pictures kept in memory for the screen by id (besides "
+        "the 16 newest other parts), so a part whose image is not saved still shows",
+    )
+    screen_pictures_mb: float = Field(
+        256.0,
+        gt=0,
+        le=16384,
+        description="memory bound of those pictures (frames not yet drawn count in full), MiB",
+    )
+    feedback_undo_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="how long after an answer its giver may undo it (DELETE "
+        "/api/inspections/{id}/feedback/{fid}, audited); later, a new answer changes it",
+    )
 
     @field_validator("shift_starts")
     @classmethod

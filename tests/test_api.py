@@ -43,6 +43,7 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
     rules = {"rules": {"default": {"fail_confidence": 0.9, "review_confidence": 0.8}}}
     return [
         ("POST", f"/api/inspections/{iid}/feedback", {"json": {"kind": "not_defect"}}, "operator"),
+        ("DELETE", f"/api/inspections/{iid}/feedback/1", {}, "operator"),
         ("POST", "/api/trigger", {"json": {}}, "operator"),
         ("POST", "/api/models", {"content": S.pack(env.bundles.b)}, "engineer"),
         ("POST", f"/api/models/{env.bundles.sha_b}/activate", {}, "engineer"),
@@ -71,6 +72,7 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
     }
     templ = {
         "POST /api/inspections/{inspection_id}/feedback",
+        "DELETE /api/inspections/{inspection_id}/feedback/{feedback_id}",
         "POST /api/trigger",
         "POST /api/models",
         "POST /api/models/{sha256}/activate",
@@ -470,11 +472,13 @@ def test_feedback_is_stored_with_who_and_when_and_listed(env: Env) -> None:
     none = c.get("/api/inspections", params={"feedback": "none", "limit": 500}).json()["items"]
     assert iid not in {i["id"] for i in none}
     audit = env.sql(
-        "SELECT actor, detail_json FROM audit WHERE action = 'feedback.create' "
+        "SELECT action, actor, detail_json FROM audit WHERE action LIKE 'feedback.%' "
         "AND target = ? ORDER BY id",
         (iid,),
     )
-    assert len(audit) == 2 and audit[1][0] == "test-operator" and "scratches" in audit[1][1]
+    # the second answer changes the first (tests/test_screen_api.py has the details)
+    assert [a[0] for a in audit] == ["feedback.create", "feedback.change"]
+    assert audit[1][1] == "test-operator" and "scratches" in audit[1][2]
     bad = c.post(f"/api/inspections/{iid}/feedback", json={"kind": "wrong_class"})
     assert bad.status_code == 422 and "class_name" in bad.text
     assert (

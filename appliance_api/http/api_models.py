@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kanjian.inference.verdict import VerdictRules
+from kanjian.inference.verdict import ReasonCode, ReasonParams, VerdictRules
 from kanjian.station.records import verdict_names
 
 if TYPE_CHECKING:
@@ -208,6 +208,44 @@ class FeedbackOut(BaseModel):
     created_at: str
 
 
+# -- the screen: one part at a time; an answer changed or undone is audited (issue 13) --
+
+
+class FeedbackSavedOut(FeedbackOut):
+    """What ``POST /api/inspections/{id}/feedback`` recorded."""
+
+    replaces: FeedbackOut | None = Field(
+        description="the inspection's answer before this one, which this one changes "
+        "(audited as feedback.change, old and new); null for a first answer"
+    )
+    undo_until: str = Field(
+        description="UTC time until which its giver may undo it "
+        "(DELETE /api/inspections/{id}/feedback/{fid}; api.feedback_undo_s)"
+    )
+
+
+class FeedbackUndoneOut(BaseModel):
+    """What ``DELETE /api/inspections/{id}/feedback/{fid}`` took back (audited as
+    feedback.undo with the whole answer)."""
+
+    undone: FeedbackOut
+    latest: FeedbackOut | None = Field(
+        description="the inspection's answer that stands now (the one the undone answer "
+        "had changed), or null"
+    )
+
+
+class ScreenOut(BaseModel):
+    """The operator screen's settings (``api.screen_*`` and ``api.feedback_undo_s``)."""
+
+    hold_s: float = Field(description="each FAIL / REVIEW stays large at least this long")
+    min_show_s: float = Field(description="any other part stays large at least this long")
+    strip: int = Field(description="defects in the strip of thumbnails")
+    sound: bool = Field(description="beep on FAIL, unless the screen chose otherwise")
+    flash: bool = Field(description="flash on FAIL, unless the screen chose otherwise")
+    undo_s: float = Field(description="how long an answer can be undone")
+
+
 class DetectionOut(BaseModel):
     idx: int
     class_id: int
@@ -240,6 +278,13 @@ class InspectionOut(BaseModel):
     has_image: bool
     timings_ms: dict[str, float]
     feedback: FeedbackOut | None
+    # issue 13: the screen and the history page say the reason in their own language
+    reason_code: ReasonCode | None = Field(
+        None, description="the reason's stable code, as in /api/events; null: show `reason`"
+    )
+    reason_params: ReasonParams = Field(
+        default_factory=dict, description="the reason's facts (class, confidence, box, ...)"
+    )
 
 
 class InspectionDetailOut(InspectionOut):

@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import sqlite_utils
+from numpy.typing import NDArray
 from pydantic import Field
 
 from kanjian.appliance_api.http.annotate import Keep, annotate_inspection, encode_jpeg, placeholder
@@ -30,6 +32,7 @@ from kanjian.appliance_api.http.api_models import (
     ModelRefOut,
     ShiftOut,
 )
+from kanjian.appliance_api.http.pictures import PictureCache
 from kanjian.appliance_api.http.shifts import local_now, shift_bounds
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
@@ -158,6 +161,9 @@ class LiveHub:
         queue_size: events buffered per subscriber; a viewer that falls further
             behind loses the oldest and then gets a ``resync`` event (the screen reloads
             its list of defects from the log).
+        pictures_recent / pictures_defects / pictures_mb: bounds of :attr:`pictures`,
+            the recent inspections' annotated pictures the screen shows by id
+            (:class:`~kanjian.appliance_api.http.pictures.PictureCache`).
     """
 
     def __init__(
@@ -167,6 +173,9 @@ class LiveHub:
         max_side: int = 960,
         queue_size: int = 256,
         keep: Callable[[], Keep] | None = None,
+        pictures_recent: int = 16,
+        pictures_defects: int = 32,
+        pictures_mb: float = 256.0,
     ) -> None:
         self.keep = keep
         self.save_verdicts = save_verdicts
@@ -182,8 +191,21 @@ class LiveHub:
         self._counter = 0
         self._jpeg_lock = threading.Lock()
         self._jpeg: tuple[object, bytes] | None = None
+        self.pictures = PictureCache(
+            self.draw,
+            encode_jpeg,
+            recent=pictures_recent,
+            defects=pictures_defects,
+            max_bytes=int(pictures_mb * 2**20),
+        )
 
     name = "live"
+
+    def draw(self, insp: Inspection) -> NDArray[np.uint8] | None:
+        """``insp`` annotated for people (the detections the rules in force count), at most
+        ``max_side`` px; ``None`` for a failure (no image)."""
+        keep = self.keep() if self.keep is not None else None
+        return annotate_inspection(insp, self.max_side, keep)
 
     # -- wiring ------------------------------------------------------------------------
     def start(self) -> None:
@@ -203,6 +225,8 @@ class LiveHub:
         if not batch:
             return
         self.shift.add(batch)
+        for insp in batch[-64:]:  # a huge batch (a stall drained): only its tail is shown
+            self.pictures.add(insp)
         with self._lock:
             self._last = batch[-1]
             for insp in reversed(batch):
@@ -280,9 +304,11 @@ class LiveHub:
         with self._jpeg_lock:
             if self._jpeg is not None and self._jpeg[0] == key:
                 return self._jpeg[1]
-            keep = self.keep() if self.keep is not None else None
-            img = annotate_inspection(insp, self.max_side, keep) if insp is not None else None
-            # a wordless placeholder: the screen says "waiting" in the operator's language
-            data = encode_jpeg(img if img is not None else placeholder())
+            # the screen asks for the same picture by id: draw and encode it once for both
+            data = None if key is None else self.pictures.jpeg(str(key))
+            if data is None:
+                img = self.draw(insp) if insp is not None else None
+                # a wordless placeholder: the screen says "waiting" in the operator's language
+                data = encode_jpeg(img if img is not None else placeholder())
             self._jpeg = (key, data)
             return data

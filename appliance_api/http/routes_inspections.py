@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,12 +13,15 @@ import numpy as np
 import sqlite_utils
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import Path as PathParam
 
 from kanjian.appliance_api.http.annotate import Box, draw, encode_jpeg, rules_keep
 from kanjian.appliance_api.http.api_models import (
     ErrorOut,
     FeedbackIn,
     FeedbackOut,
+    FeedbackSavedOut,
+    FeedbackUndoneOut,
     InspectionDetailOut,
     InspectionOut,
     InspectionPage,
@@ -27,6 +30,8 @@ from kanjian.appliance_api.http.api_models import (
 )
 from kanjian.appliance_api.http.deps import Operator, Reader, State
 from kanjian.appliance_api.http.list_query import ListFilter, list_query, plan_page
+from kanjian.appliance_api.http.state import ApiState
+from kanjian.inference.verdict import explain_reason
 from kanjian.station.records import (
     FEEDBACK_COLUMNS,
     StoredFeedback,
@@ -46,7 +51,9 @@ _ERR: dict[int | str, dict[str, Any]] = {
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "not found"}}
 
 #: InspectionOut's fields that are not StoredInspection's attributes of the same name
-_DERIVED = frozenset({"model", "has_image", "feedback", "feedback_history"})
+_DERIVED = frozenset(
+    {"model", "has_image", "feedback", "feedback_history", "reason_code", "reason_params"}
+)
 
 
 def _utc_iso(t: datetime) -> str:
@@ -59,7 +66,10 @@ def _fields(
     cls: type[InspectionOut], rec: StoredInspection, feedback: Sequence[StoredFeedback]
 ) -> dict[str, Any]:
     """``cls``'s fields of a stored inspection; ``feedback`` oldest first (the latest shows)."""
+    code, params = explain_reason(rec.verdict, rec.reason or "")
     return {
+        "reason_code": code,
+        "reason_params": params,
         **{n: getattr(rec, n) for n in cls.model_fields if n not in _DERIVED},
         "model": ModelRefOut(
             name=rec.model_name, version=rec.model_version, sha256=rec.model_sha256
@@ -239,18 +249,62 @@ async def get_image(
     )
 
 
+def _feedback_rows(db: sqlite_utils.Database, where: str, args: list[Any]) -> list[StoredFeedback]:
+    return [
+        StoredFeedback.from_row(r)
+        for r in db.execute(f"SELECT {columns(FEEDBACK_COLUMNS)} FROM feedback WHERE {where}", args)
+    ]
+
+
+def _latest_of(db: sqlite_utils.Database, inspection_id: str) -> StoredFeedback | None:
+    rows = _feedback_rows(db, "inspection_id = ? ORDER BY id DESC LIMIT 1", [inspection_id])
+    return rows[0] if rows else None
+
+
+def _feedback_out(f: StoredFeedback) -> FeedbackOut:
+    return FeedbackOut.model_validate(f, from_attributes=True)
+
+
+def _brief(f: StoredFeedback) -> dict[str, Any]:
+    """An answer as the audit keeps it (enough to know what was said, by whom, when)."""
+    return {
+        "id": f.id,
+        "kind": f.kind,
+        "class_name": f.class_name,
+        "note": f.note,
+        "actor": f.actor,
+        "created_at": f.created_at,
+    }
+
+
+def _undo_until(state: ApiState, created_at: str) -> str:
+    t = datetime.fromisoformat(created_at) + timedelta(seconds=state.cfg.feedback_undo_s)
+    return utc_iso(t)
+
+
 @router.post(
     "/api/inspections/{inspection_id}/feedback",
     status_code=status.HTTP_201_CREATED,
-    responses={**_ERR, **_404},
+    responses={
+        **_ERR,
+        **_404,
+        200: {"model": FeedbackSavedOut, "description": "the same answer was already the latest"},
+    },
 )
 def post_feedback(
-    state: State, who: Operator, inspection_id: uuid.UUID, body: FeedbackIn
-) -> FeedbackOut:
-    """Record what the operator says about an inspection (who and when are kept)."""
+    state: State, who: Operator, inspection_id: uuid.UUID, body: FeedbackIn, response: Response
+) -> FeedbackSavedOut:
+    """Record what the operator says about an inspection (who and when are kept).
+
+    A second, different answer on the same inspection is kept beside the first and
+    audited as ``feedback.change`` with the old and the new answer (the latest one is
+    the inspection's ``feedback``); the same answer again records nothing and answers
+    200 with the standing one (a double tap).
+    """
     db = state.pool.get()
     insp = _stored(db, inspection_id)
     actor = who.actor()
+    created = now_iso()
     rec = {
         "inspection_id": insp.id,
         "kind": body.kind,
@@ -258,23 +312,130 @@ def post_feedback(
         "note": body.note,
         "actor": actor.name,
         "token_id": actor.token_id,
-        "created_at": now_iso(),
+        "created_at": created,
     }
-    with write_tx(db):
-        fid = db["feedback"].insert(rec).last_pk  # type: ignore[union-attr]
-        write_audit(
-            db,
-            actor,
-            "feedback.create",
-            insp.id,
-            {"kind": body.kind, "class_name": rec["class_name"], "verdict": insp.verdict.value},
-        )
-    return FeedbackOut(
-        id=int(str(fid)),
+    with write_tx(db):  # the previous answer is read under the write lock: no race
+        prev = _latest_of(db, insp.id)
+        if prev is not None and (prev.kind, prev.class_name, prev.note) == (
+            rec["kind"],
+            rec["class_name"],
+            rec["note"],
+        ):
+            response.status_code = status.HTTP_200_OK
+            older = _feedback_rows(
+                db, "inspection_id = ? AND id < ? ORDER BY id DESC LIMIT 1", [insp.id, prev.id]
+            )
+            return FeedbackSavedOut(
+                **_feedback_out(prev).model_dump(),
+                replaces=_feedback_out(older[0]) if older else None,
+                undo_until=_undo_until(state, prev.created_at),
+            )
+        fid = int(str(db["feedback"].insert(rec).last_pk))  # type: ignore[union-attr]
+        new = {"id": fid, "kind": body.kind, "class_name": rec["class_name"], "note": body.note}
+        if prev is None:
+            write_audit(
+                db,
+                actor,
+                "feedback.create",
+                insp.id,
+                {**new, "verdict": insp.verdict.value},
+            )
+        else:
+            write_audit(
+                db,
+                actor,
+                "feedback.change",
+                insp.id,
+                {"old": _brief(prev), "new": new, "verdict": insp.verdict.value},
+            )
+    return FeedbackSavedOut(
+        id=fid,
         inspection_id=insp.id,
         kind=body.kind,
         class_name=rec["class_name"],
         note=body.note,
         actor=actor.name,
-        created_at=rec["created_at"],
+        created_at=created,
+        replaces=None if prev is None else _feedback_out(prev),
+        undo_until=_undo_until(state, created),
+    )
+
+
+@router.delete(
+    "/api/inspections/{inspection_id}/feedback/{feedback_id}",
+    responses={
+        **_ERR,
+        **_404,
+        409: {"model": ErrorOut, "description": "not the latest answer, or too late to undo"},
+    },
+)
+def undo_feedback(
+    state: State,
+    who: Operator,
+    inspection_id: uuid.UUID,
+    feedback_id: Annotated[int, PathParam(ge=1, le=SQLITE_MAX_INT)],
+) -> FeedbackUndoneOut:
+    """Undo an answer just given (a mistaken tap): only the inspection's latest answer,
+    only by the token that gave it, within ``api.feedback_undo_s`` of giving it.
+
+    The answer's row goes; the audit keeps it whole (``feedback.undo``, with the answer
+    that stands again). Later, or for someone else's answer, give a new answer instead:
+    it is recorded as a change.
+    """
+    db = state.pool.get()
+    insp = _stored(db, inspection_id)
+    actor = who.actor()
+    instead = "give a new answer instead (it is recorded as a change)"
+    with write_tx(db):
+        rows = _feedback_rows(db, "id = ? AND inspection_id = ?", [feedback_id, insp.id])
+        if not rows:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"no feedback {feedback_id} on inspection {insp.id}",
+            )
+        f = rows[0]
+        latest = _latest_of(db, insp.id)
+        if latest is not None and latest.id != f.id:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"feedback {f.id} is not the inspection's latest answer ({latest.id} is); "
+                f"only the latest can be undone: {instead}",
+            )
+        token = db.execute("SELECT token_id FROM feedback WHERE id = ?", [f.id]).fetchone()[0]
+        if token is None or token != actor.token_id:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"feedback {f.id} was given by {f.actor}; only the token that gave an answer "
+                f"may undo it: {instead}",
+            )
+        until = _undo_until(state, f.created_at)
+        if now_iso() > until:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"feedback {f.id} was given at {f.created_at}; answers can be undone for "
+                f"{state.cfg.feedback_undo_s:g} s (api.feedback_undo_s): {instead}",
+            )
+        db.execute("DELETE FROM feedback WHERE id = ?", [f.id])
+        now = _latest_of(db, insp.id)
+        # feedback_latest (what the list filters on) follows: its insert trigger only adds
+        if now is None:
+            db.execute("DELETE FROM feedback_latest WHERE seq = ?", [insp.seq])
+        else:
+            db.execute(
+                "UPDATE feedback_latest SET kind = ?, feedback_id = ? WHERE seq = ?",
+                [now.kind, now.id, insp.seq],
+            )
+        write_audit(
+            db,
+            actor,
+            "feedback.undo",
+            insp.id,
+            {
+                "undone": _brief(f),
+                "standing": None if now is None else _brief(now),
+                "verdict": insp.verdict.value,
+            },
+        )
+    return FeedbackUndoneOut(
+        undone=_feedback_out(f), latest=None if now is None else _feedback_out(now)
     )

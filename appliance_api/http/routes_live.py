@@ -1,9 +1,11 @@
-"""Live: results pushed as server-sent events, the annotated MJPEG view, the software trigger."""
+"""Live: results pushed as server-sent events, the annotated MJPEG view, the screen's
+pictures by id and its settings, the software trigger."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any
@@ -12,9 +14,10 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from kanjian.appliance_api.http.api_models import ErrorOut, LiveInspection, TriggerIn
+from kanjian.appliance_api.http.api_models import ErrorOut, LiveInspection, ScreenOut, TriggerIn
 from kanjian.appliance_api.http.deps import Operator, Reader, State
 from kanjian.appliance_api.http.live import live_inspection
+from kanjian.appliance_api.http.routes_inspections import get_image
 from kanjian.appliance_api.http.routes_status import build_status
 from kanjian.inference.types import Inspection
 
@@ -134,6 +137,51 @@ async def live_mjpeg(request: Request, state: State, _: Reader) -> StreamingResp
         media_type="multipart/x-mixed-replace; boundary=frame",
         headers={"Cache-Control": "no-store"},
     )
+
+
+@router.get("/api/screen", responses=_ERR)
+def screen_settings(state: State, _: Reader) -> ScreenOut:
+    """The operator screen's settings (``api.screen_*``, ``api.feedback_undo_s``)."""
+    c = state.cfg
+    return ScreenOut(
+        hold_s=c.screen_hold_s,
+        min_show_s=c.screen_min_show_s,
+        strip=c.screen_strip,
+        sound=c.screen_sound,
+        flash=c.screen_flash,
+        undo_s=c.feedback_undo_s,
+    )
+
+
+@router.get(
+    "/api/screen/picture/{inspection_id}",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **_ERR, 404: {"model": ErrorOut}},
+)
+async def screen_picture(state: State, who: Reader, inspection_id: uuid.UUID) -> Response:
+    """One inspection's annotated picture, as the screen shows it large: from memory for
+    the recent ones (any verdict, saved or not; ``api.screen_pictures``), else its saved
+    image, annotated, at most ``api.live_max_side`` px. ``X-Picture-Source`` says which
+    (``memory`` or ``saved``)."""
+    data = await to_thread.run_sync(state.hub.pictures.jpeg, str(inspection_id))
+    if data is not None:
+        return Response(
+            data,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600", "X-Picture-Source": "memory"},
+        )
+    try:
+        saved = await get_image(state, who, inspection_id, True, state.cfg.live_max_side)
+    except HTTPException as e:
+        if e.status_code not in (404, 410):
+            raise
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"no picture of inspection {inspection_id}: it is not among the recent ones kept "
+            f"in memory (api.screen_pictures) and {e.detail}",
+        ) from e
+    saved.headers["X-Picture-Source"] = "saved"
+    return saved
 
 
 @router.post(

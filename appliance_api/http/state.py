@@ -107,6 +107,8 @@ def start_services(station: Station) -> ApiState:
         shift,
         max_side=station.config.api.live_max_side,
         keep=lambda: rules_keep(station.inspector.rules_in_force()),  # the rules in force now
+        pictures_defects=station.config.api.screen_pictures,
+        pictures_mb=station.config.api.screen_pictures_mb,
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)

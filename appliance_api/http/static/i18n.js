@@ -1,8 +1,10 @@
 // Strings of the operator's screen, Chinese first. Keys are used by data-i18n attributes.
 // `reasons` turn a verdict's reason code (inference/verdict.py ReasonCode, sent as
 // reason_code + reason_params) into a sentence; p.class is already the shown class
-// name, p.confidence two decimals, p.box "x1,y1,x2,y2". tests/test_verdict.py checks
-// that every code has an entry in both languages.
+// name, p.confidence two decimals, p.place where on the part: the words of `where`
+// (reason_params.where) and the size in mm when the station gives them, else the box
+// "[x1,y1,x2,y2]". tests/test_verdict.py checks that every code has an entry in both
+// languages.
 "use strict";
 
 window.KANJIAN_I18N = {
@@ -44,6 +46,24 @@ window.KANJIAN_I18N = {
     sync_off: "未启用",
     sync_offline: "离线",
     fell_back: "已回退CPU",
+    no_picture: "无图像",
+    back_live: "返回实时",
+    waiting_n: "{n} 个待看",
+    changed: "已更改",
+    undone: "已撤销",
+    undo: "撤销",
+    undo_refused: "无法撤销（已超时）：请直接选择新的答案",
+    where: {
+      top_left: "左上",
+      top: "上",
+      top_right: "右上",
+      left: "左",
+      centre: "中央",
+      right: "右",
+      bottom_left: "左下",
+      bottom: "下",
+      bottom_right: "右下",
+    },
     classes: {
       crazing: "龟裂",
       inclusion: "夹杂",
@@ -55,8 +75,8 @@ window.KANJIAN_I18N = {
     reasons: {
       no_defect: () => "无超过阈值的缺陷",
       defect_fail: (p) =>
-        `${p.class} ${p.confidence}，位置 [${p.box}]` + (p.more > 0 ? `（另有 ${p.more} 处）` : ""),
-      defect_review: (p) => `不确定：${p.class} ${p.confidence}，位置 [${p.box}]`,
+        `${p.class} ${p.confidence}，位置 ${p.place}` + (p.more > 0 ? `（另有 ${p.more} 处）` : ""),
+      defect_review: (p) => `不确定：${p.class} ${p.confidence}，位置 ${p.place}`,
       class_pass: (p) => `${p.class} ${p.confidence}`,
       class_ignored: (p) => `${p.class} ${p.confidence}（忽略的类别）`,
       class_fail: (p) => `${p.class} ${p.confidence}`,
@@ -106,13 +126,31 @@ window.KANJIAN_I18N = {
     sync_off: "off",
     sync_offline: "offline",
     fell_back: "CPU fallback",
+    no_picture: "No picture",
+    back_live: "Back to live",
+    waiting_n: "{n} waiting",
+    changed: "Changed",
+    undone: "Undone",
+    undo: "Undo",
+    undo_refused: "Too late to undo: just pick the new answer",
+    where: {
+      top_left: "top left",
+      top: "top",
+      top_right: "top right",
+      left: "left",
+      centre: "centre",
+      right: "right",
+      bottom_left: "bottom left",
+      bottom: "bottom",
+      bottom_right: "bottom right",
+    },
     classes: {},
     // the same sentences as the server's English `reason`
     reasons: {
       no_defect: () => "no defect above threshold",
       defect_fail: (p) =>
-        `${p.class} ${p.confidence} at [${p.box}]` + (p.more > 0 ? ` (+${p.more} more)` : ""),
-      defect_review: (p) => `uncertain: ${p.class} ${p.confidence} at [${p.box}]`,
+        `${p.class} ${p.confidence} at ${p.place}` + (p.more > 0 ? ` (+${p.more} more)` : ""),
+      defect_review: (p) => `uncertain: ${p.class} ${p.confidence} at ${p.place}`,
       class_pass: (p) => `${p.class} ${p.confidence}`,
       class_ignored: (p) => `${p.class} ${p.confidence} (ignored class)`,
       class_fail: (p) => `${p.class} ${p.confidence}`,

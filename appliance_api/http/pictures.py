@@ -1,0 +1,166 @@
+"""Recent inspections' annotated pictures, by id, in memory: the screen's big picture.
+
+The operator's screen shows one inspection at a time (verdict, picture, reason,
+feedback buttons) and holds a defect for a few seconds, so the picture it shows is
+never the live frame: it is the held inspection's own, fetched by id. An inspection
+whose image the store does not save (PASS by default, or any verdict when the disk
+is full) must still have one while the screen may show it, so the live hub keeps the
+last few here.
+
+Cost on the store's writer thread (:meth:`PictureCache.add`): keeping a reference,
+no drawing. A picture is drawn and JPEG-encoded once, when first asked for; the
+frame is then let go and only the JPEG bytes stay. Two bounded pools, so a fast run
+of PASS parts never pushes out the defects the screen's strip still shows: the
+newest ``defects`` FAIL / REVIEW inspections, and the newest ``recent`` others (PASS,
+ERROR, MISSED). Both together stay under ``max_bytes`` (an inspection not yet drawn
+counts its frame's, masks' and anomaly map's bytes): the oldest entry of the pool
+holding more bytes goes first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kanjian.camera.frame import Frame
+from kanjian.inference.types import Inspection, Verdict
+
+DEFECTS = frozenset({Verdict.FAIL, Verdict.REVIEW})
+
+#: draws one inspection for people: ``(H, W, 3)`` uint8 BGR at most ``max_side`` px, or
+#: ``None`` when it has no image (a failure)
+Drawer = Callable[[Inspection], "NDArray[np.uint8] | None"]
+#: JPEG bytes of a BGR uint8 picture
+Encoder = Callable[["NDArray[np.uint8]"], bytes]
+
+
+@dataclass
+class _Entry:
+    insp: Inspection | None  # let go once encoded
+    jpeg: bytes | None
+    size: int  # bytes it holds now: the frame's pixels, then the JPEG's length
+
+
+def _held_bytes(insp: Inspection) -> int:
+    """What keeping ``insp`` until it is drawn holds: its frame, masks and anomaly map."""
+    assert isinstance(insp.frame, Frame)
+    n = insp.frame.image.nbytes
+    if insp.detections.masks is not None:
+        n += insp.detections.masks.nbytes
+    if insp.anomaly_map is not None:
+        n += insp.anomaly_map.nbytes
+    return int(n)
+
+
+class PictureCache:
+    """The newest inspections' annotated JPEGs by inspection id (thread-safe).
+
+    Args:
+        draw: makes the picture of an inspection (the hub's annotation with the rules
+            in force when it is first asked for).
+        encode: JPEG-encodes it.
+        recent: other inspections (PASS, ERROR, MISSED) kept, the newest (>= 1).
+        defects: FAIL / REVIEW inspections kept, the newest (>= 0: 0 keeps them with the
+            others).
+        max_bytes: bound on what both pools hold together, bytes.
+    """
+
+    def __init__(
+        self,
+        draw: Drawer,
+        encode: Encoder,
+        recent: int = 16,
+        defects: int = 32,
+        max_bytes: int = 256 * 2**20,
+    ) -> None:
+        if recent < 1 or defects < 0 or max_bytes < 1:
+            raise ValueError(
+                f"picture cache bounds must be recent >= 1, defects >= 0, max_bytes >= 1; "
+                f"got {recent}, {defects}, {max_bytes}"
+            )
+        self._draw = draw
+        self._encode = encode
+        self._limits = {False: recent, True: defects}
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        # insertion order = commit order; True: the defects' pool
+        self._pools: dict[bool, OrderedDict[str, _Entry]] = {
+            False: OrderedDict(),
+            True: OrderedDict(),
+        }
+        self._bytes = 0
+
+    def add(self, insp: Inspection) -> None:
+        """Keep ``insp`` (a committed inspection with a frame; others are ignored)."""
+        if not isinstance(insp.frame, Frame):
+            return
+        defect = insp.verdict in DEFECTS and self._limits[True] > 0
+        key = str(insp.inspection_id)
+        entry = _Entry(insp, None, _held_bytes(insp))
+        with self._lock:
+            pool = self._pools[defect]
+            if key in pool:
+                return
+            pool[key] = entry
+            self._bytes += entry.size
+            self._trim()
+
+    def _trim(self) -> None:
+        """Evict down to the bounds (caller holds the lock); the newest entry stays."""
+        for defect, pool in self._pools.items():
+            while len(pool) > self._limits[defect]:
+                self._bytes -= pool.popitem(last=False)[1].size
+        while self._bytes > self.max_bytes and len(self) > 1:
+            # the pool holding more bytes gives its oldest first
+            fuller = max(self._pools.values(), key=lambda p: sum(e.size for e in p.values()))
+            if len(fuller) == 0:
+                break
+            self._bytes -= fuller.popitem(last=False)[1].size
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._pools.values())
+
+    @property
+    def bytes_held(self) -> int:
+        """What the kept frames and JPEGs take now, bytes."""
+        with self._lock:
+            return self._bytes
+
+    def ids(self) -> list[str]:
+        """The ids kept, oldest first within each pool (others, then defects)."""
+        with self._lock:
+            return [*self._pools[False], *self._pools[True]]
+
+    def _find(self, key: str) -> _Entry | None:
+        for pool in self._pools.values():
+            if key in pool:
+                return pool[key]
+        return None
+
+    def jpeg(self, inspection_id: str) -> bytes | None:
+        """The inspection's annotated JPEG, drawn on first request; ``None`` when it is
+        not kept (too old, or no image). Blocking: CPU on the first call per id."""
+        with self._lock:
+            entry = self._find(inspection_id)
+            if entry is None:
+                return None
+            if entry.jpeg is not None:
+                return entry.jpeg
+            insp = entry.insp
+        assert insp is not None  # an entry lets go of its inspection only once it has bytes
+        img = self._draw(insp)
+        if img is None:
+            return None
+        data = self._encode(img)
+        with self._lock:
+            # it may have been evicted, or encoded by another request, meanwhile
+            entry = self._find(inspection_id)
+            if entry is not None and entry.jpeg is None:
+                self._bytes += len(data) - entry.size
+                entry.jpeg, entry.insp, entry.size = data, None, len(data)
+        return data
