@@ -23,6 +23,7 @@ from kanjian.appliance_api.http import (
     routes_models,
     routes_retention,
     routes_status,
+    routes_trends,
 )
 from kanjian.appliance_api.http.guard import AuthGuard, HostCheck, allowed_hosts
 from kanjian.appliance_api.http.state import ApiState
@@ -164,6 +165,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_models,
         routes_retention,
         routes_admin,
+        routes_trends,  # the history and shift pages (issue 13)
     ):
         app.include_router(module.router)
 
