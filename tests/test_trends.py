@@ -24,9 +24,10 @@ import pytest
 
 from kanjian.appliance_api.http import trends as T
 from kanjian.appliance_api.http.shifts import shift_windows
+from tests.support import trends_oracle as O
 from tests.support import trends_station as TS
 
-VERDICTS = ("PASS", "FAIL", "REVIEW", "ERROR", "MISSED")
+VERDICTS = O.VERDICTS
 Z = TS.ZONE
 
 
@@ -60,40 +61,6 @@ def _get(st: TS.TrendStation, path: str, **params: Any) -> Any:
 
 def _win(since: datetime, until: datetime) -> dict[str, str]:
     return {"since": since.isoformat(), "until": until.isoformat()}
-
-
-def _hour_floor(t: datetime) -> datetime:
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
-def _hour_ceil(t: datetime) -> datetime:
-    f = _hour_floor(t)
-    return f if f == t else f + timedelta(hours=1)
-
-
-def _utc(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-# the store's text cut to whole seconds (SQLite's date functions round microseconds)
-LOCAL = "datetime(substr(captured_at, 1, 19), '+8 hours')"
-
-
-def _sql_hours(st: TS.TrendStation, since: datetime, until: datetime) -> dict[str, Counter[str]]:
-    rows = st.sql(
-        f"SELECT strftime('%Y-%m-%dT%H:00', {LOCAL}), verdict, COUNT(*) FROM inspections "
-        "WHERE captured_at >= ? AND captured_at < ? GROUP BY 1, 2",
-        (_utc(since), _utc(until)),
-    )
-    out: dict[str, Counter[str]] = {}
-    for hour, verdict, n in rows:
-        out.setdefault(hour, Counter())[verdict] = n
-    return out
-
-
-def _yield(c: Counter[str] | dict[str, int]) -> float | None:
-    judged = c["PASS"] + c["FAIL"] + c["REVIEW"]
-    return None if judged == 0 else round(100.0 * c["PASS"] / judged, 2)
 
 
 # -- the window, shifts, the p-chart: units ----------------------------------------------
@@ -206,39 +173,24 @@ def test_hourly_counts_and_yield_are_the_sql(
 ) -> None:
     since, until = window
     got = _get(st, "/api/trends/hourly", **_win(since, until))
-    s, u = _hour_floor(since), _hour_ceil(until)
+    s, u = O.hour_floor(since), O.hour_ceil(until)
     assert got["window"] == {
         "since": s.isoformat(),
         "until": u.isoformat(),
         "hours": round((u - s) / timedelta(hours=1)),
     }
-    want = _sql_hours(st, s, u)
+    want = O.hours(st.db_path, s, u)
     assert len(got["hours"]) == got["window"]["hours"]
     for k, h in enumerate(got["hours"]):
         start = s + timedelta(hours=k)
         assert h["start"] == start.isoformat()
         c = want.get(start.strftime("%Y-%m-%dT%H:00"), Counter())
         assert h["counts"] == {v: c[v] for v in VERDICTS}, h["start"]
-        assert h["yield_pct"] == _yield(c)
-    all_rows = st.sql(
-        "SELECT verdict, COUNT(*) FROM inspections WHERE captured_at >= ? AND captured_at < ? "
-        "GROUP BY verdict",
-        (_utc(s), _utc(u)),
-    )
-    total = Counter(dict(all_rows))
+        assert h["yield_pct"] == O.yield_pct(c)
+    total = O.totals(st.db_path, s, u)
     assert got["totals"]["counts"] == {v: total[v] for v in VERDICTS}
     assert got["totals"]["total"] == sum(total.values()) > 0
-    assert got["totals"]["yield_pct"] == _yield(total)
-
-
-SHIFT_OF = (
-    f"CASE WHEN time({LOCAL}) >= '06:00:00' AND time({LOCAL}) < '14:00:00' "
-    f"THEN date({LOCAL}) || 'T06:00' "
-    f"WHEN time({LOCAL}) >= '14:00:00' AND time({LOCAL}) < '22:00:00' "
-    f"THEN date({LOCAL}) || 'T14:00' "
-    f"WHEN time({LOCAL}) >= '22:00:00' THEN date({LOCAL}) || 'T22:00' "
-    f"ELSE date({LOCAL}, '-1 day') || 'T22:00' END"
-)
+    assert got["totals"]["yield_pct"] == O.yield_pct(total)
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -247,15 +199,8 @@ def test_shift_counts_are_the_sql_across_midnight(
 ) -> None:
     since, until = window
     got = _get(st, "/api/trends/shifts", **_win(since, until))
-    s, u = _hour_floor(since), _hour_ceil(until)
-    rows = st.sql(
-        f"SELECT {SHIFT_OF}, verdict, COUNT(*) FROM inspections "
-        "WHERE captured_at >= ? AND captured_at < ? GROUP BY 1, 2",
-        (_utc(s), _utc(u)),
-    )
-    want: dict[str, Counter[str]] = {}
-    for key, verdict, n in rows:
-        want.setdefault(key, Counter())[verdict] = n
+    s, u = O.hour_floor(since), O.hour_ceil(until)
+    want = O.shifts(st.db_path, s, u)
     assert got["shift_starts"] == TS.SHIFT_STARTS
     shifts = got["shifts"]
     # consecutive, each from its label's start to the next start, the first and last cut
@@ -273,18 +218,9 @@ def test_shift_counts_are_the_sql_across_midnight(
         assert r["start"] == max(a, s).isoformat() and r["end"] == min(b, u).isoformat()
         c = want.pop(a.strftime("%Y-%m-%dT%H:%M"), Counter())
         assert r["counts"] == {v: c[v] for v in VERDICTS}, r["label"]
-        assert r["yield_pct"] == _yield(c)
+        assert r["yield_pct"] == O.yield_pct(c)
     assert not want  # every row's shift was listed
     assert midnight >= 1  # a night shift across midnight is one row
-
-
-PARETO_SQL = """
-SELECT x.cls, i.verdict, COUNT(DISTINCT i.id) FROM inspections i
-JOIN (SELECT inspection_id AS id, class_name AS cls FROM detections
-      UNION SELECT id, top_class FROM inspections WHERE top_class IS NOT NULL) x ON x.id = i.id
-WHERE i.captured_at >= ? AND i.captured_at < ? AND i.verdict IN ({})
-GROUP BY 1, 2
-"""
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -299,13 +235,10 @@ def test_pareto_is_the_sql_most_first(
     got = _get(st, "/api/trends/pareto", **params)
     asked = verdicts or ("FAIL", "REVIEW")
     assert got["verdicts"] == sorted(asked)
-    s, u = _utc(_hour_floor(since)), _utc(_hour_ceil(until))
-    rows = st.sql(PARETO_SQL.format(",".join("?" * len(asked))), (s, u, *asked))
-    want: dict[str, Counter[str]] = {}
-    for cls, verdict, n in rows:
-        want.setdefault(cls, Counter())[verdict] = n
-    order = sorted(want, key=lambda k: (-sum(want[k].values()), k))
-    assert [r["class_name"] for r in got["classes"]] == order
+    s, u = O.hour_floor(since), O.hour_ceil(until)
+    ranked = O.pareto(st.db_path, s, u, asked)
+    assert [r["class_name"] for r in got["classes"]] == [k for k, _ in ranked]
+    want = dict(ranked)
     total = sum(sum(c.values()) for c in want.values())
     assert got["total"] == total > 0
     running = 0
@@ -317,13 +250,8 @@ def test_pareto_is_the_sql_most_first(
         assert r["share_pct"] == round(100 * r["count"] / total, 2)
         assert r["cumulative_pct"] == round(100 * running / total, 2)
     assert got["classes"][-1]["cumulative_pct"] == 100.0
-    marks = ",".join("?" * len(asked))
-    (parts,) = st.sql(
-        f"SELECT COUNT(*) FROM inspections WHERE captured_at >= ? AND captured_at < ? "
-        f"AND verdict IN ({marks})",
-        (s, u, *asked),
-    )[0]
-    assert got["inspections"] == parts
+    parts = O.totals(st.db_path, s, u)
+    assert got["inspections"] == sum(parts[v] for v in asked)
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -332,26 +260,23 @@ def test_p_chart_is_the_formula_on_sql_counts(
 ) -> None:
     since, until = window
     got = _get(st, "/api/trends/pchart", **_win(since, until))
-    s = _hour_floor(since)
-    hours = _sql_hours(st, s, _hour_ceil(until))
+    s = O.hour_floor(since)
+    hours = O.hours(st.db_path, s, O.hour_ceil(until))
     ns, xs = [], []
     for k in range(len(got["points"])):
         c = hours.get((s + timedelta(hours=k)).strftime("%Y-%m-%dT%H:00"), Counter())
         ns.append(c["PASS"] + c["FAIL"] + c["REVIEW"])
         xs.append(c["FAIL"])
-    pbar = sum(xs) / sum(ns)
+    pbar, want = O.p_chart(ns, xs)
     assert got["p_bar"] == pytest.approx(pbar, rel=1e-12)
     out = 0
-    for n, x, p in zip(ns, xs, got["points"], strict=True):
+    for n, x, p, w in zip(ns, xs, got["points"], want, strict=True):
         assert (p["n"], p["fails"]) == (n, x)
-        if n == 0:
+        if w is None:
             assert p["p"] is None and p["ucl"] is None and p["lcl"] is None
             continue
-        sigma = math.sqrt(pbar * (1 - pbar) / n)
-        assert p["p"] == pytest.approx(x / n, rel=1e-12)
-        assert p["ucl"] == pytest.approx(min(1.0, pbar + 3 * sigma), rel=1e-12)
-        assert p["lcl"] == pytest.approx(max(0.0, pbar - 3 * sigma), abs=1e-12)
-        assert p["out_of_control"] == (x / n > p["ucl"] or x / n < p["lcl"])
+        assert (p["p"], p["lcl"], p["ucl"]) == pytest.approx(w, rel=1e-12, abs=1e-15)
+        assert p["out_of_control"] == (not w[1] <= w[0] <= w[2])
         out += p["out_of_control"]
     assert got["out_of_control"] == out
     if window == WINDOWS[0]:  # the run-away hour is out; the gap has hours without parts
@@ -360,53 +285,22 @@ def test_p_chart_is_the_formula_on_sql_counts(
         assert any(p["n"] == 0 for p in got["points"])
 
 
-LATEST_SQL = """
-SELECT f.kind, f.class_name, i.verdict, i.top_class FROM feedback f
-JOIN inspections i ON i.id = f.inspection_id
-WHERE f.id IN (SELECT MAX(id) FROM feedback GROUP BY inspection_id)
-  AND i.captured_at >= ? AND i.captured_at < ?
-"""
-
-
-def _category(kind: str, verdict: str) -> str:
-    if verdict in ("ERROR", "MISSED"):
-        return "other"
-    if verdict == "PASS":
-        return "agreed_pass" if kind == "not_defect" else "missed"
-    return {
-        "not_defect": "false_reject",
-        "confirm_defect": "confirmed",
-        "wrong_class": "wrong_class",
-    }[kind]
-
-
 @pytest.mark.parametrize("window", WINDOWS)
 def test_feedback_against_the_model_is_the_sql(
     st: TS.TrendStation, window: tuple[datetime, datetime]
 ) -> None:
     since, until = window
     got = _get(st, "/api/trends/feedback", **_win(since, until))
-    s, u = _utc(_hour_floor(since)), _utc(_hour_ceil(until))
-    per: dict[str | None, Counter[str]] = {}
-    for kind, named, verdict, top in st.sql(LATEST_SQL, (s, u)):
-        cls = named if kind == "wrong_class" else top
-        per.setdefault(cls, Counter())[_category(kind, verdict)] += 1
+    s, u = O.hour_floor(since), O.hour_ceil(until)
+    per = O.feedback(st.db_path, s, u)
     totals = sum(per.values(), Counter())
-    keys = ("false_reject", "missed", "confirmed", "wrong_class", "agreed_pass", "other")
+    keys = O.FEEDBACK_KEYS
     assert got["totals"] == {k: totals[k] for k in keys}
     assert got["answered"] == sum(totals.values())
     assert {r["class_name"]: r["counts"] for r in got["classes"]} == {
         cls: {k: c[k] for k in keys} for cls, c in per.items()
     }
-    parts = Counter(
-        dict(
-            st.sql(
-                "SELECT verdict, COUNT(*) FROM inspections WHERE captured_at >= ? "
-                "AND captured_at < ? GROUP BY verdict",
-                (s, u),
-            )
-        )
-    )
+    parts = O.totals(st.db_path, s, u)
     assert got["defects"] == parts["FAIL"] + parts["REVIEW"]
     assert got["judged"] == parts["PASS"] + parts["FAIL"] + parts["REVIEW"]
     if window == WINDOWS[0]:  # every kind of answer the station was given shows
@@ -468,3 +362,22 @@ def test_the_pages_are_served_under_the_csp(st: TS.TrendStation) -> None:
         assert lib.status_code == 200 and b"Chart.js v4" in lib.content[:200]
         licence = Path(__file__).parents[1] / "appliance_api/http/static/vendor/chartjs/LICENSE.md"
         assert "MIT License" in licence.read_text()
+
+
+def test_reads_need_a_token_and_the_pages_do_not(st: TS.TrendStation) -> None:
+    import httpx
+
+    iid = st.feedback[0][0]
+    with httpx.Client(base_url=st.url, timeout=60) as anon:
+        for path in ("hourly", "shifts", "pareto", "pchart", "feedback", "classes"):
+            r = anon.get(f"/api/trends/{path}")
+            assert r.status_code == 401 and "role operator or above" in r.json()["detail"], path
+        r = anon.get(f"/api/inspections/{iid}/audit")
+        assert r.status_code == 401 and "role engineer or above" in r.json()["detail"]
+        for page in ("/history", "/shift"):
+            assert anon.get(page).status_code == 200  # it asks for a token itself
+    schema = _get(st, "/openapi.json")
+    for path in ("hourly", "shifts", "pareto", "pchart", "feedback", "classes"):
+        op = schema["paths"][f"/api/trends/{path}"]["get"]
+        assert op["tags"] == ["trends"] and "200" in op["responses"], path
+    assert "/history" in schema["paths"] and "/shift" in schema["paths"]

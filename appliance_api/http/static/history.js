@@ -183,9 +183,15 @@
   // -- one inspection, large --------------------------------------------------------------
   async function openDetail(id) {
     const dlg = $("detail");
+    if (dlg.dataset.inspectionId !== id) {
+      // another part: the last answer's line belonged to the one before
+      const out = $("d-result");
+      out.textContent = "";
+      delete out.dataset.kind;
+      delete out.dataset.inspectionId;
+    }
     dlg.dataset.inspectionId = id;
     dlg.dataset.state = "loading";
-    $("d-result").textContent = "";
     $("d-classes").hidden = true;
     if (!dlg.open) dlg.showModal();
     let rec;
@@ -299,6 +305,7 @@
   $("d-close").addEventListener("click", () => $("detail").close());
   $("detail").addEventListener("close", () => {
     open = null;
+    delete $("detail").dataset.inspectionId; // reopened, it starts afresh
     writeUrl();
   });
 

@@ -92,6 +92,8 @@
       state.textContent = `${t("load_failed")}: ${e.message}`;
       return;
     }
+    // canvas text drawn before the web font is in would stay in a fallback font
+    await document.fonts.ready;
     $("r-since").value = KJ.isoToInput(data.hourly.window.since);
     $("r-until").value = KJ.isoToInput(data.hourly.window.until);
     render();
@@ -102,6 +104,13 @@
   }
 
   // -- drawing --------------------------------------------------------------------------
+  // canvas text takes a font by name: the page's own (the shipped CJK font first), light
+  // on the dark panels
+  const Chart = window.Chart;
+  Chart.defaults.color = "#c8d0da";
+  Chart.defaults.borderColor = "#2f3642";
+  Chart.defaults.font.family = getComputedStyle(document.documentElement).fontFamily;
+
   function chart(name, config) {
     if (charts[name]) charts[name].destroy();
     config.options = {
@@ -111,7 +120,7 @@
       interaction: { mode: "index", intersect: false },
       ...config.options,
     };
-    charts[name] = new window.Chart($("c-" + name), config);
+    charts[name] = new Chart($("c-" + name), config);
   }
 
   function cell(key, text, value) {
