@@ -6,13 +6,12 @@ shows, in its tables and in the charts Chart.js drew, are SQL's on the same file
 (tests/support/trends_oracle.py); the history page filters and pages through the
 same rows SQL lists; an inspection opens large with its overlay; an engineer's
 answer there is stored; an operator reads only and cannot reach the engineer's
-audit trail. Screenshots go to a temp folder (docs/history.png and docs/shift.png
-with KANJIAN_UPDATE_SCREENSHOT=1).
+audit trail. Screenshots of each step go to the test's temp folder
+(``scripts/screenshot_trends.py`` redraws the ones in docs/).
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,8 +60,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
 
     tmp = tmp_path_factory.mktemp("trends-web")
     st = TS.start(tmp)
-    update = os.environ.get("KANJIAN_UPDATE_SCREENSHOT") == "1"
-    shots = S.REPO / "docs" if update else tmp
+    shots = tmp  # the suite never changes tracked files
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(

@@ -9,6 +9,7 @@ those lives here. The numbers come from :mod:`kanjian.appliance_api.http.trends`
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -18,22 +19,17 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse, HTMLResponse
 
 from kanjian.appliance_api.http import trends as T
+from kanjian.appliance_api.http import trends_out as O
 from kanjian.appliance_api.http.api_models import AuditOut, AuditPage, ErrorOut, VerdictName
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
 from kanjian.appliance_api.http.trends_models import (
-    BucketOut,
     ClassListOut,
-    FeedbackClassOut,
-    FeedbackCountsOut,
     FeedbackTrendOut,
     HourlyOut,
     ParetoOut,
-    ParetoRowOut,
     PChartOut,
-    PPointOut,
-    ShiftOutRow,
     ShiftsOut,
-    WindowOut,
+    TrendsOut,
 )
 from kanjian.station.state.db import SQLITE_MAX_INT
 
@@ -90,43 +86,19 @@ def _window(since: datetime | None, until: datetime | None) -> T.Window:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
 
 
-def _iso(w: T.Window, t: datetime) -> str:
-    return w.local(t).isoformat(timespec="seconds")
-
-
-def _window_out(w: T.Window) -> WindowOut:
-    return WindowOut(
-        since=_iso(w, w.since), until=_iso(w, w.until), hours=round((w.until - w.since) / T.HOUR)
-    )
-
-
-def _bucket(w: T.Window, start: datetime, end: datetime, counts: dict[str, int]) -> dict[str, Any]:
-    return {
-        "start": _iso(w, start),
-        "end": _iso(w, end),
-        "counts": counts,
-        "total": sum(counts.values()),
-        "judged": sum(counts[v] for v in T.JUDGED),
-        "yield_pct": T.yield_pct(counts),
-    }
-
-
-def _sum(rows: list[dict[str, int]]) -> dict[str, int]:
-    return {v: sum(r[v] for r in rows) for v in T.VERDICTS}
+def _defects(conn: sqlite3.Connection, w: T.Window) -> int:
+    # FAIL and REVIEW only: their index ranges are a small part of the window's rows
+    counts = T.verdict_counts(conn, [(w.since, w.until)], T.DEFECT_VERDICTS)[0]
+    return sum(counts.values())
 
 
 @router.get("/api/trends/hourly", tags=["trends"], responses=_ERR)
 def hourly(state: State, _: Reader, since: Since = None, until: Until = None) -> HourlyOut:
     """Verdict counts and yield per local hour of the window, and over all of it."""
     w = _window(since, until)
-    hours = w.hours()
     with T.snapshot(state.pool.get()) as conn:
-        counts = T.verdict_counts(conn, hours)
-    return HourlyOut(
-        window=_window_out(w),
-        hours=[BucketOut(**_bucket(w, s, e, c)) for (s, e), c in zip(hours, counts, strict=True)],
-        totals=BucketOut(**_bucket(w, w.since, w.until, _sum(counts))),
-    )
+        wc = T.window_counts(conn, w, state.cfg.shift_starts)
+    return O.hourly_out(w, wc)
 
 
 @router.get("/api/trends/shifts", tags=["trends"], responses=_ERR)
@@ -134,23 +106,9 @@ def shifts(state: State, _: Reader, since: Since = None, until: Until = None) ->
     """Verdict counts and yield per shift (``api.shift_starts``, local times) overlapping
     the window; a shift the window cuts counts only its part inside (``partial``)."""
     w = _window(since, until)
-    starts = state.cfg.shift_starts
     with T.snapshot(state.pool.get()) as conn:
-        rows = T.shift_counts(conn, w, starts)
-    return ShiftsOut(
-        window=_window_out(w),
-        shift_starts=starts,
-        shifts=[
-            ShiftOutRow(
-                **_bucket(w, max(r.start, w.since), min(r.end, w.until), r.counts),
-                label=r.label,
-                shift_start=_iso(w, r.start),
-                shift_end=_iso(w, r.end),
-                partial=r.partial,
-            )
-            for r in rows
-        ],
-    )
+        wc = T.window_counts(conn, w, state.cfg.shift_starts)
+    return O.shifts_out(w, wc, state.cfg.shift_starts)
 
 
 @router.get("/api/trends/pareto", tags=["trends"], responses=_ERR)
@@ -170,28 +128,8 @@ def pareto(
     T.refresh_order(db)
     with T.snapshot(db) as conn:
         by_class = T.class_counts(conn, w, T.window_seqs(db, w), verdicts)
-        parts = T.verdict_counts(conn, [(w.since, w.until)])[0]
-    total = sum(sum(c.values()) for c in by_class.values())
-    rows, running = [], 0
-    for name, counts in sorted(by_class.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
-        n = sum(counts.values())
-        running += n
-        rows.append(
-            ParetoRowOut(
-                class_name=name,
-                counts=counts,
-                count=n,
-                share_pct=round(100.0 * n / total, 2),
-                cumulative_pct=round(100.0 * running / total, 2),
-            )
-        )
-    return ParetoOut(
-        window=_window_out(w),
-        verdicts=list(verdicts),
-        classes=rows,
-        total=total,
-        inspections=sum(parts[v] for v in verdicts),
-    )
+        parts = T.verdict_counts(conn, [(w.since, w.until)], verdicts)[0]
+    return O.pareto_out(w, by_class, verdicts, sum(parts.values()))
 
 
 @router.get("/api/trends/pchart", tags=["trends"], responses=_ERR)
@@ -199,28 +137,9 @@ def pchart(state: State, _: Reader, since: Since = None, until: Until = None) ->
     """The FAIL rate per local hour with its centre line p̄ and 3-sigma control limits
     ``p̄ ± 3·sqrt(p̄(1−p̄)/n)`` per hour (clipped to [0, 1])."""
     w = _window(since, until)
-    hours = w.hours()
     with T.snapshot(state.pool.get()) as conn:
-        counts = T.verdict_counts(conn, hours)
-    pbar, points = T.p_chart([(sum(c[v] for v in T.JUDGED), c["FAIL"]) for c in counts])
-    return PChartOut(
-        window=_window_out(w),
-        p_bar=pbar,
-        points=[
-            PPointOut(
-                start=_iso(w, s),
-                end=_iso(w, e),
-                n=p.n,
-                fails=p.fails,
-                p=p.p,
-                lcl=p.lcl,
-                ucl=p.ucl,
-                out_of_control=p.out,
-            )
-            for (s, e), p in zip(hours, points, strict=True)
-        ],
-        out_of_control=sum(p.out for p in points),
-    )
+        wc = T.window_counts(conn, w, state.cfg.shift_starts)
+    return O.pchart_out(w, wc)
 
 
 @router.get("/api/trends/feedback", tags=["trends"], responses=_ERR)
@@ -232,22 +151,30 @@ def feedback(state: State, _: Reader, since: Since = None, until: Until = None) 
     T.refresh_order(db)
     with T.snapshot(db) as conn:
         by_class = T.feedback_counts(conn, w, T.window_seqs(db, w))
-        parts = T.verdict_counts(conn, [(w.since, w.until)])[0]
-    totals: dict[str, int] = dict.fromkeys(T.CATEGORIES, 0)
-    for c in by_class.values():
-        for k, n in c.items():
-            totals[k] += n
-    classes = sorted(by_class.items(), key=lambda kv: (-sum(kv[1].values()), kv[0] or ""))
-    return FeedbackTrendOut(
-        window=_window_out(w),
-        totals=FeedbackCountsOut(**totals),
-        answered=sum(totals.values()),
-        judged=sum(parts[v] for v in T.JUDGED),
-        defects=sum(parts[v] for v in T.DEFECT_VERDICTS),
-        classes=[
-            FeedbackClassOut(class_name=name, counts=FeedbackCountsOut(**dict(c)))
-            for name, c in classes
-        ],
+        defects = _defects(conn, w)
+    return O.feedback_out(w, by_class, defects)
+
+
+@router.get("/api/trends/overview", tags=["trends"], responses=_ERR)
+def overview(state: State, _: Reader, since: Since = None, until: Until = None) -> TrendsOut:
+    """All of the shift view at once (what /shift loads): the five answers above for
+    one window, from one read of the store (the window's rows are counted once)."""
+    w = _window(since, until)
+    starts = state.cfg.shift_starts
+    db = state.pool.get()
+    T.refresh_order(db)
+    with T.snapshot(db) as conn:
+        wc = T.window_counts(conn, w, starts)
+        seqs = T.window_seqs(db, w)
+        by_class = T.class_counts(conn, w, seqs, T.DEFECT_VERDICTS)
+        answers = T.feedback_counts(conn, w, seqs)
+    defects = sum(wc.totals[v] for v in T.DEFECT_VERDICTS)
+    return TrendsOut(
+        hourly=O.hourly_out(w, wc),
+        shifts=O.shifts_out(w, wc, starts),
+        pareto=O.pareto_out(w, by_class, T.DEFECT_VERDICTS, defects),
+        pchart=O.pchart_out(w, wc),
+        feedback=O.feedback_out(w, answers, defects),
     )
 
 

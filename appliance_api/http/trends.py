@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import pairwise
 
 import sqlite_utils
 
@@ -165,14 +166,17 @@ COUNT_VERDICT = (
 
 
 def verdict_counts(
-    conn: sqlite3.Connection, buckets: list[tuple[datetime, datetime]]
+    conn: sqlite3.Connection,
+    buckets: list[tuple[datetime, datetime]],
+    verdicts: tuple[str, ...] = VERDICTS,
 ) -> list[dict[str, int]]:
-    """Rows per verdict in each ``[start, end)`` bucket (every verdict a key, 0 when none)."""
+    """Rows per verdict in each ``[start, end)`` bucket (every verdict asked a key, 0
+    when none). Each verdict's count reads only that verdict's part of the index."""
     out = []
     for start, end in buckets:
         lo, hi = utc_iso(start), utc_iso(end)
         out.append(
-            {v: int(conn.execute(COUNT_VERDICT, [v, lo, hi]).fetchone()[0]) for v in VERDICTS}
+            {v: int(conn.execute(COUNT_VERDICT, [v, lo, hi]).fetchone()[0]) for v in verdicts}
         )
     return out
 
@@ -200,18 +204,57 @@ class ShiftCounts:
     counts: dict[str, int]
 
 
-def shift_counts(conn: sqlite3.Connection, w: Window, starts: list[str]) -> list[ShiftCounts]:
-    """Counts per shift (``api.shift_starts``) over the window, oldest first."""
+@dataclass(frozen=True)
+class WindowCounts:
+    """A window's verdict counts per hour, per shift and in total, from one pass.
+
+    Attributes:
+        hours: one per :meth:`Window.hours` bucket.
+        shifts: the shifts overlapping the window, oldest first.
+        totals: the whole window.
+    """
+
+    hours: list[dict[str, int]]
+    shifts: list[ShiftCounts]
+    totals: dict[str, int]
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for v, n in more.items():
+        into[v] = into.get(v, 0) + n
+
+
+def window_counts(conn: sqlite3.Connection, w: Window, starts: list[str]) -> WindowCounts:
+    """Counts per hour, per shift (``api.shift_starts``) and in total, reading each of the
+    window's index entries once: the window is cut at every hour and every shift start
+    in it, each piece counted, and the pieces summed into hours and shifts (a shift
+    starting at 06:30 splits its hour in two pieces)."""
     shifts = [
         (label, s.astimezone(timezone.utc), e.astimezone(timezone.utc))
         for label, s, e in shift_windows(w.since, w.until, starts, w.tz)
     ]
-    cut = [(max(s, w.since), min(e, w.until)) for _, s, e in shifts]
-    counts = verdict_counts(conn, cut)
-    return [
-        ShiftCounts(label, s, e, (a, b) != (s, e), c)
-        for (label, s, e), (a, b), c in zip(shifts, cut, counts, strict=True)
-    ]
+    hours = w.hours()
+    edges = sorted(
+        {w.since, *(e for _, e in hours), *(s for _, s, _ in shifts if w.since < s < w.until)}
+    )
+    pieces = list(pairwise(edges))
+    counts = verdict_counts(conn, pieces)
+    zero = dict.fromkeys(VERDICTS, 0)
+    per_hour = [dict(zero) for _ in hours]
+    per_shift = [dict(zero) for _ in shifts]
+    totals = dict(zero)
+    for (start, _), c in zip(pieces, counts, strict=True):
+        _add(per_hour[int((start - w.since) / HOUR)], c)
+        _add(per_shift[next(k for k, (_, a, b) in enumerate(shifts) if a <= start < b)], c)
+        _add(totals, c)
+    return WindowCounts(
+        per_hour,
+        [
+            ShiftCounts(label, a, b, a < w.since or b > w.until, c)
+            for (label, a, b), c in zip(shifts, per_shift, strict=True)
+        ],
+        totals,
+    )
 
 
 # -- p-chart ---------------------------------------------------------------------------

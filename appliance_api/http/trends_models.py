@@ -136,10 +136,19 @@ class FeedbackTrendOut(BaseModel):
     window: WindowOut
     totals: FeedbackCountsOut
     answered: int = Field(description="inspections in the window with an answer")
-    judged: int = Field(description="judged parts in the window (PASS + FAIL + REVIEW)")
     defects: int = Field(description="FAIL + REVIEW in the window")
     classes: list[FeedbackClassOut] = Field(description="per class, most answers first")
 
 
 class ClassListOut(BaseModel):
     classes: list[str] = Field(description="every class name the store's inspections show, sorted")
+
+
+class TrendsOut(BaseModel):
+    """The whole shift view for one window (``GET /api/trends/overview``)."""
+
+    hourly: HourlyOut
+    shifts: ShiftsOut
+    pareto: ParetoOut = Field(description="FAIL and REVIEW")
+    pchart: PChartOut
+    feedback: FeedbackTrendOut

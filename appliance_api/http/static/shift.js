@@ -1,6 +1,7 @@
 // The shift view: yield per hour and per shift, the defect Pareto, the FAIL rate's
 // p-chart and operator feedback against the model, over a window of whole local hours
-// (at most 31 days). Numbers from GET /api/trends/{hourly,shifts,pareto,pchart,feedback};
+// (at most 31 days). Numbers from GET /api/trends/overview (the same as
+// /api/trends/{hourly,shifts,pareto,pchart,feedback});
 // drawn with the vendored Chart.js (static/vendor/chartjs) and written out as tables
 // beside each chart (data-key cells: what a screen reader and the tests read).
 "use strict";
@@ -21,7 +22,7 @@
   const FB_KEYS = ["false_reject", "missed", "confirmed", "wrong_class", "agreed_pass", "other"];
   const charts = {}; // name -> Chart (window.KJ_CHARTS: the tests read the drawn data)
   window.KJ_CHARTS = charts;
-  let data = null; // {hourly, shifts, pareto, pchart, feedback}
+  let data = null; // GET /api/trends/overview: {hourly, shifts, pareto, pchart, feedback}
   let range = readUrl();
 
   function readUrl() {
@@ -76,17 +77,9 @@
     const state = $("state");
     state.dataset.state = "loading";
     state.textContent = t("loading");
-    const q = rangeQuery();
-    const get = (name, extra) => KJ.get(`/api/trends/${name}?${q}${extra || ""}`);
     try {
-      const [hourly, shifts, pareto, pchart, feedback] = await Promise.all([
-        get("hourly"),
-        get("shifts"),
-        get("pareto"),
-        get("pchart"),
-        get("feedback"),
-      ]);
-      data = { hourly, shifts, pareto, pchart, feedback };
+      // one request: the store's rows in the window are counted once for all five
+      data = await KJ.get("/api/trends/overview?" + rangeQuery());
     } catch (e) {
       state.dataset.state = "error";
       state.textContent = `${t("load_failed")}: ${e.message}`;
