@@ -244,7 +244,7 @@ def window_counts(conn: sqlite3.Connection, w: Window, starts: list[str]) -> Win
     per_shift = [dict(zero) for _ in shifts]
     totals = dict(zero)
     for (start, _), c in zip(pieces, counts, strict=True):
-        _add(per_hour[int((start - w.since) / HOUR)], c)
+        _add(per_hour[(start - w.since) // HOUR], c)
         _add(per_shift[next(k for k, (_, a, b) in enumerate(shifts) if a <= start < b)], c)
         _add(totals, c)
     return WindowCounts(
