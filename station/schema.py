@@ -243,6 +243,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("044_class_index_by_writers", m.m044_class_index_by_writers),  # issue 12 (the sink)
     ("045_retention", m.m045_retention),  # issue 12 (retention and quotas)
     ("046_captured_order", m.m046_captured_order),  # issue 12 (time filters at scale)
+    ("047_audit_target", m.m047_audit_target),  # issue 13 (history: an inspection's audit)
 ]
 
 

@@ -144,3 +144,10 @@ def m046_captured_order(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO captured_order VALUES (1, 0, NULL, 0.0)")
     old = captured_order.load(db.conn)
     captured_order.save(db.conn, old, captured_order.extend(db.conn, old))
+
+
+def m047_audit_target(db: sqlite_utils.Database) -> None:
+    # issue 13 (history): an inspection's audit trail (feedback given, changed, undone),
+    # newest first, for the history page's engineer view (GET
+    # /api/inspections/{id}/audit); without it each look read the whole audit table
+    db.execute("CREATE INDEX audit_target ON audit(target, id)")

@@ -127,11 +127,17 @@ def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None
     assert env.client("operator").get("/api/thresholds").json() == thresholds
 
 
-# GET routes anyone may read: the pages (they ask for a token), liveness, metrics (public by
-# default, see test_metrics_need_a_token_when_not_public), who-am-I (says "not authenticated")
-PUBLIC_READS = {"/", "/zones", "/healthz", "/metrics", "/api/whoami"}
+# GET routes anyone may read: the pages (they log in themselves), liveness, metrics
+# (public by default, see test_metrics_need_a_token_when_not_public), and who-am-I
+# (says "not authenticated")
+PUBLIC_READS = {"/", "/zones", "/history", "/shift", "/healthz", "/metrics", "/api/whoami"}
 # reads above operator; every other GET in the schema needs operator (or open_reads)
-STRONG_READS = {"/api/config": "engineer", "/api/audit": "engineer", "/api/tokens": "admin"}
+STRONG_READS = {
+    "/api/config": "engineer",
+    "/api/audit": "engineer",
+    "/api/inspections/{inspection_id}/audit": "engineer",
+    "/api/tokens": "admin",
+}
 # GET routes left out of the schema, public by design: the screen's files, API docs
 UNLISTED_READS = {"/static", "/openapi.json", "/docs", "/docs/init.js"}
 

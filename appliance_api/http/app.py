@@ -23,6 +23,7 @@ from kanjian.appliance_api.http import (
     routes_models,
     routes_retention,
     routes_status,
+    routes_trends,
     routes_zones,
 )
 from kanjian.appliance_api.http.guard import AuthGuard, HostCheck, allowed_hosts
@@ -166,6 +167,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_retention,
         routes_admin,
         routes_zones,
+        routes_trends,  # the history and shift pages (issue 13)
     ):
         app.include_router(module.router)
 
