@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlite_utils
@@ -155,6 +155,8 @@ class LiveHub:
         shift: the shift counter to update.
         max_side: live pictures are shrunk to this longest side, px.
         keep: which detections the live picture draws (default: all).
+        names: display names by class name for the labels, given the judging model's
+            sha256 (default: class names).
         queue_size: events buffered per subscriber; a viewer that falls further
             behind loses the oldest and then gets a ``resync`` event (the screen reloads
             its list of defects from the log).
@@ -167,8 +169,10 @@ class LiveHub:
         max_side: int = 960,
         queue_size: int = 256,
         keep: Callable[[], Keep] | None = None,
+        names: Callable[[str | None], Mapping[str, str]] | None = None,
     ) -> None:
         self.keep = keep
+        self.names = names
         self.save_verdicts = save_verdicts
         self.shift = shift
         self.max_side = max_side
@@ -275,7 +279,11 @@ class LiveHub:
             if self._jpeg is not None and self._jpeg[0] == key:
                 return self._jpeg[1]
             keep = self.keep() if self.keep is not None else None
-            img = annotate_inspection(insp, self.max_side, keep) if insp is not None else None
+            img = None
+            if insp is not None:
+                sha = insp.model.sha256 if insp.model else None
+                names = self.names(sha) if self.names is not None else None
+                img = annotate_inspection(insp, self.max_side, keep, names)
             # a wordless placeholder: the screen says "waiting" in the operator's language
             data = encode_jpeg(img if img is not None else placeholder())
             self._jpeg = (key, data)

@@ -107,6 +107,8 @@ def start_services(station: Station) -> ApiState:
         shift,
         max_side=station.config.api.live_max_side,
         keep=lambda: rules_keep(station.inspector.rules_in_force()),  # the rules in force now
+        # labels in the station's language, by the judging model's display names
+        names=lambda sha: station.state.names.for_language(sha, station.config.api.language),
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)
