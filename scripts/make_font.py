@@ -10,10 +10,11 @@ same bytes.
     .venv/bin/python scripts/make_font.py --source /tmp/noto/usr/share/fonts/opentype/noto
 
 Characters kept (see :func:`charset`): ASCII and Latin-1, common punctuation and
-symbols, CJK punctuation and full-width forms, the 3,755 characters of GB 2312 level 1
-(the common hanzi, so engineers' display names render), and every CJK character in the
-app's own texts (the screen's static files, the Python sources, the demo bundle's
-manifest). Run it again when the screen gains words outside GB 2312 level 1:
+symbols, CJK punctuation and full-width forms, the 6,763 hanzi of GB 2312 (level 1,
+the 3,755 common ones, and level 2: display names engineers type use some, e.g. 褶 of
+褶皱; both levels cost 2.1 MB for two weights, level 1 alone 1.2 MB), and every CJK
+character in the app's own texts (the screen's static files, the Python sources, the
+demo bundle's manifest). Run it again when the screen gains words outside GB 2312:
 ``tests/test_font.py`` fails until then, naming the missing characters.
 
 Needs fontTools and brotli (both in the ``test`` extra).
@@ -58,14 +59,15 @@ def _is_cjk(c: str) -> bool:
     )
 
 
-def gb2312_level1() -> list[str]:
-    """The 3,755 hanzi of GB 2312 level 1 (rows 16-55, by pinyin): the common ones."""
+def gb2312() -> list[str]:
+    """The 6,763 hanzi of GB 2312: level 1 (rows 16-55, 3,755 common ones, by pinyin)
+    and level 2 (rows 56-87, 3,008, by radical)."""
     out = []
-    for hi in range(0xB0, 0xD8):
+    for hi in range(0xB0, 0xF8):
         for lo in range(0xA1, 0xFF):
             try:
                 out.append(bytes((hi, lo)).decode("gb2312"))
-            except UnicodeDecodeError:  # row 55 ends at 0xD7F9
+            except UnicodeDecodeError:  # row 55 ends at 0xD7F9; rows 88-94 are empty
                 continue
     return out
 
@@ -95,7 +97,7 @@ def charset() -> list[str]:
     keep |= {chr(o) for o in range(0x3000, 0x3040)}  # CJK punctuation: 、。「」【】〜
     keep |= {chr(o) for o in range(0xFF01, 0xFF5F)}  # full-width forms: ，：；（）！？
     keep |= {"￥"}
-    keep |= set(gb2312_level1())
+    keep |= set(gb2312())
     keep |= app_cjk()
     return sorted(keep)
 

@@ -41,6 +41,7 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
     iid = _ids(env)[0]
     victim = env.sql("SELECT id FROM api_tokens WHERE name = 'test-operator'")[0][0]
     rules = {"rules": {"default": {"fail_confidence": 0.9, "review_confidence": 0.8}}}
+    names = f"/api/models/{env.bundles.sha_a}/display-names"
     return [
         ("POST", f"/api/inspections/{iid}/feedback", {"json": {"kind": "not_defect"}}, "operator"),
         ("POST", "/api/trigger", {"json": {}}, "operator"),
@@ -51,6 +52,8 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
         ("DELETE", "/api/thresholds", {}, "engineer"),
         ("PUT", "/api/settings/retention", {"json": {"interval_s": 30}}, "engineer"),
         ("DELETE", "/api/settings/retention", {}, "engineer"),
+        ("PUT", names, {"json": {"display_names": {"zh": {"scratches": "划伤"}}}}, "engineer"),
+        ("DELETE", names, {}, "engineer"),
         ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
         ("DELETE", f"/api/tokens/{victim}", {}, "admin"),
     ]
@@ -79,6 +82,8 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
         "DELETE /api/thresholds",
         "PUT /api/settings/retention",
         "DELETE /api/settings/retention",
+        "PUT /api/models/{sha256}/display-names",
+        "DELETE /api/models/{sha256}/display-names",
         "POST /api/tokens",
         "DELETE /api/tokens/{token_id}",
     }
@@ -141,7 +146,7 @@ def _app_reads(env: Env) -> dict[str, str]:
     schema = create_app(env.state).openapi()
     # an inspection with a saved image, so /image would answer 200 to a reader
     iid = env.sql("SELECT id FROM inspections WHERE image_path IS NOT NULL LIMIT 1")[0][0]
-    fill = {"inspection_id": iid}
+    fill = {"inspection_id": iid, "sha256": env.bundles.sha_a}
     return {p: p.format(**fill) for p, ops in schema["paths"].items() if "get" in ops}
 
 

@@ -54,7 +54,10 @@ class LiveInspectionEvent(LiveInspection):
         "null when the reason is not one the verdict rules make: show `reason`"
     )
     reason_params: ReasonParams = Field(
-        description="the reason's facts: class, confidence, box, more, detail"
+        description="the reason's facts: class, confidence, box, more, detail; detect "
+        "reasons also where (top_left, top, top_right, left, centre, right, bottom_left, "
+        "bottom, bottom_right: the 3x3 cell of the frame the box's centre is in) and, "
+        "with camera.mm_per_px, size_mm ([w, h] in mm, one decimal)"
     )
 
 
@@ -77,7 +80,8 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
             )
         )
     m = insp.model
-    code, params = explain_reason(insp.verdict, insp.reason)
+    frame_wh = insp.frame.resolution_wh if isinstance(insp.frame, Frame) else None
+    code, params = explain_reason(insp.verdict, insp.reason, frame_wh)
     return LiveInspectionEvent(
         id=str(insp.inspection_id),
         frame_id=insp.frame.frame_id,

@@ -38,10 +38,14 @@ def label_px(h: int, w: int) -> int:
     return max(12, round(max(h, w) / 32))
 
 
+def label_font(px: int, path: Path | None = None) -> object | None:
+    """The label font (default :data:`FONT_FILE`) at ``px`` pixels (a Pillow
+    ``FreeTypeFont``), or ``None`` when it cannot be read (logged once per size)."""
+    return _font(px, path or FONT_FILE)
+
+
 @functools.lru_cache(maxsize=16)
-def label_font(px: int, path: Path = FONT_FILE) -> object | None:
-    """The label font at ``px`` pixels (a Pillow ``FreeTypeFont``), or ``None`` when it
-    cannot be read (logged once per size)."""
+def _font(px: int, path: Path) -> object | None:
     from PIL import ImageFont
 
     try:
@@ -56,14 +60,18 @@ def label_font(px: int, path: Path = FONT_FILE) -> object | None:
         return None
 
 
+def text_mask(text: str, px: int, path: Path | None = None) -> NDArray[np.uint8] | None:
+    """``(h, w)`` uint8 coverage of ``text`` in the label font (default
+    :data:`FONT_FILE`; 255 = ink), read-only; ``h`` is the font's ascent + descent so
+    labels of one size line up. ``None`` when the font cannot be read."""
+    return _mask(text, px, path or FONT_FILE)
+
+
 @functools.lru_cache(maxsize=2048)
-def text_mask(text: str, px: int, path: Path = FONT_FILE) -> NDArray[np.uint8] | None:
-    """``(h, w)`` uint8 coverage of ``text`` in the label font (255 = ink), read-only;
-    ``h`` is the font's ascent + descent so labels of one size line up. ``None`` when
-    the font cannot be read."""
+def _mask(text: str, px: int, path: Path) -> NDArray[np.uint8] | None:
     from PIL import Image, ImageDraw, ImageFont
 
-    font = label_font(px, path)
+    font = _font(px, path)
     if not isinstance(font, ImageFont.FreeTypeFont):
         return None
     ascent, descent = font.getmetrics()
@@ -81,7 +89,7 @@ def put_label(
     xy: tuple[int, int],
     colour: tuple[int, int, int],
     px: int,
-    path: Path = FONT_FILE,
+    path: Path | None = None,
 ) -> bool:
     """Draw ``text`` white on a ``colour`` plate whose bottom-left corner is at ``xy``,
     in place, clipped to the picture; moved below ``xy`` when there is no room above.
@@ -91,6 +99,7 @@ def put_label(
         xy: ``(x, y)``: the box's top-left corner, pixels.
         colour: BGR of the plate.
         px: text size, pixels.
+        path: the font (default :data:`FONT_FILE`).
 
     Returns:
         ``False`` when the font cannot be read (nothing drawn: the caller falls back).
