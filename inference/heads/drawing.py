@@ -90,7 +90,9 @@ def draw_boxes(img: NDArray[np.uint8], boxes: Sequence[Box], scale: float = 1.0)
     # line and font size follow the picture so labels stay readable at any size
     thick = max(1, round(max(h, w) / 400))
     px = label_px(h, w)
-    for box in boxes:
+    # last drawn is on top: detections come strongest first, and where labels overlap
+    # the strongest one (the reason's) must stay readable
+    for box in reversed(boxes):
         c = class_colour(box.class_id)
         x1, y1, x2, y2 = (round(v * scale) for v in box.xyxy)
         cv2.rectangle(img, (x1, y1), (x2, y2), c, thick + 1)
