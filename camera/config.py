@@ -29,7 +29,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FolderSourceConfig(_Model):
+class _SourceModel(_Model):
+    """What every frame source's config has."""
+
+    mm_per_px: float | None = Field(
+        None,
+        gt=0.0,
+        le=1000.0,
+        description="the scale of the camera's view on the part, millimetres per pixel "
+        "(calibrate with a ruler in the picture); when set, a defect's reason says its "
+        "size in mm. Null: sizes are not given",
+    )
+
+
+class FolderSourceConfig(_SourceModel):
     """Replay the image files of one folder (not its subfolders), in a fixed order."""
 
     kind: Literal["folder"] = Field("folder", description="source type tag")
@@ -62,7 +75,7 @@ class FolderSourceConfig(_Model):
         return tuple(ext.lower() for ext in value)
 
 
-class VideoSourceConfig(_Model):
+class VideoSourceConfig(_SourceModel):
     """Replay every frame of a video file, in order (lossless)."""
 
     kind: Literal["video"] = Field("video", description="source type tag")
@@ -70,7 +83,7 @@ class VideoSourceConfig(_Model):
     loop: bool = Field(False, description="start again at the first frame after the last one")
 
 
-class _LiveConfig(_Model):
+class _LiveConfig(_SourceModel):
     """Timeouts and reconnect backoff shared by live sources (device, stream)."""
 
     read_timeout_s: float = Field(

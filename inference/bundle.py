@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kanjian.inference.display_names import DisplayNames, NamesError, check_display_names
 from kanjian.inference.heads import find_head, unknown_task_message
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 
@@ -58,7 +59,7 @@ class TrainingInfo(BaseModel):
 
 
 #: the newest manifest format this code reads
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class BundleManifest(BaseModel):
@@ -70,8 +71,9 @@ class BundleManifest(BaseModel):
         1,
         ge=1,
         le=SCHEMA_VERSION,
-        description="manifest format version: 2 when it has `rules` (a station that reads "
-        "only version 1 refuses it with this field named), else 1",
+        description="manifest format version: 3 when it has `display_names`, 2 when it has "
+        "`rules` (a station that reads only an older format refuses it with this field "
+        "named), else 1",
     )
     name: str = Field(..., min_length=1, max_length=128, description="model name")
     version: str = Field(..., min_length=1, max_length=64, description="model version")
@@ -94,15 +96,35 @@ class BundleManifest(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95")
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created_at: str = Field("", description="ISO 8601 time the bundle was written")
+    display_names: DisplayNames = Field(
+        default_factory=dict,
+        description="names people read instead of class names, per language: "
+        "{lang: {class_name: name}}, e.g. {'zh': {'scratches': '划痕'}} (kanjian train "
+        "--names-zh / --names FILE); a station may override them",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _rules_need_version_2(cls, data: Any) -> Any:
         # a manifest with rules is format 2, whoever built it: a reader of format 1 only
-        # must refuse it by its version, not misjudge parts with its own default rules
-        if isinstance(data, dict) and data.get("rules") is not None:
-            return {**data, "schema_version": max(2, int(data.get("schema_version") or 1))}
+        # must refuse it by its version, not misjudge parts with its own default rules;
+        # one with display names is format 3 (older readers forbid the unknown key anyway:
+        # the version makes them say "upgrade" instead). Without either it stays readable
+        # by the older readers.
+        if not isinstance(data, dict):
+            return data
+        need = 3 if data.get("display_names") else 2 if data.get("rules") is not None else 1
+        if need > 1:
+            return {**data, "schema_version": max(need, int(data.get("schema_version") or 1))}
         return data
+
+    @field_validator("display_names")
+    @classmethod
+    def _names_are_clean(cls, names: DisplayNames) -> DisplayNames:
+        try:
+            return check_display_names(names)
+        except NamesError as e:
+            raise ValueError(str(e)) from e
 
     @field_validator("task")
     @classmethod
@@ -119,7 +141,19 @@ class BundleManifest(BaseModel):
                 f"rules name classes the model does not have: {', '.join(missing)}; "
                 f"its classes are: {', '.join(self.class_names)}"
             )
+        try:  # a misspelt class would keep its id on the screen
+            check_display_names(self.display_names, self.class_names)
+        except NamesError as e:
+            raise ValueError(f"display_names: {e}") from e
         return self
+
+    def dump_json(self) -> str:
+        """The manifest as ``manifest.json`` holds it: without ``display_names`` when
+        there are none, so a bundle without names stays readable by older stations
+        (their manifest model forbids unknown keys)."""
+        return self.model_dump_json(
+            indent=2, exclude=None if self.display_names else {"display_names"}
+        )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -159,5 +193,5 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
 def write_manifest(bundle_dir: Path, manifest: BundleManifest) -> Path:
     """Write ``manifest.json`` (pretty, stable key order) and return its path."""
     path = bundle_dir / MANIFEST_NAME
-    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    path.write_text(manifest.dump_json() + "\n", encoding="utf-8")
     return path

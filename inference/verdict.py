@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kanjian.inference.types import Detections, Verdict
+from kanjian.inference.where import where_on_frame
 from kanjian.inference.zones import ZoneOverlap, Zones, ZoneSet
 
 
@@ -109,8 +110,11 @@ ReasonCode = Literal[
 REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 #: JSON-safe reason parameters: ``class`` (str), ``confidence`` (float rounded to the two
 #: decimals the sentence shows), ``box`` (4 ints, source pixels ``x1, y1, x2, y2``),
-#: ``more`` (int, other counted detections), ``detail`` (str, English, from the error)
-ReasonParams = dict[str, str | float | int | list[int]]
+#: ``more`` (int, other counted detections), ``detail`` (str, English, from the error);
+#: detect reasons of a station also ``where`` (str, the 3x3 cell of the frame the box's
+#: centre is in: top_left ... bottom_right) and, with a camera scale, ``size_mm``
+#: ([w, h] floats, one decimal): see :mod:`kanjian.inference.where`
+ReasonParams = dict[str, str | float | int | list[int] | list[float]]
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def reason_text(code: ReasonCode, params: ReasonParams) -> str:
         box = params["box"]
         if not isinstance(box, list) or len(box) != 4:
             raise TypeError(f"reason {code}: box must be 4 ints x1, y1, x2, y2, got {box!r}")
-        what += f" at [{','.join(str(v) for v in box)}]"
+        what += f" at [{','.join(str(v) for v in box)}]" + _place_text(params)
         if code == "defect_review":
             return f"uncertain: {what}"
         more = params.get("more", 0)
@@ -155,13 +159,29 @@ def reason_text(code: ReasonCode, params: ReasonParams) -> str:
     return what  # class_pass, class_fail
 
 
+def _place_text(params: ReasonParams) -> str:
+    """``", top left, 12.3x4.5 mm"``: where and how big, when the params say (or ``""``)."""
+    out = ""
+    where = params.get("where")
+    if isinstance(where, str):
+        out += f", {where.replace('_', ' ')}"
+    size = params.get("size_mm")
+    if isinstance(size, list) and len(size) == 2:
+        out += f", {float(size[0]):.1f}x{float(size[1]):.1f} mm"
+    return out
+
+
 def _result(verdict: Verdict, code: ReasonCode, params: ReasonParams) -> VerdictResult:
     return VerdictResult(verdict, reason_text(code, params), code, params)
 
 
 # the sentences of reason_text, read back; a class name may hold any character
 _WHAT = r"(?P<cls>.+) (?P<conf>\d+\.\d\d)"
-_BOX = r" at \[(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)\]"
+_BOX = (
+    r" at \[(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)\]"  # then, since issue 13, where and size:
+    r"(?:, (?P<where>(?:top|bottom)(?: left| right)?|left|right|centre))?"
+    r"(?:, (?P<w>\d+\.\d)x(?P<h>\d+\.\d) mm)?"
+)
 _DEFECT_FAIL = re.compile(_WHAT + _BOX + r"(?: \(\+(?P<more>\d+) more\))?", re.S)
 _DEFECT_REVIEW = re.compile("uncertain: " + _WHAT + _BOX, re.S)
 _CLASS = re.compile(_WHAT, re.S)
@@ -170,12 +190,19 @@ _CLASS_REVIEW = re.compile("uncertain: " + _WHAT, re.S)
 _NO_CONFIDENT = re.compile(r"no class is confident \(top " + _WHAT + r"\)", re.S)
 
 
-def explain_reason(verdict: Verdict | str, reason: str) -> tuple[ReasonCode | None, ReasonParams]:
+def explain_reason(
+    verdict: Verdict | str, reason: str, frame_wh: tuple[int, int] | None = None
+) -> tuple[ReasonCode | None, ReasonParams]:
     """Code and parameters of a stored English reason: the inverse of :func:`reason_text`.
 
     Inspections carry only the English sentence (it is what SQLite, MQTT and the PLC
     get), so the screen recovers the code from it here, next to where the sentence is
     made. A sentence this module does not make gives ``(None, {})``: show it as it is.
+
+    Args:
+        frame_wh: the frame's width and height, pixels: a detect reason stored before
+            reasons said where (``"... at [x1,y1,x2,y2]"``) gets its ``where`` from the
+            box. Its size in mm is not made up: the scale then is not known.
     """
     v = Verdict(verdict)
     if v is Verdict.MISSED:
@@ -201,7 +228,14 @@ def explain_reason(verdict: Verdict | str, reason: str) -> tuple[ReasonCode | No
             continue
         params: ReasonParams = {"class": m["cls"], "confidence": float(m["conf"])}
         if code in ("defect_fail", "defect_review"):
-            params["box"] = [int(x) for x in m["box"].split(",")]
+            box = [int(x) for x in m["box"].split(",")]
+            params["box"] = box
+            if m["where"]:
+                params["where"] = m["where"].replace(" ", "_")
+            elif frame_wh is not None and min(frame_wh) > 0:
+                params["where"] = where_on_frame(box, frame_wh)
+            if m["w"]:
+                params["size_mm"] = [float(m["w"]), float(m["h"])]
         if code == "defect_fail":
             params["more"] = int(m["more"] or 0)
         return code, params

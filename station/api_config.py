@@ -9,6 +9,7 @@ config never pulls FastAPI in.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +55,11 @@ class ApiConfig(BaseModel):
     )
     live_max_side: int = Field(
         960, ge=64, le=8192, description="live view frames are shrunk to this longest side, px"
+    )
+    language: Literal["zh", "en"] = Field(
+        "zh",
+        description="the station's language: labels drawn into pictures use the model's "
+        "display names in it (the class name where it has none); the screen starts in it",
     )
     shift_starts: list[str] = Field(
         default_factory=lambda: ["06:00", "14:00", "22:00"],

@@ -8,6 +8,7 @@ import time
 
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
+from kanjian.inference.reason_where import place_reason
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 from kanjian.station.ruleset import RulesError, RuleSet
@@ -34,8 +35,13 @@ class Inspector:
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
+        mm_per_px: float | None = None,
     ) -> None:
-        """``rules``/``conf``/``iou``/``max_det``: ``None`` takes the active model bundle's."""
+        """``rules``/``conf``/``iou``/``max_det``: ``None`` takes the active model bundle's.
+
+        ``mm_per_px``: the camera's scale (``camera.mm_per_px``); a defect's reason then
+        says its size in mm besides where it is (:mod:`kanjian.inference.where`).
+        """
         missing = unknown_classes(rules, model.info.class_names)
         if missing:
             # a misspelt class would silently fall back to the default rule
@@ -47,6 +53,7 @@ class Inspector:
         self._model = model
         self._lock = threading.Lock()
         self._ruleset = RuleSet(rules, conf, iou, max_det)
+        self.mm_per_px = mm_per_px
 
     @property
     def ruleset(self) -> RuleSet:
@@ -98,7 +105,8 @@ class Inspector:
         rules = rs.rules if rs.rules is not None else model.default_rules()
         try:
             pred = model.predict(item.image, rs.conf, rs.iou, rs.max_det)
-            result = model.judge(pred, rules)
+            # where on the part, in words (and how big): the frame's size is known here
+            result = place_reason(model.judge(pred, rules), item.resolution_wh, self.mm_per_px)
         except Exception as e:  # the loop must survive any model or decoder failure
             log.exception("inspection of frame %s failed", item.frame_id)
             return Inspection(

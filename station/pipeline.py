@@ -391,7 +391,8 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
         )
     t["warmup"] = model.warmup()
     # the rules are checked against the model's classes before anything is opened
-    inspector = Inspector(model, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
+    mc = cfg.model
+    inspector = Inspector(model, cfg.rules, mc.conf, mc.iou, mc.max_det, cfg.camera.mm_per_px)
     t1 = time.perf_counter()
     store = ResultStore(
         cfg.store.data_dir,

@@ -25,7 +25,8 @@ def _away(d: Any, h: int, w: int) -> Any:
                                (x2, y1, x2, y2)):  # fmt: skip
             r0, r1 = max(0, min(ya, yb) - 6), max(ya, yb) + 6
             away[r0:r1, max(0, min(xa, xb) - 6) : max(xa, xb) + 6] = False
-        away[max(0, y1 - 40) : y1 + 40, max(0, x1 - 6) : x1 + 300] = False  # its label
+        # its label: from the box's corner, or moved left so it stays whole in the picture
+        away[max(0, y1 - 40) : y1 + 40, max(0, min(x1, w - 300) - 6) : x1 + 300] = False
     edge = max(3, round(max(h, w) / 120))
     away[: edge + 2], away[-edge - 2 :], away[:, : edge + 2], away[:, -edge - 2 :] = (
         False,

@@ -15,7 +15,7 @@ import pytest
 
 from kanjian.camera.frame import Frame
 from kanjian.camera.source import utc_now
-from kanjian.inference.bundle import MANIFEST_NAME, BundleError, read_manifest
+from kanjian.inference.bundle import MANIFEST_NAME, SCHEMA_VERSION, BundleError, read_manifest
 from kanjian.inference.model import load_model
 from kanjian.inference.types import Verdict
 from kanjian.inference.verdict import ClassRule, VerdictRules
@@ -99,6 +99,7 @@ def test_a_manifest_with_rules_is_format_2_and_a_newer_format_is_refused_by_name
     assert read_manifest(detect_bundle).schema_version == 1  # no rules: readable by format 1
     future = _with_rules(detect_bundle, tmp_path / "f", None)
     raw = json.loads((future / MANIFEST_NAME).read_text())
-    (future / MANIFEST_NAME).write_text(json.dumps({**raw, "schema_version": 3}))
-    with pytest.raises(BundleError, match="manifest format 3 is newer than this kanjian reads"):
+    newer = SCHEMA_VERSION + 1
+    (future / MANIFEST_NAME).write_text(json.dumps({**raw, "schema_version": newer}))
+    with pytest.raises(BundleError, match=f"manifest format {newer} is newer than this kanjian"):
         read_manifest(future)

@@ -136,6 +136,7 @@ class GoodOrNotHead(ClassifyHead):
         insp: Inspection,
         keep: Keep | None = None,
         max_side: int | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> NDArray[np.uint8]:
         img = fit(bgr_copy(image), max_side)[0]
         img[TOY_MARK] = MAGENTA

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.display_names import DisplayNames
 from kanjian.inference.golden_set import GoldenDetection, GoldenImage, GoldenSet
 from kanjian.inference.verdict import VerdictRules
 from kanjian.training.checks import read_bgr
@@ -124,6 +125,7 @@ def write_bundle(
     golden_count: int = 4,
     golden_conf: float | None = None,
     rules: VerdictRules | None = None,
+    display_names: DisplayNames | None = None,
 ) -> b.BundleManifest:
     """Copy ``onnx`` into ``bundle_dir``, write its manifest and golden set.
 
@@ -134,6 +136,7 @@ def write_bundle(
         golden_conf: conf threshold of the golden set; default ``thresholds.conf``.
             A weak model needs a lower one to have detections worth checking.
         rules: default verdict rules for the manifest (None: the station's defaults).
+        display_names: {lang: {class_name: name}} for the screen (None: none).
     """
     from kanjian.inference.model import load_model
 
@@ -155,6 +158,7 @@ def write_bundle(
         metrics=metrics,
         training=training,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        display_names=display_names or {},
     )
     b.write_manifest(bundle_dir, manifest)
     write_golden(

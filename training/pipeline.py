@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.display_names import DisplayNames, check_display_names
 from kanjian.inference.golden_set import GoldenSet
 from kanjian.inference.verdict import VerdictRules, unknown_classes
 from kanjian.training.gates import ParityReport, accuracy_gate, parity_gate
@@ -45,6 +46,8 @@ class PipelineOptions:
             parity compared no detection, or a golden set with none), with warnings.
         golden_images, golden_conf: size and conf of the golden set (conf default: ``conf``).
         command: the command line, recorded in the manifest.
+        display_names: {lang: {class_name: name}} for the manifest (checked against the
+            dataset's classes before training).
     """
 
     name: str
@@ -61,6 +64,7 @@ class PipelineOptions:
     golden_images: int = 4
     golden_conf: float | None = None
     command: str = ""
+    display_names: DisplayNames = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ def run_pipeline(
             f"rules name classes the dataset lacks: {', '.join(missing)}; "
             f"its classes are: {', '.join(names)}"
         )
+    # a misspelt class would keep its id on the screen: say so now, not after training
+    check_display_names(options.display_names, names)
     images = val_images(config.data, config.task)
     if not images:
         raise ValueError(f"{config.data}: the val split has no images; gates need some")
@@ -212,6 +218,7 @@ def run_pipeline(
         golden_candidates=images,
         golden_count=options.golden_images,
         golden_conf=options.golden_conf,
+        display_names=options.display_names,
     )
     golden = GoldenSet.model_validate_json(
         (staging / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")

@@ -145,7 +145,14 @@ def inspect(
     except (ModelLoadError, BundleError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
-    inspector = Inspector(m, cfg.rules, cfg.model.conf, cfg.model.iou, cfg.model.max_det)
+    inspector = Inspector(
+        m,
+        cfg.rules,
+        cfg.model.conf,
+        cfg.model.iou,
+        cfg.model.max_det,
+        mm_per_px=cfg.camera.mm_per_px,
+    )
     failed = 0
     from datetime import datetime, timezone
 

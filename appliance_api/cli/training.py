@@ -363,6 +363,24 @@ def train_command(
     golden_conf: Annotated[
         float | None, typer.Option(help="golden set conf (default: --conf)")
     ] = None,
+    names_zh: Annotated[
+        str | None,
+        typer.Option(
+            "--names-zh",
+            metavar="CLASS=NAME,...",
+            help="Chinese names the screen shows for the classes, e.g. "
+            "'scratches=划痕,crazing=龟裂' (written into the manifest's display_names)",
+        ),
+    ] = None,
+    names_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--names",
+            metavar="FILE",
+            help="YAML/JSON file of display names per language: {zh: {scratches: 划痕}, "
+            "en: {scratches: Scratch}}; --names-zh wins for the classes it names",
+        ),
+    ] = None,
 ) -> None:
     """Train offline, export ONNX, gate it (parity, accuracy) and write a bundle.
 
@@ -386,6 +404,9 @@ def train_command(
         )
     except ValueError as e:  # review above fail
         raise typer.BadParameter("--review-conf must be <= --fail-conf") from e
+    from kanjian.appliance_api.cli.model_names import names_from_flags
+
+    display_names = names_from_flags(names_zh, names_file)
     config = TrainConfig(
         data=data,
         task=cast(TaskOpt, task),
@@ -428,6 +449,7 @@ def train_command(
         golden_images=golden_images,
         golden_conf=golden_conf,
         command=shlex.join(["kanjian", *sys.argv[1:]]),
+        display_names=display_names,
     )
     try:
         outcome = run_pipeline(config, options, log=lambda s: console.print(s, markup=False))

@@ -2,14 +2,15 @@
 
 What a result looks like is its task head's business (:mod:`kanjian.inference.heads`:
 boxes for detect, tinted masks for segment, nothing for classify); this module adds
-the verdict as a coloured frame around the picture. No words go into the picture:
-OpenCV's fonts cannot draw Chinese, and the screen already says the verdict and its
-reason in the operator's language.
+the verdict as a coloured frame around the picture. The only words in the picture
+are the box labels: display name in the station's language (``api.language``) and
+confidence, drawn with the app's own CJK font; the screen says the verdict and its
+reason itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -21,6 +22,7 @@ from kanjian.inference.heads import Keep, find_head
 from kanjian.inference.heads.drawing import (
     Box,
     bgr_copy,
+    box_label,
     class_colour,
     draw_boxes,
     fit,
@@ -36,6 +38,7 @@ __all__ = [
     "Keep",
     "RulesKeep",
     "annotate_inspection",
+    "box_label",
     "class_colour",
     "draw",
     "encode_jpeg",
@@ -114,11 +117,15 @@ def rules_keep(rules: VerdictRules) -> RulesKeep:
 
 
 def annotate_inspection(
-    insp: Inspection, max_side: int | None = None, keep: Keep | None = None
+    insp: Inspection,
+    max_side: int | None = None,
+    keep: Keep | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> NDArray[np.uint8] | None:
     """The inspection's frame with its result and verdict drawn; ``None`` for a failure
     (no image). An inspection no model's output came with shows the verdict alone.
-    A ``keep`` made by :func:`rules_keep` also draws its rules' zones."""
+    A ``keep`` made by :func:`rules_keep` also draws its rules' zones. ``names``: display
+    names by class name for the labels (else class names)."""
     if not isinstance(insp.frame, Frame):
         return None
     image = insp.frame.image
@@ -129,7 +136,7 @@ def annotate_inspection(
     if head is None:
         img = fit(bgr_copy(image), max_side)[0]
     else:
-        img = head.draw(image, insp, keep, max_side)
+        img = head.draw(image, insp, keep, max_side, names)
     _verdict_frame(img, insp.verdict.value)
     return img
 

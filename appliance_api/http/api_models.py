@@ -32,6 +32,7 @@ class StationOut(BaseModel):
     id: str
     site: str
     line: str
+    language: str = Field(description="api.language: the station's language (zh, en)")
 
 
 class CameraOut(BaseModel):
@@ -60,6 +61,11 @@ class ModelOut(BaseModel):
     providers_requested: list[str]
     providers_active: list[str]
     fell_back: bool = Field(description="the first requested provider is not the one running")
+    display_names: dict[str, dict[str, str]] = Field(
+        description="what the screen calls the classes, per language: {lang: {class_name: "
+        "name}} (the bundle's, with the ones set on the station over them; "
+        "GET/PUT /api/models/{sha256}/display-names). A class without one: its class name"
+    )
 
 
 class LatencyOut(BaseModel):

@@ -21,6 +21,7 @@ from kanjian.appliance_api.http import (
     routes_inspections,
     routes_live,
     routes_models,
+    routes_names,
     routes_retention,
     routes_status,
     routes_trends,
@@ -40,7 +41,8 @@ _SECURITY_HEADERS = [
     (
         b"content-security-policy",
         b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-        b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+        # font-src: the screen's own CJK font (static/fonts), never a font CDN
+        b"font-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
     ),
 ]
 
@@ -164,6 +166,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_inspections,
         routes_live,
         routes_models,
+        routes_names,
         routes_retention,
         routes_admin,
         routes_zones,

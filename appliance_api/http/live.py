@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,10 @@ class LiveInspectionEvent(LiveInspection):
         "null when the reason is not one the verdict rules make: show `reason`"
     )
     reason_params: ReasonParams = Field(
-        description="the reason's facts: class, confidence, box, more, detail"
+        description="the reason's facts: class, confidence, box, more, detail; detect "
+        "reasons also where (top_left, top, top_right, left, centre, right, bottom_left, "
+        "bottom, bottom_right: the 3x3 cell of the frame the box's centre is in) and, "
+        "with camera.mm_per_px, size_mm ([w, h] in mm, one decimal)"
     )
 
 
@@ -80,7 +83,8 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
             )
         )
     m = insp.model
-    code, params = explain_reason(insp.verdict, insp.reason)
+    frame_wh = insp.frame.resolution_wh if isinstance(insp.frame, Frame) else None
+    code, params = explain_reason(insp.verdict, insp.reason, frame_wh)
     return LiveInspectionEvent(
         id=str(insp.inspection_id),
         frame_id=insp.frame.frame_id,
@@ -158,6 +162,8 @@ class LiveHub:
         shift: the shift counter to update.
         max_side: live pictures are shrunk to this longest side, px.
         keep: which detections the live picture draws (default: all).
+        names: display names by class name for the labels, given the judging model's
+            sha256 (default: class names).
         queue_size: events buffered per subscriber; a viewer that falls further
             behind loses the oldest and then gets a ``resync`` event (the screen reloads
             its list of defects from the log).
@@ -176,8 +182,10 @@ class LiveHub:
         pictures_recent: int = 16,
         pictures_defects: int = 32,
         pictures_mb: float = 256.0,
+        names: Callable[[str | None], Mapping[str, str]] | None = None,
     ) -> None:
         self.keep = keep
+        self.names = names
         self.save_verdicts = save_verdicts
         self.shift = shift
         self.max_side = max_side
@@ -205,7 +213,9 @@ class LiveHub:
         """``insp`` annotated for people (the detections the rules in force count), at most
         ``max_side`` px; ``None`` for a failure (no image)."""
         keep = self.keep() if self.keep is not None else None
-        return annotate_inspection(insp, self.max_side, keep)
+        sha = insp.model.sha256 if insp.model else None
+        names = self.names(sha) if self.names is not None else None  # the station's language
+        return annotate_inspection(insp, self.max_side, keep, names)
 
     # -- wiring ------------------------------------------------------------------------
     def start(self) -> None:

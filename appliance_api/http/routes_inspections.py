@@ -15,7 +15,7 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi import Path as PathParam
 
-from kanjian.appliance_api.http.annotate import Box, draw, encode_jpeg, rules_keep
+from kanjian.appliance_api.http.annotate import Box, box_label, draw, encode_jpeg, rules_keep
 from kanjian.appliance_api.http.api_models import (
     ErrorOut,
     FeedbackIn,
@@ -230,9 +230,11 @@ async def get_image(
         boxes = []
         if annotated:
             keep = rules_keep(state.station.inspector.rules_in_force())
+            names = state.kept.names.for_language(rec.model_sha256, state.cfg.language)
             for d in rec.detections:
                 if keep(d.class_name, d.confidence):
-                    boxes.append(Box(d.xyxy, d.class_id, f"{d.class_name} {d.confidence:.2f}"))
+                    label = box_label(d.class_name, d.confidence, names)
+                    boxes.append(Box(d.xyxy, d.class_id, label))
         out = draw(
             img.astype(np.uint8, copy=False),
             boxes,

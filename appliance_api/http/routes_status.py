@@ -96,7 +96,12 @@ def build_status(state: ApiState) -> StatusOut:
     import time
 
     return StatusOut(
-        station=StationOut(id=cfg.station.id, site=cfg.station.site, line=cfg.station.line),
+        station=StationOut(
+            id=cfg.station.id,
+            site=cfg.station.site,
+            line=cfg.station.line,
+            language=cfg.api.language,
+        ),
         mode=cfg.trigger.mode,
         loop_running=state.loop.alive(),
         uptime_s=round(time.monotonic() - state.started_at, 3),
@@ -125,6 +130,7 @@ def build_status(state: ApiState) -> StatusOut:
             providers_requested=list(model.session_info.requested),
             providers_active=list(model.session_info.active),
             fell_back=model.session_info.fell_back,
+            display_names=state.kept.names.effective(model.info.sha256),
         ),
         latency_ms={
             k: LatencyOut(p50=round(p50[k], 3), p99=round(p99.get(k, p50[k]), 3)) for k in p50

@@ -135,6 +135,7 @@ class TaskHead(ABC):
         insp: Inspection,
         keep: Keep | None = None,
         max_side: int | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> NDArray[np.uint8]:
         """A BGR copy of ``image`` with the task's result drawn on it (no verdict).
 
@@ -142,6 +143,9 @@ class TaskHead(ABC):
             image: ``(H, W, 3)`` BGR or ``(H, W)`` grey uint8, the inspection's frame.
             keep: which detections to draw; ``None`` draws all.
             max_side: shrink so the longest side is at most this many pixels.
+            names: display names by class name, in the station's language, for the
+                labels (:func:`~kanjian.inference.heads.drawing.detection_boxes`);
+                ``None`` or a class missing: its class name.
 
         Returns:
             ``(h, w, 3)`` uint8 BGR, scaled by ``min(1, max_side / max(H, W))``;

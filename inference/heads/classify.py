@@ -96,6 +96,7 @@ class ClassifyHead(TaskHead):
         insp: Inspection,
         keep: Keep | None = None,
         max_side: int | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> NDArray[np.uint8]:
         # nothing to mark: the class and its probability are in the screen's words
         return fit(bgr_copy(image), max_side)[0]

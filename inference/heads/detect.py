@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,8 +107,9 @@ class DetectHead(TaskHead):
         insp: Inspection,
         keep: Keep | None = None,
         max_side: int | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> NDArray[np.uint8]:
-        boxes, _ = detection_boxes(insp, keep)
+        boxes, _ = detection_boxes(insp, keep, names)
         img, scale = fit(bgr_copy(image), max_side)
         draw_boxes(img, boxes, scale)
         return img

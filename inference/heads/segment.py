@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,8 +47,9 @@ class SegmentHead(DetectHead):
         insp: Inspection,
         keep: Keep | None = None,
         max_side: int | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> NDArray[np.uint8]:
-        boxes, idx = detection_boxes(insp, keep)
+        boxes, idx = detection_boxes(insp, keep, names)
         masks = insp.detections.masks
         # masks are tinted at the frame's size, before shrinking, so their edges stay exact
         img = bgr_copy(image)

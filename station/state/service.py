@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kanjian.station.ruleset import RuleSet
 from kanjian.station.state.audit import Actor, write_audit
 from kanjian.station.state.db import ConnectionPool, write_tx
+from kanjian.station.state.display_names import DisplayNamesKeeper
 from kanjian.station.state.models import ModelRegistry
 from kanjian.station.state.rules import RulesKeeper
 
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class StationState:
-    """The model registry, the rules keeper and the audit writer of one station.
+    """The model registry, the rules keeper, the display names and the audit writer of
+    one station.
 
     Args:
         cfg: the station config (data folder, providers, station.yaml's rules,
@@ -47,6 +49,8 @@ class StationState:
         )
         m = cfg.model
         self.rules = RulesKeeper(self.pool, inspector, RuleSet(cfg.rules, m.conf, m.iou, m.max_det))
+        # display names per model: the bundles', with the ones set on this station over them
+        self.names = DisplayNamesKeeper(self.pool, cfg.store.data_dir, lambda: inspector.model)
 
     def startup(self) -> None:
         """Register the config's model, restore an activation and a rules override that
