@@ -240,6 +240,9 @@ def test_cli_dataset_import(tmp_path: Path) -> None:
     summary = json.loads(run.stdout)
     assert summary["problem_counts"] == {"unreadable": 1}
     assert summary["images"]["train"] + summary["images"]["val"] == len(SCENE)
+    # the copy's progress: in a log (stderr not a terminal) a line each tenth of the way
+    n = len(SCENE)
+    assert f"writing {tmp_path / 'out'}: {n:,} of {n:,} images (100 %)" in run.stderr, run.stderr
     bad = subprocess.run(
         [str(exe), "dataset", "import", str(tmp_path / "nowhere"), str(tmp_path / "o2")],
         capture_output=True,

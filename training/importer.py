@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -83,6 +84,7 @@ def import_dataset(
     class_names: tuple[str, ...] | None = None,
     box_masks: BoxMasks = "ellipse",
     drop_difficult: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DatasetSummary:
     """Convert ``source`` to a YOLO dataset under ``output``; faults are reported, not fatal.
 
@@ -100,6 +102,7 @@ def import_dataset(
         drop_difficult: VOC only: skip ``<difficult>1</difficult>`` objects, as
             Ultralytics' converter does, counted in the summary's notes (default: kept,
             since a skipped box trains as background).
+        progress: told ``(images written, images in all)`` while the images are copied.
     """
     chosen, result = read_source(source, fmt, images, class_names, drop_difficult=drop_difficult)
     return write_yolo(
@@ -111,4 +114,5 @@ def import_dataset(
         val_fraction=val_fraction,
         seed=seed,
         box_masks=box_masks,
+        progress=progress,
     )

@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -192,8 +192,11 @@ def write_yolo(
     seed: int = 0,
     box_masks: BoxMasks = "ellipse",
     problems: Sequence[Problem] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> DatasetSummary:
     """Split ``result`` and write it under ``output`` (which must be empty or absent).
+
+    ``progress`` is told ``(images written, images in all)`` after each image.
 
     Returns:
         the summary, also written to ``output/summary.json``.
@@ -222,8 +225,14 @@ def write_yolo(
     train, val = split_records(records, val_fraction, seed)
     out_names = _unique_names(records)
     output.mkdir(parents=True, exist_ok=True)
+    total, done = len(train) + len(val), 0
+    if not total:
+        progress = None  # nothing to copy: no bar, no "0 of 0" line
     for split, group in (("train", train), ("val", val)):
         for r in group:
+            if progress is not None:
+                progress(done, total)
+            done += 1
             name = out_names[r.image]
             if task == "classify":
                 cls_name = majority_class(r)
@@ -242,6 +251,8 @@ def write_yolo(
                 for b in r.boxes
             ]
             lbl_dst.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    if progress is not None:
+        progress(total, total)
     if task == "classify":
         for split in ("train", "val"):
             for n in names:  # Ultralytics takes the class list from the folders

@@ -63,6 +63,7 @@ def dataset_import_command(
     """
     from rich.markup import escape
 
+    from kanjian.appliance_api.cli.progress import ReadProgress
     from kanjian.training.importer import import_dataset
 
     if fmt not in ("auto", "voc", "coco", "yolo"):
@@ -73,9 +74,17 @@ def dataset_import_command(
         raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
     names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     try:
-        # a spinner on a terminal (nothing in a log): a big import
-        # takes tens of seconds, and the importer has no per-image hook for a bar yet
-        with console.status(f"importing {escape(str(source))} -> {escape(str(output))}"):
+        # reading the source: a spinner on a terminal (nothing in a log); copying the
+        # images, the long part of a big import: a bar (a line every tenth in a log)
+        reading = console.status(f"reading {escape(str(source))}")
+        reading.start()
+        bar = ReadProgress(console, f"writing {output}", unit="images")
+
+        def progress(done: int, total: int) -> None:
+            reading.stop()  # the source is read: the copy begins
+            bar(done, total)
+
+        try:
             summary = import_dataset(
                 source,
                 output,
@@ -87,7 +96,11 @@ def dataset_import_command(
                 class_names=names,
                 box_masks=cast(BoxMasks, box_masks),
                 drop_difficult=drop_difficult,
+                progress=progress,
             )
+        finally:
+            reading.stop()
+            bar.close()
     except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
