@@ -6,7 +6,11 @@ page of :data:`PAGES` in Debian's Chromium (Playwright) with the printed screen
 token, in each language of :data:`LANGS` and at each size of :data:`SIZES`, and
 saves ``docs/{page}-{lang}-{W}x{H}.png`` (colours reduced, so each stays small).
 
-    .venv/bin/python scripts/screenshots.py [--only screen] [--out docs]
+    .venv/bin/python scripts/screenshots.py [--only screen] [--only trends] [--out docs]
+
+``trends`` (the history and shift pages, drawn from a station with known rows, not the
+demo) runs ``scripts/screenshot_trends.py``; the zones page is drawn by its test
+(``KANJIAN_UPDATE_SCREENSHOT=1 pytest tests/test_web_zones.py``).
 
 A new page is one row of :data:`PAGES`: its name, its path, and a function that
 waits until the page is worth a picture.
@@ -108,29 +112,37 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     pages = [p for p in PAGES if not args.only or p.name in args.only]
-    with tempfile.TemporaryDirectory(prefix="kanjian-shots-") as tmp:
-        served = S.start_serve(None, S.free_port(), Path(tmp))  # no config: the default
-        try:
-            if not served.token:
-                raise SystemExit("the first start printed no screen token")
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
-                )
-                args.out.mkdir(parents=True, exist_ok=True)
-                for p in pages:
-                    for lang in LANGS:
-                        for size in SIZES:
-                            png = small_png(shoot(browser, served.url, served.token, p, lang, size))
-                            dest = args.out / f"{p.name}-{lang}-{size[0]}x{size[1]}.png"
-                            dest.write_bytes(png)
-                            print(f"wrote {dest} ({len(png) // 1024} KiB)")
-                browser.close()
-        finally:
-            out = served.stop()
-        if served.proc.returncode not in (0, None):
-            print(out, file=sys.stderr)
-            return 1
+    if pages:
+        with tempfile.TemporaryDirectory(prefix="kanjian-shots-") as tmp:
+            served = S.start_serve(None, S.free_port(), Path(tmp))  # no config: the default
+            try:
+                if not served.token:
+                    raise SystemExit("the first start printed no screen token")
+                with sync_playwright() as pw:
+                    browser = pw.chromium.launch(
+                        executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
+                    )
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    for p in pages:
+                        for lang in LANGS:
+                            for size in SIZES:
+                                png = small_png(
+                                    shoot(browser, served.url, served.token, p, lang, size)
+                                )
+                                dest = args.out / f"{p.name}-{lang}-{size[0]}x{size[1]}.png"
+                                dest.write_bytes(png)
+                                print(f"wrote {dest} ({len(png) // 1024} KiB)")
+                    browser.close()
+            finally:
+                out = served.stop()
+            if served.proc.returncode not in (0, None):
+                print(out, file=sys.stderr)
+                return 1
+    if not args.only or "trends" in args.only:
+        import subprocess
+
+        trends = [sys.executable, str(REPO / "scripts" / "screenshot_trends.py")]
+        return subprocess.run([*trends, "--out", str(args.out)], check=False).returncode
     return 0
 
 

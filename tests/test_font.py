@@ -142,6 +142,22 @@ async ([family, texts]) => {
 """
 
 
+#: elements whose own text has a hanzi, and those of them not set in "Kanjian Sans" first
+_NOT_OURS = """
+() => {
+  const out = { checked: 0, others: [] };
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.data).join("");
+    if (!/[\u4e00-\u9fff]/.test(own)) continue;
+    out.checked += 1;
+    const family = getComputedStyle(el).fontFamily.split(",")[0].trim().replace(/"/g, "");
+    if (family !== "Kanjian Sans") out.others.push(`${el.tagName}#${el.id}: ${family}`);
+  }
+  return out;
+}
+"""
+
+
 def test_chromium_renders_chinese_with_the_shipped_font_and_no_cjk_font_installed(
     served: str, tmp_path: Path
 ) -> None:
@@ -159,7 +175,14 @@ def test_chromium_renders_chinese_with_the_shipped_font_and_no_cjk_font_installe
             page.on("console", lambda m: problems.append(m.text) if "Security" in m.text else None)
             page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
             page.on("response", lambda r: fetched.append(r.url) if "/fonts/" in r.url else None)
-            page.goto(served + "/")
+            # every element that shows Chinese on each page is set in the shipped font
+            # (form controls do not inherit the page's font unless told to)
+            for path in ("/history", "/shift", "/zones", "/"):
+                page.goto(served + path)
+                page.wait_for_load_state("networkidle")
+                wrong = page.evaluate(_NOT_OURS)
+                assert wrong["checked"] > 3, (path, wrong)
+                assert not wrong["others"], (path, wrong["others"])
             # the screen's page links the stylesheet (index.html, the screen's part of issue
             # 13); linked here too when it does not yet, the way the page does: by URL
             linked = page.evaluate(
