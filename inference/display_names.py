@@ -24,8 +24,16 @@ DisplayNames = dict[str, dict[str, str]]
 
 LANG_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _LANG = re.compile(LANG_PATTERN)
+#: longest language tag, characters (BCP 47's longest common tags fit in 35)
+MAX_TAG = 35
+#: most languages a model's names come in (a screen offers a handful)
+MAX_LANGS = 16
+#: most names in one language (a detector with more classes than this is not a line's)
+MAX_CLASSES = 1000
 #: longest display name, characters (a label on a picture, a word on a button)
 MAX_NAME = 64
+#: problems listed in one message before "... and N more"
+_SHOWN = 20
 
 
 class NamesError(ValueError):
@@ -44,23 +52,37 @@ def check_display_names(
             not checked.
 
     Raises:
-        NamesError: a bad language tag, an unknown class, an empty or overlong name,
-            or one with control characters; every problem is listed.
+        NamesError: over :data:`MAX_LANGS` languages, a bad or overlong (:data:`MAX_TAG`)
+            language tag, over :data:`MAX_CLASSES` names in one language, an unknown
+            class, an empty or overlong (:data:`MAX_NAME`) name, or one with control
+            characters; every problem is listed (the first :data:`_SHOWN` of them).
     """
+    if len(names) > MAX_LANGS:
+        raise NamesError(
+            f"{len(names)} languages: at most {MAX_LANGS}; keep the ones the screens use"
+        )
     problems: list[str] = []
     known = set(class_names) if class_names is not None else None
     out: DisplayNames = {}
     for lang, per_class in names.items():
+        if isinstance(lang, str) and len(lang) > MAX_TAG:
+            problems.append(
+                f"language {lang[:MAX_TAG]!r}...: a tag is at most {MAX_TAG} characters"
+            )
+            continue
         if not isinstance(lang, str) or not _LANG.match(lang):
             problems.append(f"language {lang!r} must be a tag like 'zh', 'en' or 'zh-TW'")
             continue
         if not isinstance(per_class, Mapping):
             problems.append(f"{lang}: expected a mapping class_name -> name")
             continue
+        if len(per_class) > MAX_CLASSES:
+            problems.append(f"{lang}: {len(per_class)} names, at most {MAX_CLASSES}")
+            continue
         clean: dict[str, str] = {}
         for cls, name in per_class.items():
             if known is not None and cls not in known:
-                problems.append(f"{lang}: the model has no class {cls!r}")
+                problems.append(f"{lang}: the model has no class {str(cls)[:MAX_NAME]!r}")
                 continue
             if not isinstance(name, str) or not name.strip():
                 problems.append(f"{lang}.{cls}: the name must be non-empty text")
@@ -76,8 +98,12 @@ def check_display_names(
             out[lang] = dict(sorted(clean.items()))
     if problems:
         unknown = class_names is not None and any("has no class" in p for p in problems)
-        tail = f"; the model's classes are: {', '.join(class_names or ())}" if unknown else ""
-        raise NamesError("; ".join(problems) + tail)
+        listed = ", ".join(list(class_names or ())[:50]) + (
+            ", ..." if len(known or ()) > 50 else ""
+        )
+        tail = f"; the model's classes are: {listed}" if unknown else ""
+        more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+        raise NamesError("; ".join(problems[:_SHOWN]) + more + tail)
     return dict(sorted(out.items()))
 
 

@@ -2,35 +2,46 @@
 
 A fresh Debian has no CJK font, so the app ships its own (appliance_api/http/static/fonts,
 see the README there). This script makes those files from Debian's ``fonts-noto-cjk``
-package (OFL-1.1), reproducibly: the same source files and fontTools version give the
-same bytes.
+package (OFL-1.1), reproducibly: the same source files, the same ``charset.txt`` and the
+same fontTools and brotli versions (:data:`PINNED`, pinned in pyproject's ``test``
+extra) give the same bytes, whatever else the repository holds.
 
     apt-get download fonts-noto-cjk            # 1:20220127+repack1-1 (Noto Sans CJK 2.004)
     dpkg-deb -x fonts-noto-cjk_*.deb /tmp/noto
     .venv/bin/python scripts/make_font.py --source /tmp/noto/usr/share/fonts/opentype/noto
 
-Characters kept (see :func:`charset`): ASCII and Latin-1, common punctuation and
-symbols, CJK punctuation and full-width forms, the 6,763 hanzi of GB 2312 (level 1,
-the 3,755 common ones, and level 2: display names engineers type use some, e.g. 褶 of
-褶皱; both levels cost 2.1 MB for two weights, level 1 alone 1.2 MB), and every CJK
-character in the app's own texts (the screen's static files, the Python sources, the
-demo bundle's manifest). Run it again when the screen gains words outside GB 2312:
-``tests/test_font.py`` fails until then, naming the missing characters.
+The characters kept are the ones listed in ``fonts/charset.txt`` (committed, one code
+point a line), and only those. ``--update-charset`` adds to that file, never removes:
+ASCII and Latin-1, common punctuation and symbols, CJK punctuation and full-width forms,
+the 6,763 hanzi of GB 2312 (level 1, the 3,755 common ones, and level 2: display names
+engineers type use some, e.g. 褶 of 褶皱; both levels cost 2.1 MB for two weights,
+level 1 alone 1.2 MB), and every CJK character in the app's texts (:func:`app_cjk`: the
+static files, the string literals of the Python sources, the demo bundle's manifest).
+``tests/test_font.py`` fails, naming the characters, when the app's texts use one that
+``charset.txt`` or the font lacks: run ``--update-charset``, then this script again.
 
-Needs fontTools and brotli (both in the ``test`` extra).
+Needs fontTools and brotli (both in the ``test`` extra, pinned to :data:`PINNED`).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import sys
+import tokenize
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FONTS = REPO / "appliance_api" / "http" / "static" / "fonts"
+CHARSET = FONTS / "charset.txt"
+README = FONTS / "README.md"
 FAMILY = "Kanjian Sans"
+#: the versions that made the committed files: another fontTools subsets or another
+#: brotli compresses differently, so other bytes (also in fonts/README.md and pyproject)
+PINNED = {"fonttools": "4.68.0", "brotli": "1.2.1"}
 #: the face of the collection to take (index 2 of Debian's .ttc files)
 SOURCE_FACE = "Noto Sans CJK SC"
 #: Debian bookworm's fonts-noto-cjk 1:20220127+repack1-1 (Noto Sans CJK 2.004)
@@ -72,14 +83,29 @@ def gb2312() -> list[str]:
     return out
 
 
+def _py_strings(text: str) -> str:
+    """The string literals of a Python source: what it may show (comments are not)."""
+    try:
+        return " ".join(
+            t.string
+            for t in tokenize.generate_tokens(io.StringIO(text).readline)
+            if t.type == tokenize.STRING
+        )
+    except (tokenize.TokenError, SyntaxError):  # not Python after all: all of it
+        return text
+
+
 def app_texts() -> Iterable[tuple[Path, str]]:
-    """The files whose words the screen or the pictures may show."""
+    """The texts the screen or the pictures may show: the static files, the string
+    literals of the Python sources, the demo manifest (no docs, no comments)."""
     for folder in TEXT_FOLDERS:
         for p in sorted((REPO / folder).rglob("*")):
             if "vendor" in p.parts or "fonts" in p.parts or not p.is_file():
                 continue
-            if p.suffix in (".py", ".js", ".html", ".css", ".json", ".md"):
+            if p.suffix in (".js", ".html", ".css", ".json"):
                 yield p, p.read_text(encoding="utf-8", errors="replace")
+            elif p.suffix == ".py":
+                yield p, _py_strings(p.read_text(encoding="utf-8", errors="replace"))
     yield DEMO_MANIFEST, DEMO_MANIFEST.read_text(encoding="utf-8")
 
 
@@ -88,8 +114,8 @@ def app_cjk() -> set[str]:
     return {c for _, text in app_texts() for c in text if _is_cjk(c)}
 
 
-def charset() -> list[str]:
-    """The characters the font keeps, sorted by code point."""
+def wanted() -> set[str]:
+    """What ``--update-charset`` makes sure ``charset.txt`` holds."""
     keep = {chr(o) for o in range(0x20, 0x7F)}  # ASCII
     keep |= {chr(o) for o in range(0xA0, 0x100)}  # Latin-1: ° ± × · é ...
     keep |= {chr(o) for o in range(0x2010, 0x2028)}  # dashes, quotes, bullet, ellipsis
@@ -99,7 +125,56 @@ def charset() -> list[str]:
     keep |= {"￥"}
     keep |= set(gb2312())
     keep |= app_cjk()
-    return sorted(keep)
+    return keep
+
+
+def read_charset(path: Path = CHARSET) -> list[str]:
+    """The characters of a ``charset.txt``, sorted: the ``U+XXXX`` that starts each line
+    (the character after it is for people; ``#`` starts a comment line)."""
+    out: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        word = line.split(maxsplit=1)[0]
+        if not word.startswith("U+"):
+            raise ValueError(f"{path}:{n}: expected U+XXXX, got {line!r}")
+        out.add(chr(int(word[2:], 16)))
+    return sorted(out)
+
+
+def write_charset(chars: Iterable[str], path: Path = CHARSET) -> None:
+    """Write ``chars`` one a line, by code point (a change is a line added)."""
+    lines = [
+        "# The characters of Kanjian Sans: scripts/make_font.py builds the font from this",
+        "# file only. One code point a line, sorted; the character after it is for reading.",
+        "# Add with: python scripts/make_font.py --update-charset (it never removes one).",
+    ]
+    for c in sorted(set(chars)):
+        shown = f" {c}" if c.isprintable() and not c.isspace() else ""
+        lines.append(f"U+{ord(c):04X}{shown}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def update_charset(path: Path = CHARSET) -> list[str]:
+    """Add what :func:`wanted` has and ``path`` lacks; returns the added characters."""
+    have = set(read_charset(path)) if path.is_file() else set()
+    added = sorted(wanted() - have)
+    if added or not path.is_file():
+        write_charset(have | set(added), path)
+    return added
+
+
+def version_problems() -> list[str]:
+    """How the installed fontTools and brotli differ from :data:`PINNED` (empty: same)."""
+    out = []
+    for dist, want in PINNED.items():
+        try:
+            got = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            got = "not installed"
+        if got != want:
+            out.append(f"{dist} {got}, not the pinned {want}")
+    return out
 
 
 def sha256(path: Path) -> str:
@@ -177,14 +252,54 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=FONTS, help="where the .woff2 files go")
     ap.add_argument(
+        "--update-charset",
+        action="store_true",
+        help=f"add the app's new characters to {CHARSET.name} (never removes one), say "
+        "which, and stop: build the font with a second run",
+    )
+    ap.add_argument(
         "--any-source",
         action="store_true",
         help="take source files whose sha256 differs from the recorded ones (a newer "
         "Noto release): update SOURCES and the fonts' README after",
     )
+    ap.add_argument(
+        "--any-version",
+        action="store_true",
+        help="build with fontTools/brotli versions other than the pinned ones (other "
+        "bytes): update PINNED, pyproject's pins and the fonts' README after",
+    )
     args = ap.parse_args()
-    chars = charset()
-    print(f"{len(chars)} characters ({len(app_cjk())} CJK ones from the app's texts)")
+    if args.update_charset:
+        added = update_charset()
+        if not added:
+            print(f"{CHARSET.name}: nothing to add ({len(read_charset())} characters)")
+            return 0
+        shown = "".join(c for c in added if c.isprintable() and not c.isspace())
+        more = f" and {len(shown) - 200} more" if len(shown) > 200 else ""
+        print(f"{CHARSET.name}: added {len(added)} characters: {shown[:200]}{more}")
+        print("now build the font from it: python scripts/make_font.py --source ...")
+        return 0
+    if not CHARSET.is_file():
+        print(f"error: {CHARSET} not found: run with --update-charset first", file=sys.stderr)
+        return 2
+    chars = read_charset()
+    behind = "".join(sorted(app_cjk() - set(chars)))
+    if behind:
+        print(f"warning: {CHARSET.name} lacks {behind} of the app's texts: run "
+              "--update-charset first", file=sys.stderr)  # fmt: skip
+    problems = version_problems()
+    if problems:
+        fix = "builds anyway" if args.any_version else "(--any-version builds anyway)"
+        print(
+            f"{'WARNING' if args.any_version else 'error'}: {'; '.join(problems)}: other "
+            f"versions make other bytes than the committed font {fix}",
+            file=sys.stderr,
+        )
+        if not args.any_version:
+            return 2
+    print(f"{len(chars)} characters from {CHARSET.name}")
+    recorded = README.read_text(encoding="utf-8") if README.is_file() else ""
     for style, (file, want) in SOURCES.items():
         src = args.source / file
         if not src.is_file():
@@ -200,7 +315,9 @@ def main() -> int:
             return 2
         out = args.out / f"KanjianSans-{style}.woff2"
         glyphs = subset(src, style, chars, out)
-        print(f"{out.name}: {glyphs} glyphs, {out.stat().st_size} bytes, sha256 {sha256(out)}")
+        digest = sha256(out)
+        same = "the README's" if digest in recorded else "NEW: record it in the README"
+        print(f"{out.name}: {glyphs} glyphs, {out.stat().st_size} bytes, sha256 {digest} ({same})")
         print(f"  from {src} (sha256 {got})")
     return 0
 

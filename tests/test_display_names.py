@@ -8,6 +8,7 @@ Bundles are made cheaply from the demo bundle's ONNX with the same packaging cod
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -101,6 +102,39 @@ def test_bad_display_names_in_a_manifest_are_refused_by_name(tmp_path: Path) -> 
         (bundle / MANIFEST_NAME).write_text(json.dumps({**raw, "display_names": bad}))
         with pytest.raises(BundleError, match=says):
             read_manifest(bundle)
+
+
+def test_display_names_are_bounded_with_a_message_naming_the_limit() -> None:
+    from kanjian.inference import display_names as D
+
+    # each limit: at it, accepted; one over, refused with a message that says it
+    langs = [f"x{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(D.MAX_LANGS + 1)]
+    assert len(set(langs)) == D.MAX_LANGS + 1 and all(re.match(D.LANG_PATTERN, t) for t in langs)
+    ok = {t: {"scratches": "划痕"} for t in langs[: D.MAX_LANGS]}
+    assert check_display_names(ok, CLASSES) == dict(sorted(ok.items()))
+    too_many = {t: {"scratches": "划痕"} for t in langs}
+    with pytest.raises(NamesError, match=f"{D.MAX_LANGS + 1} languages: at most {D.MAX_LANGS}"):
+        check_display_names(too_many, CLASSES)
+    at, over = f"zh{'-abcd' * 6}-ab", f"zh{'-abcd' * 6}-abc"  # BCP-47-shaped
+    assert (len(at), len(over)) == (D.MAX_TAG, D.MAX_TAG + 1)
+    assert re.match(D.LANG_PATTERN, at) and re.match(D.LANG_PATTERN, over)
+    assert check_display_names({at: {"scratches": "划痕"}}, CLASSES) == {at: {"scratches": "划痕"}}
+    with pytest.raises(NamesError, match=f"a tag is at most {D.MAX_TAG} characters"):
+        check_display_names({over: {"scratches": "划痕"}}, CLASSES)
+    many = {f"c{i}": "名" for i in range(D.MAX_CLASSES + 1)}
+    assert len(check_display_names({"zh": dict(list(many.items())[:-1])})["zh"]) == D.MAX_CLASSES
+    with pytest.raises(NamesError, match=f"zh: {D.MAX_CLASSES + 1} names, at most {D.MAX_CLASSES}"):
+        check_display_names({"zh": many})
+    assert check_display_names({"zh": {"scratches": "x" * D.MAX_NAME}}, CLASSES)
+    with pytest.raises(NamesError, match=f"over {D.MAX_NAME} characters"):
+        check_display_names({"zh": {"scratches": "x" * (D.MAX_NAME + 1)}}, CLASSES)
+    # many problems: the message lists some and counts the rest, it does not grow with them
+    wrong = {"zh": {f"nope{i}": "名" for i in range(500)}}
+    with pytest.raises(NamesError) as e:
+        check_display_names(wrong, CLASSES)
+    said = str(e.value)
+    assert "no class 'nope0'" in said and "more" in said and "nope499" not in said
+    assert len(said) < 2000, len(said)
 
 
 def test_parsers_of_the_flags_and_files(tmp_path: Path) -> None:

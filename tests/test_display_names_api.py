@@ -1,7 +1,9 @@
 """Display names on a running station: ``GET /api/status`` gives them to the screen, an
 engineer changes them (``PUT/DELETE /api/models/{sha256}/display-names``, or ``kanjian
 model names`` on the station's database), every change is audited and outlives a
-restart, and the live picture's labels follow. Also: the station's stored reasons say
+restart, and the live picture's labels follow; the station keeps them in memory and
+still sees a change the CLI makes from another process; a PUT over the limits is a 422
+naming the limit. Also: the station's stored reasons say
 where each defect is and its size, read back against the row's own frame size.
 
 A real station on the demo bundle and the demo images, its app on a real uvicorn.
@@ -106,18 +108,44 @@ def test_names_are_edited_by_engineers_audited_and_kept_over_restarts(tmp_path: 
         assert c["operator"].get(path).json() == got
         # the live picture's labels: the station's language, the effective names
         assert state.hub.names(sha) == {**ZH, "scratches": "划伤"}
+        many = {f"x{chr(97 + i // 26)}{chr(97 + i % 26)}": {"scratches": "划伤"} for i in range(17)}
         for bad, says in (
             ({"zh": {"scratchez": "划伤"}}, "no class 'scratchez'"),
             ({"Chinese": {"scratches": "划伤"}}, "must be a tag"),
+            (many, "17 languages: at most 16"),
+            ({f"zh{'-abcd' * 7}": {"scratches": "划伤"}}, "a tag is at most 35 characters"),
+            ({"zh": {f"c{i}": "名" for i in range(1001)}}, "zh: 1001 names, at most 1000"),
+            ({"zh": {"scratches": "划" * 65}}, "the name is over 64 characters"),
         ):
             r = c["engineer"].put(path, json={"display_names": bad})
             assert r.status_code == 422 and says in r.json()["detail"], r.text
+        # the screen's reads are kept in memory: a second one asks SQLite only whether
+        # anything changed (the newest audit id), and a change is seen at once
+        names = state.kept.names
+        asked: list[str] = []
+        names.pool.get().conn.set_trace_callback(asked.append)
+        try:
+            names.forget()  # hub.names above filled it: start from empty
+            first = names.for_language(sha, "zh")
+            assert any("FROM settings" in q for q in asked), asked  # the version, the names
+            asked.clear()
+            assert names.for_language(sha, "zh") == first == {**ZH, "scratches": "划伤"}
+            assert names.effective(sha) == got["display_names"]
+            assert asked == ["SELECT max(id) FROM audit"] * 2, asked
+            # the CLI, another process, changes the running station's names
+            asked.clear()
+            run = S.kanjian("model", "names", "set", "-c", str(config), "crazing=裂纹")
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert names.for_language(sha, "zh") == {**first, "crazing": "裂纹"}
+            assert any("FROM settings" in q for q in asked), asked  # read again
+        finally:
+            names.pool.get().conn.set_trace_callback(None)
+        assert state.hub.names(sha) == {**ZH, "scratches": "划伤", "crazing": "裂纹"}
+        shown = c["operator"].get("/api/status").json()["model"]["display_names"]
+        assert shown["zh"]["crazing"] == "裂纹"
         r = c["engineer"].put(f"/api/models/{'0' * 64}/display-names", json=body)
         assert r.status_code == 404
         assert c["engineer"].get(path).json()["display_names"]["zh"]["scratches"] == "划伤"
-    # stopped: the CLI changes the station's names in its database, audited too
-    run = S.kanjian("model", "names", "set", "-c", str(config), "crazing=裂纹")
-    assert run.returncode == 0, run.stdout + run.stderr
     shown = json.loads(S.kanjian("model", "names", "show", "-c", str(config), "--json").stdout)
     assert shown["station"]["zh"] == {"crazing": "裂纹", "scratches": "划伤"}
     with _running(config) as (state, c):  # a restart keeps both

@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 
 from kanjian.appliance_api.http.api_models import ErrorOut
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
-from kanjian.inference.display_names import NamesError
+from kanjian.inference.display_names import (
+    MAX_CLASSES,
+    MAX_LANGS,
+    MAX_NAME,
+    MAX_TAG,
+    NamesError,
+)
 from kanjian.station.state.display_names import ModelNames, UnknownModel
 
 router = APIRouter(tags=["models"])
@@ -34,9 +40,10 @@ class DisplayNamesBody(BaseModel):
     """The station's names for a model: they replace the ones set before."""
 
     display_names: dict[str, dict[str, str]] = Field(
-        description=f"{_NAMES}; languages are tags like zh, en, zh-TW; classes must be the "
-        "model's; names 1-64 characters. Classes left out show the bundle's name (or the "
-        "class name)"
+        description=f"{_NAMES}; at most {MAX_LANGS} languages, tags like zh, en, zh-TW "
+        f"(at most {MAX_TAG} characters); at most {MAX_CLASSES} names a language, classes "
+        f"must be the model's; names 1-{MAX_NAME} characters, no control characters. "
+        "Classes left out show the bundle's name (or the class name)"
     )
 
 
@@ -80,7 +87,11 @@ async def get_display_names(state: State, _: Reader, sha256: Sha) -> DisplayName
     "/api/models/{sha256}/display-names",
     responses={
         **_ERR,
-        422: {"model": ErrorOut, "description": "a bad language, name, or unknown class"},
+        422: {
+            "model": ErrorOut,
+            "description": "a bad or overlong language tag, too many languages or names, "
+            "a bad name, or an unknown class: the detail lists each",
+        },
     },
 )
 async def put_display_names(

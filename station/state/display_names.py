@@ -7,6 +7,15 @@ the bundle. The station's names are one ``settings`` row per model
 (``display_names:<sha256>``), written in the same transaction as its audit row, so
 they outlive restarts and read the same from the API process and the CLI. The
 effective names are the bundle's with the station's on top, class by class.
+
+The screen asks for them with every picture drawn and every ``/api/status``:
+:meth:`DisplayNamesKeeper.effective` and :meth:`~DisplayNamesKeeper.for_language` are
+kept in memory, per model and language. A change made here clears them at once; one
+made by another process (``kanjian model names set`` on a running station's database)
+is seen at the next read, because each read first compares the newest ``audit`` row's
+id with the one the memory was filled at (one indexed lookup): every change of names,
+set or reset, from whichever process, writes its audit row in the same transaction,
+and so does every model activation.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import RootModel
 
@@ -86,6 +95,10 @@ class DisplayNamesKeeper:
         self.active = active
         self._lock = threading.Lock()
         self._bundles: dict[str, tuple[tuple[str, ...], DisplayNames]] = {}
+        # (sha, lang or None) -> names; valid while the newest audit id is _memo_at
+        self._memo: dict[tuple[str, str | None], Any] = {}
+        self._memo_at: int | None = None
+        self._memo_lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------
     def _from_bundle(self, sha: str) -> tuple[tuple[str, ...], DisplayNames]:
@@ -129,16 +142,55 @@ class DisplayNamesKeeper:
             set_by=stored[2] if stored else None,
         )
 
+    def _version(self) -> int:
+        """The newest audit row's id: it moves with every change of names, whichever
+        process made it (set and reset write their audit row in the same transaction)."""
+        row = self.pool.get().execute("SELECT max(id) FROM audit").fetchone()
+        return int(row[0] or 0)
+
+    def _remembered(self, key: tuple[str, str | None], make: Callable[[], Any]) -> Any:
+        """``make()``, kept in memory under ``key`` until the audit moves on."""
+        version = self._version()
+        with self._memo_lock:
+            if version != self._memo_at:  # a change since: whatever was kept is stale
+                self._memo.clear()
+                self._memo_at = version
+            if key in self._memo:
+                return self._memo[key]
+        value = make()
+        with self._memo_lock:
+            if self._memo_at == version:  # not when a newer reader cleared it meanwhile
+                self._memo[key] = value
+        return value
+
+    def forget(self) -> None:
+        """Drop the names kept in memory (the next read goes to the database)."""
+        with self._memo_lock:
+            self._memo.clear()
+            self._memo_at = None
+
     def effective(self, sha: str) -> DisplayNames:
-        """{lang: {class_name: name}} shown for the model; empty for an unknown one."""
-        try:
-            return self.get(sha).effective
-        except UnknownModel:
-            return {}
+        """{lang: {class_name: name}} shown for the model; empty for an unknown one.
+        Kept in memory until the names change (see the module's docstring)."""
+
+        def make() -> DisplayNames:
+            try:
+                return self.get(sha).effective
+            except UnknownModel:
+                return {}
+
+        kept: DisplayNames = self._remembered((sha, None), make)
+        return {lang: dict(m) for lang, m in kept.items()}  # a copy: callers may change it
 
     def for_language(self, sha: str | None, lang: str) -> dict[str, str]:
-        """{class_name: name} in ``lang`` for the model (empty: show class names)."""
-        return {} if sha is None else label_names(self.effective(sha), lang)
+        """{class_name: name} in ``lang`` for the model (empty: show class names).
+        Kept in memory until the names change (see the module's docstring)."""
+        if sha is None:
+            return {}
+        kept: dict[str, str] = self._remembered(
+            (sha, lang), lambda: label_names(self.effective(sha), lang)
+        )
+        return dict(kept)
 
     # -- changing ------------------------------------------------------------------
     def set(self, sha: str, names: Mapping[str, Mapping[str, str]], actor: Actor) -> ModelNames:
@@ -166,6 +218,7 @@ class DisplayNamesKeeper:
                         actor.name,
                     ],
                 )
+            self.forget()
         return self.get(sha)
 
     def reset(self, sha: str, actor: Actor) -> ModelNames:
@@ -182,6 +235,7 @@ class DisplayNamesKeeper:
                 had = db.execute("DELETE FROM settings WHERE key = ?", [KEY_PREFIX + sha]).rowcount
                 write_audit(db, actor, "model.display_names.reset", sha,
                             {"old": old, "had_override": had > 0})  # fmt: skip
+            self.forget()
         return self.get(sha)
 
 
