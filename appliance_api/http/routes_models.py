@@ -14,8 +14,8 @@ from kanjian.appliance_api.http.api_models import (
     ErrorOut,
     ModelEntryOut,
     ModelListOut,
-    ThresholdsPut,
     ThresholdsOut,
+    ThresholdsPut,
     UploadOut,
 )
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
@@ -24,8 +24,8 @@ from kanjian.appliance_api.http.upload_form import FormError, extract_file_part,
 from kanjian.station.ruleset import RulesError
 from kanjian.station.state.archive import ArchiveRejected
 from kanjian.station.state.audit import Actor
-from kanjian.station.state.rules import Expected, RulesChanged
 from kanjian.station.state.models import INCOMING_DIR, ModelEntry, RegistryError
+from kanjian.station.state.rules import Expected, RulesChanged
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -226,7 +226,9 @@ def put_thresholds(state: State, who: Engineer, body: ThresholdsPut) -> Threshol
     change made by someone else since is not overwritten: 409 names who and when.
     """
     # sent as null means "station.yaml's were in force"; left out means "do not check"
-    expected = Expected(body.expected_set_at) if "expected_set_at" in body.model_fields_set else None
+    expected = (
+        Expected(body.expected_set_at) if "expected_set_at" in body.model_fields_set else None
+    )
     try:
         rs = state.kept.rules.set(thr.to_ruleset(body), who.actor(), expected)
     except RulesError as e:  # a misspelt class would silently fall back to the default rule
