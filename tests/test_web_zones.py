@@ -346,16 +346,21 @@ def test_an_engineer_on_the_pages_leaves_the_screens_operator_token(site: Site) 
     kept for that tab only: localStorage `kanjian.token` and the screen's cookie stay the
     operator's, and an answer given on the screen afterwards is recorded under the
     operator."""
-    screen = site.screen
-    screen.open()  # the operator's link: localStorage kanjian.token is the operator's
-    page = screen.page
-    stored = "() => [localStorage.getItem('kanjian.token'), sessionStorage.getItem('kanjian.page_token')]"
-    page.evaluate("() => sessionStorage.clear()")  # the zones tests' tab: a line PC's screen
+    # one browser profile, as on the line PC: the screen and the pages share its storage
+    ctx = site.screen.browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    ctx.set_default_timeout(30_000)
+    page = ctx.new_page()
+    page.goto(f"{site.served.url}/#token={site.operator}")
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    stored = (
+        "() => [localStorage.getItem('kanjian.token'), "
+        "sessionStorage.getItem('kanjian.page_token')]"
+    )
     assert page.evaluate(stored) == [site.operator, None]
     with site.client(site.operator) as c:
         operator = c.get("/api/whoami").json()["name"]
 
-    tab = page.context.new_page()
+    tab = ctx.new_page()
     tab.goto(f"{site.served.url}/history")
     tab.wait_for_selector("#list-state[data-state=ready]")
     assert tab.get_attribute("body", "data-role") == "operator"  # reads with the screen's token
@@ -368,7 +373,7 @@ def test_an_engineer_on_the_pages_leaves_the_screens_operator_token(site: Site) 
     tab.wait_for_selector("body[data-role=engineer]")
     assert tab.evaluate(stored) == [site.operator, site.engineer]
     assert tab.get_attribute("#logout", "data-login") == "logout"
-    link = page.context.new_page()
+    link = ctx.new_page()
     link.goto(f"{site.served.url}/shift#token={site.engineer}")
     link.wait_for_selector("body[data-role=engineer]")
     assert link.evaluate(stored) == [site.operator, site.engineer]
@@ -412,4 +417,4 @@ def test_an_engineer_on_the_pages_leaves_the_screens_operator_token(site: Site) 
     tab.click("#logout")
     tab.wait_for_selector("body[data-role=operator]")
     assert tab.evaluate(stored) == [site.operator, None]
-    tab.close()
+    ctx.close()
