@@ -7,7 +7,7 @@ shows, in its tables and in the charts Chart.js drew, are SQL's on the same file
 same rows SQL lists; an inspection opens large with its overlay; an engineer's
 answer there is stored; an operator reads only and cannot reach the engineer's
 audit trail. Screenshots of each step go to the test's temp folder
-(``scripts/screenshot_trends.py`` redraws the ones in docs/).
+(``scripts/screenshots.py --only trends`` redraws the ones in docs/).
 """
 
 from __future__ import annotations
