@@ -6,11 +6,14 @@ page of :data:`PAGES` in Debian's Chromium (Playwright) with the printed screen
 token, in each language of :data:`LANGS` and at each size of :data:`SIZES`, and
 saves ``docs/{page}-{lang}-{W}x{H}.png`` (colours reduced, so each stays small).
 
-    .venv/bin/python scripts/screenshots.py [--only screen] [--only trends] [--out docs]
+    .venv/bin/python scripts/screenshots.py [--only screen] [--only zones] [--only trends]
+                                            [--out docs]
 
-``trends`` (the history and shift pages, drawn from a station with known rows, not the
-demo) runs ``scripts/screenshot_trends.py``; the zones page is drawn by its test
-(``KANJIAN_UPDATE_SCREENSHOT=1 pytest tests/test_web_zones.py``).
+Every picture in docs/ is drawn here, nowhere else: ``zones`` is ``docs/zones.png``
+(the zones page on the same demo station, an ROI and an ignore zone set through the
+API, in English at 1280x900); ``trends`` is ``docs/history.png`` and ``docs/shift.png``
+(and their ``-en`` twins), drawn from the history tests' station with known rows
+(tests/support/trends_station.py), not the demo, as an engineer sees them.
 
 A new page is one row of :data:`PAGES`: its name, its path, and a function that
 waits until the page is worth a picture.
@@ -31,6 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support import api as S  # noqa: E402  (the test suite's serve + Chromium helpers)
+
+#: the zones drawn for docs/zones.png, as fractions of the frame: a pentagon and a triangle
+ZONE_ROI = [(0.05, 0.05), (0.42, 0.07), (0.45, 0.40), (0.07, 0.33), (0.03, 0.18)]
+ZONE_IGNORE = [(0.15, 0.12), (0.30, 0.14), (0.20, 0.28)]
 
 
 def ready_screen(page: Any) -> None:
@@ -104,25 +111,102 @@ def shoot(
         ctx.close()
 
 
+def shoot_zones(browser: Any, url: str, data: Path, out: Path) -> None:
+    """docs/zones.png: an engineer's /zones with an ROI and an ignore zone (set through
+    ``PUT /api/thresholds``, audited like any change), one selected, in English."""
+    import httpx
+
+    token = S.make_token(data, "engineer", "screenshots")
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
+        frame = c.get("/api/live/frame.jpg")
+        frame.raise_for_status()
+        w, h = int(frame.headers["x-frame-width"]), int(frame.headers["x-frame-height"])
+        th = c.get("/api/thresholds").json()
+        rules = th["rules"] or th["bundle_defaults"]["rules"]
+
+        def zone(name: str, kind: str, pts: list[tuple[float, float]]) -> dict[str, Any]:
+            return {"name": name, "kind": kind, "points": [[x * w, y * h] for x, y in pts]}
+
+        rules["zones"] = [zone("part", "roi", ZONE_ROI), zone("ignore-1", "ignore", ZONE_IGNORE)]
+        body = {k: th[k] for k in ("conf", "iou", "max_det")}
+        c.put("/api/thresholds", json={**body, "rules": rules}).raise_for_status()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    try:
+        ctx.add_init_script("localStorage.setItem('kanjian.lang', 'en')")
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/zones#token={token}")
+        page.wait_for_selector("#frame-box[data-ready='1']")
+        page.click("#zone-list li.roi")  # selected: its handles show
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / "zones.png"))
+        print(f"wrote {out / 'zones.png'}")
+    finally:
+        ctx.close()
+
+
+def shoot_trends(browser: Any, out: Path, langs: tuple[str, ...] = LANGS) -> None:
+    """docs/shift.png and docs/history.png (``-en`` twins) at 1920x1080 from a station with
+    known rows: the shift view over the whole span (full page), the history page with
+    one FAIL open large, as an engineer sees them."""
+    from urllib.parse import urlencode
+
+    from tests.support import trends_station as TS
+
+    window = urlencode({"since": TS.FIRST.isoformat(), "until": TS.LAST.isoformat()})
+    with tempfile.TemporaryDirectory(prefix="kanjian-trends-shot-") as tmp:
+        st = TS.start(Path(tmp))
+        try:
+            for lang in langs:
+                suffix = "" if lang == "zh" else f"-{lang}"
+                ctx = browser.new_context(
+                    viewport={"width": 1920, "height": 1080},
+                    locale="zh-CN" if lang == "zh" else "en-GB",
+                    timezone_id=TS.ZONE_NAME,
+                )
+                ctx.add_init_script(f"localStorage.setItem('kanjian.lang', '{lang}')")
+                page = ctx.new_page()
+                page.set_default_timeout(60_000)
+                token = st.tokens["engineer"]
+                page.goto(f"{st.url}/shift?{window}#token={token}")
+                page.wait_for_selector("#state[data-state=ready]")
+                page.screenshot(path=str(out / f"shift{suffix}.png"), full_page=True)
+                page.goto(f"{st.url}/history?verdict=FAIL&feedback=any")
+                page.wait_for_selector("#list-state[data-state=ready]")
+                page.click("#rows tr")
+                page.wait_for_selector("#detail[data-image=loaded]")
+                page.wait_for_selector("#d-audit[data-state=ready]")
+                page.screenshot(path=str(out / f"history{suffix}.png"))
+                ctx.close()
+                print(f"wrote shift{suffix}.png, history{suffix}.png in {out}")
+        finally:
+            log = st.served.stop()
+        if st.served.proc.returncode not in (0, None):
+            raise SystemExit(log)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNGs")
-    ap.add_argument("--only", action="append", help="page name(s) to draw (default: all)")
+    ap.add_argument(
+        "--only", action="append", help="screen, zones or trends (default: all); repeatable"
+    )
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    pages = [p for p in PAGES if not args.only or p.name in args.only]
-    if pages:
-        with tempfile.TemporaryDirectory(prefix="kanjian-shots-") as tmp:
-            served = S.start_serve(None, S.free_port(), Path(tmp))  # no config: the default
-            try:
-                if not served.token:
-                    raise SystemExit("the first start printed no screen token")
-                with sync_playwright() as pw:
-                    browser = pw.chromium.launch(
-                        executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
-                    )
-                    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = lambda name: not args.only or name in args.only  # noqa: E731
+    pages = [p for p in PAGES if wanted(p.name)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
+        )
+        if pages or wanted("zones"):
+            with tempfile.TemporaryDirectory(prefix="kanjian-shots-") as tmp:
+                served = S.start_serve(None, S.free_port(), Path(tmp))  # no config: the default
+                try:
+                    if not served.token:
+                        raise SystemExit("the first start printed no screen token")
                     for p in pages:
                         for lang in LANGS:
                             for size in SIZES:
@@ -132,17 +216,17 @@ def main() -> int:
                                 dest = args.out / f"{p.name}-{lang}-{size[0]}x{size[1]}.png"
                                 dest.write_bytes(png)
                                 print(f"wrote {dest} ({len(png) // 1024} KiB)")
-                    browser.close()
-            finally:
-                out = served.stop()
-            if served.proc.returncode not in (0, None):
-                print(out, file=sys.stderr)
-                return 1
-    if not args.only or "trends" in args.only:
-        import subprocess
-
-        trends = [sys.executable, str(REPO / "scripts" / "screenshot_trends.py")]
-        return subprocess.run([*trends, "--out", str(args.out)], check=False).returncode
+                    if wanted("zones"):  # last: its zones change the station's verdicts
+                        data = next(Path(tmp).rglob("kanjian.db")).parent
+                        shoot_zones(browser, served.url, data, args.out)
+                finally:
+                    log = served.stop()
+                if served.proc.returncode not in (0, None):
+                    print(log, file=sys.stderr)
+                    return 1
+        if wanted("trends"):
+            shoot_trends(browser, args.out)
+        browser.close()
     return 0
 
 

@@ -113,3 +113,37 @@ def test_thresholds_change_is_applied_stored_and_audited(env: Env) -> None:
     assert (
         env.sql("SELECT COUNT(*) FROM audit WHERE action = 'thresholds.reset'")[0][0] == resets + 1
     )
+
+
+def test_a_change_made_against_old_thresholds_is_refused(env: Env) -> None:
+    """Two engineers load the rules; the first saves; the second's save, made against what
+    they loaded, is refused with 409 naming who changed them when, and nothing is stored."""
+    eng = env.client("engineer")
+    eng.delete("/api/thresholds")  # station.yaml's in force: set_at null
+    loaded = eng.get("/api/thresholds").json()
+    assert loaded["set_at"] is None
+    first = {"conf": 0.3, "expected_set_at": loaded["set_at"]}
+    r = eng.put("/api/thresholds", json=first)
+    assert r.status_code == 200, r.text
+    now = r.json()
+    assert "expected_set_at" not in now  # a request field, never part of the answer
+    audits = env.sql("SELECT COUNT(*) FROM audit")[0][0]
+    second = eng.put("/api/thresholds", json={"conf": 0.4, "expected_set_at": None})
+    assert second.status_code == 409
+    assert f"by {now['set_by']} at {now['set_at']}" in second.json()["detail"]
+    assert env.sql("SELECT COUNT(*) FROM audit")[0][0] == audits  # refused: not audited
+    assert json.loads(env.sql("SELECT value_json FROM settings")[0][0])["conf"] == 0.3
+    # made against what is in force it goes through; left out, nothing is checked
+    again = eng.put("/api/thresholds", json={"conf": 0.4, "expected_set_at": now["set_at"]})
+    assert again.status_code == 200 and again.json()["conf"] == 0.4
+    assert eng.put("/api/thresholds", json={"conf": 0.45}).status_code == 200
+    # a reset meanwhile is named too (the audit's reset row)
+    stale = eng.get("/api/thresholds").json()["set_at"]
+    eng.delete("/api/thresholds")
+    [(at,)] = env.sql(
+        "SELECT at FROM audit WHERE action = 'thresholds.reset' ORDER BY id DESC LIMIT 1"
+    )
+    r = eng.put("/api/thresholds", json={"conf": 0.5, "expected_set_at": stale})
+    assert r.status_code == 409 and "reset to station.yaml's by test-engineer" in r.json()["detail"]
+    assert at in r.json()["detail"]
+    assert env.sql("SELECT * FROM settings") == []

@@ -7,7 +7,7 @@ shows, in its tables and in the charts Chart.js drew, are SQL's on the same file
 same rows SQL lists; an inspection opens large with its overlay; an engineer's
 answer there is stored; an operator reads only and cannot reach the engineer's
 audit trail. Screenshots of each step go to the test's temp folder
-(``scripts/screenshot_trends.py`` redraws the ones in docs/).
+(``scripts/screenshots.py --only trends`` redraws the ones in docs/).
 """
 
 from __future__ import annotations
@@ -299,8 +299,10 @@ def test_an_engineer_opens_one_large_and_answers_there(web: Web) -> None:
     )[0]
     assert (verdict, answered) == ("FAIL", 0)
     page.wait_for_selector("#detail[data-image=loaded]")
+    # fetched with the page's token (dataset.src: the address asked for, src its blob)
     src, natural = page.evaluate(
-        "() => { const i = document.getElementById('d-image'); return [i.src, i.naturalWidth]; }"
+        "() => { const i = document.getElementById('d-image');"
+        " return [i.dataset.src, i.naturalWidth]; }"
     )
     assert f"/api/inspections/{iid}/image?annotated=true" in src and natural == width
     assert page.get_attribute("#d-verdict", "data-verdict") == "FAIL"
@@ -309,6 +311,7 @@ def test_an_engineer_opens_one_large_and_answers_there(web: Web) -> None:
 
     page.click("#d-buttons [data-kind=not_defect]")
     page.wait_for_selector(f"#d-result[data-kind=not_defect][data-inspection-id='{iid}']")
+    assert page.get_attribute("#d-result", "data-result") == "recorded"  # a first answer
     page.wait_for_selector("#detail[data-state=ready]")
     latest = "SELECT kind, class_name, actor FROM feedback WHERE inspection_id = ? ORDER BY id DESC"
     assert st.sql(latest, (iid,))[0] == ("not_defect", None, "trends-engineer")
@@ -319,6 +322,8 @@ def test_an_engineer_opens_one_large_and_answers_there(web: Web) -> None:
     page.click("#d-buttons [data-kind=wrong_class]")
     page.click("#d-classes [data-class=patches]")
     page.wait_for_selector(f"#d-result[data-kind=wrong_class][data-inspection-id='{iid}']")
+    assert page.get_attribute("#d-result", "data-result") == "changed"  # over the first
+    assert (page.text_content("#d-result") or "").startswith("已更改")
     page.wait_for_selector("#d-audit[data-state=ready]")
     assert st.sql(latest, (iid,))[0] == ("wrong_class", "patches", "trends-engineer")
     assert page.get_attribute("#d-feedback", "data-kind") == "wrong_class"
@@ -344,10 +349,13 @@ def test_an_operator_reads_and_cannot_reach_the_engineers_part(web: Web) -> None
     assert page.is_visible("#d-read-only")
     for hidden in ("#d-answer", "#d-buttons", "#d-engineer", "#d-audit"):
         assert not page.is_visible(hidden), hidden
-    # the page's own session (the operator's cookie) is refused the audit trail
+    # the page's token (the operator's, kept for this tab only) is refused the audit trail
     status = page.evaluate(
-        "async (id) => (await fetch('/api/inspections/' + id + '/audit')).status", iid
+        "async (id) => (await window.KanjianAuth.fetch('/api/inspections/' + id + '/audit'))"
+        ".status",
+        iid,
     )
     assert status == 403
+    assert page.evaluate("() => localStorage.getItem('kanjian.token')") is None
     assert st.sql("SELECT COUNT(*), MAX(id) FROM feedback")[0] == before
     page.context.close()

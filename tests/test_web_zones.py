@@ -6,18 +6,15 @@ is drawn on the live and stored pictures and outlives a restart. An operator can
 Against a running ``kanjian serve`` on the demo (``station/demo/images`` looping, the
 demo bundle), whose frames (416 px) the page shows enlarged: the clicks are mapped
 back to source pixels by the page, and checked here against the same clicks mapped
-independently. Takes a screenshot of the page with the drawn zone (into
-docs/zones.png with KANJIAN_UPDATE_SCREENSHOT=1).
+independently (scripts/screenshots.py draws docs/zones.png).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -27,15 +24,15 @@ import pytest
 
 from kanjian.inference.zone_drawing import ROI_BGR
 from tests.support import api as S
+from tests.support import web as W
 from tests.support import zone_oracle as O
-from tests.support.station_config import station_config, write_config
 from tests.support.zone_oracle import Pt
 
-FAIL_AT, REVIEW_AT = 0.1, 0.05  # the demo's images then give PASS, REVIEW and FAIL
+#: the screen station's rules (tests/support/web.py): the demo gives PASS, REVIEW and FAIL
+FAIL_AT = W.RULES["default"]["fail_confidence"]
+REVIEW_AT = W.RULES["default"]["review_confidence"]
 #: where the test clicks, as fractions of the shown picture: a pentagon in the top left
 CLICKS = [(0.05, 0.05), (0.42, 0.07), (0.40, 0.36), (0.07, 0.33), (0.03, 0.18)]
-#: the docs' picture of the page; a plain run writes to a temp file instead
-SCREENSHOT = S.REPO / "docs" / "zones.png"
 DELETED = 4  # then removes the last point ...
 MOVED, MOVED_TO = 2, (0.45, 0.40)  # ... and drags the third one
 IGNORE = [(0.15, 0.12), (0.30, 0.14), (0.20, 0.28)]  # then an ignore zone inside
@@ -46,17 +43,22 @@ if S.CHROMIUM is None:  # pragma: no cover - CI installs it
 
 @dataclass
 class Site:
-    tmp: Path
-    config: Path
-    port: int
-    served: Any
+    """The screen's test station (tests/support/web.py) and an engineer's token."""
+
+    screen: W.Screen
     engineer: str
-    operator: str
-    page: Any
 
     @property
-    def db(self) -> Path:
-        return self.tmp / "data" / "kanjian.db"
+    def served(self) -> Any:
+        return self.screen.served
+
+    @property
+    def operator(self) -> str:
+        return self.screen.token
+
+    @property
+    def page(self) -> Any:
+        return self.screen.page
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(
@@ -64,44 +66,14 @@ class Site:
         )
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return S.sql(self.db, query, args)
+        return self.screen.sql(query, args)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from playwright.sync_api import sync_playwright
-
-    from kanjian.station.config import DEMO_IMAGES, DEMO_MODEL
-
     tmp = tmp_path_factory.mktemp("zones")
-    port = S.free_port()
-    rules = {"default": {"fail_confidence": FAIL_AT, "review_confidence": REVIEW_AT}}
-    config = write_config(
-        tmp / "station.yaml",
-        station_config(
-            tmp / "data",
-            bundle=DEMO_MODEL,
-            images=DEMO_IMAGES,
-            camera={"loop": True},
-            rules=rules,
-            api={"port": port},
-        ),
-    )
-    served = S.start_serve(config, port, tmp)
-    assert served.token, "the first start prints a screen (operator) token"
-    engineer = S.make_token(tmp / "data", "engineer", "zone-engineer")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=S.CHROMIUM, args=S.CHROMIUM_ARGS, headless=True
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-        page.set_default_timeout(30_000)
-        s = Site(tmp, config, port, served, engineer, served.token, page)
-        try:
-            yield s
-        finally:
-            browser.close()
-            print(s.served.stop())
+    with W.screen_station(tmp) as screen:
+        yield Site(screen, S.make_token(tmp / "data", "engineer", "zone-engineer"))
 
 
 def _open(site: Site, token: str) -> Any:
@@ -152,9 +124,7 @@ def _click(page: Any, box: dict[str, float], fx: float, fy: float) -> tuple[floa
     return x, y
 
 
-def test_an_engineer_draws_a_zone_and_it_is_saved_in_source_pixels(
-    site: Site, tmp_path: Path
-) -> None:
+def test_an_engineer_draws_a_zone_and_it_is_saved_in_source_pixels(site: Site) -> None:
     page = _open(site, site.engineer)
     with site.client(site.engineer) as c:
         r = c.get("/api/live/frame.jpg")
@@ -187,10 +157,9 @@ def test_an_engineer_draws_a_zone_and_it_is_saved_in_source_pixels(
     page.wait_for_selector("#zone-list li.ignore")
     page.click("#save")
     page.wait_for_selector("body[data-saved]")
-    page.click("#lang")  # in English: the docs' picture reads on machines without CJK fonts
+    page.click("#lang")  # the language switch re-words the page, the zones stay
     assert page.text_content("#save") == "Save"
-    update = os.environ.get("KANJIAN_UPDATE_SCREENSHOT") == "1"
-    page.screenshot(path=str(SCREENSHOT if update else tmp_path / "zones.png"))
+    assert page.locator("#shapes polygon.zone").count() == 2
     page.click("#lang")
 
     want = [source(*p) for p in clicked]
@@ -328,7 +297,7 @@ def test_zones_outlive_a_restart(site: Site) -> None:
         before = c.get("/api/thresholds").json()
     out = site.served.stop()
     assert site.served.proc.returncode == 0, out
-    site.served = S.start_serve(site.config, site.port, site.tmp)
+    site.screen.restart()
     with site.client(site.engineer) as c:
         after = c.get("/api/thresholds").json()
     assert after == before and after["rules"]["zones"][0]["name"] == "part"
@@ -336,3 +305,108 @@ def test_zones_outlive_a_restart(site: Site) -> None:
     assert page.locator("#zone-list li.roi .zone-name").input_value() == "part"
     assert page.locator("#shapes polygon.zone.roi").count() == 1
     assert page.locator("#shapes polygon.zone.ignore").count() == 1
+
+
+def test_a_save_against_rules_changed_meanwhile_is_refused_by_the_server(site: Site) -> None:
+    """The page loads the rules; someone else changes them; the page's save is refused by
+    the server (409) with who changed them when, and what they set stays."""
+    page = _open(site, site.engineer)
+    other = S.make_token(site.screen.site / "data", "engineer", "other-engineer")
+    with site.client(other) as c:
+        now = c.get("/api/thresholds").json()
+        body = {k: now[k] for k in ("conf", "iou", "max_det", "rules")}
+        r = c.put("/api/thresholds", json={**body, "expected_set_at": now["set_at"]})
+        assert r.status_code == 200, r.text
+        theirs = r.json()
+    before = _settings_and_audit(site)
+    page.fill("#roi-share", "61")
+    page.click("#save")
+    page.wait_for_function(
+        "() => document.getElementById('save-msg').textContent.includes('other-engineer')"
+    )
+    msg = page.text_content("#save-msg") or ""
+    assert "规则在你打开本页后已被修改" in msg and theirs["set_at"] in msg
+    assert page.get_attribute("body", "data-saved") != theirs["set_at"]
+    assert _settings_and_audit(site) == before  # nothing stored, nothing audited
+    with site.client(other) as c:
+        assert c.get("/api/thresholds").json() == theirs
+
+
+def test_an_engineer_on_the_pages_leaves_the_screens_operator_token(site: Site) -> None:
+    """On the line PC: the screen runs with its operator token; an engineer logs into
+    /history in another tab (by the form and by a #token= link). The engineer's token is
+    kept for that tab only: localStorage `kanjian.token` and the screen's cookie stay the
+    operator's, and an answer given on the screen afterwards is recorded under the
+    operator."""
+    # one browser profile, as on the line PC: the screen and the pages share its storage
+    ctx = site.screen.browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    ctx.set_default_timeout(30_000)
+    page = ctx.new_page()
+    page.goto(f"{site.served.url}/#token={site.operator}")
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    stored = (
+        "() => [localStorage.getItem('kanjian.token'), "
+        "sessionStorage.getItem('kanjian.page_token')]"
+    )
+    assert page.evaluate(stored) == [site.operator, None]
+    with site.client(site.operator) as c:
+        operator = c.get("/api/whoami").json()["name"]
+
+    tab = ctx.new_page()
+    tab.goto(f"{site.served.url}/history")
+    tab.wait_for_selector("#list-state[data-state=ready]")
+    assert tab.get_attribute("body", "data-role") == "operator"  # reads with the screen's token
+    tab.click("#logout")  # "log in" while the page has no token of its own
+    tab.fill("#login-token", "kj_00000000_wrong")
+    tab.click("#login-form button[type=submit]")
+    tab.wait_for_function("() => document.getElementById('login-error').textContent !== ''")
+    tab.fill("#login-token", site.engineer)
+    tab.click("#login-form button[type=submit]")
+    tab.wait_for_selector("body[data-role=engineer]")
+    assert tab.evaluate(stored) == [site.operator, site.engineer]
+    assert tab.get_attribute("#logout", "data-login") == "logout"
+    link = ctx.new_page()
+    link.goto(f"{site.served.url}/shift#token={site.engineer}")
+    link.wait_for_selector("body[data-role=engineer]")
+    assert link.evaluate(stored) == [site.operator, site.engineer]
+    # the cookie (what the screen's live view and events read with) is still the operator's
+    whoami = "async () => (await (await fetch('/api/whoami')).json()).role"
+    assert link.evaluate(whoami) == "operator"
+    link.close()
+
+    # an answer on the screen is the operator's
+    page.bring_to_front()
+    page.reload()
+    page.wait_for_selector("#badge-conn[data-state=connected]")
+    assert page.evaluate(stored)[0] == site.operator
+    page.wait_for_selector("#thumbs .thumb")
+    page.dispatch_event("#thumbs", "pointerdown")  # a finger on the strip holds it still
+    page.locator("#thumbs .thumb").first.click()
+    iid = page.get_attribute("#thumbs .thumb.selected", "data-inspection-id")
+    page.click("#fb-confirm")
+    page.wait_for_selector(f"#fb-result[data-inspection-id='{iid}']")
+    rows = site.sql(
+        "SELECT actor FROM feedback WHERE inspection_id = ? ORDER BY id DESC LIMIT 1", (iid,)
+    )
+    assert rows == [(operator,)]
+    page.click("#back-live")
+
+    # the history's detail says the reason as the screen does: where on the part in words
+    tab.goto(f"{site.served.url}/history?verdict=FAIL")
+    tab.wait_for_selector("#list-state[data-state=ready]")
+    iid = tab.get_attribute("#rows tr", "data-inspection-id")
+    tab.click("#rows tr")
+    tab.wait_for_selector(f"#detail[data-state=ready][data-inspection-id='{iid}']")
+    with site.client(site.engineer) as c:
+        rec = c.get(f"/api/inspections/{iid}").json()
+    assert rec["reason_code"] == "defect_fail" and rec["reason_params"]["where"]
+    where = tab.evaluate("w => window.KANJIAN_I18N.zh.where[w]", rec["reason_params"]["where"])
+    reason = tab.text_content("#d-reason") or ""
+    assert where and where in reason and reason != rec["reason"], (reason, rec["reason"])
+    tab.click("#d-close")
+
+    # the engineer logs out of the tab: its token goes, the screen's stays
+    tab.click("#logout")
+    tab.wait_for_selector("body[data-role=operator]")
+    assert tab.evaluate(stored) == [site.operator, None]
+    ctx.close()

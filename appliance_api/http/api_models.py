@@ -364,6 +364,17 @@ class ThresholdsBody(BaseModel):
     rules: VerdictRules | None = Field(None, description="null: the bundle's default rules")
 
 
+class ThresholdsPut(ThresholdsBody):
+    """A change of thresholds and rules, optionally made against the ones loaded."""
+
+    expected_set_at: str | None = Field(
+        None,
+        description="the set_at of the thresholds this change was made against (null: "
+        "station.yaml's, no override). When sent, the change is refused with 409 if the "
+        "ones in force were changed since; when left out, it is applied whatever changed",
+    )
+
+
 class BundleDefaults(BaseModel):
     """What ``null`` means: the running model bundle's own thresholds and rules."""
 

@@ -189,7 +189,7 @@ def seq_bounds(db: sqlite_utils.Database, f: ListFilter) -> ListFilter:
     lo: int | None = None
     hi: int | None = None
     if f.since is not None or f.until is not None:
-        pad = timedelta(seconds=captured_order.bound_s(_captured_order(db)))
+        pad = timedelta(seconds=captured_order.bound_s(refreshed_order(db)))
         if f.until is not None:
             row = db.execute(
                 "SELECT seq FROM inspections WHERE captured_at >= ? ORDER BY captured_at LIMIT 1",
@@ -215,12 +215,15 @@ def seq_bounds(db: sqlite_utils.Database, f: ListFilter) -> ListFilter:
     return replace(f, seq_lo=lo, seq_hi=hi)
 
 
-#: new rows :func:`_captured_order` reads before it stores how far it got
+#: new rows :func:`refreshed_order` reads before it stores how far it got
 PERSIST_ROWS = 1_000
 
 
-def _captured_order(db: sqlite_utils.Database) -> captured_order.CapturedOrder:
-    """The time disorder up to the newest row; stored again once it moved on enough."""
+def refreshed_order(db: sqlite_utils.Database) -> captured_order.CapturedOrder:
+    """The time disorder up to the newest row; stored again once it moved on enough.
+
+    Public: the trends (:mod:`trends`) carry the same stored bound forward before
+    their read transaction."""
     old = captured_order.load(db.conn)
     new = captured_order.extend(db.conn, old)
     if new.up_to_seq - old.up_to_seq >= PERSIST_ROWS or new.up_to_seq < old.up_to_seq:

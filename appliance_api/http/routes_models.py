@@ -14,8 +14,8 @@ from kanjian.appliance_api.http.api_models import (
     ErrorOut,
     ModelEntryOut,
     ModelListOut,
-    ThresholdsBody,
     ThresholdsOut,
+    ThresholdsPut,
     UploadOut,
 )
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
@@ -25,6 +25,7 @@ from kanjian.station.ruleset import RulesError
 from kanjian.station.state.archive import ArchiveRejected
 from kanjian.station.state.audit import Actor
 from kanjian.station.state.models import INCOMING_DIR, ModelEntry, RegistryError
+from kanjian.station.state.rules import Expected, RulesChanged
 
 router = APIRouter(tags=["models"])
 _ERR: dict[int | str, dict[str, Any]] = {
@@ -207,18 +208,33 @@ def get_thresholds(state: State, _: Reader) -> ThresholdsOut:
     return thr.describe(state.kept.rules.in_force(), state.station.inspector.model)
 
 
-@router.put("/api/thresholds", tags=["config"], responses=_ERR)
-def put_thresholds(state: State, who: Engineer, body: ThresholdsBody) -> ThresholdsOut:
+@router.put(
+    "/api/thresholds",
+    tags=["config"],
+    responses={
+        **_ERR,
+        409: {"model": ErrorOut, "description": "changed since expected_set_at: by whom, when"},
+        422: {"model": ErrorOut, "description": "a rule names a class the model does not have"},
+    },
+)
+def put_thresholds(state: State, who: Engineer, body: ThresholdsPut) -> ThresholdsOut:
     """Change thresholds and rules from the next frame on.
 
     Kept in the station's database and applied again after a restart, over
     station.yaml's values, until ``DELETE /api/thresholds``; station.yaml is
-    not rewritten.
+    not rewritten. With ``expected_set_at`` (the ``set_at`` a client loaded) a
+    change made by someone else since is not overwritten: 409 names who and when.
     """
+    # sent as null means "station.yaml's were in force"; left out means "do not check"
+    expected = (
+        Expected(body.expected_set_at) if "expected_set_at" in body.model_fields_set else None
+    )
     try:
-        rs = state.kept.rules.set(thr.to_ruleset(body), who.actor())
+        rs = state.kept.rules.set(thr.to_ruleset(body), who.actor(), expected)
     except RulesError as e:  # a misspelt class would silently fall back to the default rule
         raise HTTPException(422, str(e)) from e
+    except RulesChanged as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
     return thr.describe(rs, state.station.inspector.model)
 
 

@@ -33,7 +33,7 @@ from itertools import pairwise
 
 import sqlite_utils
 
-from kanjian.appliance_api.http.list_query import _captured_order
+from kanjian.appliance_api.http.list_query import refreshed_order
 from kanjian.appliance_api.http.shifts import shift_windows
 from kanjian.inference.types import Verdict
 from kanjian.station import captured_order
@@ -371,7 +371,7 @@ def window_seqs(db: sqlite_utils.Database, w: Window) -> SeqRanges:
 def refresh_order(db: sqlite_utils.Database) -> None:
     """Store the time-disorder bound carried to the newest row (outside a transaction),
     so that :func:`window_seqs` only reads the rows committed after this."""
-    _captured_order(db)
+    refreshed_order(db)
 
 
 # -- classes (Pareto) ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kanjian.inference.verdict import unknown_classes
@@ -27,10 +28,37 @@ from kanjian.station.state.audit import Actor, now_iso, write_audit
 from kanjian.station.state.db import ConnectionPool, stored_override, write_tx
 
 if TYPE_CHECKING:
+    import sqlite_utils
+
     from kanjian.station.inspector import Inspector
 
 log = logging.getLogger(__name__)
 KEY = "thresholds"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a change was made against: the ``set_at`` of the rules the client loaded
+    (``None``: station.yaml's, no override), so a change made meanwhile is not overwritten."""
+
+    set_at: str | None
+
+
+class RulesChanged(RuntimeError):
+    """The rules in force are not the ones the change was made against.
+
+    Attributes:
+        now: the rules in force.
+        by, at: who changed them and when (the newest ``thresholds.*`` audit row), when known.
+    """
+
+    def __init__(self, now: RuleSet, by: str | None, at: str | None) -> None:
+        self.now, self.by, self.at = now, by, at
+        what = "set through the API" if now.origin == "api" else "reset to station.yaml's"
+        super().__init__(
+            f"the rules were changed after you loaded them: {what} by {by or '?'} at "
+            f"{at or '?'}; load them again (GET /api/thresholds) and redo your change"
+        )
 
 
 class RulesKeeper:
@@ -52,11 +80,15 @@ class RulesKeeper:
         """What the inspector judges the next frame with."""
         return self.inspector.ruleset
 
-    def set(self, new: RuleSet, actor: Actor) -> RuleSet:
+    def set(self, new: RuleSet, actor: Actor, expected: Expected | None = None) -> RuleSet:
         """Make ``new``'s values judge from the next frame on and keep them over restarts.
+
+        ``expected``: refuse when the rules in force were set at another time (checked
+        under the same lock as the write, so two editors cannot both pass it).
 
         Raises:
             RulesError: the rules name a class the running model does not have.
+            RulesChanged: ``expected`` is not what is in force.
         """
         names = self.inspector.model.info.class_names
         missing = unknown_classes(new.rules, names)
@@ -71,6 +103,8 @@ class RulesKeeper:
             db = self.pool.get()
             with write_tx(db):
                 old = self.inspector.ruleset
+                if expected is not None and old.set_at != expected.set_at:
+                    raise RulesChanged(old, *_last_change(db, old))
                 write_audit(db, actor, "thresholds.set", None,
                             {"old": old.values(), "new": stored.model_dump(mode="json")})  # fmt: skip
                 db.execute(
@@ -126,6 +160,16 @@ class RulesKeeper:
             rs.set_at, rs.set_by, json.dumps(rs.values(), sort_keys=True),
         )  # fmt: skip
         return rs
+
+
+def _last_change(db: sqlite_utils.Database, now: RuleSet) -> tuple[str | None, str | None]:
+    """Who changed the rules last and when: the override's own row, else the newest reset."""
+    if now.origin == "api":
+        return now.set_by, now.set_at
+    row = db.execute(
+        "SELECT actor, at FROM audit WHERE action = 'thresholds.reset' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return (str(row[0]), str(row[1])) if row else (None, None)
 
 
 def _ruleset(s: StoredRules, origin: Origin, at: str | None, by: str | None) -> RuleSet:

@@ -11,7 +11,9 @@
   const SILENCE_MS = 12000; // the server sends a status event every 5 s
 
   let lang = localStorage.getItem("kanjian.lang") || "zh";
-  let token = localStorage.getItem("kanjian.token");
+  // login and token: auth.js (the screen keeps its operator token in localStorage)
+  const Auth = window.KanjianAuth;
+  Auth.init("screen", lang);
   let es = null;
   let connected = false;
   let lastEventAt = 0;
@@ -105,8 +107,7 @@
   }
 
   async function api(path, method, body) {
-    const init = { method: method || "GET", cache: "no-store", headers: {} };
-    if (token) init.headers.Authorization = "Bearer " + token;
+    const init = { method: method || "GET", cache: "no-store", headers: Auth.headers() };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -139,6 +140,7 @@
     });
     $("live").alt = t("live_view");
     $("lang").textContent = lang === "zh" ? "EN" : "中文";
+    Auth.setLang(lang);
     renderConnection();
     renderStatus();
     renderShift();
@@ -151,34 +153,9 @@
     applyLang();
   });
 
-  // -- auth -----------------------------------------------------------------------------
-  function adoptTokenFromUrl() {
-    const m = location.hash.match(/token=([^&]+)/);
-    if (m) {
-      token = decodeURIComponent(m[1]);
-      localStorage.setItem("kanjian.token", token);
-      history.replaceState(null, "", location.pathname + location.search);
-    }
-  }
-
-  function showLogin(message) {
-    $("login").hidden = false;
-    $("login-error").textContent = message || "";
-    $("login-token").focus();
-  }
-
-  $("login-form").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    token = $("login-token").value.trim();
-    const r = await api("/api/session", "POST", { token });
-    if (r && r.status === 204) {
-      localStorage.setItem("kanjian.token", token);
-      $("login").hidden = true;
-      connect();
-    } else {
-      showLogin(t("bad_token"));
-    }
-  });
+  // -- auth: auth.js's dialog; a token it accepted opens the session, then connect -------
+  const showLogin = (errorKey) => Auth.showLogin(errorKey);
+  Auth.onLogin(() => connect());
 
   // -- connection -----------------------------------------------------------------------
   function setConnected(on) {
@@ -212,21 +189,11 @@
 
   async function connect() {
     try {
-      if (token) {
-        const r = await fetch("/api/session", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ token }),
-        });
-        if (r.status === 401) {
-          localStorage.removeItem("kanjian.token");
-          token = null;
-        }
-      }
-      const who = await (await fetch("/api/whoami", { cache: "no-store" })).json();
+      const accepted = await Auth.openSession();
+      const who = await Auth.whoami();
       if (!who.authenticated && !who.open_reads) {
         setConnected(false);
-        showLogin(token ? t("bad_token") : "");
+        showLogin(accepted ? "" : "bad_token");
         return;
       }
       const r = await api("/api/screen");
@@ -334,7 +301,6 @@
   }
 
   // -- start ----------------------------------------------------------------------------
-  adoptTokenFromUrl();
   applyLang();
   connect();
 })();

@@ -11,6 +11,9 @@
   const KJ = window.KJ;
   const { $, t, el } = KJ;
   const LIMIT = 50;
+  // list thumbnails are drawn by the server this small (shown at 56 px, sharp at 2x):
+  // a page of 50 costs 50 small pictures, not 50 full-size ones
+  const THUMB_SIDE = 112;
 
   let filters = readUrl();
   let pages = [null]; // pages[k]: the `before` of page k (null: the newest)
@@ -137,15 +140,15 @@
 
   function renderRows() {
     const body = $("rows");
+    // the thumbnails' object URLs go back to the browser with their rows
+    body.querySelectorAll("img").forEach((i) => i.src.startsWith("blob:") && URL.revokeObjectURL(i.src));
     body.textContent = "";
     for (const r of items) {
-      const thumb = r.has_image
-        ? el("img", {
-            alt: "",
-            loading: "lazy",
-            src: `/api/inspections/${r.id}/image?annotated=true&max_side=96`,
-          })
-        : "";
+      let thumb = "";
+      if (r.has_image) {
+        thumb = el("img", { alt: "" });
+        KJ.picture(thumb, `/api/inspections/${r.id}/image?annotated=true&max_side=${THUMB_SIDE}`);
+      }
       const tr = el(
         "tr",
         {
@@ -220,10 +223,11 @@
       };
       dlg.dataset.image = "loading";
       img.dataset.inspectionId = id;
-      img.src = `/api/inspections/${id}/image?annotated=true&max_side=1280`;
+      KJ.picture(img, `/api/inspections/${id}/image?annotated=true&max_side=1280`);
     } else {
       img.hidden = true;
       img.removeAttribute("src");
+      delete img.dataset.src; // a picture still on its way is not shown
       delete img.dataset.inspectionId;
       dlg.dataset.image = "none";
       $("d-no-image").hidden = false;
@@ -242,9 +246,8 @@
     $("d-id").textContent = rec.id.slice(0, 8);
     $("d-id").title = rec.id;
     $("d-time").textContent = KJ.localTime(rec.captured_at);
-    $("d-reason").textContent = rec.top_class
-      ? `${KJ.className(rec.top_class)} ${rec.top_confidence.toFixed(2)}`
-      : rec.reason || "";
+    // as the screen says it: class, confidence, where on the part and its size
+    $("d-reason").textContent = KJ.reasonText(rec);
     $("d-reason").title = rec.reason || ""; // the stored English sentence
     const dets = $("d-detections");
     dets.textContent = "";
@@ -322,11 +325,15 @@
     }
     const out = $("d-result");
     $("d-classes").hidden = true;
-    if (r && r.ok) {
+    const saved = r && r.ok ? await r.json().catch(() => ({})) : null;
+    if (saved) {
+      // a first answer is recorded; one over an earlier answer changed it (audited so)
+      const word = saved.replaces ? "changed" : "recorded";
       out.className = "ok";
       out.dataset.inspectionId = id;
       out.dataset.kind = kind;
-      out.textContent = `${t("recorded")}: ${t(kind)}${klass ? " → " + KJ.className(klass) : ""}`;
+      out.dataset.result = word;
+      out.textContent = `${t(word)}: ${t(kind)}${klass ? " → " + KJ.className(klass) : ""}`;
       await openDetail(id); // the stored answer, its history and audit
       const row = document.querySelector(`#rows tr[data-inspection-id="${id}"]`);
       if (row && open) {
@@ -338,6 +345,7 @@
     } else {
       out.className = "bad";
       delete out.dataset.kind;
+      delete out.dataset.result;
       out.textContent = r && r.status === 403 ? t("no_role") : t("failed");
     }
   }

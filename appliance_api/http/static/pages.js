@@ -1,22 +1,31 @@
-// What the history and shift pages share: language, login (the screen's token in
-// localStorage, a session cookie for GETs, the bearer token for changes), who is asking,
-// the model's class display names, and small formatting helpers. Plain JS, no build step.
+// What the engineer's pages (/history, /shift, /zones) share: language (their table,
+// i18n-pages.js, then the screen's, i18n.js), login through auth.js (a token of the
+// page's own in sessionStorage, else the screen's; always sent as the bearer token,
+// pictures fetched with it too), who is asking, the model's class display names, the
+// reason sentence as the screen says it, and small formatting helpers. Plain JS.
 "use strict";
 
 (() => {
   const I18N = window.KANJIAN_PAGES_I18N;
+  const SCREEN = window.KANJIAN_I18N; // the words the screen and the pages share
+  const Auth = window.KanjianAuth;
   const $ = (id) => document.getElementById(id);
   const KJ = {
     lang: localStorage.getItem("kanjian.lang") || "zh",
-    token: localStorage.getItem("kanjian.token"),
     who: null, // GET /api/whoami
     status: null, // GET /api/status (model class names, display names)
     onLang: [],
   };
 
   KJ.$ = $;
+  const word = (table, lang, key) => {
+    const v = table && table[lang] && table[lang][key];
+    return typeof v === "string" ? v : null;
+  };
   KJ.t = (key, params) => {
-    let s = (I18N[KJ.lang] && I18N[KJ.lang][key]) || I18N.en[key] || key;
+    let s =
+      word(I18N, KJ.lang, key) || word(SCREEN, KJ.lang, key) ||
+      word(I18N, "en", key) || word(SCREEN, "en", key) || key;
     for (const [k, v] of Object.entries(params || {})) s = s.replace(`{${k}}`, v);
     return s;
   };
@@ -27,6 +36,32 @@
     if (name === null || name === undefined || name === "") return KJ.t("none_class");
     const names = KJ.status && KJ.status.model && KJ.status.model.display_names;
     return (names && names[KJ.lang] && names[KJ.lang][name]) || name;
+  };
+
+  // The reason in the page's language from its code and parameters, as the screen says it
+  // (i18n.js's `reasons` and `where`): class, confidence, where on the part and its size
+  // in mm when the station gives them; the stored English sentence for an unknown code.
+  KJ.reasonText = (insp) => {
+    const words = SCREEN && SCREEN[KJ.lang];
+    const make = insp.reason_code && words && (words.reasons || {})[insp.reason_code];
+    if (!make) return insp.reason || "";
+    const p = insp.reason_params || {};
+    try {
+      const where = p.where && words.where && words.where[p.where];
+      const size =
+        Array.isArray(p.size_mm) && p.size_mm.length === 2
+          ? p.size_mm.map((v) => Number(v).toFixed(1)).join(" × ") + " mm"
+          : "";
+      const box = Array.isArray(p.box) ? `[${p.box.map((v) => Math.round(v)).join(",")}]` : "";
+      return make({
+        ...p,
+        class: p.class === undefined ? undefined : KJ.className(p.class),
+        confidence: typeof p.confidence === "number" ? p.confidence.toFixed(2) : p.confidence,
+        place: where ? where + (size ? (KJ.lang === "zh" ? "，约 " : ", ") + size : "") : box,
+      });
+    } catch (e) {
+      return insp.reason || "";
+    }
   };
 
   KJ.isEngineer = () => !!(KJ.who && (KJ.who.role === "engineer" || KJ.who.role === "admin"));
@@ -65,7 +100,7 @@
   };
 
   KJ.get = async (path) => {
-    const r = await fetch(path, { cache: "no-store" });
+    const r = await Auth.fetch(path);
     if (!r.ok) {
       let detail = r.statusText;
       try {
@@ -81,12 +116,40 @@
   };
 
   // a change: only the bearer token carries one (the cookie is honoured for GETs only)
-  KJ.post = (path, body) =>
-    fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: "Bearer " + KJ.token },
+  KJ.send = (method, path, body) =>
+    Auth.fetch(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
+  KJ.post = (path, body) => KJ.send("POST", path, body);
+
+  // A picture fetched with the page's token (an <img src> would carry only the screen's
+  // cookie) as an object URL; null when it could not be had. `img.dataset.src` keeps the
+  // address asked for. The URL before is given back to the browser.
+  KJ.picture = async (img, path) => {
+    img.dataset.src = path;
+    let r = null;
+    try {
+      r = await Auth.fetch(path);
+    } catch (e) {
+      r = null;
+    }
+    if (img.dataset.src !== path) return false; // another picture was asked meanwhile
+    if (!r || !r.ok) {
+      img.dispatchEvent(new Event("error"));
+      return false;
+    }
+    const url = URL.createObjectURL(await r.blob());
+    if (img.dataset.src !== path) {
+      URL.revokeObjectURL(url);
+      return false;
+    }
+    const old = img.src;
+    img.src = url;
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    return true;
+  };
 
   function applyLang() {
     document.documentElement.lang = KJ.lang === "zh" ? "zh-CN" : "en";
@@ -94,6 +157,7 @@
       e.textContent = KJ.t(e.dataset.i18n);
     });
     $("lang").textContent = KJ.t("lang");
+    Auth.setLang(KJ.lang);
     renderWho();
     for (const f of KJ.onLang) f();
   }
@@ -110,66 +174,42 @@
     b.textContent = `${KJ.who.name || ""} · ${KJ.t("role_" + role)}`;
   }
 
-  async function openSession() {
-    if (!KJ.token) return;
-    const r = await fetch("/api/session", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token: KJ.token }),
-    });
-    if (r.status === 401) {
-      localStorage.removeItem("kanjian.token");
-      KJ.token = null;
-    }
-  }
-
-  function showLogin(message) {
-    $("login").hidden = false;
-    $("login-error").textContent = message || "";
-    $("login-token").focus();
-  }
-
-  // Logs in (token from #token=, localStorage or the form), then calls ready() once
+  // Logs in (a token from #token=, this tab's, the screen's, or the form), then calls
+  // ready() once
   KJ.start = (ready) => {
-    const m = location.hash.match(/token=([^&]+)/);
-    if (m) {
-      KJ.token = decodeURIComponent(m[1]);
-      localStorage.setItem("kanjian.token", KJ.token);
-      history.replaceState(null, "", location.pathname + location.search);
-    }
+    Auth.init("page", KJ.lang);
     $("lang").addEventListener("click", () => {
       KJ.lang = KJ.lang === "zh" ? "en" : "zh";
       localStorage.setItem("kanjian.lang", KJ.lang);
       applyLang();
     });
-    $("login-form").addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      KJ.token = $("login-token").value.trim();
-      localStorage.setItem("kanjian.token", KJ.token);
-      await begin();
-    });
-    const logout = $("logout");
-    if (logout)
-      logout.addEventListener("click", async () => {
-        await fetch("/api/session", { method: "DELETE" }).catch(() => null);
-        localStorage.removeItem("kanjian.token");
-        KJ.token = null;
-        location.reload();
-      });
     let started = false;
+    // another token on a page already showing: what it may see changed, start afresh
+    Auth.onLogin(() => (started ? location.reload() : begin()));
+    // #logout: "log out" of the page's own token (the screen's stays), else "log in"
+    const account = $("logout");
+    const renderAccount = () => {
+      if (!account) return;
+      account.dataset.login = Auth.ownToken() ? "logout" : "login";
+      account.textContent = Auth.t(account.dataset.login);
+    };
+    if (account)
+      account.addEventListener("click", () =>
+        Auth.ownToken() ? Auth.logout() : Auth.showLogin(""),
+      );
     async function begin() {
       try {
-        await openSession();
-        KJ.who = await KJ.get("/api/whoami");
+        KJ.who = await Auth.whoami();
       } catch (e) {
-        showLogin(KJ.t("load_failed"));
+        Auth.showLogin("load_failed");
         return;
       }
+      renderAccount();
       if (!KJ.who.authenticated && !KJ.who.open_reads) {
-        showLogin(KJ.token ? KJ.t("bad_token") : "");
+        Auth.showLogin(Auth.refused ? "bad_token" : "");
         return;
       }
-      $("login").hidden = true;
+      Auth.hideLogin();
       document.body.dataset.role = KJ.who.role || "anonymous";
       try {
         KJ.status = await KJ.get("/api/status");
