@@ -246,3 +246,40 @@ def test_another_token_agreeing_is_recorded_and_undo_is_per_token(env: Env) -> N
     assert late_again.status_code == 200
     assert late_again.json()["undo_until"] is None and late_again.json()["undo_s_left"] is None
     assert len(_rows(env, iid)) == 2
+
+
+def test_picture_labels_are_in_the_screens_language(env: Env) -> None:
+    # the screen asks for its own language (?lang=): the labels are the model's display
+    # names in it, from memory or the saved image alike
+    iid, sha, cls = env.sql(
+        "SELECT i.id, i.model_sha256, d.class_name FROM inspections i "
+        "JOIN detections d ON d.inspection_id = i.id "
+        "WHERE i.verdict = 'FAIL' AND i.image_path IS NOT NULL LIMIT 1"
+    )[0]
+    eng = env.client("engineer")
+    names = {"zh": {cls: "测试缺陷"}, "en": {cls: "test defect"}}
+    r = eng.put(f"/api/models/{sha}/display-names", json={"display_names": names})
+    assert r.status_code == 200, r.text
+    hub = env.state.hub
+    kept = hub.pictures
+    hub.pictures = PictureCache(hub.draw, encode_jpeg, variant=hub.label_names)
+    try:
+        c = env.client("operator")
+        side = env.state.cfg.live_max_side
+        got = {}
+        for lang in ("zh", "en"):
+            r = c.get(f"/api/screen/picture/{iid}", params={"lang": lang})
+            assert r.status_code == 200 and r.headers["x-picture-source"] == "saved"
+            got[lang] = r.content
+            want = c.get(
+                f"/api/inspections/{iid}/image",
+                params={"annotated": True, "max_side": side, "lang": lang},
+            )
+            assert want.content == r.content
+        assert got["zh"] != got["en"]
+        default = c.get(f"/api/screen/picture/{iid}").content
+        assert default == got[env.state.cfg.language]
+        assert c.get(f"/api/screen/picture/{iid}", params={"lang": "de"}).status_code == 422
+    finally:
+        hub.pictures = kept
+        assert eng.delete(f"/api/models/{sha}/display-names").status_code == 200

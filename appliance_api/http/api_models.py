@@ -15,6 +15,8 @@ else:  # the names of kanjian.inference.types.Verdict, as plain strings
     VerdictName = verdict_names()
 FeedbackKind = Literal["confirm_defect", "not_defect", "wrong_class"]
 RoleName = Literal["operator", "engineer", "admin"]
+#: a picture's labels' language (``?lang=``; the screen asks for its own)
+LabelLang = Literal["zh", "en"]
 
 _IN = ConfigDict(extra="forbid")
 

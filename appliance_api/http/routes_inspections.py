@@ -25,6 +25,7 @@ from kanjian.appliance_api.http.api_models import (
     InspectionDetailOut,
     InspectionOut,
     InspectionPage,
+    LabelLang,
     ModelRefOut,
     VerdictName,
 )
@@ -196,10 +197,14 @@ async def get_image(
     inspection_id: uuid.UUID,
     annotated: Annotated[bool, Query(description="draw boxes, labels and verdict")] = False,
     max_side: Annotated[int | None, Query(ge=32, le=8192, description="shrink to fit, px")] = None,
+    lang: Annotated[
+        LabelLang | None, Query(description="labels' language; default api.language")
+    ] = None,
 ) -> Response:
     """The saved frame (only verdicts in ``store.save_images`` are saved) as JPEG.
 
-    ``annotated`` draws the detections the verdict rules in force count.
+    ``annotated`` draws the detections the verdict rules in force count, labelled with
+    the model's display names in ``lang``.
     """
 
     def work() -> bytes:
@@ -230,7 +235,7 @@ async def get_image(
         boxes = []
         if annotated:
             keep = rules_keep(state.station.inspector.rules_in_force())
-            names = state.kept.names.for_language(rec.model_sha256, state.cfg.language)
+            names = state.kept.names.for_language(rec.model_sha256, lang or state.cfg.language)
             for d in rec.detections:
                 if keep(d.class_name, d.confidence):
                     label = box_label(d.class_name, d.confidence, names)
@@ -338,21 +343,21 @@ def post_feedback(
     }
     with write_tx(db):  # the previous answer is read under the write lock: no race
         prev = _latest_of(db, insp.id)
-        if prev is not None and _same_giver(db, prev, actor.token_id, actor.name):
-            if (prev.kind, prev.class_name, prev.note) == (
-                rec["kind"],
-                rec["class_name"],
-                rec["note"],
-            ):
-                response.status_code = status.HTTP_200_OK
-                older = _feedback_rows(
-                    db, "inspection_id = ? AND id < ? ORDER BY id DESC LIMIT 1", [insp.id, prev.id]
-                )
-                return FeedbackSavedOut(
-                    **_feedback_out(prev).model_dump(),
-                    replaces=_feedback_out(older[0]) if older else None,
-                    **_undo_window(state, prev.created_at, actor.token_id),
-                )
+        same = (rec["kind"], rec["class_name"], rec["note"])
+        if (
+            prev is not None
+            and (prev.kind, prev.class_name, prev.note) == same
+            and _same_giver(db, prev, actor.token_id, actor.name)
+        ):
+            response.status_code = status.HTTP_200_OK
+            older = _feedback_rows(
+                db, "inspection_id = ? AND id < ? ORDER BY id DESC LIMIT 1", [insp.id, prev.id]
+            )
+            return FeedbackSavedOut(
+                **_feedback_out(prev).model_dump(),
+                replaces=_feedback_out(older[0]) if older else None,
+                **_undo_window(state, prev.created_at, actor.token_id),
+            )
         fid = int(str(db["feedback"].insert(rec).last_pk))  # type: ignore[union-attr]
         new = {"id": fid, "kind": body.kind, "class_name": rec["class_name"], "note": body.note}
         if prev is None:
