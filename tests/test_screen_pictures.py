@@ -18,7 +18,6 @@ from kanjian.appliance_api.http.pictures import PictureCache
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.types import Detections, Inspection, Verdict
 
-
 #: display names by language, as a model's manifest gives them
 NAMES = {"zh": {"scratches": "划痕"}, "en": {"scratches": "scratches"}}
 
