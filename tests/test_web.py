@@ -79,9 +79,9 @@ def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
 def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
     page = screen.page
     page.wait_for_selector("#thumbs .thumb")
-    thumb = page.locator("#thumbs .thumb").first
-    iid = thumb.get_attribute("data-inspection-id")
-    thumb.click()  # shows it large, with its own buttons
+    page.dispatch_event("#thumbs", "pointerdown")  # the strip holds still under a finger
+    iid = page.locator("#thumbs .thumb").first.get_attribute("data-inspection-id")
+    page.locator(f"#thumbs .thumb[data-inspection-id='{iid}']").click()  # shown large
     page.wait_for_selector(f"#thumbs .thumb.selected[data-inspection-id='{iid}']")
     assert iid and page.get_attribute("#feedback", "data-inspection-id") == iid
     page.wait_for_timeout(500)  # a tap right after the part changed is refused (part.js)
