@@ -244,6 +244,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("045_retention", m.m045_retention),  # issue 12 (retention and quotas)
     ("046_captured_order", m.m046_captured_order),  # issue 12 (time filters at scale)
     ("047_audit_target", m.m047_audit_target),  # issue 13 (history: an inspection's audit)
+    ("048_feedback_ids_never_reused", m.m048_feedback_ids_never_reused),  # issue 13 (review)
 ]
 
 

@@ -151,3 +151,54 @@ def m047_audit_target(db: sqlite_utils.Database) -> None:
     # newest first, for the history page's engineer view (GET
     # /api/inspections/{id}/audit); without it each look read the whole audit table
     db.execute("CREATE INDEX audit_target ON audit(target, id)")
+
+
+#: the ``feedback_latest`` insert trigger, as 043 wrote it (048 rebuilds its table)
+_FEEDBACK_LATEST_TRIGGER = (
+    "CREATE TRIGGER feedback_latest_ins AFTER INSERT ON feedback BEGIN "
+    "INSERT INTO feedback_latest (seq, kind, verdict, feedback_id) "
+    "SELECT i.seq, NEW.kind, i.verdict, NEW.id FROM inspections i "
+    "WHERE i.id = NEW.inspection_id "
+    "ON CONFLICT (seq) DO UPDATE SET kind = excluded.kind, "
+    "feedback_id = excluded.feedback_id WHERE excluded.feedback_id > feedback_id; END"
+)
+
+
+def m048_feedback_ids_never_reused(db: sqlite_utils.Database) -> None:
+    # issue 13 (review): undoing an answer deletes its row, and a plain INTEGER PRIMARY
+    # KEY hands the highest id out again, so the audit could name one feedback id for
+    # two answers (also when retention deletes the newest row). AUTOINCREMENT never
+    # reuses an id. Undo stays a delete rather than a soft delete (an undone_at
+    # column): every reader of feedback (the API, trends, retention's archive, the
+    # training export in training/station_log.py) would have to skip undone rows, and
+    # one that did not would turn a mistaken tap into a label; the audit keeps the
+    # undone answer whole (feedback.undo). SQLite cannot add AUTOINCREMENT to a table:
+    # it is rebuilt (few rows: a handful per answered inspection), same columns, ids,
+    # index and trigger.
+    db.execute(
+        'CREATE TABLE "feedback_048" ('
+        '"id" INTEGER PRIMARY KEY AUTOINCREMENT, '
+        '"inspection_id" TEXT NOT NULL REFERENCES "inspections"("id"), '
+        '"kind" TEXT NOT NULL, "class_name" TEXT, "note" TEXT, "actor" TEXT NOT NULL, '
+        '"token_id" TEXT, "created_at" TEXT NOT NULL)'
+    )
+    cols = "id, inspection_id, kind, class_name, note, actor, token_id, created_at"
+    db.execute(f"INSERT INTO feedback_048 ({cols}) SELECT {cols} FROM feedback ORDER BY id")
+    db.execute("DROP TABLE feedback")  # its index and feedback_latest_ins go with it
+    db.execute('ALTER TABLE feedback_048 RENAME TO "feedback"')
+    db.execute('CREATE INDEX "idx_feedback_inspection_id_id" ON "feedback" ("inspection_id", "id")')
+    db.execute(_FEEDBACK_LATEST_TRIGGER)
+    # ids undone before this migration are gone from the table but named in the audit:
+    # the sequence starts above them too
+    named = db.execute(
+        "SELECT MAX(MAX(COALESCE(json_extract(detail_json, '$.id'), 0), "
+        "COALESCE(json_extract(detail_json, '$.new.id'), 0), "
+        "COALESCE(json_extract(detail_json, '$.old.id'), 0), "
+        "COALESCE(json_extract(detail_json, '$.undone.id'), 0))) FROM audit "
+        "WHERE action LIKE 'feedback.%' AND json_valid(detail_json)"
+    ).fetchone()[0]
+    top = max(
+        int(named or 0), int(db.execute("SELECT COALESCE(MAX(id), 0) FROM feedback").fetchone()[0])
+    )
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'feedback'")
+    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('feedback', ?)", [top])

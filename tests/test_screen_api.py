@@ -207,3 +207,79 @@ def test_an_undo_is_refused_when_late_or_not_yours(env: Env) -> None:
     assert r.status_code == 409 and "api.feedback_undo_s" in r.json()["detail"]
     assert [row[0] for row in _rows(env, iid)] == [fb["id"]]  # nothing changed
     assert len(_audit(env, iid)) == audits
+
+
+def test_another_token_agreeing_is_recorded_and_undo_is_per_token(env: Env) -> None:
+    op, eng = env.client("operator"), env.client("engineer")
+    iid = _fresh_defect(env)
+    url = f"/api/inspections/{iid}/feedback"
+    window = ApiConfig.model_validate(env.config.get("api", {})).feedback_undo_s
+    a = op.post(url, json={"kind": "confirm_defect"})
+    assert a.status_code == 201 and 0 < a.json()["undo_s_left"] <= window
+    # a second person who agrees: their answer is kept and audited, with their own undo
+    b = eng.post(url, json={"kind": "confirm_defect"})
+    assert b.status_code == 201, b.text
+    assert b.json()["id"] != a.json()["id"] and b.json()["replaces"]["id"] == a.json()["id"]
+    assert b.json()["undo_until"] is not None and 0 < b.json()["undo_s_left"] <= window
+    rows = _rows(env, iid)
+    assert [(r[0], r[4]) for r in rows] == [
+        (a.json()["id"], "test-operator"),
+        (b.json()["id"], b.json()["actor"]),
+    ]
+    assert b.json()["actor"] != "test-operator"
+    assert [x for x, _, _ in _audit(env, iid)] == ["feedback.create", "feedback.change"]
+    # the engineer's double tap is a repeat: nothing recorded, its own undo time
+    again = eng.post(url, json={"kind": "confirm_defect"})
+    assert again.status_code == 200 and again.json()["id"] == b.json()["id"]
+    assert again.json()["undo_s_left"] <= b.json()["undo_s_left"]
+    # the operator cannot undo the engineer's answer
+    assert op.delete(f"{url}/{b.json()['id']}").status_code == 403
+    # once the window has passed, a repeat says it can no longer be undone
+    late = datetime.now(timezone.utc) - timedelta(seconds=window + 5)
+    con = sqlite3.connect(env.db_path)
+    with con:
+        con.execute(
+            "UPDATE feedback SET created_at = ? WHERE id = ?", (late.isoformat(), b.json()["id"])
+        )
+    con.close()
+    late_again = eng.post(url, json={"kind": "confirm_defect"})
+    assert late_again.status_code == 200
+    assert late_again.json()["undo_until"] is None and late_again.json()["undo_s_left"] is None
+    assert len(_rows(env, iid)) == 2
+
+
+def test_picture_labels_are_in_the_screens_language(env: Env) -> None:
+    # the screen asks for its own language (?lang=): the labels are the model's display
+    # names in it, from memory or the saved image alike
+    iid, sha, cls = env.sql(
+        "SELECT i.id, i.model_sha256, d.class_name FROM inspections i "
+        "JOIN detections d ON d.inspection_id = i.id "
+        "WHERE i.verdict = 'FAIL' AND i.image_path IS NOT NULL LIMIT 1"
+    )[0]
+    eng = env.client("engineer")
+    names = {"zh": {cls: "测试缺陷"}, "en": {cls: "test defect"}}
+    r = eng.put(f"/api/models/{sha}/display-names", json={"display_names": names})
+    assert r.status_code == 200, r.text
+    hub = env.state.hub
+    kept = hub.pictures
+    hub.pictures = PictureCache(hub.draw, encode_jpeg, variant=hub.label_names)
+    try:
+        c = env.client("operator")
+        side = env.state.cfg.live_max_side
+        got = {}
+        for lang in ("zh", "en"):
+            r = c.get(f"/api/screen/picture/{iid}", params={"lang": lang})
+            assert r.status_code == 200 and r.headers["x-picture-source"] == "saved"
+            got[lang] = r.content
+            want = c.get(
+                f"/api/inspections/{iid}/image",
+                params={"annotated": True, "max_side": side, "lang": lang},
+            )
+            assert want.content == r.content
+        assert got["zh"] != got["en"]
+        default = c.get(f"/api/screen/picture/{iid}").content
+        assert default == got[env.state.cfg.language]
+        assert c.get(f"/api/screen/picture/{iid}", params={"lang": "de"}).status_code == 422
+    finally:
+        hub.pictures = kept
+        assert eng.delete(f"/api/models/{sha}/display-names").status_code == 200

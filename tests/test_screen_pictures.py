@@ -16,13 +16,28 @@ import pytest
 from kanjian.appliance_api.http.annotate import annotate_inspection, encode_jpeg
 from kanjian.appliance_api.http.pictures import PictureCache
 from kanjian.camera.frame import Frame, FrameFailure
-from kanjian.inference.types import Inspection, Verdict
+from kanjian.inference.types import Detections, Inspection, Verdict
+
+#: display names by language, as a model's manifest gives them
+NAMES = {"zh": {"scratches": "划痕"}, "en": {"scratches": "scratches"}}
 
 
-def _insp(verdict: Verdict, side: int = 64, value: int = 0) -> Inspection:
+def _insp(verdict: Verdict, side: int = 64, value: int = 0, boxes: int = 0) -> Inspection:
     img = np.full((side, side, 3), value, np.uint8)
     frame = Frame(img, 0, "cam0", datetime.now(timezone.utc))
-    return Inspection(frame=frame, verdict=verdict)
+    dets = Detections(
+        xyxy=np.array([[10, 10, side // 2, side // 2]] * boxes, np.float32).reshape(-1, 4),
+        confidence=np.full(boxes, 0.81, np.float32),
+        class_id=np.zeros(boxes, np.int32),
+    )
+    task = "detect" if boxes else ""
+    return Inspection(
+        frame=frame, verdict=verdict, detections=dets, class_names=("scratches",), task=task
+    )
+
+
+def _same_names(insp: Inspection, lang: str) -> Any:
+    return ()  # as with a model without display names: every language reads the same
 
 
 class Counting:
@@ -32,10 +47,10 @@ class Counting:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def __call__(self, insp: Inspection) -> Any:
+    def __call__(self, insp: Inspection, lang: str) -> Any:
         with self.lock:
             self.calls += 1
-        return annotate_inspection(insp, 960)
+        return annotate_inspection(insp, 960, None, NAMES[lang])
 
 
 def test_defects_survive_a_run_of_other_parts() -> None:
@@ -59,7 +74,14 @@ def test_bytes_are_bounded_and_a_picture_is_drawn_once() -> None:
     draw = Counting()
     side = 200
     frame_bytes = side * side * 3
-    cache = PictureCache(draw, encode_jpeg, recent=100, defects=100, max_bytes=5 * frame_bytes)
+    cache = PictureCache(
+        draw,
+        encode_jpeg,
+        recent=100,
+        defects=100,
+        max_bytes=5 * frame_bytes,
+        variant=_same_names,
+    )
     items = [_insp(Verdict.PASS if i % 2 else Verdict.REVIEW, side, i) for i in range(12)]
     for insp in items:
         cache.add(insp)
@@ -79,7 +101,7 @@ def test_bytes_are_bounded_and_a_picture_is_drawn_once() -> None:
 
 def test_concurrent_requests_get_the_same_bytes() -> None:
     draw = Counting()
-    cache = PictureCache(draw, encode_jpeg)
+    cache = PictureCache(draw, encode_jpeg, variant=_same_names)
     insp = _insp(Verdict.FAIL, 400, 30)
     cache.add(insp)
     out: list[bytes | None] = []
@@ -93,6 +115,30 @@ def test_concurrent_requests_get_the_same_bytes() -> None:
         t.join()
     assert len(out) == 8 and len(set(out)) == 1 and out[0] is not None
     assert len(cache) == 1
+
+
+def test_labels_are_drawn_in_each_language_once() -> None:
+    # one screen in Chinese, another in English: each gets its labels, the frame is let
+    # go once both are drawn, and languages whose labels read the same share a drawing
+    draw = Counting()
+    cache = PictureCache(draw, encode_jpeg, variant=lambda insp, lang: tuple(NAMES[lang].items()))
+    insp = _insp(Verdict.FAIL, 400, 200, boxes=1)
+    cache.add(insp)
+    iid = str(insp.inspection_id)
+    zh, en = cache.jpeg(iid, "zh"), cache.jpeg(iid, "en")
+    assert zh is not None and en is not None and zh != en
+    assert draw.calls == 2 and cache.jpeg(iid) == zh  # the first language is the default
+    assert cache.bytes_held == len(zh) + len(en)
+    for lang, got in (("zh", zh), ("en", en)):  # each is what that language's drawing makes
+        want = annotate_inspection(insp, 960, None, NAMES[lang])
+        assert want is not None and got == encode_jpeg(want)
+    with pytest.raises(ValueError, match="zh, en"):
+        cache.jpeg(iid, "de")
+    same = Counting()
+    one = PictureCache(same, encode_jpeg, variant=_same_names)
+    one.add(insp)
+    assert one.jpeg(iid, "en") == one.jpeg(iid, "zh") and same.calls == 1
+    assert one.bytes_held == len(one.jpeg(iid) or b"")
 
 
 def test_failures_and_unknown_ids_have_no_picture() -> None:

@@ -14,11 +14,13 @@ asked to, and the verdict is big at 1920x1080 and whole at 1024x768.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -31,6 +33,8 @@ if S.CHROMIUM is None:  # pragma: no cover - CI installs it
 
 DEFECTS = ("FAIL", "REVIEW")
 THUMB = 48  # side of the grey thumbnails compared, px
+UNDO_S = 5.0  # api.feedback_undo_s on this station: short, so a test sees Undo go
+SETTLE_MS = 400  # part.js: a tap this soon after the part changed is refused
 
 #: one reading of the shown part, in one task of the page (as a frame would be painted)
 READ = """lastId => {
@@ -81,7 +85,7 @@ RAF = """() => {
 
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Screen]:
-    with screen_station(tmp_path_factory.mktemp("screen")) as scr:
+    with screen_station(tmp_path_factory.mktemp("screen"), feedback_undo_s=UNDO_S) as scr:
         scr.open()
         yield scr
 
@@ -130,7 +134,7 @@ def test_the_four_elements_always_show_the_same_part(screen: Screen) -> None:
         ids = {s["verdict"], s["picture"], s["img"], s["reason"], s["feedback"]}
         assert len(ids) == 1 and s["verdict"], f"the four elements differ: {s}"
         iid = s["verdict"]
-        assert s["src"] == f"/api/screen/picture/{iid}", s
+        assert s["src"] == f"/api/screen/picture/{iid}?lang=zh", s  # labels in its language
         assert s["short_id"] == "#" + iid[:8]
         # verdict and reason are this inspection's, as the store has them
         verdict, reason, uri = screen.sql(
@@ -179,11 +183,43 @@ def _select(page: Any, nth: int) -> str:
     thumb = page.locator("#thumbs .thumb").nth(nth)
     iid: str = thumb.get_attribute("data-inspection-id")
     page.locator(f"#thumbs .thumb[data-inspection-id='{iid}']").click()
+    _shows(page, iid)
+    return iid
+
+
+def _shows(page: Any, iid: str) -> None:
+    """Wait until the four elements show ``iid``, and long enough that a tap on its
+    buttons counts (a tap right after a change is refused: it was aimed at the part
+    before)."""
     page.wait_for_function(
         "id => ['verdict', 'picture', 'verdict-reason', 'feedback'].every("
         "e => document.getElementById(e).dataset.inspectionId === id)",
         arg=iid,
     )
+    page.wait_for_timeout(SETTLE_MS + 100)
+
+
+def _unanswered(screen: Screen, page: Any, avoid: tuple[str, ...] = ()) -> str:
+    """A thumbnail's inspection never answered (and not ``avoid``)."""
+    ids = page.evaluate(
+        "() => [...document.querySelectorAll('#thumbs .thumb')].map(b => b.dataset.inspectionId)"
+    )
+    # ever answered: an undone answer's row is gone, its audit row stays
+    answered = {r[0] for r in screen.sql("SELECT DISTINCT inspection_id FROM feedback")}
+    answered |= {
+        r[0] for r in screen.sql("SELECT target FROM audit WHERE action LIKE 'feedback.%'")
+    }
+    free = [i for i in ids if i not in answered and i not in avoid]
+    assert free, f"every thumbnail has an answer: {ids}"
+    return str(free[0])
+
+
+def _select_unanswered(screen: Screen, page: Any, avoid: tuple[str, ...] = ()) -> str:
+    """Tap a thumbnail whose part has no answer; return its id once it shows."""
+    page.dispatch_event("#thumbs", "pointerdown")  # the strip holds still under a finger
+    iid = _unanswered(screen, page, avoid)
+    page.locator(f"#thumbs .thumb[data-inspection-id='{iid}']").click()
+    _shows(page, iid)
     return iid
 
 
@@ -215,7 +251,7 @@ def _audit(screen: Screen, iid: str) -> list[tuple[str, dict[str, Any]]]:
 def test_an_answer_can_be_undone(screen: Screen) -> None:
     page = screen.page
     page.wait_for_function("() => document.querySelectorAll('#thumbs .thumb').length >= 2")
-    iid = _select(page, 1)
+    iid = _select_unanswered(screen, page)
     page.click("#fb-not")
     page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-inspection-id='{iid}']")
     assert "已记录" in (page.text_content("#fb-result") or "")
@@ -240,7 +276,7 @@ def test_an_answer_can_be_undone(screen: Screen) -> None:
 def test_a_second_answer_is_a_change_and_shows_until_the_part_changes(screen: Screen) -> None:
     page = screen.page
     page.wait_for_function("() => document.querySelectorAll('#thumbs .thumb').length >= 3")
-    iid = _select(page, 2)
+    iid = _select_unanswered(screen, page)
     page.click("#fb-confirm")
     page.wait_for_selector(f"#fb-result[data-kind=confirm_defect][data-inspection-id='{iid}']")
     page.click("#fb-not")
@@ -256,15 +292,107 @@ def test_a_second_answer_is_a_change_and_shows_until_the_part_changes(screen: Sc
     change = actions[1][1]
     assert (change["old"]["id"], change["old"]["kind"]) == rows[0]
     assert (change["new"]["id"], change["new"]["kind"]) == rows[1]
-    # another part: its own (no) answer; back: this one's answer again
-    other = _select(page, 0)
-    assert other != iid
+    # another part, one with no answer: none shows; back: this one's answer again
+    other = _select_unanswered(screen, page, avoid=(iid,))
     assert page.get_attribute("#fb-result", "data-inspection-id") == other
-    if not screen.sql("SELECT 1 FROM feedback WHERE inspection_id = ?", (other,)):
-        assert page.text_content("#fb-result") == ""
-        assert page.locator("#fb-buttons .chosen").count() == 0
+    assert page.text_content("#fb-result") == ""
+    assert page.locator("#fb-buttons .chosen").count() == 0
     page.locator(f"#thumbs .thumb[data-inspection-id='{iid}']").click()
     page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-inspection-id='{iid}']")
+    page.click("#back-live")
+
+
+def test_undo_goes_when_its_time_is_up(screen: Screen) -> None:
+    page = screen.page
+    page.wait_for_function("() => document.querySelectorAll('#thumbs .thumb').length >= 2")
+    iid = _select_unanswered(screen, page)  # tapped: it stays up longer than the undo time
+    page.click("#fb-confirm")
+    page.wait_for_selector(f"#fb-result[data-kind=confirm_defect][data-inspection-id='{iid}']")
+    assert page.is_visible("#fb-undo")
+    left = re.search(r"\d+", page.text_content("#fb-undo") or "")
+    assert left and 1 <= int(left.group()) <= UNDO_S  # counts down from the station's time left
+    page.wait_for_selector("#fb-undo", state="hidden", timeout=(UNDO_S + 10) * 1000)
+    # gone with the time, not with the part: the answer still shows as given
+    assert page.get_attribute("#feedback", "data-inspection-id") == iid
+    assert "已记录" in (page.text_content("#fb-result") or "")
+    # and the station no longer takes it back either (after a round trip's worth: the
+    # screen counts from the station's time left less the round trip of the answer)
+    page.wait_for_timeout(300)
+    fid = screen.sql("SELECT id FROM feedback WHERE inspection_id = ?", (iid,))[0][0]
+    r = httpx.delete(
+        f"{screen.served.url}/api/inspections/{iid}/feedback/{fid}",
+        headers={"Authorization": f"Bearer {screen.token}"},
+    )
+    assert r.status_code == 409, r.text
+    page.click("#back-live")
+
+
+#: the part under the finger, as the page recorded it at pointerdown
+PRESSED = """() => { const f = document.getElementById('feedback');
+  return { id: f.dataset.pressId, ok: f.dataset.pressOk,
+           shown: document.getElementById('verdict').dataset.inspectionId }; }"""
+
+
+def test_a_tap_lands_on_the_part_it_came_down_on(screen: Screen) -> None:
+    """A finger on the buttons holds the part: the line goes on past the hold and the
+    answer still goes to the part the finger came down on. A part changed under the
+    finger (here: another thumbnail chosen by script meanwhile) gets no answer: the tap
+    was not meant for it. Read back with SQL."""
+    page = screen.page
+    page.wait_for_selector("#back-live", state="hidden")  # the line's parts come up
+    since = screen.sql("SELECT COALESCE(MAX(id), 0) FROM feedback")[0][0]
+    b = page.locator("#fb-not").bounding_box()
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    refused = []
+    for _ in range(20):
+        page.wait_for_selector("#fb-not:enabled")
+        page.mouse.down()
+        pressed = page.evaluate(PRESSED)
+        if pressed["ok"] == "1":
+            break
+        # the part had just changed: the tap is refused and says so; nothing is sent
+        page.mouse.up()
+        page.wait_for_selector("#fb-result.bad")
+        refused.append(pressed["id"])
+        page.wait_for_timeout(SETTLE_MS)
+    assert pressed["ok"] == "1" and pressed["id"] == pressed["shown"], pressed
+    part = pressed["id"]
+    seq = screen.sql("SELECT seq FROM inspections WHERE id = ?", (part,))[0][0]
+    samples = _sample(page, 30, every_ms=100)  # the finger stays down, past a hold
+    assert samples[-1]["t"] - samples[0]["t"] > 1000 * HOLD_S
+    assert {x["verdict"] for x in samples} == {part}
+    assert {x["feedback"] for x in samples} == {part}
+    newer = screen.sql("SELECT COUNT(*) FROM inspections WHERE seq > ?", (seq,))[0][0]
+    assert newer >= 2, "the line did not go on while the finger was down"
+    page.mouse.up()  # the click: the answer goes to the part it came down on
+    page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-inspection-id='{part}']")
+    rows = screen.sql("SELECT inspection_id, kind FROM feedback WHERE id > ?", (since,))
+    assert rows == [(part, "not_defect")], (rows, refused)
+
+    # a swap under the finger: another part comes up between pointerdown and click
+    page.click("#back-live")
+    page.wait_for_function("() => document.querySelectorAll('#thumbs .thumb').length >= 3")
+    since = screen.sql("SELECT MAX(id) FROM feedback")[0][0]
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.mouse.down()
+    down_on = page.evaluate(PRESSED)["id"]
+    other = _unanswered(screen, page, avoid=(part, down_on))
+    page.evaluate(
+        "id => document.querySelector(`#thumbs .thumb[data-inspection-id='${id}']`).click()",
+        other,
+    )
+    page.wait_for_function(
+        "id => document.getElementById('feedback').dataset.inspectionId === id", arg=other
+    )
+    page.mouse.up()
+    page.wait_for_selector(f"#fb-result.bad[data-inspection-id='{other}']")  # "tap again"
+    assert screen.sql("SELECT inspection_id FROM feedback WHERE id > ?", (since,)) == []
+    # tapped again, on the part now shown: that answer counts
+    page.wait_for_timeout(SETTLE_MS)
+    page.click("#fb-not")
+    page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-inspection-id='{other}']")
+    rows = screen.sql("SELECT inspection_id, kind FROM feedback WHERE id > ?", (since,))
+    assert rows == [(other, "not_defect")]
     page.click("#back-live")
 
 
@@ -275,6 +403,22 @@ def test_fail_beeps_and_flashes_when_asked_and_the_screen_remembers(screen: Scre
     page.wait_for_function(
         "() => +(document.body.dataset.flashes || 0) >= 2 && +(document.body.dataset.beeps || 0) >= 2"
     )
+    # a FAIL alarms when it arrives, not when it comes up large: with a tapped part held
+    # up (nothing else comes up large), arriving FAILs still beep and flash
+    page.wait_for_function("() => document.querySelectorAll('#thumbs .thumb').length >= 2")
+    held = _select(page, 1)
+    flashes = int(page.get_attribute("body", "data-flashes") or 0)
+    page.wait_for_function(
+        "n => +(document.body.dataset.flashes || 0) >= n + 2", arg=flashes, polling=50
+    )
+    assert page.get_attribute("#verdict", "data-inspection-id") == held
+    # more defects came than the screen could show large: the ones it had to skip are
+    # counted where the waiting ones are
+    page.wait_for_function(
+        "() => +(document.getElementById('pending').dataset.skipped || 0) > 0", timeout=60_000
+    )
+    assert "未显示" in (page.text_content("#pending") or "")
+    page.click("#back-live")
     screen.open()  # no parameters: this screen remembers
     assert page.get_attribute("body", "data-flash") == "1"
     assert page.get_attribute("body", "data-sound") == "1"
@@ -341,6 +485,8 @@ def test_the_verdict_is_big_and_nothing_overlaps(
     assert all(m["buttons"]), "a feedback button's label does not fit"
     if h >= 1080:
         assert block_h >= 0.15 * h
+    if (w, h) == (1024, 768):  # the smallest screen a line PC has: still legible from afar
+        assert block_h >= 0.14 * h and word_h >= 64, (block_h, word_h)
     for i, a in enumerate(m["boxes"]):
         assert a[0] >= 0 and a[1] >= 0 and a[2] <= w + 0.5 and a[3] <= h + 0.5, (BOXES[i], a)
         for j, b in enumerate(m["boxes"][i + 1 :], i + 1):

@@ -96,7 +96,7 @@ def test_old_store_migrates_and_loses_nothing(old_store: Path, tmp_path: Path) -
         # every row of every old table, column by column for the columns it had
         for table, (cols, rows) in before.items():
             now = _rows(db, table, cols)
-            if table == "_migrations":  # the new ones come after
+            if table in ("_migrations", "sqlite_sequence"):  # the new ones come after
                 now = now[: len(rows)]
             assert now == rows, table
         con = store.db.conn
@@ -161,6 +161,49 @@ def test_old_store_migrates_and_loses_nothing(old_store: Path, tmp_path: Path) -
     assert out.returncode == 0, out.stdout + out.stderr
     summary = json.loads(out.stdout)
     assert sum(summary["images"].values()) == 4, summary
+
+
+def test_feedback_ids_are_never_handed_out_again(old_store: Path) -> None:
+    # migration 048: an undone answer's id (its row deleted, named in the audit) is not
+    # given to the next answer, whether undone before the upgrade or after it
+    db = old_store / DB_NAME
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            old_top = con.execute("SELECT MAX(id) FROM feedback").fetchone()[0]
+            undone = old_top + 5  # an answer undone (its row deleted) before the upgrade
+            con.execute(
+                "INSERT INTO audit (at, actor, action, target, detail_json) "
+                "VALUES ('2026-01-01T00:00:00Z', 'op', 'feedback.undo', 'x', ?)",
+                [json.dumps({"undone": {"id": undone}, "standing": None})],
+            )
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    store = ResultStore(old_store, station_id="line-1")
+    try:
+        con = store.db.conn
+        target = con.execute("SELECT inspection_id FROM feedback LIMIT 1").fetchone()[0]
+        add = (
+            "INSERT INTO feedback (inspection_id, kind, actor, created_at) "
+            "VALUES (?, 'not_defect', 'op', '2026-01-01T00:00:01Z')"
+        )
+        with con:
+            first = con.execute(add, [target]).lastrowid
+        assert first == undone + 1
+        with con:  # undo it (the API deletes the row), then answer again
+            con.execute("DELETE FROM feedback WHERE id = ?", [first])
+            second = con.execute(add, [target]).lastrowid
+        assert second == first + 1
+        # the rebuilt table keeps feedback_latest up to date (043's trigger is back)
+        latest = con.execute(
+            "SELECT fl.feedback_id FROM feedback_latest fl JOIN inspections i ON i.seq = fl.seq "
+            "WHERE i.id = ?",
+            [target],
+        ).fetchone()
+        assert latest == (second,)
+    finally:
+        store.close()
 
 
 def _make_newer(data: Path, version: str = "9.9.0") -> None:

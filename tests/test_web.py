@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from kanjian.inference.verdict import REASON_CODES, explain_reason
@@ -78,9 +79,12 @@ def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
 def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:
     page = screen.page
     page.wait_for_selector("#thumbs .thumb")
-    page.locator("#thumbs .thumb").first.click()  # shows it large, with its own buttons
-    iid = page.get_attribute("#thumbs .thumb.selected", "data-inspection-id")
+    page.dispatch_event("#thumbs", "pointerdown")  # the strip holds still under a finger
+    iid = page.locator("#thumbs .thumb").first.get_attribute("data-inspection-id")
+    page.locator(f"#thumbs .thumb[data-inspection-id='{iid}']").click()  # shown large
+    page.wait_for_selector(f"#thumbs .thumb.selected[data-inspection-id='{iid}']")
     assert iid and page.get_attribute("#feedback", "data-inspection-id") == iid
+    page.wait_for_timeout(500)  # a tap right after the part changed is refused (part.js)
     page.click("#fb-not")
     page.wait_for_selector(f"#fb-result[data-kind=not_defect][data-inspection-id='{iid}']")
     assert "已记录" in (page.text_content("#fb-result") or "")
@@ -111,7 +115,12 @@ def test_language_switch(screen: Screen) -> None:
     assert page.text_content("#fb-not") == "不是缺陷"
     # the reason under the verdict is Chinese too: a defect's reason names the class in
     # Chinese and keeps only numbers (confidence, box) from the English sentence
-    zh_classes: dict[str, str] = page.evaluate("() => window.KANJIAN_I18N.zh.classes")
+    # class names as the model's display names give them (the demo bundle's manifest)
+    status = httpx.get(
+        f"{screen.served.url}/api/status", headers={"Authorization": f"Bearer {screen.token}"}
+    ).json()
+    zh_classes: dict[str, str] = status["model"]["display_names"].get("zh", {})
+    assert zh_classes, "the demo bundle names its classes in Chinese"
     zh = _reason_line(page, ["defect_fail", "defect_review"])
     row = screen.stored(zh["id"])
     code, params = explain_reason(row["verdict"], row["reason"])
@@ -152,6 +161,16 @@ def test_shows_disconnected_and_recovers(screen: Screen) -> None:
     page = screen.page
     page.wait_for_selector("#badge-conn[data-state=connected]")
     page.wait_for_selector("#fb-not:enabled")  # a judged part is up, its buttons work
+    # a part with the wrong-class picker open, as the connection goes
+    page.dispatch_event("#thumbs", "pointerdown")
+    page.locator("#thumbs .thumb").first.click()
+    page.wait_for_function(
+        "() => document.getElementById('feedback').dataset.inspectionId"
+        " === document.querySelector('#thumbs .thumb.selected').dataset.inspectionId"
+    )
+    page.wait_for_timeout(500)  # a tap right after the part changed is refused
+    page.click("#fb-wrong")
+    page.wait_for_selector("#fb-classes button:enabled")
     out = screen.served.stop()
     assert "store flushed" in out
     page.wait_for_selector("#badge-conn[data-state=disconnected]")
@@ -160,6 +179,11 @@ def test_shows_disconnected_and_recovers(screen: Screen) -> None:
     # no answer can be given to a station that is not there
     for b in ("#fb-confirm", "#fb-not", "#fb-wrong"):
         assert page.is_disabled(b), b
+    picker = page.locator("#fb-classes button")
+    assert picker.count() >= 2 and page.is_visible("#fb-classes")
+    for i in range(picker.count()):
+        assert picker.nth(i).is_disabled(), picker.nth(i).text_content()
+    page.click("#back-live")  # the line's parts, when it is back
     before = page.get_attribute("#verdict", "data-inspection-id")
     screen.restart()
     page.wait_for_selector("#badge-conn[data-state=connected]", timeout=60_000)

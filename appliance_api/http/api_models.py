@@ -15,6 +15,8 @@ else:  # the names of kanjian.inference.types.Verdict, as plain strings
     VerdictName = verdict_names()
 FeedbackKind = Literal["confirm_defect", "not_defect", "wrong_class"]
 RoleName = Literal["operator", "engineer", "admin"]
+#: a picture's labels' language (``?lang=``; the screen asks for its own)
+LabelLang = Literal["zh", "en"]
 
 _IN = ConfigDict(extra="forbid")
 
@@ -224,9 +226,14 @@ class FeedbackSavedOut(FeedbackOut):
         description="the inspection's answer before this one, which this one changes "
         "(audited as feedback.change, old and new); null for a first answer"
     )
-    undo_until: str = Field(
-        description="UTC time until which its giver may undo it "
-        "(DELETE /api/inspections/{id}/feedback/{fid}; api.feedback_undo_s)"
+    undo_until: str | None = Field(
+        description="UTC time until which this token may undo it "
+        "(DELETE /api/inspections/{id}/feedback/{fid}; api.feedback_undo_s); null when "
+        "this token cannot undo it (too late, or no token)"
+    )
+    undo_s_left: float | None = Field(
+        description="seconds left to undo it, by the station's clock when it answered "
+        "(a screen counts down from this, not from its own clock); null with undo_until"
     )
 
 

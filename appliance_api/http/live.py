@@ -163,7 +163,9 @@ class LiveHub:
         max_side: live pictures are shrunk to this longest side, px.
         keep: which detections the live picture draws (default: all).
         names: display names by class name for the labels, given the judging model's
-            sha256 (default: class names).
+            sha256 and a language (default: class names).
+        language: the station's language (``api.language``): the labels' language
+            where a caller names none.
         queue_size: events buffered per subscriber; a viewer that falls further
             behind loses the oldest and then gets a ``resync`` event (the screen reloads
             its list of defects from the log).
@@ -182,10 +184,12 @@ class LiveHub:
         pictures_recent: int = 16,
         pictures_defects: int = 32,
         pictures_mb: float = 256.0,
-        names: Callable[[str | None], Mapping[str, str]] | None = None,
+        names: Callable[[str | None, str], Mapping[str, str]] | None = None,
+        language: str = "en",
     ) -> None:
         self.keep = keep
         self.names = names
+        self.language = language
         self.save_verdicts = save_verdicts
         self.shift = shift
         self.max_side = max_side
@@ -198,24 +202,35 @@ class LiveHub:
         self._last_picture: Inspection | None = None
         self._counter = 0
         self._jpeg_lock = threading.Lock()
-        self._jpeg: tuple[object, bytes] | None = None
+        self._jpeg: dict[str, tuple[object, bytes]] = {}  # by language
+        languages = (language, *(x for x in ("zh", "en") if x != language))
         self.pictures = PictureCache(
             self.draw,
             encode_jpeg,
             recent=pictures_recent,
             defects=pictures_defects,
             max_bytes=int(pictures_mb * 2**20),
+            languages=languages,
+            variant=self.label_names,
         )
 
     name = "live"
 
-    def draw(self, insp: Inspection) -> NDArray[np.uint8] | None:
-        """``insp`` annotated for people (the detections the rules in force count), at most
-        ``max_side`` px; ``None`` for a failure (no image)."""
+    def draw(self, insp: Inspection, lang: str | None = None) -> NDArray[np.uint8] | None:
+        """``insp`` annotated for people (the detections the rules in force count), its
+        labels in ``lang`` (default: the station's), at most ``max_side`` px; ``None``
+        for a failure (no image)."""
         keep = self.keep() if self.keep is not None else None
         sha = insp.model.sha256 if insp.model else None
-        names = self.names(sha) if self.names is not None else None  # the station's language
+        names = self.names(sha, lang or self.language) if self.names is not None else None
         return annotate_inspection(insp, self.max_side, keep, names)
+
+    def label_names(self, insp: Inspection, lang: str) -> tuple[tuple[str, str], ...]:
+        """What ``insp``'s labels in ``lang`` depend on: its model's display names."""
+        if self.names is None:
+            return ()
+        sha = insp.model.sha256 if insp.model else None
+        return tuple(sorted(self.names(sha, lang).items()))
 
     # -- wiring ------------------------------------------------------------------------
     def start(self) -> None:
@@ -306,19 +321,22 @@ class LiveHub:
             p = self._last_picture
         return None if p is None else p.inspection_id
 
-    def jpeg(self) -> bytes:
-        """The newest judged frame, annotated, as JPEG (cached per frame). Blocking: CPU."""
+    def jpeg(self, lang: str | None = None) -> bytes:
+        """The newest judged frame, annotated with labels in ``lang`` (default: the
+        station's language), as JPEG (cached per frame and language). Blocking: CPU."""
+        lang = lang or self.language
         with self._lock:
             insp = self._last_picture
         key = None if insp is None else insp.inspection_id
         with self._jpeg_lock:
-            if self._jpeg is not None and self._jpeg[0] == key:
-                return self._jpeg[1]
+            had = self._jpeg.get(lang)
+            if had is not None and had[0] == key:
+                return had[1]
             # the screen asks for the same picture by id: draw and encode it once for both
-            data = None if key is None else self.pictures.jpeg(str(key))
+            data = None if key is None else self.pictures.jpeg(str(key), lang)
             if data is None:
-                img = self.draw(insp) if insp is not None else None
+                img = self.draw(insp, lang) if insp is not None else None
                 # a wordless placeholder: the screen says "waiting" in the operator's language
                 data = encode_jpeg(img if img is not None else placeholder())
-            self._jpeg = (key, data)
+            self._jpeg[lang] = (key, data)
             return data

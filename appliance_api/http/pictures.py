@@ -8,8 +8,11 @@ is full) must still have one while the screen may show it, so the live hub keeps
 last few here.
 
 Cost on the store's writer thread (:meth:`PictureCache.add`): keeping a reference,
-no drawing. A picture is drawn and JPEG-encoded once, when first asked for; the
-frame is then let go and only the JPEG bytes stay. Two bounded pools, so a fast run
+no drawing. A picture is drawn and JPEG-encoded when first asked for, in each of the
+screens' languages at once (its labels are display names: one screen may be in
+Chinese, another in English); languages whose labels read the same (no display names,
+or the same ones) share one drawing. The frame is then let go and only the JPEG bytes
+stay. Two bounded pools, so a fast run
 of PASS parts never pushes out the defects the screen's strip still shows: the
 newest ``defects`` FAIL / REVIEW inspections, and the newest ``recent`` others (PASS,
 ERROR, MISSED). Both together stay under ``max_bytes`` (an inspection not yet drawn
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,9 +35,12 @@ from kanjian.inference.types import Inspection, Verdict
 
 DEFECTS = frozenset({Verdict.FAIL, Verdict.REVIEW})
 
-#: draws one inspection for people: ``(H, W, 3)`` uint8 BGR at most ``max_side`` px, or
-#: ``None`` when it has no image (a failure)
-Drawer = Callable[[Inspection], "NDArray[np.uint8] | None"]
+#: draws one inspection for people with labels in a language (``zh`` / ``en``):
+#: ``(H, W, 3)`` uint8 BGR at most ``max_side`` px, or ``None`` when it has no image
+Drawer = Callable[[Inspection, str], "NDArray[np.uint8] | None"]
+#: what an inspection's labels in a language depend on (its model's display names):
+#: languages with equal values are drawn once
+Variant = Callable[[Inspection, str], Hashable]
 #: JPEG bytes of a BGR uint8 picture
 Encoder = Callable[["NDArray[np.uint8]"], bytes]
 
@@ -42,8 +48,8 @@ Encoder = Callable[["NDArray[np.uint8]"], bytes]
 @dataclass
 class _Entry:
     insp: Inspection | None  # let go once encoded
-    jpeg: bytes | None
-    size: int  # bytes it holds now: the frame's pixels, then the JPEG's length
+    size: int  # bytes it holds now: the frame's pixels, then its JPEGs' lengths
+    jpegs: dict[str, bytes] = field(default_factory=dict)  # by language, once drawn
 
 
 def _held_bytes(insp: Inspection) -> int:
@@ -68,6 +74,9 @@ class PictureCache:
         defects: FAIL / REVIEW inspections kept, the newest (>= 0: 0 keeps them with the
             others).
         max_bytes: bound on what both pools hold together, bytes.
+        languages: the languages pictures are drawn in (the first is the default).
+        variant: languages whose values are equal for an inspection share one
+            drawing (default: each language is drawn).
     """
 
     def __init__(
@@ -77,14 +86,20 @@ class PictureCache:
         recent: int = 16,
         defects: int = 32,
         max_bytes: int = 256 * 2**20,
+        languages: Sequence[str] = ("zh", "en"),
+        variant: Variant | None = None,
     ) -> None:
         if recent < 1 or defects < 0 or max_bytes < 1:
             raise ValueError(
                 f"picture cache bounds must be recent >= 1, defects >= 0, max_bytes >= 1; "
                 f"got {recent}, {defects}, {max_bytes}"
             )
+        if not languages:
+            raise ValueError("picture cache needs at least one language")
         self._draw = draw
         self._encode = encode
+        self.languages = tuple(languages)
+        self._variant: Variant = variant or (lambda _insp, lang: lang)
         self._limits = {False: recent, True: defects}
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -101,7 +116,7 @@ class PictureCache:
             return
         defect = insp.verdict in DEFECTS and self._limits[True] > 0
         key = str(insp.inspection_id)
-        entry = _Entry(insp, None, _held_bytes(insp))
+        entry = _Entry(insp, _held_bytes(insp))
         with self._lock:
             pool = self._pools[defect]
             if key in pool:
@@ -142,25 +157,39 @@ class PictureCache:
                 return pool[key]
         return None
 
-    def jpeg(self, inspection_id: str) -> bytes | None:
-        """The inspection's annotated JPEG, drawn on first request; ``None`` when it is
-        not kept (too old, or no image). Blocking: CPU on the first call per id."""
+    def jpeg(self, inspection_id: str, lang: str | None = None) -> bytes | None:
+        """The inspection's annotated JPEG with labels in ``lang`` (default: the first
+        language), drawn on first request; ``None`` when it is not kept (too old, or no
+        image). Blocking: CPU on the first call per id (one drawing per language whose
+        labels differ)."""
+        lang = lang or self.languages[0]
+        if lang not in self.languages:
+            raise ValueError(f"pictures are drawn in {', '.join(self.languages)}, not {lang!r}")
         with self._lock:
             entry = self._find(inspection_id)
             if entry is None:
                 return None
-            if entry.jpeg is not None:
-                return entry.jpeg
+            if entry.jpegs:
+                return entry.jpegs[lang]
             insp = entry.insp
         assert insp is not None  # an entry lets go of its inspection only once it has bytes
-        img = self._draw(insp)
-        if img is None:
-            return None
-        data = self._encode(img)
+        drawn: dict[Hashable, bytes] = {}
+        jpegs: dict[str, bytes] = {}
+        for each in self.languages:
+            key = self._variant(insp, each)
+            if key not in drawn:
+                img = self._draw(insp, each)
+                if img is None:
+                    return None
+                drawn[key] = self._encode(img)
+            jpegs[each] = drawn[key]
+        size = sum(len(b) for b in drawn.values())
         with self._lock:
             # it may have been evicted, or encoded by another request, meanwhile
             entry = self._find(inspection_id)
-            if entry is not None and entry.jpeg is None:
-                self._bytes += len(data) - entry.size
-                entry.jpeg, entry.insp, entry.size = data, None, len(data)
-        return data
+            if entry is not None and not entry.jpegs:
+                self._bytes += size - entry.size
+                entry.jpegs, entry.insp, entry.size = jpegs, None, size
+            elif entry is not None:
+                return entry.jpegs[lang]  # the same bytes every caller gets
+        return jpegs[lang]

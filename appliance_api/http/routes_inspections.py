@@ -25,6 +25,7 @@ from kanjian.appliance_api.http.api_models import (
     InspectionDetailOut,
     InspectionOut,
     InspectionPage,
+    LabelLang,
     ModelRefOut,
     VerdictName,
 )
@@ -196,10 +197,14 @@ async def get_image(
     inspection_id: uuid.UUID,
     annotated: Annotated[bool, Query(description="draw boxes, labels and verdict")] = False,
     max_side: Annotated[int | None, Query(ge=32, le=8192, description="shrink to fit, px")] = None,
+    lang: Annotated[
+        LabelLang | None, Query(description="labels' language; default api.language")
+    ] = None,
 ) -> Response:
     """The saved frame (only verdicts in ``store.save_images`` are saved) as JPEG.
 
-    ``annotated`` draws the detections the verdict rules in force count.
+    ``annotated`` draws the detections the verdict rules in force count, labelled with
+    the model's display names in ``lang``.
     """
 
     def work() -> bytes:
@@ -230,7 +235,7 @@ async def get_image(
         boxes = []
         if annotated:
             keep = rules_keep(state.station.inspector.rules_in_force())
-            names = state.kept.names.for_language(rec.model_sha256, state.cfg.language)
+            names = state.kept.names.for_language(rec.model_sha256, lang or state.cfg.language)
             for d in rec.detections:
                 if keep(d.class_name, d.confidence):
                     label = box_label(d.class_name, d.confidence, names)
@@ -263,6 +268,14 @@ def _latest_of(db: sqlite_utils.Database, inspection_id: str) -> StoredFeedback 
     return rows[0] if rows else None
 
 
+def _same_giver(
+    db: sqlite_utils.Database, f: StoredFeedback, token_id: str | None, name: str
+) -> bool:
+    """Whether answer ``f`` was given by this token (by this name where there is none)."""
+    given = db.execute("SELECT token_id FROM feedback WHERE id = ?", [f.id]).fetchone()[0]
+    return bool(given == token_id and (token_id is not None or f.actor == name))
+
+
 def _feedback_out(f: StoredFeedback) -> FeedbackOut:
     return FeedbackOut.model_validate(f, from_attributes=True)
 
@@ -284,6 +297,16 @@ def _undo_until(state: ApiState, created_at: str) -> str:
     return utc_iso(t)
 
 
+def _undo_window(state: ApiState, created_at: str, token_id: str | None) -> dict[str, Any]:
+    """``undo_until`` and ``undo_s_left`` of an answer for the token asking: null when
+    it cannot undo it (no token: undo needs the giver's token; or too late)."""
+    until = datetime.fromisoformat(created_at) + timedelta(seconds=state.cfg.feedback_undo_s)
+    left = (until - datetime.fromisoformat(now_iso())).total_seconds()
+    if token_id is None or left <= 0:
+        return {"undo_until": None, "undo_s_left": None}
+    return {"undo_until": utc_iso(until), "undo_s_left": round(left, 3)}
+
+
 @router.post(
     "/api/inspections/{inspection_id}/feedback",
     status_code=status.HTTP_201_CREATED,
@@ -298,10 +321,12 @@ def post_feedback(
 ) -> FeedbackSavedOut:
     """Record what the operator says about an inspection (who and when are kept).
 
-    A second, different answer on the same inspection is kept beside the first and
-    audited as ``feedback.change`` with the old and the new answer (the latest one is
-    the inspection's ``feedback``); the same answer again records nothing and answers
-    200 with the standing one (a double tap).
+    A second answer on the same inspection is kept beside the first and audited as
+    ``feedback.change`` with the old and the new answer (the latest one is the
+    inspection's ``feedback``), also when another token agrees with it (who said it
+    counts). Only the same token giving the same answer again records nothing and
+    answers 200 with the standing one (a double tap). ``undo_until`` / ``undo_s_left``
+    are for this token: null when it cannot undo the answer.
     """
     db = state.pool.get()
     insp = _stored(db, inspection_id)
@@ -318,10 +343,11 @@ def post_feedback(
     }
     with write_tx(db):  # the previous answer is read under the write lock: no race
         prev = _latest_of(db, insp.id)
-        if prev is not None and (prev.kind, prev.class_name, prev.note) == (
-            rec["kind"],
-            rec["class_name"],
-            rec["note"],
+        same = (rec["kind"], rec["class_name"], rec["note"])
+        if (
+            prev is not None
+            and (prev.kind, prev.class_name, prev.note) == same
+            and _same_giver(db, prev, actor.token_id, actor.name)
         ):
             response.status_code = status.HTTP_200_OK
             older = _feedback_rows(
@@ -330,7 +356,7 @@ def post_feedback(
             return FeedbackSavedOut(
                 **_feedback_out(prev).model_dump(),
                 replaces=_feedback_out(older[0]) if older else None,
-                undo_until=_undo_until(state, prev.created_at),
+                **_undo_window(state, prev.created_at, actor.token_id),
             )
         fid = int(str(db["feedback"].insert(rec).last_pk))  # type: ignore[union-attr]
         new = {"id": fid, "kind": body.kind, "class_name": rec["class_name"], "note": body.note}
@@ -359,7 +385,7 @@ def post_feedback(
         actor=actor.name,
         created_at=created,
         replaces=None if prev is None else _feedback_out(prev),
-        undo_until=_undo_until(state, created),
+        **_undo_window(state, created, actor.token_id),
     )
 
 

@@ -8,13 +8,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from kanjian.appliance_api.http.api_models import ErrorOut, LiveInspection, ScreenOut, TriggerIn
+from kanjian.appliance_api.http.api_models import (
+    ErrorOut,
+    LabelLang,
+    LiveInspection,
+    ScreenOut,
+    TriggerIn,
+)
 from kanjian.appliance_api.http.deps import Operator, Reader, State
 from kanjian.appliance_api.http.live import live_inspection
 from kanjian.appliance_api.http.routes_inspections import get_image
@@ -26,6 +32,8 @@ _ERR: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no token, or a bad one"},
     403: {"model": ErrorOut, "description": "the token's role is too weak"},
 }
+#: ``?lang=``: the labels' language (display names), default ``api.language``
+Lang = Annotated[LabelLang | None, Query(description="labels' language; default api.language")]
 HEARTBEAT_S = 5.0
 RETRY_MS = 2000
 
@@ -96,9 +104,9 @@ async def events(request: Request, state: State, _: Reader) -> StreamingResponse
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **_ERR},
 )
-async def live_jpeg(state: State, _: Reader) -> Response:
+async def live_jpeg(state: State, _: Reader, lang: Lang = None) -> Response:
     """The newest judged frame with boxes, masks, labels and verdict drawn."""
-    data = await to_thread.run_sync(state.hub.jpeg)
+    data = await to_thread.run_sync(state.hub.jpeg, lang)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -107,7 +115,9 @@ async def live_jpeg(state: State, _: Reader) -> Response:
     response_class=StreamingResponse,
     responses={200: {"content": {"multipart/x-mixed-replace": {}}}, **_ERR},
 )
-async def live_mjpeg(request: Request, state: State, _: Reader) -> StreamingResponse:
+async def live_mjpeg(
+    request: Request, state: State, _: Reader, lang: Lang = None
+) -> StreamingResponse:
     """MJPEG stream of the annotated view, at most ``api.live_fps`` frames a second."""
     hub = state.hub
     period = 1.0 / state.cfg.live_fps
@@ -119,7 +129,7 @@ async def live_mjpeg(request: Request, state: State, _: Reader) -> StreamingResp
             key = hub.picture_key()
             # resend now and then even without news, so a viewer knows we are alive
             if key != sent or time.monotonic() - last_sent > 5.0:
-                data = await to_thread.run_sync(hub.jpeg)
+                data = await to_thread.run_sync(hub.jpeg, lang)
                 sent, last_sent = key, time.monotonic()
                 yield (
                     b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
@@ -158,12 +168,17 @@ def screen_settings(state: State, _: Reader) -> ScreenOut:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **_ERR, 404: {"model": ErrorOut}},
 )
-async def screen_picture(state: State, who: Reader, inspection_id: uuid.UUID) -> Response:
+async def screen_picture(
+    state: State, who: Reader, inspection_id: uuid.UUID, lang: Lang = None
+) -> Response:
     """One inspection's annotated picture, as the screen shows it large: from memory for
     the recent ones (any verdict, saved or not; ``api.screen_pictures``), else its saved
-    image, annotated, at most ``api.live_max_side`` px. ``X-Picture-Source`` says which
-    (``memory`` or ``saved``)."""
-    data = await to_thread.run_sync(state.hub.pictures.jpeg, str(inspection_id))
+    image, annotated, at most ``api.live_max_side`` px; labels in ``lang`` (the screen's
+    language; default ``api.language``). ``X-Picture-Source`` says which (``memory`` or
+    ``saved``)."""
+    data = await to_thread.run_sync(
+        state.hub.pictures.jpeg, str(inspection_id), lang or state.cfg.language
+    )
     if data is not None:
         return Response(
             data,
@@ -171,7 +186,7 @@ async def screen_picture(state: State, who: Reader, inspection_id: uuid.UUID) ->
             headers={"Cache-Control": "private, max-age=3600", "X-Picture-Source": "memory"},
         )
     try:
-        saved = await get_image(state, who, inspection_id, True, state.cfg.live_max_side)
+        saved = await get_image(state, who, inspection_id, True, state.cfg.live_max_side, lang)
     except HTTPException as e:
         if e.status_code not in (404, 410):
             raise

@@ -109,8 +109,10 @@ def start_services(station: Station) -> ApiState:
         keep=lambda: rules_keep(station.inspector.rules_in_force()),  # the rules in force now
         pictures_defects=station.config.api.screen_pictures,
         pictures_mb=station.config.api.screen_pictures_mb,
-        # labels in the station's language, by the judging model's display names
-        names=lambda sha: station.state.names.for_language(sha, station.config.api.language),
+        # labels by the judging model's display names: in the station's language, or
+        # the screen's (GET /api/screen/picture/{id}?lang=)
+        names=station.state.names.for_language,
+        language=station.config.api.language,
     )
     loop = LoopThread(station)
     metrics = StationMetrics(station, loop.alive)

@@ -24,12 +24,13 @@
   const settings = { hold_s: 3, min_show_s: 1, strip: 8, sound: false, flash: false, undo_s: 10 };
 
   const t = (key) => (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
-  // the model's own display names (GET /api/status model.display_names), then ours
+  // the model's display names (GET /api/status model.display_names), else the class name
   const className = (name) => {
     const names = status && status.model && status.model.display_names;
-    const own = names && names[lang] && names[lang][name];
-    return own || (lang === "zh" && I18N.zh.classes[name]) || name;
+    return (names && names[lang] && names[lang][name]) || name;
   };
+  // the small live view, its labels in the screen's language
+  const liveUrl = () => `/api/live.mjpeg?lang=${lang}&t=${Date.now()}`;
 
   // -- beep and flash on FAIL: api.screen_sound / screen_flash, or ?sound= / ?flash= in
   // the address, which this screen remembers (one screen by the line beeps, another not)
@@ -147,10 +148,16 @@
     part.render();
   }
 
+  function relabel() {
+    if (connected) $("live").src = liveUrl();
+    part.relabel();
+  }
+
   $("lang").addEventListener("click", () => {
     lang = lang === "zh" ? "en" : "zh";
     localStorage.setItem("kanjian.lang", lang);
     applyLang();
+    relabel();
   });
 
   // -- auth: auth.js's dialog; a token it accepted opens the session, then connect -------
@@ -163,7 +170,7 @@
     connected = on;
     renderConnection();
     if (on) {
-      $("live").src = "/api/live.mjpeg?t=" + Date.now();
+      $("live").src = liveUrl();
     } else {
       $("live").removeAttribute("src"); // ends the MJPEG request; reopened on return
     }
@@ -216,7 +223,8 @@
       onStatus(d.status);
       setConnected(true);
       if (d.shift) onShift(d.shift);
-      part.loadDefects().then(() => d.last && part.onInspection(d.last));
+      // the station's last part: shown if this screen has none, not queued or sounded again
+      part.loadDefects().then(() => d.last && part.onInspection(d.last, false));
     });
     es.addEventListener("inspection", (e) => {
       const d = JSON.parse(e.data);

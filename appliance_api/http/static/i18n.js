@@ -51,6 +51,8 @@ window.KANJIAN_I18N = {
     undone: "已撤销",
     undo: "撤销",
     undo_refused: "无法撤销（已超时）：请直接选择新的答案",
+    part_changed: "画面刚切换，请再按一次",
+    skipped_n: "{n} 个未显示（见历史）",
     where: {
       top_left: "左上",
       top: "上",
@@ -61,14 +63,6 @@ window.KANJIAN_I18N = {
       bottom_left: "左下",
       bottom: "下",
       bottom_right: "右下",
-    },
-    classes: {
-      crazing: "龟裂",
-      inclusion: "夹杂",
-      patches: "斑块",
-      pitted_surface: "麻点",
-      "rolled-in_scale": "压入氧化皮",
-      scratches: "划痕",
     },
     reasons: {
       no_defect: () => "无超过阈值的缺陷",
@@ -129,6 +123,8 @@ window.KANJIAN_I18N = {
     undone: "Undone",
     undo: "Undo",
     undo_refused: "Too late to undo: just pick the new answer",
+    part_changed: "The part just changed: tap again",
+    skipped_n: "{n} not shown (see History)",
     where: {
       top_left: "top left",
       top: "top",
@@ -140,7 +136,6 @@ window.KANJIAN_I18N = {
       bottom: "bottom",
       bottom_right: "bottom right",
     },
-    classes: {},
     // the same sentences as the server's English `reason`
     reasons: {
       no_defect: () => "no defect above threshold",

@@ -3,7 +3,9 @@
 // together, in one synchronous step, once its picture has loaded. A FAIL / REVIEW stays
 // up at least hold_s (api.screen_hold_s); newer defects wait in order; any other part
 // at least min_show_s, and a defect replaces it at once. Tapping a thumbnail shows that
-// part (pinned) with its own buttons. Used by app.js: window.KanjianPart(ctx).
+// part (pinned) with its own buttons. A finger on the buttons pins the part under it:
+// an answer goes to the part it came down on, or nowhere. FAIL beeps / flashes when it
+// arrives, not when it comes up large. Used by app.js: window.KanjianPart(ctx).
 "use strict";
 
 window.KanjianPart = (ctx) => {
@@ -12,6 +14,8 @@ window.KanjianPart = (ctx) => {
   const PIN_MS = 30000; // a tapped part stays up this long after the last touch
   const TOUCH_MS = 1500; // the strip does not move this long after a touch
   const LOAD_MS = 4000; // a picture that takes longer is shown as missing
+  const SETTLE_MS = 400; // a tap this soon after the part changed was aimed at the one before
+  const PRESS_MS = 8000; // a finger on the buttons holds the part (time to pick a class)
   const DEFECT = new Set(["FAIL", "REVIEW"]);
   const JUDGED = new Set(["PASS", "FAIL", "REVIEW"]);
 
@@ -28,9 +32,12 @@ window.KanjianPart = (ctx) => {
   let stripTimer = null;
   let undoTimer = null;
   let message = null; // {id, text, cls, kind}: the last answer's outcome, for its part
+  let press = null; // {id, ok, at}: the part a finger came down on in #feedback
+  let skipped = 0; // defects that never came up large: more queued than the strip holds
 
   const isDefect = (insp) => DEFECT.has(insp.verdict);
-  const picUrl = (id) => `/api/screen/picture/${id}`;
+  // labels drawn in the screen's language
+  const picUrl = (id) => `/api/screen/picture/${id}?lang=${ctx.lang()}`;
   const shortId = (id) => "#" + id.slice(0, 8);
   const hhmmss = (iso) => new Date(iso).toLocaleTimeString(ctx.lang() === "zh" ? "zh-CN" : "en-GB");
   const topDetection = (insp) =>
@@ -92,6 +99,11 @@ window.KanjianPart = (ctx) => {
     }
     if (loading !== item) return; // the operator chose another part meanwhile
     loading = null;
+    if (auto && Date.now() < pinUntil) {
+      // a finger came down on the buttons meanwhile: the part under it stays up
+      if (isDefect(item.insp) && shown !== item && !pending.includes(item)) pending.unshift(item);
+      return decide();
+    }
     swap(item, ok ? img : null, auto);
     decide();
   }
@@ -110,10 +122,6 @@ window.KanjianPart = (ctx) => {
     $("fb-classes").hidden = true;
     render();
     renderThumbs();
-    if (auto && !item.alerted && item.insp.verdict === "FAIL") {
-      item.alerted = true;
-      ctx.alarm();
-    }
   }
 
   function select(item) {
@@ -137,7 +145,12 @@ window.KanjianPart = (ctx) => {
   function renderPin() {
     $("back-live").hidden = Date.now() >= pinUntil;
     const n = pending.length;
-    $("pending").textContent = n ? `· ${t("waiting_n").replace("{n}", n)}` : "";
+    const el = $("pending");
+    el.textContent =
+      (n ? `· ${t("waiting_n").replace("{n}", n)}` : "") +
+      (skipped ? ` · ${t("skipped_n").replace("{n}", skipped)}` : "");
+    el.dataset.waiting = String(n);
+    el.dataset.skipped = String(skipped);
   }
 
   function renderVerdict() {
@@ -178,6 +191,7 @@ window.KanjianPart = (ctx) => {
       b.disabled = !can;
       b.classList.toggle("chosen", Boolean(fb) && fb.kind === b.dataset.kind);
     });
+    document.querySelectorAll("#fb-classes button").forEach((b) => (b.disabled = !can));
     // an answer shows as given until the part changes; a failed one says so
     const msg = message && message.id === i.id ? message : null;
     if (msg && msg.cls === "bad") {
@@ -265,13 +279,29 @@ window.KanjianPart = (ctx) => {
   });
 
   // -- data in --------------------------------------------------------------------------
-  function onInspection(insp) {
+  // An inspection as it arrives (live) or the station's last one on (re)connecting
+  // (hello: not news, nothing to queue or sound again if this screen has it already).
+  function onInspection(insp, live = true) {
+    const known = items.has(insp.id);
     const item = remember(insp);
+    if (!live) {
+      if (!latest || latest.insp.captured_at <= insp.captured_at) latest = item;
+      if (!known && isDefect(insp)) {
+        strip = [item, ...strip.filter((d) => d !== item)].slice(0, ctx.settings.strip);
+        scheduleThumbs();
+      }
+      return decide();
+    }
     latest = item;
-    if (isDefect(insp)) {
+    if (insp.verdict === "FAIL" && !item.alerted) {
+      item.alerted = true; // the alarm is for its arrival: a queued FAIL may come up later
+      ctx.alarm();
+    }
+    if (isDefect(insp) && !known) {
       strip = [item, ...strip.filter((d) => d !== item)].slice(0, ctx.settings.strip);
       pending.push(item);
-      pending.splice(0, Math.max(0, pending.length - ctx.settings.strip));
+      // more waiting than the strip holds: the oldest will never come up large; counted
+      skipped += pending.splice(0, Math.max(0, pending.length - ctx.settings.strip)).length;
       scheduleThumbs();
     }
     decide();
@@ -312,22 +342,48 @@ window.KanjianPart = (ctx) => {
   }
 
   // -- feedback -------------------------------------------------------------------------
-  async function answer(kind, klass) {
-    // the part whose buttons were tapped: the one on screen, by its attribute
-    const item = items.get($("feedback").dataset.inspectionId);
+  // A finger on the buttons: pin the part under it and remember which it was.
+  $("feedback").addEventListener("pointerdown", () => {
+    if (!shown) return;
+    const now = Date.now();
+    press = { id: shown.insp.id, ok: now - shownAt >= SETTLE_MS, at: now };
+    pinUntil = Math.max(pinUntil, now + PRESS_MS);
+    $("feedback").dataset.pressId = press.id;
+    $("feedback").dataset.pressOk = press.ok ? "1" : "0";
+    renderPin();
+  });
+
+  // The part a tap on the buttons is for: the one the finger came down on, if it is
+  // still the one shown and had been up SETTLE_MS by then (else the tap was aimed at the
+  // part before: nothing is sent, the screen says to tap again). A click without a
+  // pointer (a key) is for the shown part, by the same rule.
+  function tapped(ev) {
+    const p = press && Date.now() - press.at < PRESS_MS ? press : null;
+    press = null;
+    if (!shown) return null;
+    const id = shown.insp.id;
+    const ok = p ? p.id === id && p.ok : !(ev && ev.detail > 0) && Date.now() - shownAt >= SETTLE_MS;
+    if (ok) return shown;
+    message = { id, cls: "bad", text: t("part_changed") };
+    renderFeedback();
+    return null;
+  }
+
+  async function answer(item, kind, klass) {
     if (!item || !ctx.connected()) return;
     const body = { kind };
     if (klass) body.class_name = klass;
     const id = item.insp.id;
+    const sent = Date.now();
     const r = await ctx.api(`/api/inspections/${id}/feedback`, "POST", body);
     if (r && (r.status === 201 || r.status === 200)) {
       const fb = await r.json();
-      const span = Date.parse(fb.undo_until) - Date.parse(fb.created_at);
-      fb.undoUntil = Date.now() + span - 300; // our clock, not the station's
+      // the station's time left, less the round trip (our clock may differ from its)
+      fb.undoUntil = fb.undo_s_left ? Date.now() + 1000 * fb.undo_s_left - (Date.now() - sent) : 0;
       item.fb = fb;
       message = { id };
       // the part stays up while its answer can be undone (返回实时 lets it go)
-      pinUntil = Math.max(pinUntil, fb.undoUntil);
+      if (shown === item) pinUntil = Math.max(pinUntil, fb.undoUntil);
     } else if (r && r.status === 401) {
       ctx.showLogin("");
       return;
@@ -338,8 +394,8 @@ window.KanjianPart = (ctx) => {
     renderThumbs();
   }
 
-  async function undo() {
-    const item = shown;
+  async function undo(ev) {
+    const item = tapped(ev);
     const fb = item && item.fb;
     if (!fb || !fb.undoUntil) return;
     const r = await ctx.api(`/api/inspections/${item.insp.id}/feedback/${fb.id}`, "DELETE");
@@ -354,9 +410,10 @@ window.KanjianPart = (ctx) => {
   }
 
   $("fb-undo").addEventListener("click", undo);
-  $("fb-confirm").addEventListener("click", () => answer("confirm_defect"));
-  $("fb-not").addEventListener("click", () => answer("not_defect"));
-  $("fb-wrong").addEventListener("click", () => {
+  $("fb-confirm").addEventListener("click", (ev) => answer(tapped(ev), "confirm_defect"));
+  $("fb-not").addEventListener("click", (ev) => answer(tapped(ev), "not_defect"));
+  $("fb-wrong").addEventListener("click", (ev) => {
+    if (!tapped(ev)) return;
     const box = $("fb-classes");
     box.textContent = "";
     const title = document.createElement("div");
@@ -366,7 +423,8 @@ window.KanjianPart = (ctx) => {
       const b = document.createElement("button");
       b.type = "button";
       b.textContent = ctx.className(name);
-      b.addEventListener("click", () => answer("wrong_class", name));
+      b.disabled = !ctx.connected();
+      b.addEventListener("click", (e) => answer(tapped(e), "wrong_class", name));
       box.appendChild(b);
     }
     box.hidden = false;
@@ -378,6 +436,15 @@ window.KanjianPart = (ctx) => {
     render() {
       render();
       renderThumbs();
+    },
+    // the language changed: pictures with labels in it (the same parts, new labels)
+    relabel() {
+      const img = $("picture").querySelector("img");
+      if (img) img.src = picUrl(img.dataset.inspectionId);
+      for (const [id, b] of thumbEls) {
+        const ti = b.querySelector("img");
+        if (ti) ti.src = picUrl(id);
+      }
     },
   };
 };
