@@ -24,6 +24,7 @@ window.KanjianPart = (ctx) => {
   let strip = []; // defects, newest first
   let shown = null; // the item the four elements show
   let shownAt = 0;
+  let swappedAt = 0; // when the part last changed by itself (a tapped thumbnail: never)
   let loading = null; // the item whose picture is loading
   let latest = null; // the newest item of any verdict
   let pinUntil = 0;
@@ -113,6 +114,8 @@ window.KanjianPart = (ctx) => {
   function swap(item, img, auto) {
     shown = item;
     shownAt = Date.now();
+    // a part the operator chose is the one they aim at: no settling time for it
+    swappedAt = auto ? shownAt : 0;
     const i = pending.indexOf(item);
     if (i >= 0) pending.splice(i, 1);
     const pic = $("picture");
@@ -346,7 +349,7 @@ window.KanjianPart = (ctx) => {
   $("feedback").addEventListener("pointerdown", () => {
     if (!shown) return;
     const now = Date.now();
-    press = { id: shown.insp.id, ok: now - shownAt >= SETTLE_MS, at: now };
+    press = { id: shown.insp.id, ok: now - swappedAt >= SETTLE_MS, at: now };
     pinUntil = Math.max(pinUntil, now + PRESS_MS);
     $("feedback").dataset.pressId = press.id;
     $("feedback").dataset.pressOk = press.ok ? "1" : "0";
@@ -362,7 +365,7 @@ window.KanjianPart = (ctx) => {
     press = null;
     if (!shown) return null;
     const id = shown.insp.id;
-    const ok = p ? p.id === id && p.ok : !(ev && ev.detail > 0) && Date.now() - shownAt >= SETTLE_MS;
+    const ok = p ? p.id === id && p.ok : !(ev && ev.detail > 0) && Date.now() - swappedAt >= SETTLE_MS;
     if (ok) return shown;
     message = { id, cls: "bad", text: t("part_changed") };
     renderFeedback();
