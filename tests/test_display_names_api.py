@@ -107,7 +107,7 @@ def test_names_are_edited_by_engineers_audited_and_kept_over_restarts(tmp_path: 
         )
         assert c["operator"].get(path).json() == got
         # the live picture's labels: the station's language, the effective names
-        assert state.hub.names(sha) == {**ZH, "scratches": "划伤"}
+        assert state.hub.names(sha, state.hub.language) == {**ZH, "scratches": "划伤"}
         many = {f"x{chr(97 + i // 26)}{chr(97 + i % 26)}": {"scratches": "划伤"} for i in range(17)}
         for bad, says in (
             ({"zh": {"scratchez": "划伤"}}, "no class 'scratchez'"),
@@ -140,7 +140,11 @@ def test_names_are_edited_by_engineers_audited_and_kept_over_restarts(tmp_path: 
             assert any("FROM settings" in q for q in asked), asked  # read again
         finally:
             names.pool.get().conn.set_trace_callback(None)
-        assert state.hub.names(sha) == {**ZH, "scratches": "划伤", "crazing": "裂纹"}
+        assert state.hub.names(sha, state.hub.language) == {
+            **ZH,
+            "scratches": "划伤",
+            "crazing": "裂纹",
+        }
         shown = c["operator"].get("/api/status").json()["model"]["display_names"]
         assert shown["zh"]["crazing"] == "裂纹"
         r = c["engineer"].put(f"/api/models/{'0' * 64}/display-names", json=body)
@@ -177,7 +181,9 @@ def test_english_station_labels_with_class_names_and_reasons_say_where(tmp_path:
     with _running(_config(tmp_path, language="en")) as (state, c):
         status = c["operator"].get("/api/status").json()
         assert status["station"]["language"] == "en"
-        assert state.hub.names(status["model"]["sha256"]) == {}  # no English names: ids
+        assert (
+            state.hub.names(status["model"]["sha256"], state.hub.language) == {}
+        )  # no English names: ids
         rows = S.sql(
             tmp_path / "data" / "kanjian.db",
             "SELECT verdict, reason, width, height FROM inspections "
