@@ -1,4 +1,4 @@
-# ruff: noqa: UP031, SIM115  (research scripts kept as they were run)
+# ruff: noqa: UP031  (research scripts kept as they were run)
 """Dataset facts quoted in anomaly-design.md (sizes, masks, exposure groups, defect sizes).
 Run: .venv/bin/python dataset_stats.py  (from ../shared/datasets/magnetic-tile)"""
 

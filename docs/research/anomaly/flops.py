@@ -1,4 +1,4 @@
-# ruff: noqa: UP031, SIM115  (research scripts kept as they were run)
+# ruff: noqa: UP031  (research scripts kept as they were run)
 # analytic MAC counts (conv only; BN/ReLU/pool ignored), H=W=S
 def conv(cin, cout, k, h, w):
     return cin * cout * k * k * h * w

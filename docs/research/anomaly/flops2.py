@@ -1,4 +1,4 @@
-# ruff: noqa: UP031, SIM115  (research scripts kept as they were run)
+# ruff: noqa: UP031  (research scripts kept as they were run)
 def conv(cin, cout, k, h, w=None):
     w = h if w is None else w
     return cin * cout * k * k * h * w
