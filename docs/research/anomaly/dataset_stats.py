@@ -36,6 +36,4 @@ for S in (256,):
             s = S / max(m.shape)
             ys, xs = np.nonzero(m)
             a.append(min(np.ptp(ys) + 1, np.ptp(xs) + 1) * s)
-        print(
-            S, d, f"bbox short side p10 {np.percentile(a, 10):.1f} median {np.median(a):.1f} px"
-        )
+        print(S, d, f"bbox short side p10 {np.percentile(a, 10):.1f} median {np.median(a):.1f} px")
