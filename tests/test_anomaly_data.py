@@ -235,6 +235,13 @@ def test_cli(tmp_path: Path) -> None:
     n = sum(expected.values())
     assert f"writing {tmp_path / 'out'}: {n:,} of {n:,} images (100 %)" in run.stderr
 
+    # the same output again: refused in one line, nothing overwritten
+    again = run_import_cli(str(src), str(tmp_path / "out"), "--task", "anomaly")
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'out'} is not empty; choose a new output folder"
+    ]
+
     # nothing importable: the summary, then one line naming the first problem, exit 2
     empty = tmp_path / "empty"
     (empty / "good").mkdir(parents=True)
@@ -293,3 +300,18 @@ def test_real_magnetic_tile(tmp_path: Path) -> None:
             assert sample.mask is not None
             m = cv2.imread(str(sample.mask), cv2.IMREAD_GRAYSCALE)
             assert set(np.unique(m)) <= {0, 255}
+
+
+def test_loader_names_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"split\.json: not found; make the dataset with"):
+        load_anomaly_dataset(tmp_path)
+    src = tmp_path / "src"
+    _good_defect_tree(src)
+    import_anomaly_dataset(src, tmp_path / "out")
+    first = json.loads((tmp_path / "out" / "split.json").read_text())["validation"][0]
+    (tmp_path / "out" / first).unlink()
+    with pytest.raises(ValueError, match=f"validation lists {first}, which is not in"):
+        load_anomaly_dataset(tmp_path / "out")
+    (tmp_path / "out" / "split.json").write_text("{")
+    with pytest.raises(ValueError, match="unreadable split"):
+        load_anomaly_dataset(tmp_path / "out")
