@@ -209,6 +209,8 @@ def test_mvtec_layout(tmp_path: Path) -> None:
     assert detect_anomaly_format(src) == "mvtec"
     with pytest.raises(ValueError, match="import one category at a time"):
         detect_anomaly_format(tmp_path)
+    with pytest.raises(ValueError, match="the mvtec layout needs both"):
+        import_anomaly_dataset(src / "train", tmp_path / "x", fmt="mvtec")
     summary = import_anomaly_dataset(src, tmp_path / "out")
     assert summary.per_kind["good"]["train"] == 4  # MVTec's own train/good
     assert sum(summary.per_kind["good"].values()) == 6
@@ -294,6 +296,14 @@ def test_real_magnetic_tile(tmp_path: Path) -> None:
     train = sum(n - max(round(n * 0.2), 1 if n >= 2 else 0) for n in groups.values())
     assert len(data.train) == summary.images["train"] == train
     held = data.calibration + data.validation
+    # halves stratified by kind and exposure group: each stratum splits within one image
+    for kind in ("good", *summary.kinds):
+        for group in summary.per_group:
+            cal, val = (
+                sum(1 for s in part if (s.kind, exposure_group(s.image.name)) == (kind, group))
+                for part in (data.calibration, data.validation)
+            )
+            assert abs(cal - val) <= 1, (kind, group, cal, val)
     assert Counter(s.kind for s in held)["good"] == 717 - len(data.train)
     for sample in held:
         if sample.kind != "good":

@@ -218,6 +218,8 @@ def _read_magnetic_tile(source: Path) -> Read:
 
 
 def _read_mvtec(source: Path) -> Read:
+    if not (source / "train" / GOOD).is_dir() or not (source / "test").is_dir():
+        raise ValueError(f"{source}: no train/good/ and test/ (the mvtec layout needs both)")
     items = [_item(p, GOOD, None, train=True) for p in _image_files(source / "train" / GOOD)]
     items += [_item(p, GOOD, None) for p in _image_files(source / "test" / GOOD)]
     for folder in sorted(p for p in (source / "test").iterdir() if p.is_dir()):
