@@ -4,6 +4,8 @@ Engineers' machines only (the ``training`` extra): the station never imports it.
 
 - :mod:`.importer` — ``kanjian dataset import``: VOC / COCO / YOLO -> one YOLO dataset
   (readers :mod:`.voc`, :mod:`.coco`, :mod:`.yolo_source`; writer :mod:`.layout`).
+- :mod:`.anomaly_data` — ``kanjian dataset import --task anomaly``: good/ + defect/<kind>/
+  with binary masks and a train/calibration/validation split (reader :mod:`.anomaly_source`).
 - :mod:`.station_export` — ``kanjian dataset export``: the station's log -> YOLO dataset
   (filters :mod:`.export_filter`, log reader :mod:`.station_log`, class lists
   :mod:`.export_classes`, pre-annotations for :mod:`.label_studio`).

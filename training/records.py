@@ -21,6 +21,9 @@ class ProblemKind(str, Enum):
     UNKNOWN_CLASS = "unknown_class"  # class not in the class list: box dropped
     DUPLICATE = "duplicate"  # a second annotation for the same image: ignored
     BAD_ENTRY = "bad_entry"  # malformed image/category entry (e.g. COCO row): entry skipped
+    MISSING_MASK = "missing_mask"  # anomaly: a defect image without its mask: kept, no pixels
+    UNREADABLE_MASK = "unreadable_mask"  # anomaly: the mask cannot be decoded: kept, no pixels
+    EMPTY_MASK = "empty_mask"  # anomaly: a defect image whose mask marks no pixel: kept
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Training commands of the ``kanjian`` CLI: ``dataset import``, ``train``, ``model check``.
 
+The import command itself lives in :mod:`kanjian.appliance_api.cli.dataset_import`.
 Mounted by ``kanjian.appliance_api.cli.main`` through :func:`register`. Importing
 this module is cheap: torch and Ultralytics are imported inside the commands.
 """
@@ -14,122 +15,15 @@ from typing import Annotated, Literal, cast
 import typer
 from rich.console import Console
 
+from kanjian.appliance_api.cli.dataset_import import dataset_import_command
+
 console = Console(stderr=True, soft_wrap=True)  # whole lines: logs get grepped
 out = Console(soft_wrap=True)
 
 dataset_app = typer.Typer(help="Import and convert datasets.", no_args_is_help=True)
+dataset_app.command("import")(dataset_import_command)
 
 TaskOpt = Literal["detect", "segment", "classify"]
-SourceFormat = Literal["auto", "voc", "coco", "yolo"]
-BoxMasks = Literal["ellipse", "box"]
-
-
-@dataset_app.command("import")
-def dataset_import_command(
-    source: Annotated[
-        Path,
-        typer.Argument(
-            help="VOC folder, COCO .json or folder, YOLO folder/data.yaml, or CVAT export folder"
-        ),
-    ],
-    output: Annotated[Path, typer.Argument(help="new folder for the YOLO dataset")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="auto, voc, coco or yolo")] = "auto",
-    images: Annotated[
-        Path | None, typer.Option(help="image folder, when not where the format expects it")
-    ] = None,
-    task: Annotated[str, typer.Option(help="layout: detect, segment or classify")] = "detect",
-    val_fraction: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="share of images for validation")
-    ] = 0.2,
-    seed: Annotated[int, typer.Option(help="seed of the train/val split")] = 0,
-    classes: Annotated[
-        str | None, typer.Option(help="comma-separated class list (default: the classes found)")
-    ] = None,
-    box_masks: Annotated[
-        str, typer.Option(help="segment: mask for boxes without polygon: ellipse or box")
-    ] = "ellipse",
-    drop_difficult: Annotated[
-        bool,
-        typer.Option(help="VOC: skip <difficult>1</difficult> objects (default: keep them)"),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-) -> None:
-    """Convert a dataset to YOLO layout with a seeded, class-stratified train/val split.
-
-    Faults (missing images, boxes outside, unknown classes, unreadable files,
-    stated sizes that differ from the image) are reported per file and skipped or
-    repaired; the summary is written to OUTPUT/summary.json. Exit code 0 when
-    images were imported (even with faults), 2 when none was.
-    """
-    from rich.markup import escape
-
-    from kanjian.appliance_api.cli.progress import ReadProgress
-    from kanjian.training.importer import import_dataset
-
-    if fmt not in ("auto", "voc", "coco", "yolo"):
-        raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
-    if task not in ("detect", "segment", "classify"):
-        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
-    if box_masks not in ("ellipse", "box"):
-        raise typer.BadParameter(f"unknown box mask {box_masks!r}", param_hint="--box-masks")
-    names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
-    try:
-        # reading the source: a spinner on a terminal (nothing in a log); copying the
-        # images, the long part of a big import: a bar (a line every tenth in a log)
-        reading = console.status(f"reading {escape(str(source))}")
-        reading.start()
-        bar = ReadProgress(console, f"writing {output}", unit="images")
-
-        def progress(done: int, total: int) -> None:
-            reading.stop()  # the source is read: the copy begins
-            bar(done, total)
-
-        try:
-            summary = import_dataset(
-                source,
-                output,
-                fmt=cast(SourceFormat, fmt),
-                images=images,
-                task=cast(TaskOpt, task),
-                val_fraction=val_fraction,
-                seed=seed,
-                class_names=names,
-                box_masks=cast(BoxMasks, box_masks),
-                drop_difficult=drop_difficult,
-                progress=progress,
-            )
-        finally:
-            reading.stop()
-            bar.close()
-    except (ValueError, OSError) as e:  # OSError: FileExistsError, unwritable output...
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
-    if as_json:
-        out.print_json(summary.to_json())
-    else:
-        out.print(f"{summary.source_format} -> {summary.output} ({summary.task})")
-        out.print(
-            f"images: train {summary.images['train']}, val {summary.images['val']}, "
-            f"without labels {summary.images_without_labels}"
-        )
-        for name, n in summary.boxes_per_class.items():
-            out.print(f"  {name}: {n} boxes")
-        for note in summary.notes:
-            out.print(f"note: {note}", markup=False)
-        if summary.problems:
-            counts = ", ".join(f"{k} {v}" for k, v in summary.problem_counts.items())
-            out.print(f"problems: {len(summary.problems)} ({counts}); first ones:")
-            for line in summary.problems[:10]:
-                out.print(f"  {line}", markup=False)
-            out.print(f"all problems: {Path(summary.output) / 'summary.json'}")
-    if summary.images["train"] + summary.images["val"] == 0:
-        # a dataset with nothing in it must stop a script before `kanjian train` runs
-        first = f"; first: {' '.join(summary.problems[0].split())}" if summary.problems else ""
-        console.print(
-            f"[red]error:[/red] {escape(f'no images imported from {source}')} "
-            f"({len(summary.problems)} problems{escape(first)})"
-        )
-        raise typer.Exit(2)
 
 
 @dataset_app.command("export")
