@@ -58,10 +58,13 @@ def map_to_source(amap: NDArray[np.float32], geom: Letterbox) -> NDArray[np.floa
     padding is cut off and the rest resized to the frame, as the segment decoder does
     with mask prototypes.
     """
+    full = amap
     if amap.shape != (geom.dst_h, geom.dst_w):
-        amap = cv2.resize(amap, (geom.dst_w, geom.dst_h), interpolation=cv2.INTER_LINEAR)
+        full = np.asarray(
+            cv2.resize(amap, (geom.dst_w, geom.dst_h), interpolation=cv2.INTER_LINEAR), np.float32
+        )
     crop = np.ascontiguousarray(
-        amap[geom.pad_top : geom.pad_top + geom.new_h, geom.pad_left : geom.pad_left + geom.new_w]
+        full[geom.pad_top : geom.pad_top + geom.new_h, geom.pad_left : geom.pad_left + geom.new_w]
     )
     out = cv2.resize(crop, (geom.src_w, geom.src_h), interpolation=cv2.INTER_LINEAR)
     return np.asarray(out, np.float32)

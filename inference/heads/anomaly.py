@@ -87,7 +87,7 @@ class AnomalyHead(DetectHead):
         # the heat map is coloured where the drawn regions are (map >= pixel threshold),
         # at the frame's size before shrinking, so region edges stay exact
         if masks is not None and idx:
-            where = masks[np.asarray(idx, np.intp)].any(axis=0)
+            where: NDArray[np.bool_] = np.any(masks[np.asarray(idx, np.intp)], axis=0)
             amap = insp.anomaly_map
             if amap is not None and amap.shape != where.shape:
                 amap = None  # not this frame's map: tint without it
