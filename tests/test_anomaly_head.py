@@ -258,3 +258,23 @@ def test_the_heat_map_is_drawn_on_the_regions_only(bundle: Path, good: NDArray[n
     # and on the annotated picture the station serves
     pic = annotate_inspection(insp)
     assert pic is not None and (pic[y, x] != image[y, x]).any()
+
+
+def test_calibration_order_and_bad_outputs_are_named() -> None:
+    with pytest.raises(ValueError, match="floor < review_threshold < image_threshold < top"):
+        AnomalyCalibration(review_threshold=0.3, image_threshold=0.2, pixel_threshold=0.2)
+    # uncalibrated: raw outputs are normalised scores already, clipped
+    assert normalise(np.array([-1.0, 0.3, 2.0], np.float32), None).tolist() == pytest.approx(
+        [0.0, 0.3, 1.0]
+    )
+    assert CAL.knots == (0.0, 0.1, 0.2, 0.4)
+    with pytest.raises(ValueError, match=r"score \(1,\) and anomaly_map \(1, 1, h, w\).*\(1, 5\)"):
+        split_outputs([np.zeros((1, 5), np.float32), np.zeros((1, 1, 4, 4), np.float32)])
+    # a manifest without calibration is written without the key (older stations read it)
+    m = b.BundleManifest(
+        name="m", version="1", task="anomaly", class_names=["anomaly"], imgsz=(8, 8),
+        onnx_sha256="0" * 64,
+    )  # fmt: skip
+    assert "calibration" not in json.loads(m.dump_json())
+    with_cal = m.model_copy(update={"calibration": CAL})
+    assert b.BundleManifest.model_validate_json(with_cal.dump_json()).calibration == CAL
