@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kanjian.inference.calibration import AnomalyCalibration
 from kanjian.inference.display_names import DisplayNames, NamesError, check_display_names
 from kanjian.inference.heads import find_head, unknown_task_message
 from kanjian.inference.verdict import VerdictRules, unknown_classes
@@ -93,6 +94,12 @@ class BundleManifest(BaseModel):
         "null: kanjian's defaults (fail 0.5, review 0.25)",
     )
     onnx_sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
+    calibration: AnomalyCalibration | None = Field(
+        None,
+        description="anomaly models: image, review and pixel thresholds in the model's raw "
+        "score units and the normalisation of its score (docs/anomaly.md); null: the raw "
+        "outputs are taken as normalised scores in [0, 1]",
+    )
     metrics: dict[str, float] = Field(default_factory=dict, description="e.g. mAP50, mAP50-95")
     training: TrainingInfo = Field(default_factory=TrainingInfo)
     created_at: str = Field("", description="ISO 8601 time the bundle was written")
@@ -149,11 +156,14 @@ class BundleManifest(BaseModel):
 
     def dump_json(self) -> str:
         """The manifest as ``manifest.json`` holds it: without ``display_names`` when
-        there are none, so a bundle without names stays readable by older stations
-        (their manifest model forbids unknown keys)."""
-        return self.model_dump_json(
-            indent=2, exclude=None if self.display_names else {"display_names"}
-        )
+        there are none and without ``calibration`` when it is null, so such a bundle
+        stays readable by older stations (their manifest model forbids unknown keys)."""
+        exclude = set()
+        if not self.display_names:
+            exclude.add("display_names")
+        if self.calibration is None:
+            exclude.add("calibration")
+        return self.model_dump_json(indent=2, exclude=exclude or None)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from kanjian.inference import bundle as bundle_mod
 from kanjian.inference.gpu_input import device_input_for
-from kanjian.inference.heads import DecodeThresholds, TaskHead, head_for
+from kanjian.inference.heads import Decoded, DecodeThresholds, TaskHead, head_for
 from kanjian.inference.metadata import ModelInfo, read_ultralytics_metadata
 from kanjian.inference.session import ModelLoadError, create_session
 from kanjian.inference.types import Detections, ModelRef
@@ -33,12 +33,16 @@ class Prediction:
     Attributes:
         detections: boxes (and masks) in source-frame pixels; empty for classify.
         probs: classify only: ``(num_classes,)`` float32 probabilities.
+        score: anomaly only: normalised image score in ``[0, 1]``.
+        anomaly_map: anomaly only: ``(H, W)`` float32 normalised map at source-frame size.
         timings_ms: ``preprocess``, ``infer``, ``postprocess`` wall times (ms).
     """
 
     detections: Detections
     probs: NDArray[np.float32] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
+    anomaly_map: NDArray[np.float32] | None = None
 
 
 class OnnxModel:
@@ -156,17 +160,23 @@ class OnnxModel:
         else:
             outputs = self.run(tensor)
         t2 = time.perf_counter()
-        dets, probs = self.head.decode(
-            outputs,
-            geom,
-            DecodeThresholds(conf, iou, max_det),
-            len(self.info.class_names),
-            self.info.imgsz,
+        calibration = self.manifest.calibration if self.manifest else None
+        # a plugin head may still return a plain (detections, probs) tuple
+        decoded = Decoded(
+            *self.head.decode(
+                outputs,
+                geom,
+                DecodeThresholds(conf, iou, max_det, calibration),
+                len(self.info.class_names),
+                self.info.imgsz,
+            )
         )
         t3 = time.perf_counter()
         return Prediction(
-            detections=dets,
-            probs=probs,
+            detections=decoded.detections,
+            probs=decoded.probs,
+            score=decoded.score,
+            anomaly_map=decoded.anomaly_map,
             timings_ms={
                 "preprocess": (t1 - t0) * 1e3,
                 "infer": (t2 - t1) * 1e3,
@@ -176,7 +186,8 @@ class OnnxModel:
 
     def judge(self, pred: Prediction, rules: VerdictRules) -> VerdictResult:
         """PASS / FAIL / REVIEW for a prediction of this model, by its task's rules."""
-        return self.head.judge(pred.detections, pred.probs, self.info.class_names, rules)
+        decoded = Decoded(pred.detections, pred.probs, pred.score, pred.anomaly_map)
+        return self.head.judge_decoded(decoded, self.info.class_names, rules)
 
 
 def load_model(

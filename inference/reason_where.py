@@ -11,6 +11,9 @@ from dataclasses import replace
 from kanjian.inference.verdict import ReasonParams, VerdictResult, reason_text
 from kanjian.inference.where import size_mm, where_on_frame
 
+#: the reasons that name a defect's box
+_PLACED = ("defect_fail", "defect_review", "anomaly_fail", "anomaly_review")
+
 
 def place_reason(
     result: VerdictResult,
@@ -31,7 +34,7 @@ def place_reason(
     (:func:`~kanjian.inference.verdict.explain_reason` with the frame size).
     """
     box = result.params.get("box")
-    if result.code not in ("defect_fail", "defect_review") or not isinstance(box, list):
+    if result.code not in _PLACED or not isinstance(box, list):
         return result
     xyxy = [float(v) for v in box]
     params: ReasonParams = {**result.params, "where": where_on_frame(xyxy, frame_wh)}

@@ -102,8 +102,10 @@ class Inspection:
         detections: boxes in source-frame pixels (empty for classify / errors).
         class_names: the model's class names, index = ``class_id``.
         probs: classify only: ``(num_classes,)`` float32 class probabilities.
-        score: anomaly models: image-level anomaly score.
-        anomaly_map: anomaly models: ``(H, W)`` float32 per-pixel score.
+        score: anomaly models: the image's anomaly score, normalised to ``[0, 1]`` by the
+            bundle's calibration (0.25 review, 0.5 fail: :mod:`kanjian.inference.calibration`).
+        anomaly_map: anomaly models: ``(H, W)`` float32 per-pixel score at source-frame
+            size, normalised as ``score``.
         timings_ms: per-stage wall time in milliseconds, e.g.
             ``{"preprocess": 0.8, "infer": 42.1, "postprocess": 0.6}``.
         task: the judging model's task (the name of its head in

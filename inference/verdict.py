@@ -92,8 +92,9 @@ def unknown_classes(
 
 #: What a verdict's reason says, for machines: a stable code the screen translates, with
 #: the facts of the English sentence as parameters (see :func:`reason_text`). The first
-#: eight come from :func:`judge_detections` / :func:`judge_probs`; the last three are the
-#: reasons of ERROR / MISSED inspections, made by the inspector and the camera.
+#: eight come from :func:`judge_detections` / :func:`judge_probs`, the three ``anomaly_``
+#: ones from :func:`judge_anomaly`; the last three are the reasons of ERROR / MISSED
+#: inspections, made by the inspector and the camera.
 ReasonCode = Literal[
     "no_defect",  # detect: nothing counted reaches a review confidence
     "defect_fail",  # detect: {class, confidence, box, more}
@@ -103,6 +104,9 @@ ReasonCode = Literal[
     "class_fail",  # classify: {class, confidence}
     "class_review",  # classify: {class, confidence}
     "no_confident_class",  # classify: top below review confidence {class, confidence}
+    "anomaly_pass",  # anomaly: image score below review {score}
+    "anomaly_review",  # anomaly: score in the review band {score} (+ box of its top region)
+    "anomaly_fail",  # anomaly: score at or above fail {score} (+ box of its top region)
     "model_error",  # ERROR from the model: {detail}
     "frame_error",  # ERROR from the camera / decoder: {detail}
     "frame_missed",  # MISSED: a trigger got no frame in time {detail}
@@ -113,7 +117,9 @@ REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 #: ``more`` (int, other counted detections), ``detail`` (str, English, from the error);
 #: detect reasons of a station also ``where`` (str, the 3x3 cell of the frame the box's
 #: centre is in: top_left ... bottom_right) and, with a camera scale, ``size_mm``
-#: ([w, h] floats, one decimal): see :mod:`kanjian.inference.where`
+#: ([w, h] floats, one decimal): see :mod:`kanjian.inference.where`; anomaly reasons
+#: ``score`` (float, two decimals: the normalised image score) and, for a failed or
+#: reviewed part with a defect region, its strongest region's ``box`` (and where, size)
 ReasonParams = dict[str, str | float | int | list[int] | list[float]]
 
 
@@ -137,6 +143,8 @@ def reason_text(code: ReasonCode, params: ReasonParams) -> str:
     if code in ("model_error", "frame_error", "frame_missed"):
         detail = str(params["detail"])
         return f"model error: {detail}" if code == "model_error" else detail
+    if code in ("anomaly_pass", "anomaly_review", "anomaly_fail"):
+        return _anomaly_text(code, params)
     conf = params["confidence"]
     if not isinstance(conf, float | int):
         raise TypeError(f"reason {code}: confidence must be a number, got {conf!r}")
@@ -157,6 +165,18 @@ def reason_text(code: ReasonCode, params: ReasonParams) -> str:
     if code == "no_confident_class":
         return f"no class is confident (top {what})"
     return what  # class_pass, class_fail
+
+
+def _anomaly_text(code: ReasonCode, params: ReasonParams) -> str:
+    """``"[uncertain: ]anomaly score 0.73[ at [x1,y1,x2,y2], where, size]"``."""
+    score = params["score"]
+    if not isinstance(score, float | int):
+        raise TypeError(f"reason {code}: score must be a number, got {score!r}")
+    text = f"anomaly score {score:.2f}"
+    box = params.get("box")
+    if code != "anomaly_pass" and isinstance(box, list) and len(box) == 4:
+        text += f" at [{','.join(str(v) for v in box)}]" + _place_text(params)
+    return "uncertain: " + text if code == "anomaly_review" else text
 
 
 def _place_text(params: ReasonParams) -> str:
@@ -188,6 +208,8 @@ _CLASS = re.compile(_WHAT, re.S)
 _CLASS_IGNORED = re.compile(_WHAT + r" \(ignored class\)", re.S)
 _CLASS_REVIEW = re.compile("uncertain: " + _WHAT, re.S)
 _NO_CONFIDENT = re.compile(r"no class is confident \(top " + _WHAT + r"\)", re.S)
+_ANOMALY = re.compile(r"anomaly score (?P<score>\d+\.\d\d)(?:" + _BOX + ")?", re.S)
+_ANOMALY_REVIEW = re.compile("uncertain: " + _ANOMALY.pattern, re.S)
 
 
 def explain_reason(
@@ -213,10 +235,21 @@ def explain_reason(
         return "frame_error", {"detail": reason}
     if v is Verdict.PASS and reason == "no defect above threshold":
         return "no_defect", {}
+    # anomaly sentences first: "anomaly score 0.73" would read as a class named
+    # "anomaly score" too
     tries: dict[Verdict, tuple[tuple[re.Pattern[str], ReasonCode], ...]] = {
-        Verdict.PASS: ((_CLASS_IGNORED, "class_ignored"), (_CLASS, "class_pass")),
-        Verdict.FAIL: ((_DEFECT_FAIL, "defect_fail"), (_CLASS, "class_fail")),
+        Verdict.PASS: (
+            (_ANOMALY, "anomaly_pass"),
+            (_CLASS_IGNORED, "class_ignored"),
+            (_CLASS, "class_pass"),
+        ),
+        Verdict.FAIL: (
+            (_ANOMALY, "anomaly_fail"),
+            (_DEFECT_FAIL, "defect_fail"),
+            (_CLASS, "class_fail"),
+        ),
         Verdict.REVIEW: (
+            (_ANOMALY_REVIEW, "anomaly_review"),
             (_DEFECT_REVIEW, "defect_review"),
             (_NO_CONFIDENT, "no_confident_class"),
             (_CLASS_REVIEW, "class_review"),
@@ -226,8 +259,14 @@ def explain_reason(
         m = pattern.fullmatch(reason)
         if m is None:
             continue
-        params: ReasonParams = {"class": m["cls"], "confidence": float(m["conf"])}
-        if code in ("defect_fail", "defect_review"):
+        params: ReasonParams
+        if code.startswith("anomaly_"):
+            params = {"score": float(m["score"])}
+            if code == "anomaly_pass" and m["box"]:
+                continue  # a passed part's sentence names no region
+        else:
+            params = {"class": m["cls"], "confidence": float(m["conf"])}
+        if "box" in m.re.groupindex and m["box"]:
             box = [int(x) for x in m["box"].split(",")]
             params["box"] = box
             if m["where"]:
@@ -308,3 +347,40 @@ def judge_probs(
     if p >= rule.review_confidence:
         return _result(Verdict.REVIEW, "class_review", params)
     return _result(Verdict.REVIEW, "no_confident_class", params)
+
+
+def judge_anomaly(
+    score: float | None, regions: Detections, names: tuple[str, ...], rules: VerdictRules
+) -> VerdictResult:
+    """Anomaly models: the normalised image score against the anomaly class's rule
+    (its fail and review confidences; by default 0.5 and 0.25, which a calibrated model's
+    normalisation puts at its image and review thresholds).
+
+    Where the rules limit where defects count (``roi_xyxy``, zones, or the class's
+    ``min_area_px``), only the defect regions they let count speak: the score that
+    judges is then the lower of the image score and the strongest counted region's
+    confidence (0 with none), so a region in an ignore zone cannot fail the part.
+
+    Args:
+        score: normalised image score in ``[0, 1]``; ``None``: the regions alone judge.
+        regions: defect regions (one class, ``names[0]``), confidence = the region's
+            highest normalised map value.
+    """
+    name = names[0] if names else "anomaly"
+    rule = rules.rule_for(name)
+    counted = _counted(regions, names, rules)
+    idx = np.flatnonzero(counted)
+    top = max((float(regions.confidence[i]) for i in idx), default=0.0)
+    limited = rules.roi_xyxy is not None or bool(rules.zones) or rule.min_area_px > 0
+    s = top if score is None else min(score, top) if limited else score
+    if rule.ignore:
+        s = 0.0
+    params: ReasonParams = {"score": round(s, 2)}
+    if s < rule.review_confidence:
+        return _result(Verdict.PASS, "anomaly_pass", params)
+    if len(idx):
+        best = int(idx[np.argmax(regions.confidence[idx])])
+        params["box"] = [int(v) for v in regions.xyxy[best]]
+    if s >= rule.fail_confidence:
+        return _result(Verdict.FAIL, "anomaly_fail", params)
+    return _result(Verdict.REVIEW, "anomaly_review", params)

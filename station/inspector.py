@@ -127,6 +127,8 @@ class Inspector:
             detections=pred.detections,
             class_names=names,
             probs=pred.probs,
+            score=pred.score,
+            anomaly_map=pred.anomaly_map,
             timings_ms=timings,
             task=model.info.task,
         )

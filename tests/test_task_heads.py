@@ -41,7 +41,9 @@ from kanjian.inference.verdict import VerdictResult, VerdictRules, reason_text
 from kanjian.station.inspector import Inspector
 from kanjian.station.store import DB_NAME, ResultStore
 
-BUILT_IN = ("classify", "detect", "segment")
+BUILT_IN = ("anomaly", "classify", "detect", "segment")
+#: a task no head is registered for
+UNKNOWN = "keypoints"
 TOY = "good_or_not"
 TOY_MARK = (slice(12, 20), slice(12, 20))  # rows, cols of the toy's square
 MAGENTA = (255, 0, 255)
@@ -52,9 +54,9 @@ def test_the_registry_holds_the_built_in_tasks() -> None:
     for task in BUILT_IN:
         assert head_for(task).task == task
     with pytest.raises(
-        UnknownTaskError, match=r"'anomaly'.*known tasks: classify, detect, segment"
+        UnknownTaskError, match=r"'keypoints'.*known tasks: anomaly, classify, detect, segment"
     ):
-        head_for("anomaly")
+        head_for(UNKNOWN)
     with pytest.raises(ValueError, match="already registered"):
         register_head(ClassifyHead())
 
@@ -73,24 +75,26 @@ def _with_task(src: Path, dst: Path, task: str) -> Path:
 def test_an_unknown_task_in_onnx_metadata_names_the_known_ones(
     classify_model: Any, tmp_path: Path
 ) -> None:
-    onnx_path = _with_task(classify_model.onnx, tmp_path / "m.onnx", "anomaly")
+    onnx_path = _with_task(classify_model.onnx, tmp_path / "m.onnx", UNKNOWN)
     with pytest.raises(ModelLoadError) as e:
         load_model(onnx_path, ("cpu",))
     assert str(onnx_path) in str(e.value)
-    assert "'anomaly' is not supported; known tasks: classify, detect, segment" in str(e.value)
+    assert "'keypoints' is not supported; known tasks: anomaly, classify, detect, segment" in str(
+        e.value
+    )
 
 
 def test_an_unknown_task_in_a_manifest_names_the_known_ones(tmp_path: Path) -> None:
     raw = {
         "name": "m",
         "version": "1",
-        "task": "anomaly",
+        "task": UNKNOWN,
         "class_names": ["ok", "bad"],
         "imgsz": [128, 128],
         "onnx_sha256": "0" * 64,
     }
     (tmp_path / b.MANIFEST_NAME).write_text(json.dumps(raw))
-    with pytest.raises(b.BundleError, match="known tasks: classify, detect, segment"):
+    with pytest.raises(b.BundleError, match="known tasks: anomaly, classify, detect, segment"):
         b.read_manifest(tmp_path)
     assert b.BundleManifest.model_validate({**raw, "task": "segment"}).task == "segment"
 
@@ -275,7 +279,8 @@ def _allowed(task: str) -> NDArray[np.bool_]:
     """``(H, W)`` bool: where ``task``'s head may draw on :func:`_synthetic`'s frame."""
     allowed = np.zeros((H, W), bool)
     x1, y1, x2, y2 = (round(v) for v in BOX)
-    if task in ("detect", "segment"):  # the outline (and the mask inside it), the label above
+    # the outline (and the mask, or the anomaly's heat map, inside it), the label above
+    if task in ("detect", "segment", "anomaly"):
         allowed[y1 - 40 : y2 + 4, x1 - 4 : x2 + 4] = True
         allowed[y1 - 40 : y1 + 4, x1 - 4 : x1 + 160] = True
     elif task == TOY:
@@ -300,7 +305,7 @@ def test_each_heads_drawing_leaves_pixels_away_from_its_marks_untouched(
     allowed = _allowed(task)
     assert not (changed & ~allowed).any(), f"{task} drew outside its marks"
     assert changed.any() == bool(allowed.any()), f"{task} drew nothing it should"
-    if task == "segment":  # the mask is tinted inside the box, away from the outline
+    if task in ("segment", "anomaly"):  # the mask is tinted inside the box, off the outline
         assert changed[230:270, 290:310].all()
     if task == "detect":
         assert not changed[230:270, 290:310].any()

@@ -15,6 +15,7 @@ from kanjian.inference.verdict import (
     VerdictResult,
     VerdictRules,
     explain_reason,
+    judge_anomaly,
     judge_detections,
     judge_probs,
     reason_text,
@@ -93,6 +94,11 @@ def _every_rule_reason() -> list[VerdictResult]:
         judge_probs(probs(0.8, 0.1, 0.1), NAMES, rules),
         judge_probs(probs(0.4, 0.3, 0.3), NAMES, rules),
         judge_probs(probs(0.2, 0.2, 0.2), NAMES, rules),  # nothing confident
+        # anomaly models: the image score judges, the strongest region is named
+        judge_anomaly(0.1, Detections.empty(), ("anomaly",), plain),
+        judge_anomaly(0.3, _dets((1, 2, 30, 40, 0.4, 0)), ("anomaly",), plain),
+        judge_anomaly(0.3, Detections.empty(), ("anomaly",), plain),  # no region above pixel
+        judge_anomaly(0.8, _dets((1, 2, 30, 40, 0.9, 0)), ("anomaly",), plain),
     ]
 
 
@@ -114,6 +120,10 @@ def test_every_reason_has_a_code_and_reads_back_from_its_sentence() -> None:
         "crazing 0.80",
         "uncertain: crazing 0.40",
         "no class is confident (top crazing 0.20)",
+        "anomaly score 0.10",
+        "uncertain: anomaly score 0.30 at [1,2,30,40]",
+        "uncertain: anomaly score 0.30",
+        "anomaly score 0.80 at [1,2,30,40]",
     ]
     # a class name with spaces, brackets and digits still reads back
     odd = judge_detections(_dets((0, 0, 5, 5, 0.7, 0)), ("a 0.10 at [1,2,3,4]",), VerdictRules())

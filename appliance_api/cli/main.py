@@ -176,6 +176,8 @@ def inspect(
                         "image": str(path),
                         "inspection_id": str(insp.inspection_id),
                         "verdict": insp.verdict.value,
+                        # anomaly models: the normalised image score (else null)
+                        "score": None if insp.score is None else round(insp.score, 5),
                         "reason": insp.reason,
                         "detections": [
                             {
@@ -192,7 +194,8 @@ def inspect(
                 indent=None,
             )
         else:
-            out.print(f"{path}: [bold]{insp.verdict.value}[/] {insp.reason}")
+            score = "" if insp.score is None else f" (score {insp.score:.3f})"
+            out.print(f"{path}: [bold]{insp.verdict.value}[/]{score} {insp.reason}")
             for b, s, c in zip(d.xyxy, d.confidence, d.class_id, strict=False):
                 x1, y1, x2, y2 = (f"{v:.1f}" for v in b)
                 out.print(f"  {names[int(c)]:<20} {s:.3f}  [{x1}, {y1}, {x2}, {y2}]")

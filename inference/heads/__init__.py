@@ -2,12 +2,12 @@
 
 ``head_for(model.info.task)`` gives the :class:`TaskHead` that preprocesses, decodes,
 judges, golden-checks, stores and draws for that task. The built-in heads
-(``detect``, ``segment``, ``classify``) register themselves when this package is
+(``detect``, ``segment``, ``classify``, ``anomaly``) register themselves when this package is
 imported; a new task is one module with a :class:`TaskHead` subclass and a
 :func:`register_head` call (see ``docs/extending.md``).
 """
 
-from kanjian.inference.heads import classify, detect, segment  # noqa: F401  (they register)
+from kanjian.inference.heads import anomaly, classify, detect, segment  # noqa: F401  (they register)
 from kanjian.inference.heads.base import (
     Decoded,
     DecodeThresholds,

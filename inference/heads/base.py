@@ -14,11 +14,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
+from kanjian.inference.calibration import AnomalyCalibration
 from kanjian.inference.types import Detections, Inspection
 from kanjian.inference.verdict import VerdictResult, VerdictRules
 from kanjian.kernels import Letterbox
@@ -28,9 +29,23 @@ if TYPE_CHECKING:
 
 #: decides whether a detection is drawn: ``keep(class_name, confidence)``
 Keep = Callable[[str, float], bool]
-#: what a head's decoder returns: detections in source pixels, and class probabilities
-#: ``(num_classes,)`` float32 for tasks that have them (else ``None``)
-Decoded = tuple[Detections, NDArray[np.float32] | None]
+
+
+class Decoded(NamedTuple):
+    """What a head's decoder returns (a plain ``(detections, probs)`` tuple is accepted too).
+
+    Attributes:
+        detections: in source-frame pixels (an anomaly model's defect regions).
+        probs: ``(num_classes,)`` float32 class probabilities, for tasks that have them.
+        score: anomaly models: the normalised image score in ``[0, 1]``
+            (:func:`kanjian.inference.calibration.normalise`).
+        anomaly_map: anomaly models: ``(H, W)`` float32 normalised map, source-frame size.
+    """
+
+    detections: Detections
+    probs: NDArray[np.float32] | None = None
+    score: float | None = None
+    anomaly_map: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,11 +56,14 @@ class DecodeThresholds:
         conf: minimum confidence kept, in ``[0, 1]``.
         iou: IoU above which NMS suppresses a box, in ``[0, 1]``.
         max_det: most detections kept.
+        calibration: anomaly models: the bundle's thresholds (``None``: raw outputs are
+            taken as normalised already).
     """
 
     conf: float
     iou: float
     max_det: int
+    calibration: AnomalyCalibration | None = None
 
 
 class UnknownTaskError(ValueError):
@@ -112,6 +130,13 @@ class TaskHead(ABC):
         rules: VerdictRules,
     ) -> VerdictResult:
         """PASS / FAIL / REVIEW and its reason, by the verdict rules (``names[class_id]``)."""
+
+    def judge_decoded(
+        self, decoded: Decoded, names: tuple[str, ...], rules: VerdictRules
+    ) -> VerdictResult:
+        """Judge everything the decoder gave (an anomaly head also needs the image score);
+        by default :meth:`judge` on the detections and probabilities."""
+        return self.judge(decoded.detections, decoded.probs, names, rules)
 
     @abstractmethod
     def golden(

@@ -57,7 +57,7 @@ class ClassifyHead(TaskHead):
         num_classes: int,
         input_hw: tuple[int, int],
     ) -> Decoded:
-        return Detections.empty(), np.asarray(outputs[0][0], np.float32)
+        return Decoded(Detections.empty(), np.asarray(outputs[0][0], np.float32))
 
     def judge(
         self,

@@ -69,7 +69,7 @@ class DetectHead(TaskHead):
         input_hw: tuple[int, int],
     ) -> Decoded:
         th, geom = thresholds, need_geometry(geometry, self.task)
-        return decode_detect(outputs[0][0], num_classes, geom, th.conf, th.iou, th.max_det), None
+        return Decoded(decode_detect(outputs[0][0], num_classes, geom, th.conf, th.iou, th.max_det))
 
     def judge(
         self,

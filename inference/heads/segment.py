@@ -39,7 +39,7 @@ class SegmentHead(DetectHead):
         dets = decode_segment(
             outputs[0][0], outputs[1][0], num_classes, geom, input_hw, th.conf, th.iou, th.max_det
         )
-        return dets, None
+        return Decoded(dets)
 
     def draw(
         self,

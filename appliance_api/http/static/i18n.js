@@ -74,6 +74,11 @@ window.KANJIAN_I18N = {
       class_fail: (p) => `${p.class} ${p.confidence}`,
       class_review: (p) => `不确定：${p.class} ${p.confidence}`,
       no_confident_class: (p) => `没有可信的类别（最高 ${p.class} ${p.confidence}）`,
+      anomaly_pass: (p) => `异常分数 ${Number(p.score).toFixed(2)}`,
+      anomaly_review: (p) =>
+        `不确定：异常分数 ${Number(p.score).toFixed(2)}` + (p.place ? `，位置 ${p.place}` : ""),
+      anomaly_fail: (p) =>
+        `异常分数 ${Number(p.score).toFixed(2)}` + (p.place ? `，位置 ${p.place}` : ""),
       // the English detail stays in the tooltip and the stored row, for the engineer
       model_error: () => "模型运行出错",
       frame_error: () => "图像无法读取或相机故障",
@@ -147,6 +152,11 @@ window.KANJIAN_I18N = {
       class_fail: (p) => `${p.class} ${p.confidence}`,
       class_review: (p) => `uncertain: ${p.class} ${p.confidence}`,
       no_confident_class: (p) => `no class is confident (top ${p.class} ${p.confidence})`,
+      anomaly_pass: (p) => `anomaly score ${Number(p.score).toFixed(2)}`,
+      anomaly_review: (p) =>
+        `uncertain: anomaly score ${Number(p.score).toFixed(2)}` + (p.place ? ` at ${p.place}` : ""),
+      anomaly_fail: (p) =>
+        `anomaly score ${Number(p.score).toFixed(2)}` + (p.place ? ` at ${p.place}` : ""),
       model_error: (p) => `model error: ${p.detail}`,
       frame_error: (p) => p.detail,
       frame_missed: (p) => p.detail,
