@@ -91,8 +91,9 @@ class StoreConfig(BaseModel):
         256.0,
         ge=0,
         le=1_000_000,
-        description="memory bound of the frames queued for the writer, MB: over it rows are "
-        "still queued but their images are not saved (rows first; 0: no bound)",
+        description="memory bound of the frames (with their masks and anomaly maps) queued "
+        "for the writer, MB: over it rows are still queued but their images are not saved "
+        "(rows first; 0: no bound)",
     )
     min_free_mb: float = Field(
         200.0,

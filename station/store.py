@@ -173,19 +173,20 @@ class ResultStore:
         """Enqueue an inspection for writing; returns at once unless the queue is full.
 
         A full queue means the disk cannot keep up: we wait (and count it)
-        rather than drop an inspection. Over ``queue_max_mb`` of queued pixels the
-        frame's pixels are dropped first: the row is kept, the image is not saved.
+        rather than drop an inspection. Over ``queue_max_mb`` of queued frame-sized arrays
+        (pixels, masks, anomaly maps) the frame's pixels and its anomaly map are dropped
+        first: the row is kept, the image is not saved.
         """
         nbytes = pixel_bytes(insp)
         with self._count_lock:
             self._judged += 1
-            if self._queue_max_bytes and self._queued_bytes + nbytes > self._queue_max_bytes:
-                drop, nbytes = nbytes > 0, 0
-            else:
-                drop = False
-                self._queued_bytes += nbytes
+            over = self._queued_bytes + nbytes > self._queue_max_bytes
+            drop = bool(self._queue_max_bytes) and nbytes > 0 and over
+            if drop:
+                insp = without_pixels(insp)
+                nbytes = pixel_bytes(insp)  # its masks, still held (and freed when written)
+            self._queued_bytes += nbytes
         if drop:
-            insp = without_pixels(insp)
             if insp.verdict.value in self.save_verdicts:
                 self._not_saved(
                     1, f"queue over store.queue_max_mb {self._queue_max_bytes / MB:.3g} MB"

@@ -144,15 +144,25 @@ class Stall:
 
 
 def pixel_bytes(insp: Inspection) -> int:
-    """Bytes of the frame's pixels an inspection holds (0 for a failed frame)."""
-    return insp.frame.image.nbytes if isinstance(insp.frame, Frame) else 0
+    """Bytes of frame-sized arrays an inspection holds: the frame's pixels, its masks and
+    its anomaly map (a float32 map is 4 bytes a pixel, more than the frame itself)."""
+    frame = insp.frame
+    # the 1x1 stand-in of dropped pixels is shared, not held by this inspection
+    n = frame.image.nbytes if isinstance(frame, Frame) and frame.image is not _NO_PIXELS else 0
+    if insp.detections.masks is not None:
+        n += insp.detections.masks.nbytes
+    if insp.anomaly_map is not None:
+        n += insp.anomaly_map.nbytes
+    return int(n)
 
 
 def without_pixels(insp: Inspection) -> Inspection:
-    """The inspection with its frame's pixels replaced by a 1x1 grey image (memory bound)."""
+    """The inspection with its frame's pixels replaced by a 1x1 grey image and its anomaly
+    map dropped (memory bound). Masks stay: the stored area of each region is theirs."""
     if not isinstance(insp.frame, Frame):
-        return insp
-    return dataclasses.replace(insp, frame=dataclasses.replace(insp.frame, image=_NO_PIXELS))
+        return dataclasses.replace(insp, anomaly_map=None)
+    frame = dataclasses.replace(insp.frame, image=_NO_PIXELS)
+    return dataclasses.replace(insp, frame=frame, anomaly_map=None)
 
 
 def is_space_error(e: BaseException) -> bool:

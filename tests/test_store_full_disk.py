@@ -168,6 +168,43 @@ def test_queue_over_its_memory_bound_keeps_rows_drops_pixels(tmp_path: Path) -> 
     assert [r[1] is not None for r in rows] == [True] * 3 + [False] * 8
 
 
+def test_the_queue_bound_counts_anomaly_maps_and_drops_them_with_the_pixels(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+
+    gate = threading.Event()
+    seen: list[Inspection] = []
+
+    def hold(batch: list[Inspection]) -> None:  # the writer waits here: a slow disk
+        seen.extend(batch)
+        gate.wait(60)
+
+    def anomalous(i: int) -> Inspection:
+        insp = _insp(i)
+        h, w = insp.frame.image.shape[:2]  # type: ignore[union-attr]
+        return dataclasses.replace(insp, anomaly_map=np.full((h, w), 0.1, np.float32))
+
+    full = _insp(0).frame.image.nbytes + anomalous(0).anomaly_map.nbytes  # type: ignore[union-attr]
+    # room for two frames with their maps; a bound on the frames alone would take all three
+    store = ResultStore(tmp_path, on_commit=hold, queue_max_mb=2.5 * full / (1024 * 1024))
+    try:
+        store.put(anomalous(0))
+        _wait(lambda: bool(seen), "the first commit")
+        store.put(anomalous(1))
+        store.put(anomalous(2))
+        st = store.stats()
+        assert st.queued_bytes == 2 * full  # the third's frame and map were let go
+        assert st.images_not_saved == 1
+        gate.set()
+        assert store.flush(60.0)
+    finally:
+        gate.set()
+        res = store.close()
+    assert res.ok and res.committed == 3 and res.images_not_saved == 1
+    assert [i.anomaly_map is not None for i in seen] == [True, True, False]
+
+
 # -- through `kanjian run` -----------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
+from kanjian.station.store_health import pixel_bytes
 
 DEFECTS = frozenset({Verdict.FAIL, Verdict.REVIEW})
 
@@ -50,17 +51,6 @@ class _Entry:
     insp: Inspection | None  # let go once encoded
     size: int  # bytes it holds now: the frame's pixels, then its JPEGs' lengths
     jpegs: dict[str, bytes] = field(default_factory=dict)  # by language, once drawn
-
-
-def _held_bytes(insp: Inspection) -> int:
-    """What keeping ``insp`` until it is drawn holds: its frame, masks and anomaly map."""
-    assert isinstance(insp.frame, Frame)
-    n = insp.frame.image.nbytes
-    if insp.detections.masks is not None:
-        n += insp.detections.masks.nbytes
-    if insp.anomaly_map is not None:
-        n += insp.anomaly_map.nbytes
-    return int(n)
 
 
 class PictureCache:
@@ -116,7 +106,7 @@ class PictureCache:
             return
         defect = insp.verdict in DEFECTS and self._limits[True] > 0
         key = str(insp.inspection_id)
-        entry = _Entry(insp, _held_bytes(insp))
+        entry = _Entry(insp, pixel_bytes(insp))  # frame, masks, anomaly map
         with self._lock:
             pool = self._pools[defect]
             if key in pool:
