@@ -6,6 +6,9 @@ Engineers' machines only (the ``training`` extra): the station never imports it.
   (readers :mod:`.voc`, :mod:`.coco`, :mod:`.yolo_source`; writer :mod:`.layout`).
 - :mod:`.anomaly_data` — ``kanjian dataset import --task anomaly``: good/ + defect/<kind>/
   with binary masks and a train/calibration/validation split (reader :mod:`.anomaly_source`).
+- :mod:`.anomaly_draem`, :mod:`.anomaly_draem_fit` — DRAEM-S, an anomaly model trained from
+  scratch on good images (:mod:`.anomaly_images`) with synthetic defects
+  (:mod:`.anomaly_synth`); AUROC in :mod:`.anomaly_metrics`.
 - :mod:`.station_export` — ``kanjian dataset export``: the station's log -> YOLO dataset
   (filters :mod:`.export_filter`, log reader :mod:`.station_log`, class lists
   :mod:`.export_classes`, pre-annotations for :mod:`.label_studio`).
