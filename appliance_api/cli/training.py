@@ -172,13 +172,22 @@ def dataset_export_command(
 
 
 def train_command(
-    data: Annotated[Path, typer.Argument(help="data.yaml (detect/segment) or folder (classify)")],
-    task: Annotated[str, typer.Option(help="detect, segment or classify")] = "detect",
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="data.yaml (detect/segment), folder (classify) or an imported anomaly "
+            "dataset folder (anomaly: `kanjian dataset import SRC OUT --task anomaly`)"
+        ),
+    ],
+    task: Annotated[str, typer.Option(help="detect, segment, classify or anomaly")] = "detect",
     model: Annotated[
         str, typer.Option(help="model YAML (yolo11n.yaml...) or a local .pt; default per task")
     ] = "",
     epochs: Annotated[int, typer.Option(min=1)] = 100,
-    imgsz: Annotated[int, typer.Option(min=32, help="square input size in pixels")] = 640,
+    imgsz: Annotated[
+        int | None,
+        typer.Option(min=32, help="square input size in pixels (default 640; anomaly 256)"),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1)] = 16,
     patience: Annotated[int, typer.Option(min=0, help="early stop after N flat epochs")] = 30,
     lr0: Annotated[float, typer.Option(min=0.0, help="initial learning rate")] = 0.01,
@@ -288,8 +297,40 @@ def train_command(
             "en: {scratches: Scratch}}; --names-zh wins for the classes it names",
         ),
     ] = None,
+    method: Annotated[
+        str, typer.Option(help="anomaly: draem, draem-lite or patchknn (docs/anomaly.md)")
+    ] = "draem",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="anomaly (draem): optimiser steps")
+    ] = None,
+    target_frr: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.5, help="anomaly: share of held-back good parts allowed to fail"
+        ),
+    ] = 0.01,
+    review_frr: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.9, help="anomaly: share of held-back good parts sent to review or failed"
+        ),
+    ] = 0.05,
+    bank_size: Annotated[
+        int, typer.Option(min=16, help="anomaly (patchknn): patches in the memory bank")
+    ] = 4096,
+    eval_every: Annotated[
+        int, typer.Option(min=1, help="anomaly (draem): calibration check every N steps")
+    ] = 500,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="anomaly: torch CPU threads (default: torch's)")
+    ] = None,
 ) -> None:
     """Train offline, export ONNX, gate it (parity, accuracy) and write a bundle.
+
+    --task anomaly trains on the good images of an imported anomaly dataset (with
+    --method, --steps or --time-hours, --batch, --imgsz, --seed, --target-frr,
+    --review-frr), calibrates on its held-back images and writes a bundle whose
+    manifest holds the thresholds and the validation metrics (docs/anomaly.md).
 
     No network is used: the model is built from a YAML (random weights) or a
     local .pt. After training, the ONNX file run by kanjian's own runtime must
@@ -302,6 +343,36 @@ def train_command(
     from kanjian.training.pipeline import PipelineOptions, run_pipeline
     from kanjian.training.train import TrainConfig
 
+    if task == "anomaly":
+        from kanjian.appliance_api.cli.train_anomaly import (
+            DEFAULT_IMGSZ,
+            AnomalyArgs,
+            run_anomaly_command,
+        )
+
+        run_anomaly_command(
+            AnomalyArgs(
+                data=data,
+                method=method,
+                imgsz=imgsz or DEFAULT_IMGSZ,
+                batch=batch,
+                seed=seed,
+                steps=steps,
+                time_hours=time_hours,
+                target_frr=target_frr,
+                review_frr=review_frr,
+                bank_size=bank_size,
+                eval_every=eval_every,
+                project=project,
+                name=name,
+                version=version,
+                bundle=bundle,
+                golden_images=golden_images,
+                overwrite=overwrite,
+                threads=threads,
+            )
+        )
+        return
     if task not in ("detect", "segment", "classify"):
         raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
     try:
@@ -319,7 +390,7 @@ def train_command(
         task=cast(TaskOpt, task),
         model=model,
         epochs=epochs,
-        imgsz=imgsz,
+        imgsz=imgsz or 640,
         batch=batch,
         patience=patience,
         lr0=lr0,
