@@ -74,6 +74,6 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
             continue
         pred = model.predict(image, conf=golden.conf, iou=golden.iou)
         # the model's task head knows what its answer is and how close is close enough
-        problems += model.head.golden(gi, pred.detections, pred.probs, golden)
+        problems += model.head.golden_decoded(gi, pred.decoded(), golden)
     provider = model.session_info.provider
     return GoldenReport(not problems, len(golden.images), problems, provider)

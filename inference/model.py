@@ -35,6 +35,7 @@ class Prediction:
         probs: classify only: ``(num_classes,)`` float32 probabilities.
         score: anomaly only: normalised image score in ``[0, 1]``.
         anomaly_map: anomaly only: ``(H, W)`` float32 normalised map at source-frame size.
+        raw_score: anomaly only: the image score in the model's raw units (golden sets).
         timings_ms: ``preprocess``, ``infer``, ``postprocess`` wall times (ms).
     """
 
@@ -43,6 +44,11 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     score: float | None = None
     anomaly_map: NDArray[np.float32] | None = None
+    raw_score: float | None = None
+
+    def decoded(self) -> Decoded:
+        """What the task head decoded, as the head's own type (to judge or golden-check)."""
+        return Decoded(self.detections, self.probs, self.score, self.anomaly_map, self.raw_score)
 
 
 class OnnxModel:
@@ -177,6 +183,7 @@ class OnnxModel:
             probs=decoded.probs,
             score=decoded.score,
             anomaly_map=decoded.anomaly_map,
+            raw_score=decoded.raw_score,
             timings_ms={
                 "preprocess": (t1 - t0) * 1e3,
                 "infer": (t2 - t1) * 1e3,
@@ -186,8 +193,7 @@ class OnnxModel:
 
     def judge(self, pred: Prediction, rules: VerdictRules) -> VerdictResult:
         """PASS / FAIL / REVIEW for a prediction of this model, by its task's rules."""
-        decoded = Decoded(pred.detections, pred.probs, pred.score, pred.anomaly_map)
-        return self.head.judge_decoded(decoded, self.info.class_names, rules)
+        return self.head.judge_decoded(pred.decoded(), self.info.class_names, rules)
 
 
 def load_model(

@@ -1,7 +1,8 @@
 """Write a model bundle: ``model.onnx``, ``manifest.json`` and a golden set.
 
 The golden set holds a few validation images with the detections the station's
-own runtime (:mod:`kanjian.inference`, CPU) gives on them; a station replays it
+own runtime (:mod:`kanjian.inference`, CPU) gives on them (an anomaly model's: raw
+scores and region counts, :mod:`kanjian.training.anomaly_golden`); a station replays it
 before activating the bundle (``kanjian.inference.golden.check_bundle``).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from kanjian.inference import bundle as b
+from kanjian.inference.calibration import AnomalyCalibration
 from kanjian.inference.display_names import DisplayNames
 from kanjian.inference.golden_set import GoldenDetection, GoldenImage, GoldenSet
 from kanjian.inference.verdict import VerdictRules
@@ -108,7 +110,7 @@ def write_golden(
         shutil.copyfile(path, gdir / path.name)
         images.append(entry)
     golden = GoldenSet(conf=conf, iou=iou, images=images)
-    (gdir / b.GOLDEN_EXPECTED).write_text(golden.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (gdir / b.GOLDEN_EXPECTED).write_text(golden.dump_json() + "\n", encoding="utf-8")
     return golden
 
 
@@ -126,17 +128,27 @@ def write_bundle(
     golden_conf: float | None = None,
     rules: VerdictRules | None = None,
     display_names: DisplayNames | None = None,
+    calibration: AnomalyCalibration | None = None,
 ) -> b.BundleManifest:
     """Copy ``onnx`` into ``bundle_dir``, write its manifest and golden set.
 
-    Task, class names, input size and stride come from the metadata Ultralytics
-    wrote into the ONNX file.
+    Task, class names, input size and stride come from the metadata written into the
+    ONNX file (by Ultralytics, or by kanjian's anomaly training).
 
     Args:
+        golden_candidates: images to choose the golden set from. Anomaly models: give
+            good and defective ones (e.g. the calibration split); the lowest- and
+            highest-scoring are kept (:mod:`kanjian.training.anomaly_golden`).
         golden_conf: conf threshold of the golden set; default ``thresholds.conf``.
             A weak model needs a lower one to have detections worth checking.
+            Not used by anomaly models.
         rules: default verdict rules for the manifest (None: the station's defaults).
         display_names: {lang: {class_name: name}} for the screen (None: none).
+        calibration: anomaly models: thresholds in the model's raw units, written into
+            the manifest (None: its raw outputs are taken as normalised already).
+
+    Raises:
+        ValueError: a calibration for a model that is not an anomaly model.
     """
     from kanjian.inference.model import load_model
 
@@ -145,6 +157,10 @@ def write_bundle(
     if onnx.resolve() != target.resolve():
         shutil.copyfile(onnx, target)
     info = load_model(target, providers=("cpu",)).info
+    if calibration is not None and info.task != "anomaly":
+        raise ValueError(
+            f"{onnx}: a calibration is for anomaly models; this one's task is {info.task!r}"
+        )
     manifest = b.BundleManifest(
         name=name,
         version=version,
@@ -159,8 +175,14 @@ def write_bundle(
         training=training,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         display_names=display_names or {},
+        calibration=calibration,
     )
     b.write_manifest(bundle_dir, manifest)
+    if info.task == "anomaly":
+        from kanjian.training.anomaly_golden import write_anomaly_golden
+
+        write_anomaly_golden(bundle_dir, golden_candidates, count=golden_count)
+        return manifest
     write_golden(
         bundle_dir,
         golden_candidates,

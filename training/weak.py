@@ -54,9 +54,19 @@ def weak_before_bundle(
 
 
 def weak_golden(task: str, golden: GoldenSet) -> str | None:
-    """Why a golden set checks nothing (detect/segment with no detection), or None."""
+    """Why a golden set checks nothing (detect/segment with no detection, anomaly with
+    an image without its raw score), or None."""
     if task == "classify":
         return None  # every classify image has its probabilities: never empty
+    if task == "anomaly":
+        bare = [g.file for g in golden.images if g.score is None]
+        if bare or not golden.images:
+            return (
+                f"golden set FAIL: {len(bare)} of its {len(golden.images)} images have no "
+                "raw anomaly score: it would accept other weights (write it with "
+                "kanjian.training.package.write_bundle)"
+            )
+        return None
     if sum(len(g.detections) for g in golden.images) == 0:
         return (
             f"golden set FAIL: no detection on its {len(golden.images)} images at conf "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,13 +26,16 @@ from kanjian.inference.types import Detections, Inspection
 from kanjian.inference.verdict import VerdictResult, VerdictRules, judge_anomaly
 from kanjian.kernels import Letterbox
 
+if TYPE_CHECKING:
+    from kanjian.inference.golden_set import GoldenImage, GoldenSet
+
 
 class AnomalyHead(DetectHead):
     """Image score + map; regions as one-class detections; judged by the image score.
 
     ``thresholds.conf`` and ``iou`` do not apply (regions come from the calibration's
-    pixel threshold); ``max_det`` caps the regions kept. Golden sets compare the regions
-    as detect compares boxes.
+    pixel threshold); ``max_det`` caps the regions kept. Golden sets compare the raw image
+    score and the region count (:meth:`golden_decoded`).
     """
 
     task = "anomaly"
@@ -53,7 +56,7 @@ class AnomalyHead(DetectHead):
         norm_map = normalise(raw_map, cal)
         found = regions(raw_map, norm_map, geom, cal, thresholds.max_det)
         score = float(normalise(raw.score, cal))
-        return Decoded(found, None, score, norm_map)
+        return Decoded(found, None, score, norm_map, raw.score)
 
     def judge(
         self,
@@ -69,6 +72,36 @@ class AnomalyHead(DetectHead):
         self, decoded: Decoded, names: tuple[str, ...], rules: VerdictRules
     ) -> VerdictResult:
         return judge_anomaly(decoded.score, decoded.detections, names, rules)
+
+    def golden_decoded(
+        self, expected: GoldenImage, decoded: Decoded, tolerance: GoldenSet
+    ) -> list[str]:
+        """The raw image score within the set's tolerance, the region count exactly (where
+        recorded); the regions' boxes as detect compares them only where the image lists
+        some. A golden image with neither score nor region count (written before they
+        existed) is compared as detect compares boxes."""
+        if expected.score is None and expected.regions is None:
+            return self.golden(expected, decoded.detections, decoded.probs, tolerance)
+        problems: list[str] = []
+        if expected.score is not None:
+            got = decoded.raw_score
+            tol = tolerance.score_tolerance(expected.score)
+            if got is None or not abs(got - expected.score) <= tol:  # NaN fails too
+                shown = "none" if got is None else f"{got:.6g}"
+                problems.append(
+                    f"{expected.file}: raw anomaly score expected {expected.score:.6g}, got "
+                    f"{shown} (allowed difference {tol:.3g}): other weights, or a model that "
+                    "runs differently here"
+                )
+        n = len(decoded.detections)
+        if expected.regions is not None and n != expected.regions:
+            problems.append(
+                f"{expected.file}: defect regions at the pixel threshold expected "
+                f"{expected.regions}, got {n}"
+            )
+        if expected.detections:
+            problems += self.golden(expected, decoded.detections, decoded.probs, tolerance)
+        return problems
 
     def store_fields(self, insp: Inspection) -> dict[str, Any]:
         return {"score": insp.score}

@@ -40,12 +40,16 @@ class Decoded(NamedTuple):
         score: anomaly models: the normalised image score in ``[0, 1]``
             (:func:`kanjian.inference.calibration.normalise`).
         anomaly_map: anomaly models: ``(H, W)`` float32 normalised map, source-frame size.
+        raw_score: anomaly models: the image score as the ONNX model gave it (raw units,
+            before the calibration): what golden sets record, since the normalised one
+            is clipped to ``[0, 1]`` and moves with the calibration.
     """
 
     detections: Detections
     probs: NDArray[np.float32] | None = None
     score: float | None = None
     anomaly_map: NDArray[np.float32] | None = None
+    raw_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,14 @@ class TaskHead(ABC):
     ) -> list[str]:
         """Problems (one line each, naming ``expected.file``) where the model's answer
         for a golden image differs from the recorded one; empty when it matches."""
+
+    def golden_decoded(
+        self, expected: GoldenImage, decoded: Decoded, tolerance: GoldenSet
+    ) -> list[str]:
+        """Compare everything the decoder gave with a golden image (an anomaly head also
+        compares the raw image score); by default :meth:`golden` on the detections and
+        probabilities. :func:`kanjian.inference.golden.check_bundle` calls this one."""
+        return self.golden(expected, decoded.detections, decoded.probs, tolerance)
 
     def store_fields(self, insp: Inspection) -> dict[str, Any]:
         """Values of :attr:`store_columns` for ``insp``'s row (JSON text, numbers, None)."""
