@@ -5,7 +5,7 @@ SQLite by default (a file path); PostgreSQL when given a ``postgresql://`` URL
 
 Tables::
 
-    inspections(inspection_id PK, site, line, station, stream, seq, verdict, ...)
+    inspections(inspection_id PK, site, line, station, stream, seq, verdict, ..., score)
     streams(stream PK, site, line, station, through, max_seq, received, duplicates, ...)
     lost(stream, first_seq, last_seq)       seqs the station dropped by retention
     events(event_id PK, site, line, station, event, at, payload_json, received_at)
@@ -13,11 +13,16 @@ Tables::
 
 ``through`` is the highest seq up to which every seq of the stream is stored
 (or known lost): confirmations carry it, so one lost confirmation costs nothing.
+
+A database made by an older release is upgraded when opened: the columns added
+since (:data:`ADDED_COLUMNS`) are added, NULL in the rows already there (their
+``payload_json`` keeps whatever the messages carried).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +39,8 @@ _DDL = [
         station TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
         captured_at TEXT, judged_at TEXT, verdict TEXT NOT NULL, reason TEXT,
         model_name TEXT, model_version TEXT, model_sha256 TEXT, num_detections INTEGER,
-        image_bucket TEXT, image_key TEXT, received_at TEXT NOT NULL, payload_json TEXT)""",
+        image_bucket TEXT, image_key TEXT, received_at TEXT NOT NULL, payload_json TEXT,
+        score DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS inspections_stream_seq ON inspections(stream, seq)",
     "CREATE INDEX IF NOT EXISTS inspections_station ON inspections(site, line, station)",
     """CREATE TABLE IF NOT EXISTS streams (
@@ -52,6 +58,14 @@ _DDL = [
         site TEXT NOT NULL, line TEXT NOT NULL, station TEXT NOT NULL, availability TEXT,
         updated_at TEXT, PRIMARY KEY (site, line, station))""",
 ]
+
+
+#: ``(table, column, SQL type)`` added after the tables were first made, in order; a
+#: database without them gets them when opened (SQLite and PostgreSQL both read
+#: ``DOUBLE PRECISION``). Add new columns here and to the ``CREATE TABLE`` above.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("inspections", "score", "DOUBLE PRECISION"),  # anomaly models' image score, 0-1
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,19 @@ class ReceiverDB:
         with self.tx() as cur:
             for ddl in _DDL:
                 cur.execute(ddl)
+            self._add_columns(cur)
+
+    def _add_columns(self, cur: Any) -> None:
+        """Add the :data:`ADDED_COLUMNS` an older database lacks (in the opening transaction)."""
+        for table, col, sqltype in ADDED_COLUMNS:
+            if self.pg:  # IF NOT EXISTS: two receivers may open one database at once
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {sqltype}")
+                continue
+            # SQLite has no IF NOT EXISTS here; BEGIN IMMEDIATE keeps the check and the add
+            # together
+            cur.execute(f"PRAGMA table_info({table})")
+            if col not in {str(r[1]) for r in cur.fetchall()}:
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN {col} {sqltype}")
 
     def close(self) -> None:
         self.conn.close()
@@ -149,15 +176,16 @@ class ReceiverDB:
                         "INSERT INTO inspections (inspection_id, site, line, station, stream, "
                         "seq, captured_at, judged_at, verdict, reason, model_name, "
                         "model_version, model_sha256, num_detections, image_bucket, image_key, "
-                        "received_at, payload_json) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "received_at, payload_json, score) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT DO NOTHING"
                     ),
                     [m["inspection_id"], m["site"], m["line"], m["station"], m["stream"],
                      m["seq"], m.get("captured_at"), m.get("judged_at"), m["verdict"],
                      m.get("reason"), model.get("name"), model.get("version"),
                      model.get("sha256"), len(m.get("detections") or []), img.get("bucket"),
-                     img.get("key"), now, json.dumps(m, separators=(",", ":"))],
+                     img.get("key"), now, json.dumps(m, separators=(",", ":")),
+                     _number(m.get("score"))],
                 )  # fmt: skip
                 inserted = cur.rowcount == 1
                 new += inserted
@@ -342,6 +370,18 @@ class ReceiverDB:
                 )
             )
         return out
+
+
+def _number(v: Any) -> float | None:
+    """``v`` as a finite float, else None: a malformed optional field must not make the
+    batch's insert fail (it would be retried forever); ``payload_json`` keeps it as sent."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:  # an integer too large for a double
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _skip_lost(through: int, lost: list[tuple[int, int]]) -> int:

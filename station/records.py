@@ -13,7 +13,6 @@ microseconds, so comparing the text compares the times (the indexes rely on it).
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
+from kanjian.station.timings_text import timings_json
 
 #: the verdicts that judged a part (a yield's denominator); ERROR and MISSED judged none
 JUDGED_VERDICTS: tuple[Verdict, ...] = (Verdict.PASS, Verdict.FAIL, Verdict.REVIEW)
@@ -55,6 +55,7 @@ INSPECTION_COLUMNS: tuple[str, ...] = (
     "image_path",
     "timings_json",
     "probs_json",
+    "score",  # anomaly models (the head's store column; no migration adds it)
 )
 #: the ``detections`` columns :meth:`StoredDetection.from_row` reads (``inspection_id`` first)
 DETECTION_COLUMNS: tuple[str, ...] = (
@@ -215,7 +216,6 @@ def class_index_rows(
 
 
 _UTC = timezone.utc
-_JSON_KEYS: dict[str, str] = {}  # timing name -> its JSON text (a few stage names)
 
 
 def _text(t: datetime) -> str:
@@ -224,25 +224,6 @@ def _text(t: datetime) -> str:
     if t.tzinfo is not _UTC:
         return utc_iso(t)
     return t.isoformat() if t.microsecond else t.isoformat(timespec="microseconds")
-
-
-def timings_json(timings: Mapping[str, float]) -> str:
-    """``timings_json``: each time rounded to 3 decimals, as ``json.dumps`` writes it.
-
-    The same text as ``json.dumps({k: round(v, 3) ...})``, made without the encoder
-    for the usual case (str names, finite floats): it took a third of the row's time.
-    """
-    parts = []
-    for k, v in timings.items():
-        if type(v) is not float or type(k) is not str or not math.isfinite(v):
-            return json.dumps({k: round(v, 3) for k, v in timings.items()})
-        key = _JSON_KEYS.get(k)
-        if key is None:
-            key = json.dumps(k)
-            if len(_JSON_KEYS) < 256:
-                _JSON_KEYS[k] = key
-        parts.append(f"{key}: {round(v, 3)!r}")
-    return "{" + ", ".join(parts) + "}"
 
 
 def stored_rows(
@@ -322,6 +303,7 @@ def stored_rows(
         image_path,
         timings_json(insp.timings_ms),
         None if probs is None else json.dumps(probs),
+        insp.score,
     )
     return row, dets
 
@@ -342,6 +324,8 @@ class StoredInspection:
         width, height: frame size in pixels; None when no frame arrived.
         timings_ms: per-stage wall time in milliseconds (rounded to 3 decimals).
         probs: classify only: class probabilities, index = class id.
+        score: anomaly only: the normalised image score in ``[0, 1]`` (0.5: the
+            model's fail point); None for other tasks and for rows without it.
         detections: the boxes, in ``idx`` order; empty unless loaded.
     """
 
@@ -367,6 +351,7 @@ class StoredInspection:
     image_path: str | None
     timings_ms: Mapping[str, float]
     probs: tuple[float, ...] | None
+    score: float | None = None
     detections: tuple[StoredDetection, ...] = ()
 
     @property
@@ -405,6 +390,7 @@ class StoredInspection:
             image_path=r[19],
             timings_ms=json.loads(timings) if timings else {},
             probs=tuple(json.loads(probs)) if probs else None,
+            score=r[22],
             detections=tuple(detections),
         )
 
@@ -450,6 +436,7 @@ class StoredInspection:
             "image_path": self.image_path,
             "timings_json": json.dumps(dict(self.timings_ms)),
             "probs_json": None if self.probs is None else json.dumps(list(self.probs)),
+            "score": self.score,
         }
 
     def detection_rows(self) -> list[dict[str, Any]]:

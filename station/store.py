@@ -444,7 +444,7 @@ class ResultStore:
         skipped: list[Inspection] = []
         images = [self._save_image(i, written, skipped) for i in batch]
         # the task heads' own columns (a registered head may add some); those the read
-        # model has too (probs_json) take the read model's value, as they always did
+        # model has too (probs_json, score) take the read model's value
         extra = [c for c in task_columns() if c not in _READ_MODEL_COLUMNS]
         rows: list[tuple[Any, ...]] = []
         dets: list[tuple[Any, ...]] = []

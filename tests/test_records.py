@@ -50,7 +50,8 @@ _TIME = st.datetimes(
 
 @st.composite
 def inspections(draw: st.DrawFn) -> Inspection:
-    """Any inspection the store must keep: frame or failure, boxes, masks, probs, no model."""
+    """Any inspection the store must keep: frame or failure, boxes, masks, probs, an
+    anomaly score, no model."""
     at = draw(_TIME)
     fid = draw(st.integers(0, 2**31))
     src, trig, uri = draw(_TEXT), draw(st.none() | _TEXT), draw(st.none() | _TEXT)
@@ -92,6 +93,7 @@ def inspections(draw: st.DrawFn) -> Inspection:
         dets,
         names,
         probs,
+        score=draw(st.none() | st.floats(0.0, 1.0)),
         timings_ms=timings,  # a fresh uuid4 each: one store keeps every example
     )
 
@@ -145,6 +147,7 @@ def test_an_inspection_reads_back_as_it_was_written(store: ResultStore, insp: In
         assert got.probs is None
     else:
         assert got.probs is not None and np.array_equal(np.array(got.probs, np.float32), insp.probs)
+    assert got.score == insp.score  # a double both ways: exact
     assert (got.model_sha256 is None) == (insp.model is None)
     assert (got.image_path is not None) == (insp.verdict is Verdict.FAIL and isinstance(f, Frame))
     assert got.row().keys() == set(INSPECTION_COLUMNS)

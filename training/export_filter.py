@@ -78,6 +78,10 @@ class ExportFilter:
             (after feedback and ``label_conf``); all their boxes are kept. Empty: all.
         feedback: only inspections whose latest feedback is one of these kinds
             (``FEEDBACK_KINDS``; ``none``: no feedback). Empty: all.
+        min_score, max_score: only inspections whose anomaly image score (0-1, 0.5 =
+            the model's fail point) lies in ``[min_score, max_score]``; an inspection
+            without a score (not an anomaly model's) is left out by either bound.
+            None: no bound.
     """
 
     since: datetime | str | None = None
@@ -90,6 +94,8 @@ class ExportFilter:
     verdicts: tuple[str, ...] = ()
     has_classes: tuple[str, ...] = ()
     feedback: tuple[str, ...] = ()
+    min_score: float | None = None
+    max_score: float | None = None
 
     def __post_init__(self) -> None:
         since = _bound(self.since, "since", end_of_day=False)
@@ -109,15 +115,14 @@ class ExportFilter:
             raise ValueError(
                 f"feedback {', '.join(wrong)} unknown; valid: {', '.join(FEEDBACK_KINDS)}"
             )
-        for name in ("label_conf", "min_conf", "max_conf"):
+        for name in ("label_conf", "min_conf", "max_conf", "min_score", "max_score"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
-        lo, hi = self.min_conf, self.max_conf
-        if lo is not None and hi is not None and lo > hi:
-            raise ValueError(
-                f"min_conf ({self.min_conf}) must not be above max_conf ({self.max_conf})"
-            )
+        for what in ("conf", "score"):
+            lo, hi = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"min_{what} ({lo}) must not be above max_{what} ({hi})")
         has = tuple(dict.fromkeys(c.strip() for c in self.has_classes if c.strip()))
         object.__setattr__(self, "since", since)
         object.__setattr__(self, "until", until)

@@ -1,8 +1,9 @@
 """Write exported inspections one by one as a YOLO dataset, in constant memory.
 
 Used by :func:`kanjian.training.station_export.export_station_log`: each item is
-copied, labelled and added to ``label_studio.json`` as it comes, and nothing
-per item is kept, so memory does not grow with the number exported.
+copied, labelled and added to ``inspections.csv`` (:mod:`kanjian.training.export_index`)
+and ``label_studio.json`` as it comes, and nothing per item is kept, so memory does
+not grow with the number exported.
 
 The train/val split is decided per item, from ``(seed, inspection id)`` alone:
 the item goes to val when ``sha256(f"{seed}:{inspection_id}")``'s first 8 bytes,
@@ -23,6 +24,7 @@ from typing import IO
 
 import yaml
 
+from kanjian.training.export_index import IndexWriter
 from kanjian.training.label_studio import (
     LS_CONFIG,
     LS_TASKS,
@@ -80,6 +82,7 @@ class DatasetWriter:
         self._ls_part = output / f".{LS_TASKS}.part"
         self._ls: IO[str] | None = None
         self._ls_count = 0
+        self._index = IndexWriter(output)  # every layout: image -> inspection, score
         if task == "detect":
             # written under a temp name and renamed at the end: a crash leaves no
             # half JSON under the final name
@@ -142,8 +145,9 @@ class DatasetWriter:
         self.images[split] += 1
         for b in r.boxes:
             self.boxes_per_class[b.class_name] += 1
+        rel = dst.relative_to(self.output).as_posix()
+        self._index.add(item, rel, split if self.split else "")
         if self._ls is not None:
-            rel = dst.relative_to(self.output).as_posix()
             task = json.dumps(
                 label_studio_task(item, rel, self.ls_image_root), indent=1, ensure_ascii=False
             )
@@ -152,8 +156,10 @@ class DatasetWriter:
             self._ls_count += 1
 
     def finish(self) -> list[str]:
-        """Write data.yaml, classes.txt and the Label Studio files; notes for the summary."""
+        """Write data.yaml, classes.txt, the index and the Label Studio files; notes for
+        the summary."""
         notes: list[str] = []
+        self._index.finish()
         if self.task == "classify":
             for split in ("train", "val"):
                 for n in self.names:  # Ultralytics takes the class list from the folders
@@ -193,7 +199,8 @@ class DatasetWriter:
         return notes
 
     def abort(self) -> None:
-        """Drop the unfinished Label Studio file (after an error)."""
+        """Drop the unfinished Label Studio file and index (after an error)."""
+        self._index.abort()
         if self._ls is not None:
             self._ls.close()
             self._ls = None

@@ -26,10 +26,12 @@ def label_studio_tasks(
     """Label Studio tasks (one per written image) with the detections as predictions.
 
     The format is Label Studio's documented JSON for pre-annotations: ``data.image``
-    is ``image_root`` + the image's path relative to ``output``; each box is a
-    ``rectanglelabels`` region with ``x, y, width, height`` in percent of the image
-    and its detection confidence as ``score``; the prediction's ``score`` is the
-    inspection's top detection score (Label Studio sorts tasks by it).
+    is ``image_root`` + the image's path relative to ``output`` (``data`` also holds the
+    inspection's id, time, verdict, feedback, top detection score and, for anomaly
+    models, its image ``score``); each box is a ``rectanglelabels`` region with
+    ``x, y, width, height`` in percent of the image and its detection confidence as
+    ``score``; the prediction's ``score`` is the inspection's top detection score
+    (Label Studio sorts tasks by it).
     """
     written = {
         p.name: p.relative_to(output).as_posix()
@@ -88,6 +90,8 @@ def label_studio_task(
     }
     if item.top_confidence is not None:
         data["top_confidence"] = round(float(item.top_confidence), 6)
+    if item.score is not None:  # anomaly models: the image score (sortable in the Data Manager)
+        data["score"] = round(float(item.score), 6)
     return {"data": data, "predictions": [prediction]}
 
 

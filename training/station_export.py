@@ -94,7 +94,9 @@ def export_station_log(
     """Write the station's saved frames and corrected labels as a YOLO dataset.
 
     Besides the YOLO layout (``data.yaml`` names = the class list in id order) it
-    writes ``classes.txt`` (one name a line, id order) and, for ``detect``,
+    writes ``classes.txt`` (one name a line, id order), ``inspections.csv`` (one row
+    per image: its inspection, verdict, feedback, scores; see
+    :mod:`kanjian.training.export_index`) and, for ``detect``,
     ``label_studio.json`` + ``label_studio.xml`` (tasks with the detections and
     their scores as predictions, and the labelling config they match).
 

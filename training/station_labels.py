@@ -37,6 +37,8 @@ class ExportItem:
         feedback: the latest operator feedback kind, or None.
         top_confidence: the inspection's top detection score as logged, or None.
         model: ``name version (sha256 prefix)`` of the model that judged it, or None.
+        score: anomaly models: the inspection's normalised image score (0-1, 0.5 = the
+            model's fail point) as logged; None for other models.
     """
 
     record: ImageRecord
@@ -47,6 +49,7 @@ class ExportItem:
     feedback: str | None
     top_confidence: float | None
     model: str | None
+    score: float | None = None
 
 
 def feedback_labels(
@@ -172,4 +175,5 @@ def export_item(
         feedback=kind,
         top_confidence=row.top_confidence,
         model=model_label(row) if row.model_sha256 else None,
+        score=row.score,
     )

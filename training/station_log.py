@@ -78,11 +78,22 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
+def _select_list(have: set[str]) -> str:
+    """:data:`INSPECTION_COLUMNS` as a SELECT list, ``NULL AS`` those not in ``have``.
+
+    The export opens the store read-only and migrates nothing: a store last opened by
+    an older release has no ``score`` column (the anomaly head adds it when a station
+    opens the store).
+    """
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in INSPECTION_COLUMNS)
+
+
+def _sql_condition(flt: ExportFilter, has_score: bool = True) -> tuple[str, list[str | float]]:
     """The SQL ``WHERE`` condition on ``inspections`` that ``flt`` asks for, and its parameters.
 
     The store writes every time as fixed-width UTC text (:func:`utc_iso`), so comparing
-    the text compares the times, exactly, on the indexed column.
+    the text compares the times, exactly, on the indexed column. ``has_score``: whether
+    the table has the ``score`` column (without it no row has a score).
     """
     where: list[str] = ["1=1"]
     args: list[str | float] = []
@@ -106,6 +117,15 @@ def _sql_condition(flt: ExportFilter) -> tuple[str, list[str | float]]:
     if flt.max_conf is not None:
         where.append("COALESCE(top_confidence, 0.0) <= ?")
         args.append(f32(flt.max_conf))
+    # the anomaly image score (float32 too): NULL, no score, fails either bound
+    for bound, op in ((flt.min_score, ">="), (flt.max_score, "<=")):
+        if bound is None:
+            continue
+        if has_score:
+            where.append(f"score {op} ?")
+            args.append(f32(bound))
+        else:
+            where.append("0")  # no such column: no row has a score
     return " AND ".join(where), args
 
 
@@ -157,7 +177,9 @@ class StationLogStream:
         self._conn = _connect(self.db_path)
         try:
             self._conn.execute("BEGIN")  # one snapshot for both passes
-            where, args = _sql_condition(flt)
+            have = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(inspections)")}
+            self._select = _select_list(have)
+            where, args = _sql_condition(flt, "score" in have)
             self._where, self._args = where, args
             self.total = int(
                 self._conn.execute(
@@ -210,7 +232,7 @@ class StationLogStream:
         ``problems`` (None: not reported). Progress is told ``done`` + rows read.
         """
         cur = self._conn.execute(
-            f"SELECT {columns(INSPECTION_COLUMNS)}, (SELECT MAX(f.id) FROM feedback f "
+            f"SELECT {self._select}, (SELECT MAX(f.id) FROM feedback f "
             "WHERE f.inspection_id = inspections.id) AS latest_feedback "
             f"FROM inspections WHERE {self._where} ORDER BY seq",
             self._args,

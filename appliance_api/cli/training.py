@@ -77,6 +77,24 @@ def dataset_export_command(
             "(an inspection with no detection counts as 0)",
         ),
     ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose anomaly image score is at least this "
+            "(0.5: the model's fail point; inspections without a score are left out)",
+        ),
+    ] = None,
+    max_score: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="only inspections whose anomaly image score is at most this "
+            "(inspections without a score are left out)",
+        ),
+    ] = None,
     verdict: Annotated[
         list[str] | None,
         typer.Option(help="only these verdicts, any case: PASS, FAIL, REVIEW... (repeatable)"),
@@ -110,8 +128,9 @@ def dataset_export_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Turn the station's log (saved frames + detections + operator feedback) into a
-    YOLO dataset with the model's detections as pre-annotations, plus classes.txt and
-    Label Studio tasks (label_studio.json, label_studio.xml). Feedback corrects the
+    YOLO dataset with the model's detections as pre-annotations, plus classes.txt, an
+    index of the images' inspections with their scores (inspections.csv) and Label
+    Studio tasks (label_studio.json, label_studio.xml). Feedback corrects the
     labels (not_defect: no boxes, a true negative; wrong_class: the named class);
     an image whose boxes were taken away is left out, never kept as background."""
     from rich.markup import escape
@@ -135,6 +154,8 @@ def dataset_export_command(
             label_conf=label_conf,
             min_conf=min_conf,
             max_conf=max_conf,
+            min_score=min_score,
+            max_score=max_score,
             verdicts=tuple(verdict or ()),
             has_classes=names(has_class),
             feedback=tuple(feedback or ()),

@@ -157,6 +157,9 @@ def inspection_message(
             for d in rec.detections
         ],
         "probs": None if rec.probs is None else list(rec.probs),
+        # anomaly models only: absent otherwise, so those messages stay exactly what a
+        # receiver built for the schema before this optional field was added accepts
+        **({} if rec.score is None else {"score": round(rec.score, 6)}),
         "timings_ms": dict(rec.timings_ms),
         "image": None if key is None else {"bucket": bucket, "key": key},
     }
