@@ -104,7 +104,7 @@ def train_method(
             steps=options.steps,
             time_budget_s=options.time_budget_s,
             batch=options.batch,
-            crop=options.crop,
+            crop=min(options.crop, train.images.shape[1], train.images.shape[2]),
             width=width,
             lr=options.lr,
             seed=options.seed,
@@ -118,7 +118,7 @@ def train_method(
             "best_step": result.best_step,
             "best_calib_auroc": result.best_auroc,
             "batch": options.batch,
-            "crop": options.crop,
+            "crop": min(options.crop, train.images.shape[1], train.images.shape[2]),
             "lr": options.lr,
         }
         return Trained(model=result.model, meta=meta, info=info, stride=2)
