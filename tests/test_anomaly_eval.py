@@ -64,8 +64,12 @@ def test_pixel_threshold_best_f1_capped_at_the_image_threshold() -> None:
     cal = calibrate(good, maps=maps, masks=masks, valid=valid, target_frr=0.0, review_frr=0.4)
     assert cal.pixel_threshold == 5.0  # F1 1.0 there; 4.0 would add 30 false pixels
     capped = calibrate(
-        np.array([0.5, 1.0, 2.0, 3.0, 4.5, 4.5]), maps=maps, masks=masks, valid=valid,
-        target_frr=0.0, review_frr=0.5,
+        np.array([0.5, 1.0, 2.0, 3.0, 4.5, 4.5]),
+        maps=maps,
+        masks=masks,
+        valid=valid,
+        target_frr=0.0,
+        review_frr=0.5,
     )
     assert capped.pixel_threshold <= capped.image_threshold
 

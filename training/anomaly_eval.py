@@ -105,7 +105,7 @@ def threshold_at_frr(good_scores: NDArray[np.floating], frr: float) -> float:
     s = np.sort(np.asarray(good_scores, np.float64))[::-1]
     if len(s) == 0:
         raise ValueError("no good images to calibrate on; hold some back for calibration")
-    allowed = int(math.floor(frr * len(s) + 1e-9))
+    allowed = math.floor(frr * len(s) + 1e-9)
     above = s[allowed]  # the highest good score that must pass
     # the next representable float above it: that score itself still passes
     return float(np.nextafter(np.float32(above), np.float32(np.inf)))

@@ -28,10 +28,45 @@ __all__ = ["ANOMALY_OPS", "export_anomaly", "onnx_scores", "torch_scores"]
 #: dynamic-size blur or a loop would bring others, and ``tests/test_anomaly_train.py``
 #: fails on them.
 ANOMALY_OPS = frozenset(
-    "Add AveragePool BatchNormalization Clip Concat Constant ConstantOfShape Conv Div Equal "
-    "Expand Gather Identity MatMul Max MaxPool Mul Pad ReduceMax ReduceMean ReduceMin "
-    "ReduceSum Relu Reshape Resize Shape Sigmoid Slice Sqrt Squeeze Sub Transpose Unsqueeze "
-    "Where DepthToSpace SpaceToDepth Cast".split()
+    [
+        "Add",
+        "AveragePool",
+        "BatchNormalization",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "Div",
+        "Equal",
+        "Expand",
+        "Gather",
+        "Identity",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Mul",
+        "Pad",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "Shape",
+        "Sigmoid",
+        "Slice",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "Cast",
+    ]
 )
 
 

@@ -77,6 +77,12 @@ class PatchKNN(nn.Module):
     The map's unit is a Euclidean distance in the projected feature space (>= 0).
     """
 
+    # buffers, declared so the type checker knows them as tensors
+    proj: torch.Tensor
+    bank: torch.Tensor
+    bank_sq: torch.Tensor
+    taps: torch.Tensor
+
     def __init__(self, config: PatchKNNConfig) -> None:
         super().__init__()
         self.config = config
@@ -106,8 +112,7 @@ class PatchKNN(nn.Module):
         c = self.l3(b)
         f2 = F.avg_pool2d(F.avg_pool2d(b, 3, 1, 1), 2)  # stride 4 -> 8, 3x3 neighbourhood
         f3 = F.avg_pool2d(c, 3, 1, 1)
-        proj: torch.Tensor = self.proj
-        return F.conv2d(torch.cat([f2, f3], dim=1), proj)
+        return F.conv2d(torch.cat([f2, f3], dim=1), self.proj)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw image scores ``(N,)`` and maps ``(N, 1, H, W)`` float32."""
@@ -115,12 +120,11 @@ class PatchKNN(nn.Module):
         f = self.features(x)
         fh, fw = f.shape[2], f.shape[3]
         q = f.flatten(2).transpose(1, 2)  # (N, P, dim)
-        bank: torch.Tensor = self.bank
-        d2 = (q * q).sum(dim=-1, keepdim=True) - 2 * torch.matmul(q, bank.t()) + self.bank_sq
+        d2 = (q * q).sum(dim=-1, keepdim=True) - 2 * torch.matmul(q, self.bank.t()) + self.bank_sq
         dist = torch.sqrt(torch.clamp(d2.min(dim=-1).values, min=0.0))
         m = dist.reshape(n, 1, fh, fw)
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
-        taps: torch.Tensor = self.taps
+        taps = self.taps
         r = (taps.numel() - 1) // 2
         m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
         m = F.conv2d(F.pad(m, (0, 0, r, r), mode="replicate"), taps.view(1, 1, -1, 1))
@@ -180,7 +184,10 @@ def fit_patchknn(
     model.eval()
     with torch.no_grad():
         feats = torch.cat(
-            [model.features(xb).flatten(2).transpose(1, 2).reshape(-1, config.dim) for xb in _batches(train, batch)]
+            [
+                model.features(xb).flatten(2).transpose(1, 2).reshape(-1, config.dim)
+                for xb in _batches(train, batch)
+            ]
         )
     log(f"patch features: {feats.shape[0]:,} x {config.dim} in {time.perf_counter() - t0:.0f} s")
     gen = torch.Generator().manual_seed(config.seed)
@@ -194,5 +201,7 @@ def fit_patchknn(
     with torch.no_grad():
         model.bank.copy_(bank)
         model.bank_sq.copy_((bank * bank).sum(dim=1))
-    log(f"coreset: {config.bank_size:,} of {feats.shape[0]:,} patches in {time.perf_counter() - t1:.0f} s")
+    log(
+        f"coreset: {config.bank_size:,} of {feats.shape[0]:,} patches in {time.perf_counter() - t1:.0f} s"
+    )
     return model

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +30,12 @@ import torch
 from kanjian.inference import bundle as b
 from kanjian.inference.calibration import AnomalyCalibration
 from kanjian.training.anomaly_data import AnomalyDataset, load_anomaly_dataset
-from kanjian.training.anomaly_eval import calibrate, clopper_pearson_upper, image_metrics, pixel_auroc
+from kanjian.training.anomaly_eval import (
+    calibrate,
+    clopper_pearson_upper,
+    image_metrics,
+    pixel_auroc,
+)
 from kanjian.training.anomaly_images import LetterboxedSet, load_letterboxed
 from kanjian.training.anomaly_methods import METHODS, MethodOptions, train_method
 from kanjian.training.anomaly_onnx import export_anomaly, onnx_scores, torch_scores
@@ -96,10 +100,14 @@ def _check_paths(config: AnomalyTrainConfig) -> Path:
     if config.imgsz % 16:
         raise ValueError(f"--imgsz {config.imgsz}: must be a multiple of 16 (e.g. 256)")
     if config.run_dir.exists() and any(config.run_dir.iterdir()) and not config.overwrite:
-        raise FileExistsError(f"{config.run_dir}: a run is there; choose another --name or --overwrite")
+        raise FileExistsError(
+            f"{config.run_dir}: a run is there; choose another --name or --overwrite"
+        )
     bundle = config.bundle_dir or config.run_dir / "bundle"
     if bundle.exists() and any(bundle.iterdir()) and not config.overwrite:
-        raise FileExistsError(f"{bundle}: a bundle is there; choose another --bundle or --overwrite")
+        raise FileExistsError(
+            f"{bundle}: a bundle is there; choose another --bundle or --overwrite"
+        )
     return bundle
 
 
@@ -109,7 +117,9 @@ def _load(ds: AnomalyDataset, imgsz: int, log: Callable[[str], None]) -> dict[st
         samples = getattr(ds, split)
         t0 = time.perf_counter()
         out[split] = load_letterboxed(samples, imgsz)
-        log(f"{split}: {len(samples)} images letterboxed to {imgsz} in {time.perf_counter() - t0:.1f} s")
+        log(
+            f"{split}: {len(samples)} images letterboxed to {imgsz} in {time.perf_counter() - t0:.1f} s"
+        )
     if not len(out["train"]):
         raise ValueError(f"{ds.root}: no good images to train on; the train split is empty")
     return out
@@ -176,11 +186,17 @@ def run_anomaly_training(
     log(f"trained {config.method} in {duration:.0f} s on {hardware_line()}")
     torch.save(trained.model.state_dict(), config.run_dir / "model.pt")
     onnx = export_anomaly(
-        trained.model, config.run_dir / "model.onnx", config.imgsz, trained.meta, stride=trained.stride
+        trained.model,
+        config.run_dir / "model.onnx",
+        config.imgsz,
+        trained.meta,
+        stride=trained.stride,
     )
     probe = calib.images[: min(8, len(calib))]
     ds_diff, dm_diff = _parity(trained.model, onnx, probe)
-    log(f"parity (ONNX Runtime vs PyTorch, {len(probe)} images): score {ds_diff:.2e}, map {dm_diff:.2e}")
+    log(
+        f"parity (ONNX Runtime vs PyTorch, {len(probe)} images): score {ds_diff:.2e}, map {dm_diff:.2e}"
+    )
     if max(ds_diff, dm_diff) > PARITY_TOL:
         msg = f"parity gate failed: ONNX differs from PyTorch by {max(ds_diff, dm_diff):.2e} > {PARITY_TOL}"
         log(msg)
@@ -209,7 +225,10 @@ def run_anomaly_training(
     metrics["parity_score_diff"] = ds_diff
     metrics["parity_map_diff"] = dm_diff
     metrics = _rounded(metrics)
-    log("validation (ONNX Runtime): " + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val_")))
+    log(
+        "validation (ONNX Runtime): "
+        + ", ".join(f"{k} {v}" for k, v in metrics.items() if k.startswith("val_"))
+    )
     report = {
         "method": config.method,
         "metrics": metrics,
@@ -222,7 +241,9 @@ def run_anomaly_training(
             "validation": dict(zip(val.names, vs.tolist(), strict=True)),
         },
     }
-    (config.run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (config.run_dir / "report.json").write_text(
+        json.dumps(report, indent=2) + "\n", encoding="utf-8"
+    )
     staging = bundle_dir.with_name(f".{bundle_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     order = np.argsort(cs)
@@ -236,7 +257,11 @@ def run_anomaly_training(
         metrics=metrics,
         training=b.TrainingInfo(
             command=config.command,
-            data_summary={"train": len(sets["train"]), "calibration": len(calib), "validation": len(val)},
+            data_summary={
+                "train": len(sets["train"]),
+                "calibration": len(calib),
+                "validation": len(val),
+            },
             data_sha256=ds.data_sha256,
             hardware=hardware_line(),
             duration_s=round(duration, 1),
@@ -248,6 +273,13 @@ def run_anomaly_training(
         golden_count=config.golden_images,
         calibration=cal,
     )
+    from kanjian.inference.golden_set import GoldenSet
+    from kanjian.training.anomaly_golden import golden_line
+
+    golden_set = GoldenSet.model_validate_json(
+        (staging / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")
+    )
+    log(golden_line(golden_set, cal))
     if bundle_dir.exists():  # empty, or --overwrite (checked before training)
         shutil.rmtree(bundle_dir)
     staging.rename(bundle_dir)

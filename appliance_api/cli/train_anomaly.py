@@ -56,7 +56,8 @@ def run_anomaly_command(args: AnomalyArgs) -> None:
         torch.set_num_threads(args.threads)
     if args.method.startswith("draem") and args.steps is None and args.time_hours is None:
         raise typer.BadParameter(
-            "DRAEM trains until told to stop: give --steps N or --time-hours H", param_hint="--steps"
+            "DRAEM trains until told to stop: give --steps N or --time-hours H",
+            param_hint="--steps",
         )
     options = MethodOptions(
         steps=args.steps,
