@@ -117,6 +117,9 @@ def markdown(res: Any) -> str:
                 f"| {r.rounds} x {r.inspections} | {r.batches:.0f} | {puts} | {blocked} |"
             )
         out.append("")
+    if res.anomaly is not None:
+        out += ["## Anomaly models beside the YOLO model (per image, CPU)", ""]
+        out += [res.anomaly.markdown()]
     out += [f"- {n}" for n in res.notes]
     return "\n".join(out) + "\n"
 

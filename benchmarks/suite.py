@@ -3,7 +3,8 @@
 Sections, in order: preprocessing (:mod:`benchmarks.preprocess`), model
 inference per execution provider (:mod:`benchmarks.infer`), decode + NMS
 (:mod:`benchmarks.nms`), end to end and trigger-to-verdict
-(:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`). Then the
+(:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`), the anomaly
+models' per-image latency beside the YOLO model's (:mod:`benchmarks.anomaly`). Then the
 targets (:mod:`benchmarks.targets`) are printed with pass/fail, and the run is
 written to ``<out>/<host>-<UTC date-time>/`` as ``results.json``,
 ``results.md`` and ``chart.png``.
@@ -36,7 +37,7 @@ from benchmarks.targets import (
     verdict_text,
 )
 
-SECTIONS = ("preprocess", "inference", "nms", "e2e", "trigger", "store")
+SECTIONS = ("preprocess", "inference", "nms", "e2e", "trigger", "store", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class Params:
     trigger_gap_s: float = 0.05
     store_inspections: int = 20_000
     store_rounds: int = 5
+    anomaly_frames: int = 10
+    anomaly_rounds: int = 9
+    anomaly_threads: tuple[int, ...] = (1, 2)
+    anomaly_methods: tuple[str, ...] = ("draem", "draem-lite", "patchknn")
+    anomaly_imgsz: int = 256
 
 
 FULL = Params()
@@ -74,6 +80,8 @@ QUICK = Params(
     triggers=20,
     store_inspections=10_000,
     store_rounds=2,
+    anomaly_frames=4,
+    anomaly_rounds=3,
 )
 
 
@@ -90,6 +98,7 @@ class SuiteResult:
     nms: list[Any] = field(default_factory=list)
     e2e: Any = None
     store: list[Any] = field(default_factory=list)
+    anomaly: Any = None
     targets: list[Target] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -110,8 +119,13 @@ def run_suite(
     model: Path | None = None,
     skip: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    anomaly_model: Path | None = None,
 ) -> SuiteResult:
-    """Measure every section not in ``skip``; a section that raises is recorded, not fatal."""
+    """Measure every section not in ``skip``; a section that raises is recorded, not fatal.
+
+    ``anomaly_model``: a trained anomaly bundle (folder or its ``model.onnx``) measured
+    beside the untrained exports of ``params.anomaly_methods``; None: only those.
+    """
     offline_env()
     env_at_start = thread_env()
     import cv2
@@ -272,9 +286,23 @@ def run_suite(
         for r in res.store:
             log(f"  {r.method}, {r.synchronous}: {r.durable_per_s.median:.0f} inspections/s")
 
+    def anomaly() -> None:
+        from benchmarks.anomaly import build_models, run_anomaly_latency
+
+        models, notes = build_models(
+            model_path, anomaly_model, params.anomaly_methods, params.anomaly_imgsz, log
+        )
+        threads = sorted({max(1, min(t, cpus)) for t in params.anomaly_threads})
+        if threads != sorted(set(params.anomaly_threads)):
+            notes.append(f"thread counts capped at the {cpus} usable CPUs: {threads}")
+        res.anomaly = run_anomaly_latency(
+            models, threads, params.anomaly_frames, params.anomaly_rounds,
+            cpu=info.cpu, usable_cpus=cpus, notes=notes, log=log,
+        )  # fmt: skip
+
     for name, fn in (
         ("preprocess", preprocess), ("inference", inference), ("nms", nms),
-        ("e2e", e2e), ("trigger", trigger), ("store", store),
+        ("e2e", e2e), ("trigger", trigger), ("store", store), ("anomaly", anomaly),
     ):  # fmt: skip
         section(name, fn)
     res.targets = _targets(res, skip)
@@ -343,7 +371,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="kanjian's benchmark suite: preprocessing, inference, NMS, end to end, "
-        "trigger latency, SQLite sink; targets with pass/fail; JSON, Markdown and PNG results.",
+        "trigger latency, SQLite sink, anomaly models beside YOLO; targets with pass/fail; "
+        "JSON, Markdown and PNG results.",
     )
     p.add_argument(
         "--quick", action="store_true", help="fewer repeats (under two minutes on 2 cores)"
@@ -356,6 +385,16 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p.add_argument(
         "--skip", default="", help=f"comma-separated sections to skip: {','.join(SECTIONS)}"
     )
+    p.add_argument("--only", default="", help="comma-separated sections to run (the rest skipped)")
+    p.add_argument("--anomaly-model", default=None,
+                   help="trained anomaly bundle folder or its model.onnx, measured beside the "
+                   "untrained exports (default: station/demo/magnetic-tile/model when the "
+                   "checkout has it; 'none': no bundle)")  # fmt: skip
+    p.add_argument("--anomaly-methods", default=None,
+                   help="untrained anomaly graphs to export and measure, comma-separated "
+                   "(default draem,draem-lite,patchknn; '' for none)")  # fmt: skip
+    p.add_argument("--anomaly-threads", default=None,
+                   help="ONNX Runtime intra-op thread counts, comma-separated (default 1,2)")  # fmt: skip
     p.add_argument(
         "--preprocess-sizes", default=None, help="WxH,WxH,... (default 640x480,1920x1080,2448x2048)"
     )
@@ -366,6 +405,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
         ("preprocess-repeats", int), ("infer-frames", int), ("infer-rounds", int), ("nms-repeats", int),
         ("e2e-rounds", int), ("e2e-frames", int), ("e2e-warm", int), ("triggers", int),
         ("trigger-gap-s", float), ("store-inspections", int), ("store-rounds", int),
+        ("anomaly-frames", int), ("anomaly-rounds", int),
     ):  # fmt: skip
         p.add_argument(f"--{name}", type=kind, default=None, help="override the preset")
     return p
@@ -377,6 +417,7 @@ def params_from(args: argparse.Namespace) -> Params:
     for key in (
         "preprocess_repeats", "infer_frames", "infer_rounds", "nms_repeats", "e2e_rounds",
         "e2e_frames", "e2e_warm", "triggers", "trigger_gap_s", "store_inspections", "store_rounds",
+        "anomaly_frames", "anomaly_rounds",
     ):  # fmt: skip
         v = getattr(args, key)
         if v is not None:
@@ -385,21 +426,52 @@ def params_from(args: argparse.Namespace) -> Params:
         over["preprocess_sizes"] = tuple(_wh(s)[::-1] for s in args.preprocess_sizes.split(","))
     if args.video_size:
         over["video_wh"] = _wh(args.video_size)
+    if args.anomaly_methods is not None:
+        over["anomaly_methods"] = tuple(m for m in args.anomaly_methods.split(",") if m)
+    if args.anomaly_threads:
+        over["anomaly_threads"] = tuple(int(t) for t in args.anomaly_threads.split(","))
     return replace(base, **over)
+
+
+def anomaly_model_from(text: str | None) -> Path | None:
+    """``--anomaly-model``: a path, ``none``, or (unset) the demo bundle when present."""
+    from benchmarks.anomaly_assets import DEMO_ANOMALY_MODEL
+
+    if text is None:
+        return DEMO_ANOMALY_MODEL if DEMO_ANOMALY_MODEL.is_file() else None
+    if text.lower() == "none":
+        return None
+    path = Path(text)
+    if not path.exists():
+        raise SystemExit(f"anomaly model not found: {path} (a bundle folder or its model.onnx)")
+    return path
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") -> int:
     """Run the suite; returns 0 when it ran (targets missed included), 1 if a section failed."""
     args = build_parser(prog).parse_args(argv)
     skip = [s for s in args.skip.split(",") if s]
-    bad = [s for s in skip if s not in SECTIONS]
+    only = [s for s in args.only.split(",") if s]
+    bad = [s for s in skip + only if s not in SECTIONS]
     if bad:
         raise SystemExit(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
+    if only:
+        skip += [s for s in SECTIONS if s not in only and s not in skip]
     if args.model is not None and not args.model.exists():
         raise SystemExit(f"model not found: {args.model}")
     params = params_from(args)
+    from benchmarks.anomaly_export import METHODS
+
+    unknown = [m for m in params.anomaly_methods if m not in METHODS]
+    if unknown and "anomaly" not in skip:
+        raise SystemExit(
+            f"unknown anomaly method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
+    anomaly_model = anomaly_model_from(args.anomaly_model) if "anomaly" not in skip else None
     t0 = time.perf_counter()
-    res = run_suite(params, "quick" if args.quick else "full", args.model, skip)
+    res = run_suite(
+        params, "quick" if args.quick else "full", args.model, skip, anomaly_model=anomaly_model
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = args.out / (args.name or f"{socket.gethostname()}-{stamp}")
     from benchmarks.report import targets_table, write

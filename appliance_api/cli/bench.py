@@ -19,7 +19,7 @@ import typer
 
 _HELP = (
     "Run the benchmark suite (preprocessing, inference, NMS, end to end, trigger latency, "
-    "SQLite sink) and write JSON, Markdown and a PNG chart under benchmarks/results/. "
+    "SQLite sink, anomaly models beside YOLO) and write JSON, Markdown and a PNG chart under benchmarks/results/. "
     "Needs the source checkout (benchmarks/ is not installed). All arguments go to "
     "'python -m benchmarks'; 'kanjian bench --help' lists them, e.g. --quick."
 )
