@@ -65,6 +65,7 @@ class AnomalyTrainConfig:
         name, version: the bundle's; command: the command line, for the manifest.
         golden_images: golden set size (half good, half defective where there are).
         overwrite: replace an existing run folder and bundle.
+        threads: torch CPU threads (None: torch's default).
     """
 
     data: Path
@@ -80,6 +81,7 @@ class AnomalyTrainConfig:
     command: str = ""
     golden_images: int = 6
     overwrite: bool = False
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ def run_anomaly_training(
     from kanjian.training.package import write_bundle
 
     bundle_dir = _check_paths(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     ds = load_anomaly_dataset(config.data)
     sets = _load(ds, config.imgsz, log)
     calib, val = sets["calibration"], sets["validation"]

@@ -1,7 +1,8 @@
 """``kanjian train --task anomaly``: the anomaly branch of the train command.
 
-Kept out of :mod:`.training` so that module stays about the YOLO tasks; torch is
-imported inside the call, so ``kanjian --help`` stays light.
+Kept out of :mod:`.training` so that module stays about the YOLO tasks; the training
+code (and torch, which only ``kanjian.training`` may import) loads inside the call, so
+``kanjian --help`` stays light.
 """
 
 from __future__ import annotations
@@ -47,13 +48,9 @@ class AnomalyArgs:
 
 def run_anomaly_command(args: AnomalyArgs) -> None:
     """Train an anomaly model and write its bundle; exit 2 on bad input, 1 when a gate fails."""
-    import torch
-
     from kanjian.training.anomaly_methods import MethodOptions
     from kanjian.training.anomaly_train import AnomalyTrainConfig, run_anomaly_training
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     if args.method.startswith("draem") and args.steps is None and args.time_hours is None:
         raise typer.BadParameter(
             "DRAEM trains until told to stop: give --steps N or --time-hours H",
@@ -81,6 +78,7 @@ def run_anomaly_command(args: AnomalyArgs) -> None:
         command=shlex.join(["kanjian", *sys.argv[1:]]),
         golden_images=args.golden_images,
         overwrite=args.overwrite,
+        threads=args.threads,
     )
     try:
         outcome = run_anomaly_training(config, log=lambda s: console.print(s, markup=False))
