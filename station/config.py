@@ -17,14 +17,16 @@ from kanjian.camera.config import FolderSourceConfig, FramePolicy, SourceConfig
 from kanjian.inference.types import Verdict
 from kanjian.inference.verdict import VerdictRules
 from kanjian.station.api_config import ApiConfig  # issue 4: HTTP API section
+
+# the embedded demos (station/demos.py); DEMO_* keep their old import path here
+from kanjian.station.demos import DEFAULT_DEMO, get_demo
+from kanjian.station.demos import DEMO_DIR as DEMO_DIR
+from kanjian.station.demos import DEMO_IMAGES as DEMO_IMAGES
+from kanjian.station.demos import DEMO_MODEL as DEMO_MODEL
 from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
 from kanjian.station.records import verdict_names
 from kanjian.station.retention_config import StoreRetentionConfig  # issue 12: retention
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
-
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
-DEMO_IMAGES = DEMO_DIR / "images"
-DEMO_MODEL = DEMO_DIR / "model"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 if TYPE_CHECKING:
@@ -354,9 +356,23 @@ def load_config(path: Path) -> StationConfig:
     return parse_config(text, path)
 
 
-def default_config(data_dir: Path | None = None) -> StationConfig:
-    """The embedded default: demo images looping, the bundled model, local SQLite."""
-    cfg = StationConfig()
+def default_config(data_dir: Path | None = None, demo: str = DEFAULT_DEMO) -> StationConfig:
+    """An embedded demo station: its images looping, its bundled model, local SQLite.
+
+    Args:
+        data_dir: the store's folder (default: the demo's own, e.g. ``kanjian-data``).
+        demo: which demo (:data:`kanjian.station.demos.DEMOS`); the default, NEU-DET, is
+            also what ``StationConfig()`` holds.
+
+    Raises:
+        UnknownDemoError: ``demo`` is not one of them (the message lists them).
+    """
+    d = get_demo(demo)
+    cfg = StationConfig(
+        camera=FolderSourceConfig(kind="folder", path=d.images, loop=True),
+        model=ModelConfig(path=d.model),
+        store=StoreConfig(data_dir=d.data_dir),
+    )
     if data_dir is not None:
         cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"data_dir": data_dir})})
     return cfg

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from kanjian.appliance_api.cli.common import load_station_config, start_refusals
+from kanjian.appliance_api.cli.common import DemoOpt, load_station_config, start_refusals
 from kanjian.appliance_api.cli.logs import setup_logging
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def run(
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
     frames: Annotated[
         int | None, typer.Option("--frames", "-n", min=1, help="stop after N inspections")
     ] = None,
@@ -64,7 +65,7 @@ def run(
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
-    cfg = load_station_config(config, data_dir)
+    cfg = load_station_config(config, data_dir, demo)
     t_start = time.perf_counter()
     try:
         station = build_station(cfg)
@@ -124,6 +125,7 @@ def run(
 def inspect(
     images: Annotated[list[Path], typer.Argument(help="image files to judge")],
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
     model: Annotated[
         Path | None, typer.Option("--model", "-m", help="bundle dir or .onnx (overrides config)")
     ] = None,
@@ -139,7 +141,7 @@ def inspect(
     from kanjian.inference.types import Verdict
     from kanjian.station.inspector import Inspector
 
-    cfg = load_station_config(config)
+    cfg = load_station_config(config, demo=demo)
     try:
         m = load_model(model or cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
     except (ModelLoadError, BundleError) as e:
@@ -230,6 +232,7 @@ def config_show(
         Path | None, typer.Argument(help="station YAML; default: the embedded demo station")
     ] = None,
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
 ) -> None:
     """Print the effective configuration (defaults filled in) as YAML."""
     import yaml
@@ -237,7 +240,7 @@ def config_show(
     if file is not None and config is not None and file != config:
         console.print("[red]error:[/] give the config file once (FILE or --config)")
         raise typer.Exit(2)
-    cfg = load_station_config(file or config)
+    cfg = load_station_config(file or config, demo=demo)
     out.print(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False), end="")
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from kanjian.appliance_api.cli.common import DemoOpt
 from kanjian.appliance_api.cli.serve import ConfigOpt, DataDirOpt, _cli_actor
 
 console = Console(stderr=True)
@@ -67,7 +68,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _station(config: Path | None, data_dir: Path | None) -> Any:
+def _station(config: Path | None, data_dir: Path | None, demo: str | None) -> Any:
     """The station's display names keeper (its database, no model loaded)."""
     from kanjian.appliance_api.cli.common import load_station_config
     from kanjian.station.schema import StoreTooNewError
@@ -75,7 +76,7 @@ def _station(config: Path | None, data_dir: Path | None) -> Any:
     from kanjian.station.state.display_names import DisplayNamesKeeper
     from kanjian.station.store import DB_NAME
 
-    cfg = load_station_config(config, data_dir)
+    cfg = load_station_config(config, data_dir, demo)
     db_path = cfg.store.data_dir / DB_NAME
     if not db_path.is_file():
         raise _fail(f"no station database at {db_path}: start the station once first")
@@ -172,6 +173,7 @@ def names_show(
     bundle: BundleOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    demo: DemoOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The names shown for each class, per language, and where each comes from."""
@@ -180,7 +182,7 @@ def names_show(
         return
     from kanjian.station.state.display_names import UnknownModel
 
-    keeper = _station(config, data_dir)
+    keeper = _station(config, data_dir, demo)
     try:
         _print(_station_data(keeper.get(_pick_model(keeper, model))), as_json)
     except UnknownModel as e:
@@ -204,6 +206,7 @@ def names_set(
     bundle: BundleOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    demo: DemoOpt = None,
 ) -> None:
     """Add or change names (the others stay): on the station, or in a bundle's manifest."""
     from kanjian.inference.display_names import NamesError, merge_names
@@ -223,7 +226,7 @@ def names_set(
         return
     from kanjian.station.state.display_names import UnknownModel
 
-    keeper = _station(config, data_dir)
+    keeper = _station(config, data_dir, demo)
     try:
         sha = _pick_model(keeper, model)
         merged = merge_names(keeper.get(sha).station, names)
@@ -236,12 +239,15 @@ def names_set(
 
 @names_app.command("reset")
 def names_reset(
-    model: ModelOpt = None, config: ConfigOpt = None, data_dir: DataDirOpt = None
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    demo: DemoOpt = None,
 ) -> None:
     """Drop the names set on the station for the model: the bundle's are shown again."""
     from kanjian.station.state.display_names import UnknownModel
 
-    keeper = _station(config, data_dir)
+    keeper = _station(config, data_dir, demo)
     try:
         _print(_station_data(keeper.reset(_pick_model(keeper, model), _cli_actor())), False)
     except UnknownModel as e:

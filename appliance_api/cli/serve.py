@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kanjian.appliance_api.cli.common import load_station_config, start_refusals
+from kanjian.appliance_api.cli.common import DemoOpt, load_station_config, start_refusals
 from kanjian.appliance_api.cli.logs import setup_logging
 
 console = Console(stderr=True)
@@ -29,11 +29,11 @@ DataDirOpt = Annotated[
 ]
 
 
-def _open_db(config: Path | None, data_dir: Path | None) -> Any:
+def _open_db(config: Path | None, data_dir: Path | None, demo: str | None = None) -> Any:
     from kanjian.station.schema import StoreTooNewError
     from kanjian.station.store import DB_NAME, open_db
 
-    cfg = load_station_config(config, data_dir)
+    cfg = load_station_config(config, data_dir, demo)
     try:
         return open_db(cfg.store.data_dir / DB_NAME)
     except StoreTooNewError as e:
@@ -53,6 +53,7 @@ def _cli_actor() -> Any:
 
 def serve(
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
     host: Annotated[str | None, typer.Option(help="listen address (default: api.host)")] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="TCP port (default: api.port)")
@@ -69,7 +70,7 @@ def serve(
     from kanjian.appliance_api.http.server import PortInUse
     from kanjian.appliance_api.http.server import serve as run_server
 
-    cfg = load_station_config(config, data_dir)
+    cfg = load_station_config(config, data_dir, demo)
     api_update = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if api_update:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=api_update)})
@@ -98,6 +99,7 @@ def token_create(
     name: Annotated[str, typer.Option(help="who or what holds it, e.g. 'panel-1' or 'alice'")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    demo: DemoOpt = None,
 ) -> None:
     """Make a token and print it once (only its hash is stored)."""
     from kanjian.appliance_api.http.auth import Role, TokenStore
@@ -109,7 +111,7 @@ def token_create(
     except ValueError as e:
         console.print(f"[red]error:[/] role must be operator, engineer or admin, not {role!r}")
         raise typer.Exit(2) from e
-    db = _open_db(config, data_dir)
+    db = _open_db(config, data_dir, demo)
     actor = _cli_actor()
     try:
         with write_tx(db):
@@ -125,11 +127,11 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def token_list(config: ConfigOpt = None, data_dir: DataDirOpt = None, demo: DemoOpt = None) -> None:
     """List tokens (never their secrets)."""
     from kanjian.appliance_api.http.auth import TokenStore
 
-    db = _open_db(config, data_dir)
+    db = _open_db(config, data_dir, demo)
     try:
         tokens = TokenStore(db).list()
     finally:
@@ -147,13 +149,14 @@ def token_revoke(
     token_id: Annotated[str, typer.Argument(help="the token's id (8 hex digits)")],
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    demo: DemoOpt = None,
 ) -> None:
     """Revoke a token at once."""
     from kanjian.appliance_api.http.auth import TokenStore
     from kanjian.station.state.audit import write_audit
     from kanjian.station.state.db import write_tx
 
-    db = _open_db(config, data_dir)
+    db = _open_db(config, data_dir, demo)
     try:
         with write_tx(db):
             info = TokenStore(db).revoke(token_id)

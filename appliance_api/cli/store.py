@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.common import DemoOpt, load_station_config
 
 console = Console(stderr=True)
 out = Console()
@@ -29,7 +29,7 @@ DataDirOpt = Annotated[
 
 
 @store_app.command("vacuum")
-def vacuum(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def vacuum(config: ConfigOpt = None, data_dir: DataDirOpt = None, demo: DemoOpt = None) -> None:
     """Rewrite the database so it can shrink after retention deletes (a store made before
     incremental vacuum). Run it once, with the station stopped; it needs about the
     database's size free."""
@@ -38,7 +38,7 @@ def vacuum(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from kanjian.station.schema import StoreTooNewError
     from kanjian.station.store import DB_NAME
 
-    cfg = load_station_config(config, data_dir)
+    cfg = load_station_config(config, data_dir, demo)
     db_path = cfg.store.data_dir / DB_NAME
     if not db_path.is_file():
         console.print(f"[red]error:[/] no store at {db_path}")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from kanjian.appliance_api.cli.common import load_station_config
+from kanjian.appliance_api.cli.common import DemoOpt, load_station_config
 
 console = Console(stderr=True)
 out = Console()
@@ -53,6 +53,7 @@ def print_status(s: Any) -> None:
 @sync_app.command("status")
 def sync_status(
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the backlog, last delivery and connection state (from the station's database)."""
@@ -60,7 +61,7 @@ def sync_status(
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.status import status_from_db
 
-    cfg = load_station_config(config)
+    cfg = load_station_config(config, demo=demo)
     db = cfg.store.data_dir / DB_NAME
     if not db.is_file():
         console.print(f"[red]error:[/] no station database at {db}")
@@ -79,6 +80,7 @@ def sync_status(
 @sync_app.command("drain")
 def sync_drain(
     config: ConfigOpt = None,
+    demo: DemoOpt = None,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
 ) -> None:
     """Run only the sync worker (no camera, no model) until the backlog is confirmed.
@@ -90,7 +92,7 @@ def sync_drain(
     from kanjian.station.store import DB_NAME
     from kanjian.station.sync.worker import Identity, SyncWorker
 
-    cfg = load_station_config(config)
+    cfg = load_station_config(config, demo=demo)
     if not (cfg.store.data_dir / DB_NAME).is_file():
         console.print(f"[red]error:[/] no station database at {cfg.store.data_dir / DB_NAME}")
         raise typer.Exit(1)

@@ -298,6 +298,12 @@ class InspectionOut(BaseModel):
     reason_params: ReasonParams = Field(
         default_factory=dict, description="the reason's facts (class, confidence, box, ...)"
     )
+    score: float | None = Field(
+        None,
+        description="anomaly models: the image's anomaly score in [0, 1], normalised so "
+        "that 0.5 is the model's fail point and 0.25 its review point (the stored value); "
+        "null for detect, segment and classify models and for inspections not judged",
+    )
 
 
 class InspectionDetailOut(InspectionOut):
@@ -327,6 +333,11 @@ class LiveInspection(BaseModel):
     detections: list[DetectionOut]
     timings_ms: dict[str, float]
     image_saved: bool
+    score: float | None = Field(
+        None,
+        description="anomaly models: the normalised image score in [0, 1] (0.5: the fail "
+        "point), 6 decimals; null for other tasks",
+    )
 
 
 class TriggerIn(BaseModel):

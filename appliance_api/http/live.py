@@ -103,6 +103,7 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
         detections=dets,
         timings_ms={k: round(v, 3) for k, v in insp.timings_ms.items()},
         image_saved=insp.verdict.value in save_verdicts and isinstance(insp.frame, Frame),
+        score=None if insp.score is None else round(insp.score, 6),
     )
 
 

@@ -25,7 +25,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,14 +303,17 @@ class Served:
         return "".join(self.lines)
 
 
-def start_serve(config: Path | None, port: int, cwd: Path, timeout: float = 90) -> Served:
-    """Start ``kanjian serve -c config`` (no config: the embedded default on ``port``)
-    and wait until its API answers."""
+def start_serve(
+    config: Path | None, port: int, cwd: Path, timeout: float = 90, args: Sequence[str] = ()
+) -> Served:
+    """Start ``kanjian serve -c config`` (no config: the embedded default on ``port``),
+    plus ``args`` (e.g. ``--demo NAME``), and wait until its API answers."""
     import httpx
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    where = ["-c", str(config)] if config else ["--port", str(port)]
     proc = subprocess.Popen(
-        [str(KANJIAN), "serve", *(["-c", str(config)] if config else ["--port", str(port)])],
+        [str(KANJIAN), "serve", *where, *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
