@@ -71,7 +71,7 @@ def test_patchknn_bundle_end_to_end(data: Path, tmp_path: Path) -> None:
     assert cal.pixel_threshold <= cal.image_threshold
     for key in ("val_image_auroc", "val_pixel_auroc", "val_f1", "val_frr", "calib_val_image_auroc"):
         assert key in manifest.metrics and 0 <= manifest.metrics[key] <= 1, key
-    assert manifest.metrics["parity_score_diff"] <= 1e-4
+    assert manifest.metrics["parity_score_diff"] <= 1e-3
     check = subprocess.run([KANJIAN, "model", "check", str(bundle)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     # the station's runtime reads it: same raw score as ONNX Runtime on the letterboxed planes

@@ -46,8 +46,11 @@ __all__ = ["AnomalyOutcome", "AnomalyTrainConfig", "run_anomaly_training"]
 #: below this many held-back good images a 1 % false-reject rate cannot be checked
 #: (0 rejects in 100 still allows 3 % at 95 % confidence): the run warns
 FEW_GOOD = 100
-#: parity: ONNX vs PyTorch, relative to the larger of the score and 1
-PARITY_TOL = 1e-4
+#: parity: ONNX vs PyTorch, relative to the larger of the score and 1. Not 1e-4: the
+#: memory bank's distance is computed as |q|^2 - 2 q.b + |b|^2 (the form that exports),
+#: whose cancellation lets two correct fp32 runtimes differ by ~2e-4 of the score
+#: (measured on the PatchKNN stand-in demo); other weights move it by 1e-2 and more
+PARITY_TOL = 1e-3
 
 
 @dataclass(frozen=True)
