@@ -93,6 +93,18 @@ def test_draem_bundle_tiny(data: Path, tmp_path: Path) -> None:
     method = manifest.training.model_extra["method"]
     assert method["method"] == "draem-lite" and method["steps"] == 3
     assert manifest.metrics["parity_map_diff"] <= 1e-4
+    # an earlier run's weights are where the next one starts (a kept checkpoint)
+    pt = tmp_path / "d" / "model.pt"
+    more = _train(
+        str(data), "--method", "draem-lite", "--steps", "1", "--eval-every", "1", "--batch", "2",
+        "--imgsz", "64", "--project", str(tmp_path), "--name", "d2", "--model", str(pt),
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    wrong = _train(
+        str(data), "--method", "draem", "--steps", "1", "--imgsz", "64",
+        "--project", str(tmp_path), "--name", "d3", "--model", str(pt),
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "do not fit DRAEM-S width 1.0" in wrong.stderr, wrong.stderr
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def train_draem(
     thin: bool = False,
     bank_size: int = 512,
     eval_batch: int = 8,
+    init: dict[str, torch.Tensor] | None = None,
     log: Callable[[str], None] = print,
 ) -> DraemResult:
     """Train DRAEM-S from scratch on ``train``'s good images.
@@ -117,6 +118,8 @@ def train_draem(
         thin: also draw thin polyline defects (:class:`~.anomaly_synth.SyntheticDefects`).
         bank_size: Perlin fields drawn up front.
         eval_batch: images per forward when scoring calib.
+        init: a state dict of the same width to start from (continue an earlier run's
+            ``model.pt``) instead of random weights.
         log: receives the progress lines.
 
     Raises:
@@ -145,6 +148,14 @@ def train_draem(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = DraemS(width)
+    if init is not None:
+        try:
+            model.load_state_dict(init)
+        except RuntimeError as e:  # another width or method: say so, not a tensor dump
+            raise ValueError(
+                f"train_draem: the starting weights do not fit DRAEM-S width {width}; start "
+                "from a model.pt of the same --method"
+            ) from e
     gen = SyntheticDefects(
         train.images[good], train.valid[good], seed, bank_size=bank_size, thin=thin
     )

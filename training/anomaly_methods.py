@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -36,6 +37,7 @@ class MethodOptions:
             learning rate, and calibration checks every so many steps.
         bank_size, candidates: PatchKNN's coreset size and the patches it is drawn from.
         seed: every random choice.
+        init: DRAEM: an earlier run's ``model.pt`` to continue from (same method).
     """
 
     steps: int | None = None
@@ -47,6 +49,7 @@ class MethodOptions:
     bank_size: int = 4096
     candidates: int = 131_072
     seed: int = 0
+    init: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ def train_method(
     Raises:
         ValueError: an unknown method (the message lists the known ones).
     """
+    if options.init is not None and not method.startswith("draem"):
+        raise ValueError(f"--model: {method} has no trained weights to continue from")
+    if options.init is not None and not options.init.is_file():
+        raise ValueError(f"--model {options.init}: no such file; give an earlier run's model.pt")
     if method == "patchknn":
         from kanjian.training.anomaly_patch import PatchKNNConfig, fit_patchknn
 
@@ -98,6 +105,11 @@ def train_method(
         from kanjian.training.anomaly_draem_fit import train_draem
 
         width = 1.0 if method == "draem" else LITE_WIDTH
+        init = None
+        if options.init is not None:
+            import torch
+
+            init = torch.load(options.init, map_location="cpu", weights_only=True)
         result = train_draem(
             train,
             calib=calib,
@@ -109,6 +121,7 @@ def train_method(
             lr=options.lr,
             seed=options.seed,
             eval_every=options.eval_every,
+            init=init,
             log=log,
         )
         meta = {"method": method, "width": width}
@@ -120,6 +133,7 @@ def train_method(
             "batch": options.batch,
             "crop": min(options.crop, train.images.shape[1], train.images.shape[2]),
             "lr": options.lr,
+            "init": None if options.init is None else options.init.name,
         }
         return Trained(model=result.model, meta=meta, info=info, stride=2)
     raise ValueError(f"unknown anomaly method {method!r}; choose one of: {', '.join(METHODS)}")

@@ -44,6 +44,7 @@ class AnomalyArgs:
     golden_images: int
     overwrite: bool
     threads: int | None
+    init: Path | None = None
 
 
 def run_anomaly_command(args: AnomalyArgs) -> None:
@@ -63,6 +64,7 @@ def run_anomaly_command(args: AnomalyArgs) -> None:
         eval_every=args.eval_every,
         bank_size=args.bank_size,
         seed=args.seed,
+        init=args.init,
     )
     config = AnomalyTrainConfig(
         data=args.data,

@@ -202,7 +202,11 @@ def train_command(
     ],
     task: Annotated[str, typer.Option(help="detect, segment, classify or anomaly")] = "detect",
     model: Annotated[
-        str, typer.Option(help="model YAML (yolo11n.yaml...) or a local .pt; default per task")
+        str,
+        typer.Option(
+            help="model YAML (yolo11n.yaml...) or a local .pt; default per task "
+            "(anomaly: an earlier run's model.pt to continue from)"
+        ),
     ] = "",
     epochs: Annotated[int, typer.Option(min=1)] = 100,
     imgsz: Annotated[
@@ -391,6 +395,7 @@ def train_command(
                 golden_images=golden_images,
                 overwrite=overwrite,
                 threads=threads,
+                init=Path(model) if model else None,
             )
         )
         return
