@@ -333,7 +333,7 @@ def build_models(
     Raises:
         ValueError: no anomaly model at all, or a model of the wrong task.
     """
-    from benchmarks.anomaly_assets import magnetic_tile_image, untrained_models
+    from benchmarks.anomaly_assets import magnetic_tile_image, torch_available, untrained_models
     from benchmarks.assets import neu_det_images
 
     if anomaly_model is None and not methods:
@@ -359,6 +359,13 @@ def build_models(
             "no trained anomaly bundle (the demo bundle is not in this checkout; "
             "--anomaly-model PATH adds one)"
         )
+    if methods and anomaly_model is not None and not torch_available():
+        # a runtime-only install (no torch) still times the trained bundle
+        notes.append(
+            f"untrained {', '.join(methods)} graphs left out: exporting them needs torch "
+            "(pip install 'kanjian[training]')"
+        )
+        methods = ()
     if methods:
         log(f"  untrained anomaly graphs at {imgsz}: {', '.join(methods)} (exported once, cached)")
         for method, path in untrained_models(methods, imgsz).items():

@@ -127,6 +127,12 @@ def test_a_command_that_needs_an_extra_says_which_in_one_line(tmp_path: Path) ->
         "error: this command needs the 'training' extra (no module ultralytics): "
         "pip install 'kanjian[training]'"
     ]
+    r = _run([str(KANJIAN), "train", str(data), "--task", "anomaly", "--steps", "1"], tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: this command needs the 'training' extra (no module torch): "
+        "pip install 'kanjian[training]'"
+    ]
     r = _run([str(KANJIAN), "plc", "cert", str(tmp_path / "pki")], tmp_path)
     assert r.returncode == 2 and "pip install 'kanjian[plc]'" in r.stderr
     assert "Traceback" not in r.stderr
