@@ -253,9 +253,18 @@ def config_show(
 def _register_commands() -> None:
     # each module imports its heavy dependencies (torch, Ultralytics, uvicorn, paho...)
     # only inside its commands, so ``kanjian --help`` stays fast and runtime-only
-    from kanjian.appliance_api.cli import bench, platform, plc, serve, store, sync, training
+    from kanjian.appliance_api.cli import (
+        bench,
+        doctor,
+        platform,
+        plc,
+        serve,
+        store,
+        sync,
+        training,
+    )
 
-    for module in (training, serve, sync, store, platform, plc, bench):
+    for module in (training, serve, sync, store, platform, plc, bench, doctor):
         module.register(app)
 
 
