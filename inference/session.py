@@ -160,18 +160,22 @@ def create_session(
         trt_cache_dir = path.parent / "trt-cache"
     requested = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
     chosen = resolve_providers(providers)
+    # A GPU provider whose library cannot load is certain not to run: refused at once when
+    # it comes first and no fallback is allowed, else left out. No minutes of TensorRT
+    # retries, no ORT error lines ahead of the one that says why, no engine cache folder.
+    certain: dict[str, ProviderDiagnosis] = {}
+    for p in chosen:
+        if p in GPU_PROVIDERS and (found := diagnose_provider(p)).certain:
+            certain[p] = found
     if not may_fall_back and requested:
         first = requested[0]
-        if first not in chosen or first in GPU_PROVIDERS:
-            # refused before a session is tried when the cause is certain: no minutes of
-            # TensorRT retries, no ORT error lines ahead of the one that says why
-            d = diagnose_provider(first)
-            if d.certain:
-                rest = [p for p in chosen if p != first] or ["CPUExecutionProvider"]
-                instead = (
-                    rest[0] if len(rest) == 1 else f"the first of {', '.join(rest)} that loads"
-                )
-                raise ProviderUnavailableError(path, first, instead, d)
+        d = certain.get(first) if first in chosen else diagnose_provider(first)
+        if d is not None and d.certain:
+            rest = [p for p in chosen if p != first and p not in certain]
+            rest = rest or ["CPUExecutionProvider"]
+            instead = rest[0] if len(rest) == 1 else f"the first of {', '.join(rest)} that loads"
+            raise ProviderUnavailableError(path, first, instead, d)
+    chosen = [p for p in chosen if p not in certain]
     opts = ort.SessionOptions()
     if intra_op_threads is not None:
         opts.intra_op_num_threads = intra_op_threads

@@ -141,14 +141,19 @@ def doctor(
         out.print(table)
         if failed:
             out.print(
-                f"[bold red]{shown}: cannot run as configured[/] ({len(failed)} failed: "
+                f"[bold red]{escape(shown)}: cannot run as configured[/] ({len(failed)} failed: "
                 + ", ".join(f"{r.section}/{r.name}" for r in failed)
                 + ")",
                 highlight=False,
+                soft_wrap=True,
             )
         else:
             warns = sum(r.status == "warn" for r in rows)
-            out.print(f"[green]{shown}: can run as configured[/] ({warns} warnings)")
+            out.print(
+                f"[green]{escape(shown)}: can run as configured[/] ({warns} warnings)",
+                highlight=False,
+                soft_wrap=True,
+            )
     if failed:
         raise typer.Exit(1)
 
