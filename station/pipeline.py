@@ -368,17 +368,10 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
     mc = cfg.model
     model: OnnxModel = load_model(mc.path, mc.providers, mc.intra_op_threads, mc.allow_fallback)
     t["load_model"] = (time.perf_counter() - t0) * 1e3
-    si = model.session_info
-    log.log(
-        logging.WARNING if si.fell_back else logging.INFO,
-        "model %s v%s (%s, %d classes) on %s%s",
-        model.info.name,
-        model.info.version,
-        model.info.task,
-        len(model.info.class_names),
-        si.provider,
-        f" (FALLBACK from {si.requested[0]}: model.allow_fallback is on)" if si.fell_back else "",
-    )
+    si, mi = model.session_info, model.info
+    fb = f" (FALLBACK from {si.requested[0]}: model.allow_fallback is on)" if si.fell_back else ""
+    log.log(logging.WARNING if fb else logging.INFO, "model %s v%s (%s, %d classes) on %s%s",
+            mi.name, mi.version, mi.task, len(mi.class_names), si.provider, fb)  # fmt: skip
     t1 = time.perf_counter()
     # JIT-compile (or load from Numba's cache) the preprocessing kernels now, so
     # compile time never lands on the first inspection. A cold cache takes seconds:

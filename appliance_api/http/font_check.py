@@ -1,7 +1,7 @@
 """``kanjian doctor``'s look at the screen's own font: the two faces of "Kanjian Sans"
 (``static/fonts``) are there, are the bytes their README records, and have a glyph for
-every CJK character of ``charset.txt`` (the app's Chinese; the screen's English needs
-only ASCII, which the charset holds too).
+every CJK character of ``charset.txt`` (the screen's Chinese) and every printable ASCII
+one (its English).
 
 The glyph check asks FreeType through Pillow (both in the runtime): a character the
 face lacks renders as the face's ``.notdef`` box, so each character of the charset is
@@ -58,7 +58,8 @@ def font_checks(fonts: Path = FONTS) -> list[Check]:
     except (OSError, ValueError) as e:
         fix = "reinstall kanjian: the screen's font files are part of it"
         return [Check("screen", "font", "fail", f"{charset_path}: {e}", fix)]
-    cjk = [c for c in chars if CJK.match(c)]
+    cjk = [c for c in chars if CJK.match(c)]  # the screen in Chinese
+    ascii_ = [c for c in chars if "!" <= c <= "~"]  # the screen in English
     recorded = {}
     if readme.is_file():
         recorded = {
@@ -80,7 +81,7 @@ def font_checks(fonts: Path = FONTS) -> list[Check]:
         sha = hashlib.sha256(face.read_bytes()).hexdigest()
         same = recorded.get(name) == sha
         try:
-            missing = _missing_glyphs(face, cjk)
+            missing = _missing_glyphs(face, cjk + ascii_)
         except OSError as e:
             out.append(Check("screen", name, "warn", f"{face} does not load: {e}"))
             continue
@@ -91,13 +92,17 @@ def font_checks(fonts: Path = FONTS) -> list[Check]:
                     "screen",
                     name,
                     "warn",
-                    f"lacks {len(missing)} of the {len(cjk)} CJK characters of charset.txt: "
-                    f"{shown}",
+                    f"lacks {len(missing)} of the {len(cjk)} CJK and {len(ascii_)} ASCII "
+                    f"characters of charset.txt: {shown}",
                     "rebuild the font (static/fonts/README.md)",
                 )
             )
             continue
-        glyphs = "glyphs not checked" if missing is None else f"all {len(cjk)} CJK characters"
+        glyphs = (
+            "glyphs not checked"
+            if missing is None
+            else f"glyphs for all {len(cjk)} CJK (zh) and {len(ascii_)} ASCII (en) characters"
+        )
         out.append(
             Check(
                 "screen",
