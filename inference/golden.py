@@ -39,8 +39,14 @@ class GoldenReport:
     provider: str = ""
 
 
-def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> GoldenReport:
-    """Verify the ONNX hash against the manifest, then replay the golden set."""
+def check_bundle(
+    bundle_dir: Path, providers: tuple[str, ...] = ("cpu",), allow_fallback: bool = False
+) -> GoldenReport:
+    """Verify the ONNX hash against the manifest, then replay the golden set.
+
+    ``allow_fallback``: replay on the next provider when the first does not load (else
+    that is a problem of the report, naming the provider and the cause).
+    """
     problems: list[str] = []
     try:
         manifest = b.read_manifest(bundle_dir)
@@ -53,7 +59,7 @@ def check_bundle(bundle_dir: Path, providers: tuple[str, ...] = ("cpu",)) -> Gol
     if sha != manifest.onnx_sha256:
         return GoldenReport(False, 0, [f"{onnx}: sha256 {sha} != manifest {manifest.onnx_sha256}"])
     try:
-        model = load_model(bundle_dir, providers)
+        model = load_model(bundle_dir, providers, allow_fallback=allow_fallback)
     except (ModelLoadError, b.BundleError) as e:
         return GoldenReport(False, 0, [str(e)])
     gdir = bundle_dir / b.GOLDEN_DIR

@@ -66,9 +66,12 @@ class OnnxModel:
         providers: Sequence[str] = ("cpu",),
         intra_op_threads: int | None = None,
         manifest: bundle_mod.BundleManifest | None = None,
+        allow_fallback: bool = False,
     ) -> None:
         self.path = path
-        self.session, self.session_info = create_session(path, providers, intra_op_threads)
+        self.session, self.session_info = create_session(
+            path, providers, intra_op_threads, allow_fallback=allow_fallback
+        )
         meta = read_ultralytics_metadata(self.session, path)
         sha = bundle_mod.sha256_file(path)
         if manifest is not None and manifest.onnx_sha256 != sha:
@@ -200,19 +203,25 @@ def load_model(
     path: Path | str,
     providers: Sequence[str] = ("auto",),
     intra_op_threads: int | None = None,
+    allow_fallback: bool = False,
 ) -> OnnxModel:
     """Load a bundle directory (``model.onnx`` + ``manifest.json``) or a bare ONNX file.
 
+    ``allow_fallback``: run on the next provider when the first one does not load
+    (see :func:`~kanjian.inference.session.create_session`); off, that is refused.
+
     Raises:
         ModelLoadError / bundle.BundleError: naming the file that is missing or bad.
+        ProviderUnavailableError: the first provider does not run and no fallback is allowed.
     """
     p = Path(path)
     if p.is_dir():
         manifest = bundle_mod.read_manifest(p)
-        return OnnxModel(p / bundle_mod.MODEL_NAME, providers, intra_op_threads, manifest)
+        onnx = p / bundle_mod.MODEL_NAME
+        return OnnxModel(onnx, providers, intra_op_threads, manifest, allow_fallback)
     if not p.exists():
         raise ModelLoadError(f"model not found: {p}")
-    return OnnxModel(p, providers, intra_op_threads)
+    return OnnxModel(p, providers, intra_op_threads, allow_fallback=allow_fallback)
 
 
 __all__ = ["OnnxModel", "Prediction", "load_model"]

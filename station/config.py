@@ -57,6 +57,13 @@ class ModelConfig(BaseModel):
         description="execution providers in order of preference: tensorrt, cuda, cpu; "
         "'auto' = cuda when an NVIDIA device is present, else cpu (no fallback warning)",
     )
+    allow_fallback: bool = Field(
+        False,
+        description="when the first provider cannot run the model (e.g. cuda without a GPU "
+        "or without its libraries), run on the next one instead of refusing to start; the "
+        "fallback is then shown in the log, /api/status, the metrics, the screen and a "
+        "platform event. A list that starts with 'auto' always falls back",
+    )
     intra_op_threads: int | None = Field(
         None, ge=1, le=256, description="ONNX Runtime intra-op threads (default: ORT's choice)"
     )

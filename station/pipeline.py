@@ -365,16 +365,13 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
     t = {}
     t0 = time.perf_counter()
     configure_threads(cfg.runtime)
-    model: OnnxModel = load_model(cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
+    mc = cfg.model
+    model: OnnxModel = load_model(mc.path, mc.providers, mc.intra_op_threads, mc.allow_fallback)
     t["load_model"] = (time.perf_counter() - t0) * 1e3
-    log.info(
-        "model %s v%s (%s, %d classes) on %s",
-        model.info.name,
-        model.info.version,
-        model.info.task,
-        len(model.info.class_names),
-        model.session_info.provider,
-    )
+    si, mi = model.session_info, model.info
+    fb = f" (FALLBACK from {si.requested[0]}: model.allow_fallback is on)" if si.fell_back else ""
+    log.log(logging.WARNING if fb else logging.INFO, "model %s v%s (%s, %d classes) on %s%s",
+            mi.name, mi.version, mi.task, len(mi.class_names), si.provider, fb)  # fmt: skip
     t1 = time.perf_counter()
     # JIT-compile (or load from Numba's cache) the preprocessing kernels now, so
     # compile time never lands on the first inspection. A cold cache takes seconds:
@@ -391,7 +388,6 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
         )
     t["warmup"] = model.warmup()
     # the rules are checked against the model's classes before anything is opened
-    mc = cfg.model
     inspector = Inspector(model, cfg.rules, mc.conf, mc.iou, mc.max_det, cfg.camera.mm_per_px)
     t1 = time.perf_counter()
     store = ResultStore(

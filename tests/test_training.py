@@ -164,11 +164,17 @@ def test_model_check_accepts_the_bundle(
     run = _model_check(trained_bundle[0])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "OK" in run.stdout and "on CPUExecutionProvider" in run.stdout
-    # as a CUDA station would replay it: on a machine without CUDA, the CPU says so
-    run = _model_check(trained_bundle[0], "--providers", "cuda,cpu")
-    assert run.returncode == 0, run.stdout + run.stderr
+    # as a CUDA station would replay it: on a machine without CUDA that fails, naming
+    # the provider and the way out, unless the fallback is allowed (then the CPU says so)
     import torch
 
+    run = _model_check(trained_bundle[0], "--providers", "cuda,cpu")
+    if not torch.cuda.is_available():
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "FAIL execution provider CUDAExecutionProvider" in run.stdout
+        assert "model.allow_fallback: true" in run.stdout
+    run = _model_check(trained_bundle[0], "--providers", "cuda,cpu", "--allow-fallback")
+    assert run.returncode == 0, run.stdout + run.stderr
     want = "CUDAExecutionProvider" if torch.cuda.is_available() else "CPUExecutionProvider"
     assert f"on {want}" in run.stdout
 

@@ -74,6 +74,9 @@ def test_verdict_changes_as_frames_arrive(screen: Screen) -> None:
     # the line's flow in the small live view
     page.wait_for_function("() => document.getElementById('live').naturalWidth > 0")
     assert page.text_content("#model-name")
+    # on its requested provider: no fallback mark (tests/test_provider_fallback.py shows it)
+    assert page.is_hidden("#model-fallback")
+    assert "ok" in (page.get_attribute("#badge-model", "class") or "").split()
 
 
 def test_not_a_defect_tap_changes_the_stored_row(screen: Screen) -> None:

@@ -77,7 +77,12 @@ def run(
     sess = station.inspector.model.session_info
     console.print(
         f"model [bold]{info.name}[/] v{info.version} ({info.task}, {len(info.class_names)} classes)"
-        f" on [bold]{sess.provider}[/]" + (" [red](FALLBACK)[/]" if sess.fell_back else "")
+        f" on [bold]{sess.provider}[/]"
+        + (
+            f" [red](FALLBACK from {sess.requested[0]}: model.allow_fallback is on)[/]"
+            if sess.fell_back
+            else ""
+        )
     )
     console.print(f"store {station.store.db_path}")
     console.print(
@@ -143,7 +148,8 @@ def inspect(
 
     cfg = load_station_config(config, demo=demo)
     try:
-        m = load_model(model or cfg.model.path, cfg.model.providers, cfg.model.intra_op_threads)
+        mc = cfg.model
+        m = load_model(model or mc.path, mc.providers, mc.intra_op_threads, mc.allow_fallback)
     except (ModelLoadError, BundleError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
@@ -247,9 +253,18 @@ def config_show(
 def _register_commands() -> None:
     # each module imports its heavy dependencies (torch, Ultralytics, uvicorn, paho...)
     # only inside its commands, so ``kanjian --help`` stays fast and runtime-only
-    from kanjian.appliance_api.cli import bench, platform, plc, serve, store, sync, training
+    from kanjian.appliance_api.cli import (
+        bench,
+        doctor,
+        platform,
+        plc,
+        serve,
+        store,
+        sync,
+        training,
+    )
 
-    for module in (training, serve, sync, store, platform, plc, bench):
+    for module in (training, serve, sync, store, platform, plc, bench, doctor):
         module.register(app)
 
 

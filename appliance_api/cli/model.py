@@ -20,10 +20,10 @@ model_app.add_typer(names_app, name="names")
 _MAX_UNPACKED = 8 * 2**30
 
 
-def _check_folder(bundle: Path, shown: Path, providers: tuple[str, ...]) -> None:
+def _check_folder(bundle: Path, shown: Path, providers: tuple[str, ...], fallback: bool) -> None:
     from kanjian.inference.golden import check_bundle
 
-    report = check_bundle(bundle, providers)
+    report = check_bundle(bundle, providers, allow_fallback=fallback)
     for line in report.problems:
         out.print(f"FAIL {line}", markup=False)
     if not report.ok:
@@ -34,13 +34,13 @@ def _check_folder(bundle: Path, shown: Path, providers: tuple[str, ...]) -> None
     )
 
 
-def _check_onnx(onnx: Path, providers: tuple[str, ...]) -> None:
+def _check_onnx(onnx: Path, providers: tuple[str, ...], fallback: bool) -> None:
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.model import load_model
     from kanjian.inference.session import ModelLoadError
 
     try:
-        m = load_model(onnx, providers)
+        m = load_model(onnx, providers, allow_fallback=fallback)
     except (ModelLoadError, BundleError) as e:
         out.print(f"FAIL {e}", markup=False)
         raise typer.Exit(1) from e
@@ -67,22 +67,32 @@ def model_check_command(
             "(e.g. cuda,cpu; tensorrt,cuda,cpu)"
         ),
     ] = "cpu",
+    allow_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--allow-fallback",
+            help="when the first provider cannot run the model, replay on the next one (as "
+            "a station with model.allow_fallback: true would) instead of failing",
+        ),
+    ] = False,
 ) -> None:
     """Verify a bundle: ONNX hash against the manifest, then replay its golden set.
 
     An archive is unpacked as a station's upload is (same checks), into a temporary
-    folder; a bare .onnx is loaded and described (it carries nothing to verify).
+    folder; a bare .onnx is loaded and described (it carries nothing to verify). When
+    the first of --providers cannot run the model, that fails (naming the cause) unless
+    --allow-fallback is given.
     """
     from kanjian.station.state.archive import ArchiveRejected, extract_bundle
 
     chosen = tuple(p.strip() for p in providers.split(",") if p.strip()) or ("cpu",)
     if bundle.is_dir():
-        _check_folder(bundle, bundle, chosen)
+        _check_folder(bundle, bundle, chosen, allow_fallback)
     elif not bundle.exists():
         out.print(f"FAIL {bundle}: no such file or folder", markup=False)
         raise typer.Exit(1)
     elif bundle.suffix.lower() == ".onnx":
-        _check_onnx(bundle, chosen)
+        _check_onnx(bundle, chosen, allow_fallback)
     else:
         with tempfile.TemporaryDirectory(prefix="kanjian-check-") as tmp:
             try:
@@ -90,4 +100,4 @@ def model_check_command(
             except ArchiveRejected as e:
                 out.print(f"FAIL {bundle}: {e}", markup=False)
                 raise typer.Exit(1) from e
-            _check_folder(root, bundle, chosen)
+            _check_folder(root, bundle, chosen, allow_fallback)

@@ -62,7 +62,13 @@ class ModelOut(BaseModel):
     provider: str = Field(description="execution provider actually running the graph")
     providers_requested: list[str]
     providers_active: list[str]
-    fell_back: bool = Field(description="the first requested provider is not the one running")
+    fell_back: bool = Field(
+        description="the first requested provider is not the one running (the station "
+        "started, or this model was activated, with model.allow_fallback: true)"
+    )
+    fallback_cause: str | None = Field(
+        None, description="why the first requested provider does not run (null: it does)"
+    )
     display_names: dict[str, dict[str, str]] = Field(
         description="what the screen calls the classes, per language: {lang: {class_name: "
         "name}} (the bundle's, with the ones set on the station over them; "

@@ -43,12 +43,14 @@ class _LiveCollector(Collector):
             },
         )
         yield info
+        si = model.session_info
         fb = GaugeMetricFamily(
             "kanjian_provider_fallback",
-            "1 when ONNX Runtime runs on another provider than the first one asked for",
-            labels=["provider"],
+            "1 when ONNX Runtime runs on another provider than the first one asked for "
+            "(model.allow_fallback)",
+            labels=["provider", "requested"],
         )
-        fb.add_metric([model.session_info.provider], 1.0 if model.session_info.fell_back else 0.0)
+        fb.add_metric([si.provider, si.requested[0] if si.requested else ""], float(si.fell_back))
         yield fb
         store = st.store.stats()
         q = GaugeMetricFamily("kanjian_queue_depth", "items waiting", labels=["queue"])

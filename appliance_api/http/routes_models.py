@@ -35,13 +35,17 @@ _ERR: dict[int | str, dict[str, Any]] = {
 _CHANGE: dict[int | str, dict[str, Any]] = {
     **_ERR,
     404: {"model": ErrorOut, "description": "no such model"},
-    409: {"model": ErrorOut, "description": "nothing to do (already active, no history)"},
+    409: {
+        "model": ErrorOut,
+        "description": "nothing to do (already active, no history); or the first of "
+        "model.providers cannot run the model and model.allow_fallback is off",
+    },
     422: {"model": ErrorOut, "description": "the model cannot be loaded or was altered"},
 }
 Sha = Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of model.onnx")]
 #: the HTTP status of each kind of refusal the station's state reports
 STATUS = {"malformed": 400, "too_big": 413, "wrong_type": 415, "invalid": 422,
-          "not_found": 404, "conflict": 409}  # fmt: skip
+          "not_found": 404, "conflict": 409, "provider": 409}  # fmt: skip
 ARCHIVE_TYPES = (
     "application/zip",
     "application/gzip",

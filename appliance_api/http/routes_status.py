@@ -130,6 +130,7 @@ def build_status(state: ApiState) -> StatusOut:
             providers_requested=list(model.session_info.requested),
             providers_active=list(model.session_info.active),
             fell_back=model.session_info.fell_back,
+            fallback_cause=model.session_info.fallback_cause or None,
             display_names=state.kept.names.effective(model.info.sha256),
         ),
         latency_ms={

@@ -45,7 +45,7 @@ class RecipeBook:
         mc = station.config.model
         self.models: dict[int, OnnxModel] = {}
         for number, path in sorted(station.config.plc.recipes.items()):
-            model = load_model(path, mc.providers, mc.intra_op_threads)
+            model = load_model(path, mc.providers, mc.intra_op_threads, mc.allow_fallback)
             h, w = model.info.imgsz
             model.run(np.zeros((1, 3, h, w), np.float32))  # warm ONNX Runtime up now
             self.models[number] = model

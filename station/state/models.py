@@ -36,7 +36,7 @@ import sqlite_utils
 from kanjian.inference.bundle import BundleError, read_manifest
 from kanjian.inference.golden import GoldenReport
 from kanjian.inference.model import OnnxModel, load_model
-from kanjian.inference.session import ModelLoadError
+from kanjian.inference.session import ModelLoadError, ProviderUnavailableError
 from kanjian.inference.types import ModelRef
 from kanjian.station.state.archive import ArchiveRejected, extract_bundle, scratch_dir
 from kanjian.station.state.audit import Actor, now_iso, write_audit
@@ -51,10 +51,12 @@ log = logging.getLogger(__name__)
 MODELS_DIR = "models"
 INCOMING_DIR = ".incoming"
 
+# The check judges the bundle (its hash, its answers), so it may replay on the next
+# provider; whether the station may run it there is the activation's question (_load).
 _GOLDEN_SCRIPT = (
     "import json, sys; from pathlib import Path; "
     "from kanjian.inference.golden import check_bundle; "
-    "r = check_bundle(Path(sys.argv[1]), tuple(sys.argv[2:]) or ('cpu',)); "
+    "r = check_bundle(Path(sys.argv[1]), tuple(sys.argv[2:]) or ('cpu',), allow_fallback=True); "
     "print(json.dumps({'ok': r.ok, 'images': r.images, 'problems': r.problems}))"
 )
 
@@ -90,8 +92,10 @@ def golden_check_isolated(
 
 
 #: ``not_found``: no such model; ``conflict``: nothing to do (already active, no
-#: history); ``invalid``: the bundle fails its checks or cannot be loaded
-RegistryErrorKind = Literal["not_found", "conflict", "invalid"]
+#: history); ``invalid``: the bundle fails its checks or cannot be loaded;
+#: ``provider``: the first of ``model.providers`` cannot run it and
+#: ``model.allow_fallback`` is off (the running model keeps judging)
+RegistryErrorKind = Literal["not_found", "conflict", "invalid", "provider"]
 
 
 class RegistryError(Exception):
@@ -168,6 +172,7 @@ class ModelRegistry:
         self.models_dir = data_dir / MODELS_DIR
         self.providers = tuple(model_cfg.providers)
         self.intra_op_threads = model_cfg.intra_op_threads
+        self.allow_fallback = model_cfg.allow_fallback
         self.max_unpacked_bytes = max_unpacked_bytes
         self._lock = threading.RLock()  # one upload / activation / rollback at a time
 
@@ -410,7 +415,12 @@ class ModelRegistry:
         """Load and warm up ``entry``'s model, checking it is the registered one."""
         path = self.path_of(entry)
         try:
-            model = load_model(path, self.providers, self.intra_op_threads)
+            model = load_model(path, self.providers, self.intra_op_threads, self.allow_fallback)
+        except ProviderUnavailableError as e:
+            raise RegistryError(
+                f"model {entry.sha256[:12]}… not activated, the running model keeps judging: {e}",
+                "provider",
+            ) from e
         except (ModelLoadError, BundleError) as e:
             raise RegistryError(
                 f"model {entry.sha256[:12]}… cannot be loaded: {e}", "invalid"

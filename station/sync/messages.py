@@ -6,7 +6,7 @@ against them. Topics (``{p}`` = ``kanjian/v1/{site}/{line}/{station}``)::
 
     {p}/inspections     station → platform   one message per inspection (QoS 1)
     {p}/availability    station → platform   "online" / "offline", retained, last will
-    {p}/events          station → platform   model activated, camera lost/back, backlog...
+    {p}/events          station → platform   model activated, provider fallback, camera lost/back...
     {p}/confirm         platform → station   seq ranges the platform has stored
     {p}/cmd/resend      platform → station   seq ranges the platform misses
     {p}/cmd/deploy_model platform → station  activate a model bundle from object storage
@@ -169,6 +169,7 @@ def inspection_message(
 EventName = Literal[
     "model_activated",
     "model_rejected",
+    "provider_fallback",
     "camera_lost",
     "camera_back",
     "sync_backlog_high",

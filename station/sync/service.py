@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection
@@ -61,6 +62,22 @@ def _ref(model: OnnxModel) -> dict[str, str]:
     return {k: str(v) for k, v in asdict(model.ref).items()}
 
 
+def fallback_data(model: OnnxModel) -> dict[str, Any] | None:
+    """The ``provider_fallback`` event's data while ``model`` runs on another provider
+    than the first of ``model.providers`` (``model.allow_fallback``), else ``None``."""
+    si = model.session_info
+    if not si.fell_back:
+        return None
+    return {
+        "model": _ref(model),
+        "requested": si.requested[0],
+        "provider": si.provider,
+        "providers_requested": list(si.requested),
+        "providers_active": list(si.active),
+        "cause": si.fallback_cause,
+    }
+
+
 def start_sync(station: Station) -> SyncService | None:
     """The sync channel (worker and deployer, unstarted) for a station whose store is open,
     or ``None`` when ``sync.enabled`` is off."""
@@ -75,6 +92,7 @@ def start_sync(station: Station) -> SyncService | None:
         ident,
         camera_state=lambda: str(station.pump.stats().source.state),
         model_ref=lambda: _ref(station.inspector.model),
+        fallback=lambda: fallback_data(station.inspector.model),
     )
     deployer = None
     if cfg.sync.deploy_enabled:

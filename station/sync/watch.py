@@ -2,8 +2,8 @@
 what retention dropped.
 
 Each change becomes one event (``camera_lost`` / ``camera_back``,
-``model_activated``, ``sync_backlog_high`` / ``sync_backlog_normal``) handed to
-``emit``; the worker calls :meth:`StationWatch.probe` about once a second and
+``model_activated``, ``provider_fallback``, ``sync_backlog_high`` /
+``sync_backlog_normal``) handed to ``emit``; the worker calls :meth:`StationWatch.probe` about once a second and
 :meth:`StationWatch.check_backlog` after each backlog count.
 """
 
@@ -34,6 +34,11 @@ class StationWatch:
         model_ref: probe of the active model (dict name/version/sha256).
         backlog_high: the backlog above which ``sync_backlog_high`` is said once
             (``sync_backlog_normal`` once it is back to half of it).
+        fallback: probe of the active model's provider fallback: the event's data
+            (``model``, ``requested``, ``provider``, ``cause``) while the model runs on
+            another provider than the first asked for (``model.allow_fallback``), else
+            ``None``. Said once per model and provider, from the first probe on: a
+            station that starts on a fallback says so at once.
     """
 
     def __init__(
@@ -42,8 +47,11 @@ class StationWatch:
         camera_state: Callable[[], str] | None,
         model_ref: Callable[[], dict[str, str]] | None,
         backlog_high: int,
+        fallback: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.emit, self.camera_state, self.model_ref = emit, camera_state, model_ref
+        self.fallback = fallback
+        self._fallback_said: tuple[str, str] | None = None
         self.backlog_high = backlog_high
         self.model_lock = threading.Lock()  # held while the active model changes on purpose
         self.known_model: dict[str, str] | None = None
@@ -71,6 +79,14 @@ class StationWatch:
                         {"source": "station", "model": ref, "previous": self.known_model},
                     )
                 self.known_model = ref
+        if self.fallback is not None:
+            data = self.fallback()
+            key = None
+            if data is not None:
+                key = (str(data["model"]["sha256"]), str(data["provider"]))
+                if key != self._fallback_said:
+                    self.emit("provider_fallback", data)
+            self._fallback_said = key
 
     def check_backlog(self, b: BacklogStats | None) -> None:
         if b is None:

@@ -75,6 +75,8 @@ class SyncWorker:
             changes become ``camera_lost`` / ``camera_back`` events.
         model_ref: optional probe of the active model (dict name/version/sha256);
             changes become ``model_activated`` events.
+        fallback: optional probe of the active model's provider fallback (the data of a
+            ``provider_fallback`` event, or ``None``; see :class:`StationWatch`).
         on_command: optional handler of ``{p}/cmd/<name>`` payloads other than ``resend``.
         transport: what carries the messages (default: MQTT to ``cfg.mqtt``).
     """
@@ -89,13 +91,16 @@ class SyncWorker:
         model_ref: Callable[[], dict[str, str]] | None = None,
         on_command: Callable[[str, bytes], None] | None = None,
         transport: Transport | None = None,
+        fallback: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.db_path, self.data_dir, self.cfg, self.ident = db_path, data_dir, cfg, ident
         self.topics = StationTopics(cfg.mqtt.topic_prefix, ident.site, ident.line, ident.station)
         self.camera_state, self.model_ref, self.on_command = camera_state, model_ref, on_command
         self.client_id = cfg.mqtt.client_id or f"kanjian-{ident.site}-{ident.line}-{ident.station}"
         self.transport = transport or MqttTransport(cfg.mqtt, self.client_id)
-        self.watch = StationWatch(self.emit, camera_state, model_ref, cfg.backlog_high)
+        self.watch = StationWatch(
+            self.emit, camera_state, model_ref, cfg.backlog_high, fallback=fallback
+        )
         self.model_lock = self.watch.model_lock  # held while the active model changes on purpose
         self._wake = threading.Event()
         self._stopping = threading.Event()

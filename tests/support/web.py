@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from tests.support import api as S
-from tests.support.station_config import station_config, write_config
+from tests.support.station_config import merge, station_config, write_config
 
 #: how long a defect stays large on the test station (api.screen_hold_s), seconds
 HOLD_S = 2.0
@@ -69,9 +69,12 @@ class Screen:
 
 
 @contextmanager
-def screen_station(tmp: Path, **api: Any) -> Iterator[Screen]:
+def screen_station(
+    tmp: Path, sections: dict[str, Any] | None = None, **api: Any
+) -> Iterator[Screen]:
     """The demo (its 12 images looping as fast as the model judges them, the demo bundle)
-    served on a free port with ``api`` settings, and a 1280x800 Chromium page."""
+    served on a free port with ``api`` settings, and a 1280x800 Chromium page.
+    ``sections``: more of station.yaml, merged over that (e.g. ``model``, ``sync``)."""
     from playwright.sync_api import sync_playwright
 
     from kanjian.inference.bundle import read_manifest
@@ -81,13 +84,16 @@ def screen_station(tmp: Path, **api: Any) -> Iterator[Screen]:
     port = S.free_port()
     config = write_config(
         tmp / "station.yaml",
-        station_config(
-            tmp / "data",
-            bundle=DEMO_MODEL,
-            images=DEMO_IMAGES,
-            camera={"loop": True},
-            rules=RULES,
-            api={"port": port, "screen_hold_s": HOLD_S, **api},
+        merge(
+            station_config(
+                tmp / "data",
+                bundle=DEMO_MODEL,
+                images=DEMO_IMAGES,
+                camera={"loop": True},
+                rules=RULES,
+                api={"port": port, "screen_hold_s": HOLD_S, **api},
+            ),
+            sections or {},
         ),
     )
     served = S.start_serve(config, port, tmp)

@@ -284,7 +284,17 @@
     $("camera-state").textContent = t("state_" + cam);
     $("badge-camera").className = "badge " + (cam === "connected" ? "ok" : "bad");
     const m = status.model;
-    $("model-name").textContent = `${m.name} v${m.version}` + (m.fell_back ? ` (${t("fell_back")})` : "");
+    $("model-name").textContent = `${m.name} v${m.version}`;
+    // a model that runs on another provider than station.yaml's first (allow_fallback):
+    // a mark ahead of the name, so a long name never hides it; the cause on hover
+    const mark = $("model-fallback");
+    mark.hidden = !m.fell_back;
+    if (m.fell_back) {
+      const short = m.provider.replace("ExecutionProvider", "").replace("Tensorrt", "TensorRT");
+      mark.textContent =
+        m.provider === "CPUExecutionProvider" ? t("fell_back") : t("fell_back_to").replace("{p}", short);
+      mark.title = `${m.providers_requested[0]} → ${m.provider}: ${m.fallback_cause || ""}`;
+    }
     $("badge-model").className = "badge " + (m.fell_back ? "warn" : "ok");
     const sync = status.sync;
     let text = t("sync_off");
