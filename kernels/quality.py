@@ -58,6 +58,7 @@ from kanjian.kernels.quality_kernel import (
     N,
     quality_kernel,
     quality_kernel_serial,
+    reference_diff,
 )
 from kanjian.kernels.threads import kernel_threads
 
@@ -234,7 +235,7 @@ def finish_quality(
         and reference.rows == rows
         and segments.size
     ):
-        diff = float(np.abs(segments / float(SEGMENT) - reference.segment_means).mean())
+        diff = float(reference_diff(segments, reference.segment_means))
     return FrameQuality(
         focus=float(focus),
         mean=s[SUM_Y] / n if n else 0.0,
@@ -294,6 +295,7 @@ def warmup_quality() -> None:
             segments = np.empty((4, 0), np.int64)
             sums = np.empty((1, N_SUMS), np.int64)
             quality_kernel_serial(flat, ch, ys, 2, 253, sums, segments, 1)
+            reference_diff(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float64))
             if threads > 1 and _POOL.acquire(blocking=False):
                 try:
                     sums = np.empty((threads, N_SUMS), np.int64)

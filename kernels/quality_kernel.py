@@ -210,6 +210,21 @@ def _quality_body(
         sums[k, :] = mine
 
 
+@njit(cache=True, nogil=True)
+def reference_diff(segments: NDArray[np.int64], means: NDArray[np.float64]) -> float:
+    """Mean over the segments of ``|segments / SEGMENT - means|`` (same shape, not empty).
+
+    Compiled: the same four NumPy operations cost a 1080p frame's gate about 25 us more
+    than the rest of its arithmetic (temporaries for a few hundred numbers).
+    """
+    total = 0.0
+    flat = segments.ravel()
+    ref = means.ravel()
+    for i in range(flat.shape[0]):
+        total += abs(flat[i] / SEGMENT - ref[i])
+    return total / flat.shape[0]
+
+
 #: the kernel, parallel over shares of the rows (``chunks`` = Numba's thread count)
 quality_kernel = njit(parallel=True, cache=True, nogil=True)(
     _named_copy(_quality_body, "quality_kernel")

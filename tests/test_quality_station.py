@@ -348,3 +348,19 @@ def test_a_station_without_the_section_measures_nothing(tmp_path: Path) -> None:
         assert {Verdict(r["verdict"]) for r in rows} <= {Verdict.PASS, Verdict.FAIL, Verdict.REVIEW}
     finally:
         station.close()
+
+
+def test_kanjian_inspect_applies_station_yaml_gate(tmp_path: Path) -> None:
+    frames = make_quality_frames(tmp_path)
+    numbers, limits, _ = _oracle(frames)
+    config = _config(tmp_path, frames, limits)
+    names = sorted(frames.kinds)[:2]  # a good take, then it blurred
+    assert [frames.kinds[n] for n in names] == ["good", "blurred"]
+    r = S.kanjian("inspect", "-c", str(config), "--json", *(str(frames.folder / n) for n in names))
+    assert r.returncode == 1, r.stdout + r.stderr  # a frame was not judged, as for any ERROR
+    lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [Path(x["image"]).name for x in lines] == names
+    good, blurred = lines
+    assert good["verdict"] in ("PASS", "FAIL", "REVIEW") and good["quality"]["rows"] == ROWS
+    assert blurred["verdict"] == "ERROR" and blurred["reason"].startswith("blurred: focus ")
+    assert blurred["quality"]["focus"] == pytest.approx(numbers[names[1]].focus, abs=0.011)
