@@ -1,4 +1,5 @@
-"""The image quality gate's settings and live readout: ``GET/PUT/DELETE /api/quality``.
+"""The image quality gate's settings and live readout: ``GET/PUT/DELETE /api/quality``,
+and the engineer's page that tunes them (``/quality``).
 
 What is in force, and how an override is kept and restored, is the station's business
 (:mod:`kanjian.station.state.quality`); this module only translates. The readout is
@@ -8,9 +9,11 @@ numbers come with every ``inspection`` event of ``GET /api/events`` (``quality``
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, HTMLResponse
 
 from kanjian.appliance_api.http.api_models import ErrorOut
 from kanjian.appliance_api.http.deps import Engineer, Reader, State
@@ -28,10 +31,24 @@ from kanjian.station.quality_config import QualitySettings
 from kanjian.station.records import utc_iso
 
 router = APIRouter(tags=["config"])
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 _ERR: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no token, or a bad one"},
     403: {"model": ErrorOut, "description": "the token's role is too weak"},
 }
+
+
+@router.get(
+    "/quality",
+    tags=["screen"],
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "the quality page"}},
+)
+def quality_page() -> FileResponse:
+    """The engineer's page for the image quality gate: the newest frame's numbers beside the
+    thresholds, each marked pass / fail as typed (HTML; no token needed to load it; it asks
+    for one, or takes ``#token=``; saving needs the engineer role)."""
+    return FileResponse(STATIC_DIR / "quality.html", headers={"Cache-Control": "no-cache"})
 
 
 def _reading(insp: Inspection | None) -> QualityReadingOut | None:
