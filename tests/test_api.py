@@ -139,7 +139,16 @@ def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None
 # GET routes anyone may read: the pages (they log in themselves), liveness, metrics
 # (public by default, see test_metrics_need_a_token_when_not_public), and who-am-I
 # (says "not authenticated")
-PUBLIC_READS = {"/", "/zones", "/history", "/shift", "/healthz", "/metrics", "/api/whoami"}
+PUBLIC_READS = {
+    "/",
+    "/zones",
+    "/quality",
+    "/history",
+    "/shift",
+    "/healthz",
+    "/metrics",
+    "/api/whoami",
+}
 # reads above operator; every other GET in the schema needs operator (or open_reads)
 STRONG_READS = {
     "/api/config": "engineer",
