@@ -47,6 +47,8 @@ def markdown(res: Any) -> str:
             res.preprocess.markdown(),
             "",
         ]
+    if getattr(res, "quality", None) is not None:  # runs written before issue 15 lack it
+        out += ["## Image quality gate beside preprocessing", "", res.quality.markdown(), ""]
     if res.inference:
         out += ["## Model inference (batch 1; the station does not batch)", ""]
         out += ["| setting | runs on | session s | ms per call (median) | p10-p90 | FPS (median of rounds) | FPS p10-p90 |",

@@ -1,13 +1,13 @@
 """``python -m benchmarks``: the whole benchmark suite in one process, one run.
 
-Sections, in order: preprocessing (:mod:`benchmarks.preprocess`), model
-inference per execution provider (:mod:`benchmarks.infer`), decode + NMS
-(:mod:`benchmarks.nms`), end to end and trigger-to-verdict
-(:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`), the anomaly
-models' per-image latency beside the YOLO model's (:mod:`benchmarks.anomaly`). Then the
-targets (:mod:`benchmarks.targets`) are printed with pass/fail, and the run is
-written to ``<out>/<host>-<UTC date-time>/`` as ``results.json``,
-``results.md`` and ``chart.png``.
+Sections, in order: preprocessing (:mod:`benchmarks.preprocess`), the image quality
+gate beside it (:mod:`benchmarks.quality`), model inference per execution provider
+(:mod:`benchmarks.infer`), decode + NMS (:mod:`benchmarks.nms`), end to end and
+trigger-to-verdict (:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`),
+the anomaly models' per-image latency beside the YOLO model's (:mod:`benchmarks.anomaly`).
+Then the targets (:mod:`benchmarks.targets`) are printed with pass/fail, and the run is
+written to ``<out>/<host>-<UTC date-time>/`` as ``results.json``, ``results.md`` and
+``chart.png``.
 
 Ultralytics is imported first, so that its ``cv2.setNumThreads(0)`` holds for
 every section alike; Numba runs on the ``workqueue`` layer
@@ -32,12 +32,13 @@ from benchmarks.targets import (
     Target,
     e2e_targets,
     preprocess_targets,
+    quality_targets,
     store_targets,
     trigger_targets,
     verdict_text,
 )
 
-SECTIONS = ("preprocess", "inference", "nms", "e2e", "trigger", "store", "anomaly")
+SECTIONS = ("preprocess", "quality", "inference", "nms", "e2e", "trigger", "store", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class SuiteResult:
     system: SystemInfo
     model: str
     preprocess: Any = None
+    quality: Any = None
     inference: list[Any] = field(default_factory=list)
     nms: list[Any] = field(default_factory=list)
     e2e: Any = None
@@ -207,6 +209,12 @@ def run_suite(
         )
         log(res.preprocess.markdown())
 
+    def quality() -> None:
+        from benchmarks.quality import run as run_quality
+
+        res.quality = run_quality(params.preprocess_sizes, imgsz, params.preprocess_repeats)
+        log(res.quality.markdown())
+
     def inference() -> None:
         from benchmarks.infer import default_settings, run_inference
         from kanjian.inference.session import cuda_device_present
@@ -301,7 +309,7 @@ def run_suite(
         )  # fmt: skip
 
     for name, fn in (
-        ("preprocess", preprocess), ("inference", inference), ("nms", nms),
+        ("preprocess", preprocess), ("quality", quality), ("inference", inference), ("nms", nms),
         ("e2e", e2e), ("trigger", trigger), ("store", store), ("anomaly", anomaly),
     ):  # fmt: skip
         section(name, fn)
@@ -353,6 +361,7 @@ def _targets(res: SuiteResult, skip: Sequence[str]) -> list[Target]:
     out: list[Target] = []
     if "preprocess" not in skip:
         out += preprocess_targets(res.preprocess.timings if res.preprocess else [])
+    out += [] if "quality" in skip else quality_targets(res.quality.timings if res.quality else [])
     if "e2e" not in skip:
         out += e2e_targets(res.e2e.contenders if res.e2e else [], res.e2e.ratios if res.e2e else [])
     if "trigger" not in skip:

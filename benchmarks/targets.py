@@ -7,7 +7,9 @@ Targets (issue 5), all ratios of numbers measured side by side in one run:
 - station FPS >= 0.95x the model's own FPS at 1080p;
 - trigger-to-verdict p99 <= 1.3x p50;
 - the SQLite sink >= 20k inspections/s (batched, ``synchronous=FULL``) and
-  never making the loop wait (no blocked ``put``).
+  never making the loop wait (no blocked ``put``);
+- (issue 15) the image quality gate at the station's default rows at most 10 % of
+  preprocessing at 1920x1080 and 2448x2048.
 """
 
 from __future__ import annotations
@@ -197,6 +199,39 @@ def store_targets(rows: Sequence[Any]) -> list[Target]:
             f"queue_size {full.queue_size}",
         ),
     ]
+
+
+def quality_targets(timings: Sequence[Any]) -> list[Target]:
+    """The quality gate at the default rows / the faster letterbox (<= 0.10), per size."""
+    from benchmarks.quality import BUDGET, DEFAULT_ROWS
+
+    out = []
+    for hw in TARGET_SIZES:
+        name = f"quality gate {hw[1]}x{hw[0]}, {DEFAULT_ROWS} rows: share of preprocessing"
+        row = next(
+            (
+                t
+                for t in timings
+                if tuple(t.src_hw) == hw and t.method.endswith(f"{DEFAULT_ROWS} rows")
+            ),
+            None,
+        )
+        if row is None:
+            out.append(Target(name, f"<= {BUDGET}", None, "", None))
+            continue
+        base = row.median_ms / row.share_of_preprocess
+        out.append(
+            Target(
+                name,
+                f"<= {BUDGET}",
+                row.share_of_preprocess,
+                f"{row.p10_ms / base:.3f}-{row.p90_ms / base:.3f} (p10-p90 over the letterbox "
+                f"median, {row.repeats} repeats)",
+                _cmp(row.share_of_preprocess, "<=", BUDGET),
+                f"{row.median_ms:.3f} ms vs letterbox {base:.3f} ms",
+            )
+        )
+    return out
 
 
 def verdict_text(t: Target) -> str:

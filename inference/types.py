@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kanjian.camera.frame import Frame, FrameFailure
+from kanjian.kernels.quality import FrameQuality
 
 
 class Verdict(str, Enum):
@@ -111,6 +112,8 @@ class Inspection:
         task: the judging model's task (the name of its head in
             :mod:`kanjian.inference.heads`, which stores and draws it); ``""`` when no
             model output came with it.
+        quality: the frame's image-quality numbers when the station's quality gate is
+            on (:mod:`kanjian.inference.quality_gate`), else ``None``.
     """
 
     frame: Frame | FrameFailure
@@ -125,6 +128,7 @@ class Inspection:
     timings_ms: dict[str, float] = field(default_factory=dict)
     inspection_id: uuid.UUID = field(default_factory=uuid.uuid4)
     task: str = ""
+    quality: FrameQuality | None = None
 
     @property
     def short_id(self) -> str:

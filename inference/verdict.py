@@ -11,6 +11,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kanjian.inference.quality_gate import (
+    QUALITY_CODES,
+    quality_from_text,
+    quality_text,
+)
 from kanjian.inference.types import Detections, Verdict
 from kanjian.inference.where import where_on_frame
 from kanjian.inference.zones import ZoneOverlap, Zones, ZoneSet
@@ -93,8 +98,9 @@ def unknown_classes(
 #: What a verdict's reason says, for machines: a stable code the screen translates, with
 #: the facts of the English sentence as parameters (see :func:`reason_text`). The first
 #: eight come from :func:`judge_detections` / :func:`judge_probs`, the three ``anomaly_``
-#: ones from :func:`judge_anomaly`; the last three are the reasons of ERROR / MISSED
-#: inspections, made by the inspector and the camera.
+#: ones from :func:`judge_anomaly`; then the reasons of ERROR / MISSED inspections, made
+#: by the inspector and the camera, and the five ``quality_`` ones of the image quality
+#: gate (ERROR: :mod:`kanjian.inference.quality_gate`).
 ReasonCode = Literal[
     "no_defect",  # detect: nothing counted reaches a review confidence
     "defect_fail",  # detect: {class, confidence, box, more}
@@ -110,6 +116,11 @@ ReasonCode = Literal[
     "model_error",  # ERROR from the model: {detail}
     "frame_error",  # ERROR from the camera / decoder: {detail}
     "frame_missed",  # MISSED: a trigger got no frame in time {detail}
+    "quality_dark",  # ERROR from the quality gate: mean luma below min_mean {value, limit}
+    "quality_bright",  # ERROR, gate: mean luma above max_mean {value, limit}
+    "quality_clipped",  # ERROR, gate: clipped pixels above max_clipped {value, limit} (%)
+    "quality_reference",  # ERROR, gate: unlike the reference frame {value, limit}
+    "quality_blurred",  # ERROR, gate: focus below min_focus {value, limit}
 ]
 REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 #: JSON-safe reason parameters: ``class`` (str), ``confidence`` (float rounded to the two
@@ -119,7 +130,9 @@ REASON_CODES: tuple[ReasonCode, ...] = get_args(ReasonCode)
 #: centre is in: top_left ... bottom_right) and, with a camera scale, ``size_mm``
 #: ([w, h] floats, one decimal): see :mod:`kanjian.inference.where`; anomaly reasons
 #: ``score`` (float, two decimals: the normalised image score) and, for a failed or
-#: reviewed part with a defect region, its strongest region's ``box`` (and where, size)
+#: reviewed part with a defect region, its strongest region's ``box`` (and where, size);
+#: quality reasons ``value`` and ``limit`` (floats, one decimal: the frame's number and
+#: the threshold it broke)
 ReasonParams = dict[str, str | float | int | list[int] | list[float]]
 
 
@@ -145,6 +158,11 @@ def reason_text(code: ReasonCode, params: ReasonParams) -> str:
         return f"model error: {detail}" if code == "model_error" else detail
     if code in ("anomaly_pass", "anomaly_review", "anomaly_fail"):
         return _anomaly_text(code, params)
+    if code in QUALITY_CODES:
+        value, limit = params["value"], params["limit"]
+        if not isinstance(value, float | int) or not isinstance(limit, float | int):
+            raise TypeError(f"reason {code}: value and limit must be numbers, got {params!r}")
+        return quality_text(code, {"value": float(value), "limit": float(limit)})
     conf = params["confidence"]
     if not isinstance(conf, float | int):
         raise TypeError(f"reason {code}: confidence must be a number, got {conf!r}")
@@ -230,6 +248,9 @@ def explain_reason(
     if v is Verdict.MISSED:
         return "frame_missed", {"detail": reason}
     if v is Verdict.ERROR:
+        gate = quality_from_text(reason)
+        if gate is not None:
+            return gate[0], {**gate[1]}
         if reason.startswith("model error: "):
             return "model_error", {"detail": reason.removeprefix("model error: ")}
         return "frame_error", {"detail": reason}

@@ -24,6 +24,7 @@ from kanjian.station.demos import DEMO_DIR as DEMO_DIR
 from kanjian.station.demos import DEMO_IMAGES as DEMO_IMAGES
 from kanjian.station.demos import DEMO_MODEL as DEMO_MODEL
 from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake section
+from kanjian.station.quality_config import QualityConfig  # issue 15: image quality gate
 from kanjian.station.records import verdict_names
 from kanjian.station.retention_config import StoreRetentionConfig  # issue 12: retention
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
@@ -219,6 +220,11 @@ class StationConfig(BaseModel):
         description="verdict rules (fail/review confidence per class); null: the model "
         "bundle's default rules from its manifest",
     )
+    quality: QualityConfig = Field(
+        default_factory=QualityConfig,
+        description="the image quality gate before the model (focus, exposure, reference); "
+        "off by default",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen
@@ -315,8 +321,8 @@ def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
     """Make relative paths in the config relative to the config file's folder.
 
     Camera source, model, data folder, the broker's TLS files, the OPC UA
-    certificates and the PLC's recipe bundles: a station.yaml moved with its
-    files keeps working wherever the station is started from.
+    certificates, the PLC's recipe bundles and the quality gate's reference image: a
+    station.yaml moved with its files keeps working wherever the station is started from.
     """
 
     def fix(p: Path) -> Path:
@@ -350,6 +356,7 @@ def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
             "store": cfg.store.model_copy(update={"data_dir": fix(cfg.store.data_dir)}),
             "sync": cfg.sync.model_copy(update={"mqtt": mqtt}),
             "plc": cfg.plc.model_copy(update={"opcua": opcua, "recipes": recipes}),
+            "quality": cfg.quality.model_copy(update={"reference": fix_opt(cfg.quality.reference)}),
         }
     )
 

@@ -8,9 +8,12 @@ import time
 
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.model import OnnxModel
+from kanjian.inference.quality_gate import quality_text
 from kanjian.inference.reason_where import place_reason
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.inference.verdict import VerdictRules, unknown_classes
+from kanjian.kernels.quality import FrameQuality
+from kanjian.station.quality import QualityGate
 from kanjian.station.ruleset import RulesError, RuleSet
 
 log = logging.getLogger(__name__)
@@ -36,11 +39,13 @@ class Inspector:
         iou: float | None = None,
         max_det: int | None = None,
         mm_per_px: float | None = None,
+        quality: QualityGate | None = None,
     ) -> None:
         """``rules``/``conf``/``iou``/``max_det``: ``None`` takes the active model bundle's.
 
         ``mm_per_px``: the camera's scale (``camera.mm_per_px``); a defect's reason then
         says its size in mm besides where it is (:mod:`kanjian.inference.where`).
+        ``quality``: the image quality gate (default: off).
         """
         missing = unknown_classes(rules, model.info.class_names)
         if missing:
@@ -53,6 +58,7 @@ class Inspector:
         self._model = model
         self._lock = threading.Lock()
         self._ruleset = RuleSet(rules, conf, iou, max_det)
+        self._quality = quality or QualityGate()
         self.mm_per_px = mm_per_px
 
     @property
@@ -64,6 +70,17 @@ class Inspector:
         """Make ``ruleset`` judge from the next frame on; returns the one it replaced."""
         with self._lock:
             old, self._ruleset = self._ruleset, ruleset  # one reference: never half a change
+        return old
+
+    @property
+    def quality(self) -> QualityGate:
+        """The image quality gate that measures and judges the next frame."""
+        return self._quality
+
+    def set_quality(self, gate: QualityGate) -> QualityGate:
+        """Make ``gate`` measure and judge from the next frame on; returns the one it replaced."""
+        with self._lock:
+            old, self._quality = self._quality, gate
         return old
 
     @property
@@ -93,31 +110,51 @@ class Inspector:
         return old
 
     def inspect(self, item: Frame | FrameFailure) -> Inspection:
-        """Judge a frame; a failure or any error becomes an ERROR / MISSED inspection."""
+        """Judge a frame; a failure or any error becomes an ERROR / MISSED inspection, and a
+        frame the quality gate rejects an ERROR inspection with its quality reason."""
         model = self._model  # read once: this frame is judged by this model only
         rs = self._ruleset  # and by these rules only
+        gate = self._quality  # and measured by this gate only
         names = model.info.class_names
         if isinstance(item, FrameFailure):
             verdict = Verdict.MISSED if item.missed else Verdict.ERROR
             return Inspection(frame=item, verdict=verdict, reason=item.reason, class_names=names)
         t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        quality: FrameQuality | None = None
         # this frame's model's defaults when none are set
         rules = rs.rules if rs.rules is not None else model.default_rules()
         try:
+            if gate.enabled:
+                quality = gate.measure(item.image)
+                timings["quality"] = (time.perf_counter() - t0) * 1e3
+                failed = gate.judge(quality)
+                if failed is not None:  # not judged: the model does not run
+                    timings["total"] = (time.perf_counter() - t0) * 1e3
+                    return Inspection(
+                        frame=item,
+                        verdict=Verdict.ERROR,
+                        reason=quality_text(*failed),
+                        class_names=names,
+                        timings_ms=timings,
+                        quality=quality,
+                    )
             pred = model.predict(item.image, rs.conf, rs.iou, rs.max_det)
             # where on the part, in words (and how big): the frame's size is known here
             result = place_reason(model.judge(pred, rules), item.resolution_wh, self.mm_per_px)
         except Exception as e:  # the loop must survive any model or decoder failure
             log.exception("inspection of frame %s failed", item.frame_id)
+            timings["total"] = (time.perf_counter() - t0) * 1e3
             return Inspection(
                 frame=item,
                 verdict=Verdict.ERROR,
                 reason=f"model error: {type(e).__name__}: {e}",
                 model=model.ref,
                 class_names=names,
-                timings_ms={"total": (time.perf_counter() - t0) * 1e3},
+                timings_ms=timings,
+                quality=quality,
             )
-        timings = dict(pred.timings_ms)
+        timings.update(pred.timings_ms)
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return Inspection(
             frame=item,
@@ -131,4 +168,5 @@ class Inspector:
             anomaly_map=pred.anomaly_map,
             timings_ms=timings,
             task=model.info.task,
+            quality=quality,
         )

@@ -56,6 +56,7 @@ INSPECTION_COLUMNS: tuple[str, ...] = (
     "timings_json",
     "probs_json",
     "score",  # anomaly models (the head's store column; no migration adds it)
+    "quality_json",  # issue 15: the image quality gate's numbers (migration 049)
 )
 #: the ``detections`` columns :meth:`StoredDetection.from_row` reads (``inspection_id`` first)
 DETECTION_COLUMNS: tuple[str, ...] = (
@@ -304,6 +305,7 @@ def stored_rows(
         timings_json(insp.timings_ms),
         None if probs is None else json.dumps(probs),
         insp.score,
+        None if insp.quality is None else json.dumps(insp.quality.values()),
     )
     return row, dets
 
@@ -326,6 +328,9 @@ class StoredInspection:
         probs: classify only: class probabilities, index = class id.
         score: anomaly only: the normalised image score in ``[0, 1]`` (0.5: the
             model's fail point); None for other tasks and for rows without it.
+        quality: the image quality gate's numbers (focus, mean, dark, bright, rows,
+            reference_diff: :meth:`kanjian.kernels.FrameQuality.values`); None when the
+            gate was off.
         detections: the boxes, in ``idx`` order; empty unless loaded.
     """
 
@@ -352,6 +357,7 @@ class StoredInspection:
     timings_ms: Mapping[str, float]
     probs: tuple[float, ...] | None
     score: float | None = None
+    quality: Mapping[str, float] | None = None
     detections: tuple[StoredDetection, ...] = ()
 
     @property
@@ -391,6 +397,7 @@ class StoredInspection:
             timings_ms=json.loads(timings) if timings else {},
             probs=tuple(json.loads(probs)) if probs else None,
             score=r[22],
+            quality=json.loads(r[23]) if len(r) > 23 and r[23] else None,
             detections=tuple(detections),
         )
 
@@ -437,6 +444,7 @@ class StoredInspection:
             "timings_json": json.dumps(dict(self.timings_ms)),
             "probs_json": None if self.probs is None else json.dumps(list(self.probs)),
             "score": self.score,
+            "quality_json": None if self.quality is None else json.dumps(dict(self.quality)),
         }
 
     def detection_rows(self) -> list[dict[str, Any]]:

@@ -245,6 +245,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("046_captured_order", m.m046_captured_order),  # issue 12 (time filters at scale)
     ("047_audit_target", m.m047_audit_target),  # issue 13 (history: an inspection's audit)
     ("048_feedback_ids_never_reused", m.m048_feedback_ids_never_reused),  # issue 13 (review)
+    ("049_quality", m.m049_quality),  # issue 15 (image quality gate)
 ]
 
 

@@ -202,3 +202,9 @@ def m048_feedback_ids_never_reused(db: sqlite_utils.Database) -> None:
     )
     db.execute("DELETE FROM sqlite_sequence WHERE name = 'feedback'")
     db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('feedback', ?)", [top])
+
+
+def m049_quality(db: sqlite_utils.Database) -> None:
+    # issue 15 (image quality gate): each inspection's quality numbers, when the gate was on
+    # (JSON: focus, mean, dark, bright, rows, reference_diff); NULL when it was off
+    db.execute("ALTER TABLE inspections ADD COLUMN quality_json TEXT")

@@ -53,6 +53,8 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
         ("DELETE", "/api/thresholds", {}, "engineer"),
         ("PUT", "/api/settings/retention", {"json": {"interval_s": 30}}, "engineer"),
         ("DELETE", "/api/settings/retention", {}, "engineer"),
+        ("PUT", "/api/quality", {"json": {"enabled": True}}, "engineer"),
+        ("DELETE", "/api/quality", {}, "engineer"),
         ("PUT", names, {"json": {"display_names": {"zh": {"scratches": "划伤"}}}}, "engineer"),
         ("DELETE", names, {}, "engineer"),
         ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
@@ -84,6 +86,8 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
         "DELETE /api/thresholds",
         "PUT /api/settings/retention",
         "DELETE /api/settings/retention",
+        "PUT /api/quality",
+        "DELETE /api/quality",
         "PUT /api/models/{sha256}/display-names",
         "DELETE /api/models/{sha256}/display-names",
         "POST /api/tokens",
@@ -135,7 +139,16 @@ def test_mutations_refused_without_token_and_with_weaker_roles(env: Env) -> None
 # GET routes anyone may read: the pages (they log in themselves), liveness, metrics
 # (public by default, see test_metrics_need_a_token_when_not_public), and who-am-I
 # (says "not authenticated")
-PUBLIC_READS = {"/", "/zones", "/history", "/shift", "/healthz", "/metrics", "/api/whoami"}
+PUBLIC_READS = {
+    "/",
+    "/zones",
+    "/quality",
+    "/history",
+    "/shift",
+    "/healthz",
+    "/metrics",
+    "/api/whoami",
+}
 # reads above operator; every other GET in the schema needs operator (or open_reads)
 STRONG_READS = {
     "/api/config": "engineer",

@@ -69,7 +69,7 @@ def test_quick_suite_writes_json_markdown_and_chart(
     res = json.loads((folder / "results.json").read_text())
     assert res["mode"] == "quick" and res["errors"] == {}
     assert set(res["seconds"]) == {
-        "preprocess", "inference", "nms", "e2e", "trigger", "store", "anomaly"
+        "preprocess", "quality", "inference", "nms", "e2e", "trigger", "store", "anomaly"
     }  # fmt: skip
     system = res["system"]
     assert system["usable_cpus"] >= 1
@@ -83,6 +83,14 @@ def test_quick_suite_writes_json_markdown_and_chart(
     methods = {t["method"] for t in timings}
     assert {"kanjian CPU, 1 thread", "bandwidth floor"} <= methods
     assert any(m.startswith("Ultralytics preprocess") for m in methods)
+
+    # the quality gate beside the letterbox, on the preprocessing sizes (issue 15)
+    gate = res["quality"]["timings"]
+    assert {tuple(t["src_hw"]) for t in gate} == {(48, 64), (80, 96)}
+    assert {"letterbox, 1 thread", "quality gate, 8 rows", "quality gate, every row"} <= {
+        t["method"] for t in gate
+    }
+    assert all(t["repeats"] == 2 and t["share_of_preprocess"] > 0 for t in gate)
 
     # inference: at least the CPU rows ran, on the CPU
     cpu_rows = [r for r in res["inference"] if r["setting"]["provider"] == "cpu"]
@@ -133,6 +141,8 @@ def test_quick_suite_writes_json_markdown_and_chart(
     names = [t["name"] for t in res["targets"]]
     pre = [t for t in res["targets"] if t["name"].startswith("preprocess")]
     assert len(pre) == 4 and all(t["passed"] is None for t in pre)  # tiny sizes: not measured
+    gates = [t for t in res["targets"] if t["name"].startswith("quality gate")]
+    assert len(gates) == 2 and all(t["passed"] is None for t in gates)
     assert any(n.startswith("station FPS / model-alone FPS") for n in names)
     assert any(n.startswith("trigger-to-verdict") for n in names)
     for t in res["targets"]:

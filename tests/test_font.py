@@ -275,7 +275,7 @@ def test_chromium_renders_chinese_with_the_shipped_font_and_no_cjk_font_installe
             page.on("response", lambda r: fetched.append(r.url) if "/fonts/" in r.url else None)
             # every element that shows Chinese on each page is set in the shipped font
             # (form controls do not inherit the page's font unless told to)
-            for path in ("/history", "/shift", "/zones", "/"):
+            for path in ("/history", "/shift", "/zones", "/quality", "/"):
                 page.goto(served + path)
                 page.wait_for_load_state("networkidle")
                 wrong = page.evaluate(_NOT_OURS)

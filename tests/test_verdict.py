@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kanjian.inference.quality_gate import QualityLimits, judge_quality
 from kanjian.inference.types import Detections, Verdict
 from kanjian.inference.verdict import (
     REASON_CODES,
@@ -20,6 +21,7 @@ from kanjian.inference.verdict import (
     judge_probs,
     reason_text,
 )
+from kanjian.kernels.quality import FrameQuality
 
 NAMES = ("crazing", "scratches", "ok")
 I18N_JS = Path(__file__).resolve().parents[1] / "appliance_api" / "http" / "static" / "i18n.js"
@@ -99,7 +101,29 @@ def _every_rule_reason() -> list[VerdictResult]:
         judge_anomaly(0.3, _dets((1, 2, 30, 40, 0.4, 0)), ("anomaly",), plain),
         judge_anomaly(0.3, Detections.empty(), ("anomaly",), plain),  # no region above pixel
         judge_anomaly(0.8, _dets((1, 2, 30, 40, 0.9, 0)), ("anomaly",), plain),
+        # the image quality gate (ERROR): dark, bright, clipped, reference, blurred
+        *(_gate(**case) for case in _GATE_CASES),
     ]
+
+
+_GATE_CASES: list[dict[str, float]] = [
+    {"mean": 12.34, "min_mean": 30},
+    {"mean": 240.46, "max_mean": 225},
+    {"dark": 0.1, "bright": 0.025, "max_clipped": 0.05},
+    {"diff": 41.25, "max_reference_diff": 25.5},
+    {"focus": 12.04, "min_focus": 40},
+]
+
+
+def _gate(
+    mean: float = 100.0, dark: float = 0.0, bright: float = 0.0, diff: float = 0.0,
+    focus: float = 500.0, **limits: float,
+) -> VerdictResult:  # fmt: skip
+    q = FrameQuality(focus, mean, dark, bright, diff, 100, 90, 8)
+    failed = judge_quality(q, QualityLimits.model_validate(limits))
+    assert failed is not None, limits
+    code, params = failed
+    return VerdictResult(Verdict.ERROR, reason_text(code, {**params}), code, {**params})
 
 
 def test_every_reason_has_a_code_and_reads_back_from_its_sentence() -> None:
@@ -124,6 +148,11 @@ def test_every_reason_has_a_code_and_reads_back_from_its_sentence() -> None:
         "uncertain: anomaly score 0.30 at [1,2,30,40]",
         "uncertain: anomaly score 0.30",
         "anomaly score 0.80 at [1,2,30,40]",
+        "too dark: mean 12.3 < 30",
+        "too bright: mean 240.5 > 225",
+        "clipped: 12.5% > 5%",
+        "unlike the reference: difference 41.2 > 25.5",  # 41.25 rounds to even
+        "blurred: focus 12 < 40",
     ]
     # a class name with spaces, brackets and digits still reads back
     odd = judge_detections(_dets((0, 0, 5, 5, 0.7, 0)), ("a 0.10 at [1,2,3,4]",), VerdictRules())

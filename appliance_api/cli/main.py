@@ -136,7 +136,8 @@ def inspect(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
-    """Judge image files once and print verdicts and detections (nothing is logged)."""
+    """Judge image files once and print verdicts and detections (nothing is logged); with
+    the config's quality gate on, a frame it rejects says why instead."""
     _setup_logging(False)
     from kanjian.camera.frame import Frame
     from kanjian.camera.imagefile import ImageFileError, decode_image_file
@@ -145,12 +146,14 @@ def inspect(
     from kanjian.inference.session import ModelLoadError
     from kanjian.inference.types import Verdict
     from kanjian.station.inspector import Inspector
+    from kanjian.station.quality import QualityError, gate_from_config
 
     cfg = load_station_config(config, demo=demo)
     try:
         mc = cfg.model
         m = load_model(model or mc.path, mc.providers, mc.intra_op_threads, mc.allow_fallback)
-    except (ModelLoadError, BundleError) as e:
+        gate = gate_from_config(cfg.quality)  # station.yaml's (an API override is the station's)
+    except (ModelLoadError, BundleError, QualityError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
     inspector = Inspector(
@@ -160,6 +163,7 @@ def inspect(
         cfg.model.iou,
         cfg.model.max_det,
         mm_per_px=cfg.camera.mm_per_px,
+        quality=gate,
     )
     failed = 0
     from datetime import datetime, timezone
@@ -197,6 +201,7 @@ def inspect(
                         ],
                         "probs": None if insp.probs is None else [float(p) for p in insp.probs],
                         "timings_ms": {k: round(v, 2) for k, v in insp.timings_ms.items()},
+                        "quality": None if insp.quality is None else insp.quality.values(),
                     }
                 ),
                 indent=None,

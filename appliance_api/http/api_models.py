@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kanjian.appliance_api.http.quality_models import QualityOut
 from kanjian.inference.verdict import ReasonCode, ReasonParams, VerdictRules
 from kanjian.station.records import verdict_names
 
@@ -310,6 +311,9 @@ class InspectionOut(BaseModel):
         "that 0.5 is the model's fail point and 0.25 its review point (the stored value); "
         "null for detect, segment and classify models and for inspections not judged",
     )
+    quality: QualityOut | None = Field(
+        None, description="the image quality gate's numbers (null: the gate was off)"
+    )
 
 
 class InspectionDetailOut(InspectionOut):
@@ -343,6 +347,9 @@ class LiveInspection(BaseModel):
         None,
         description="anomaly models: the normalised image score in [0, 1] (0.5: the fail "
         "point), 6 decimals; null for other tasks",
+    )
+    quality: QualityOut | None = Field(
+        None, description="the image quality gate's numbers (null: the gate is off)"
     )
 
 

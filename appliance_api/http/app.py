@@ -22,6 +22,7 @@ from kanjian.appliance_api.http import (
     routes_live,
     routes_models,
     routes_names,
+    routes_quality,
     routes_retention,
     routes_status,
     routes_trends,
@@ -171,6 +172,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_admin,
         routes_zones,
         routes_trends,  # the history and shift pages (issue 13)
+        routes_quality,  # the image quality gate (issue 15)
     ):
         app.include_router(module.router)
 

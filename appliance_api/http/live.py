@@ -33,6 +33,7 @@ from kanjian.appliance_api.http.api_models import (
     ShiftOut,
 )
 from kanjian.appliance_api.http.pictures import PictureCache
+from kanjian.appliance_api.http.quality_models import QualityOut
 from kanjian.appliance_api.http.shifts import local_now, shift_bounds
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
@@ -104,6 +105,7 @@ def live_inspection(insp: Inspection, save_verdicts: set[str]) -> LiveInspection
         timings_ms={k: round(v, 3) for k, v in insp.timings_ms.items()},
         image_saved=insp.verdict.value in save_verdicts and isinstance(insp.frame, Frame),
         score=None if insp.score is None else round(insp.score, 6),
+        quality=None if insp.quality is None else QualityOut(**insp.quality.values()),
     )
 
 
@@ -201,6 +203,7 @@ class LiveHub:
         self._lock = threading.Lock()
         self._last: Inspection | None = None
         self._last_picture: Inspection | None = None
+        self._last_quality: Inspection | None = None  # the newest the quality gate measured
         self._counter = 0
         self._jpeg_lock = threading.Lock()
         self._jpeg: dict[str, tuple[object, bytes]] = {}  # by language
@@ -259,6 +262,10 @@ class LiveHub:
                 if isinstance(insp.frame, Frame):
                     self._last_picture = insp
                     break
+            for insp in reversed(batch):
+                if insp.quality is not None:
+                    self._last_quality = insp
+                    break
             self._counter += len(batch)
             subs = list(self._subs)
         loop = self._loop
@@ -315,6 +322,12 @@ class LiveHub:
         """The newest committed inspection that has a frame (the one the live view shows)."""
         with self._lock:
             return self._last_picture
+
+    @property
+    def last_quality(self) -> Inspection | None:
+        """The newest committed inspection with image-quality numbers (GET /api/quality)."""
+        with self._lock:
+            return self._last_quality
 
     def picture_key(self) -> object:
         """Changes whenever a newer picture is available."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from kanjian.inference.types import Inspection
+from kanjian.inference.quality_gate import QUALITY_CODES, quality_from_text
+from kanjian.inference.types import Inspection, Verdict
 from kanjian.station.pipeline import Station
 from kanjian.station.sync.service import SyncService
 
@@ -142,6 +143,23 @@ class StationMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        # issue 15: the image quality gate's rejections and its latest numbers
+        self.quality_rejected = Counter(
+            "kanjian_quality_rejected",
+            "frames the image quality gate gave an ERROR verdict, by reason "
+            "(dark, bright, clipped, reference, blurred)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for code in QUALITY_CODES:  # every reason listed from the start, at 0
+            self.quality_rejected.labels(code.removeprefix("quality_"))
+        self.quality = Gauge(
+            "kanjian_quality",
+            "the image quality numbers of the newest committed frame the gate measured "
+            "(focus, mean, dark, bright, reference_diff)",
+            ["measure"],
+            registry=self.registry,
+        )
         self.http_errors = Counter(
             "kanjian_http_errors",
             "HTTP responses with a 5xx status",
@@ -165,3 +183,10 @@ class StationMetrics:
                 self.detections.labels(names[c] if 0 <= c < len(names) else str(c)).inc()
             for stage, ms in insp.timings_ms.items():
                 self.latency.labels(stage).observe(ms / 1e3)
+            if insp.quality is not None:
+                for measure, value in insp.quality.values().items():
+                    if measure != "rows":
+                        self.quality.labels(measure).set(value)
+                gate = quality_from_text(insp.reason) if insp.verdict is Verdict.ERROR else None
+                if gate is not None:
+                    self.quality_rejected.labels(gate[0].removeprefix("quality_")).inc()

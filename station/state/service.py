@@ -17,6 +17,7 @@ from kanjian.station.state.audit import Actor, write_audit
 from kanjian.station.state.db import ConnectionPool, write_tx
 from kanjian.station.state.display_names import DisplayNamesKeeper
 from kanjian.station.state.models import ModelRegistry
+from kanjian.station.state.quality import QualityKeeper
 from kanjian.station.state.rules import RulesKeeper
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class StationState:
-    """The model registry, the rules keeper, the display names and the audit writer of
-    one station.
+    """The model registry, the rules keeper, the quality gate's keeper, the display names
+    and the audit writer of one station.
 
     Args:
         cfg: the station config (data folder, providers, station.yaml's rules,
@@ -49,14 +50,17 @@ class StationState:
         )
         m = cfg.model
         self.rules = RulesKeeper(self.pool, inspector, RuleSet(cfg.rules, m.conf, m.iou, m.max_det))
+        self.quality = QualityKeeper(self.pool, inspector, cfg.quality)  # issue 15
         # display names per model: the bundles', with the ones set on this station over them
         self.names = DisplayNamesKeeper(self.pool, cfg.store.data_dir, lambda: inspector.model)
 
     def startup(self) -> None:
         """Register the config's model, restore an activation and a rules override that
-        outlived a restart (the model first: the rules are checked against it)."""
+        outlived a restart (the model first: the rules are checked against it), then the
+        quality gate (station.yaml's reference image read, an API override put back)."""
         self.models.startup()
         self.rules.restore()
+        self.quality.restore()
 
     def audit(
         self,

@@ -1,5 +1,5 @@
-// Strings of the engineer's pages (/history, /shift, /zones), Chinese first: one table
-// for the three, used by data-i18n attributes and by pages.js (KJ.t). A key not here is
+// Strings of the engineer's pages (/history, /shift, /zones, /quality), Chinese first: one
+// table for the four, used by data-i18n attributes and by pages.js (KJ.t). A key not here is
 // looked up in the screen's table (i18n.js, loaded before this): the verdict words, the
 // feedback buttons' words, "recorded", the reason sentences and where-on-the-part words
 // are written once, there, and read the same on every page. The screen's i18n.js stays
@@ -127,6 +127,28 @@ window.KANJIAN_PAGES_I18N = {
     min_points: "区域至少保留 3 个点",
     rules_by: "当前规则来源",
     refused: "保存被拒绝",
+    // image quality page
+    quality_title: "图像质量",
+    q_check: "检查",
+    q_now: "最新一帧",
+    q_limit: "阈值",
+    q_min_focus: "清晰度 ≥",
+    q_min_mean: "亮度 ≥",
+    q_max_mean: "亮度 ≤",
+    q_max_clipped: "溢出像素 % ≤",
+    q_max_reference_diff: "与参考图差异 ≤",
+    q_empty_off: "阈值留空：不检查该项。✓ / ✗：最新一帧按所填阈值是否通过。",
+    q_enabled: "启用质量检查（先于模型；未通过的帧判为错误，不经模型）",
+    q_reset: "恢复 station.yaml 的设置",
+    q_reset_done: "已恢复 station.yaml 的设置",
+    q_no_reading: "等待第一帧…",
+    q_off: "质量检查未启用：启用并保存后开始测量",
+    q_source_api: "当前设置：{by} 于 {at} 通过接口设置",
+    q_source_yaml: "当前设置：station.yaml",
+    q_every_row: "全部行",
+    q_no_reference: "无参考图",
+    q_measure: "每帧测量 {rows} 行；参考图：{ref}",
+    q_bad_number: "阈值须为不小于 0 的数字",
   },
   en: {
     screen: "Screen",
@@ -247,5 +269,27 @@ window.KANJIAN_PAGES_I18N = {
     min_points: "A zone keeps 3 points at least",
     rules_by: "Rules from",
     refused: "Not saved",
+    // image quality page
+    quality_title: "Image quality",
+    q_check: "Check",
+    q_now: "Newest frame",
+    q_limit: "Threshold",
+    q_min_focus: "Focus ≥",
+    q_min_mean: "Brightness ≥",
+    q_max_mean: "Brightness ≤",
+    q_max_clipped: "Clipped pixels % ≤",
+    q_max_reference_diff: "Difference to the reference ≤",
+    q_empty_off: "An empty threshold is not checked. ✓ / ✗: whether the newest frame passes it as typed.",
+    q_enabled: "Check image quality first (a frame that fails is an ERROR, not judged by the model)",
+    q_reset: "Back to station.yaml's",
+    q_reset_done: "Back to station.yaml's settings",
+    q_no_reading: "Waiting for the first frame…",
+    q_off: "The quality check is off: turn it on and save to start measuring",
+    q_source_api: "Settings: set through the API by {by} at {at}",
+    q_source_yaml: "Settings: station.yaml",
+    q_every_row: "every",
+    q_no_reference: "none",
+    q_measure: "Rows measured per frame: {rows}; reference image: {ref}",
+    q_bad_number: "A threshold is a number, 0 or more",
   },
 };

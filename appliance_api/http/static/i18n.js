@@ -84,6 +84,12 @@ window.KANJIAN_I18N = {
       model_error: () => "模型运行出错",
       frame_error: () => "图像无法读取或相机故障",
       frame_missed: () => "触发后未按时收到图像",
+      // the image quality gate (inference/quality_gate.py): the frame was not judged
+      quality_dark: (p) => `图像过暗：亮度 ${p.value} < ${p.limit}`,
+      quality_bright: (p) => `图像过亮：亮度 ${p.value} > ${p.limit}`,
+      quality_clipped: (p) => `曝光溢出：${p.value}% > ${p.limit}%`,
+      quality_reference: (p) => `与参考图不符（无工件或工件错误）：差异 ${p.value} > ${p.limit}`,
+      quality_blurred: (p) => `图像模糊：清晰度 ${p.value} < ${p.limit}`,
     },
   },
   en: {
@@ -162,6 +168,11 @@ window.KANJIAN_I18N = {
       model_error: (p) => `model error: ${p.detail}`,
       frame_error: (p) => p.detail,
       frame_missed: (p) => p.detail,
+      quality_dark: (p) => `too dark: mean ${p.value} < ${p.limit}`,
+      quality_bright: (p) => `too bright: mean ${p.value} > ${p.limit}`,
+      quality_clipped: (p) => `clipped: ${p.value}% > ${p.limit}%`,
+      quality_reference: (p) => `unlike the reference: difference ${p.value} > ${p.limit}`,
+      quality_blurred: (p) => `blurred: focus ${p.value} < ${p.limit}`,
     },
   },
 };
