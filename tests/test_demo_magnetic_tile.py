@@ -170,3 +170,38 @@ def test_serve_demo_loops_and_the_api_shows_each_rows_score(tmp_path: Path) -> N
         stored = by_id[ev["id"]].score
         assert stored is not None and ev["score"] == round(stored, 6), ev
     assert not (tmp_path / "kanjian-data").exists()  # the NEU-DET demo's store is untouched
+
+
+def test_anomaly_doc_quotes_the_shipped_manifest() -> None:
+    """docs/anomaly.md's shipped row and reproduce section are the manifest's own numbers."""
+    m = read_manifest(DEMO.model)
+    doc = (ROOT / "docs" / "anomaly.md").read_text(encoding="utf-8")
+    x = m.metrics
+    row = next(line for line in doc.splitlines() if "(shipped)**" in line)
+    kinds = " / ".join(f"{x[f'val_auroc_{k}']:.3f}" for k in KINDS)
+    for quoted in (
+        f"**{x['val_image_auroc']:.3f}**",
+        f"{x['calib_val_image_auroc']:.3f}",
+        kinds,
+        f"**{x['val_pixel_auroc']:.3f}**",
+        f"{x['val_f1']:.3f}",
+        f"{x['val_frr']:.3f} ({x['val_frr_upper95']:.3f})",
+        f"{x['val_miss_rate']:.3f}",
+    ):
+        assert quoted in row, (quoted, row)
+    assert m.onnx_sha256 in doc
+    assert f"`{m.name}` v{m.version}" in doc
+    assert f"--name {m.name} --version {m.version}" in doc  # the command that made it
+    assert m.training.model_extra is not None
+    steps = m.training.model_extra["method"]["steps"]
+    assert f"{steps:,} steps" in row and f"--steps {steps}" in doc
+
+
+def test_readme_quotes_the_shipped_manifest() -> None:
+    m = read_manifest(DEMO.model)
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    x = m.metrics
+    assert (
+        f"image AUROC {x['val_image_auroc']:.3f}, pixel AUROC {x['val_pixel_auroc']:.3f}" in readme
+    )
+    assert f"--name {m.name} --version {m.version}" in readme
