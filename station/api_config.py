@@ -67,6 +67,13 @@ class ApiConfig(BaseModel):
         max_length=24,
         description="local times (HH:MM) at which a shift begins; the screen counts per shift",
     )
+    health_live_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="GET /api/health says live while the inspection loop advanced within "
+        "this many seconds (at least 2 x runtime.queue_timeout_s + 1 is used)",
+    )
     trigger_timeout_s: float = Field(
         10.0, gt=0, le=600, description="how long POST /api/trigger waits for the committed result"
     )

@@ -146,6 +146,7 @@ PUBLIC_READS = {
     "/history",
     "/shift",
     "/healthz",
+    "/api/health",
     "/metrics",
     "/api/whoami",
 }
@@ -204,7 +205,9 @@ def test_reads_need_a_token_and_strong_reads_a_strong_role(env: Env) -> None:
     reads = _app_reads(env)
     with env.client() as anon:
         for templ in PUBLIC_READS:
-            assert _get_status(anon, reads[templ])[0] == 200, templ
+            # the health probe answers 503 (not 401) while this env's finite camera is done
+            ok = {200, 503} if templ == "/api/health" else {200}
+            assert _get_status(anon, reads[templ])[0] in ok, templ
         for templ, path in reads.items():
             if templ in PUBLIC_READS:
                 continue

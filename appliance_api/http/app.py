@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kanjian.appliance_api.http import (
     routes_admin,
     routes_docs,
+    routes_health,
     routes_inspections,
     routes_live,
     routes_models,
@@ -164,6 +165,7 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.auth_guard = AuthGuard.from_config(state.cfg)
     for module in (
         routes_status,
+        routes_health,  # liveness and readiness probes (issue 17)
         routes_inspections,
         routes_live,
         routes_models,

@@ -52,6 +52,27 @@ class LoopThread:
         return not self._thread.is_alive()
 
 
+class ProgressClock:
+    """When the loop's progress counter last moved, sampled at each probe.
+
+    A probe that finds the counter where the previous probe left it counts the
+    time since it last moved; the first probe starts the clock (a station just
+    started gets one window of grace).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: int | None = None
+        self._moved_at = 0.0
+
+    def seconds_since_move(self, progress: int, now: float) -> float:
+        """Seconds since ``progress`` last changed (0.0 when it just did)."""
+        with self._lock:
+            if progress != self._value:
+                self._value, self._moved_at = progress, now
+            return max(0.0, now - self._moved_at)
+
+
 @dataclass
 class ApiState:
     """The station and its API services; one per app.
@@ -66,6 +87,7 @@ class ApiState:
         rate: inspections per second over the last 10 s.
         images_size: the saved images' total size, recounted in the background.
         started_at: ``time.monotonic()`` at start.
+        health_clock: when the loop last advanced, for ``GET /api/health``.
     """
 
     station: Station
@@ -77,6 +99,7 @@ class ApiState:
     rate: RecentRate = field(default_factory=RecentRate)
     images_size: FolderSize | None = None
     started_at: float = field(default_factory=time.monotonic)
+    health_clock: ProgressClock = field(default_factory=ProgressClock)
 
     @property
     def kept(self) -> StationState:
