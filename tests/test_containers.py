@@ -52,7 +52,7 @@ def lint(text: str) -> list[str]:
     for word, args in ins:
         if word == "FROM":
             image = args.split()[0]
-            name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+            _, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
             if not tag or tag == "latest":
                 problems.append(f"DL3006/DL3007: {image} not pinned by an exact tag")
         if word == "RUN":
@@ -158,7 +158,7 @@ def test_compose_commands_are_real_kanjian_command_lines() -> None:
         if s["command"][0] == "serve"
     }
     assert demos == {"neu-det", "magnetic-tile"}
-    for name, s in kanjian.items():
+    for s in kanjian.values():
         _check_command(list(s["command"]))
     with pytest.raises(Exception, match="No such option"):  # the check can fail
         _check_command(["serve", "--no-such-flag"])
