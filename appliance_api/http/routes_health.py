@@ -65,7 +65,9 @@ class HealthOut(BaseModel):
 
 def check_live(state: ApiState, now: float | None = None) -> LiveCheck:
     progress = state.station.stats.progress
-    since = state.health_clock.seconds_since_move(progress, time.monotonic() if now is None else now)
+    since = state.health_clock.seconds_since_move(
+        progress, time.monotonic() if now is None else now
+    )
     window = live_window_s(state)
     running = state.loop.alive()
     return LiveCheck(
