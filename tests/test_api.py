@@ -235,7 +235,9 @@ def test_open_reads_open_operator_reads_only(env: Env, monkeypatch: pytest.Monke
     with env.client() as anon:
         for templ, path in _app_reads(env).items():
             code, _, body = _get_status(anon, path)
-            assert code == (401 if templ in STRONG_READS else 200), (path, body)
+            # the health probe answers 503 (not 401) while this env's finite camera is done
+            ok = {401} if templ in STRONG_READS else {200, 503} if templ == "/api/health" else {200}
+            assert code in ok, (path, body)
 
 
 # -- body size limit ---------------------------------------------------------------------
