@@ -189,10 +189,43 @@ def cv2_preprocess(dst_hw: tuple[int, int]) -> Callable[[NDArray[np.uint8]], Any
     return run
 
 
-def _frames(src_hw: tuple[int, int], pool_bytes: int, seed: int) -> list[NDArray[np.uint8]]:
+def frame_pool(src_hw: tuple[int, int], pool_bytes: int, seed: int) -> list[NDArray[np.uint8]]:
+    """Random ``(H, W, 3)`` uint8 frames, 2 to 16 of them, adding up to ``pool_bytes``
+    where 16 allow: more than the last-level cache holds, so no call finds its frame there."""
     n = int(min(16, max(2, -(-pool_bytes // (src_hw[0] * src_hw[1] * 3)))))
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=(*src_hw, 3), dtype=np.uint8) for _ in range(n)]
+
+
+#: a contender: (set-up before each call, e.g. the thread count; the timed call on a frame)
+Contender = tuple[Callable[[], Any], Callable[[NDArray[np.uint8]], Any]]
+
+
+def time_round_robin(
+    methods: dict[str, Contender],
+    frames: Sequence[NDArray[np.uint8]],
+    warmup_calls: int,
+    repeats: int,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU ms of every method per round: each round calls every method once on
+    the round's frame, in alternating order, the first ``warmup_calls`` rounds untimed."""
+    samples: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    order = list(methods)
+    for round_ in range(warmup_calls + repeats):
+        frame = frames[round_ % len(frames)]
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            prepare, call = methods[name]
+            prepare()
+            c0 = time.process_time_ns()
+            t0 = time.perf_counter_ns()
+            call(frame)
+            dt = time.perf_counter_ns() - t0
+            dc = time.process_time_ns() - c0
+            if round_ >= warmup_calls:
+                samples[name].append(dt / 1e6)
+                cpu[name].append(dc / 1e6)
+    return samples, cpu
 
 
 def run_benchmark(
@@ -261,23 +294,8 @@ def run_benchmark(
     bandwidth = bandwidth_gb_s if bandwidth_gb_s is not None else measure_bandwidth()
     results: list[Timing] = []
     for size_index, src_hw in enumerate(sizes):
-        frames = _frames(src_hw, pool_bytes, seed=size_index)
-        samples: dict[str, list[float]] = {m: [] for m in methods}
-        cpu: dict[str, list[float]] = {m: [] for m in methods}
-        order = list(methods)
-        for round_ in range(warmup_calls + repeats):
-            frame = frames[round_ % len(frames)]
-            for name in order if round_ % 2 == 0 else order[::-1]:
-                prepare, call = methods[name]
-                prepare()
-                c0 = time.process_time_ns()
-                t0 = time.perf_counter_ns()
-                call(frame)
-                dt = time.perf_counter_ns() - t0
-                dc = time.process_time_ns() - c0
-                if round_ >= warmup_calls:
-                    samples[name].append(dt / 1e6)
-                    cpu[name].append(dc / 1e6)
+        frames = frame_pool(src_hw, pool_bytes, seed=size_index)
+        samples, cpu = time_round_robin(methods, frames, warmup_calls, repeats)
         floor_ms = (frames[0].nbytes + out.nbytes) / bandwidth / 1e6
         ul_median = min(
             float(np.median(v)) for k, v in samples.items() if k.startswith(ULTRALYTICS)

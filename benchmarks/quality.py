@@ -25,13 +25,14 @@ import argparse
 import json
 import os
 import platform
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from benchmarks.preprocess import frame_pool, time_round_robin
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (1080, 1920), (2048, 2448))
 #: prefix of the letterbox rows; shares are against the faster of them
@@ -99,12 +100,6 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def _frames(src_hw: tuple[int, int], pool_bytes: int, seed: int) -> list[NDArray[np.uint8]]:
-    n = int(min(16, max(2, -(-pool_bytes // (src_hw[0] * src_hw[1] * 3)))))
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, size=(*src_hw, 3), dtype=np.uint8) for _ in range(n)]
-
-
 def run_quality(
     sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
     dst_hw: tuple[int, int] = (640, 640),
@@ -153,7 +148,7 @@ def run_quality(
 
     results: list[QualityTiming] = []
     for size_index, src_hw in enumerate(sizes):
-        frames = _frames(src_hw, pool_bytes, seed=size_index)
+        frames = frame_pool(src_hw, pool_bytes, seed=size_index)
         methods: dict[str, Method] = {
             f"{LETTERBOX}, 1 thread": (
                 threads_to(1),
@@ -184,22 +179,12 @@ def run_quality(
                 cuda_fn,
                 first,
             )
-        samples: dict[str, list[float]] = {m: [] for m in methods}
-        cpu: dict[str, list[float]] = {m: [] for m in methods}
-        order = list(methods)
-        for round_ in range(warmup_calls + repeats):
-            frame = frames[round_ % len(frames)]
-            for name in order if round_ % 2 == 0 else order[::-1]:
-                prepare, call, _ = methods[name]
-                prepare()
-                c0 = time.process_time_ns()
-                t0 = time.perf_counter_ns()
-                call(frame)
-                dt = time.perf_counter_ns() - t0
-                dc = time.process_time_ns() - c0
-                if round_ >= warmup_calls:
-                    samples[name].append(dt / 1e6)
-                    cpu[name].append(dc / 1e6)
+        samples, cpu = time_round_robin(
+            {k: (prep, call) for k, (prep, call, _) in methods.items()},
+            frames,
+            warmup_calls,
+            repeats,
+        )
         base = min(float(np.median(v)) for k, v in samples.items() if k.startswith(LETTERBOX))
         for name, values in samples.items():
             med = float(np.median(values))

@@ -71,7 +71,12 @@ ANOMALY_OPS = frozenset(
 
 
 def export_anomaly(
-    model: nn.Module, path: Path, imgsz: int, meta: dict[str, Any], *, stride: int = 8
+    model: nn.Module,
+    path: Path,
+    imgsz: int | tuple[int, int],
+    meta: dict[str, Any],
+    *,
+    stride: int = 8,
 ) -> Path:
     """Write ``model`` (``(1, 3, H, W)`` -> ``score, anomaly_map``) to ``path`` as ONNX.
 
@@ -79,17 +84,19 @@ def export_anomaly(
     needs ``onnxscript``, which is not installed) at opset 17, batch 1, fixed size.
 
     Args:
+        imgsz: input side, or ``(height, width)``.
         meta: written as the ``kanjian_anomaly`` metadata entry (JSON).
         stride: the map's coarsest grid in input pixels (metadata ``stride``).
     """
     import onnx
 
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, imgsz, imgsz),),
+            (torch.zeros(1, 3, h, w),),
             str(path),
             input_names=["images"],
             output_names=["score", "anomaly_map"],
@@ -100,7 +107,7 @@ def export_anomaly(
     for key, value in {
         "task": "anomaly",
         "names": "{0: 'anomaly'}",
-        "imgsz": str([imgsz, imgsz]),
+        "imgsz": str([h, w]),
         "stride": str(stride),
         "kanjian_anomaly": json.dumps(meta, sort_keys=True),
         "description": f"kanjian anomaly model ({meta.get('method', '?')})",

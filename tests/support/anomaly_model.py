@@ -41,7 +41,6 @@ def reference(x: NDArray[np.float32], mu: NDArray[np.float32]) -> tuple[float, N
 
 def export_onnx(mu: NDArray[np.float32], path: Path) -> Path:
     """Write the model as ONNX (opset 17) with the metadata kanjian reads."""
-    import onnx
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -56,27 +55,9 @@ def export_onnx(mu: NDArray[np.float32], path: Path) -> Path:
             amap = F.avg_pool2d(d, POOL, POOL)
             return amap.amax(dim=(1, 2, 3)), amap
 
-    model = Tiny().eval()
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, *IMGSZ),),
-        str(path),
-        input_names=["images"],
-        output_names=["score", "anomaly_map"],
-        opset_version=17,
-        dynamo=False,
-    )
-    m = onnx.load(str(path))
-    for key, value in {
-        "task": "anomaly",
-        "names": "{0: 'anomaly'}",
-        "imgsz": str(list(IMGSZ)),
-        "stride": "2",
-    }.items():
-        p = m.metadata_props.add()
-        p.key, p.value = key, value
-    onnx.save(m, str(path))
-    return path
+    from kanjian.training.anomaly_onnx import export_anomaly
+
+    return export_anomaly(Tiny(), path, IMGSZ, {"method": "template"}, stride=POOL)
 
 
 def write_anomaly_bundle(
