@@ -13,9 +13,10 @@ so that CUDA cannot run even on a machine with a GPU.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,22 @@ def _expected_causes(which: str) -> list[str]:
         return ["not in this ONNX Runtime build"]
     causes = []
     capi = Path(ort.__file__).parent / "capi"
-    try:
-        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
-        ctypes.CDLL(str(capi / f"libonnxruntime_providers_{which}.so"))
-    except OSError as e:
-        causes.append(str(e))
+    # in a fresh process, as the station's: this one may have loaded CUDA libraries
+    # already (torch, imported by earlier tests), which changes the loader's first miss
+    probe = (
+        "import ctypes, sys\n"
+        "try:\n"
+        f"    ctypes.CDLL({str(capi / 'libonnxruntime_providers_shared.so')!r}, "
+        "mode=ctypes.RTLD_GLOBAL)\n"
+        f"    ctypes.CDLL({str(capi / f'libonnxruntime_providers_{which}.so')!r})\n"
+        "except OSError as e:\n"
+        "    sys.stdout.write(str(e))\n"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    if said:
+        causes.append(said)
     gpu = ("/dev/nvidia0", "/proc/driver/nvidia/version", "/etc/nv_tegra_release")
     if not any(Path(p).exists() for p in gpu):
         causes.append("no NVIDIA GPU is visible")
