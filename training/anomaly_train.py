@@ -161,7 +161,13 @@ def _metrics(
 
 
 def _rounded(m: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in m.items() if not math.isnan(v)}
+    """4 decimals; the parity differences (1e-7 .. 1e-3) to 3 significant digits, which 4
+    decimals would turn into a 0 that says nothing."""
+    return {
+        k: float(f"{v:.3g}") if k.startswith("parity_") else round(v, 4)
+        for k, v in m.items()
+        if not math.isnan(v)
+    }
 
 
 def run_anomaly_training(
