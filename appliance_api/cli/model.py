@@ -10,11 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from kanjian.appliance_api.cli.model_compare import compare_command
 from kanjian.appliance_api.cli.model_names import names_app
 
 out = Console(soft_wrap=True)
-model_app = typer.Typer(help="Check model bundles; name their classes.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="Check model bundles; compare two on labelled images; name their classes.",
+    no_args_is_help=True,
+)
 model_app.add_typer(names_app, name="names")
+model_app.command("compare")(compare_command)
 
 #: how much an archive may unpack to here (a station's own limit is api.max_unpacked_mb)
 _MAX_UNPACKED = 8 * 2**30
