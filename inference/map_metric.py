@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from kanjian.inference.matching import box_iou
-
-#: IoU thresholds of mAP50-95: 0.50, 0.55, ..., 0.95 (Ultralytics' ``iouv``)
-IOU_THRESHOLDS: NDArray[np.float64] = np.linspace(0.5, 0.95, 10)
+#: IoU thresholds of mAP50-95: 0.50, 0.55, ..., 0.95, float32 as Ultralytics' ``iouv``
+#: (``torch.linspace(0.5, 0.95, 10)``: the same float32 values)
+IOU_THRESHOLDS: NDArray[np.float32] = np.linspace(0.5, 0.95, 10).astype(np.float32)
 #: the confidence Ultralytics' validator keeps predictions down to
 VAL_CONF = 0.001
 #: recall points the precision envelope is sampled at (COCO)
@@ -47,13 +46,15 @@ class ImageMatches:
 
     Attributes:
         tp: ``(n, t)`` bool: prediction ``i`` is a true positive at threshold ``j``.
-        confidence: ``(n,)`` float64 prediction confidences.
+        confidence: ``(n,)`` prediction confidences: float32 (the model's), an empty
+            float64 array when there is none, as Ultralytics' validator keeps them (the
+            sort that orders equal confidences depends on the dtype of the whole set).
         pred_class: ``(n,)`` int64 predicted class ids.
         target_class: ``(m,)`` int64 class ids of the image's labels.
     """
 
     tp: NDArray[np.bool_]
-    confidence: NDArray[np.float64]
+    confidence: NDArray[np.float32] | NDArray[np.float64]
     pred_class: NDArray[np.int64]
     target_class: NDArray[np.int64]
 
@@ -98,13 +99,31 @@ class MapResult:
     predictions: int
 
 
+def ultralytics_iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``(n, m)`` IoU of ``(n, 4)`` and ``(m, 4)`` xyxy boxes, as Ultralytics' ``box_iou``.
+
+    float32 throughout and ``1e-7`` added to the union, operation for operation: a label
+    and a prediction at exactly IoU 0.5 (integer pixel boxes) then fall on the same side
+    of the threshold as in ``yolo val`` (:func:`kanjian.inference.matching.box_iou`,
+    float64 without the epsilon, would count it a hit).
+    """
+    a1, a2 = a[:, None, :2], a[:, None, 2:]
+    b1, b2 = b[None, :, :2], b[None, :, 2:]
+    wh = np.clip(np.minimum(a2, b2) - np.maximum(a1, b1), 0, None)
+    wh1, wh2 = a2 - a1, b2 - b1
+    inter = wh[..., 0] * wh[..., 1]
+    union = wh1[..., 0] * wh1[..., 1] + wh2[..., 0] * wh2[..., 1] - inter + np.float32(1e-7)
+    iou: NDArray[np.float32] = (inter / union).astype(np.float32, copy=False)
+    return iou
+
+
 def match_predictions(
     pred_xyxy: NDArray[Any],
     pred_conf: NDArray[Any],
     pred_class: NDArray[Any],
     gt_xyxy: NDArray[Any],
     gt_class: NDArray[Any],
-    iou_thresholds: NDArray[np.float64] = IOU_THRESHOLDS,
+    iou_thresholds: NDArray[np.float32] = IOU_THRESHOLDS,
 ) -> ImageMatches:
     """Score one image's predictions against its labels (Ultralytics' greedy matching).
 
@@ -121,21 +140,22 @@ def match_predictions(
         :class:`ImageMatches` with ``tp`` in the input order of the predictions.
     """
     n, m, t = len(pred_xyxy), len(gt_xyxy), len(iou_thresholds)
-    conf = np.asarray(pred_conf, np.float64).reshape(n)
+    conf = np.asarray(pred_conf, np.float32).reshape(n) if n else np.zeros(0)
     pcls = np.asarray(pred_class, np.int64).reshape(n)
     gcls = np.asarray(gt_class, np.int64).reshape(m)
     tp = np.zeros((n, t), bool)
     if n and m:
         order = np.argsort(-conf, kind="stable")
-        iou = box_iou(
+        iou = ultralytics_iou(
             np.asarray(gt_xyxy, np.float32).reshape(m, 4),
             np.asarray(pred_xyxy, np.float32).reshape(n, 4)[order],
         )
-        iou = iou * (gcls[:, None] == pcls[order][None, :])  # other classes never match
+        # other classes never match
+        iou = iou * (gcls[:, None] == pcls[order][None, :]).astype(np.float32)
         claimed = np.zeros((m, t), bool)  # label k taken at threshold j
         cols = np.arange(t)
         for j in np.flatnonzero((iou >= iou_thresholds.min()).any(axis=0)):
-            available = np.where(claimed, 0.0, iou[:, j, None])  # (m, t)
+            available = np.where(claimed, np.float32(0), iou[:, j, None])  # (m, t) float32
             k = available.argmax(axis=0)  # best unclaimed label per threshold
             hit = available[k, cols] >= iou_thresholds
             tp[order[j]] = hit
@@ -164,7 +184,7 @@ def interpolated_ap(recall: NDArray[np.float64], precision: NDArray[np.float64])
 
 def average_precision(
     tp: NDArray[np.bool_],
-    confidence: NDArray[np.float64],
+    confidence: NDArray[np.float32] | NDArray[np.float64],
     pred_class: NDArray[np.int64],
     target_class: NDArray[np.int64],
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
@@ -172,7 +192,7 @@ def average_precision(
 
     Args:
         tp: ``(n, t)`` bool, every prediction of every image (:func:`match_predictions`).
-        confidence: ``(n,)`` float64; pred_class: ``(n,)`` int64.
+        confidence: ``(n,)`` float; pred_class: ``(n,)`` int64.
         target_class: ``(m,)`` int64, every label of every image.
 
     Returns:
