@@ -142,7 +142,7 @@ def test_compare_two_bundles_on_a_labelled_folder(
     want_a, want_b = _independent(detect_bundle, truth), _independent(DEMO_MODEL, truth)
     _check_model(got["a"], want_a, defective)
     _check_model(got["b"], want_b, defective)
-    assert 0 < got["a"]["boxes"] and 0 < got["b"]["boxes"]  # both models see something
+    assert got["a"]["boxes"] > 0 and got["b"]["boxes"] > 0  # both models see something
     assert got["a"]["map"]["map50"] != got["b"]["map"]["map50"]  # two different models
     # the matrix, recounted: rows A, columns B
     pairs = Counter(zip(want_a["verdicts"], want_b["verdicts"], strict=True))
