@@ -226,3 +226,38 @@ def test_compare_says_what_is_wrong(detect_model: Any, labelled: Path, tmp_path:
     run = _kanjian("model", "compare", onnx, str(tmp_path / "no.zip"), "--data", str(labelled))
     assert run.returncode == 2 and "no.zip: no such file or folder" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_compare_reads_a_station_export_without_split(
+    station_dir: tuple[Path, Any], detect_bundle: Path, tmp_path: Path
+) -> None:
+    """``kanjian dataset export --no-split`` (a review set: data.yaml lists ``images`` for
+    both splits) is read as it was written: every image, with the exporter's labels."""
+    from kanjian.training.compare_data import read_labelled
+    from tests.support.station_log import labels_of
+
+    data, _ = station_dir
+    review = tmp_path / "review"
+    run = _kanjian(
+        "dataset", "export", str(data), str(review), "--no-split",
+        "--classes", ",".join(CLASS_NAMES),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = read_labelled(review)
+    want = labels_of(review)
+    assert sorted(i.image.name for i in got.images) == sorted(want) and len(want) == 5
+    for item in got.images:
+        boxes = sorted(
+            (CLASS_NAMES[k], tuple(round(float(v), 1) for v in xyxy))
+            for xyxy, k in zip(item.xyxy, item.class_id, strict=True)
+        )
+        assert boxes == want[item.image.name], item.image.name
+    out = tmp_path / "cmp.json"
+    run = _kanjian(
+        "model", "compare", str(detect_bundle), str(DEMO_MODEL), "--data", str(review),
+        "--json", str(out),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    assert (result["images"], result["good"]) == (5, sum(not v for v in want.values()))
+    assert result["source"] == "data.yaml, split val"
