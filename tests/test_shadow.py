@@ -4,7 +4,8 @@ detect model (bundle ``a``) judges, the repository's demo model is its shadow.
 The shadow's rows must be what its model says when run directly on the same frames
 (the oracle runs after the station's loop stopped: two threads must not run the Numba
 kernels at once), the station's own verdicts and trigger answers what the active model
-says on them; a shadow slower than the line samples and counts what it skipped; a
+says on them, and what the PLC reads over Modbus the active model's result; a shadow
+slower than the line samples and counts what it skipped; a
 killed child is counted and restarted while the station keeps judging; a restart puts
 the shadow back with its counters."""
 
@@ -169,3 +170,50 @@ def test_a_slow_shadow_samples_and_a_killed_child_is_counted_and_restarted(
     assert {r["active_verdict"] for r in rows} <= {"PASS", "FAIL", "REVIEW"}
     n_rows = S.sql(db, "SELECT COUNT(*) FROM inspections")[0][0]
     assert offered <= n_rows and judged < offered
+
+
+def test_the_plc_reads_the_active_models_results_while_a_shadow_judges(
+    tmp_path: Path, bundles: Any
+) -> None:
+    from kanjian.inference.model import load_model
+    from kanjian.station.shadow import service as _shadow  # noqa: F401  registers "shadow"
+    from tests.support import plc as P
+
+    port, n = P.free_port(), 8
+    cfg = P.plc_station(tmp_path, bundles.a, plc={"modbus": {"port": port}})
+    results = []
+    with P.running(cfg) as station:
+        sha = H.register(station, H.SHADOW_BUNDLE, tmp_path)
+        svc = H.service(station)
+        svc.keeper.load(sha, Actor("test"))
+        S.wait_for(lambda: svc.status().child == "running", 300, what="the shadow child")
+        plc = P.ModbusPlc(port)
+        try:
+            for i in range(n):
+                plc.trigger()
+                results.append(plc.wait_valid())
+                plc.ack()
+                S.wait_for(lambda i=i: svc.status().counters.judged > i, 120, what="shadow")
+        finally:
+            plc.close()
+    db = tmp_path / "data" / "kanjian.db"
+    rows = P.db_rows(tmp_path)
+    assert len(rows) == n and len(H.shadow_rows(db, sha)) == n
+    shown = {r["insp_id"]: r for r in H.shadow_rows(db, sha)}
+    active = load_model(bundles.a, ("cpu",), 1)
+    shadow = load_model(H.SHADOW_BUNDLE, ("cpu",), 1)
+    rules = active.default_rules()
+    for regs, row in zip(results, rows, strict=True):
+        _, uid, verdict, reason, top_class, top_conf, ndet = row
+        # the PLC got the active model's result, as stored
+        assert f"{P.u32(regs, P.HR_ID):08x}" == uid.replace("-", "")[:8]
+        assert regs[P.HR_VERDICT] == P.VERDICT_CODES[verdict] and regs[P.HR_NDET] == ndet
+        if top_class is not None:
+            assert P.CLASS_NAMES[regs[P.HR_TOP_CLASS]] == top_class
+            assert regs[P.HR_TOP_CONF] == round(top_conf * 1000)
+        # ... which is the active model's own answer on that frame; the shadow's, its own
+        image = H.read_frame(shown[uid]["uri"])
+        assert H.oracle(active, image, rules, DECODE_CONF)[:2] == (verdict, reason)
+        s_verdict, s_reason, s_boxes = H.oracle(shadow, image, shadow.default_rules(), DECODE_CONF)
+        assert (shown[uid]["verdict"], shown[uid]["reason"]) == (s_verdict, s_reason)
+        assert H.same_boxes(shown[uid]["detections"], s_boxes)
