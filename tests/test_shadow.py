@@ -3,11 +3,10 @@ detect model (bundle ``a``) judges, the repository's demo model is its shadow.
 
 The shadow's rows must be what its model says when run directly on the same frames
 (the oracle runs after the station's loop stopped: two threads must not run the Numba
-kernels at once), the station's own verdicts and trigger answers what the active model
-says on them, and what the PLC reads over Modbus the active model's result; a shadow
-slower than the line samples and counts what it skipped; a
-killed child is counted and restarted while the station keeps judging; a restart puts
-the shadow back with its counters."""
+kernels at once); the station's own verdicts and trigger answers, and what the PLC
+reads over Modbus, what the active model says on them. A shadow slower than the line
+samples and counts what it skipped; a killed child is counted and restarted while the
+station keeps judging; a restart puts the shadow back with its counters."""
 
 from __future__ import annotations
 
