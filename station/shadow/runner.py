@@ -300,6 +300,8 @@ class Runner:
         return True
 
     def _fail(self, target: Target, message: str) -> None:
+        if self._stop:  # close() killed the child: the station is closing, not failing
+            return
         log.error("shadow model %s…: %s; the station keeps running, the shadow restarts",
                   target.sha256[:12], message)  # fmt: skip
         with self._cond:
