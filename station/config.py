@@ -27,6 +27,7 @@ from kanjian.station.plc.config import PlcConfig  # issue 6: PLC handshake secti
 from kanjian.station.quality_config import QualityConfig  # issue 15: image quality gate
 from kanjian.station.records import verdict_names
 from kanjian.station.retention_config import StoreRetentionConfig  # issue 12: retention
+from kanjian.station.shadow.config import ShadowConfig  # issue 15: shadow models
 from kanjian.station.sync.config import SyncConfig  # issue 7: platform sync section
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -230,6 +231,11 @@ class StationConfig(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)  # issue 4: HTTP API and screen
     sync: SyncConfig = Field(default_factory=SyncConfig)  # issue 7: MQTT/S3 platform sync
     plc: PlcConfig = Field(default_factory=PlcConfig)  # issue 6: PLC handshake (Modbus/OPC UA)
+    shadow: ShadowConfig = Field(  # issue 15: shadow models
+        default_factory=ShadowConfig,
+        description="shadow models: the promotion gate (the shadow itself is loaded at run "
+        "time: PUT /api/shadow)",
+    )
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,8 @@ def delete_rows(
 ) -> None:
     """Delete inspection rows and everything keyed by them, in one transaction.
 
-    Their detections, feedback, ``feedback_latest`` and ``inspection_classes`` rows
-    and outbox entries go with them (``inspection_classes`` by its primary key: the
+    Their detections, feedback, ``feedback_latest``, ``shadow_results`` (every shadow
+    model's, by seq) and ``inspection_classes`` rows and outbox entries go with them (``inspection_classes`` by its primary key: the
     classes are read from the rows themselves, as they were put in). ``dropped``:
     the seqs among them the platform never confirmed; they are counted in the sync's
     ``dropped_messages`` counter and ``report(n, ranges)`` (a ``sync_dropped`` event
@@ -218,7 +218,7 @@ def delete_rows(
             marks = ",".join("?" * len(part))
             conn.execute(f"DELETE FROM feedback WHERE inspection_id IN ({marks})", list(part))
             conn.execute(f"DELETE FROM detections WHERE inspection_id IN ({marks})", list(part))
-        for table in ("feedback_latest", "outbox", "inspections"):
+        for table in ("feedback_latest", "outbox", "shadow_results", "inspections"):
             conn.executemany(f"DELETE FROM {table} WHERE seq BETWEEN ? AND ?", ranges)
         if dropped:
             conn.execute(

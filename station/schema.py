@@ -246,6 +246,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("047_audit_target", m.m047_audit_target),  # issue 13 (history: an inspection's audit)
     ("048_feedback_ids_never_reused", m.m048_feedback_ids_never_reused),  # issue 13 (review)
     ("049_quality", m.m049_quality),  # issue 15 (image quality gate)
+    ("050_shadow", m.m050_shadow),  # issue 15 (shadow models)
 ]
 
 

@@ -208,3 +208,25 @@ def m049_quality(db: sqlite_utils.Database) -> None:
     # issue 15 (image quality gate): each inspection's quality numbers, when the gate was on
     # (JSON: focus, mean, dark, bright, rows, reference_diff); NULL when it was off
     db.execute("ALTER TABLE inspections ADD COLUMN quality_json TEXT")
+
+
+def m050_shadow(db: sqlite_utils.Database) -> None:
+    # issue 15 (shadow models): a candidate model judges the frames the active model
+    # judged, in a child process, without touching verdicts (station/shadow/). Its
+    # results sit beside the active model's, keyed by the inspection's seq (retention
+    # deletes them by seq ranges with the inspection); the open session (ended_at NULL)
+    # is the current shadow, put back after a restart.
+    db.execute(
+        "CREATE TABLE shadow_results (seq INTEGER NOT NULL, model_sha256 TEXT NOT NULL, "
+        "inspection_id TEXT NOT NULL, verdict TEXT NOT NULL, reason TEXT, top_class TEXT, "
+        "top_confidence REAL, score REAL, detections_json TEXT NOT NULL, probs_json TEXT, "
+        "latency_ms REAL NOT NULL, judged_at TEXT NOT NULL, PRIMARY KEY (model_sha256, seq))"
+    )
+    db.execute("CREATE INDEX shadow_results_seq ON shadow_results(seq)")
+    db.execute(
+        "CREATE TABLE shadow_sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "model_sha256 TEXT NOT NULL, started_at TEXT NOT NULL, started_by TEXT NOT NULL, "
+        "ended_at TEXT, ended_by TEXT, end_reason TEXT, "
+        "offered INTEGER NOT NULL DEFAULT 0, judged INTEGER NOT NULL DEFAULT 0, "
+        "skipped INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0)"
+    )

@@ -156,6 +156,12 @@ def pixel_bytes(insp: Inspection) -> int:
     return int(n)
 
 
+def has_pixels(insp: Inspection) -> bool:
+    """Whether the inspection still holds its frame's pixels (a Frame, not dropped by
+    :func:`without_pixels` under the store's memory bound)."""
+    return isinstance(insp.frame, Frame) and insp.frame.image is not _NO_PIXELS
+
+
 def without_pixels(insp: Inspection) -> Inspection:
     """The inspection with its frame's pixels replaced by a 1x1 grey image and its anomaly
     map dropped (memory bound). Masks stay: the stored area of each region is theirs."""

@@ -57,6 +57,9 @@ def _mutations(env: Env) -> list[tuple[str, str, dict[str, Any], str]]:
         ("DELETE", "/api/quality", {}, "engineer"),
         ("PUT", names, {"json": {"display_names": {"zh": {"scratches": "划伤"}}}}, "engineer"),
         ("DELETE", names, {}, "engineer"),
+        ("PUT", "/api/shadow", {"json": {"sha256": env.bundles.sha_b}}, "engineer"),
+        ("DELETE", "/api/shadow", {}, "engineer"),
+        ("POST", "/api/shadow/promote", {"json": {"force": True}}, "engineer"),
         ("POST", "/api/tokens", {"json": {"name": "x", "role": "admin"}}, "admin"),
         ("DELETE", f"/api/tokens/{victim}", {}, "admin"),
     ]
@@ -90,6 +93,9 @@ def test_every_mutating_endpoint_is_in_the_role_table(env: Env) -> None:
         "DELETE /api/quality",
         "PUT /api/models/{sha256}/display-names",
         "DELETE /api/models/{sha256}/display-names",
+        "PUT /api/shadow",
+        "DELETE /api/shadow",
+        "POST /api/shadow/promote",
         "POST /api/tokens",
         "DELETE /api/tokens/{token_id}",
     }
@@ -143,6 +149,7 @@ PUBLIC_READS = {
     "/",
     "/zones",
     "/quality",
+    "/models",
     "/history",
     "/shift",
     "/healthz",

@@ -63,6 +63,7 @@ def run(
     from kanjian.station.notify import ServiceNotify
     from kanjian.station.pipeline import build_station
     from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
+    from kanjian.station.shadow import service as _shadow  # noqa: F401  registers "shadow"
     from kanjian.station.sync import service as _sync  # noqa: F401  registers "sync"
 
     cfg = load_station_config(config, data_dir, demo)

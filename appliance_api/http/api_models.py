@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kanjian.appliance_api.http.quality_models import QualityOut
+from kanjian.appliance_api.http.shadow_models import ShadowOut
 from kanjian.inference.verdict import ReasonCode, ReasonParams, VerdictRules
 from kanjian.station.records import verdict_names
 
@@ -160,6 +161,10 @@ class StatusOut(BaseModel):
     store: StoreOut
     sync: SyncOut
     disk: DiskOut
+    shadow: ShadowOut | None = Field(
+        description="the shadow model judging beside the active one (null: none; "
+        "GET /api/shadow has its promotion gate too)"
+    )
 
 
 class ShiftOut(BaseModel):

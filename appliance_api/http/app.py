@@ -25,6 +25,7 @@ from kanjian.appliance_api.http import (
     routes_names,
     routes_quality,
     routes_retention,
+    routes_shadow,
     routes_status,
     routes_trends,
     routes_zones,
@@ -175,6 +176,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_zones,
         routes_trends,  # the history and shift pages (issue 13)
         routes_quality,  # the image quality gate (issue 15)
+        routes_shadow,  # shadow models and their promotion (issue 15)
     ):
         app.include_router(module.router)
 

@@ -35,7 +35,9 @@ from kanjian.appliance_api.http.deps import (
     authenticate,
     check_credential,
 )
+from kanjian.appliance_api.http.shadow_models import ShadowOut, shadow_out
 from kanjian.appliance_api.http.state import ApiState
+from kanjian.station.shadow.service import ShadowService
 from kanjian.station.state.db import write_tx
 from kanjian.station.sync.service import SyncService
 
@@ -161,7 +163,14 @@ def build_status(state: ApiState) -> StatusOut:
         disk=DiskOut(
             path=str(st.store.data_dir.resolve()), free_bytes=usage.free, total_bytes=usage.total
         ),
+        shadow=_shadow(state),
     )
+
+
+def _shadow(state: ApiState) -> ShadowOut | None:
+    svc = state.station.channels.get(ShadowService)
+    st = svc.status() if svc is not None else None
+    return None if st is None else shadow_out(st)
 
 
 @router.get("/healthz", tags=["status"], summary="Liveness (no token needed)")

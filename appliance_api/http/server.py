@@ -27,6 +27,7 @@ from kanjian.station.config import StationConfig
 from kanjian.station.notify import ServiceNotify
 from kanjian.station.pipeline import build_station
 from kanjian.station.plc import service as _plc  # noqa: F401  registers the "plc" channel
+from kanjian.station.shadow import service as _shadow  # noqa: F401  registers "shadow"
 from kanjian.station.state.audit import Actor, write_audit
 from kanjian.station.state.db import write_tx
 from kanjian.station.store_health import StoreCloseResult

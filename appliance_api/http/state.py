@@ -15,6 +15,7 @@ from kanjian.appliance_api.http.usage import FolderSize, RecentRate
 from kanjian.station.api_config import ApiConfig
 from kanjian.station.images import IMAGES_DIR
 from kanjian.station.pipeline import Station
+from kanjian.station.shadow import service as _shadow  # noqa: F401  registers "shadow"
 from kanjian.station.state.db import ConnectionPool
 from kanjian.station.state.models import ModelRegistry
 from kanjian.station.state.service import StationState
