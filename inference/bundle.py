@@ -8,6 +8,10 @@ A bundle is a directory::
       golden/             optional: a few images and ``expected.json``
                           (:class:`GoldenSet`), the detections the bundle must
                           reproduce before a station activates it
+      weights.pt          optional: the training run's weights (Ultralytics
+                          checkpoint), so ``kanjian train --model <bundle>`` can
+                          continue from them; recorded in the manifest's
+                          ``training.weights``; the station never reads it
 
 A bare ``.onnx`` file is accepted too; its manifest is then derived from the
 metadata Ultralytics writes into the file (task, names, imgsz, stride).
@@ -31,6 +35,7 @@ MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 GOLDEN_DIR = "golden"
 GOLDEN_EXPECTED = "expected.json"
+WEIGHTS_NAME = "weights.pt"
 
 
 class BundleError(Exception):
@@ -47,8 +52,25 @@ class Thresholds(BaseModel):
     max_det: int = Field(300, ge=1, le=10000, description="most detections kept per image")
 
 
+class WeightsRef(BaseModel):
+    """The training weights a bundle carries (``training.weights`` of its manifest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(
+        WEIGHTS_NAME, pattern=r"^[^/\\]+\.pt$", description="file name in the bundle folder"
+    )
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the file")
+    bytes: int = Field(..., ge=0, description="its size in bytes")
+
+
 class TrainingInfo(BaseModel):
-    """How the model was made, so a result can be traced back to its data."""
+    """How the model was made, so a result can be traced back to its data.
+
+    Extra keys are kept (a newer trainer may record more): a reader that does not know
+    ``weights`` still reads a bundle that carries them, so they need no newer
+    ``schema_version`` (the station never uses them).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -57,6 +79,11 @@ class TrainingInfo(BaseModel):
     data_sha256: str = Field("", description="content hash of the training data")
     hardware: str = Field("", description="where it was trained")
     duration_s: float | None = Field(None, ge=0, description="training wall time")
+    weights: WeightsRef | None = Field(
+        None,
+        description="the run's weights in the bundle (weights.pt), to continue training "
+        "from (kanjian train --model BUNDLE); null: the bundle has none",
+    )
 
 
 #: the newest manifest format this code reads
@@ -157,12 +184,16 @@ class BundleManifest(BaseModel):
     def dump_json(self) -> str:
         """The manifest as ``manifest.json`` holds it: without ``display_names`` when
         there are none and without ``calibration`` when it is null, so such a bundle
-        stays readable by older stations (their manifest model forbids unknown keys)."""
-        exclude = set()
+        stays readable by older stations (their manifest model forbids unknown keys);
+        without ``training.weights`` when null (a bundle without weights.pt keeps the
+        bytes it had before bundles could carry them)."""
+        exclude: dict[str, Any] = {}
         if not self.display_names:
-            exclude.add("display_names")
+            exclude["display_names"] = True
         if self.calibration is None:
-            exclude.add("calibration")
+            exclude["calibration"] = True
+        if self.training.weights is None:
+            exclude["training"] = {"weights": True}
         return self.model_dump_json(indent=2, exclude=exclude or None)
 
 

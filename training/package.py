@@ -129,6 +129,7 @@ def write_bundle(
     rules: VerdictRules | None = None,
     display_names: DisplayNames | None = None,
     calibration: AnomalyCalibration | None = None,
+    weights: Path | None = None,
 ) -> b.BundleManifest:
     """Copy ``onnx`` into ``bundle_dir``, write its manifest and golden set.
 
@@ -146,9 +147,13 @@ def write_bundle(
         display_names: {lang: {class_name: name}} for the screen (None: none).
         calibration: anomaly models: thresholds in the model's raw units, written into
             the manifest (None: its raw outputs are taken as normalised already).
+        weights: the run's checkpoint, copied in as ``weights.pt`` and recorded in the
+            manifest's ``training.weights`` so a later run can continue from the bundle
+            (:mod:`kanjian.training.bundle_weights`); None: the bundle has none.
 
     Raises:
         ValueError: a calibration for a model that is not an anomaly model.
+        FileNotFoundError: ``weights`` is not a file.
     """
     from kanjian.inference.model import load_model
 
@@ -161,6 +166,10 @@ def write_bundle(
         raise ValueError(
             f"{onnx}: a calibration is for anomaly models; this one's task is {info.task!r}"
         )
+    if weights is not None:
+        from kanjian.training.bundle_weights import copy_weights
+
+        training = training.model_copy(update={"weights": copy_weights(weights, bundle_dir)})
     manifest = b.BundleManifest(
         name=name,
         version=version,

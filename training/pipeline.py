@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -48,6 +49,8 @@ class PipelineOptions:
         command: the command line, recorded in the manifest.
         display_names: {lang: {class_name: name}} for the manifest (checked against the
             dataset's classes before training).
+        weights: put the run's checkpoint in the bundle as ``weights.pt`` (the next
+            ``kanjian train --model <bundle>`` continues from it).
     """
 
     name: str
@@ -65,6 +68,7 @@ class PipelineOptions:
     golden_conf: float | None = None
     command: str = ""
     display_names: DisplayNames = field(default_factory=dict)
+    weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,23 @@ def dataset_class_names(data: Path, task: str) -> list[str]:
 def run_pipeline(
     config: TrainConfig, options: PipelineOptions, log: Callable[[str], None] = print
 ) -> PipelineOutcome:
-    """Train, export ONNX, run the parity and accuracy gates, write the bundle if both hold."""
+    """Train, export ONNX, run the parity and accuracy gates, write the bundle if both hold.
+
+    ``config.model`` may be a bundle folder: training continues from its ``weights.pt``
+    (:func:`kanjian.training.bundle_weights.weights_from_bundle`), recorded in the new
+    manifest's ``training.started_from``.
+    """
+    from kanjian.training.bundle_weights import weights_from_bundle
     from kanjian.training.export import export_onnx
     from kanjian.training.package import data_summary_for, write_bundle
 
+    started: dict[str, Any] = {}
+    if config.model and Path(config.model).is_dir():
+        start = weights_from_bundle(Path(config.model), config.task)
+        config = replace(config, model=str(start.weights))
+        started = {"started_from": start.provenance()}
+        m = start.manifest
+        log(f"continuing from {start.bundle}: {m.name} {m.version}'s {start.weights.name}")
     check_model_source(config.resolved_model())  # before anything else: never download
     if not config.data.exists():
         raise FileNotFoundError(f"{config.data}: dataset not found")
@@ -214,11 +231,13 @@ def run_pipeline(
             config=config_dict(config)
             | {"device": result.device, "nbs": config.nbs or config.batch},
             epochs_run=result.epochs_run,
+            **started,
         ),
         golden_candidates=images,
         golden_count=options.golden_images,
         golden_conf=options.golden_conf,
         display_names=options.display_names,
+        weights=result.weights if options.weights else None,
     )
     golden = GoldenSet.model_validate_json(
         (staging / b.GOLDEN_DIR / b.GOLDEN_EXPECTED).read_text(encoding="utf-8")

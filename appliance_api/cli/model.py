@@ -37,6 +37,29 @@ def _check_folder(bundle: Path, shown: Path, providers: tuple[str, ...], fallbac
         f"OK {shown}: {report.images} golden images reproduced on {report.provider}",
         markup=False,
     )
+    _check_weights(bundle)
+
+
+def _check_weights(bundle: Path) -> None:
+    """One line on the training weights a bundle carries (the station never reads them)."""
+    from kanjian.inference.bundle import read_manifest, sha256_file
+
+    ref = read_manifest(bundle).training.weights
+    if ref is None:
+        return
+    path = bundle / ref.file
+    if not path.is_file():
+        says = "is missing"
+    elif sha256_file(path) != ref.sha256:
+        says = "does not match the manifest's sha256"
+    else:
+        out.print(
+            f"OK {ref.file}: sha256 as the manifest records ({ref.bytes / 2**20:.1f} MiB): "
+            "kanjian train --model BUNDLE_FOLDER continues from it",
+            markup=False,
+        )
+        return
+    out.print(f"note: {ref.file} {says}: kanjian train --model refuses the bundle", markup=False)
 
 
 def _check_onnx(onnx: Path, providers: tuple[str, ...], fallback: bool) -> None:

@@ -204,8 +204,9 @@ def train_command(
     model: Annotated[
         str,
         typer.Option(
-            help="model YAML (yolo11n.yaml...) or a local .pt; default per task "
-            "(anomaly: an earlier run's model.pt to continue from)"
+            help="model YAML (yolo11n.yaml...), a local .pt, or a bundle folder with "
+            "weights.pt (e.g. a station's data_dir/models/<sha>/) to continue from; default "
+            "per task (anomaly: an earlier run's model.pt to continue from)"
         ),
     ] = "",
     epochs: Annotated[int, typer.Option(min=1)] = 100,
@@ -300,6 +301,14 @@ def train_command(
             "no detection to compare, a golden set with none), with warnings",
         ),
     ] = False,
+    weights: Annotated[
+        bool,
+        typer.Option(
+            "--weights/--no-weights",
+            help="put the run's weights in the bundle (weights.pt, half the ONNX's size): "
+            "a later run continues from it with --model BUNDLE",
+        ),
+    ] = True,
     golden_images: Annotated[int, typer.Option(min=1)] = 4,
     golden_conf: Annotated[
         float | None, typer.Option(help="golden set conf (default: --conf)")
@@ -454,6 +463,7 @@ def train_command(
         golden_conf=golden_conf,
         command=shlex.join(["kanjian", *sys.argv[1:]]),
         display_names=display_names,
+        weights=weights,
     )
     try:
         outcome = run_pipeline(config, options, log=lambda s: console.print(s, markup=False))
