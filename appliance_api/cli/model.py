@@ -12,14 +12,18 @@ from rich.console import Console
 
 from kanjian.appliance_api.cli.model_compare import compare_command
 from kanjian.appliance_api.cli.model_names import names_app
+from kanjian.appliance_api.cli.model_shadow import promote_command, shadow_app
 
 out = Console(soft_wrap=True)
 model_app = typer.Typer(
-    help="Check model bundles; compare two on labelled images; name their classes.",
+    help="Check model bundles; compare two on labelled images; name their classes; shadow "
+    "and promote a model on a station.",
     no_args_is_help=True,
 )
 model_app.add_typer(names_app, name="names")
 model_app.command("compare")(compare_command)
+model_app.add_typer(shadow_app, name="shadow")
+model_app.command("promote")(promote_command)
 
 #: how much an archive may unpack to here (a station's own limit is api.max_unpacked_mb)
 _MAX_UNPACKED = 8 * 2**30

@@ -1,11 +1,12 @@
-// Strings of the engineer's pages (/history, /shift, /zones, /quality), Chinese first: one
-// table for the four, used by data-i18n attributes and by pages.js (KJ.t). A key not here is
-// looked up in the screen's table (i18n.js, loaded before this): the verdict words, the
-// feedback buttons' words, "recorded", the reason sentences and where-on-the-part words
-// are written once, there, and read the same on every page. The screen's i18n.js stays
-// a file of its own because the screen loads nothing of the pages. The login dialog's
-// strings are auth.js's own (one dialog for all four pages). Class names come from the
-// model's display names (GET /api/status: model.display_names), else as logged.
+// Strings of the engineer's pages (/history, /shift, /zones, /quality, /models), Chinese
+// first: one table for the five, used by data-i18n attributes and by pages.js (KJ.t). A
+// key not here is looked up in the screen's table (i18n.js, loaded before this): the
+// verdict words, the feedback buttons' words, "recorded", the reason sentences and
+// where-on-the-part words are written once, there, and read the same on every page. The
+// screen's i18n.js stays a file of its own because the screen loads nothing of the pages.
+// The login dialog's strings are auth.js's own (one dialog for all the pages). Class names
+// come from the model's display names (GET /api/status: model.display_names), else as
+// logged.
 "use strict";
 
 window.KANJIAN_PAGES_I18N = {
@@ -148,6 +149,41 @@ window.KANJIAN_PAGES_I18N = {
     q_every_row: "全部行",
     q_no_reference: "无参考图",
     q_measure: "每帧测量 {rows} 行；参考图：{ref}",
+    // models page: the shadow model
+    models_title: "模型",
+    active_model: "当前模型",
+    shadow_model: "影子模型",
+    shadow_none: "未加载影子模型",
+    shadow_since: "{by} 于 {at} 加载",
+    child_starting: "正在启动",
+    child_running: "运行中",
+    child_restarting: "出错后正在重启",
+    s_offered: "送来",
+    s_judged: "已判定",
+    s_skipped: "跳过",
+    s_errors: "错误",
+    mode_none: "还没有帧",
+    mode_every: "每帧都判定",
+    mode_sampling: "抽样判定（最近的帧中判定了 {share}）",
+    s_latency: "影子模型耗时：平均 {mean} ms，p95 {p95} ms",
+    s_last_error: "最近的错误：",
+    gate_title: "提升条件",
+    gate_frames: "已判定帧数 {n}，至少 {min}",
+    gate_agreement: "结果一致率 {a}，至少 {min}",
+    gate_feedback: "按操作员反馈判错：影子 {s}，当前模型 {a}（共 {n} 帧），不得更多",
+    gate_pass: "满足全部条件，可以提升",
+    gate_fail: "尚不满足提升条件",
+    pick_model: "选择已注册的模型…",
+    no_other_model: "没有其他已注册的模型",
+    load_shadow: "设为影子模型",
+    stop_shadow: "停止",
+    promote: "提升为当前模型",
+    working: "正在处理…",
+    shadow_loaded: "已加载影子模型",
+    shadow_stopped: "已停止影子模型",
+    promoted: "已提升：{name} v{version}",
+    promote_refused: "提升被拒绝：",
+    s_refused: "被拒绝",
     q_bad_number: "阈值须为不小于 0 的数字",
   },
   en: {
@@ -291,5 +327,40 @@ window.KANJIAN_PAGES_I18N = {
     q_no_reference: "none",
     q_measure: "Rows measured per frame: {rows}; reference image: {ref}",
     q_bad_number: "A threshold is a number, 0 or more",
+    // models page: the shadow model
+    models_title: "Models",
+    active_model: "Active model",
+    shadow_model: "Shadow model",
+    shadow_none: "No shadow model loaded",
+    shadow_since: "loaded by {by} at {at}",
+    child_starting: "starting",
+    child_running: "running",
+    child_restarting: "restarting after an error",
+    s_offered: "offered",
+    s_judged: "judged",
+    s_skipped: "skipped",
+    s_errors: "errors",
+    mode_none: "no frame yet",
+    mode_every: "every frame judged",
+    mode_sampling: "sampling ({share} of recent frames judged)",
+    s_latency: "Shadow's own time: mean {mean} ms, p95 {p95} ms",
+    s_last_error: "Last error: ",
+    gate_title: "Promotion gate",
+    gate_frames: "frames judged {n}, at least {min}",
+    gate_agreement: "verdict agreement {a}, at least {min}",
+    gate_feedback: "wrong on operator feedback: shadow {s}, active {a} (of {n} frames), no more",
+    gate_pass: "every condition met: it may be promoted",
+    gate_fail: "not every condition met yet",
+    pick_model: "Pick a registered model…",
+    no_other_model: "No other registered model",
+    load_shadow: "Load as shadow",
+    stop_shadow: "Stop",
+    promote: "Promote to active",
+    working: "Working…",
+    shadow_loaded: "Shadow model loaded",
+    shadow_stopped: "Shadow model stopped",
+    promoted: "Promoted: {name} v{version}",
+    promote_refused: "Promotion refused:",
+    s_refused: "Refused",
   },
 };
