@@ -26,6 +26,7 @@ from kanjian.appliance_api.http import (
     routes_quality,
     routes_retention,
     routes_shadow,
+    routes_shadow_report,
     routes_status,
     routes_trends,
     routes_zones,
@@ -177,6 +178,7 @@ def create_app(state: ApiState) -> FastAPI:
         routes_trends,  # the history and shift pages (issue 13)
         routes_quality,  # the image quality gate (issue 15)
         routes_shadow,  # shadow models and their promotion (issue 15)
+        routes_shadow_report,  # the shadow report and its page (issue 15)
     ):
         app.include_router(module.router)
 

@@ -37,6 +37,14 @@ class ShadowConfig(BaseModel):
         "model on the frames an operator gave feedback on (a FAIL or REVIEW answered "
         "not_defect is wrong; a PASS answered confirm_defect or wrong_class is wrong)",
     )
+    keep_pictures: int = Field(
+        500,
+        ge=0,
+        le=100_000,
+        description="pictures of frames the shadow judged differently from the active model "
+        "that the store kept no picture of (a PASS, by default), kept for the report: the "
+        "newest this many per shadow model, under <data_dir>/shadow/ (0: none)",
+    )
     judge_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -40,6 +40,8 @@ class Job:
         frame_id, source_id, captured_at: the frame's own (``captured_at``: ISO 8601).
         ruleset: the station's rules in force as :meth:`~kanjian.station.ruleset.RuleSet.values`
             gives them (``rules`` null: the shadow bundle's own rules).
+        active_verdict: the active model's verdict (station side only, never sent: the
+            runner keeps the frame's picture when the shadow's differs).
     """
 
     inspection_id: str
@@ -48,6 +50,7 @@ class Job:
     source_id: str
     captured_at: str
     ruleset: dict[str, Any]
+    active_verdict: str = ""
 
     def header(self) -> bytes:
         return json.dumps(

@@ -21,11 +21,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kanjian.station.records import utc_iso
+from kanjian.station.shadow.pictures import keep_picture
 from kanjian.station.shadow.protocol import Job
 from kanjian.station.shadow.results import Counters, result_args, save_counters, write_results
 from kanjian.station.shadow.worker import ChildFailed, ShadowChild
@@ -84,11 +86,18 @@ class Runner:
     """
 
     def __init__(
-        self, pool: ConnectionPool, judge_timeout_s: float, on_activated: Callable[[], None]
+        self,
+        pool: ConnectionPool,
+        judge_timeout_s: float,
+        on_activated: Callable[[], None],
+        data_dir: Path | None = None,
+        keep_pictures: int = 0,
     ) -> None:
         self.pool = pool
         self.judge_timeout_s = judge_timeout_s
         self.on_activated = on_activated
+        self.data_dir = data_dir
+        self.keep_pictures = keep_pictures
         self._cond = threading.Condition()
         self._target: Target | None = None
         self._live = Live()
@@ -285,6 +294,8 @@ class Runner:
             self._fail(target, f"{e} (frame {job.inspection_id} lost)")
             return False
         row = result_args(target.sha256, result, utc_iso())
+        if job.active_verdict and result.verdict != job.active_verdict:
+            self._keep_picture(target, job)
         with self._cond:
             if self._target is not target:
                 return True
@@ -298,6 +309,19 @@ class Runner:
         if due or time.monotonic() - self._pending_since >= FLUSH_EVERY_S:
             self.flush()
         return True
+
+    def _keep_picture(self, target: Target, job: Job) -> None:
+        """The frame of a disagreement, for the report, when the store kept none (one
+        indexed read per disagreement; the feeder's thread, off the line's path)."""
+        if self.data_dir is None or self.keep_pictures <= 0:
+            return
+        row = (
+            self.pool.get()
+            .execute("SELECT seq, image_path FROM inspections WHERE id = ?", [job.inspection_id])
+            .fetchone()
+        )
+        if row is not None and row[1] is None:
+            keep_picture(self.data_dir, target.sha256, int(row[0]), job.image, self.keep_pictures)
 
     def _fail(self, target: Target, message: str) -> None:
         if self._stop:  # close() killed the child: the station is closing, not failing

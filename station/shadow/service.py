@@ -90,6 +90,8 @@ class ShadowService:
             station.state.pool,
             cfg.shadow.judge_timeout_s,
             lambda: self.keeper.activated_elsewhere(),
+            cfg.store.data_dir,
+            cfg.shadow.keep_pictures,
         )
         self.keeper = ShadowKeeper(
             station.state.pool, station.state.models, self.runner, cfg.shadow, cfg.camera.mm_per_px
@@ -118,7 +120,7 @@ class ShadowService:
             ):
                 continue
             job = Job(str(insp.inspection_id), f.image, f.frame_id, f.source_id,
-                      utc_iso(f.captured_at), self._rs_values)  # fmt: skip
+                      utc_iso(f.captured_at), self._rs_values, insp.verdict.value)  # fmt: skip
             self.runner.offer(job, insp.model.sha256)
 
     def close(self) -> None:
