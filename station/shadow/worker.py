@@ -90,8 +90,13 @@ class ShadowChild:
         except OSError as e:  # BrokenPipeError: it died
             raise ChildFailed(self._gone(f"{type(e).__name__}")) from e
 
-    def _gone(self, what: str) -> str:
-        code = self.proc.poll()
+    def _gone(self, what: str, wait_s: float = 2.0) -> str:
+        # the pipe closes as the child dies, a moment before the kernel can tell its status:
+        # wait that moment, or a killed child would read as one that merely stopped answering
+        try:
+            code: int | None = self.proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:
             return f"the shadow child stopped answering ({what})"
         how = f"signal {-code}" if code < 0 else f"exit status {code}"
