@@ -27,10 +27,12 @@ GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "
 
 #: how to get a provider that this ONNX Runtime build lacks
 _BUILD_FIX = {
-    "CUDAExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (on a Jetson: "
-    "NVIDIA's onnxruntime-gpu wheel for its JetPack)",
-    "TensorrtExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (on a Jetson: "
-    "NVIDIA's onnxruntime-gpu wheel for its JetPack) and TensorRT",
+    "CUDAExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (pip uninstall -y "
+    "onnxruntime, then pip install 'kanjian[cuda]'; on a Jetson: NVIDIA's onnxruntime-gpu "
+    "wheel for its JetPack)",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (pip uninstall "
+    "-y onnxruntime, then pip install 'kanjian[cuda]'; on a Jetson: NVIDIA's onnxruntime-gpu "
+    "wheel for its JetPack) and TensorRT",
     "OpenVINOExecutionProvider": "install onnxruntime-openvino instead of onnxruntime",
 }
 
