@@ -15,20 +15,24 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-import onnxruntime as ort
+# importable without ONNX Runtime (``kanjian doctor`` reports a missing one); the
+# functions that need it import it themselves
+from kanjian.inference.ort_install import missing_onnxruntime, ort_distributions
 
 #: the providers that need an NVIDIA GPU, and the name of their library in ORT's capi/
 GPU_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
 
 #: how to get a provider that this ONNX Runtime build lacks
 _BUILD_FIX = {
-    "CUDAExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (on a Jetson: "
-    "NVIDIA's onnxruntime-gpu wheel for its JetPack)",
-    "TensorrtExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (on a Jetson: "
-    "NVIDIA's onnxruntime-gpu wheel for its JetPack) and TensorRT",
+    "CUDAExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (pip uninstall -y "
+    "onnxruntime, then pip install 'kanjian[cuda]'; on a Jetson: NVIDIA's onnxruntime-gpu "
+    "wheel for its JetPack)",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu instead of onnxruntime (pip uninstall "
+    "-y onnxruntime, then pip install 'kanjian[cuda]'; on a Jetson: NVIDIA's onnxruntime-gpu "
+    "wheel for its JetPack) and TensorRT",
     "OpenVINOExecutionProvider": "install onnxruntime-openvino instead of onnxruntime",
 }
 
@@ -59,16 +63,13 @@ class ProviderDiagnosis:
         return "; ".join(self.causes)
 
 
-def ort_distributions() -> dict[str, str]:
-    """The installed distributions that provide the ``onnxruntime`` module, with versions
-    (two of them fight over one folder: the last installed wins)."""
-    out = {}
-    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+def _ort() -> Any:
+    """The ``onnxruntime`` module; a missing one raises the error naming the extras."""
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as e:
+        raise missing_onnxruntime(e) from None
+    return onnxruntime
 
 
 def jetson() -> bool:
@@ -87,7 +88,7 @@ def _library_error(kind: str) -> str | None:
     The shared provider bridge is loaded first (as ORT does), so that only a missing
     dependency (``libcublasLt.so.13: cannot open shared object file``) is reported.
     """
-    capi = Path(ort.__file__).parent / "capi"
+    capi = Path(_ort().__file__).parent / "capi"
     lib = next(iter(sorted(capi.glob(f"*onnxruntime_providers_{kind}.*"))), None)
     if lib is None:
         return f"ONNX Runtime's {kind} provider library is not in {capi}"
@@ -110,7 +111,7 @@ def diagnose_provider(provider: str) -> ProviderDiagnosis:
 
     Cheap (no session is made): build, provider library, TensorRT library, GPU.
     """
-    available = ort.get_available_providers()
+    available = _ort().get_available_providers()
     dists = ", ".join(f"{k} {v}" for k, v in ort_distributions().items()) or "onnxruntime"
     if provider not in available:
         fix = _BUILD_FIX.get(provider, f"install an ONNX Runtime build with {provider}")

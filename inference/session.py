@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
+from kanjian.inference.ort_install import missing_onnxruntime
 from kanjian.inference.providers import GPU_PROVIDERS, ProviderDiagnosis, diagnose_provider
+
+try:
+    import onnxruntime as ort
+except ModuleNotFoundError as e:  # the base install has none: an extra brings one
+    raise missing_onnxruntime(e) from None
 
 log = logging.getLogger(__name__)
 

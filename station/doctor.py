@@ -57,6 +57,15 @@ def _bindable(host: str, port: int) -> str | None:
 def model_checks(cfg: StationConfig) -> tuple[list[Check], OnnxModel | None]:
     """Load the model as the station would; replay its golden set; check the rules
     against its classes. Returns the rows and the loaded model (``None``: it did not)."""
+    not_loaded = [
+        Check("station", name, "not checked", "the model did not load")
+        for name in ("golden check", "rules")
+    ]
+    if importlib.util.find_spec("onnxruntime") is None:  # the base install has none
+        from kanjian.inference.ort_install import NO_ORT_MESSAGE
+
+        what, _, fix = NO_ORT_MESSAGE.partition(": ")
+        return [Check("station", "model", "fail", f"cannot load: {what}", fix), *not_loaded], None
     from kanjian.inference.bundle import BundleError
     from kanjian.inference.golden import check_bundle
     from kanjian.inference.model import load_model
@@ -66,10 +75,6 @@ def model_checks(cfg: StationConfig) -> tuple[list[Check], OnnxModel | None]:
 
     mc = cfg.model
     out: list[Check] = []
-    not_loaded = [
-        Check("station", name, "not checked", "the model did not load")
-        for name in ("golden check", "rules")
-    ]
     with native_output_captured():  # ONNX Runtime's own provider errors
         try:
             model = load_model(mc.path, mc.providers, mc.intra_op_threads, mc.allow_fallback)

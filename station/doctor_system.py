@@ -22,6 +22,12 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from kanjian.inference.ort_install import (
+    NO_ORT_MESSAGE,
+    ORT_DISTRIBUTIONS,
+    conflict_message,
+    ort_distributions,
+)
 from kanjian.station.doctor_types import Check, Status, native_output_captured
 
 #: (distributions, any of which will do; the extra that brings it, "" = the runtime)
@@ -29,7 +35,7 @@ PACKAGES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("numpy",), ""),
     (("opencv-python", "opencv-python-headless", "opencv-contrib-python"), ""),
     (("numba",), ""),
-    (("onnxruntime-gpu", "onnxruntime", "onnxruntime-openvino", "onnxruntime-directml"), ""),
+    (ORT_DISTRIBUTIONS, ""),
     (("sqlite-utils",), ""),
     (("pydantic",), ""),
     (("PyYAML",), ""),
@@ -86,6 +92,9 @@ def python_checks() -> list[Check]:
         Check("system", "sqlite", "info", f"SQLite {sqlite3.sqlite_version}"),
     ]
     for dists, extra in PACKAGES:
+        if dists == ORT_DISTRIBUTIONS:  # no extra of its own, and one build per target
+            out.append(_ort_package_check())
+            continue
         found = [(d, v) for d in dists if (v := _version(d)) is not None]
         name = dists[0] if not found else found[0][0]
         if not found:
@@ -119,6 +128,20 @@ def python_checks() -> list[Check]:
     return out
 
 
+def _ort_package_check() -> Check:
+    """The ONNX Runtime build: exactly one is right (kanjian[cpu], [cuda] or JetPack's)."""
+    dists = ort_distributions()
+    text = ", ".join(f"{k} {v}" for k, v in dists.items())
+    if not dists:
+        what, _, fix = NO_ORT_MESSAGE.partition(": ")
+        return Check("system", "onnxruntime", "fail", f"{what} (the runtime needs one)", fix)
+    clash = conflict_message(dists)
+    if clash is not None:
+        what, _, fix = clash.partition(": ")
+        return Check("system", "onnxruntime", "warn", what, fix)
+    return Check("system", "onnxruntime", "ok", text)
+
+
 def _ort_error_line(lines: list[str]) -> str:
     """ONNX Runtime's own reason among what it printed (the last error-looking line)."""
     clean = [_ANSI.sub("", ln) for ln in lines]
@@ -147,9 +170,12 @@ def onnxruntime_checks(
     A provider the config names that does not run is ``warn`` here; whether the station
     can start anyway is the ``station / model`` row's to say.
     """
+    if importlib.util.find_spec("onnxruntime") is None:
+        what, _, fix = NO_ORT_MESSAGE.partition(": ")
+        return [Check("onnxruntime", "build", "fail", f"{what}: no provider can run", fix)]
     import onnxruntime as ort
 
-    from kanjian.inference.providers import diagnose_provider, ort_distributions
+    from kanjian.inference.providers import diagnose_provider
     from kanjian.inference.session import (
         PROVIDER_ALIASES,
         ModelLoadError,

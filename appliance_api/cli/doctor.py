@@ -72,11 +72,20 @@ def _model_onnx(cfg: Any) -> Path | None:
     return onnx if onnx.is_file() else None
 
 
+def _provider_name(name: str) -> str:
+    """ONNX Runtime's name for a configured provider (``cuda`` -> ``CUDAExecutionProvider``);
+    as given where ONNX Runtime is missing (the doctor still describes the machine)."""
+    try:
+        from kanjian.inference.session import PROVIDER_ALIASES
+    except ModuleNotFoundError:
+        return name
+    return PROVIDER_ALIASES.get(name.lower(), name)
+
+
 def run_checks(cfg: Any, config_rows: list[Any]) -> list[Any]:
     """Every row, in the order they are printed."""
     from kanjian.appliance_api.http.font_check import font_checks
     from kanjian.inference.providers import GPU_PROVIDERS
-    from kanjian.inference.session import PROVIDER_ALIASES
     from kanjian.station.doctor import station_checks
     from kanjian.station.doctor_system import (
         clock_checks,
@@ -87,7 +96,7 @@ def run_checks(cfg: Any, config_rows: list[Any]) -> list[Any]:
 
     rows = python_checks()
     if cfg is not None:
-        first = PROVIDER_ALIASES.get(cfg.model.providers[0].lower(), cfg.model.providers[0])
+        first = _provider_name(cfg.model.providers[0])
         onnx = _model_onnx(cfg)
         console.print(f"trying each ONNX Runtime provider on {onnx or cfg.model.path} …")
         rows += onnxruntime_checks(onnx, cfg.model.providers, cfg.model.allow_fallback)

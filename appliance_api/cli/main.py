@@ -290,6 +290,10 @@ def missing_extra_line(e: BaseException) -> str | None:
     for err in (e, e.__cause__):
         if isinstance(err, ModuleNotFoundError):
             top = (err.name or "").split(".")[0]
+            if top == "onnxruntime":  # not an extra of its own: one per target
+                from kanjian.inference.ort_install import NO_ORT_MESSAGE
+
+                return f"error: {NO_ORT_MESSAGE}"
             extra = EXTRA_OF.get(top)
             if extra is not None:
                 return (
