@@ -41,7 +41,7 @@ def _pg_ids(url: str) -> list[str]:
 
     try:
         with psycopg.connect(url) as c:
-            return [r[0] for r in c.execute("SELECT inspection_id FROM inspections")]
+            return [r[0] for r in c.execute("SELECT inspection_id::text FROM inspections")]
     except psycopg.errors.UndefinedTable:
         return []
 
