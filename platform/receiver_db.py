@@ -110,7 +110,11 @@ class ReceiverDB:
             # confirmations promise the row survives: commit durably
             self.conn.execute("PRAGMA synchronous=FULL")
         if self.pg:
-            migrate(self.conn)
+            try:
+                migrate(self.conn)
+            except BaseException:
+                self.conn.close()
+                raise
             return
         with self.tx() as cur:
             for ddl in V1_DDL:

@@ -154,7 +154,7 @@ def migrate(conn: Any, target: int = LATEST) -> list[int]:
 def _refuse_unconvertible(cur: Any) -> None:
     """Name the rows migration 2 cannot type (release 1 stored any non-empty text)."""
     checks = (
-        ("inspections", "inspection_id", f"inspection_id !~ '{_UUID_RE}'", "not UUIDs"),
+        ("inspections", "inspection_id", f"inspection_id !~ '{_UUID_RE}'", "ids that are not UUIDs"),
         ("inspections", "inspection_id",
          "verdict NOT IN ('PASS', 'FAIL', 'REVIEW', 'ERROR', 'MISSED')",
          "verdicts outside PASS/FAIL/REVIEW/ERROR/MISSED"),
