@@ -151,6 +151,14 @@ class Receiver:
         return c
 
     def stop(self) -> None:
+        if self._shared is not None and self._shared.is_connected():
+            # leave the share first (the broker then hands new messages to the others) and
+            # store what already came, so a rolling restart leaves nothing to re-send
+            self._shared.unsubscribe([t for t, _ in self.shared_subscriptions])
+            deadline = time.monotonic() + 10.0
+            time.sleep(0.2)
+            while self._queue.qsize() and time.monotonic() < deadline:
+                time.sleep(0.05)
         self._stop.set()
         self._thread.join(30)
         for c in (self._shared, self._client):

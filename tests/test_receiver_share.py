@@ -29,12 +29,14 @@ from tests.support import sync as sup
 N_STATIONS, PER_STATION = 10, 100
 
 
-def _receiver(port: int, db: str, k: int, log: Path) -> subprocess.Popen[bytes]:
+def _receiver(
+    port: int, db: str, k: int, log: Path, gap_check_s: float = 1.0
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as f:
         return subprocess.Popen(
             [sys.executable, "-m", "kanjian.appliance_api.cli.main", "platform", "receive",
              "--host", "127.0.0.1", "--port", str(port), "--db", db, "--share", "fleet",
-             "--client-id", f"receiver-{k}", "--gap-check-s", "1", "--batch", "200"],
+             "--client-id", f"receiver-{k}", "--gap-check-s", str(gap_check_s), "--batch", "200"],
             stdout=f, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -123,4 +125,48 @@ def test_three_receivers_one_killed_ten_stations(tmp_path: Path) -> None:
         assert _pg(pg.url, "SELECT through, max_seq FROM streams") == [
             (PER_STATION, PER_STATION)] * N_STATIONS  # fmt: skip
     finally:
+        pg.stop()
+
+
+def test_a_receiver_stopped_hands_over_without_resends(tmp_path: Path) -> None:
+    """SIGTERM (a rolling restart): the receiver leaves the share, stores what it holds,
+    then goes; the stations never have to send anything twice."""
+    pg = pgpeer.Postgres(tmp_path / "pg").start()
+    broker = mosq.Mosquitto(tmp_path / "broker").start()
+    logs = [tmp_path / f"receiver-{k}.log" for k in range(2)]
+    # no gap requests and a long confirm timeout: a lost message would stall the test
+    receivers = [_receiver(broker.port, pg.url, k, logs[k], gap_check_s=600) for k in range(2)]
+    stations: list[tuple[ResultStore, SyncWorker, sup.Producer]] = []
+    try:
+        sup.wait_for(lambda: all("$share/fleet/" in p.read_text() for p in logs), 60,
+                     "two receivers subscribed")  # fmt: skip
+        cfg = SyncConfig.model_validate({
+            "enabled": True, "confirm_timeout_s": 600.0, "confirm_timeout_max_s": 600.0,
+            "mqtt": {"port": broker.port}})  # fmt: skip
+        for k in range(3):
+            store = ResultStore(tmp_path / f"station-{k}", save_verdicts=())
+            w = SyncWorker(store.db_path, store.data_dir, cfg, Identity("s", "l", f"st-{k}"))
+            store.add_listener(w.wake)
+            w.start()
+            stations.append((store, w, sup.Producer(store, 150, rate=50).start()))
+        sup.wait_for(lambda: int(_pg(pg.url, "SELECT count(*) FROM inspections")[0][0]) > 100,
+                     60, "first rows")  # fmt: skip
+        receivers[0].terminate()
+        assert receivers[0].wait(30) == 0
+        for store, _w, prod in stations:
+            prod.join()
+            assert store.flush()
+        sup.wait_for(lambda: all(w.status().backlog == 0 for _s, w, _p in stations), 60,
+                     "every entry confirmed, none re-sent")  # fmt: skip
+        assert [w.status().resent for _s, w, _p in stations] == [0, 0, 0]
+        assert _pg(pg.url, "SELECT count(*) FROM inspections") == [(450,)]
+        assert "stopped: ReceiverStats(" in logs[0].read_text()
+    finally:
+        for store, w, _p in stations:
+            w.stop(0)
+            store.close()
+        for p in receivers:
+            p.terminate()
+            p.wait(15)
+        broker.stop()
         pg.stop()
