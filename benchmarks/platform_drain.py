@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,9 @@ def _fill(template: Path, stations: int, per: int) -> None:
         store.close()
 
 
-def drain_once(tmp: Path, pg: Any, broker: Any, template: Path, n: int, stations: int) -> DrainRow:
+def drain_once(
+    tmp: Path, pg: Any, broker: Any, template: Path, n: int, stations: int, per: int
+) -> DrainRow:
     import subprocess
 
     import psycopg
@@ -197,8 +199,9 @@ def drain_once(tmp: Path, pg: Any, broker: Any, template: Path, n: int, stations
         t0 = time.perf_counter()
         for w in workers:
             w.start()
-        total = sum(w.status().backlog for w in workers)
-        while any(w.status().backlog for w in workers):
+        total = stations * per
+        # last_seq: the worker has read its backlog (its status says 0 before it has)
+        while not all(w.status().last_seq == per and w.status().backlog == 0 for w in workers):
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
         after = ([_cpu(p.pid) for p in recs], _pg_cpu(pg.data), _cpu(broker.proc.pid),
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.peers.postgres import Postgres
 
     info = system_info()
-    report = Report(info.lines(), message_sizes())
+    report = Report([], message_sizes())
     with tempfile.TemporaryDirectory(prefix="kanjian-platform-bench-") as d:
         tmp = Path(d)
         _fill(tmp / "template", args.stations, args.per_station)
@@ -313,12 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in args.receivers:
                 report.drain.append(drain_once(tmp, pg, broker, tmp / "template", n,
-                                               args.stations))  # fmt: skip
+                                               args.stations, args.per_station))  # fmt: skip
             insert_rate(pg, args.insert_rows, report)
         finally:
             broker.stop()
             pg.stop()
-    report.system.append(f"load average at the end: {os.getloadavg()}")
+    report.system = replace(info, loadavg_end=os.getloadavg()).lines()
     text = report.markdown()
     print(text)
     if args.out:
