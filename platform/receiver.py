@@ -193,7 +193,6 @@ class Receiver:
 
     # -- writer thread ---------------------------------------------------------------------
     def _run(self) -> None:
-        db = self._db
         next_gap_check = time.monotonic() + self.gap_check_s
         try:
             while not self._stop.is_set():
@@ -201,17 +200,36 @@ class Receiver:
                 delay = 0.1
                 while items and not self._stop.is_set():
                     try:
-                        self._handle(db, items)
+                        self._handle(self._db, items)
                         break
                     except Exception:  # database down or locked: keep the batch, unacked
                         log.exception("receiver could not store a batch; retrying")
                         time.sleep(delay)
                         delay = min(delay * 2, 5.0)
+                        self._reopen_if_broken()
                 if time.monotonic() >= next_gap_check:
                     next_gap_check = time.monotonic() + self.gap_check_s
-                    self._ask_for_gaps(db)
+                    try:
+                        self._ask_for_gaps(self._db)
+                    except Exception:
+                        log.exception("receiver could not check for gaps")
+                        self._reopen_if_broken()
         finally:
-            db.close()
+            self._db.close()
+
+    def _reopen_if_broken(self) -> None:
+        """A PostgreSQL connection that broke (server restarted, fail-over, backend
+        terminated) stays broken: open a new one (the next retry uses it)."""
+        if not self._db.broken:
+            return
+        try:
+            db = ReceiverDB(self.db_url)
+        except Exception as e:  # still down: the next retry tries again
+            log.warning("database still unreachable: %s", e)
+            return
+        self._db.close()
+        self._db, self._gap_lead = db, False  # the gap lead's lock went with the old session
+        log.info("reconnected to the database")
 
     def _take(self) -> list[tuple[Any, str, bytes, int, int]]:
         try:

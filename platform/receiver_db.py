@@ -132,6 +132,11 @@ class ReceiverDB:
     def close(self) -> None:
         self.conn.close()
 
+    @property
+    def broken(self) -> bool:
+        """PostgreSQL: the connection is lost for good (a new :class:`ReceiverDB` is needed)."""
+        return bool(self.pg and (self.conn.closed or self.conn.broken))
+
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.pg else sql
 
