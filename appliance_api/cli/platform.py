@@ -71,6 +71,7 @@ def platform_receive(
 ) -> None:
     """Receiver: store inspections once per UUID, confirm them, ask for gaps."""
     import logging
+    import re
 
     from kanjian.platform.receiver import Receiver
     from kanjian.platform.schema import SchemaError
@@ -84,8 +85,9 @@ def platform_receive(
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     shared = f" (shared as group {share})" if share else ""
+    shown = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", db)  # no password in logs
     console.print(f"receiving {prefix}/{stations}/inspections{shared} from {host}:{port} "
-                  f"into {db}")  # fmt: skip
+                  f"into {shown}")  # fmt: skip
     stop = {"now": False}
 
     def _stop(*_: Any) -> None:
