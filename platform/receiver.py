@@ -124,6 +124,8 @@ class Receiver:
         self._thread = threading.Thread(target=self._run, name="receiver-writer", daemon=True)
         self._gaps_seen: dict[str, set[tuple[int, int]]] = {}
         self._gap_lead = False
+        self._connected_at: dict[int, float] = {}  # id(client) -> when it last connected
+        self._quick_drops: dict[int, int] = {}  # id(client) -> drops in a row soon after
 
     def start(self) -> Receiver:
         self._db = ReceiverDB(self.db_url)  # fail here, loudly, if the database is unusable
@@ -173,6 +175,7 @@ class Receiver:
             log.warning("broker refused the receiver: %s", rc)
             return
         apply_receive_maximum(client, self.mqtt, props)
+        self._connected_at[id(client)] = time.monotonic()
         client.subscribe(subscriptions)
         if client is self._client:
             self.connected.set()
@@ -181,10 +184,16 @@ class Receiver:
     def _on_disconnect(self, client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if client is self._client:
             self.connected.clear()
-        if getattr(rc, "value", None) == _SESSION_TAKEN_OVER:
+        # Another client with the same id takes the session: MQTT 5 brokers may say so
+        # (reason 142), Mosquitto 2.0 just closes the connection, right after each connect
+        up_s = time.monotonic() - self._connected_at.pop(id(client), -1e9)
+        drops = self._quick_drops.get(id(client), 0) + 1 if up_s < 5.0 else 0
+        self._quick_drops[id(client)] = drops
+        if getattr(rc, "value", None) == _SESSION_TAKEN_OVER or drops == 3:
             log.error(
-                "another client connected with client id %s and took this receiver's "
-                "session: give every receiver its own --client-id",
+                "the broker keeps closing this receiver's connection (client id %s) right "
+                "after it connects: another client probably uses the same client id; "
+                "give every receiver its own --client-id",
                 client._client_id.decode(errors="replace"),
             )
 

@@ -170,3 +170,26 @@ def test_a_receiver_stopped_hands_over_without_resends(tmp_path: Path) -> None:
             p.wait(15)
         broker.stop()
         pg.stop()
+
+
+def test_two_receivers_with_one_client_id_are_told(tmp_path: Path) -> None:
+    """Two receivers started with the same --client-id take the session from each other:
+    the one thrown out says so, naming the fix."""
+    broker = mosq.Mosquitto(tmp_path / "broker").start()
+    logs = [tmp_path / f"r{k}.log" for k in range(2)]
+    procs = []
+    try:
+        for k in range(2):
+            with logs[k].open("ab") as f:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "kanjian.appliance_api.cli.main", "platform",
+                     "receive", "--port", str(broker.port), "--db", str(tmp_path / f"p{k}.db"),
+                     "--client-id", "same", "--share", "fleet"],
+                    stdout=f, stderr=subprocess.STDOUT))  # fmt: skip
+        sup.wait_for(lambda: any("give every receiver its own --client-id" in p.read_text()
+                                 for p in logs), 60, "the warning")  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(15)
+        broker.stop()
