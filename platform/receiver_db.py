@@ -1,9 +1,17 @@
-"""The reference receiver's database: inspections stored once per UUID, streams, gaps.
+"""The receiver's database: inspections stored once per UUID, streams, gaps, the report.
 
-SQLite by default (a file path); PostgreSQL when given a ``postgresql://`` URL
-(needs ``psycopg``). The SQL is the common subset of both (``ON CONFLICT``).
+PostgreSQL (a ``postgresql://`` URL; needs ``psycopg``) is the platform's database:
+opening it runs the versioned migrations (:mod:`kanjian.platform.schema`) up to the
+typed schema the fleet's questions are asked of (:mod:`kanjian.platform.schema_v2`),
+and the writes go through :mod:`kanjian.platform.pg_writer`. Any number of receivers
+may write to one PostgreSQL database at once.
 
-Tables::
+SQLite (a file path) is the single-file reference receiver for benches and tests:
+release 1's tables (times as text, detections inside ``payload_json``), upgraded
+on open by :data:`~kanjian.platform.schema.ADDED_COLUMNS`. The reading half
+(gaps, streams, report) is the same SQL on both.
+
+Release 1's tables::
 
     inspections(inspection_id PK, site, line, station, stream, seq, verdict, ..., score)
     streams(stream PK, site, line, station, through, max_seq, received, duplicates, ...)
@@ -14,58 +22,33 @@ Tables::
 ``through`` is the highest seq up to which every seq of the stream is stored
 (or known lost): confirmations carry it, so one lost confirmation costs nothing.
 
-A database made by an older release is upgraded when opened: the columns added
-since (:data:`ADDED_COLUMNS`) are added, NULL in the rows already there (their
-``payload_json`` keeps whatever the messages carried).
+Several writers: a batch takes its streams' rows first, in stream order (the
+``streams`` upsert locks them), so two receivers holding messages of the same
+stations queue behind each other instead of deadlocking, and ``through`` is always
+computed by the one transaction that holds its stream.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
+import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from kanjian.inference.types import Verdict
+from kanjian.platform import pg_writer
+from kanjian.platform.inbound import number, timestamp
+from kanjian.platform.schema import ADDED_COLUMNS, V1_DDL, migrate
 from kanjian.station.records import JUDGED_VERDICTS, utc_iso
 from kanjian.station.sync.outbox_types import to_ranges
 
-_DDL = [
-    """CREATE TABLE IF NOT EXISTS inspections (
-        inspection_id TEXT PRIMARY KEY, site TEXT NOT NULL, line TEXT NOT NULL,
-        station TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,
-        captured_at TEXT, judged_at TEXT, verdict TEXT NOT NULL, reason TEXT,
-        model_name TEXT, model_version TEXT, model_sha256 TEXT, num_detections INTEGER,
-        image_bucket TEXT, image_key TEXT, received_at TEXT NOT NULL, payload_json TEXT,
-        score DOUBLE PRECISION)""",
-    "CREATE INDEX IF NOT EXISTS inspections_stream_seq ON inspections(stream, seq)",
-    "CREATE INDEX IF NOT EXISTS inspections_station ON inspections(site, line, station)",
-    """CREATE TABLE IF NOT EXISTS streams (
-        stream TEXT PRIMARY KEY, site TEXT NOT NULL, line TEXT NOT NULL, station TEXT NOT NULL,
-        through BIGINT NOT NULL DEFAULT 0, max_seq BIGINT NOT NULL DEFAULT 0,
-        received BIGINT NOT NULL DEFAULT 0, duplicates BIGINT NOT NULL DEFAULT 0,
-        first_seen TEXT, last_seen TEXT)""",
-    """CREATE TABLE IF NOT EXISTS lost (
-        stream TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
-        reported_at TEXT, PRIMARY KEY (stream, first_seq))""",
-    """CREATE TABLE IF NOT EXISTS events (
-        event_id TEXT PRIMARY KEY, site TEXT, line TEXT, station TEXT, event TEXT NOT NULL,
-        at TEXT, payload_json TEXT, received_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS stations (
-        site TEXT NOT NULL, line TEXT NOT NULL, station TEXT NOT NULL, availability TEXT,
-        updated_at TEXT, PRIMARY KEY (site, line, station))""",
-]
-
-
-#: ``(table, column, SQL type)`` added after the tables were first made, in order; a
-#: database without them gets them when opened (SQLite and PostgreSQL both read
-#: ``DOUBLE PRECISION``). Add new columns here and to the ``CREATE TABLE`` above.
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("inspections", "score", "DOUBLE PRECISION"),  # anomaly models' image score, 0-1
-)
+#: ``pg_try_advisory_lock`` key of the one receiver that asks stations for gaps
+GAP_LEAD_LOCK = 0x6B6A676170  # "kjgap"
 
 
 @dataclass(frozen=True)
@@ -126,25 +109,33 @@ class ReceiverDB:
             self.conn.execute("PRAGMA journal_mode=WAL")
             # confirmations promise the row survives: commit durably
             self.conn.execute("PRAGMA synchronous=FULL")
+        if self.pg:
+            try:
+                migrate(self.conn)
+            except BaseException:
+                self.conn.close()
+                raise
+            return
         with self.tx() as cur:
-            for ddl in _DDL:
+            for ddl in V1_DDL:
                 cur.execute(ddl)
             self._add_columns(cur)
 
     def _add_columns(self, cur: Any) -> None:
-        """Add the :data:`ADDED_COLUMNS` an older database lacks (in the opening transaction)."""
+        """SQLite: add the :data:`ADDED_COLUMNS` an older database lacks (in the opening
+        transaction; BEGIN IMMEDIATE keeps the check and the add together)."""
         for table, col, sqltype in ADDED_COLUMNS:
-            if self.pg:  # IF NOT EXISTS: two receivers may open one database at once
-                cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {sqltype}")
-                continue
-            # SQLite has no IF NOT EXISTS here; BEGIN IMMEDIATE keeps the check and the add
-            # together
             cur.execute(f"PRAGMA table_info({table})")
             if col not in {str(r[1]) for r in cur.fetchall()}:
                 cur.execute(f"ALTER TABLE {table} ADD COLUMN {col} {sqltype}")
 
     def close(self) -> None:
         self.conn.close()
+
+    @property
+    def broken(self) -> bool:
+        """PostgreSQL: the connection is lost for good (a new :class:`ReceiverDB` is needed)."""
+        return bool(self.pg and (self.conn.closed or self.conn.broken))
 
     def _q(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.pg else sql
@@ -162,56 +153,75 @@ class ReceiverDB:
 
     # -- writing -----------------------------------------------------------------------
     def store(self, messages: Sequence[dict[str, Any]]) -> StoredBatch:
-        """Store validated ``inspection`` messages idempotently, in one transaction."""
-        now = utc_iso()
-        seqs: dict[str, list[int]] = {}
-        stations: dict[str, tuple[str, str, str]] = {}
-        new = dup = 0
+        """Store ``inspection`` messages (checked by :func:`~kanjian.platform.inbound.problem`)
+        idempotently, in one transaction; say per stream what was received and ``through``."""
+        at = datetime.now(timezone.utc)
+        now = at if self.pg else utc_iso(at)
+        msgs = sorted(messages, key=lambda m: (str(m["stream"]), int(m["seq"])))
+        stations = {str(m["stream"]): (str(m["site"]), str(m["line"]), str(m["station"]))
+                    for m in msgs}  # fmt: skip
         with self.tx() as cur:
-            for m in messages:
-                img = m.get("image") or {}
-                model = m.get("model") or {}
+            for stream in sorted(stations):  # lock the streams first, in one order
                 cur.execute(
                     self._q(
-                        "INSERT INTO inspections (inspection_id, site, line, station, stream, "
-                        "seq, captured_at, judged_at, verdict, reason, model_name, "
-                        "model_version, model_sha256, num_detections, image_bucket, image_key, "
-                        "received_at, payload_json, score) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING"
+                        "INSERT INTO streams (stream, site, line, station, first_seen, "
+                        "last_seen) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) "
+                        "DO UPDATE SET last_seen = excluded.last_seen"
                     ),
-                    [m["inspection_id"], m["site"], m["line"], m["station"], m["stream"],
-                     m["seq"], m.get("captured_at"), m.get("judged_at"), m["verdict"],
-                     m.get("reason"), model.get("name"), model.get("version"),
-                     model.get("sha256"), len(m.get("detections") or []), img.get("bucket"),
-                     img.get("key"), now, json.dumps(m, separators=(",", ":")),
-                     _number(m.get("score"))],
-                )  # fmt: skip
-                inserted = cur.rowcount == 1
-                new += inserted
-                dup += not inserted
-                seqs.setdefault(m["stream"], []).append(int(m["seq"]))
-                stations[m["stream"]] = (m["site"], m["line"], m["station"])
+                    [stream, *stations[stream], now, now],
+                )
+            if self.pg:
+                ids = pg_writer.insert_inspections(cur, msgs, at)
+                is_new = [_uuid_of(m) in ids for m in msgs]
+                seen: set[Any] = set()
+                for k, m in enumerate(msgs):  # the same UUID twice: the second is a duplicate
+                    if is_new[k]:
+                        is_new[k] = _uuid_of(m) not in seen
+                        seen.add(_uuid_of(m))
+            else:
+                is_new = [self._insert_v1(cur, m, str(now)) for m in msgs]
+            seqs: dict[str, list[int]] = {}
+            new = Counter[str]()
+            for m, fresh in zip(msgs, is_new, strict=True):
+                seqs.setdefault(str(m["stream"]), []).append(int(m["seq"]))
+                new[str(m["stream"])] += fresh
+            for stream, got in seqs.items():
                 cur.execute(
                     self._q(
-                        "INSERT INTO streams (stream, site, line, station, max_seq, received, "
-                        "duplicates, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) "
-                        "ON CONFLICT (stream) DO UPDATE SET "
-                        "max_seq = CASE WHEN excluded.max_seq > streams.max_seq "
-                        "THEN excluded.max_seq ELSE streams.max_seq END, "
-                        "received = streams.received + 1, "
-                        "duplicates = streams.duplicates + excluded.duplicates, "
-                        "last_seen = excluded.last_seen"
+                        "UPDATE streams SET max_seq = CASE WHEN max_seq > ? THEN max_seq "
+                        "ELSE ? END, received = received + ?, duplicates = duplicates + ? "
+                        "WHERE stream = ?"
                     ),
-                    [m["stream"], m["site"], m["line"], m["station"], m["seq"],
-                     0 if inserted else 1, now, now],
-                )  # fmt: skip
+                    [max(got), max(got), len(got), len(got) - new[stream], stream],
+                )
             through = {s: self._advance(cur, s) for s in seqs}
-        return StoredBatch(seqs, through, stations, new, dup)
+        n_new = sum(new.values())
+        return StoredBatch(seqs, through, stations, n_new, len(msgs) - n_new)
+
+    def _insert_v1(self, cur: Any, m: dict[str, Any], now: str) -> bool:
+        """SQLite: one inspection into release 1's table; whether it was new."""
+        img = m.get("image") or {}
+        model = m.get("model") or {}
+        cur.execute(
+            "INSERT INTO inspections (inspection_id, site, line, station, stream, seq, "
+            "captured_at, judged_at, verdict, reason, model_name, model_version, "
+            "model_sha256, num_detections, image_bucket, image_key, received_at, "
+            "payload_json, score) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [m["inspection_id"], m["site"], m["line"], m["station"], m["stream"], m["seq"],
+             m.get("captured_at"), m.get("judged_at"), m["verdict"], m.get("reason"),
+             model.get("name"), model.get("version"), model.get("sha256"),
+             len(m.get("detections") or []), img.get("bucket"), img.get("key"), now,
+             json.dumps(m, separators=(",", ":")), number(m.get("score"))],
+        )  # fmt: skip
+        return bool(cur.rowcount == 1)
 
     def _advance(self, cur: Any, stream: str) -> int:
         """Move ``through`` over stored and lost seqs; return it."""
-        cur.execute(self._q("SELECT through FROM streams WHERE stream = ?"), [stream])
+        # FOR UPDATE: a sync_dropped event moving `through` waits for a batch that holds
+        # the stream (and then reads what it committed) instead of writing over it
+        lock = " FOR UPDATE" if self.pg else ""
+        cur.execute(self._q("SELECT through FROM streams WHERE stream = ?" + lock), [stream])
         through = int(cur.fetchone()[0])
         lost = self._lost(cur, stream)
         while True:
@@ -246,31 +256,37 @@ class ReceiverDB:
         )
         return [(int(a), int(b)) for a, b in cur.fetchall()]
 
-    def record_event(self, m: dict[str, Any]) -> list[str]:
+    def record_event(
+        self, m: dict[str, Any], where: tuple[str, str, str] = ("", "", "")
+    ) -> list[str]:
         """Store an ``event`` message once; a ``sync_dropped`` one marks its seqs lost.
 
-        Returns the streams whose ``through`` may have moved.
+        ``where``: the topic's site, line, station (PostgreSQL fills what the message
+        leaves out from it). Returns the streams whose ``through`` may have moved.
         """
         moved = []
+        at = datetime.now(timezone.utc)
         with self.tx() as cur:
-            cur.execute(
-                self._q(
+            if self.pg:
+                pg_writer.insert_event(cur, m, where, at)
+            else:
+                cur.execute(
                     "INSERT INTO events (event_id, site, line, station, event, at, payload_json, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-                ),
-                [m["event_id"], m.get("site"), m.get("line"), m.get("station"), m["event"],
-                 m.get("at"), json.dumps(m), utc_iso()],
-            )  # fmt: skip
-            data = m.get("data") or {}
-            if m["event"] == "sync_dropped" and data.get("stream"):
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [m["event_id"], m.get("site"), m.get("line"), m.get("station"), m["event"],
+                     m.get("at"), json.dumps(m), utc_iso(at)],
+                )  # fmt: skip
+            data: dict[str, Any] = m["data"] if isinstance(m.get("data"), dict) else {}
+            if m["event"] == "sync_dropped" and isinstance(data.get("stream"), str):
                 stream = str(data["stream"])
-                for a, b in data.get("ranges") or []:
+                reported = timestamp(m.get("at")) if self.pg else m.get("at")
+                for a, b in _ranges(data.get("ranges")):
                     cur.execute(
                         self._q(
                             "INSERT INTO lost (stream, first_seq, last_seq, reported_at) "
                             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
                         ),
-                        [stream, int(a), int(b), m.get("at")],
+                        [stream, a, b, reported],
                     )
                 cur.execute(self._q("SELECT 1 FROM streams WHERE stream = ?"), [stream])
                 if cur.fetchone() is not None:
@@ -279,15 +295,29 @@ class ReceiverDB:
         return moved
 
     def record_availability(self, site: str, line: str, station: str, value: str) -> None:
+        at = datetime.now(timezone.utc)
         with self.tx() as cur:
+            if self.pg:
+                pg_writer.record_availability(cur, site, line, station, value, at)
+                return
             cur.execute(
-                self._q(
-                    "INSERT INTO stations (site, line, station, availability, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, line, station) DO UPDATE SET "
-                    "availability = excluded.availability, updated_at = excluded.updated_at"
-                ),
-                [site, line, station, value, utc_iso()],
+                "INSERT INTO stations (site, line, station, availability, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, line, station) DO UPDATE SET "
+                "availability = excluded.availability, updated_at = excluded.updated_at",
+                [site, line, station, value, utc_iso(at)],
             )
+
+    def lead_gap_checks(self) -> bool:
+        """Whether this connection is the one that asks stations for gaps.
+
+        PostgreSQL: the first receiver to take a session advisory lock keeps it until it
+        goes away, then the next one to try takes over (so N receivers do not ask N
+        times). SQLite: always (one file, one receiver in practice).
+        """
+        if not self.pg:
+            return True
+        row = self.query("SELECT pg_try_advisory_lock(%s)", [GAP_LEAD_LOCK])
+        return bool(row[0][0])
 
     # -- reading -----------------------------------------------------------------------
     def gaps(
@@ -372,16 +402,19 @@ class ReceiverDB:
         return out
 
 
-def _number(v: Any) -> float | None:
-    """``v`` as a finite float, else None: a malformed optional field must not make the
-    batch's insert fail (it would be retried forever); ``payload_json`` keeps it as sent."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    try:
-        f = float(v)
-    except OverflowError:  # an integer too large for a double
-        return None
-    return f if math.isfinite(f) else None
+def _uuid_of(m: dict[str, Any]) -> uuid.UUID:
+    return uuid.UUID(str(m["inspection_id"]))
+
+
+def _ranges(v: Any) -> list[tuple[int, int]]:
+    """The ``[first, last]`` seq ranges of a ``sync_dropped`` event that make sense."""
+    out = []
+    for r in v if isinstance(v, list) else []:
+        if isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r):
+            a, b = r
+            if 1 <= a <= b <= 2**63 - 1:
+                out.append((a, b))
+    return out
 
 
 def _skip_lost(through: int, lost: list[tuple[int, int]]) -> int:

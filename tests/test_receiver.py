@@ -41,7 +41,7 @@ def _pg_ids(url: str) -> list[str]:
 
     try:
         with psycopg.connect(url) as c:
-            return [r[0] for r in c.execute("SELECT inspection_id FROM inspections")]
+            return [r[0] for r in c.execute("SELECT inspection_id::text FROM inspections")]
     except psycopg.errors.UndefinedTable:
         return []
 
@@ -147,3 +147,44 @@ def test_cli_status_and_report(tmp_path: Path) -> None:
     missing = subprocess.run([*CLI, "platform", "report", "--db", str(tmp_path / "nope.db")],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 1 and "no receiver database" in missing.stderr
+
+
+def test_receiver_reconnects_when_postgres_drops_it(tmp_path: Path) -> None:
+    """PostgreSQL ends the receiver's session mid-run (a restart, a fail-over): the
+    receiver opens a new one and goes on; nothing is lost, nothing is stored twice."""
+    import psycopg
+
+    pg = pgpeer.Postgres(tmp_path / "pg").start()
+    broker = mosq.Mosquitto(tmp_path / "broker").start()
+    rec = sup.ReceiverProcess(broker.port, tmp_path / "unused.db", tmp_path / "receiver.log")
+    rec.args[rec.args.index("--db") + 1] = pg.url
+    rec.start()
+    store = ResultStore(tmp_path / "station")
+    w = SyncWorker(store.db_path, store.data_dir, _cfg(broker.port), Identity("s", "l", "st"))
+    store.add_listener(w.wake)
+    w.start()
+
+    def drop_receivers() -> int:
+        with psycopg.connect(pg.url, autocommit=True) as c:
+            return len(c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = 'kanjian' AND pid <> pg_backend_pid()").fetchall())  # fmt: skip
+
+    try:
+        prod = sup.Producer(store, 600, rate=200).start()
+        sup.wait_for(lambda: len(_pg_ids(pg.url)) > 100, 120, "first rows in PostgreSQL")
+        assert drop_receivers() >= 1
+        sup.wait_for(lambda: len(_pg_ids(pg.url)) > 300, 120, "rows after the first drop")
+        assert drop_receivers() >= 1
+        prod.join()
+        assert store.flush()
+        sup.wait_for(lambda: w.status().backlog == 0, 120, "confirmations")
+        ids = _pg_ids(pg.url)
+        assert len(ids) == 600 and sorted(ids) == sorted(prod.made)
+        assert rec.log.read_text().count("reconnected to the database") >= 2
+    finally:
+        w.stop(0)
+        store.close()
+        rec.stop()
+        broker.stop()
+        pg.stop()

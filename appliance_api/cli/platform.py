@@ -21,7 +21,7 @@ console = Console(stderr=True)
 out = Console()
 
 platform_app = typer.Typer(
-    help="The cluster platform's side: reference receiver, report, model rollout."
+    help="The cluster platform's side: receivers, report, schema, sites, model rollout."
 )
 
 HostOpt = Annotated[str, typer.Option(help="MQTT broker host")]
@@ -60,16 +60,34 @@ def platform_receive(
         str, typer.Option(help="site/line/station levels to subscribe; + is a wildcard")
     ] = "+/+/+",
     gap_check_s: Annotated[float, typer.Option(help="ask for gaps this often, s")] = 5.0,
+    share: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT 5 shared-subscription group: N receivers started with the same group "
+            "(each with its own --client-id) share the inspections; PostgreSQL"
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=65_535, help="most messages per commit")] = 1000,
 ) -> None:
-    """Reference receiver: store inspections once per UUID, confirm them, ask for gaps."""
+    """Receiver: store inspections once per UUID, confirm them, ask for gaps."""
     import logging
+    import re
 
     from kanjian.platform.receiver import Receiver
+    from kanjian.platform.schema import SchemaError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     mq = _mqtt(host, port, username, password, tls, ca_file)
-    rec = Receiver(mq, db, client_id, prefix, stations, gap_check_s=gap_check_s).start()
-    console.print(f"receiving {prefix}/{stations}/inspections from {host}:{port} into {db}")
+    try:
+        rec = Receiver(mq, db, client_id, prefix, stations, batch=batch,
+                       gap_check_s=gap_check_s, share=share).start()  # fmt: skip
+    except (ValueError, SchemaError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    shared = f" (shared as group {share})" if share else ""
+    shown = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", db)  # no password in logs
+    console.print(f"receiving {prefix}/{stations}/inspections{shared} from {host}:{port} "
+                  f"into {shown}")  # fmt: skip
     stop = {"now": False}
 
     def _stop(*_: Any) -> None:
@@ -122,6 +140,62 @@ def platform_report(
             r.availability or "?",
         )
     out.print(t)
+
+
+DbOpt = Annotated[str, typer.Option(help="the platform's PostgreSQL: postgresql://user:pw@host/db")]
+
+
+def _need_pg(db: str) -> None:
+    if not db.startswith(("postgresql://", "postgres://")):
+        console.print(f"[red]error:[/] {db} is not a postgresql:// URL: the platform schema "
+                      "(migrations, sites, the fleet's tables) lives in PostgreSQL")  # fmt: skip
+        raise typer.Exit(2)
+
+
+@platform_app.command("migrate")
+def platform_migrate(db: DbOpt) -> None:
+    """Bring the platform database to the latest schema (receivers also do it when they
+    start); print the versions applied. Stop receivers of older releases first."""
+    import psycopg
+
+    from kanjian.platform.schema import LATEST, SchemaError, applied, migrate
+
+    _need_pg(db)
+    with psycopg.connect(db) as conn:
+        try:
+            done = migrate(conn)
+        except SchemaError as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+        have = applied(conn)
+    out.print(f"schema version {max(have)} (latest {LATEST}); applied now: "
+              f"{', '.join(map(str, done)) or 'nothing'}")  # fmt: skip
+
+
+@platform_app.command("site")
+def platform_site(
+    site: Annotated[str, typer.Argument(help="site name, as stations use it in their topics")],
+    firm: Annotated[str, typer.Option(help="the firm the site belongs to")],
+    db: DbOpt,
+) -> None:
+    """Register a site as a firm's, and label the rows already stored with the firm."""
+    import re
+
+    import psycopg
+
+    from kanjian.platform.pg_writer import assign_site
+    from kanjian.platform.schema import migrate
+
+    _need_pg(db)
+    for what, v in (("site", site), ("firm", firm)):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            console.print(f"[red]error:[/] {what} {v!r}: use 1 to 64 letters, digits, _ . -")
+            raise typer.Exit(2)
+    with psycopg.connect(db) as conn:
+        migrate(conn)
+        changed = assign_site(conn, site, firm)
+    out.print(f"site {site} belongs to {firm}; relabelled: "
+              + ", ".join(f"{t} {n}" for t, n in changed.items()))  # fmt: skip
 
 
 @platform_app.command("deploy")

@@ -34,9 +34,12 @@ def _free_port() -> int:
 
 
 class Postgres:
-    """One throwaway cluster; :attr:`url` is a ``postgresql://`` URL for database ``kanjian``."""
+    """One throwaway cluster; :attr:`url` is a ``postgresql://`` URL for database ``kanjian``.
 
-    def __init__(self, workdir: Path) -> None:
+    ``fsync`` off by default (tests); on for a benchmark that means durable commits.
+    """
+
+    def __init__(self, workdir: Path, fsync: bool = False) -> None:
         # the postgres user must reach the folder: pytest's tmp_path sits in a root-only
         # folder, so as root the cluster lives in a folder of its own under /tmp
         self.owned = os.geteuid() == 0
@@ -44,6 +47,8 @@ class Postgres:
         self.data = self.workdir / "pgdata"
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # tests need no durability (fsync off is faster); benchmarks measure with it on
+        self.fsync = fsync
         self._as: list[str] = []
         if os.geteuid() == 0:
             self._as = ["runuser", "-u", "postgres", "--"]
@@ -69,7 +74,7 @@ class Postgres:
         self.proc = subprocess.Popen(
             [*self._as, _bin("postgres"), "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
-             "-c", "fsync=off"],
+             "-c", f"fsync={'on' if self.fsync else 'off'}"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 30
