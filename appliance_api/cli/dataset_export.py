@@ -37,6 +37,14 @@ def dataset_export_command(
     reviewed_only: Annotated[
         bool, typer.Option(help="only inspections with operator feedback")
     ] = False,
+    include_reviewed: Annotated[
+        bool,
+        typer.Option(
+            help="also every inspection with operator feedback, whatever its verdict and "
+            "scores (--verdict, --min/max-conf, --min/max-score do not apply to it): the "
+            "uncertain band and the answers in one dataset"
+        ),
+    ] = False,
     feedback: Annotated[
         list[str] | None,
         typer.Option(
@@ -148,6 +156,7 @@ def dataset_export_command(
             verdicts=tuple(verdict or ()),
             has_classes=names(has_class),
             feedback=tuple(feedback or ()),
+            include_reviewed=include_reviewed,
         )
         summary = export_station_log(
             data_dir,
