@@ -313,7 +313,10 @@ def test_no_split_classes_txt_and_label_studio_predictions(
     assert rect is not None and img is not None
     assert (rect.get("name"), rect.get("toName")) == (region["from_name"], region["to_name"])
     assert img.get("name") == region["to_name"] and img.get("value") == "$image"
-    assert [lab.get("value") for lab in rect.findall("Label")] == list(NAMES)
+    # each label's class id as category: Label Studio's YOLO export keeps the ids then
+    # (without it, it numbers the labels alphabetically)
+    labels = [(lab.get("value"), lab.get("category")) for lab in rect.findall("Label")]
+    assert labels == [(n, str(i)) for i, n in enumerate(NAMES)]
 
 
 def test_label_studio_image_root_is_configurable(
