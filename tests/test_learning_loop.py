@@ -14,7 +14,7 @@ in a subprocess, as a person types it:
    ``uri``) and its VOC boxes are written in Label Studio's YOLO export layout, which
    ``kanjian dataset import`` reads;
 3. ``kanjian train DATA.yaml --model <the active bundle's folder>``: a real, tiny
-   Ultralytics run (one epoch, 256 px) continuing from the bundle's ``weights.pt``;
+   Ultralytics run (two epochs, 256 px) continuing from the bundle's ``weights.pt``;
 4. ``kanjian model shadow set --bundle RUN/bundle``, more parts judged by both models
    and answered, ``GET /api/shadow/report`` (every number recounted in SQL on the
    station's database), ``kanjian model promote`` refused by the gate (too few frames:
@@ -218,7 +218,7 @@ def test_the_loop_in_four_commands(site: Site) -> None:
         sq["frames"], sq["first_seq"], sq["last_seq"])  # fmt: skip
     assert rep["verdicts"]["matrix"] == sq["matrix"]
     assert rep["verdicts"]["agreed"] == sum(sq["matrix"][i][i] for i in range(4))
-    assert rep["verdict_disagreements"] == sq["verdict_disagreements"] > 0  # it learnt something
+    assert rep["verdict_disagreements"] == sq["verdict_disagreements"] > 0  # not all diagonal
     differ = [r[0] for r in L.sql(s.db, "SELECT i.id FROM shadow_results r JOIN inspections i "
               "ON i.seq = r.seq WHERE r.model_sha256 = ? AND i.model_sha256 = ? "
               "AND i.verdict != r.verdict ORDER BY r.seq DESC", (new, old))]  # fmt: skip
