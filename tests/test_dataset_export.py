@@ -179,6 +179,45 @@ def test_confidence_range_selects_inspections_apart_from_the_label_threshold(
         ExportFilter(max_conf=1.5)
 
 
+def test_include_reviewed_adds_the_answered_inspections_to_the_band(
+    station_dir: tuple[Path, list[Inspection]], tmp_path: Path
+) -> None:
+    """The learning loop's export: the uncertain band OR an operator's answer, in one set."""
+    data, insps = station_dir
+    ids = [str(i.inspection_id) for i in insps]  # top scores 0.9, 0.8, 0.7, 0.6, none (0)
+    add_feedback(data, insps[0], "not_defect")  # above the band: a false alarm
+    add_feedback(data, insps[1], "confirm_defect")  # in the band and answered: taken once
+    add_feedback(data, insps[3], "wrong_class", "crazing")  # below the band
+    add_feedback(data, insps[4], "confirm_defect")  # a missed defect: no box to say where
+
+    def chosen(**kw: object) -> tuple[set[str], dict[str, int]]:
+        res, counts = read_station_log(data, ExportFilter(min_conf=0.65, max_conf=0.85, **kw),
+                                       NAMES)  # fmt: skip
+        return {r.image.stem for r in res.records}, counts
+
+    assert chosen()[0] == {ids[1], ids[2]}
+    got, counts = chosen(include_reviewed=True)
+    assert got == {ids[0], ids[1], ids[2], ids[3]}
+    assert counts["left_out_defect_feedback_without_box"] == 1  # ids[4], counted
+    # the bounds on what the model said are lifted for answered rows; the others are not
+    assert chosen(include_reviewed=True, verdicts=("PASS",))[0] == {ids[0], ids[1], ids[3]}
+    assert chosen(include_reviewed=True, since=T0 + timedelta(minutes=2))[0] == {ids[2], ids[3]}
+    assert chosen(include_reviewed=True, feedback=("not_defect",))[0] == {ids[0]}
+    # through the CLI: the answers correct the labels as always
+    exe = Path(sys.executable).parent / "kanjian"
+    out = tmp_path / "loop"
+    run = subprocess.run(
+        [str(exe), "dataset", "export", str(data), str(out), "--classes", ",".join(NAMES),
+         "--min-conf", "0.65", "--max-conf", "0.85", "--include-reviewed", "--no-split"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    labels = labels_by_id(out)
+    assert set(labels) == {ids[0], ids[1], ids[2], ids[3]}
+    assert labels[ids[0]] == []  # not_defect: a true negative
+    assert {c for c, _ in labels[ids[3]]} == {"crazing"}  # wrong_class: the class named
+
+
 def test_time_bounds_are_parsed_to_utc(
     station_dir: tuple[Path, list[Inspection]], tmp_path: Path
 ) -> None:
@@ -274,7 +313,10 @@ def test_no_split_classes_txt_and_label_studio_predictions(
     assert rect is not None and img is not None
     assert (rect.get("name"), rect.get("toName")) == (region["from_name"], region["to_name"])
     assert img.get("name") == region["to_name"] and img.get("value") == "$image"
-    assert [lab.get("value") for lab in rect.findall("Label")] == list(NAMES)
+    # each label's class id as category: Label Studio's YOLO export keeps the ids then
+    # (without it, it numbers the labels alphabetically)
+    labels = [(lab.get("value"), lab.get("category")) for lab in rect.findall("Label")]
+    assert labels == [(n, str(i)) for i, n in enumerate(NAMES)]
 
 
 def test_label_studio_image_root_is_configurable(

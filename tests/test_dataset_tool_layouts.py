@@ -161,3 +161,29 @@ def test_standard_coco_layout_with_splits(tmp_path: Path) -> None:
         )
     (root / "annotations" / "captions_train.json").write_text(json.dumps({"annotations": []}))
     _imports_the_scene_as_coco(root, tmp_path / "out")
+
+
+def test_label_studio_yolo_export_without_images_takes_its_own_labels(tmp_path: Path) -> None:
+    """Label Studio's "YOLO" export without images (labels/, classes.txt, notes.json) with
+    ``--images`` on the folder it was labelled from: the export's labels are read, never
+    the ones beside those images (a station export's: the model's, before correction)."""
+    review, root = tmp_path / "review", tmp_path / "ls-export"
+    (root / "labels").mkdir(parents=True)
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
+    (root / "notes.json").write_text('{"categories": []}')
+    (review / "labels").mkdir(parents=True)
+    for name, w, h, boxes in SCENE:
+        write_image(review / "images" / name, w, h)
+        (review / "labels" / f"{Path(name).stem}.txt").write_text(
+            yolo_line("dent", 0, 0, 9, 9, w, h)
+        )
+        (root / "labels" / f"{Path(name).stem}.txt").write_text(
+            "".join(yolo_line(c, x1, y1, x2, y2, w, h) for c, x1, y1, x2, y2 in boxes)
+        )  # fmt: skip
+    (root / "labels" / "lost.txt").write_text(yolo_line("dent", 1, 1, 5, 5, 10, 10))
+    result = read_yolo(root, images=review / "images")
+    assert {r.image.name: record_boxes(r) for r in result.records} == expected_boxes()
+    assert [(p.kind, p.file) for p in result.problems] == [
+        (ProblemKind.MISSING_IMAGE, str(root / "labels" / "lost.txt"))
+    ]
+    assert f"no image lost.* in {review / 'images'} " in result.problems[0].message

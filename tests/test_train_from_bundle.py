@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kanjian.inference import bundle as b
 
@@ -178,4 +179,15 @@ def test_train_from_a_bundle_refuses_before_training(
     run = _train(tmp_path, *base, "--model", str(bundle), "--task", "segment")
     assert run.returncode == 2, run.stderr[-2000:]
     assert "a detect bundle; this run trains a segment model" in " ".join(run.stderr.split())
+    # the bundle's classes in another order (as a tool that renumbers them alphabetically
+    # would give back): each class would start from another one's weights
+    raw = yaml.safe_load(data.read_text())
+    names = [raw["names"][i] for i in sorted(raw["names"])]
+    permuted = data.with_name("permuted.yaml")
+    permuted.write_text(yaml.safe_dump({**raw, "names": dict(enumerate(reversed(names)))}))
+    run = _train(tmp_path, str(permuted), *base[1:], "--model", str(bundle))
+    assert run.returncode == 2, run.stderr[-2000:]
+    said = " ".join(run.stderr.split())
+    assert "the dataset has the bundle's classes in another order" in said, said
+    assert f"bundle: {', '.join(names)}" in said and f"--model {bundle / 'weights.pt'}" in said
     assert not (tmp_path / "runs").exists()  # nothing trained

@@ -9,6 +9,7 @@ say) continues from them. The station itself never reads the file.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,31 @@ def weights_from_bundle(bundle: Path, task: str) -> BundleStart:
             f"{ref.sha256[:12]}…; the file was altered or replaced"
         )
     return BundleStart(bundle, path, manifest)
+
+
+def check_classes(start: BundleStart, names: Sequence[str]) -> str | None:
+    """Hold the dataset's class list (index = class id) against the bundle's.
+
+    The same classes in another order would start each class from another one's weights
+    (a labelling tool that renumbers the classes alphabetically does this): refused.
+    A list that differs otherwise (a class added, dropped or renamed) is allowed: the
+    note says so.
+
+    Raises:
+        BundleWeightsError: the same names in another order, both lists shown.
+    """
+    have = list(start.manifest.class_names)
+    if list(names) == have:
+        return None
+    if sorted(names) == sorted(have):
+        raise BundleWeightsError(
+            f"--model {start.bundle}: the dataset has the bundle's classes in another order "
+            f"(dataset: {', '.join(names)}; bundle: {', '.join(have)}), so each class would "
+            "start from another class's weights; give the dataset the bundle's class ids (a "
+            "Label Studio project made from kanjian dataset export's label_studio.xml keeps "
+            f"them), or pass --model {start.weights} to start from the weights anyway"
+        )
+    return (
+        f"note: the dataset's classes ({', '.join(names)}) are not the bundle's "
+        f"({', '.join(have)}): class ids the two share start from the bundle's weights"
+    )

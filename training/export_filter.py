@@ -82,6 +82,11 @@ class ExportFilter:
             the model's fail point) lies in ``[min_score, max_score]``; an inspection
             without a score (not an anomaly model's) is left out by either bound.
             None: no bound.
+        include_reviewed: also take every inspection an operator answered (it has
+            feedback), whatever its verdict and scores: ``verdicts``, ``min_conf``,
+            ``max_conf``, ``min_score`` and ``max_score`` do not apply to it (the time,
+            model, feedback and class filters do). The learning loop's export: the
+            uncertain band and the answers in one dataset.
     """
 
     since: datetime | str | None = None
@@ -96,6 +101,7 @@ class ExportFilter:
     feedback: tuple[str, ...] = ()
     min_score: float | None = None
     max_score: float | None = None
+    include_reviewed: bool = False
 
     def __post_init__(self) -> None:
         since = _bound(self.since, "since", end_of_day=False)

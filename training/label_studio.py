@@ -96,8 +96,16 @@ def label_studio_task(
 
 
 def label_studio_config(class_names: tuple[str, ...]) -> str:
-    """The Label Studio labelling config that :func:`label_studio_tasks` regions match."""
-    labels = "".join(f"    <Label value={quoteattr(n)}/>\n" for n in class_names)
+    """The Label Studio labelling config that :func:`label_studio_tasks` regions match.
+
+    Each label carries its class id as ``category``: Label Studio's YOLO and COCO exports
+    number the labels without one in alphabetical order (label-studio-sdk's converter,
+    ``_get_labels``), which would give the labelled set other class ids than the model's,
+    and ``kanjian train --model BUNDLE`` would start each class from another one's weights.
+    """
+    labels = "".join(
+        f'    <Label value={quoteattr(n)} category="{i}"/>\n' for i, n in enumerate(class_names)
+    )
     return (
         "<View>\n"
         f'  <Image name="{LS_TO_NAME}" value="$image"/>\n'

@@ -136,11 +136,12 @@ def run_pipeline(
     (:func:`kanjian.training.bundle_weights.weights_from_bundle`), recorded in the new
     manifest's ``training.started_from``.
     """
-    from kanjian.training.bundle_weights import weights_from_bundle
+    from kanjian.training.bundle_weights import BundleStart, check_classes, weights_from_bundle
     from kanjian.training.export import export_onnx
     from kanjian.training.package import data_summary_for, write_bundle
 
     started: dict[str, Any] = {}
+    start: BundleStart | None = None
     if config.model and Path(config.model).is_dir():
         start = weights_from_bundle(Path(config.model), config.task)
         config = replace(config, model=str(start.weights))
@@ -158,6 +159,9 @@ def run_pipeline(
         raise FileExistsError(f"{bd}: a bundle is there; choose another --bundle or --overwrite")
     summary, data_sha = data_summary_for(config.data)  # read before training, not after
     names = dataset_class_names(config.data, config.task)
+    note = None if start is None else check_classes(start, names)
+    if note is not None:
+        log(note)
     missing = unknown_classes(options.rules, names)
     if missing:  # a misspelt class would silently fall back to the default rule
         raise ValueError(

@@ -107,25 +107,38 @@ def _sql_condition(flt: ExportFilter, has_score: bool = True) -> tuple[str, list
     if flt.model_sha256:
         where.append("model_sha256 = ?")
         args.append(flt.model_sha256)
+    # the bounds on what the model said; --include-reviewed lifts them for answered rows
+    bounds: list[str] = []
+    bound_args: list[str | float] = []
     if flt.verdicts:
-        where.append(f"verdict IN ({','.join('?' * len(flt.verdicts))})")
-        args.extend(flt.verdicts)
+        bounds.append(f"verdict IN ({','.join('?' * len(flt.verdicts))})")
+        bound_args.extend(flt.verdicts)
     # top_confidence is the largest detection score (NULL when there is none: 0)
     if flt.min_conf is not None:
-        where.append("COALESCE(top_confidence, 0.0) >= ?")
-        args.append(f32(flt.min_conf))
+        bounds.append("COALESCE(top_confidence, 0.0) >= ?")
+        bound_args.append(f32(flt.min_conf))
     if flt.max_conf is not None:
-        where.append("COALESCE(top_confidence, 0.0) <= ?")
-        args.append(f32(flt.max_conf))
+        bounds.append("COALESCE(top_confidence, 0.0) <= ?")
+        bound_args.append(f32(flt.max_conf))
     # the anomaly image score (float32 too): NULL, no score, fails either bound
     for bound, op in ((flt.min_score, ">="), (flt.max_score, "<=")):
         if bound is None:
             continue
         if has_score:
-            where.append(f"score {op} ?")
-            args.append(f32(bound))
+            bounds.append(f"score {op} ?")
+            bound_args.append(f32(bound))
         else:
-            where.append("0")  # no such column: no row has a score
+            bounds.append("0")  # no such column: no row has a score
+    if bounds and flt.include_reviewed:
+        # one index lookup per row (feedback(inspection_id, id)), as the latest-feedback
+        # subquery of the scan already makes
+        where.append(
+            f"(({' AND '.join(bounds)}) OR EXISTS (SELECT 1 FROM feedback f "
+            "WHERE f.inspection_id = inspections.id))"
+        )
+    else:
+        where.extend(bounds)
+    args.extend(bound_args)
     return " AND ".join(where), args
 
 

@@ -4,7 +4,8 @@
   image-list files, optional ``path``); an image's label file is found by
   replacing the last ``images`` path component with ``labels``, as Ultralytics does.
 - A folder with ``images/``, ``labels/`` and ``classes.txt`` (LabelImg and
-  Label Studio's YOLO export), same label lookup.
+  Label Studio's YOLO export), same label lookup; exported without its images,
+  ``labels/`` + ``classes.txt`` and the images from another folder, matched by path.
 - CVAT's "YOLO 1.1" (darknet) export: ``obj.names`` (one class a line),
   ``obj.data``, ``obj_<subset>_data/`` with each image and its ``.txt`` side by
   side, and ``train.txt``/``valid.txt`` lists (not needed: the folders are read).
@@ -335,7 +336,14 @@ def _find_layout(source: Path, images: Path | None, class_names: tuple[str, ...]
         names = class_names
     else:
         raise ValueError(f"{source}: no data.yaml, classes.txt or obj.names; pass the class names")
-    labels = _label_dir(folder)
+    own, labels = source / "labels", _label_dir(folder)
+    if images is not None and own.is_dir() and own != labels:
+        # exported without its images: its own labels, by path below ``images`` (never
+        # the ones beside those images: a station export's, the model's before correction)
+        pics = images
+        return _Layout(names, classes_txt, files,
+                       lambda q: (own / q.relative_to(pics)).with_suffix(".txt"),
+                       [own], lambda t: pics / t.parent.relative_to(own))  # fmt: skip
     return _Layout(
         names, classes_txt, files, _label_path, [labels] if labels != folder else [], _image_dir
     )
