@@ -78,6 +78,8 @@ def test_the_report_equals_a_count_made_in_sql(served: tuple[W.Screen, str, str,
     scr, eng, shadow, active = served
     rep = _report(scr, eng)  # the newest shadow that ran, against the model judging now
     assert (rep["shadow_sha256"], rep["active_sha256"]) == (shadow, active)
+    ((name, version),) = scr.sql("SELECT name, version FROM models WHERE sha256 = ?", (shadow,))
+    assert rep["shadow_model"] == f"{name} v{version}" and rep["active_model"] == "neu-det-s4 v1.2"
     ((n, first, last),) = scr.sql(f"SELECT COUNT(*), MIN(r.seq), MAX(r.seq) {PAIRS}",
                                   (shadow, active))  # fmt: skip
     assert n >= FRAMES and (rep["frames"], rep["first_seq"], rep["last_seq"]) == (n, first, last)
@@ -145,7 +147,17 @@ def test_a_disagreement_shows_both_models_boxes_on_one_picture(
 ) -> None:
     scr, eng, shadow, _ = served
     rep = _report(scr, eng, f"?model={shadow[:12]}")
-    d = next(d for d in rep["listed"] if d["verdict_differs"] and d["shadow_boxes"])
+    # a disagreement where the shadow drew a box the rules count (the picture draws only those)
+    review = W.RULES["default"]["review_confidence"]
+    counted = {
+        iid
+        for (iid,) in scr.sql(
+            "SELECT r.inspection_id FROM shadow_results r, json_each(r.detections_json) j "
+            "WHERE r.model_sha256 = ? AND json_extract(j.value, '$[2]') >= ?",
+            (shadow, review),
+        )
+    }
+    d = next(d for d in rep["listed"] if d["verdict_differs"] and d["inspection_id"] in counted)
     r = httpx.get(f"{scr.served.url}{d['picture']}", headers={"Authorization": f"Bearer {eng}"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
@@ -180,5 +192,7 @@ def test_the_page_shows_the_report(served: tuple[W.Screen, str, str, str]) -> No
     page.wait_for_function(
         "() => [...document.querySelectorAll('#disagreements img')].some(i => i.naturalWidth > 0)"
     )
+    # docs/shadow-report.png is this, copied by hand (the suite never changes tracked files)
+    page.screenshot(path=str(scr.site / "shadow-report.png"))
     tp = page.text_content("#feedback tr[data-model='shadow'] td:nth-child(3)")
     assert tp == str(rep["feedback"]["b"]["tp"])

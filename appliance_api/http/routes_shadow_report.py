@@ -19,6 +19,7 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse, HTMLResponse
 
+from kanjian.appliance_api.http.annotate import rules_keep
 from kanjian.appliance_api.http.api_models import ErrorOut
 from kanjian.appliance_api.http.deps import Reader, State
 from kanjian.appliance_api.http.shadow_picture import draw_pair, shadow_image
@@ -31,6 +32,7 @@ from kanjian.station.shadow.report import (
     Pair,
     ShadowReport,
     build_report,
+    model_name,
     read_pairs,
 )
 
@@ -131,10 +133,11 @@ async def shadow_report(
         with snapshot(db) as conn:
             shadow, act = _models(state, conn, model, active)
             pairs = read_pairs(conn, shadow, act, limit)
-        names = state.station.inspector.model.info.class_names
+            names = (model_name(conn, shadow), model_name(conn, act))
+        classes = state.station.inspector.model.info.class_names
         data_dir = state.station.store.data_dir
-        return build_report(pairs, shadow, act, limit, iou, names,
-                            lambda p: _picture_path(p, shadow, data_dir))  # fmt: skip
+        return build_report(pairs, shadow, act, limit, iou, classes,
+                            lambda p: _picture_path(p, shadow, data_dir), names)  # fmt: skip
 
     return await to_thread.run_sync(work)
 
@@ -152,7 +155,9 @@ async def shadow_picture(
     max_side: Annotated[int | None, Query(ge=32, le=8192, description="shrink to fit, px")] = None,
 ) -> Response:
     """The frame with the active model's boxes (solid, blue) and the shadow's (magenta, with
-    corner marks) drawn on it, each labelled ``A``/``S`` with class and confidence."""
+    corner marks) drawn on it, each labelled ``A``/``S`` with class and confidence: the
+    boxes the verdict rules in force count (not ignored, at least their review
+    confidence), as the screen draws them."""
 
     def work() -> bytes:
         db = state.pool.get()
@@ -181,7 +186,9 @@ async def shadow_picture(
                 f"no picture of inspection {inspection_id} was kept (store.save_images, "
                 "retention, or shadow.keep_pictures)",
             )
-        return draw_pair(img.astype(np.uint8, copy=False), rec, str(row[0]), max_side)
+        # both models' boxes the rules in force count (the screen's rule for pictures)
+        keep = rules_keep(state.station.inspector.rules_in_force())
+        return draw_pair(img.astype(np.uint8, copy=False), rec, str(row[0]), max_side, keep)
 
     data = await to_thread.run_sync(work)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private"})

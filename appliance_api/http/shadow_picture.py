@@ -10,6 +10,7 @@ Colours are fixed per model, not per class: the question the picture answers is
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -47,16 +48,25 @@ def _label(img: NDArray[np.uint8], text: str, xy: tuple[int, int], c: tuple[int,
 
 
 def draw_pair(
-    image: NDArray[np.uint8], rec: StoredInspection, shadow_json: str, max_side: int | None
+    image: NDArray[np.uint8],
+    rec: StoredInspection,
+    shadow_json: str,
+    max_side: int | None,
+    keep: Callable[[str, float], bool] | None = None,
 ) -> bytes:
     """JPEG of ``image`` (``(H, W, 3)`` BGR uint8, the frame) with ``rec``'s detections and
     the shadow's (``shadow_results.detections_json``) drawn; at most ``max_side`` px on
-    its longest side, at least :data:`MIN_SIDE` (small frames are enlarged)."""
+    its longest side, at least :data:`MIN_SIDE` (small frames are enlarged). ``keep(class,
+    confidence)``: the boxes drawn (the screen's rule: what the verdict rules count; the
+    weaker candidates stay in the report's numbers but would bury the picture)."""
     active: list[Box] = [(d.class_name, d.confidence, d.xyxy) for d in rec.detections]
     shadow: list[Box] = [
         (str(d[1]), float(d[2]), (float(d[3]), float(d[4]), float(d[5]), float(d[6])))
         for d in json.loads(shadow_json)
     ]
+    if keep is not None:
+        active = [b for b in active if keep(b[0], b[1])]
+        shadow = [b for b in shadow if keep(b[0], b[1])]
     h, w = image.shape[:2]
     if max(h, w) < MIN_SIDE and (max_side is None or max_side > max(h, w)):
         up = min(MIN_SIDE, max_side or MIN_SIDE) / max(h, w)

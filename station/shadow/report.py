@@ -103,7 +103,8 @@ class ShadowReport:
     """The report, JSON-ready through ``dataclasses.asdict``.
 
     Attributes:
-        shadow_sha256, active_sha256: the two models compared.
+        shadow_sha256, active_sha256: the two models compared; shadow_model, active_model:
+            their ``name vversion`` (empty when not registered).
         limit: the newest frames asked for; frames: how many there were.
         first_seq, last_seq, since, until: the window they cover (None when empty).
         verdicts: the verdict matrix, active (rows) x shadow (columns).
@@ -118,6 +119,8 @@ class ShadowReport:
 
     shadow_sha256: str
     active_sha256: str
+    shadow_model: str
+    active_model: str
     limit: int
     frames: int
     first_seq: int | None
@@ -139,6 +142,12 @@ def _shadow_boxes(text: str) -> tuple[DetBox, ...]:
         DetBox(str(d[1]), float(d[2]), (float(d[3]), float(d[4]), float(d[5]), float(d[6])))
         for d in json.loads(text)
     )
+
+
+def model_name(conn: sqlite3.Connection, sha: str) -> str:
+    """``name vversion`` of a registered model; empty when it is not registered."""
+    row = conn.execute("SELECT name, version FROM models WHERE sha256 = ?", [sha]).fetchone()
+    return "" if row is None else f"{row[0]} v{row[1]}"
 
 
 def read_pairs(
@@ -175,11 +184,12 @@ def build_report(
     iou_threshold: float = 0.5,
     class_names: Sequence[str] = (),
     picture: Any = None,
+    names: tuple[str, str] = ("", ""),
 ) -> ShadowReport:
     """Count ``pairs`` (newest first, as :func:`read_pairs` gives them).
 
     ``picture(pair)``: the API path of a frame's two-model picture, or None when there
-    is none to show (default: none).
+    is none to show (default: none). ``names``: (shadow, active) as people read them.
     """
     verdicts = verdict_agreement((p.active_verdict, p.shadow_verdict) for p in pairs)
     detections = detection_agreement(
@@ -215,6 +225,8 @@ def build_report(
     return ShadowReport(
         shadow_sha256=shadow_sha,
         active_sha256=active_sha,
+        shadow_model=names[0],
+        active_model=names[1],
         limit=limit,
         frames=len(pairs),
         first_seq=pairs[-1].seq if pairs else None,

@@ -118,8 +118,9 @@
 
   function render() {
     if (!report) return;
+    const who = (name, sha) => (name ? name + " · " : "") + sha.slice(0, 12);
     $("models").textContent = t("sr_pair", {
-      a: report.active_sha256.slice(0, 12), s: report.shadow_sha256.slice(0, 12),
+      a: who(report.active_model, report.active_sha256), s: who(report.shadow_model, report.shadow_sha256),
     });
     $("window").textContent = report.frames
       ? t("sr_window", { n: report.frames, since: KJ.localTime(report.since), until: KJ.localTime(report.until) })
