@@ -238,3 +238,21 @@ def test_password_file_in_the_station_config(tmp_path: Path) -> None:
     assert cfg.sync.mqtt.password_file == tmp_path / "secrets" / "st.password"
     assert cfg.sync.mqtt.secret() == "pw-1"
     assert MqttConfig(username="u", password="inline").secret() == "inline"  # type: ignore[arg-type]
+
+
+def test_a_station_with_an_unreadable_password_file_refuses_to_start(tmp_path: Path) -> None:
+    from tests.support.station_config import station_config, write_config
+
+    demo = Path(__file__).resolve().parents[1] / "station" / "demo"
+    cfg = station_config(tmp_path / "data", bundle=demo / "model", images=demo / "images",
+                         sync={"enabled": True, "mqtt": {"port": 1, "username": "a/b/c",
+                                                         "password_file": "nothere.password"}})  # fmt: skip
+    write_config(tmp_path / "station.yaml", cfg)
+    done = subprocess.run(
+        [sys.executable, "-m", "kanjian.appliance_api.cli.main", "run", "-c",
+         str(tmp_path / "station.yaml")], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"sync.mqtt.password_file {tmp_path / 'nothere.password'}: cannot read it" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -24,6 +24,10 @@ else:  # a MISSED inspection has no image to upload
     UploadVerdict = verdict_names(Verdict.MISSED)
 
 
+class MqttSecretError(ValueError):
+    """The broker password file cannot be read or is empty (the message names it)."""
+
+
 class MqttConfig(BaseModel):
     """The MQTT broker the station publishes to (MQTT 5, QoS 1)."""
 
@@ -85,7 +89,7 @@ class MqttConfig(BaseModel):
         """The broker password: ``password``, or the first line of ``password_file``.
 
         Raises:
-            ValueError: the password file cannot be read or is empty (the message names it).
+            MqttSecretError: the password file cannot be read or is empty.
         """
         if self.password is not None:
             return self.password.get_secret_value()
@@ -94,13 +98,13 @@ class MqttConfig(BaseModel):
         try:
             text = self.password_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(
+            raise MqttSecretError(
                 f"sync.mqtt.password_file {self.password_file}: cannot read it ({e}); "
                 "point it at the file `kanjian platform acl` wrote for this station"
             ) from None
         first = text.splitlines()[0].strip() if text.strip() else ""
         if not first:
-            raise ValueError(f"sync.mqtt.password_file {self.password_file} is empty")
+            raise MqttSecretError(f"sync.mqtt.password_file {self.password_file} is empty")
         return first
 
 
