@@ -256,3 +256,44 @@ def test_a_station_with_an_unreadable_password_file_refuses_to_start(tmp_path: P
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"sync.mqtt.password_file {tmp_path / 'nothere.password'}: cannot read it" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_receiver_stores_only_what_a_station_says_of_itself(
+    broker: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """The broker vouches for the topic; a message naming another station is refused."""
+    import json
+    import sqlite3
+    import uuid
+
+    from kanjian.platform.receiver import Receiver
+
+    b, creds = broker
+    rec = Receiver(
+        MqttConfig(port=b.port, username="kanjian-receiver",
+                   password_file=creds / "kanjian-receiver.password"),
+        str(tmp_path / "platform.db"), client_id="acl-receiver",
+    ).start()  # fmt: skip
+    st1 = Client(b.port, "site-a/line-1/st-1", creds / "site-a" / "line-1" / "st-1.password")
+    try:
+        wait_for(rec.connected.is_set, 30, "the receiver connected")
+        time.sleep(0.5)  # (its SUBACK)
+
+        def msg(site: str, line: str, station: str, seq: int) -> bytes:
+            return json.dumps({"type": "inspection", "version": 1,
+                               "inspection_id": str(uuid.uuid4()), "site": site, "line": line,
+                               "station": station, "stream": "s1", "seq": seq,
+                               "verdict": "PASS"}).encode()  # fmt: skip
+
+        own = f"{P}/site-a/line-1/st-1/inspections"
+        assert st1.publish(own, msg(*ST2, 1)) == 0  # the broker lets it through: its own topic
+        assert st1.publish(own, msg(*ST1, 2)) == 0
+        wait_for(lambda: rec.stats.messages >= 2, 30, "both at the receiver")
+        wait_for(lambda: rec.stats.stored == 1, 30, "the true one stored")
+        assert rec.stats.invalid == 1
+    finally:
+        st1.close()
+        rec.stop()
+    con = sqlite3.connect(tmp_path / "platform.db")
+    assert con.execute("SELECT site, line, station, seq FROM inspections").fetchall() == [(*ST1, 2)]
+    con.close()
