@@ -179,7 +179,7 @@ def fail_counts(
 def _model_before(conn: Any, key: StationKey) -> str | None:
     row = conn.execute(
         "SELECT model_sha256 FROM inspections WHERE site = %s AND line = %s AND station = %s "
-        "ORDER BY captured_at DESC LIMIT 1",
+        "AND model_sha256 IS NOT NULL ORDER BY captured_at DESC LIMIT 1",
         list(key),
     ).fetchone()
     return None if row is None else row[0]
@@ -211,18 +211,23 @@ def start_rollout(
         ).fetchall()
         if busy:
             r, state, *key = busy[0]
-            raise RolloutRefused(f"{'/'.join(key)} is in rollout {r} ({state}): wait for it to "
-                                 f"finish or abort it (kanjian platform rollout abort {r})")  # fmt: skip
+            raise RolloutRefused(
+                f"{'/'.join(key)} is in rollout {r} ({state}): wait for it to finish or abort "
+                f"it (kanjian platform rollout abort {r})"
+            )
         problems, before = [], []
         for key in plan.stations:
-            sha = _model_before(conn, key)
+            sha, name = _model_before(conn, key), "/".join(key)
             if sha is None:
-                problems.append(f"{'/'.join(key)}: no inspection stored yet, so the platform "
-                                "does not know which model it runs (and could not roll it back)")  # fmt: skip
+                problems.append(
+                    f"{name}: no judged inspection stored yet, so the platform does not know "
+                    "which model it runs (and could not roll it back)"
+                )
             elif bundle_for_model(conn, sha) is None:
-                problems.append(f"{'/'.join(key)} runs model {sha[:12]}…, of which the "
-                                "platform has no archive to roll back to: give its bundle with "
-                                "--rollback-bundle")  # fmt: skip
+                problems.append(
+                    f"{name} runs model {sha[:12]}…, of which the platform has no archive to "
+                    "roll back to: give its bundle with --rollback-bundle"
+                )
             before.append(sha)
         if problems:
             raise RolloutRefused("cannot start the rollout:\n  " + "\n  ".join(problems))

@@ -28,6 +28,7 @@ from kanjian.platform.rollout import (
     abort_rollout,
     rollout_status,
     start_rollout,
+    stations_of_group,
 )
 from kanjian.platform.rollout_engine import tick
 from kanjian.station.sync.messages import DeployModelIn
@@ -244,7 +245,11 @@ def test_what_cannot_start_is_refused_and_nothing_is_written(fleet: Fleet) -> No
         with pytest.raises(RolloutRefused, match=match):
             start_rollout(fleet.conn, bundle, _plan(**kw), "eve")
 
-    refused("no inspection stored yet", stations=(*ST, ("site-a", "line-1", "st-9")))
+    refused("no judged inspection stored yet", stations=(*ST, ("site-a", "line-1", "st-9")))
+    assert stations_of_group(fleet.conn, "site-a") == tuple(ST)
+    assert stations_of_group(fleet.conn, "site-a/line-1") == tuple(ST)
+    with pytest.raises(RolloutRefused, match="no station of site-z"):
+        stations_of_group(fleet.conn, "site-z")
     fleet.feed(ST[2], "P", _ref("0.9"))  # a model the platform has no archive of
     refused("no archive to roll back to")
     refused("judged 10 parts .* fewer than --min-inspections 11", stations=ST[:2],
