@@ -101,9 +101,8 @@ class Fleet:
         return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
                               env=self.env)  # fmt: skip
 
-    def start(self, bundle: str, *more: str) -> str:
-        done = self.cli("platform", "rollout", "start", "--db", self.url, "--bundle",
-                        str(self.bundles[bundle]), "--stations",
+    def start(self, *more: str) -> str:
+        done = self.cli("platform", "rollout", "start", "--db", self.url, "--stations",
                         ",".join("/".join(k) for k in STATIONS), "--s3-endpoint",
                         self.s3.endpoint, "--bucket", self.s3.bucket, "--by", "test-operator",
                         *more)  # fmt: skip
@@ -209,7 +208,7 @@ def _models_on_the_platform(f: Fleet, key: tuple[str, str, str]) -> set[str]:
 
 
 def test_a_good_bundle_goes_to_the_canary_then_to_the_rest(fleet: Fleet) -> None:
-    rid = fleet.start("good", "--rollback-bundle", str(DEMO / "model"), "--canary", "1",
+    rid = fleet.start("--bundle", str(fleet.bundles["good"]), "--rollback-bundle", str(DEMO / "model"), "--canary", "1",
                       "--window", "3s", "--min-inspections", "8", "--baseline-window", "10m",
                       "--answer-timeout", "120s", "--resend", "30s")  # fmt: skip
     # the watcher dies while it watches the canary; a new one carries on from the rows
@@ -254,7 +253,13 @@ def test_a_good_bundle_goes_to_the_canary_then_to_the_rest(fleet: Fleet) -> None
 
 def test_a_bad_bundle_is_caught_on_the_canary_and_rolled_back(fleet: Fleet) -> None:
     good, bad = _sha(fleet.bundles["good"]), _sha(fleet.bundles["bad"])
-    rid = fleet.start("bad", "--canary", "1", "--window", "60s", "--min-inspections", "8",
+    # this one is put in the bucket by hand and named by its key
+    from kanjian.station.state.archive import pack_bundle
+
+    pack_bundle(fleet.bundles["bad"], fleet.work / "bad.tar.gz")
+    fleet.s3.client().upload_file(str(fleet.work / "bad.tar.gz"), fleet.s3.bucket,
+                                  "bundles/by-hand/bad.tar.gz")  # fmt: skip
+    rid = fleet.start("--s3-key", "bundles/by-hand/bad.tar.gz", "--canary", "1", "--window", "60s", "--min-inspections", "8",
                       "--baseline-window", "10m", "--answer-timeout", "120s", "--resend", "30s")  # fmt: skip
     s = fleet.finished(rid)
     assert s["state"] == "rolled_back", s
@@ -277,6 +282,7 @@ def test_a_bad_bundle_is_caught_on_the_canary_and_rolled_back(fleet: Fleet) -> N
         "WHERE verdict IN ('PASS', 'FAIL', 'REVIEW') GROUP BY 1"))  # fmt: skip
     assert rates[good] == 0.0 and rates[bad] > 0.05
     # the canary judges with its model from before again; the others never got the bundle
+    assert s["key"] == "bundles/by-hand/bad.tar.gz" and s["model_sha256"] == bad
     rollback = next(a for a in s["audit"] if a["action"] == "rollback.sent")
     assert rollback["detail"]["model"] == good
     wait_for(lambda: fleet.station_db(
