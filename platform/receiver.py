@@ -264,7 +264,8 @@ class Receiver:
             if leaf == "availability":
                 db.record_availability(site, line, station, payload.decode(errors="replace"))
                 continue
-            m, why = _parse(payload, "inspection" if leaf == "inspections" else "event")
+            kind = "inspection" if leaf == "inspections" else "event"
+            m, why = _parse(payload, kind, (site, line, station))
             if m is None:
                 self.stats.invalid += 1
                 log.warning("invalid message on %s (%s): %r", topic, why, payload[:200])
@@ -322,11 +323,22 @@ class Receiver:
                 log.info("asked %s/%s/%s again for %s", site, line, station, persistent[:5])
 
 
-def _parse(payload: bytes, kind: str) -> tuple[dict[str, Any] | None, str]:
-    """The message if it can be stored, else None and why."""
+def _parse(
+    payload: bytes, kind: str, where: tuple[str, str, str]
+) -> tuple[dict[str, Any] | None, str]:
+    """The message if it can be stored, else None and why.
+
+    A message that names another station than its topic's is refused: with per-station
+    broker credentials the topic is what the broker vouches for (docs/platform.md,
+    "Broker credentials and ACL"), the message's own fields are only what it claims.
+    """
     try:
         m = json.loads(payload)
     except ValueError:
         return None, "not JSON"
     why = problem(m, kind)
+    if why is None:
+        claims = tuple(m.get(k) for k in ("site", "line", "station"))
+        if any(c is not None and c != w for c, w in zip(claims, where, strict=True)):
+            why = f"it names {'/'.join(map(str, claims))}, not the topic's {'/'.join(where)}"
     return (None, why) if why else (m, "")

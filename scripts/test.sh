@@ -5,12 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # --- system packages: real peers the tests start (servers on 127.0.0.1 only) ---
-#   mosquitto: MQTT broker (sync);  postgresql: receiver on a real PostgreSQL;
+#   mosquitto: MQTT broker (sync);  mosquitto-clients: another MQTT client (broker ACL tests);  postgresql: receiver on a real PostgreSQL;
 #   gstreamer + python3-gi: RTSP server (camera);  aravis-tools + gir: fake GigE camera;
 #   chromium: browser tests (Playwright drives Debian's Chromium);  openssl: TLS test CA;
 #   libgirepository1.0-dev, libcairo2-dev, pkg-config, python3-dev: build PyGObject (gige extra)
 #   buildah + debootstrap: build the CPU image and run the station in it (tests/test_container_build.py)
-pkgs=(mosquitto postgresql openssl chromium buildah debootstrap
+pkgs=(mosquitto mosquitto-clients postgresql openssl chromium buildah debootstrap
       python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
       aravis-tools gir1.2-aravis-0.8

@@ -326,7 +326,7 @@ _UNION_TAGS = {"folder", "video", "device", "stream", "gige"}  # gige: issue 6
 def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
     """Make relative paths in the config relative to the config file's folder.
 
-    Camera source, model, data folder, the broker's TLS files, the OPC UA
+    Camera source, model, data folder, the broker's TLS and password files, the OPC UA
     certificates, the PLC's recipe bundles and the quality gate's reference image: a
     station.yaml moved with its files keeps working wherever the station is started from.
     """
@@ -343,7 +343,10 @@ def resolve_paths(cfg: StationConfig, base: Path) -> StationConfig:
         camera = camera.model_copy(update={"path": fix(cam_path)})
     mqtt = cfg.sync.mqtt
     mqtt = mqtt.model_copy(
-        update={k: fix_opt(getattr(mqtt, k)) for k in ("ca_file", "cert_file", "key_file")}
+        update={
+            k: fix_opt(getattr(mqtt, k))
+            for k in ("ca_file", "cert_file", "key_file", "password_file")
+        }
     )
     sec = cfg.plc.opcua.security
     sec = sec.model_copy(

@@ -60,7 +60,7 @@ def start_refusals() -> tuple[type[Exception], ...]:
 
     Each names its cause and fix: the data folder in use, a model that cannot be
     loaded, rules naming unknown classes, a PLC port taken, a store written by a
-    newer release, too little free disk. Imported here, on demand, so that a
+    newer release, too little free disk, an unreadable broker password file. Imported here, on demand, so that a
     command's ``--help`` loads none of it.
     """
     from kanjian.inference.bundle import BundleError
@@ -70,6 +70,7 @@ def start_refusals() -> tuple[type[Exception], ...]:
     from kanjian.station.ruleset import RulesError
     from kanjian.station.schema import StoreTooNewError
     from kanjian.station.store_health import LowDiskSpaceError
+    from kanjian.station.sync.config import MqttSecretError
 
     return (
         DataFolderInUseError,
@@ -80,4 +81,5 @@ def start_refusals() -> tuple[type[Exception], ...]:
         PlcServerError,
         StoreTooNewError,
         LowDiskSpaceError,
+        MqttSecretError,
     )

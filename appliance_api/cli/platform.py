@@ -17,12 +17,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kanjian.appliance_api.cli.platform_rollout import acl_command, rollout_app
+
 console = Console(stderr=True)
 out = Console()
 
 platform_app = typer.Typer(
     help="The cluster platform's side: receivers, report, schema, sites, model rollout."
 )
+platform_app.add_typer(rollout_app, name="rollout")  # staged rollouts (platform_rollout.py)
+platform_app.command("acl")(acl_command)  # broker credentials and ACL (platform_rollout.py)
 
 HostOpt = Annotated[str, typer.Option(help="MQTT broker host")]
 PortOpt = Annotated[int, typer.Option(help="MQTT broker port")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from kanjian.inference.types import Verdict
 from kanjian.station.records import verdict_names
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     UploadVerdict = str
 else:  # a MISSED inspection has no image to upload
     UploadVerdict = verdict_names(Verdict.MISSED)
+
+
+class MqttSecretError(ValueError):
+    """The broker password file cannot be read or is empty (the message names it)."""
 
 
 class MqttConfig(BaseModel):
@@ -38,7 +42,14 @@ class MqttConfig(BaseModel):
         "stable: the broker keeps the station's session (confirmations, commands) under it",
     )
     username: str | None = Field(None, max_length=256, description="broker user name")
-    password: SecretStr | None = Field(None, description="broker password")
+    password: SecretStr | None = Field(
+        None, description="broker password (prefer password_file: it keeps it out of the config)"
+    )
+    password_file: Path | None = Field(
+        None,
+        description="file holding the broker password (its first line; e.g. the one "
+        "`kanjian platform acl` wrote for this station); relative to the config file",
+    )
     tls: bool = Field(False, description="connect with TLS")
     ca_file: Path | None = Field(None, description="CA bundle to verify the broker (TLS)")
     cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
@@ -65,6 +76,36 @@ class MqttConfig(BaseModel):
     topic_prefix: str = Field(
         "kanjian/v1", pattern=r"^[^#+]+$", description="first levels of every topic"
     )
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give the broker password once: password or password_file, not both")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username (the broker user it belongs to)")
+        return self
+
+    def secret(self) -> str | None:
+        """The broker password: ``password``, or the first line of ``password_file``.
+
+        Raises:
+            MqttSecretError: the password file cannot be read or is empty.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise MqttSecretError(
+                f"sync.mqtt.password_file {self.password_file}: cannot read it ({e}); "
+                "point it at the file `kanjian platform acl` wrote for this station"
+            ) from None
+        first = text.splitlines()[0].strip() if text.strip() else ""
+        if not first:
+            raise MqttSecretError(f"sync.mqtt.password_file {self.password_file} is empty")
+        return first
 
 
 class S3Config(BaseModel):

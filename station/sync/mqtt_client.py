@@ -55,9 +55,7 @@ def make_client(
         manual_ack=manual_ack,
     )
     if cfg.username is not None:
-        client.username_pw_set(
-            cfg.username, cfg.password.get_secret_value() if cfg.password else None
-        )
+        client.username_pw_set(cfg.username, cfg.secret())
     if cfg.tls:
         client.tls_set(
             ca_certs=str(cfg.ca_file) if cfg.ca_file else None,

@@ -84,6 +84,8 @@ def start_sync(station: Station) -> SyncService | None:
     cfg = station.config
     if not cfg.sync.enabled:
         return None
+    # an unreadable password file stops the start here, named, not the sync's thread later
+    cfg.sync.mqtt.secret()
     ident = Identity(cfg.station.site, cfg.station.line, cfg.station.id)
     worker = SyncWorker(
         station.store.db_path,
