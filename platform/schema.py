@@ -15,6 +15,8 @@ to :data:`LATEST`, one transaction per migration, recorded in
    there are converted: text times parsed (unreadable ones become NULL;
    ``captured_at`` falls back to ``judged_at``, then ``received_at``), detections read
    from ``payload_json`` with the receiver's own parser.
+3. ``platform_tokens``: the fleet page's access tokens, each with a role and a scope
+   (a firm, or sites; the whole cluster for an admin) (:mod:`kanjian.platform.schema_v3`).
 
 Receivers that start together wait for each other on an advisory lock; the first
 migrates, the others find the work done. A database migrated further than this code
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kanjian.platform import schema_v2
+from kanjian.platform import schema_v2, schema_v3
 
 #: release 1's tables (SQLite and PostgreSQL): the reference receiver as first shipped
 V1_DDL = [
@@ -99,9 +101,15 @@ def _typed(cur: Any) -> None:
         cur.execute(sql)
 
 
+def _tokens(cur: Any) -> None:
+    for sql in schema_v3.DDL:
+        cur.execute(sql)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "receiver_v1", _v1),
     Migration(2, "typed", _typed),
+    Migration(3, "platform_tokens", _tokens),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -22,7 +22,7 @@ import pytest
 
 from kanjian.platform.pg_writer import assign_site
 from kanjian.platform.receiver_db import ReceiverDB
-from kanjian.platform.schema import LATEST, SchemaError, applied, migrate
+from kanjian.platform.schema import LATEST, MIGRATIONS, SchemaError, applied, migrate
 from kanjian.station.store import DB_NAME, ResultStore
 from kanjian.station.sync.messages import inspection_message
 from kanjian.station.sync.outbox import Outbox
@@ -166,7 +166,7 @@ def test_release1_database_migrates_field_by_field(
     db = ReceiverDB(url)  # opening it migrates
     db.close()
     assert _rows(url, "SELECT version, name FROM platform_migrations ORDER BY 1") == [
-        (1, "receiver_v1"), (2, "typed")]  # fmt: skip
+        (m.version, m.name) for m in MIGRATIONS]  # fmt: skip
     after = {r[0]: r for r in _rows(url, f"SELECT {cols}, top_class, top_confidence, firm "
                                          "FROM inspections")}  # fmt: skip
     dets = {}
@@ -299,7 +299,9 @@ def test_migrate_and_site_commands(pg: pgpeer.Postgres, tmp_path: Path) -> None:
     done = subprocess.run([*cli, "migrate", "--db", url], capture_output=True, text=True,
                           timeout=120, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f"schema version {LATEST}" in done.stdout and "applied now: 1, 2" in done.stdout
+    assert f"schema version {LATEST}" in done.stdout and (
+        f"applied now: {', '.join(str(m.version) for m in MIGRATIONS)}" in done.stdout
+    )
     again = subprocess.run([*cli, "migrate", "--db", url], capture_output=True, text=True,
                            timeout=120, env=env)  # fmt: skip
     assert "applied now: nothing" in again.stdout
