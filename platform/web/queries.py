@@ -83,11 +83,12 @@ PARETO = """SELECT d.class_name, count(*) AS detections, count(DISTINCT d.inspec
         AND i.captured_at >= %(t0)s AND i.captured_at < %(t1)s AND {scope}
     GROUP BY d.class_name ORDER BY 2 DESC, 1"""
 
-#: events, newest first: one station's (events_station_at) or all in scope (events_at)
+#: events, newest first (ties by id): one station's (events_station_at) or all in scope
+#: (events_at; an incremental sort breaks ties in time)
 EVENTS = f"""SELECT e.event_id, e.site, e.line, e.station, e.event, e.at, e.data
     FROM events e
     WHERE {{scope}} AND {_FILTERS.format(p="e.")}
-    ORDER BY e.at DESC LIMIT %(limit)s"""
+    ORDER BY e.at DESC, e.event_id DESC LIMIT %(limit)s"""
 
 #: a station's latest FAIL parts that have a picture in object storage, newest first
 FAIL_PICTURES = """SELECT inspection_id, captured_at, verdict, top_class, top_confidence,
