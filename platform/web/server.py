@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from kanjian.appliance_api.http.guard import AuthGuard, allowed_hosts
 from kanjian.platform.web.app import create_app
@@ -43,6 +44,20 @@ class ServeOptions:
     connections: int = 4
 
 
+def s3_client(opts: ServeOptions) -> Any:
+    """A boto3 client that signs links with Signature Version 4 (what AWS requires, MinIO
+    and SeaweedFS accept), path-style; credentials from boto3's usual places."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=opts.s3_endpoint,
+        region_name=opts.s3_region,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 def build_state(opts: ServeOptions) -> tuple[FleetState, set[str] | None]:
     """The app's state and allowed ``Host`` names; refuses a database at another schema
     (:class:`~kanjian.platform.web.db.SchemaTooOld`)."""
@@ -52,11 +67,7 @@ def build_state(opts: ServeOptions) -> tuple[FleetState, set[str] | None]:
     pool.check_schema()
     links = None
     if opts.s3_endpoint:
-        from kanjian.station.sync.config import S3Config
-        from kanjian.station.sync.objectstore import make_s3_client
-
-        s3 = S3Config(endpoint_url=opts.s3_endpoint, bucket=opts.s3_bucket, region=opts.s3_region)
-        links = PictureLinks(make_s3_client(s3), opts.s3_bucket, opts.link_s)
+        links = PictureLinks(s3_client(opts), opts.s3_bucket, opts.link_s)
     return FleetState(pool, links, AuthGuard.from_config(api)), allowed_hosts(api)
 
 

@@ -110,7 +110,7 @@
         ? t("unknown")
         : t("backlog_" + s.backlog.state) + (s.backlog.entries === null ? "" : ` (${s.backlog.entries})`);
     const model = s.model && s.model.name ? `${s.model.name} ${s.model.version || ""}`.trim() : "—";
-    const camera = s.camera.state === "connected" || s.camera.state === "unknown" ? t(s.camera.state) : s.camera.state;
+    const camera = t(s.camera.state); // the station's own word where the page has none
     return [
       el("td", { "data-key": "availability", "data-value": s.availability },
         el("span", { class: "dot " + s.availability, text: t(s.availability) })),
@@ -198,6 +198,9 @@
       );
   };
 
+  // a model's sha256 (64 hex digits) in an event's data, shown as its first 12
+  const short = (_k, v) => (typeof v === "string" && /^[0-9a-f]{64}$/.test(v) ? v.slice(0, 12) + "…" : v);
+
   /** Events, newest first; `where` adds the station column (the fleet's list). */
   FL.events = (table, events, where) => {
     const body = FL.head(table, [t("time"), ...(where ? [t("station")] : []), t("event"), t("data")]);
@@ -209,7 +212,7 @@
           el("th", { text: FL.when(e.at) }),
           ...(where ? [el("td", { "data-key": "station", "data-value": station }, el("a", { href: FL.stationPath(e), text: station }))] : []),
           FL.cell("event", FL.eventWord(e.event), e.event),
-          FL.cell("data", e.data ? JSON.stringify(e.data).slice(0, 160) : "", "")),
+          FL.cell("data", e.data ? JSON.stringify(e.data, short).slice(0, 160) : "", "")),
       );
     }
   };

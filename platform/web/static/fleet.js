@@ -108,13 +108,16 @@
 
   function renderGroups(g) {
     $("f-by").value = g.by;
+    // yields sit close together near the top: the axis starts a little below the lowest
+    const lowest = Math.min(100, ...g.rows.map((r) => (r.yield_pct === null ? 100 : r.yield_pct)));
+    const floor = Math.max(0, Math.floor(lowest / 5) * 5 - 5);
     FL.chart("yield", {
       type: "bar",
       data: {
         labels: g.rows.map(groupLabel),
         datasets: [{ label: t("yield"), data: g.rows.map((r) => r.yield_pct), backgroundColor: FL.COLOURS.PASS }],
       },
-      options: { scales: { y: { min: 0, max: 100 } } },
+      options: { scales: { y: { min: floor, max: 100 } } },
     });
     const body = FL.head($("t-yield"), [t("group"), ...FL.countHeads()]);
     for (const r of g.rows)
