@@ -279,7 +279,8 @@ def test_migrations_refuse_what_they_cannot_type(pg: pgpeer.Postgres) -> None:
                             ).fetchone() == ("text",)  # fmt: skip
         conn.execute("DELETE FROM inspections")
         conn.commit()
-        assert migrate(conn) == [2] and migrate(conn) == []  # then it goes, once
+        # then it goes (and the later ones after it), once
+        assert migrate(conn) == [m.version for m in MIGRATIONS[1:]] and migrate(conn) == []
         conn.execute("INSERT INTO platform_migrations (version, name) VALUES (%s, 'future')",
                      [LATEST + 1])  # fmt: skip
         conn.commit()
