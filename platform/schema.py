@@ -16,7 +16,8 @@ to :data:`LATEST`, one transaction per migration, recorded in
    ``captured_at`` falls back to ``judged_at``, then ``received_at``), detections read
    from ``payload_json`` with the receiver's own parser.
 3. ``platform_tokens``: the fleet page's access tokens, each with a role and a scope
-   (a firm, or sites; the whole cluster for an admin) (:mod:`kanjian.platform.schema_v3`).
+   (a firm, or sites; the whole cluster for an admin), and a partial index of the
+   station list's state events (:mod:`kanjian.platform.schema_v3`).
 
 Receivers that start together wait for each other on an advisory lock; the first
 migrates, the others find the work done. A database migrated further than this code

@@ -31,7 +31,7 @@ _FILTERS = """(%(site)s::text IS NULL OR {p}site = %(site)s)
 #: stations (one, or all in scope), with what the station list shows: availability (the
 #: retained topic), the latest inspection's verdict and model, the latest camera event
 #: and the latest backlog event. Laterals read inspections_station_time and
-#: events_station_at backwards, one or a few index entries per station.
+#: events_station_state (partial: those four events only) backwards, one entry per station.
 STATIONS = f"""SELECT f.firm, s.site, s.line, s.station, s.availability, s.updated_at,
         s.last_received_at, l.inspection_id, l.captured_at, l.verdict, l.model_name,
         l.model_version, c.event, c.data, c.at, b.event, b.data, b.at
