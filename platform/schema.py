@@ -15,6 +15,9 @@ to :data:`LATEST`, one transaction per migration, recorded in
    there are converted: text times parsed (unreadable ones become NULL;
    ``captured_at`` falls back to ``judged_at``, then ``received_at``), detections read
    from ``payload_json`` with the receiver's own parser.
+3. ``platform_tokens``: the fleet page's access tokens, each with a role and a scope
+   (a firm, or sites; the whole cluster for an admin), and a partial index of the
+   station list's state events (:mod:`kanjian.platform.schema_v3`).
 4. ``rollouts``: staged rollouts, the catalogue of bundles the platform uploaded and
    the platform's audit (:mod:`kanjian.platform.schema_rollout`).
 
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kanjian.platform import schema_rollout, schema_v2
+from kanjian.platform import schema_rollout, schema_v2, schema_v3
 
 #: release 1's tables (SQLite and PostgreSQL): the reference receiver as first shipped
 V1_DDL = [
@@ -101,6 +104,11 @@ def _typed(cur: Any) -> None:
         cur.execute(sql)
 
 
+def _tokens(cur: Any) -> None:
+    for sql in schema_v3.DDL:
+        cur.execute(sql)
+
+
 def _rollouts(cur: Any) -> None:
     for sql in schema_rollout.DDL:
         cur.execute(sql)
@@ -109,7 +117,7 @@ def _rollouts(cur: Any) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "receiver_v1", _v1),
     Migration(2, "typed", _typed),
-    # (3 is the platform's API tokens)
+    Migration(3, "platform_tokens", _tokens),
     Migration(4, "rollouts", _rollouts),
 )
 LATEST = MIGRATIONS[-1].version

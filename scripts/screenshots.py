@@ -7,13 +7,17 @@ token, in each language of :data:`LANGS` and at each size of :data:`SIZES`, and
 saves ``docs/{page}-{lang}-{W}x{H}.png`` (colours reduced, so each stays small).
 
     .venv/bin/python scripts/screenshots.py [--only screen] [--only zones] [--only trends]
-                                            [--out docs]
+                                            [--only fleet] [--out docs]
 
 Every picture in docs/ is drawn here, nowhere else: ``zones`` is ``docs/zones.png``
 (the zones page on the same demo station, an ROI and an ignore zone set through the
 API, in English at 1280x900); ``trends`` is ``docs/history.png`` and ``docs/shift.png``
 (and their ``-en`` twins), drawn from the history tests' station with known rows
-(tests/support/trends_station.py), not the demo, as an engineer sees them.
+(tests/support/trends_station.py), not the demo, as an engineer sees them; ``fleet`` is
+``docs/fleet.png`` and ``docs/fleet-station.png``: ``kanjian platform serve`` over a
+platform holding 48 hours of three firms' stations (tests/support/fleet_platform.py:
+PostgreSQL, Mosquitto, the receiver, SeaweedFS with NEU-DET pictures), the fleet page as
+a cluster admin (Chinese) and one station's page as a viewer of its firm (English).
 
 A new page is one row of :data:`PAGES`: its name, its path, and a function that
 waits until the page is worth a picture.
@@ -185,11 +189,44 @@ def shoot_trends(browser: Any, out: Path, langs: tuple[str, ...] = LANGS) -> Non
             raise SystemExit(log)
 
 
+def shoot_fleet(browser: Any, out: Path) -> None:
+    """docs/fleet.png (the fleet page, a cluster-wide admin, Chinese) and
+    docs/fleet-station.png (a station with a bad hour, a viewer of its firm, English)."""
+    from tests.support.fleet_platform import running_fleet
+
+    images = S.NEU_IMAGES if S.NEU_IMAGES.is_dir() else None
+    with (
+        tempfile.TemporaryDirectory(prefix="kanjian-fleet-shot-") as tmp,
+        running_fleet(Path(tmp), hours=48, per_hour=30, images_dir=images) as fp,
+    ):
+        shots = (("fleet.png", "/", "admin", "zh"),
+                 ("fleet-station.png", "/station/sz-01/L1/L1-b", "viewer-acme", "en"))  # fmt: skip
+        for name, path, token, lang in shots:
+            ctx = browser.new_context(viewport={"width": 1600, "height": 1000},
+                                      locale="zh-CN" if lang == "zh" else "en-GB",
+                                      timezone_id="Asia/Shanghai")  # fmt: skip
+            ctx.add_init_script(f"localStorage.setItem('kanjian.lang', '{lang}')")
+            page = ctx.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{fp.url}{path}#token={fp.tokens[token]}")
+            page.wait_for_selector("#state[data-state=ready]")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#pictures img')]"
+                ".every((i) => i.complete && i.naturalWidth > 0)"
+            )
+            png = small_png(page.screenshot(full_page=True), colours=128)
+            (out / name).write_bytes(png)
+            print(f"wrote {out / name} ({len(png) // 1024} KiB)")
+            ctx.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNGs")
     ap.add_argument(
-        "--only", action="append", help="screen, zones or trends (default: all); repeatable"
+        "--only",
+        action="append",
+        help="screen, zones, trends or fleet (default: all); repeatable",
     )
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
@@ -226,6 +263,8 @@ def main() -> int:
                     return 1
         if wanted("trends"):
             shoot_trends(browser, args.out)
+        if wanted("fleet"):
+            shoot_fleet(browser, args.out)
         browser.close()
     return 0
 

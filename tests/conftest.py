@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support.api_env import env  # noqa: F401  (the API tests' station + server)
+from tests.support.fleet_platform import fleet_platform  # noqa: F401  (the fleet page's tests)
 from tests.support.station_log import station_dir  # noqa: F401  (a logged station, export tests)
 
 if TYPE_CHECKING:

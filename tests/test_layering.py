@@ -46,6 +46,14 @@ RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("kanjian.appliance_api", lay, (f"kanjian.{lay}",))
         for lay in ("camera", "kernels", "inference", "station")
     ),
+    # the fleet page is a web face like the station's: it reuses the station's Host and
+    # failed-login guards and its p-chart formula (and serves its page files, read as
+    # package data), nothing that runs a station
+    (
+        "kanjian.platform.web",
+        "appliance_api",
+        ("kanjian.appliance_api.http.guard", "kanjian.appliance_api.http.trends"),
+    ),
     ("kanjian.platform", "inference", ("kanjian.inference",)),
     ("kanjian.platform", "station", ("kanjian.station",)),
     *(("kanjian.training", lay, (f"kanjian.{lay}",)) for lay in ("camera", "kernels", "inference")),

@@ -45,7 +45,7 @@ PACKAGE_DIRS = (
     "platform",
 )
 #: the data files pyproject ships (package-data), under these folders
-DATA_DIRS = ("station/demo", "appliance_api/http/static")
+DATA_DIRS = ("station/demo", "appliance_api/http/static", "platform/web/static")
 #: a CPU onnxruntime older than the newest, from the machine's index: JetPack's stand-in
 STAND_IN_ORT = "onnxruntime==1.30.0"
 

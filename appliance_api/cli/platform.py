@@ -1,4 +1,5 @@
-"""CLI commands of the cluster platform's side: ``kanjian platform receive|report|deploy``.
+"""CLI commands of the cluster platform's side: ``kanjian platform receive|report|deploy|serve``
+(and ``token``, :mod:`kanjian.appliance_api.cli.platform_token`).
 
 The work lives in :mod:`kanjian.platform`; paho, boto3 and the database drivers are
 imported inside the commands.
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kanjian.appliance_api.cli.platform_rollout import acl_command, rollout_app
+from kanjian.appliance_api.cli.platform_token import token_app
 
 console = Console(stderr=True)
 out = Console()
@@ -27,6 +29,7 @@ platform_app = typer.Typer(
 )
 platform_app.add_typer(rollout_app, name="rollout")  # staged rollouts (platform_rollout.py)
 platform_app.command("acl")(acl_command)  # broker credentials and ACL (platform_rollout.py)
+platform_app.add_typer(token_app, name="token")
 
 HostOpt = Annotated[str, typer.Option(help="MQTT broker host")]
 PortOpt = Annotated[int, typer.Option(help="MQTT broker port")]
@@ -247,6 +250,47 @@ def platform_deploy(
     publish.single(topic, deploy_message(cid, key, sha, bucket), qos=1, hostname=host, port=port,
                    auth=auth, tls={"ca_certs": str(ca_file)} if tls else None)  # type: ignore[arg-type]  # fmt: skip
     out.print(f"sent {cid}: s3://{bucket}/{key} sha256 {sha} to {topic}")
+
+
+@platform_app.command("serve")
+def platform_serve(
+    db: DbOpt,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8090,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="object storage of the stations' pictures (the browser must reach "
+            "it: links point there); credentials from boto3's usual places"
+        ),
+    ] = None,
+    s3_bucket: Annotated[str, typer.Option(help="the pictures' bucket")] = "kanjian",
+    s3_region: Annotated[str, typer.Option(help="S3 region to sign for")] = "us-east-1",
+    link_s: Annotated[
+        int, typer.Option(min=10, max=604_800, help="how long a picture link works, s")
+    ] = 600,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="another Host name the page answers to (repeatable; * for any)"),
+    ] = None,
+) -> None:
+    """The fleet page and its API over the platform's PostgreSQL (read-only), for
+    platform tokens (kanjian platform token create)."""
+    import logging
+
+    from kanjian.platform.web.db import SchemaTooOld
+    from kanjian.platform.web.server import ServeOptions, serve
+
+    _need_pg(db)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    opts = ServeOptions(db=db, host=host, port=port, s3_endpoint=s3_endpoint,
+                        s3_bucket=s3_bucket, s3_region=s3_region, link_s=link_s,
+                        hosts=list(allowed_host or []))  # fmt: skip
+    try:
+        serve(opts)
+    except SchemaTooOld as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:
