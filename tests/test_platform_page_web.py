@@ -36,7 +36,7 @@ READ = """() => {
       (td) => [td.dataset.key, td.dataset.value])),
   }));
   const out = Object.fromEntries(['t-stations', 't-hourly', 't-pchart', 't-yield', 't-pareto',
-    't-events', 't-station'].map((id) => [id, document.getElementById(id) ? rows(id) : null]));
+    't-events', 't-station', 't-rollouts'].map((id) => [id, document.getElementById(id) ? rows(id) : null]));
   out.summary = Object.fromEntries([...document.querySelectorAll('#summary b')]
     .map((b) => [b.id, b.textContent]));
   const c = window.KJ_CHARTS;
@@ -86,7 +86,10 @@ def _num(v: Any) -> float | None:
 
 
 def test_the_fleet_page_shows_the_apis_numbers(web: Browser) -> None:
+    from tests.support.fleet_rollouts import seed
+
     fp = web.fp
+    seed(fp.pg.url)  # rollouts of acme's stations, of borealis', and one over both
     q = params(fp)
     page = web.page("/?" + urlencode(q))
     page.wait_for_selector("#state[data-state=ready]")
@@ -146,6 +149,11 @@ def test_the_fleet_page_shows_the_apis_numbers(web: Browser) -> None:
     assert got["charts"]["pareto"]["data"][0] == [c["detections"] for c in pareto["classes"]]
     assert [r["attrs"]["eventId"] for r in got["t-events"]] == [
         e["event_id"] for e in fp.json("/api/events", limit=30)]  # fmt: skip
+    # the rollouts this token may see (all their stations in its scope), as the API has them
+    rollouts = fp.json("/api/rollouts", limit=10)
+    assert [r["rollout_id"] for r in rollouts] == ["ro-acme"]
+    assert [(r["attrs"]["rollout"], r["attrs"]["state"]) for r in got["t-rollouts"]] == [
+        (r["rollout_id"], r["state"]) for r in rollouts]  # fmt: skip
     for other in ("borealis", "wx-01", "wx-02", "cathay", "nb-01", "lab-00"):
         assert other not in got["text"]
     assert not page.csp_errors

@@ -169,6 +169,22 @@ def case_events(fp: FleetPlatform, token: str) -> None:
     not_found_as_nobody(fp, token, "/api/events", "wx-01", site="wx-01")
 
 
+def case_rollouts(fp: FleetPlatform, token: str) -> None:
+    from tests.support.fleet_rollouts import seed
+
+    rollouts = seed(fp.pg.url)
+    got = ok_without_leak(fp, token, "/api/rollouts")
+    # only rollouts whose every station is in scope: a mixed one would leak through its
+    # rates and audit trail
+    want = {rid for rid, sites in rollouts.items() if set(sites) <= VIEWERS[token]}
+    assert {r["rollout_id"] for r in got} == want
+    for r in got:
+        assert {s["site"] for s in r["stations"]} <= VIEWERS[token]
+        assert r["audit"] and {a["site"] for a in r["audit"]} <= VIEWERS[token]
+    admin = {r["rollout_id"] for r in fp.json("/api/rollouts", "admin")}
+    assert admin >= set(rollouts)
+
+
 #: (method, path) -> the scope check of that route; every API route must have one
 CASES: dict[tuple[str, str], Callable[[FleetPlatform, str], None]] = {
     ("GET", "/api/whoami"): case_whoami,
@@ -184,6 +200,7 @@ CASES: dict[tuple[str, str], Callable[[FleetPlatform, str], None]] = {
     ("GET", "/api/fail-rate"): case_counts("/api/fail-rate"),
     ("GET", "/api/pareto"): case_pareto,
     ("GET", "/api/events"): case_events,
+    ("GET", "/api/rollouts"): case_rollouts,
 }
 
 
@@ -203,7 +220,7 @@ def test_no_route_outside_the_api_serves_data() -> None:
     others = {p for _m, p in ROUTES} - {p for _m, p in API_ROUTES}
     assert others == {"/", "/station/{site}/{line}/{station}", "/static/{name}", "/static/fleet",
                       "/static/fonts", "/static/vendor/chartjs", "/openapi.json"}  # fmt: skip
-    assert set(CASES) == set(API_ROUTES) and len(API_ROUTES) == 9
+    assert set(CASES) == set(API_ROUTES) and len(API_ROUTES) == 10
 
 
 def test_the_other_firms_page_files_are_the_same_html(fleet_platform: FleetPlatform) -> None:

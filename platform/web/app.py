@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kanjian.appliance_api.http.guard import HostCheck
-from kanjian.platform.web import routes_fleet, routes_station
+from kanjian.platform.web import routes_fleet, routes_rollouts, routes_station
 from kanjian.platform.web.deps import FleetState
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ STATION_FILES = ("auth.js", "pages.js", "pages.css", "i18n.js", "i18n-pages.js")
 STATION_FOLDERS = ("fonts", "vendor/chartjs")
 
 #: routers of the platform's API; another room adds its own here (e.g. rollouts)
-ROUTERS = [routes_fleet.router, routes_station.router]
+ROUTERS = [routes_fleet.router, routes_station.router, routes_rollouts.router]
 
 
 def _csp(image_origin: str | None) -> bytes:

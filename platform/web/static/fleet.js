@@ -26,18 +26,19 @@
       const lines = [...new Set(stations.map((s) => `${s.site}/${s.line}`))]
         .filter((l) => !site || l.startsWith(site + "/"));
       const line = sel.line && lines.includes(sel.line) ? sel.line : lines[0] || null;
-      const [hourly, groups, failRate, events] = await Promise.all([
+      const [hourly, groups, failRate, events, rollouts] = await Promise.all([
         KJ.get("/api/yield?" + FL.query({ by: "hour", site })),
         KJ.get("/api/yield?" + FL.query({ by: sel.by, site })),
         KJ.get("/api/fail-rate?" + FL.query({ site })),
         KJ.get("/api/events?" + new URLSearchParams(site ? { site, limit: 30 } : { limit: 30 })),
+        KJ.get("/api/rollouts?limit=10"),
       ]);
       let pareto = null;
       if (line) {
         const [ps, pl] = line.split("/");
         pareto = await KJ.get("/api/pareto?" + FL.query({ site: ps, line: pl }));
       }
-      data = { stations, lines, line, hourly, groups, failRate, pareto, events };
+      data = { stations, lines, line, hourly, groups, failRate, pareto, events, rollouts };
     } catch (e) {
       FL.state("error", `${t("load_failed")}: ${e.message}`);
       return;
@@ -69,7 +70,29 @@
     renderGroups(data.groups);
     renderPareto();
     FL.events($("t-events"), data.events, true);
+    renderRollouts(data.rollouts);
     FL.renderWho();
+  }
+
+  // the newest rollouts in scope (GET /api/rollouts): state, stations per state, and the
+  // canaries' FAIL rate against the baseline the regression margin is measured from
+  function renderRollouts(rollouts) {
+    const body = FL.head($("t-rollouts"), [t("ro_id"), t("ro_model"), t("ro_state"), t("ro_stations"),
+      t("ro_canary_rate"), t("ro_baseline"), t("ro_window_ends")]);
+    if (!rollouts.length) body.append(el("tr", {}, el("td", { text: t("ro_none") })));
+    for (const r of rollouts) {
+      const counts = Object.entries(r.counts).map(([k, n]) => `${k} ${n}`).join(", ");
+      body.append(
+        el("tr", { "data-rollout": r.rollout_id, "data-state": r.state },
+          el("th", { text: r.rollout_id }),
+          FL.cell("model", `${r.name} v${r.version}`),
+          FL.cell("state", r.state),
+          FL.cell("stations", counts),
+          FL.cell("canary_rate", KJ.rate(r.canary_rate), r.canary_rate),
+          FL.cell("baseline", KJ.rate(r.baseline_rate), r.baseline_rate),
+          FL.cell("window_ends", r.window_ends ? KJ.localTime(r.window_ends) : "—")),
+      );
+    }
   }
 
   function renderSites(stations, site) {
