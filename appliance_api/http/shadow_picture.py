@@ -9,7 +9,6 @@ Colours are fixed per model, not per class: the question the picture answers is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import cv2
@@ -21,6 +20,7 @@ from kanjian.inference.heads.drawing import bgr_copy, fit
 from kanjian.inference.heads.label_text import label_px, put_label
 from kanjian.station.records import StoredInspection
 from kanjian.station.shadow.pictures import shadow_image
+from kanjian.station.shadow.report import shadow_boxes
 
 __all__ = ["ACTIVE_BGR", "SHADOW_BGR", "draw_pair", "shadow_image"]
 
@@ -60,10 +60,7 @@ def draw_pair(
     confidence)``: the boxes drawn (the screen's rule: what the verdict rules count; the
     weaker candidates stay in the report's numbers but would bury the picture)."""
     active: list[Box] = [(d.class_name, d.confidence, d.xyxy) for d in rec.detections]
-    shadow: list[Box] = [
-        (str(d[1]), float(d[2]), (float(d[3]), float(d[4]), float(d[5]), float(d[6])))
-        for d in json.loads(shadow_json)
-    ]
+    shadow: list[Box] = [(b.class_name, b.confidence, b.xyxy) for b in shadow_boxes(shadow_json)]
     if keep is not None:
         active = [b for b in active if keep(b[0], b[1])]
         shadow = [b for b in shadow if keep(b[0], b[1])]

@@ -17,12 +17,8 @@ from typing import Any
 
 import sqlite_utils
 
+from kanjian.inference.agreement import DEFECT_CALLS, feedback_says_defect
 from kanjian.station.shadow.config import ShadowConfig
-
-#: answers that say the part had a defect (wrong_class: a defect, of another class)
-DEFECT_ANSWERS = frozenset({"confirm_defect", "wrong_class"})
-#: the answer that says it had none
-NO_DEFECT_ANSWERS = frozenset({"not_defect"})
 
 
 def is_wrong(verdict: str, kind: str) -> bool:
@@ -34,11 +30,8 @@ def is_wrong(verdict: str, kind: str) -> bool:
     """
     if verdict == "ERROR":
         return True
-    if verdict in ("FAIL", "REVIEW"):
-        return kind in NO_DEFECT_ANSWERS
-    if verdict == "PASS":
-        return kind in DEFECT_ANSWERS
-    return False
+    # what the answer says of the part: the report's rule (inference.agreement)
+    return (verdict in DEFECT_CALLS) != feedback_says_defect(kind)
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,16 @@ report nothing to show. The shadow's runner still holds that frame when the answ
 comes back: it writes it here, ``<data_dir>/shadow/<shadow sha[:16]>/<seq>.jpg``, only
 when the verdicts differ and the store kept no picture, and keeps the newest
 ``keep`` of each shadow model (``shadow.keep_pictures``), deleting older ones as it
-writes: the folder is bounded by count whatever retention does (retention deletes
-the rows; a picture whose row is gone is only ever read through its row).
+writes, and the folders of the newest :data:`KEEP_MODELS` shadow models only (a
+station tries many candidates over months): the folder is bounded by count whatever
+retention does (retention deletes the rows; a picture whose row is gone is only ever
+read through its row).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import cv2
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 FOLDER = "shadow"
 #: JPEG quality of a kept picture (the store's own default)
 QUALITY = 90
+#: shadow models whose pictures are kept (the newest folders by modification time)
+KEEP_MODELS = 3
 
 
 def picture_dir(data_dir: Path, sha: str) -> Path:
@@ -48,7 +53,9 @@ def keep_picture(
     folder = picture_dir(data_dir, sha)
     path = folder / f"{int(seq)}.jpg"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():  # a new shadow model: let the oldest models' go
+            folder.mkdir(parents=True)
+            _trim_models(folder.parent, KEEP_MODELS)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
         if not ok:
             raise ValueError("JPEG encoding failed")
@@ -60,6 +67,12 @@ def keep_picture(
         log.warning("shadow: could not keep the picture of inspection %d: %s", seq, e)
         return None
     return path
+
+
+def _trim_models(root: Path, keep: int) -> None:
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _trim(folder: Path, keep: int) -> None:

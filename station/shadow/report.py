@@ -136,7 +136,8 @@ class ShadowReport:
     listed: tuple[ListedDisagreement, ...]
 
 
-def _shadow_boxes(text: str) -> tuple[DetBox, ...]:
+def shadow_boxes(text: str) -> tuple[DetBox, ...]:
+    """``shadow_results.detections_json`` as :class:`DetBox` records."""
     # stored as [class_id, class_name, confidence, x1, y1, x2, y2] (station/shadow/results.py)
     return tuple(
         DetBox(str(d[1]), float(d[2]), (float(d[3]), float(d[4]), float(d[5]), float(d[6])))
@@ -167,7 +168,7 @@ def read_pairs(
             active_boxes=tuple(
                 DetBox(d.class_name, d.confidence, d.xyxy) for d in dets.get(str(r[1]), ())
             ),
-            shadow_boxes=_shadow_boxes(str(r[5])),
+            shadow_boxes=shadow_boxes(str(r[5])),
             has_image=bool(r[6]),
             feedback_kind=r[7],
             feedback_class=r[8],
