@@ -27,6 +27,7 @@ from kanjian.platform.inbound import (
     text,
     timestamp,
 )
+from kanjian.platform.pg_feedback import insert_typed
 
 _COLS = (
     "inspection_id", "site", "line", "station", "stream", "seq", "captured_at", "judged_at",
@@ -141,15 +142,18 @@ def insert_event(
     site, line, station = (text(m.get(k)) or w for k, w in zip(("site", "line", "station"),
                                                                  where, strict=True))  # fmt: skip
     data = m.get("data")
+    at = timestamp(m.get("at")) or received_at
     cur.execute(
         "INSERT INTO events (event_id, firm, site, line, station, event, at, data, "
         "payload_json, received_at) SELECT %s::uuid, (SELECT firm FROM sites WHERE site = %s), "
         "%s, %s, %s, %s, %s, %s::jsonb, %s, %s ON CONFLICT DO NOTHING",
-        [m["event_id"], site, site, line, station, text(m["event"]),
-         timestamp(m.get("at")) or received_at,
+        [m["event_id"], site, site, line, station, text(m["event"]), at,
          json.dumps(clean_json(data)) if isinstance(data, dict) else None,
          json.dumps(m, separators=(",", ":")), received_at],
     )  # fmt: skip
+    if isinstance(data, dict) and site and line and station:
+        insert_typed(cur, str(m["event"]), clean_json(data), (site, line, station), at,
+                     received_at)  # fmt: skip
 
 
 def record_availability(
@@ -178,7 +182,8 @@ def assign_site(conn: Any, site: str, firm: str) -> dict[str, int]:
             "SET firm = excluded.firm, updated_at = now()",
             [site, firm],
         )
-    for table in ("stations", "station_hours", "events", "inspections"):
+    for table in ("stations", "station_hours", "events", "inspections", "feedback",
+                  "shadow_reports"):  # fmt: skip
         with conn.transaction():
             cur = conn.execute(
                 f"UPDATE {table} SET firm = %s WHERE site = %s AND firm IS DISTINCT FROM %s",

@@ -3,8 +3,9 @@
 A rollout deploys one bundle archive to a list of stations with the stations' own
 ``deploy_model`` command: first to the canaries (the first ``canary_count`` of the
 list), which are watched for a window; then to the rest. A canary that refuses the
-bundle, does not answer, or whose FAIL rate rises more than the margin above the
-baseline stops the rollout and rolls the canaries back (each gets the archive of
+bundle, does not answer, whose FAIL rate or share of parts operators said were judged
+wrong rises more than its margin above the baseline, or a shadow on the rollout's
+stations that agrees too seldom with the old model stops the rollout and rolls the canaries back (each gets the archive of
 the model it ran before, from the catalogue in :mod:`kanjian.platform.bundles`).
 :mod:`kanjian.platform.rollout_engine` moves rollouts on from the database rows
 (:mod:`kanjian.platform.schema_rollout`); every step writes a ``platform_audit`` row.
@@ -20,7 +21,7 @@ import math
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kanjian.platform.bundles import BundleRef, bundle_for_model, record_bundle
 
@@ -57,6 +58,14 @@ class RolloutPlan:
             was first sent counts as refusing it, s.
         resend_s: a command not yet answered is sent again this often (same command id:
             the station runs it once), s.
+        max_feedback_increase: stop when the share of the canaries' judged parts that
+            operators said were judged wrong (their latest answer contradicts the verdict)
+            exceeds the baseline's share by more than this (absolute, 0-1).
+        min_agreement: where the stations' shadow compared the new model with the one
+            each ran before (either way round: the new one as shadow before the rollout,
+            or the old one as shadow beside it), stop when, over at least
+            ``min_inspections`` frames, their verdicts agree less often than this (0-1;
+            0: not watched). Without such a shadow it is not watched.
     """
 
     stations: tuple[StationKey, ...]
@@ -68,6 +77,8 @@ class RolloutPlan:
     baseline_window_s: float = 3600.0
     answer_timeout_s: float = 300.0
     resend_s: float = 60.0
+    max_feedback_increase: float = 0.05
+    min_agreement: float = 0.95
 
     def __post_init__(self) -> None:
         if not self.stations:
@@ -84,8 +95,9 @@ class RolloutPlan:
                 "baseline 'others' needs stations besides the canaries: use fewer canaries "
                 "or --baseline before"
             )
-        if not 0.0 <= self.max_fail_rate_increase <= 1.0:
-            raise RolloutRefused("max FAIL rate increase is a fraction from 0 to 1")
+        for name in ("max_fail_rate_increase", "max_feedback_increase", "min_agreement"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RolloutRefused(f"{name.replace('_', ' ')} is a fraction from 0 to 1")
         if self.min_inspections < 1 or self.window_s < 0 or self.answer_timeout_s <= 0:
             raise RolloutRefused("min inspections >= 1, window >= 0, answer timeout > 0")
         if self.resend_s <= 0 or self.baseline_window_s <= 0:
@@ -151,29 +163,59 @@ def audit(
     )
 
 
-def fail_counts(
+class Counts(NamedTuple):
+    """A window's judged inspections: FAIL, judged (PASS/FAIL/REVIEW), and of the judged
+    ones, how many an operator answered (``answered``) and said were judged wrong
+    (``wrong``: the latest answer on the part; ``feedback.wrong``)."""
+
+    fail: int
+    judged: int
+    wrong: int
+    answered: int
+
+
+def window_counts(
     conn: Any, stations: list[StationKey], captured_since: datetime, *,
     received_since: datetime | None = None, model_sha256: str | None = None,
     not_model: str | None = None,
-) -> tuple[int, int]:  # fmt: skip
-    """``(FAIL, judged)`` of the stations' inspections captured since ``captured_since``
+) -> Counts:  # fmt: skip
+    """:class:`Counts` of the stations' inspections captured since ``captured_since``
     (a station's clock: the index range), received since ``received_since`` (the
     platform's clock), only by / not by one model. One index range per station
-    (``inspections_station_time``)."""
-    fail = judged = 0
+    (``inspections_station_time``), each judged part's latest answer by primary key."""
+    total = Counts(0, 0, 0, 0)
+    judged = "i.verdict IN ('PASS', 'FAIL', 'REVIEW')"
     for site, line, station in stations:
-        f, j = conn.execute(
-            "SELECT count(*) FILTER (WHERE verdict = 'FAIL'), "
-            "count(*) FILTER (WHERE verdict IN ('PASS', 'FAIL', 'REVIEW')) FROM inspections "
-            "WHERE site = %s AND line = %s AND station = %s AND captured_at >= %s "
-            "AND (%s::timestamptz IS NULL OR received_at >= %s) "
-            "AND (%s::text IS NULL OR model_sha256 = %s) "
-            "AND (%s::text IS NULL OR model_sha256 IS DISTINCT FROM %s)",
+        row = conn.execute(
+            f"SELECT count(*) FILTER (WHERE i.verdict = 'FAIL'), count(*) FILTER (WHERE {judged}), "
+            f"count(*) FILTER (WHERE {judged} AND f.wrong), "
+            f"count(*) FILTER (WHERE {judged} AND f.wrong IS NOT NULL) FROM inspections i "
+            "LEFT JOIN LATERAL (SELECT wrong FROM feedback WHERE feedback.inspection_id = "
+            "i.inspection_id ORDER BY feedback_id DESC LIMIT 1) f ON true "
+            "WHERE i.site = %s AND i.line = %s AND i.station = %s AND i.captured_at >= %s "
+            "AND (%s::timestamptz IS NULL OR i.received_at >= %s) "
+            "AND (%s::text IS NULL OR i.model_sha256 = %s) "
+            "AND (%s::text IS NULL OR i.model_sha256 IS DISTINCT FROM %s)",
             [site, line, station, captured_since, received_since, received_since, model_sha256,
              model_sha256, not_model, not_model],
         ).fetchone()  # fmt: skip
-        fail, judged = fail + int(f), judged + int(j)
-    return fail, judged
+        total = Counts(*(a + int(b) for a, b in zip(total, row, strict=True)))
+    return total
+
+
+def shadow_agreement(conn: Any, rollout_id: str, model_sha256: str) -> tuple[int, int]:
+    """``(frames, agreed)`` of the rollout's stations' shadow reports that compared
+    ``model_sha256`` with the model each station ran before the rollout, either way round
+    (the newest report per station and pair: the counts are cumulative)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(r.frames), 0), coalesce(sum(r.agreed), 0) FROM rollout_stations s "
+        "JOIN shadow_reports r ON r.site = s.site AND r.line = s.line AND r.station = s.station "
+        "AND ((r.shadow_sha256 = %s AND r.active_sha256 = s.model_before) OR "
+        "(r.active_sha256 = %s AND r.shadow_sha256 = s.model_before)) "
+        "WHERE s.rollout_id = %s",
+        [model_sha256, model_sha256, rollout_id],
+    ).fetchone()
+    return int(row[0]), int(row[1])
 
 
 def _model_before(conn: Any, key: StationKey) -> str | None:
@@ -232,11 +274,11 @@ def start_rollout(
         if problems:
             raise RolloutRefused("cannot start the rollout:\n  " + "\n  ".join(problems))
         canaries = list(plan.stations[: plan.canary_count])
-        base: tuple[int | None, int | None] = (None, None)
+        base: tuple[int | None, int | None, int | None] = (None, None, None)
         if plan.baseline_mode == "before":
             since = now - timedelta(seconds=plan.baseline_window_s)
-            base = fail_counts(conn, canaries, since)
-            if base[1] < plan.min_inspections:
+            base = window_counts(conn, canaries, since)[:3]
+            if (base[1] or 0) < plan.min_inspections:
                 raise RolloutRefused(
                     f"the canaries judged {base[1]} parts in the last "
                     f"{plan.baseline_window_s:g} s, fewer than --min-inspections "
@@ -247,12 +289,14 @@ def start_rollout(
             "INSERT INTO rollouts (rollout_id, state, created_at, created_by, updated_at, "
             "archive_sha256, model_sha256, name, version, bucket, key, canary_count, window_s, "
             "min_inspections, max_fail_rate_increase, baseline_mode, baseline_fail, "
-            "baseline_judged, answer_timeout_s, resend_s) VALUES (%s, 'canary', %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "baseline_judged, answer_timeout_s, resend_s, max_feedback_increase, min_agreement, "
+            "baseline_wrong) VALUES (%s, 'canary', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [rid, now, by, now, bundle.archive_sha256, bundle.model_sha256, bundle.name,
              bundle.version, bundle.bucket, bundle.key, plan.canary_count, plan.window_s,
              plan.min_inspections, plan.max_fail_rate_increase, plan.baseline_mode, base[0],
-             base[1], plan.answer_timeout_s, plan.resend_s],
+             base[1], plan.answer_timeout_s, plan.resend_s, plan.max_feedback_increase,
+             plan.min_agreement, base[2]],
         )  # fmt: skip
         for i, (key, sha) in enumerate(zip(plan.stations, before, strict=True)):
             conn.execute(
@@ -264,7 +308,7 @@ def start_rollout(
             )  # fmt: skip
         audit(conn, by, "rollout.start", rid, bundle=asdict(bundle),
               plan={**asdict(plan), "stations": ["/".join(k) for k in plan.stations]},
-              baseline={"fail": base[0], "judged": base[1]})  # fmt: skip
+              baseline={"fail": base[0], "judged": base[1], "wrong": base[2]})  # fmt: skip
     return rid
 
 
@@ -299,7 +343,8 @@ _ROLLOUT_COLS = (
     "rollout_id, state, created_at, created_by, updated_at, archive_sha256, model_sha256, name, "
     "version, bucket, key, canary_count, window_s, min_inspections, max_fail_rate_increase, "
     "baseline_mode, baseline_fail, baseline_judged, answer_timeout_s, window_start, "
-    "canary_fail, canary_judged, reason, finished_at"
+    "canary_fail, canary_judged, reason, finished_at, max_feedback_increase, min_agreement, "
+    "baseline_wrong, canary_wrong, canary_answered, shadow_frames, shadow_agreed"
 )
 _STATION_COLS = (
     "site, line, station, position, phase, state, model_before, deploy_command_id, "
@@ -315,6 +360,8 @@ def rollout_status(
 
     Each dict: the ``rollouts`` columns (times as ISO 8601 strings), ``active``
     (still moving), ``baseline_rate`` / ``canary_rate`` (FAIL / judged, or None),
+    ``baseline_wrong_rate`` / ``canary_wrong_rate`` (judged wrong by operators' feedback /
+    judged), ``agreement`` (the shadow's agreed / frames: None without a shadow report),
     ``window_ends`` (when the canaries' window closes, once it opened), ``counts``
     (stations per state), ``stations`` (the ``rollout_stations`` rows in order) and
     ``audit`` (its last ``audit_rows`` audit rows, oldest first: at, actor, action,
@@ -353,6 +400,9 @@ def rollout_status(
             active=r["state"] in ACTIVE_STATES,
             baseline_rate=_rate(r["baseline_fail"], r["baseline_judged"]),
             canary_rate=_rate(r["canary_fail"], r["canary_judged"]),
+            baseline_wrong_rate=_rate(r["baseline_wrong"], r["baseline_judged"]),
+            canary_wrong_rate=_rate(r["canary_wrong"], r["canary_judged"]),
+            agreement=_rate(r["shadow_agreed"], r["shadow_frames"]),
             window_ends=None if ws is None else _iso(ws + timedelta(seconds=r["window_s"])),
             counts=counts,
             stations=stations,

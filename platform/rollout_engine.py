@@ -4,7 +4,10 @@
 send the commands not sent yet (and again, with the same command id, those not
 answered for a while), take the stations' answers from the ``events`` the receivers
 stored (``model_activated`` / ``model_rejected`` carrying the command id), judge
-the canaries' FAIL rate against the baseline, and go on to the rest or roll back.
+the canaries against the baseline (their FAIL rate, and the share of their parts
+operators said were judged wrong: ``feedback`` rows) and, from before the first
+command, the shadow's agreement where the stations compared the new model with their
+old one (``shadow_reports``), and go on to the rest or roll back.
 Each rollout's step is one transaction holding its row (``FOR UPDATE SKIP
 LOCKED``), so any number of watchers may run, and a watcher that dies mid-step
 leaves the rows as they were: the next step sends again what it may have sent
@@ -24,7 +27,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kanjian.platform.bundles import BundleRef, bundle_by_archive, bundle_for_model
-from kanjian.platform.rollout import ACTIVE_STATES, StationKey, audit, fail_counts
+from kanjian.platform.rollout import (
+    ACTIVE_STATES,
+    StationKey,
+    audit,
+    shadow_agreement,
+    window_counts,
+)
 from kanjian.station.sync.messages import deploy_message
 
 log = logging.getLogger(__name__)
@@ -52,9 +61,14 @@ class _Rollout:
     baseline_mode: str
     baseline_fail: int | None
     baseline_judged: int | None
+    baseline_wrong: int | None
+    max_feedback_increase: float
+    min_agreement: float
     answer_timeout_s: float
     resend_s: float
     window_start: datetime | None
+    shadow_frames: int | None
+    shadow_agreed: int | None
 
 
 @dataclass
@@ -155,6 +169,8 @@ def _step(conn: Any, rid: str, send: Send, actor: str, now: datetime) -> bool:
     r, stations = loaded
     before = r.state
     bundle = bundle_by_archive(conn, r.archive_sha256)
+    if r.state == "canary":
+        _judge_shadow(conn, r, actor)
     if r.state == "rolling_back":
         _roll_back(conn, r, stations, send, actor, now)
     else:
@@ -237,14 +253,29 @@ def _start_rollback(conn: Any, r: _Rollout, actor: str, reason: str) -> None:
     log.warning("rollout %s: rolling back: %s", r.rollout_id, reason)
 
 
+def _judge_shadow(conn: Any, r: _Rollout, actor: str) -> None:
+    """Before any canary command and on every step of the canary phase: the shadow's
+    agreement, where the rollout's stations compared the new model with their old one."""
+    frames, agreed = shadow_agreement(conn, r.rollout_id, r.model_sha256)
+    _set_rollout(conn, r, shadow_frames=frames, shadow_agreed=agreed)
+    if r.min_agreement > 0 and frames >= r.min_inspections and agreed / frames < r.min_agreement:
+        reason = (f"the shadow's verdicts agreed with the model before on {agreed / frames:.3f} "
+                  f"of {frames} frames, below the least agreement {r.min_agreement:g}")  # fmt: skip
+        audit(conn, actor, "canary.failed", r.rollout_id, shadow_frames=frames,
+              shadow_agreed=agreed, agreement=agreed / frames, min_agreement=r.min_agreement)  # fmt: skip
+        _start_rollback(conn, r, actor, reason)
+
+
 def _judge_canaries(
     conn: Any, r: _Rollout, stations: list[_Station], actor: str, now: datetime
 ) -> None:
-    """Once every canary runs the bundle: their FAIL rate with it against the baseline."""
-    canaries = [s for s in stations if s.phase == "canary"]
-    if r.state != "canary" or any(s.state != "active" for s in canaries):
-        return
+    """Once every canary runs the bundle: their FAIL rate and operators' feedback with it
+    against the baseline."""
     rid = r.rollout_id
+    frames, agreed = r.shadow_frames or 0, r.shadow_agreed or 0
+    canaries = [s for s in stations if s.phase == "canary"]
+    if any(s.state != "active" for s in canaries):
+        return
     if r.window_start is None:
         last = conn.execute(
             "SELECT max(answered_at) FROM rollout_stations WHERE rollout_id = %s "
@@ -256,27 +287,40 @@ def _judge_canaries(
     assert r.window_start is not None
     # the new model's inspections received since the rollout began (a retry of a bundle
     # rolled back before does not count the earlier run's)
-    fail, judged = fail_counts(conn, [s.key for s in canaries], r.created_at - CLOCK_SLACK,
-                               received_since=r.created_at, model_sha256=r.model_sha256)  # fmt: skip
-    base_fail, base_judged = r.baseline_fail, r.baseline_judged
+    c = window_counts(conn, [s.key for s in canaries], r.created_at - CLOCK_SLACK,
+                      received_since=r.created_at, model_sha256=r.model_sha256)  # fmt: skip
+    base_fail, base_judged, base_wrong = r.baseline_fail, r.baseline_judged, r.baseline_wrong
     if r.baseline_mode == "others":
         others = [s.key for s in stations if s.phase == "rest"]
-        base_fail, base_judged = fail_counts(
+        base_fail, base_judged, base_wrong, _ = window_counts(
             conn, others, r.window_start - CLOCK_SLACK, received_since=r.window_start,
             not_model=r.model_sha256,
         )  # fmt: skip
-    _set_rollout(conn, r, canary_fail=fail, canary_judged=judged, baseline_fail=base_fail,
-                 baseline_judged=base_judged)  # fmt: skip
-    if judged < r.min_inspections or not base_judged:
+    _set_rollout(conn, r, canary_fail=c.fail, canary_judged=c.judged, canary_wrong=c.wrong,
+                 canary_answered=c.answered, baseline_fail=base_fail,
+                 baseline_judged=base_judged, baseline_wrong=base_wrong)  # fmt: skip
+    if c.judged < r.min_inspections or not base_judged:
         return
-    rate, base = fail / judged, (base_fail or 0) / base_judged
-    numbers: dict[str, Any] = {"canary_fail": fail, "canary_judged": judged, "canary_rate": rate,
-               "baseline_fail": base_fail, "baseline_judged": base_judged, "baseline_rate": base,
-               "max_fail_rate_increase": r.max_fail_rate_increase}  # fmt: skip
+    rate, base = c.fail / c.judged, (base_fail or 0) / base_judged
+    wrong, base_w = c.wrong / c.judged, (base_wrong or 0) / base_judged
+    numbers: dict[str, Any] = {
+        "canary_fail": c.fail, "canary_judged": c.judged, "canary_rate": rate,
+        "baseline_fail": base_fail, "baseline_judged": base_judged, "baseline_rate": base,
+        "max_fail_rate_increase": r.max_fail_rate_increase, "canary_wrong": c.wrong,
+        "canary_answered": c.answered, "canary_wrong_rate": wrong, "baseline_wrong": base_wrong,
+        "baseline_wrong_rate": base_w, "max_feedback_increase": r.max_feedback_increase,
+        "shadow_frames": frames, "shadow_agreed": agreed,
+    }  # fmt: skip
+    reason = None
     if rate - base > r.max_fail_rate_increase:
-        reason = (f"canary FAIL rate {rate:.3f} over {judged} parts is {rate - base:+.3f} "
+        reason = (f"canary FAIL rate {rate:.3f} over {c.judged} parts is {rate - base:+.3f} "
                   f"against the baseline {base:.3f}, beyond the margin "
                   f"{r.max_fail_rate_increase:g}")  # fmt: skip
+    elif wrong - base_w > r.max_feedback_increase:
+        reason = (f"operators said the canaries judged {c.wrong} of {c.judged} parts wrong "
+                  f"({wrong:.3f}, {wrong - base_w:+.3f} against the baseline {base_w:.3f}), "
+                  f"beyond the margin {r.max_feedback_increase:g}")  # fmt: skip
+    if reason is not None:
         audit(conn, actor, "canary.failed", rid, **numbers)
         _start_rollback(conn, r, actor, reason)
         return

@@ -20,6 +20,8 @@ to :data:`LATEST`, one transaction per migration, recorded in
    station list's state events (:mod:`kanjian.platform.schema_v3`).
 4. ``rollouts``: staged rollouts, the catalogue of bundles the platform uploaded and
    the platform's audit (:mod:`kanjian.platform.schema_rollout`).
+5. ``feedback``: operator feedback and shadow agreement as typed rows, and the
+   rollouts' margins for them (:mod:`kanjian.platform.schema_feedback`).
 
 Receivers that start together wait for each other on an advisory lock; the first
 migrates, the others find the work done. A database migrated further than this code
@@ -33,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kanjian.platform import schema_rollout, schema_v2, schema_v3
+from kanjian.platform import schema_feedback, schema_rollout, schema_v2, schema_v3
 
 #: release 1's tables (SQLite and PostgreSQL): the reference receiver as first shipped
 V1_DDL = [
@@ -114,11 +116,17 @@ def _rollouts(cur: Any) -> None:
         cur.execute(sql)
 
 
+def _feedback(cur: Any) -> None:
+    for sql in schema_feedback.DDL:
+        cur.execute(sql)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "receiver_v1", _v1),
     Migration(2, "typed", _typed),
     Migration(3, "platform_tokens", _tokens),
     Migration(4, "rollouts", _rollouts),
+    Migration(5, "feedback", _feedback),
 )
 LATEST = MIGRATIONS[-1].version
 

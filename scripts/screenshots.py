@@ -17,7 +17,8 @@ API, in English at 1280x900); ``trends`` is ``docs/history.png`` and ``docs/shif
 ``docs/fleet.png`` and ``docs/fleet-station.png``: ``kanjian platform serve`` over a
 platform holding 48 hours of three firms' stations (tests/support/fleet_platform.py:
 PostgreSQL, Mosquitto, the receiver, SeaweedFS with NEU-DET pictures), the fleet page as
-a cluster admin (Chinese) and one station's page as a viewer of its firm (English).
+a cluster admin (Chinese, with the page tests' staged rollouts) and one station's page
+as a viewer of its firm (English).
 
 A new page is one row of :data:`PAGES`: its name, its path, and a function that
 waits until the page is worth a picture.
@@ -193,12 +194,14 @@ def shoot_fleet(browser: Any, out: Path) -> None:
     """docs/fleet.png (the fleet page, a cluster-wide admin, Chinese) and
     docs/fleet-station.png (a station with a bad hour, a viewer of its firm, English)."""
     from tests.support.fleet_platform import running_fleet
+    from tests.support.fleet_rollouts import seed
 
     images = S.NEU_IMAGES if S.NEU_IMAGES.is_dir() else None
     with (
         tempfile.TemporaryDirectory(prefix="kanjian-fleet-shot-") as tmp,
         running_fleet(Path(tmp), hours=48, per_hour=30, images_dir=images) as fp,
     ):
+        seed(fp.pg.url)  # staged rollouts in the table (the fleet page tests' own rows)
         shots = (("fleet.png", "/", "admin", "zh"),
                  ("fleet-station.png", "/station/sz-01/L1/L1-b", "viewer-acme", "en"))  # fmt: skip
         for name, path, token, lang in shots:

@@ -154,6 +154,11 @@ def test_the_fleet_page_shows_the_apis_numbers(web: Browser) -> None:
     assert [r["rollout_id"] for r in rollouts] == ["ro-acme"]
     assert [(r["attrs"]["rollout"], r["attrs"]["state"]) for r in got["t-rollouts"]] == [
         (r["rollout_id"], r["state"]) for r in rollouts]  # fmt: skip
+    # its numbers: FAIL rate, what operators said, the shadow's agreement
+    [row], [r0] = got["t-rollouts"], rollouts
+    assert (r0["canary_rate"], r0["canary_wrong_rate"], r0["agreement"]) == (0.05, 0.1, 0.95)
+    assert [float(row["cells"][k]) for k in ("canary_rate", "wrong_rate", "agreement")] == [
+        0.05, 0.1, 0.95]  # fmt: skip
     for other in ("borealis", "wx-01", "wx-02", "cathay", "nb-01", "lab-00"):
         assert other not in got["text"]
     assert not page.csp_errors

@@ -1,7 +1,8 @@
 """Staged rollouts with real station processes, end to end.
 
-Real peers: three ``kanjian run`` stations (each reading a looping MJPEG camera of
-demo images at 4 frames/s, judging with the demo model), Mosquitto with the ACL and
+Real peers: three ``kanjian serve`` stations (each reading a looping MJPEG camera of
+demo images at 4 frames/s, judging with the demo model; operators answer through the
+station's own HTTP API, an engineer loads a shadow there), Mosquitto with the ACL and
 password files ``kanjian platform acl`` wrote (each station logs in with its own
 ``sync.mqtt.password_file``), SeaweedFS S3, PostgreSQL, ``kanjian platform receive``
 (the receivers' user) and ``kanjian platform rollout watch`` (the deployer's user).
@@ -11,7 +12,7 @@ The camera shows two parts the demo model passes and two it sends to review, so
 the FAIL rate is exactly 0 under the demo rules. Bundle ``good`` is the demo model
 with another ONNX (a metadata entry: another sha256, the same outputs); bundle
 ``bad`` is that model with rules that fail what was reviewed: its FAIL rate jumps
-to about half.
+to about half, and its verdicts agree with the others' on about half of the parts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from kanjian.station.store import DB_NAME
 from tests.peers import mosquitto as mosq
 from tests.peers import postgres as pgpeer
 from tests.peers import seaweed as weed
+from tests.support import api as S
 from tests.support.image_stream import ImageStream
 from tests.support.station_config import station_config, write_config
 from tests.support.sync import wait_for
@@ -82,6 +84,16 @@ class Fleet:
     procs: list[subprocess.Popen[bytes]]
     watcher_args: list[str] | None = None
     watcher: subprocess.Popen[bytes] | None = None
+    api: dict[str, tuple[str, dict[str, str]]] | None = None  # station -> (url, tokens)
+
+    def http(self, key: tuple[str, str, str], role: str) -> Any:
+        """An HTTP client of a station's API with its ``operator`` / ``engineer`` token."""
+        import httpx
+
+        assert self.api is not None
+        url, tokens = self.api[key[2]]
+        return httpx.Client(base_url=url, timeout=60,
+                            headers={"Authorization": f"Bearer {tokens[role]}"})  # fmt: skip
 
     def start_watcher(self) -> None:
         assert self.watcher_args is not None
@@ -141,6 +153,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     creds = work / "acl" / "credentials"
     procs: list[subprocess.Popen[bytes]] = []
     stoppers: list[Any] = []
+    api: dict[str, tuple[str, dict[str, str]]] = {}
     try:
         pg = pgpeer.Postgres(work / "pg").start()
         stoppers.append(pg.stop)
@@ -160,11 +173,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                              "rollout-receiver", "--gap-check-s", "2"],
                             work / "receiver.log", rec_env))  # fmt: skip
         for key in STATIONS:
+            port = mosq.free_port()
+            tokens = {r: S.make_token(work / key[2], r, f"{r}-{key[2]}")
+                      for r in ("operator", "engineer")}  # fmt: skip
+            api[key[2]] = (f"http://127.0.0.1:{port}", tokens)
             cfg = station_config(
                 work / key[2], bundle=DEMO / "model", model={"conf": None},  # the bundle's own
+                # an answer leaves the station 1 s after it can no longer be undone
+                api={"port": port, "feedback_undo_s": 1.0},
                 camera={"kind": "stream", "url": camera.url}, policy="latest",
                 station={"site": key[0], "line": key[1], "id": key[2]},
                 sync={"enabled": True, "confirm_timeout_s": 2.0, "close_drain_s": 0.0,
+                      "shadow_report_s": 1.0,
                       "mqtt": {"port": broker.port, "username": "/".join(key),
                                "password_file": str(creds.joinpath(*key[:2], key[2] + ".password")),
                                "reconnect_min_s": 1, "reconnect_max_s": 1, "keepalive_s": 5},
@@ -173,9 +193,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                              "secret_access_key": weed.SECRET_KEY}},
             )  # fmt: skip
             write_config(work / f"{key[2]}.yaml", cfg)
-            procs.append(_spawn([*CLI, "run", "-c", str(work / f"{key[2]}.yaml")],
+            procs.append(_spawn([*CLI, "serve", "-c", str(work / f"{key[2]}.yaml")],
                                 work / f"{key[2]}.log", env))  # fmt: skip
-        f = Fleet(pg.url, work, env, s3, bundles, procs)
+        f = Fleet(pg.url, work, env, s3, bundles, procs, api=api)
         f.watcher_args = [*CLI, "platform", "rollout", "watch", "--db", pg.url, "--port",
                           str(broker.port), "--username", "kanjian-deployer", "--password-file",
                           str(creds / "kanjian-deployer.password"), "--interval", "0.5s",
@@ -294,3 +314,83 @@ def test_a_bad_bundle_is_caught_on_the_canary_and_rolled_back(fleet: Fleet) -> N
                                      f"WHERE command_id LIKE '{rid}%'") == []  # fmt: skip
         assert fleet.station_db(key, f"SELECT sha256 FROM models WHERE sha256 = '{bad}'") == []
     assert bad in _models_on_the_platform(fleet, STATIONS[0])
+
+
+def test_operators_answers_on_the_canary_roll_it_back(fleet: Fleet) -> None:
+    """The demo model's verdicts are the good one's (FAIL rate 0 both), but the canary's
+    operator says each part it sends to review is fine: a regression the FAIL rate
+    cannot see. The answers go from the station's screen API through its sync."""
+    demo, good = _sha(DEMO / "model"), _sha(fleet.bundles["good"])
+    rid = fleet.start("--bundle", str(DEMO / "model"), "--canary", "1", "--window", "300s",
+                      "--min-inspections", "8", "--baseline-window", "10m",
+                      "--answer-timeout", "120s", "--resend", "30s")  # fmt: skip
+    wait_for(lambda: fleet.status(rid)["stations"][0]["state"] == "active", 120,
+             "the canary running the demo model", 0.2)  # fmt: skip
+    answered: list[str] = []
+
+    def answer_reviews() -> bool:
+        with fleet.http(STATIONS[0], "operator") as c:
+            page = c.get("/api/inspections", params={"verdict": "REVIEW", "feedback": "none",
+                                                     "model_sha256": demo, "limit": 50})  # fmt: skip
+            assert page.status_code == 200, page.text
+            for item in page.json()["items"]:
+                r = c.post(f"/api/inspections/{item['id']}/feedback", json={"kind": "not_defect"})
+                assert r.status_code == 201, r.text
+                answered.append(item["id"])
+        return not fleet.status(rid)["active"] or fleet.status(rid)["state"] != "canary"
+
+    wait_for(answer_reviews, 180, "the operators' answers to stop the canary", 1.0)
+    s = fleet.finished(rid)
+    assert s["state"] == "rolled_back" and "operators said" in s["reason"], s
+    failed = next(a["detail"] for a in s["audit"] if a["action"] == "canary.failed")
+    assert failed["canary_fail"] == 0 and failed["baseline_wrong_rate"] == 0.0
+    assert failed["canary_wrong_rate"] > 0.05
+    # what the platform counted is what the operator said, each answer once, with its model
+    rows = fleet.sql("SELECT inspection_id::text, kind, verdict::text, model_sha256, wrong "
+                     "FROM feedback WHERE station = 'st-1'")  # fmt: skip
+    assert {r[0] for r in rows} <= set(answered) and len(rows) == len({r[0] for r in rows})
+    assert {r[1:] for r in rows} == {("not_defect", "REVIEW", demo, True)}
+    assert failed["canary_wrong"] <= len(rows)
+    wait_for(lambda: fleet.station_db(
+        STATIONS[0], "SELECT model_sha256 FROM inspections ORDER BY seq DESC LIMIT 1"
+    ) == [(good,)], 60, "the canary judging with its old model")  # fmt: skip
+
+
+def test_a_shadow_that_disagrees_on_the_line_stops_the_rollout(fleet: Fleet) -> None:
+    """An engineer runs ``bad`` as the shadow on st-3 (its API); the station reports
+    the agreement to the platform; a rollout of ``bad`` stops before any command."""
+    good, bad = _sha(fleet.bundles["good"]), _sha(fleet.bundles["bad"])
+    key = STATIONS[2]
+    with fleet.http(key, "engineer") as c:
+        up = c.post("/api/models", content=S.pack(fleet.bundles["bad"]))
+        assert up.status_code in (200, 201), up.text
+        put = c.put("/api/shadow", json={"sha256": bad})
+        assert put.status_code == 200, put.text
+
+    def reported() -> bool:
+        rows = fleet.sql("SELECT frames FROM shadow_reports WHERE station = %s AND "
+                         "active_sha256 = %s AND shadow_sha256 = %s", [key[2], good, bad])  # fmt: skip
+        return bool(rows) and rows[0][0] >= 12
+
+    wait_for(reported, 120, "the shadow's agreement on the platform", 0.5)
+    with fleet.http(key, "engineer") as c:
+        assert c.delete("/api/shadow").status_code == 200  # the report stays on the platform
+    frames, agreed = fleet.sql("SELECT frames, agreed FROM shadow_reports WHERE station = %s",
+                               [key[2]])[0]  # fmt: skip
+    # the station's own numbers: its shadow results against its inspections
+    [(n, same)] = fleet.station_db(key, f"SELECT count(*), sum(r.verdict = i.verdict) FROM "
+                                        f"shadow_results r JOIN inspections i ON i.seq = r.seq "
+                                        f"WHERE r.model_sha256 = '{bad}'")  # fmt: skip
+    assert frames <= n and 0.2 < agreed / frames < 0.8 and 0.2 < same / n < 0.8
+    rid = fleet.start("--bundle", str(fleet.bundles["bad"]), "--canary", "1", "--window", "60s",
+                      "--min-inspections", "8", "--baseline-window", "10m",
+                      "--max-fail-rate-increase", "1", "--max-feedback-increase", "1")  # fmt: skip
+    s = fleet.finished(rid)
+    assert s["state"] == "rolled_back" and "shadow's verdicts agreed" in s["reason"], s
+    assert [x["state"] for x in s["stations"]] == ["pending"] * 3  # no station got a command
+    assert [a["action"] for a in s["audit"]] == [
+        "rollout.start",
+        "canary.failed",
+        "rollout.regression",
+        "rollout.rolled_back",
+    ]

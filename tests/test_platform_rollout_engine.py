@@ -65,8 +65,9 @@ class Fleet:
         self.sent: list[tuple[tuple[str, str, str], DeployModelIn]] = []
         self.schema = sup.schema_validator("deploy_model")
 
-    def feed(self, key: tuple[str, str, str], verdicts: str, model: BundleRef) -> None:
-        """One inspection per letter of ``verdicts`` (P, F, R, E), judged by ``model``."""
+    def feed(self, key: tuple[str, str, str], verdicts: str, model: BundleRef) -> list[str]:
+        """One inspection per letter of ``verdicts`` (P, F, R, E), judged by ``model``;
+        returns their ids."""
         msgs = []
         now = datetime.now(timezone.utc).isoformat()
         names = {"P": "PASS", "F": "FAIL", "R": "REVIEW", "E": "ERROR"}
@@ -79,6 +80,7 @@ class Fleet:
                          "model": {"name": model.name, "version": model.version,
                                    "sha256": model.model_sha256}})  # fmt: skip
         self.rdb.store(msgs)
+        return [str(m["inspection_id"]) for m in msgs]
 
     def answer(self, key: tuple[str, str, str], command_id: str, ok: bool) -> None:
         data = {"command_id": command_id, "source": "platform"}

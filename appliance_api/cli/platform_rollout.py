@@ -87,6 +87,20 @@ def rollout_start(
     max_fail_rate_increase: Annotated[
         float, typer.Option(help="roll back above baseline + this (absolute, 0.05 = 5 points)")
     ] = 0.05,
+    max_feedback_increase: Annotated[
+        float,
+        typer.Option(
+            help="roll back when the share of parts operators said were judged wrong "
+            "is above the baseline's + this"
+        ),
+    ] = 0.05,
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            help="where a shadow compared the new model with the old one: roll back "
+            "below this verdict agreement (0: not watched)"
+        ),
+    ] = 0.95,
     baseline: Annotated[
         str, typer.Option(help="before: the canaries before the start; others: the rest")
     ] = "before",
@@ -131,7 +145,8 @@ def rollout_start(
         plan = RolloutPlan(
             keys, n, parse_duration(window), min_inspections, max_fail_rate_increase,
             "before" if baseline == "before" else "others", parse_duration(baseline_window),
-            parse_duration(answer_timeout), parse_duration(resend),
+            parse_duration(answer_timeout), parse_duration(resend), max_feedback_increase,
+            min_agreement,
         )  # fmt: skip
         ref = upload_bundle(bundle, s3) if bundle else bundle_in_s3(str(s3_key), s3)
         olds = tuple(upload_bundle(p, s3) for p in rollback_bundle or [])
@@ -228,6 +243,11 @@ def rollout_status_cmd(
                   f"baseline {pct(r['baseline_rate'])} ({r['baseline_mode']}) of "
                   f"{r['baseline_judged'] or 0}; margin {r['max_fail_rate_increase']:g}; "
                   f"window ends {r['window_ends'] or '-'}")  # fmt: skip
+        out.print(f"  judged wrong by operators {pct(r['canary_wrong_rate'])} "
+                  f"({r['canary_wrong'] or 0} of {r['canary_answered'] or 0} answered), baseline "
+                  f"{pct(r['baseline_wrong_rate'])}; margin {r['max_feedback_increase']:g}; "
+                  f"shadow agreement {pct(r['agreement'])} of {r['shadow_frames'] or 0} frames "
+                  f"(least {r['min_agreement']:g})")  # fmt: skip
         if r["reason"]:
             out.print(f"  reason: {r['reason']}")
         t = Table("#", "station", "phase", "state", "model before", "reason")

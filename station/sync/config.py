@@ -201,6 +201,18 @@ class SyncConfig(BaseModel):
     backlog_high: int = Field(
         10_000, ge=1, description="publish a sync_backlog_high event above this many entries"
     )
+    shadow_report_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="while a shadow model runs, send its agreement with the active model "
+        "(a shadow_agreement event) when it changed, at most this often, seconds (0: never)",
+    )
+    feedback: bool = Field(
+        True,
+        description="send operator feedback to the platform (a feedback event per answer, "
+        "once api.feedback_undo_s has passed and it can no longer be undone)",
+    )
     close_drain_s: float = Field(
         3.0, ge=0, le=600, description="on shutdown, wait this long for the backlog to drain"
     )

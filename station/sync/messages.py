@@ -176,6 +176,8 @@ EventName = Literal[
     "sync_backlog_normal",
     "sync_dropped",
     "command_rejected",
+    "feedback",
+    "shadow_agreement",
 ]
 
 

@@ -270,7 +270,8 @@ class Outbox:
         """Drop what is past the bounds: unconfirmed entries and pending images.
 
         Entries older than ``max_age_h`` go, then the oldest beyond
-        ``max_backlog``; likewise images. Dropped entries keep their rows (the
+        ``max_backlog``; likewise images; and event rows sent longer than ``max_age_h``
+        ago (10,000 a call). Dropped entries keep their rows (the
         inspection stays in the station's database); they are only no longer sent.
 
         When anything is dropped, the persistent counters ``dropped_messages`` /
@@ -339,6 +340,13 @@ class Outbox:
                 )
                 if report is not None:
                     self.add_events([report(res)])
+            # events the broker took longer ago than the bound: the platform has them
+            # (feedback and shadow reports would otherwise grow this table for ever)
+            self.conn.execute(
+                "DELETE FROM sync_events WHERE id IN (SELECT id FROM sync_events WHERE "
+                "sent_at IS NOT NULL AND sent_at < ? ORDER BY id LIMIT 10000)",
+                [cutoff],
+            )
         return res
 
     # -- images ---------------------------------------------------------------------------
@@ -401,6 +409,15 @@ class Outbox:
                 "VALUES (?, ?, ?, ?)",
                 events,
             )
+
+    def add_events_with_state(
+        self, events: Sequence[tuple[str, str, str, str]], state: dict[str, str]
+    ) -> None:
+        """:meth:`add_events` and :meth:`set_state` in one transaction (a feed's rows and
+        its watermark: both or neither)."""
+        with self._tx():
+            self.add_events(events)
+            self.set_state(state)
 
     def unsent_events(self, limit: int) -> list[tuple[int, str]]:
         """``(id, payload_json)`` of events not yet acknowledged by the broker."""

@@ -17,6 +17,7 @@ from kanjian.inference.model import OnnxModel
 from kanjian.inference.types import Inspection
 from kanjian.station.pipeline import Station, register_channel
 from kanjian.station.sync.deploy import ModelDeployer
+from kanjian.station.sync.feedback_feed import shadow_probe
 from kanjian.station.sync.status import SyncStatus
 from kanjian.station.sync.worker import Identity, SyncWorker
 
@@ -95,6 +96,9 @@ def start_sync(station: Station) -> SyncService | None:
         camera_state=lambda: str(station.pump.stats().source.state),
         model_ref=lambda: _ref(station.inspector.model),
         fallback=lambda: fallback_data(station.inspector.model),
+        shadow=shadow_probe(station),
+        # an answer that can still be undone never leaves the station (1 s margin)
+        feedback_delay_s=cfg.api.feedback_undo_s + 1.0 if cfg.sync.feedback else None,
     )
     deployer = None
     if cfg.sync.deploy_enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,10 @@ class StationWatch:
             another provider than the first asked for (``model.allow_fallback``), else
             ``None``. Said once per model and provider, from the first probe on: a
             station that starts on a fallback says so at once.
+        shadow: probe of the running shadow's gate numbers (``shadow_agreement`` data,
+            :func:`kanjian.station.sync.feedback_feed.shadow_probe`), None while none runs.
+        shadow_every_s: the shadow is probed at most this often; its event goes out when
+            its numbers changed (0: never).
     """
 
     def __init__(
@@ -48,9 +53,13 @@ class StationWatch:
         model_ref: Callable[[], dict[str, str]] | None,
         backlog_high: int,
         fallback: Callable[[], dict[str, Any] | None] | None = None,
+        shadow: Callable[[], dict[str, Any] | None] | None = None,
+        shadow_every_s: float = 60.0,
     ) -> None:
         self.emit, self.camera_state, self.model_ref = emit, camera_state, model_ref
-        self.fallback = fallback
+        self.fallback, self.shadow, self.shadow_every_s = fallback, shadow, shadow_every_s
+        self._shadow_at = float("-inf")
+        self._shadow_said: tuple[Any, ...] | None = None
         self._fallback_said: tuple[str, str] | None = None
         self.backlog_high = backlog_high
         self.model_lock = threading.Lock()  # held while the active model changes on purpose
@@ -58,7 +67,9 @@ class StationWatch:
         self._camera: str | None = None
         self._high = False
 
-    def probe(self) -> None:
+    def probe(self, connected: bool = True) -> None:
+        """Look at the station once (about every second); ``connected``: the broker is
+        reachable (a shadow report is only made then: the next one supersedes it)."""
         if self.camera_state is not None:
             try:
                 state = self.camera_state()
@@ -87,6 +98,26 @@ class StationWatch:
                 if key != self._fallback_said:
                     self.emit("provider_fallback", data)
             self._fallback_said = key
+        if self.shadow is not None and self.shadow_every_s > 0 and connected:
+            self._probe_shadow()
+
+    def _probe_shadow(self) -> None:
+        now = time.monotonic()
+        if now - self._shadow_at < self.shadow_every_s:
+            return
+        self._shadow_at = now
+        try:
+            data = self.shadow()  # type: ignore[misc]
+        except Exception:  # a report is worth less than the sync's loop
+            log.exception("shadow report: probe failed")
+            return
+        if data is None:
+            return
+        said = (data["session_id"], data["active"]["sha256"], data["frames"], data["agreed"],
+                tuple(sorted(data["feedback"].items())))  # fmt: skip
+        if said != self._shadow_said:
+            self._shadow_said = said
+            self.emit("shadow_agreement", data)
 
     def check_backlog(self, b: BacklogStats | None) -> None:
         if b is None:

@@ -8,10 +8,9 @@ the store has committed, so a dead broker only grows the backlog.
 
 An entry is *sent* when the transport says it was delivered (MQTT: the
 broker's PUBACK) and *done* when the platform confirms it stored it
-(``{p}/confirm``). Unconfirmed entries are
-re-sent after ``confirm_timeout_s`` (doubling per attempt), at once after a
-reconnect (the broker may have lost what it acknowledged), and on the
-platform's request (``{p}/cmd/resend``). See ``docs/sync.md``.
+(``{p}/confirm``). Unconfirmed entries are re-sent after ``confirm_timeout_s``
+(doubling per attempt), at once after a reconnect (the broker may have lost what it
+acknowledged), and on the platform's request (``{p}/cmd/resend``). See ``docs/sync.md``.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from kanjian.station.records import utc_iso
 from kanjian.station.runtime import lower_priority
 from kanjian.station.sync.config import SyncConfig
+from kanjian.station.sync.feedback_feed import queue_feedback
 from kanjian.station.sync.messages import (
     ConfirmIn,
     EventName,
@@ -75,8 +75,10 @@ class SyncWorker:
             changes become ``camera_lost`` / ``camera_back`` events.
         model_ref: optional probe of the active model (dict name/version/sha256);
             changes become ``model_activated`` events.
-        fallback: optional probe of the active model's provider fallback (the data of a
-            ``provider_fallback`` event, or ``None``; see :class:`StationWatch`).
+        fallback, shadow: optional probes of the provider fallback and of the running
+            shadow (event data or ``None``; see :class:`StationWatch`).
+        feedback_delay_s: operator answers this old are sent as ``feedback`` events
+            (:mod:`~kanjian.station.sync.feedback_feed`); None: not sent.
         on_command: optional handler of ``{p}/cmd/<name>`` payloads other than ``resend``.
         transport: what carries the messages (default: MQTT to ``cfg.mqtt``).
     """
@@ -92,15 +94,17 @@ class SyncWorker:
         on_command: Callable[[str, bytes], None] | None = None,
         transport: Transport | None = None,
         fallback: Callable[[], dict[str, Any] | None] | None = None,
+        shadow: Callable[[], dict[str, Any] | None] | None = None,
+        feedback_delay_s: float | None = None,
     ) -> None:
         self.db_path, self.data_dir, self.cfg, self.ident = db_path, data_dir, cfg, ident
         self.topics = StationTopics(cfg.mqtt.topic_prefix, ident.site, ident.line, ident.station)
         self.camera_state, self.model_ref, self.on_command = camera_state, model_ref, on_command
         self.client_id = cfg.mqtt.client_id or f"kanjian-{ident.site}-{ident.line}-{ident.station}"
         self.transport = transport or MqttTransport(cfg.mqtt, self.client_id)
-        self.watch = StationWatch(
-            self.emit, camera_state, model_ref, cfg.backlog_high, fallback=fallback
-        )
+        self.watch = StationWatch(self.emit, camera_state, model_ref, cfg.backlog_high,
+                                  fallback, shadow, cfg.shadow_report_s)  # fmt: skip
+        self.feedback_delay_s = feedback_delay_s
         self.model_lock = self.watch.model_lock  # held while the active model changes on purpose
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -150,13 +154,7 @@ class SyncWorker:
     def emit(self, event: EventName | str, data: dict[str, Any]) -> None:
         """Queue an event; the worker writes it to ``sync_events`` and publishes it."""
         i = self.ident
-        eid, payload, at = event_message(
-            event,  # type: ignore[arg-type]
-            data,
-            site=i.site,
-            line=i.line,
-            station=i.station,
-        )
+        eid, payload, at = event_message(event, data, site=i.site, line=i.line, station=i.station)  # type: ignore[arg-type]
         self._events.append((eid, event, payload, at))
         self._wake.set()
 
@@ -310,7 +308,10 @@ class SyncWorker:
             w.events_new.append(self._events.popleft())
         if now - periodic["probe"] >= 1.0:
             periodic["probe"] = now
-            self.watch.probe()
+            self.watch.probe(self._connected)
+            if self.feedback_delay_s is not None:
+                i = self.ident
+                queue_feedback(ob, i.site, i.line, i.station, self.feedback_delay_s)
         if self._connected:
             w.retry_at = time.time() + self.cfg.confirm_timeout_s
             self._publish_events(ob)

@@ -34,8 +34,11 @@ def seed(url: str) -> dict[str, tuple[str, ...]]:
                 "INSERT INTO rollouts (rollout_id, state, created_by, archive_sha256, "
                 "model_sha256, name, version, bucket, key, canary_count, window_s, "
                 "min_inspections, max_fail_rate_increase, baseline_mode, answer_timeout_s, "
-                "resend_s) VALUES (%s, 'canary', 'tests', %s, %s, 'neu-det', '2', 'kanjian', "
-                "'bundles/x.zip', 1, 600, 50, 0.05, 'before', 300, 60) "
+                "resend_s, baseline_fail, baseline_judged, baseline_wrong, canary_fail, "
+                "canary_judged, canary_wrong, canary_answered, shadow_frames, shadow_agreed) "
+                "VALUES (%s, 'canary', 'tests', %s, %s, 'neu-det', '2', 'kanjian', "
+                "'bundles/x.zip', 1, 600, 50, 0.05, 'before', 300, 60, 2, 50, 1, 3, 60, 6, 9, "
+                "200, 190) "
                 "ON CONFLICT DO NOTHING",
                 [rid, SHA, SHA],
             ).rowcount

@@ -75,10 +75,11 @@
   }
 
   // the newest rollouts in scope (GET /api/rollouts): state, stations per state, and the
-  // canaries' FAIL rate against the baseline the regression margin is measured from
+  // canaries' FAIL rate against the baseline the regression margin is measured from, the
+  // operators' answers, and the shadow's agreement
   function renderRollouts(rollouts) {
     const body = FL.head($("t-rollouts"), [t("ro_id"), t("ro_model"), t("ro_state"), t("ro_stations"),
-      t("ro_canary_rate"), t("ro_baseline"), t("ro_window_ends")]);
+      t("ro_canary_rate"), t("ro_baseline"), t("ro_wrong_rate"), t("ro_agreement"), t("ro_window_ends")]);
     if (!rollouts.length) body.append(el("tr", {}, el("td", { text: t("ro_none") })));
     for (const r of rollouts) {
       const counts = Object.entries(r.counts).map(([k, n]) => `${k} ${n}`).join(", ");
@@ -90,6 +91,11 @@
           FL.cell("stations", counts),
           FL.cell("canary_rate", KJ.rate(r.canary_rate), r.canary_rate),
           FL.cell("baseline", KJ.rate(r.baseline_rate), r.baseline_rate),
+          // parts the canaries' operators said were judged wrong, against the baseline's
+          FL.cell("wrong_rate", `${KJ.rate(r.canary_wrong_rate)} / ${KJ.rate(r.baseline_wrong_rate)}`,
+            r.canary_wrong_rate),
+          // a shadow's verdict agreement with the old model, where a station compared them
+          FL.cell("agreement", r.agreement === null ? "—" : KJ.rate(r.agreement), r.agreement),
           FL.cell("window_ends", r.window_ends ? KJ.localTime(r.window_ends) : "—")),
       );
     }

@@ -1,0 +1,120 @@
+"""The typed rows of ``feedback`` and ``shadow_agreement`` events (migration 5).
+
+Called by :func:`kanjian.platform.pg_writer.insert_event` on the event's cursor, in
+its transaction. Both writes are idempotent: an answer is one row per
+``(inspection_id, feedback_id)``, a shadow report replaces an older one of the same
+station and model pair only. Data that does not fit (a station of another version, a
+bug) is left in ``events`` only, with a warning: the event row keeps it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from kanjian.inference.agreement import FEEDBACK_KINDS
+from kanjian.platform.inbound import _obj, integer, text, timestamp
+from kanjian.station.shadow.gate import is_wrong
+
+log = logging.getLogger(__name__)
+
+_VERDICTS = ("PASS", "FAIL", "REVIEW", "ERROR", "MISSED")
+
+
+def _sha(v: Any) -> str | None:
+    s = text(v)
+    return s if s is not None and len(s) == 64 and all(c in "0123456789abcdef" for c in s) else None
+
+
+def _count(v: Any) -> int | None:
+    n = integer(v)
+    return n if n is not None and n >= 0 else None
+
+
+def insert_typed(
+    cur: Any, event: str, data: dict[str, Any], where: tuple[str, str, str], at: datetime,
+    received_at: datetime,
+) -> None:  # fmt: skip
+    """The typed row of one event, if it is a ``feedback`` or ``shadow_agreement``."""
+    if event == "feedback":
+        row = feedback_row(data)
+        if row is None:
+            log.warning("feedback event from %s with unusable data: kept in events only",
+                        "/".join(where))  # fmt: skip
+            return
+        cur.execute(
+            "INSERT INTO feedback (inspection_id, feedback_id, firm, site, line, station, kind, "
+            "class_name, note, actor, created_at, verdict, model_sha256, captured_at, wrong, "
+            "received_at) VALUES (%s::uuid, %s, (SELECT firm FROM sites WHERE site = %s), %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s::kanjian_verdict, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [row["inspection_id"], row["feedback_id"], where[0], *where, row["kind"],
+             row["class_name"], row["note"], row["actor"], row["created_at"], row["verdict"],
+             row["model_sha256"], row["captured_at"], row["wrong"], received_at],
+        )  # fmt: skip
+    elif event == "shadow_agreement":
+        rep = shadow_row(data)
+        if rep is None:
+            log.warning("shadow_agreement event from %s with unusable data: kept in events only",
+                        "/".join(where))  # fmt: skip
+            return
+        cur.execute(
+            "INSERT INTO shadow_reports (site, line, station, active_sha256, shadow_sha256, firm, "
+            "session_id, shadow_name, shadow_version, frames, agreed, feedback_frames, "
+            "active_wrong, shadow_wrong, at, received_at) VALUES (%s, %s, %s, %s, %s, "
+            "(SELECT firm FROM sites WHERE site = %s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (site, line, station, active_sha256, shadow_sha256) DO UPDATE SET "
+            "session_id = excluded.session_id, shadow_name = excluded.shadow_name, "
+            "shadow_version = excluded.shadow_version, frames = excluded.frames, "
+            "agreed = excluded.agreed, feedback_frames = excluded.feedback_frames, "
+            "active_wrong = excluded.active_wrong, shadow_wrong = excluded.shadow_wrong, "
+            "at = excluded.at, received_at = excluded.received_at "
+            "WHERE shadow_reports.at <= excluded.at",
+            [*where, rep["active"], rep["shadow"], where[0], rep["session_id"], rep["name"],
+             rep["version"], rep["frames"], rep["agreed"], rep["fb_frames"], rep["active_wrong"],
+             rep["shadow_wrong"], at, received_at],
+        )  # fmt: skip
+
+
+def feedback_row(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``feedback`` columns of a ``feedback`` event's data, or None if unusable."""
+    import uuid
+
+    try:
+        iid = str(uuid.UUID(str(d.get("inspection_id"))))
+    except ValueError:
+        return None
+    fid, kind = integer(d.get("feedback_id")), text(d.get("kind"))
+    if fid is None or fid < 1 or kind not in FEEDBACK_KINDS:
+        return None
+    insp = _obj(d.get("inspection"))
+    verdict = text(insp.get("verdict"))
+    verdict = verdict if verdict in _VERDICTS else None
+    model = _obj(insp.get("model"))
+    return {
+        "inspection_id": iid, "feedback_id": fid, "kind": kind,
+        "class_name": text(d.get("class_name")), "note": text(d.get("note")),
+        "actor": text(d.get("actor")), "created_at": timestamp(d.get("created_at")),
+        "verdict": verdict, "model_sha256": _sha(model.get("sha256")),
+        "captured_at": timestamp(insp.get("captured_at")),
+        # unknown verdict: not counted as the model's mistake
+        "wrong": verdict is not None and verdict != "MISSED" and is_wrong(verdict, kind),
+    }  # fmt: skip
+
+
+def shadow_row(d: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``shadow_reports`` values of a ``shadow_agreement`` event's data, or None."""
+    shadow, active, fb = _obj(d.get("shadow")), _obj(d.get("active")), _obj(d.get("feedback"))
+    frames, agreed = _count(d.get("frames")), _count(d.get("agreed"))
+    if frames is None or agreed is None or agreed > frames:
+        return None
+    row: dict[str, Any] = {
+        "active": _sha(active.get("sha256")), "shadow": _sha(shadow.get("sha256")),
+        "session_id": integer(d.get("session_id")), "name": text(shadow.get("name")),
+        "version": text(shadow.get("version")), "frames": frames,
+        "agreed": agreed, "fb_frames": _count(fb.get("frames")) or 0,
+        "active_wrong": _count(fb.get("active_wrong")) or 0,
+        "shadow_wrong": _count(fb.get("shadow_wrong")) or 0,
+    }  # fmt: skip
+    return None if row["active"] is None or row["shadow"] is None else row

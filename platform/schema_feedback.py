@@ -1,0 +1,63 @@
+"""PostgreSQL migration 5: operator feedback and shadow agreement, and what rollouts watch of them.
+
+The stations send both as events (``feedback``, ``shadow_agreement``;
+:mod:`kanjian.station.sync.feedback_feed`); the receiver keeps each event whole in
+``events`` and, in the same transaction, as a typed row here::
+
+    feedback(inspection_id uuid, feedback_id, firm, site, line, station, kind,
+             class_name, note, actor, created_at, verdict, model_sha256, captured_at,
+             wrong, received_at)  PK (inspection_id, feedback_id)
+        one operator answer; ``verdict`` / ``model_sha256`` / ``captured_at`` are the
+        inspection's as the station had it; ``wrong``: the answer says the verdict was
+        wrong (a FAIL or REVIEW answered not_defect, a PASS answered confirm_defect or
+        wrong_class, any ERROR: the station's own rule,
+        :func:`kanjian.station.shadow.gate.is_wrong`). An inspection's latest answer
+        (highest ``feedback_id``) is the one that counts.
+    shadow_reports(site, line, station, active_sha256, shadow_sha256 PK, firm,
+                   session_id, shadow_name, shadow_version, frames, agreed,
+                   feedback_frames, active_wrong, shadow_wrong, at, received_at)
+        the newest report of each station's shadow against its active model
+        (the counts are cumulative on the station, so the newest says it all).
+
+``rollouts`` gains what its canaries are judged on besides the FAIL rate: the
+margin of the feedback-wrong rate (``max_feedback_increase``), the least shadow
+agreement (``min_agreement``, 0: not watched), and the numbers measured.
+"""
+
+from __future__ import annotations
+
+DDL: tuple[str, ...] = (
+    """CREATE TABLE feedback (
+        inspection_id uuid NOT NULL, feedback_id bigint NOT NULL,
+        firm text, site text NOT NULL, line text NOT NULL, station text NOT NULL,
+        kind text NOT NULL CHECK (kind IN ('confirm_defect', 'not_defect', 'wrong_class')),
+        class_name text, note text, actor text, created_at timestamptz,
+        verdict kanjian_verdict, model_sha256 text, captured_at timestamptz,
+        wrong boolean NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (inspection_id, feedback_id))""",
+    # a station's answers over a time range (the fleet's and an engineer's question);
+    # a rollout reaches them from its inspections through the primary key
+    "CREATE INDEX feedback_station_captured ON feedback (site, line, station, captured_at)",
+    """CREATE TABLE shadow_reports (
+        site text NOT NULL, line text NOT NULL, station text NOT NULL,
+        active_sha256 text NOT NULL, shadow_sha256 text NOT NULL,
+        firm text, session_id bigint, shadow_name text, shadow_version text,
+        frames bigint NOT NULL CHECK (frames >= 0),
+        agreed bigint NOT NULL CHECK (agreed >= 0 AND agreed <= frames),
+        feedback_frames bigint NOT NULL DEFAULT 0, active_wrong bigint NOT NULL DEFAULT 0,
+        shadow_wrong bigint NOT NULL DEFAULT 0,
+        at timestamptz NOT NULL, received_at timestamptz NOT NULL,
+        PRIMARY KEY (site, line, station, active_sha256, shadow_sha256))""",
+    # which stations compared a model with another (a rollout's question)
+    "CREATE INDEX shadow_reports_shadow ON shadow_reports (shadow_sha256)",
+    "CREATE INDEX shadow_reports_active ON shadow_reports (active_sha256)",
+    """ALTER TABLE rollouts
+        ADD COLUMN max_feedback_increase double precision NOT NULL DEFAULT 0.05
+            CHECK (max_feedback_increase >= 0 AND max_feedback_increase <= 1),
+        ADD COLUMN min_agreement double precision NOT NULL DEFAULT 0
+            CHECK (min_agreement >= 0 AND min_agreement <= 1),
+        ADD COLUMN baseline_wrong bigint, ADD COLUMN canary_wrong bigint,
+        ADD COLUMN canary_answered bigint,
+        ADD COLUMN shadow_frames bigint, ADD COLUMN shadow_agreed bigint""",
+)
