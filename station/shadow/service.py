@@ -8,8 +8,10 @@ a model and the frame's pixels (not MISSED, not ERROR — which covers model err
 quality-gate rejects — and not a frame whose pixels the store dropped under its
 memory bound). The API and the CLI reach it as ``station.channels.get(ShadowService)``.
 
-Shadow results reach the PLC, the verdicts, the live screen and the platform sync
-never: they are only rows of ``shadow_results`` (platform shadow sync is not built).
+Shadow results reach the PLC, the verdicts and the live screen never: they are rows
+of ``shadow_results``. The platform gets only their sum, the gate's numbers, as a
+``shadow_agreement`` event (:mod:`kanjian.station.sync.feedback_feed`), which its
+staged rollouts watch.
 """
 
 from __future__ import annotations
