@@ -52,8 +52,10 @@ DDL: tuple[str, ...] = (
     # which stations compared a model with another (a rollout's question)
     "CREATE INDEX shadow_reports_shadow ON shadow_reports (shadow_sha256)",
     "CREATE INDEX shadow_reports_active ON shadow_reports (active_sha256)",
+    # rollouts started before this migration keep the plan they were started with:
+    # feedback and agreement not watched (1 and 0); new ones always give both
     """ALTER TABLE rollouts
-        ADD COLUMN max_feedback_increase double precision NOT NULL DEFAULT 0.05
+        ADD COLUMN max_feedback_increase double precision NOT NULL DEFAULT 1
             CHECK (max_feedback_increase >= 0 AND max_feedback_increase <= 1),
         ADD COLUMN min_agreement double precision NOT NULL DEFAULT 0
             CHECK (min_agreement >= 0 AND min_agreement <= 1),

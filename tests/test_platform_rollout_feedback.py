@@ -190,3 +190,29 @@ def test_unusable_event_data_is_kept_in_events_only(fleet: Fleet) -> None:
     assert fleet.conn.execute("SELECT count(*) FROM shadow_reports").fetchone()[0] == 0
     assert datetime.now(timezone.utc)  # the receiver is still usable
     fleet.feed(ST[0], "P", A)
+
+
+def test_a_rollout_started_before_migration_5_keeps_its_plan(pg: Any) -> None:
+    import psycopg
+
+    from kanjian.platform.rollout import rollout_status
+    from kanjian.platform.schema import applied, migrate
+
+    name = "t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(pg.url.rsplit("/", 1)[0] + "/" + name, autocommit=True) as c:
+        assert migrate(c, target=4) == [1, 2, 3, 4]
+        c.execute("INSERT INTO platform_bundles (archive_sha256, bucket, key, model_sha256, "
+                  "name, version, uploaded_by) VALUES (%s, 'b', 'k', %s, 'm', '1', 't')",
+                  [A.archive_sha256, A.model_sha256])  # fmt: skip
+        c.execute("INSERT INTO rollouts (rollout_id, state, created_by, archive_sha256, "
+                  "model_sha256, name, version, bucket, key, canary_count, window_s, "
+                  "min_inspections, max_fail_rate_increase, baseline_mode, answer_timeout_s, "
+                  "resend_s) VALUES ('r-old', 'canary', 't', %s, %s, 'm', '1', 'b', 'k', 1, 60, "
+                  "10, 0.05, 'before', 300, 60)", [A.archive_sha256, A.model_sha256])  # fmt: skip
+        assert migrate(c) == [5] and applied(c) == [1, 2, 3, 4, 5]
+        [s] = rollout_status(c, "r-old")
+        # watched as it was started: FAIL rate only
+        assert (s["max_feedback_increase"], s["min_agreement"]) == (1.0, 0.0)
+        assert (s["canary_wrong_rate"], s["agreement"]) == (None, None)
