@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kanjian.platform.schema_feedback import SHOWN
+
 
 @dataclass(frozen=True)
 class FleetQuery:
@@ -89,13 +91,13 @@ LATEST = FleetQuery(
     "inspections_station_time",
 )
 
-#: A station's events, newest first
+#: A station's events but operators' answers and shadow reports, newest first
 STATION_EVENTS = FleetQuery(
     "station_events",
-    """SELECT event_id, event, at, data FROM events
-    WHERE site = %(site)s AND line = %(line)s AND station = %(station)s
+    f"""SELECT event_id, event, at, data FROM events
+    WHERE site = %(site)s AND line = %(line)s AND station = %(station)s AND {SHOWN}
     ORDER BY at DESC LIMIT %(limit)s""",
-    "events_station_at",
+    "events_station_shown",
 )
 
 QUERIES: tuple[FleetQuery, ...] = (HOURS, FAIL_RATE, PARETO, FLAGGED, LATEST, STATION_EVENTS)

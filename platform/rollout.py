@@ -176,44 +176,58 @@ class Counts(NamedTuple):
 
 def window_counts(
     conn: Any, stations: list[StationKey], captured_since: datetime, *,
-    received_since: datetime | None = None, model_sha256: str | None = None,
-    not_model: str | None = None,
+    captured_until: datetime | None = None, received_since: datetime | None = None,
+    model_sha256: str | None = None, not_model: str | None = None,
 ) -> Counts:  # fmt: skip
-    """:class:`Counts` of the stations' inspections captured since ``captured_since``
-    (a station's clock: the index range), received since ``received_since`` (the
-    platform's clock), only by / not by one model. One index range per station
-    (``inspections_station_time``), each judged part's latest answer by primary key."""
+    """:class:`Counts` of the stations' inspections captured in ``[captured_since,
+    captured_until)`` (a station's clock: the index range), received since
+    ``received_since`` (the platform's clock), only by / not by one model.
+
+    Per station, one range of ``inspections_station_time`` and, hashed against it, each
+    answered part's latest answer from one range of ``feedback_station_captured`` (an
+    answer carries its inspection's capture time): answers are few beside the parts."""
     total = Counts(0, 0, 0, 0)
     judged = "i.verdict IN ('PASS', 'FAIL', 'REVIEW')"
+    until = "(%(t1)s::timestamptz IS NULL OR {p}captured_at < %(t1)s)"
     for site, line, station in stations:
         row = conn.execute(
             f"SELECT count(*) FILTER (WHERE i.verdict = 'FAIL'), count(*) FILTER (WHERE {judged}), "
             f"count(*) FILTER (WHERE {judged} AND f.wrong), "
             f"count(*) FILTER (WHERE {judged} AND f.wrong IS NOT NULL) FROM inspections i "
-            "LEFT JOIN LATERAL (SELECT wrong FROM feedback WHERE feedback.inspection_id = "
-            "i.inspection_id ORDER BY feedback_id DESC LIMIT 1) f ON true "
-            "WHERE i.site = %s AND i.line = %s AND i.station = %s AND i.captured_at >= %s "
-            "AND (%s::timestamptz IS NULL OR i.received_at >= %s) "
-            "AND (%s::text IS NULL OR i.model_sha256 = %s) "
-            "AND (%s::text IS NULL OR i.model_sha256 IS DISTINCT FROM %s)",
-            [site, line, station, captured_since, received_since, received_since, model_sha256,
-             model_sha256, not_model, not_model],
+            "LEFT JOIN (SELECT DISTINCT ON (inspection_id) inspection_id, wrong FROM feedback "
+            "WHERE site = %(site)s AND line = %(line)s AND station = %(station)s "
+            f"AND captured_at >= %(t0)s AND {until.format(p='')} "
+            "ORDER BY inspection_id, feedback_id DESC) f ON f.inspection_id = i.inspection_id "
+            "WHERE i.site = %(site)s AND i.line = %(line)s AND i.station = %(station)s "
+            f"AND i.captured_at >= %(t0)s AND {until.format(p='i.')} "
+            "AND (%(rs)s::timestamptz IS NULL OR i.received_at >= %(rs)s) "
+            "AND (%(model)s::text IS NULL OR i.model_sha256 = %(model)s) "
+            "AND (%(not)s::text IS NULL OR i.model_sha256 IS DISTINCT FROM %(not)s)",
+            {"site": site, "line": line, "station": station, "t0": captured_since,
+             "t1": captured_until, "rs": received_since, "model": model_sha256,
+             "not": not_model},
         ).fetchone()  # fmt: skip
         total = Counts(*(a + int(b) for a, b in zip(total, row, strict=True)))
     return total
 
 
+#: shadow reports older than this (their shadow stopped long ago) are not evidence
+SHADOW_REPORT_MAX_AGE = timedelta(days=30)
+
+
 def shadow_agreement(conn: Any, rollout_id: str, model_sha256: str) -> tuple[int, int]:
     """``(frames, agreed)`` of the rollout's stations' shadow reports that compared
     ``model_sha256`` with the model each station ran before the rollout, either way round
-    (the newest report per station and pair: the counts are cumulative)."""
+    (the newest report per station and pair: the counts are cumulative), received within
+    :data:`SHADOW_REPORT_MAX_AGE`. Models are told apart by their ONNX sha256, as a
+    station's registry tells them (rules travel with the model's bundle)."""
     row = conn.execute(
         "SELECT coalesce(sum(r.frames), 0), coalesce(sum(r.agreed), 0) FROM rollout_stations s "
         "JOIN shadow_reports r ON r.site = s.site AND r.line = s.line AND r.station = s.station "
         "AND ((r.shadow_sha256 = %s AND r.active_sha256 = s.model_before) OR "
         "(r.active_sha256 = %s AND r.shadow_sha256 = s.model_before)) "
-        "WHERE s.rollout_id = %s",
-        [model_sha256, model_sha256, rollout_id],
+        "WHERE s.rollout_id = %s AND r.received_at >= now() - %s",
+        [model_sha256, model_sha256, rollout_id, SHADOW_REPORT_MAX_AGE],
     ).fetchone()
     return int(row[0]), int(row[1])
 
@@ -290,13 +304,13 @@ def start_rollout(
             "archive_sha256, model_sha256, name, version, bucket, key, canary_count, window_s, "
             "min_inspections, max_fail_rate_increase, baseline_mode, baseline_fail, "
             "baseline_judged, answer_timeout_s, resend_s, max_feedback_increase, min_agreement, "
-            "baseline_wrong) VALUES (%s, 'canary', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "baseline_wrong, baseline_window_s) VALUES (%s, 'canary', %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [rid, now, by, now, bundle.archive_sha256, bundle.model_sha256, bundle.name,
              bundle.version, bundle.bucket, bundle.key, plan.canary_count, plan.window_s,
              plan.min_inspections, plan.max_fail_rate_increase, plan.baseline_mode, base[0],
              base[1], plan.answer_timeout_s, plan.resend_s, plan.max_feedback_increase,
-             plan.min_agreement, base[2]],
+             plan.min_agreement, base[2], plan.baseline_window_s],
         )  # fmt: skip
         for i, (key, sha) in enumerate(zip(plan.stations, before, strict=True)):
             conn.execute(
@@ -344,7 +358,8 @@ _ROLLOUT_COLS = (
     "version, bucket, key, canary_count, window_s, min_inspections, max_fail_rate_increase, "
     "baseline_mode, baseline_fail, baseline_judged, answer_timeout_s, window_start, "
     "canary_fail, canary_judged, reason, finished_at, max_feedback_increase, min_agreement, "
-    "baseline_wrong, canary_wrong, canary_answered, shadow_frames, shadow_agreed"
+    "baseline_wrong, canary_wrong, canary_answered, shadow_frames, shadow_agreed, "
+    "baseline_window_s, baseline_wrong_judged"
 )
 _STATION_COLS = (
     "site, line, station, position, phase, state, model_before, deploy_command_id, "
@@ -400,7 +415,8 @@ def rollout_status(
             active=r["state"] in ACTIVE_STATES,
             baseline_rate=_rate(r["baseline_fail"], r["baseline_judged"]),
             canary_rate=_rate(r["canary_fail"], r["canary_judged"]),
-            baseline_wrong_rate=_rate(r["baseline_wrong"], r["baseline_judged"]),
+            baseline_wrong_rate=_rate(r["baseline_wrong"],
+                                      r["baseline_wrong_judged"] or r["baseline_judged"]),
             canary_wrong_rate=_rate(r["canary_wrong"], r["canary_judged"]),
             agreement=_rate(r["shadow_agreed"], r["shadow_frames"]),
             window_ends=None if ws is None else _iso(ws + timedelta(seconds=r["window_s"])),

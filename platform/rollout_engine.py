@@ -62,6 +62,8 @@ class _Rollout:
     baseline_fail: int | None
     baseline_judged: int | None
     baseline_wrong: int | None
+    baseline_window_s: float | None
+    baseline_wrong_judged: int | None
     max_feedback_increase: float
     min_agreement: float
     answer_timeout_s: float
@@ -290,19 +292,29 @@ def _judge_canaries(
     c = window_counts(conn, [s.key for s in canaries], r.created_at - CLOCK_SLACK,
                       received_since=r.created_at, model_sha256=r.model_sha256)  # fmt: skip
     base_fail, base_judged, base_wrong = r.baseline_fail, r.baseline_judged, r.baseline_wrong
+    # the parts operators judge wrong against: the baseline's (FAIL is fixed at the start
+    # for 'before'; answers to those parts may still come in, so they are counted again)
+    w_judged = base_judged
+    if r.baseline_mode == "before" and r.baseline_window_s is not None:
+        again = window_counts(conn, [s.key for s in canaries],
+                              r.created_at - timedelta(seconds=r.baseline_window_s),
+                              captured_until=r.created_at)  # fmt: skip
+        base_wrong, w_judged = again.wrong, again.judged
     if r.baseline_mode == "others":
         others = [s.key for s in stations if s.phase == "rest"]
         base_fail, base_judged, base_wrong, _ = window_counts(
             conn, others, r.window_start - CLOCK_SLACK, received_since=r.window_start,
             not_model=r.model_sha256,
         )  # fmt: skip
+        w_judged = base_judged
     _set_rollout(conn, r, canary_fail=c.fail, canary_judged=c.judged, canary_wrong=c.wrong,
                  canary_answered=c.answered, baseline_fail=base_fail,
-                 baseline_judged=base_judged, baseline_wrong=base_wrong)  # fmt: skip
+                 baseline_judged=base_judged, baseline_wrong=base_wrong,
+                 baseline_wrong_judged=w_judged)  # fmt: skip
     if c.judged < r.min_inspections or not base_judged:
         return
     rate, base = c.fail / c.judged, (base_fail or 0) / base_judged
-    wrong, base_w = c.wrong / c.judged, (base_wrong or 0) / base_judged
+    wrong, base_w = c.wrong / c.judged, (base_wrong or 0) / (w_judged or base_judged)
     numbers: dict[str, Any] = {
         "canary_fail": c.fail, "canary_judged": c.judged, "canary_rate": rate,
         "baseline_fail": base_fail, "baseline_judged": base_judged, "baseline_rate": base,

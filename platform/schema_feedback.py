@@ -19,12 +19,18 @@ The stations send both as events (``feedback``, ``shadow_agreement``;
         the newest report of each station's shadow against its active model
         (the counts are cumulative on the station, so the newest says it all).
 
+The fleet's event lists (``events_shown_at``, ``events_station_shown``) leave both
+out; ``events_station_answers`` finds a station's answers to commands.
+
 ``rollouts`` gains what its canaries are judged on besides the FAIL rate: the
 margin of the feedback-wrong rate (``max_feedback_increase``), the least shadow
 agreement (``min_agreement``, 0: not watched), and the numbers measured.
 """
 
 from __future__ import annotations
+
+#: the events the fleet's event lists show (the condition of their partial indexes)
+SHOWN = "event NOT IN ('feedback', 'shadow_agreement')"
 
 DDL: tuple[str, ...] = (
     """CREATE TABLE feedback (
@@ -49,9 +55,14 @@ DDL: tuple[str, ...] = (
         shadow_wrong bigint NOT NULL DEFAULT 0,
         at timestamptz NOT NULL, received_at timestamptz NOT NULL,
         PRIMARY KEY (site, line, station, active_sha256, shadow_sha256))""",
-    # which stations compared a model with another (a rollout's question)
-    "CREATE INDEX shadow_reports_shadow ON shadow_reports (shadow_sha256)",
-    "CREATE INDEX shadow_reports_active ON shadow_reports (active_sha256)",
+    # the fleet's event lists leave answers and shadow reports out (they would push
+    # every other event off them, and an answer's note is not for every viewer): their
+    # own partial indexes, newest first, as events_at / events_station_at were
+    f"CREATE INDEX events_shown_at ON events (at) WHERE {SHOWN}",
+    f"CREATE INDEX events_station_shown ON events (site, line, station, at) WHERE {SHOWN}",
+    # a rollout waiting for a station's answer to its command: the few answers only
+    """CREATE INDEX events_station_answers ON events (site, line, station, received_at)
+        WHERE event IN ('model_activated', 'model_rejected')""",
     # rollouts started before this migration keep the plan they were started with:
     # feedback and agreement not watched (1 and 0); new ones always give both
     """ALTER TABLE rollouts
@@ -59,7 +70,9 @@ DDL: tuple[str, ...] = (
             CHECK (max_feedback_increase >= 0 AND max_feedback_increase <= 1),
         ADD COLUMN min_agreement double precision NOT NULL DEFAULT 0
             CHECK (min_agreement >= 0 AND min_agreement <= 1),
-        ADD COLUMN baseline_wrong bigint, ADD COLUMN canary_wrong bigint,
+        ADD COLUMN baseline_window_s double precision CHECK (baseline_window_s > 0),
+        ADD COLUMN baseline_wrong bigint, ADD COLUMN baseline_wrong_judged bigint,
+        ADD COLUMN canary_wrong bigint,
         ADD COLUMN canary_answered bigint,
         ADD COLUMN shadow_frames bigint, ADD COLUMN shadow_agreed bigint""",
 )

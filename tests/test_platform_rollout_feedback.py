@@ -31,10 +31,13 @@ def _event(key: tuple[str, str, str], event: str, data: dict[str, Any]) -> dict[
 def _answer(
     f: Fleet, key: tuple[str, str, str], iid: str, fid: int, kind: str, verdict: str, model: Any
 ) -> dict[str, Any]:
+    row = f.conn.execute("SELECT captured_at FROM inspections WHERE inspection_id = %s::uuid",
+                         [iid]).fetchone()  # fmt: skip
+    captured = (row[0] if row else datetime.now(timezone.utc)).isoformat()  # as the station has it
     m = _event(key, "feedback", {
         "inspection_id": iid, "feedback_id": fid, "kind": kind, "class_name": None,
         "note": None, "actor": "operator-1", "created_at": datetime.now(timezone.utc).isoformat(),
-        "inspection": {"seq": 1, "captured_at": datetime.now(timezone.utc).isoformat(),
+        "inspection": {"seq": 1, "captured_at": captured,
                        "verdict": verdict, "model": {"name": model.name,
                                                      "version": model.version,
                                                      "sha256": model.model_sha256}}})  # fmt: skip
@@ -114,22 +117,44 @@ def test_operators_saying_the_canary_is_wrong_roll_it_back(fleet: Fleet) -> None
 
 def test_the_baseline_counts_answers_too(fleet: Fleet) -> None:
     # the canary's operators already said 2 of its last 10 parts were judged wrong
-    for n, iid in enumerate(fleet.conn.execute(
-            "SELECT inspection_id::text FROM inspections WHERE station = 'st-1' "
-            "AND verdict = 'PASS' LIMIT 2").fetchall(), start=1):  # fmt: skip
-        _answer(fleet, ST[0], iid[0], n, "confirm_defect", "PASS", A)
+    before = [r[0] for r in fleet.conn.execute(
+        "SELECT inspection_id::text FROM inspections WHERE station = 'st-1' "
+        "AND verdict = 'PASS' ORDER BY captured_at LIMIT 3").fetchall()]  # fmt: skip
+    for n, iid in enumerate(before[:2], start=1):
+        _answer(fleet, ST[0], iid, n, "confirm_defect", "PASS", A)
     rid = start_rollout(fleet.conn, B, _plan(window_s=0.0), "bob")
     s = fleet.status(rid)
     assert (s["baseline_wrong"], s["baseline_judged"]) == (2, 10)
     fleet.tick()
     fleet.answer(ST[0], fleet.sent[0][1].command_id, ok=True)
+    # an answer on a part of the baseline's window that comes in after the start counts
+    # for the baseline (answers come late), not for the canary
+    _answer(fleet, ST[0], before[2], 3, "confirm_defect", "PASS", A)
     ids = fleet.feed(ST[0], "PPPPPPPPPF", B)
-    for n, iid in enumerate(ids[:2], start=5):  # as often as before: no regression
+    for n, iid in enumerate(ids[:3], start=5):  # as often as before: no regression
         _answer(fleet, ST[0], iid, n, "confirm_defect", "PASS", B)
     fleet.tick()
     fleet.tick()
     s = fleet.status(rid)
-    assert s["state"] == "rest" and s["canary_wrong_rate"] == s["baseline_wrong_rate"] == 0.2
+    assert s["state"] == "rest" and s["canary_wrong_rate"] == s["baseline_wrong_rate"] == 0.3
+    assert (s["baseline_wrong"], s["canary_wrong"]) == (3, 3)
+
+
+def test_the_others_baseline_compares_what_their_operators_said(fleet: Fleet) -> None:
+    rid = start_rollout(fleet.conn, B, _plan(baseline_mode="others", window_s=0.0), "erin")
+    fleet.tick()
+    fleet.answer(ST[0], fleet.sent[0][1].command_id, ok=True)
+    fleet.tick()  # the window opens now: the others' parts from here on are the baseline
+    canary = fleet.feed(ST[0], "PPPPPPPPPP", B)
+    others = fleet.feed(ST[1], "PPPPPPPPPP", A) + fleet.feed(ST[2], "PPPPPPPPPP", A)
+    for n, iid in enumerate(others[:3] + others[10:13], start=1):  # 6 of 20: 0.3
+        _answer(fleet, ST[1] if n <= 3 else ST[2], iid, n, "confirm_defect", "PASS", A)
+    for n, iid in enumerate(canary[:4], start=1):  # 4 of 10: 0.4, beyond 0.3 + 0.05
+        _answer(fleet, ST[0], iid, 100 + n, "confirm_defect", "PASS", B)
+    fleet.tick()
+    s = fleet.status(rid)
+    assert (s["baseline_wrong"], s["baseline_judged"], s["canary_wrong"]) == (6, 20, 4)
+    assert s["state"] == "rolling_back" and "+0.100 against the baseline 0.300" in s["reason"]
 
 
 def test_a_shadow_that_disagrees_stops_the_rollout_before_any_command(fleet: Fleet) -> None:
@@ -176,6 +201,11 @@ def test_agreement_is_the_newest_report_and_not_watched_without_one_or_at_zero(
     fleet.tick()
     assert [fleet.status(r)["state"] for r in (rid, few, zero)] == ["canary"] * 3
     assert [fleet.status(r)["agreement"] for r in (few, zero)] == [0.0, 0.0]
+    # a report whose shadow stopped long ago is no evidence
+    fleet.conn.execute("UPDATE shadow_reports SET received_at = now() - interval '31 days' "
+                       "WHERE station = 'st-3'")  # fmt: skip
+    fleet.tick()
+    assert fleet.status(zero)["agreement"] is None
 
 
 def test_unusable_event_data_is_kept_in_events_only(fleet: Fleet) -> None:

@@ -14,6 +14,9 @@ import json
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from kanjian.station.records import utc_iso
 from kanjian.station.store import DB_NAME, ResultStore
@@ -115,3 +118,52 @@ def test_sent_events_older_than_the_bound_are_removed(tmp_path: Path) -> None:
     finally:
         ob.close()
         store.close()
+
+
+def test_shadow_reports_are_spaced_said_on_change_and_a_failing_probe_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kanjian.station.sync import watch
+
+    clock = [1000.0]
+    monkeypatch.setattr(watch.time, "monotonic", lambda: clock[0])
+    said: list[tuple[str, dict[str, Any]]] = []
+    calls: list[float] = []
+    now: dict[str, Any] = {"data": None, "raise": False}
+
+    def probe() -> dict[str, Any] | None:
+        calls.append(clock[0])
+        if now["raise"]:
+            raise RuntimeError("the shadow's database is locked")
+        return dict(now["data"]) if now["data"] else None
+
+    def report(frames: int, agreed: int, active: str = "a" * 64) -> dict[str, Any]:
+        return {"session_id": 3, "active": {"sha256": active}, "frames": frames,
+                "agreed": agreed, "feedback": {"frames": 0, "active_wrong": 0,
+                                               "shadow_wrong": 0}}  # fmt: skip
+
+    w = watch.StationWatch(lambda e, d: said.append((e, d)), None, None, 10, shadow=probe,
+                           shadow_every_s=60.0)  # fmt: skip
+    w.probe()  # no shadow: nothing to say
+    now["data"] = report(10, 9)
+    w.probe()  # within 60 s of the last look: not asked
+    assert len(calls) == 1 and said == []
+    clock[0] += 60
+    w.probe()
+    clock[0] += 60
+    w.probe()  # the same numbers: said once
+    assert [e for e, _ in said] == ["shadow_agreement"] and said[0][1]["frames"] == 10
+    now["data"] = report(20, 18)
+    clock[0] += 60
+    w.probe(connected=False)  # the broker is away: not measured (the next one supersedes)
+    assert len(calls) == 3
+    w.probe()
+    now["raise"] = True
+    clock[0] += 60
+    w.probe()  # logged, not raised: the sync's loop goes on
+    now["raise"] = False
+    now["data"] = report(20, 18, active="b" * 64)  # the same counts against another model
+    clock[0] += 60
+    w.probe()
+    assert [(d["frames"], d["active"]["sha256"][0]) for _, d in said] == [(10, "a"), (20, "a"),
+                                                                         (20, "b")]  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from kanjian.platform.schema_feedback import SHOWN
 from kanjian.platform.web.scope import Scope
 
 GroupBy = Literal["site", "line", "station", "hour"]
@@ -83,11 +84,12 @@ PARETO = """SELECT d.class_name, count(*) AS detections, count(DISTINCT d.inspec
         AND i.captured_at >= %(t0)s AND i.captured_at < %(t1)s AND {scope}
     GROUP BY d.class_name ORDER BY 2 DESC, 1"""
 
-#: events, newest first (ties by id): one station's (events_station_at) or all in scope
-#: (events_at; an incremental sort breaks ties in time)
+#: events but operators' answers and shadow reports, newest first (ties by id): one
+#: station's (events_station_shown) or all in scope (events_shown_at; an incremental sort
+#: breaks ties in time)
 EVENTS = f"""SELECT e.event_id, e.site, e.line, e.station, e.event, e.at, e.data
     FROM events e
-    WHERE {{scope}} AND {_FILTERS.format(p="e.")}
+    WHERE {{scope}} AND {_FILTERS.format(p="e.")} AND e.{SHOWN}
     ORDER BY e.at DESC, e.event_id DESC LIMIT %(limit)s"""
 
 #: a station's latest FAIL parts that have a picture in object storage, newest first

@@ -45,7 +45,17 @@ def queue_feedback(
     Answers are taken in id order and the first one still too young stops the batch,
     so the watermark never passes an answer that could still be undone (an answer's
     ``created_at`` is taken before its id, so a later id may be older: it waits its turn).
+    The rows are read inside the write transaction that queues them: an undo checks its
+    time limit under the same lock, so it either committed before (the row is gone) or
+    comes after and is refused as too late.
     """
+    with ob.transaction():  # read under the write lock: an undo cannot commit meanwhile
+        return _queue(ob, site, line, station, delay_s, now)
+
+
+def _queue(
+    ob: Outbox, site: str, line: str, station: str, delay_s: float, now: datetime | None
+) -> int:
     since = int(ob.get_state(WATERMARK) or 0)
     cutoff = utc_iso((now or datetime.now(timezone.utc)) - timedelta(seconds=delay_s))
     rows = ob.conn.execute(
@@ -83,10 +93,13 @@ def shadow_probe(station: Station) -> Callable[[], dict[str, Any] | None]:
     def probe() -> dict[str, Any] | None:
         svc = station.channels.get(ShadowService)
         st = None if svc is None else svc.status()
-        gate = None if svc is None or st is None else svc.gate()
-        if st is None or gate is None:
+        if svc is None or st is None:
             return None
+        # the gate measures against the active model (the registry's is the inspector's)
         ref = station.inspector.model.ref
+        gate = svc.gate()
+        if gate is None or station.inspector.model.ref.sha256 != ref.sha256:
+            return None  # none, or the active model changed meanwhile: the next probe
         return {
             "session_id": st.session_id,
             "started_at": st.started_at,

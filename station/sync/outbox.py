@@ -410,6 +410,13 @@ class Outbox:
                 events,
             )
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock from its start) for
+        a caller's reads and writes; the methods called inside join it."""
+        with self._tx():
+            yield
+
     def add_events_with_state(
         self, events: Sequence[tuple[str, str, str, str]], state: dict[str, str]
     ) -> None:
