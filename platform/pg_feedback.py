@@ -32,49 +32,50 @@ def _count(v: Any) -> int | None:
     return n if n is not None and n >= 0 else None
 
 
+_FEEDBACK_SQL = (
+    "INSERT INTO feedback (inspection_id, feedback_id, firm, site, line, station, kind, "
+    "class_name, note, actor, created_at, verdict, model_sha256, captured_at, wrong, "
+    "received_at) VALUES (%s::uuid, %s, (SELECT firm FROM sites WHERE site = %s), %s, "
+    "%s, %s, %s, %s, %s, %s, %s, %s::kanjian_verdict, %s, %s, %s, %s) "
+    "ON CONFLICT DO NOTHING"
+)
+# a late copy of an older report never replaces a newer one
+_SHADOW_SQL = (
+    "INSERT INTO shadow_reports (site, line, station, active_sha256, shadow_sha256, firm, "
+    "session_id, shadow_name, shadow_version, frames, agreed, feedback_frames, "
+    "active_wrong, shadow_wrong, at, received_at) VALUES (%s, %s, %s, %s, %s, "
+    "(SELECT firm FROM sites WHERE site = %s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (site, line, station, active_sha256, shadow_sha256) DO UPDATE SET "
+    "session_id = excluded.session_id, shadow_name = excluded.shadow_name, "
+    "shadow_version = excluded.shadow_version, frames = excluded.frames, "
+    "agreed = excluded.agreed, feedback_frames = excluded.feedback_frames, "
+    "active_wrong = excluded.active_wrong, shadow_wrong = excluded.shadow_wrong, "
+    "at = excluded.at, received_at = excluded.received_at "
+    "WHERE shadow_reports.at <= excluded.at"
+)
+
+
 def insert_typed(
     cur: Any, event: str, data: dict[str, Any], where: tuple[str, str, str], at: datetime,
     received_at: datetime,
 ) -> None:  # fmt: skip
     """The typed row of one event, if it is a ``feedback`` or ``shadow_agreement``."""
-    if event == "feedback":
-        row = feedback_row(data)
-        if row is None:
-            log.warning("feedback event from %s with unusable data: kept in events only",
-                        "/".join(where))  # fmt: skip
-            return
-        cur.execute(
-            "INSERT INTO feedback (inspection_id, feedback_id, firm, site, line, station, kind, "
-            "class_name, note, actor, created_at, verdict, model_sha256, captured_at, wrong, "
-            "received_at) VALUES (%s::uuid, %s, (SELECT firm FROM sites WHERE site = %s), %s, "
-            "%s, %s, %s, %s, %s, %s, %s, %s::kanjian_verdict, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            [row["inspection_id"], row["feedback_id"], where[0], *where, row["kind"],
-             row["class_name"], row["note"], row["actor"], row["created_at"], row["verdict"],
-             row["model_sha256"], row["captured_at"], row["wrong"], received_at],
-        )  # fmt: skip
-    elif event == "shadow_agreement":
-        rep = shadow_row(data)
-        if rep is None:
-            log.warning("shadow_agreement event from %s with unusable data: kept in events only",
-                        "/".join(where))  # fmt: skip
-            return
-        cur.execute(
-            "INSERT INTO shadow_reports (site, line, station, active_sha256, shadow_sha256, firm, "
-            "session_id, shadow_name, shadow_version, frames, agreed, feedback_frames, "
-            "active_wrong, shadow_wrong, at, received_at) VALUES (%s, %s, %s, %s, %s, "
-            "(SELECT firm FROM sites WHERE site = %s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (site, line, station, active_sha256, shadow_sha256) DO UPDATE SET "
-            "session_id = excluded.session_id, shadow_name = excluded.shadow_name, "
-            "shadow_version = excluded.shadow_version, frames = excluded.frames, "
-            "agreed = excluded.agreed, feedback_frames = excluded.feedback_frames, "
-            "active_wrong = excluded.active_wrong, shadow_wrong = excluded.shadow_wrong, "
-            "at = excluded.at, received_at = excluded.received_at "
-            "WHERE shadow_reports.at <= excluded.at",
-            [*where, rep["active"], rep["shadow"], where[0], rep["session_id"], rep["name"],
-             rep["version"], rep["frames"], rep["agreed"], rep["fb_frames"], rep["active_wrong"],
-             rep["shadow_wrong"], at, received_at],
-        )  # fmt: skip
+    if event not in ("feedback", "shadow_agreement"):
+        return
+    r = feedback_row(data) if event == "feedback" else shadow_row(data)
+    if r is None:
+        log.warning("%s event from %s with unusable data: kept in events only", event,
+                    "/".join(where))  # fmt: skip
+    elif event == "feedback":
+        cur.execute(_FEEDBACK_SQL, [
+            r["inspection_id"], r["feedback_id"], where[0], *where, r["kind"], r["class_name"],
+            r["note"], r["actor"], r["created_at"], r["verdict"], r["model_sha256"],
+            r["captured_at"], r["wrong"], received_at])  # fmt: skip
+    else:
+        cur.execute(_SHADOW_SQL, [
+            *where, r["active"], r["shadow"], where[0], r["session_id"], r["name"], r["version"],
+            r["frames"], r["agreed"], r["fb_frames"], r["active_wrong"], r["shadow_wrong"], at,
+            received_at])  # fmt: skip
 
 
 def feedback_row(d: dict[str, Any]) -> dict[str, Any] | None:
