@@ -58,15 +58,17 @@ _SHADOW_SQL = (
 def insert_typed(
     cur: Any, event: str, data: dict[str, Any], where: tuple[str, str, str], at: datetime,
     received_at: datetime,
-) -> None:  # fmt: skip
-    """The typed row of one event, if it is a ``feedback`` or ``shadow_agreement``."""
+) -> bool:  # fmt: skip
+    """The typed row of one event, if it is a ``feedback`` or ``shadow_agreement`` with
+    usable data; returns whether it wrote one."""
     if event not in ("feedback", "shadow_agreement"):
-        return
+        return False
     r = feedback_row(data) if event == "feedback" else shadow_row(data)
     if r is None:
         log.warning("%s event from %s with unusable data: kept in events only", event,
                     "/".join(where))  # fmt: skip
-    elif event == "feedback":
+        return False
+    if event == "feedback":
         cur.execute(_FEEDBACK_SQL, [
             r["inspection_id"], r["feedback_id"], where[0], *where, r["kind"], r["class_name"],
             r["note"], r["actor"], r["created_at"], r["verdict"], r["model_sha256"],
@@ -76,6 +78,7 @@ def insert_typed(
             *where, r["active"], r["shadow"], where[0], r["session_id"], r["name"], r["version"],
             r["frames"], r["agreed"], r["fb_frames"], r["active_wrong"], r["shadow_wrong"], at,
             received_at])  # fmt: skip
+    return True
 
 
 def feedback_row(d: dict[str, Any]) -> dict[str, Any] | None:

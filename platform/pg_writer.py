@@ -138,11 +138,17 @@ def insert_event(
     cur: Any, m: dict[str, Any], where: tuple[str, str, str], received_at: datetime
 ) -> None:
     """Store an ``event`` message once (``where``: the topic's site, line, station, used
-    when the message leaves them out)."""
+    when the message leaves them out), and its typed row (:mod:`.pg_feedback`). A usable
+    ``shadow_agreement`` is kept as its typed row only: a station sends one a minute
+    while a shadow runs, each holding every number of the ones before."""
     site, line, station = (text(m.get(k)) or w for k, w in zip(("site", "line", "station"),
                                                                  where, strict=True))  # fmt: skip
     data = m.get("data")
     at = timestamp(m.get("at")) or received_at
+    typed = isinstance(data, dict) and bool(site and line and station) and insert_typed(
+        cur, str(m["event"]), clean_json(data), (site, line, station), at, received_at)  # fmt: skip
+    if typed and m["event"] == "shadow_agreement":
+        return  # cumulative: its newest report (the typed row) says all the earlier ones did
     cur.execute(
         "INSERT INTO events (event_id, firm, site, line, station, event, at, data, "
         "payload_json, received_at) SELECT %s::uuid, (SELECT firm FROM sites WHERE site = %s), "
@@ -151,9 +157,6 @@ def insert_event(
          json.dumps(clean_json(data)) if isinstance(data, dict) else None,
          json.dumps(m, separators=(",", ":")), received_at],
     )  # fmt: skip
-    if isinstance(data, dict) and site and line and station:
-        insert_typed(cur, str(m["event"]), clean_json(data), (site, line, station), at,
-                     received_at)  # fmt: skip
 
 
 def record_availability(

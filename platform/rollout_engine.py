@@ -130,15 +130,21 @@ def _load(conn: Any, rid: str) -> tuple[_Rollout, list[_Station]] | None:
     return _Rollout(*row), stations
 
 
-def _answer(conn: Any, key: StationKey, command_id: str) -> tuple[str, dict[str, Any], Any] | None:
-    """The station's first answer to a command: ``(event, data, received_at)``."""
+def _answer(
+    conn: Any, key: StationKey, command_id: str
+) -> tuple[bool, str | None, dict[str, Any], Any] | None:
+    """The station's first answer to a command: ``(activated, the refusal's reason or None,
+    data, received_at)``, or None before it answered."""
     row = conn.execute(
         "SELECT event, data, received_at FROM events WHERE site = %s AND line = %s "
         "AND station = %s AND event IN ('model_activated', 'model_rejected') "
         "AND data->>'command_id' = %s ORDER BY received_at LIMIT 1",
         [*key, command_id],
     ).fetchone()
-    return None if row is None else (row[0], row[1] or {}, row[2])
+    if row is None:
+        return None
+    data, ok = row[1] or {}, row[0] == "model_activated"
+    return ok, None if ok else str(data.get("reason", "")), data, row[2]
 
 
 def _set_station(conn: Any, rid: str, s: _Station, **cols: Any) -> None:
@@ -212,9 +218,7 @@ def _deploy(
         if s.state == "sent":
             got = _answer(conn, s.key, s.deploy_command_id)
             if got is not None:
-                event, data, at = got
-                ok = event == "model_activated"
-                why = None if ok else str(data.get("reason", ""))
+                ok, why, data, at = got
                 _set_station(conn, rid, s, state="active" if ok else "rejected",
                              answered_at=at, reason=why)  # fmt: skip
                 audit(conn, actor, "deploy.activated" if ok else "deploy.rejected", rid, s.key,
@@ -362,9 +366,7 @@ def _roll_back(
         elif s.state == "rollback_sent":
             got = _answer(conn, s.key, s.rollback_command_id)
             if got is not None:
-                event, data, at = got
-                ok = event == "model_activated"
-                why = None if ok else str(data.get("reason", ""))
+                ok, why, data, at = got
                 _set_station(conn, rid, s, state="rolled_back" if ok else "rollback_failed",
                              rollback_answered_at=at, reason=why)  # fmt: skip
                 audit(conn, actor, "rollback.done" if ok else "rollback.failed", rid, s.key,

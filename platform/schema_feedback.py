@@ -1,8 +1,10 @@
 """PostgreSQL migration 5: operator feedback and shadow agreement, and what rollouts watch of them.
 
 The stations send both as events (``feedback``, ``shadow_agreement``;
-:mod:`kanjian.station.sync.feedback_feed`); the receiver keeps each event whole in
-``events`` and, in the same transaction, as a typed row here::
+:mod:`kanjian.station.sync.feedback_feed`); the receiver keeps each answer whole in
+``events`` and, in the same transaction, as a typed row here; a shadow report only as
+its typed row (cumulative: the newest says all the earlier ones did; one whose data is
+unusable stays in ``events``)::
 
     feedback(inspection_id uuid, feedback_id, firm, site, line, station, kind,
              class_name, note, actor, created_at, verdict, model_sha256, captured_at,

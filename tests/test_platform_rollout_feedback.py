@@ -193,6 +193,9 @@ def test_agreement_is_the_newest_report_and_not_watched_without_one_or_at_zero(
     fleet.tick()
     s = fleet.status(rid)
     assert s["state"] == "canary" and (s["shadow_frames"], s["agreement"]) == (300, 0.97)
+    # usable reports are kept as their newest row only, not one event row each
+    assert fleet.conn.execute("SELECT count(*) FROM events WHERE event = 'shadow_agreement'"
+                              ).fetchone()[0] == 0  # fmt: skip
     # fewer frames than min_inspections, or the least agreement set to 0: not judged
     few = start_rollout(fleet.conn, C, _plan(stations=(ST[1],)), "dave")
     _shadow(fleet, ST[1], A, C, 9, 0)

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kanjian.appliance_api.cli.platform_db import DbOpt, connect_migrated, need_pg
 from kanjian.appliance_api.cli.platform_rollout import acl_command, rollout_app
 from kanjian.appliance_api.cli.platform_token import token_app
 
@@ -149,14 +150,8 @@ def platform_report(
     out.print(t)
 
 
-DbOpt = Annotated[str, typer.Option(help="the platform's PostgreSQL: postgresql://user:pw@host/db")]
-
-
-def _need_pg(db: str) -> None:
-    if not db.startswith(("postgresql://", "postgres://")):
-        console.print(f"[red]error:[/] {db} is not a postgresql:// URL: the platform schema "
-                      "(migrations, sites, the fleet's tables) lives in PostgreSQL")  # fmt: skip
-        raise typer.Exit(2)
+#: what ``need_pg`` says lives in PostgreSQL
+_IN_PG = "the platform schema (migrations, sites, the fleet's tables) lives in PostgreSQL"
 
 
 @platform_app.command("migrate")
@@ -167,7 +162,7 @@ def platform_migrate(db: DbOpt) -> None:
 
     from kanjian.platform.schema import LATEST, SchemaError, applied, migrate
 
-    _need_pg(db)
+    need_pg(db, _IN_PG)
     with psycopg.connect(db) as conn:
         try:
             done = migrate(conn)
@@ -188,18 +183,14 @@ def platform_site(
     """Register a site as a firm's, and label the rows already stored with the firm."""
     import re
 
-    import psycopg
-
     from kanjian.platform.pg_writer import assign_site
-    from kanjian.platform.schema import migrate
 
-    _need_pg(db)
+    need_pg(db, _IN_PG)
     for what, v in (("site", site), ("firm", firm)):
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
             console.print(f"[red]error:[/] {what} {v!r}: use 1 to 64 letters, digits, _ . -")
             raise typer.Exit(2)
-    with psycopg.connect(db) as conn:
-        migrate(conn)
+    with connect_migrated(db, _IN_PG) as conn:
         changed = assign_site(conn, site, firm)
     out.print(f"site {site} belongs to {firm}; relabelled: "
               + ", ".join(f"{t} {n}" for t, n in changed.items()))  # fmt: skip
@@ -281,7 +272,7 @@ def platform_serve(
     from kanjian.platform.web.db import SchemaTooOld
     from kanjian.platform.web.server import ServeOptions, serve
 
-    _need_pg(db)
+    need_pg(db, _IN_PG)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     opts = ServeOptions(db=db, host=host, port=port, s3_endpoint=s3_endpoint,
                         s3_bucket=s3_bucket, s3_region=s3_region, link_s=link_s,

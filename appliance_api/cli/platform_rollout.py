@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kanjian.appliance_api.cli.platform_db import DbOpt, connect_migrated
+
 console = Console(stderr=True)
 out = Console()
 
@@ -25,7 +27,6 @@ rollout_app = typer.Typer(
     "rolled back on a regression."
 )
 
-DbOpt = Annotated[str, typer.Option(help="the platform's PostgreSQL: postgresql://user:pw@host/db")]
 ByOpt = Annotated[str | None, typer.Option(help="who does it, for the audit (default user@host)")]
 
 
@@ -39,19 +40,7 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 
 
 def _pg(db: str) -> Any:
-    import psycopg
-
-    from kanjian.platform.schema import SchemaError, migrate
-
-    if not db.startswith(("postgresql://", "postgres://")):
-        raise _fail(f"{db} is not a postgresql:// URL: rollouts live in the platform's PostgreSQL")
-    conn = psycopg.connect(db, autocommit=True)
-    try:
-        migrate(conn)
-    except SchemaError as e:
-        conn.close()
-        raise _fail(str(e), 1) from None
-    return conn
+    return connect_migrated(db, "rollouts live in the platform's PostgreSQL", autocommit=True)
 
 
 @rollout_app.command("start")

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kanjian.appliance_api.cli.platform_db import DbOpt, connect_migrated
+
 console = Console(stderr=True)
 out = Console()
 
@@ -23,26 +25,9 @@ token_app = typer.Typer(
     "or sites; the whole cluster for an admin)."
 )
 
-DbOpt = Annotated[str, typer.Option(help="the platform's PostgreSQL: postgresql://user:pw@host/db")]
-
 
 def _connect(db: str) -> Any:
-    import psycopg
-
-    from kanjian.platform.schema import SchemaError, migrate
-
-    if not db.startswith(("postgresql://", "postgres://")):
-        console.print(f"[red]error:[/] {db} is not a postgresql:// URL: platform tokens live "
-                      "in the platform's PostgreSQL")  # fmt: skip
-        raise typer.Exit(2)
-    conn = psycopg.connect(db)
-    try:
-        migrate(conn)
-    except SchemaError as e:
-        conn.close()
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1) from None
-    return conn
+    return connect_migrated(db, "platform tokens live in the platform's PostgreSQL")
 
 
 def _row(info: Any) -> dict[str, Any]:
