@@ -113,6 +113,12 @@ class StoreConfig(BaseModel):
         description="a start with less free space in data_dir is refused; after the disk "
         "filled up, images are saved again only above it (0: no floor)",
     )
+    writer: Literal["process", "thread"] = Field(
+        "process",
+        description="who commits the batches: a child process, while the station makes "
+        "the next batch's rows (two cores at work); thread: the store's writer thread in "
+        "the station's process (a one-core machine)",
+    )
     retention: StoreRetentionConfig = Field(
         default_factory=StoreRetentionConfig,
         description="what the background retention deletes: images by size, age and a "

@@ -401,6 +401,7 @@ def _build_station(cfg: StationConfig, lock: DataLock) -> Station:
         synchronous=cfg.store.synchronous,
         queue_max_mb=cfg.store.queue_max_mb,
         min_free_mb=cfg.store.min_free_mb,
+        writer=cfg.store.writer,
     )
     t["open_store"] = (time.perf_counter() - t1) * 1e3
     t1 = time.perf_counter()

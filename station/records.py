@@ -185,6 +185,8 @@ class StoredFeedback:
         return cls(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]), str(r[6]))
 
 
+#: the ``inspection_classes`` columns, in the order :func:`class_index_rows` makes them
+CLASS_INDEX_COLUMNS: tuple[str, ...] = ("class_name", "verdict", "seq")
 #: the store's ``inspection_classes`` rows, ``(class_name, verdict, seq)`` as
 #: :func:`class_index_rows` makes them (IGNORE: a row already there is the same fact)
 CLASS_INDEX_INSERT = (

@@ -9,8 +9,10 @@ import sys
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import pytest
 
 from kanjian.camera.frame import Frame, FrameFailure
 from kanjian.inference.types import Detections, Inspection, ModelRef, Verdict
@@ -18,6 +20,7 @@ from kanjian.station.store import DB_NAME, ResultStore
 
 NAMES = ("crazing", "scratches")
 MODEL = ModelRef("m", "1", "0" * 64)
+WriterKind = Literal["process", "thread"]
 
 
 def _insp(i: int, verdict: Verdict = Verdict.PASS, n_det: int = 0) -> Inspection:
@@ -31,13 +34,15 @@ def _insp(i: int, verdict: Verdict = Verdict.PASS, n_det: int = 0) -> Inspection
     return Inspection(frame, verdict, "r", MODEL, dets, NAMES, timings_ms={"infer": 1.0})
 
 
-def test_rows_detections_outbox_in_order(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path, batch_max_rows=7)
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_rows_detections_outbox_in_order(tmp_path: Path, writer: WriterKind) -> None:
+    store = ResultStore(tmp_path, batch_max_rows=7, writer=writer)
     sent = [_insp(i, Verdict.FAIL if i % 3 == 0 else Verdict.PASS, i % 4) for i in range(100)]
     for s in sent:
         store.put(s)
     assert store.flush()
-    # synchronous is per connection: the writer's own says FULL (2), the default
+    # synchronous is per connection: the one that commits says FULL (2), the default
+    assert store.writer_synchronous == 2
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     store.close()
     db = sqlite3.connect(tmp_path / DB_NAME)
@@ -61,10 +66,11 @@ def test_rows_detections_outbox_in_order(tmp_path: Path) -> None:
             assert p is None
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_a_row_that_cannot_be_written_becomes_an_error_row_and_blocks_nothing(
-    tmp_path: Path,
+    tmp_path: Path, writer: WriterKind
 ) -> None:
-    store = ResultStore(tmp_path, batch_max_rows=50, save_verdicts=("FAIL",))
+    store = ResultStore(tmp_path, batch_max_rows=50, save_verdicts=("FAIL",), writer=writer)
     seen: list[str] = []
     store.add_listener(lambda batch: seen.extend(str(i.inspection_id) for i in batch))
     ok = [_insp(i) for i in range(6)]

@@ -1,0 +1,184 @@
+"""The store's writer process: killed, signalled, orphaned, it loses nothing and
+writes nothing twice; its multi-row inserts equal ``executemany``."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kanjian.inference.types import Inspection
+from kanjian.station.store import DB_NAME, ResultStore
+from kanjian.station.store_health import is_space_error
+from kanjian.station.store_rows import prepare
+from kanjian.station.store_writer import insert_rows
+from kanjian.station.store_writers import ProcessWriter, WriterError, rebuild_error
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_store import _insp
+
+
+def _gone(pid: int) -> bool:
+    """The process ended (a zombie not reaped yet counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def _writer_pid(store: ResultStore) -> int:
+    w = store._writer
+    assert isinstance(w, ProcessWriter)
+    return w.pid
+
+
+def _rows(path: Path) -> list[tuple[str, int, str]]:
+    db = sqlite3.connect(path / DB_NAME)
+    try:
+        return db.execute("SELECT id, seq, verdict FROM inspections ORDER BY seq").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_writer_killed_during_a_flood_loses_nothing_and_writes_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    store = ResultStore(tmp_path, batch_max_rows=40)
+    pids: list[int] = []  # the writers killed
+    armed = False
+
+    def kill_once(batch: list[Inspection]) -> None:  # on the writer thread, after a commit
+        nonlocal armed
+        if armed:  # the next batch is with the writer, or about to be
+            armed = False
+            pid = _writer_pid(store)
+            os.kill(pid, signal.SIGKILL)
+            pids.append(pid)
+
+    store.add_listener(kill_once)
+    sent = [_insp(i) for i in range(2000)]
+    for part in range(4):  # a kill each time: after one died the backlog is folded together
+        armed = part > 0
+        for insp in sent[part * 500 : (part + 1) * 500]:
+            store.put(insp)
+        assert store.flush(timeout_s=120)
+    stats = store.stats()
+    result = store.close()
+    assert result.not_committed == 0 and stats.written == 2000
+    rows = _rows(tmp_path)
+    assert [r[0] for r in rows] == [str(i.inspection_id) for i in sent]  # once each, in order
+    assert [r[1] for r in rows] == list(range(1, 2001))
+    assert {r[2] for r in rows} == {"PASS"}  # no ERROR stand-in for a batch it had committed
+    assert len(set(pids)) == 3 and all(_gone(p) for p in pids)
+
+
+def test_a_batch_committed_before_its_writer_died_counts_as_committed(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    try:
+        batch = [_insp(i) for i in range(30)]
+        p = prepare(batch, 0, "station-1", lambda insp, written, skipped: None)
+        old = _writer_pid(store)
+        assert isinstance(store._writer, ProcessWriter)
+        store._writer.send(store._writer.encode(p.tables))
+        db = sqlite3.connect(tmp_path / DB_NAME)
+        deadline = time.monotonic() + 30
+        while not db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0]:
+            assert time.monotonic() < deadline, "the writer never committed"
+            time.sleep(0.01)
+        # it died after its COMMIT, before the store read its answer (taken away here)
+        assert store._writer._read() == ("ok", pytest.approx(0, abs=1e9))
+        os.kill(old, signal.SIGKILL)
+        assert store._wait(p) is None  # looked: the batch is in, so it is not sent again
+        assert _writer_pid(store) != old and _gone(old)
+        assert db.execute("SELECT COUNT(*) FROM inspections").fetchone()[0] == 30
+        db.close()
+    finally:
+        store.close()
+
+
+def test_the_writer_ignores_stop_signals_and_ends_with_its_store(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    pid = _writer_pid(store)
+    os.kill(pid, signal.SIGTERM)  # a service stop signals the whole group
+    os.kill(pid, signal.SIGINT)
+    for i in range(50):
+        store.put(_insp(i))
+    assert store.flush(timeout_s=60)
+    assert _writer_pid(store) == pid  # the same child, still at work
+    assert store.close().not_committed == 0
+    assert _gone(pid)
+    assert len(_rows(tmp_path)) == 50
+
+
+def test_the_writer_ends_when_the_station_process_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from kanjian.station.store import ResultStore
+        s = ResultStore(Path({str(tmp_path)!r}))
+        print(s._writer.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    assert not _gone(child)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while not _gone(child):  # stdin's end of file tells it
+        assert time.monotonic() < deadline, f"writer {child} outlived its station"
+        time.sleep(0.05)
+
+
+def test_the_thread_writer_needs_no_process(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path, writer="thread")
+    for i in range(20):
+        store.put(_insp(i))
+    assert store.flush()
+    assert not hasattr(store._writer, "pid") and store.writer_synchronous == 2
+    assert store.close().not_committed == 0 and len(_rows(tmp_path)) == 20
+
+
+def test_errors_come_back_as_the_class_the_store_judges() -> None:
+    full = rebuild_error("OperationalError", "database or disk is full", None)
+    assert isinstance(full, sqlite3.OperationalError) and is_space_error(full)
+    dup = rebuild_error("IntegrityError", "UNIQUE constraint failed: inspections.id", None)
+    assert isinstance(dup, sqlite3.IntegrityError)
+    nospace = rebuild_error("OSError", "No space left on device", errno.ENOSPC)
+    assert isinstance(nospace, OSError) and is_space_error(nospace)
+    odd = rebuild_error("UnicodeEncodeError", "surrogates not allowed", None)
+    assert isinstance(odd, WriterError) and "UnicodeEncodeError" in str(odd)
+    assert not isinstance(odd, (OSError, sqlite3.Error))  # not retried as it is
+
+
+@pytest.mark.parametrize("limit", [999, 32766])
+@pytest.mark.parametrize("n", [0, 1, 5, 63, 64, 65, 500, 777])
+def test_multi_row_inserts_equal_executemany(n: int, limit: int) -> None:
+    cols = ("a", "b", "c")
+    rows = [(i, f"t{i}", None if i % 3 else i / 7) for i in range(n)]
+    rows += [(i, "dup", 0.0) for i in range(0, n, 10)]  # ignored: the key is there
+    got, want = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    for c in (got, want):
+        c.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c REAL)")
+    got.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    insert_rows(got, "t", cols, rows, or_ignore=True)
+    want.executemany("INSERT OR IGNORE INTO t (a, b, c) VALUES (?, ?, ?)", rows)
+    query = "SELECT a, b, c, typeof(c) FROM t ORDER BY a"
+    assert got.execute(query).fetchall() == want.execute(query).fetchall()
+    with pytest.raises(sqlite3.IntegrityError):  # without IGNORE a duplicate fails the same
+        insert_rows(got, "t", cols, rows[:1] or [(0, "x", 1.0), (0, "x", 1.0)])
