@@ -6,9 +6,11 @@ writer must also make them from :class:`Inspection` objects (~10 us each with th
 store's own :func:`~kanjian.station.records.stored_rows`) and take them off a queue.
 The floor is ~21 us a row on the 2-core VM, so 0.8x leaves ~5 us of Python a row,
 unless the Python runs while SQLite works. SQLite gives the GIL back while it steps
-and syncs, so the designs below try to overlap the two; CPython 3.11's GIL hands
-itself back to a waiting thread only when the holder blocks or after the 5 ms
-switch interval, which is what this measures.
+and syncs, so the thread designs below try to overlap the two; CPython 3.11's GIL
+hands itself back to a waiting thread only when the holder blocks or after the 5 ms
+switch interval, which is what this measures. The store as shipped commits in a
+child process instead (its own interpreter, its own GIL); ``store.writer: thread``
+is the one-process store it replaced.
 
 Contenders, each fed by one producer thread putting the same inspections on a
 ``queue.Queue`` as fast as it returns (the store's flood, benchmarks/store.py), the
@@ -17,9 +19,10 @@ of up to 500, one fresh database each, round-robin:
 
 - ``floor, executemany`` / ``floor, multi-row``: SQLite alone, rows prebuilt (no
   queue, no producer); the second with one ``INSERT .. VALUES (..), (..)`` a batch;
-- ``ResultStore``: the store as shipped;
+- ``ResultStore (writer process)``: the store as shipped; ``ResultStore, writer:
+  thread``: the same store committing on its writer thread (the design before);
 - ``one writer, multi-row``: one thread makes a batch's rows and inserts them in
-  multi-row statements (the store's design, its bookkeeping left out);
+  multi-row statements (a thread store's best case: its bookkeeping left out);
 - ``rows, then SQLite (2 threads)``: one thread makes rows, a second inserts and commits
   (one batch in hand between them);
 - ``rows and inserts, COMMIT (2 threads)``: the writer makes rows and inserts; a second thread
@@ -227,7 +230,8 @@ def _floor_multi(inspections: list[Any], folder: Path) -> float:
 CONTENDERS: dict[str, Callable[[list[Any], Path], float]] = {
     "floor, executemany": lambda i, f: _floor_round(i, f, BATCH),
     "floor, multi-row": _floor_multi,
-    "ResultStore": lambda i, f: _one_round(i, "FULL", f)[0],
+    "ResultStore (writer process)": lambda i, f: _one_round(i, "FULL", f)[0],
+    "ResultStore, writer: thread": lambda i, f: _one_round(i, "FULL", f, "thread")[0],
     "one writer, multi-row": lambda i, f: _flood(i, f, _serial),
     "rows, then SQLite (2 threads)": lambda i, f: _flood(i, f, _rows_then_sqlite),
     "rows and inserts, COMMIT (2 threads)": lambda i, f: _flood(i, f, _commit_thread),

@@ -274,4 +274,7 @@ class ResultStore(BatchWriter):
             last_error=self._stall.error,
             images_not_saved=self._images_not_saved,
             queued_bytes=self._queued_bytes,
+            writer="process" if isinstance(self._writer, ProcessWriter) else "thread",
+            writer_pid=self._writer.pid,
+            writer_restarts=self._writer.restarts,
         )

@@ -98,7 +98,7 @@ class BatchWriter:
             nxt = self._take_batch(wait=flying is None)
             if flying is None:
                 if nxt is not None:
-                    flying = self._begin(nxt, None)
+                    flying = self._begin(nxt)
                 elif self._stop_seen or self._abandon.is_set():
                     return
                 continue
@@ -110,9 +110,14 @@ class BatchWriter:
             error = self._wait(sent)
             if error is None:
                 self._advance(sent)
-                if nxt is not None:  # sent before this batch's listeners run
-                    flying = self._begin(nxt, ready)
-                self._notify(sent.batch)
+                if nxt is not None and ready is not None and ready.seq0 == self._seq:
+                    self._writer.send(ready.wire)  # sent before this batch's listeners run
+                    flying, nxt, ready = (nxt, ready), None, None
+                self._notify(sent.batch)  # before anything behind it is committed
+                if ready is not None:
+                    ready.unlink()
+                if nxt is not None:
+                    flying = self._begin(nxt)
             else:
                 # the careful way for the failed batch and all behind it: one at a
                 # time, retried, folded together while stalled (_commit_with_retry)
@@ -164,17 +169,14 @@ class BatchWriter:
                 return
             self._take(item, t)
 
-    def _begin(self, t: _Taken, ready: Prepared | None) -> tuple[_Taken, Prepared] | None:
-        """Send ``t``'s rows to the writer (``ready`` if made for the current ``seq``);
-        ``None`` when ``t`` was dealt with here: nothing to commit, given up, or its
-        rows could not be made (then committed the careful way)."""
+    def _begin(self, t: _Taken) -> tuple[_Taken, Prepared] | None:
+        """Make ``t``'s rows and send them to the writer; ``None`` when ``t`` was dealt
+        with here: nothing to commit, given up, or its rows could not be made (then
+        committed the careful way, synchronously)."""
         if not t.items or self._abandon.is_set():
             self._release(t)
             return None
-        if ready is None or ready.seq0 != self._seq:
-            if ready is not None:
-                ready.unlink()
-            ready = self._try_prepare(t.items, self._seq)
+        ready = self._try_prepare(t.items, self._seq)
         if ready is None:
             self._commit_with_retry(t.items, gather=t)
             self._release(t)
@@ -216,7 +218,11 @@ class BatchWriter:
             return e
 
     def _landed(self, p: Prepared) -> bool:
-        row = self.db.execute("SELECT 1 FROM inspections WHERE id = ?", [p.first_id]).fetchone()
+        # its first row under its own seq: seq is unique and only this store numbers
+        # rows, so a twin id committed earlier (a lower seq) cannot pass for it
+        row = self.db.execute(
+            "SELECT 1 FROM inspections WHERE seq = ? AND id = ?", [p.seq0 + 1, p.first_id]
+        ).fetchone()
         return row is not None
 
     def _advance(self, p: Prepared) -> None:

@@ -47,6 +47,9 @@ class StoreStats:
         last_error: the last write error (kept after the stall ended), or ``None``.
         images_not_saved: images dropped since start (disk full, queue over its bound).
         queued_bytes: frame pixels held by the queue, bytes.
+        writer: who commits: ``process`` (a child process) or ``thread``.
+        writer_pid: the writer process's PID (``None`` for ``thread``).
+        writer_restarts: writer processes that died and were replaced since start.
     """
 
     queued: int
@@ -61,6 +64,9 @@ class StoreStats:
     last_error: str | None = None
     images_not_saved: int = 0
     queued_bytes: int = 0
+    writer: str = "process"
+    writer_pid: int | None = None
+    writer_restarts: int = 0
 
 
 class LowDiskSpaceError(RuntimeError):

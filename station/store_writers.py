@@ -46,6 +46,9 @@ class StoreWriter(Protocol):
 
     #: what ``PRAGMA synchronous`` answers on the writer's connection (2 = FULL)
     synchronous: int
+    #: the child's PID (``None``: no process); writers that died and were replaced
+    pid: int | None
+    restarts: int
 
     def encode(self, tables: Tables) -> Any: ...
     def send(self, wire: Any) -> None: ...
@@ -61,6 +64,8 @@ class ThreadWriter:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+        self.pid: int | None = None
+        self.restarts = 0
         self._result: float | Exception | None = None
 
     def encode(self, tables: Tables) -> Any:
@@ -119,7 +124,8 @@ class ProcessWriter:
         self.db_path = db_path
         self.mode = synchronous
         self.synchronous = -1
-        self.pid = 0
+        self.pid: int | None = None
+        self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._failed: Exception | None = None  # raised by the next wait()
         self._start()
@@ -137,7 +143,7 @@ class ProcessWriter:
                 f"is in the log above): {' '.join(cmd)}",
             )
         _, self.pid, self.synchronous = hello
-        log.debug("store writer process %d started", self.pid)
+        log.debug("store writer process %s started", self.pid)
 
     def _read(self) -> Any:
         assert self._proc is not None and self._proc.stdout is not None
@@ -187,7 +193,9 @@ class ProcessWriter:
     def restart(self) -> None:
         """A new child in place of a dead (or stuck) one."""
         self.kill()
+        self._discard()
         self._failed = None
+        self.restarts += 1
         self._start()
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -201,20 +209,24 @@ class ProcessWriter:
                 proc.stdin.close()
             proc.wait(timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired):
-            log.error("the store writer process %d did not stop: killed", self.pid)
+            log.error("the store writer process %s did not stop: killed", self.pid)
             self.kill()
         finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+            self._discard()
 
     def kill(self) -> None:
-        """Stop the child now (SQLite rolls back the transaction it was in)."""
+        """Stop the child now (SQLite rolls back the transaction it was in). Safe from
+        another thread while the store's writer thread waits for the child's answer."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def _discard(self) -> None:
+        """Close the pipes to a child that ended."""
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             try:
                 if pipe is not None:

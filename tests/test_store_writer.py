@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def _gone(pid: int) -> bool:
 
 def _writer_pid(store: ResultStore) -> int:
     w = store._writer
-    assert isinstance(w, ProcessWriter)
+    assert isinstance(w, ProcessWriter) and w.pid is not None
     return w.pid
 
 
@@ -82,6 +83,8 @@ def test_a_writer_killed_during_a_flood_loses_nothing_and_writes_nothing_twice(
     assert [r[1] for r in rows] == list(range(1, 2001))
     assert {r[2] for r in rows} == {"PASS"}  # no ERROR stand-in for a batch it had committed
     assert len(set(pids)) == 3 and all(_gone(p) for p in pids)
+    assert stats.writer == "process" and stats.writer_restarts == 3
+    assert stats.writer_pid not in pids
 
 
 def test_a_batch_committed_before_its_writer_died_counts_as_committed(tmp_path: Path) -> None:
@@ -150,7 +153,9 @@ def test_the_thread_writer_needs_no_process(tmp_path: Path) -> None:
     for i in range(20):
         store.put(_insp(i))
     assert store.flush()
-    assert not hasattr(store._writer, "pid") and store.writer_synchronous == 2
+    stats = store.stats()
+    assert (stats.writer, stats.writer_pid, stats.writer_restarts) == ("thread", None, 0)
+    assert store.writer_synchronous == 2
     assert store.close().not_committed == 0 and len(_rows(tmp_path)) == 20
 
 
@@ -182,3 +187,53 @@ def test_multi_row_inserts_equal_executemany(n: int, limit: int) -> None:
     assert got.execute(query).fetchall() == want.execute(query).fetchall()
     with pytest.raises(sqlite3.IntegrityError):  # without IGNORE a duplicate fails the same
         insert_rows(got, "t", cols, rows[:1] or [(0, "x", 1.0), (0, "x", 1.0)])
+
+
+def test_a_served_station_replaces_a_killed_writer_and_says_so(
+    tmp_path: Path, detect_model: Any, neu_det_dir: Path
+) -> None:
+    """The real appliance (``kanjian serve``): its writer process SIGKILLed twice, the
+    loop goes on, /api/status and /metrics count the restarts, the stop flushes."""
+    import shutil
+
+    import httpx
+
+    from tests.support import api as S
+    from tests.support.station_config import station_config, write_config
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted((neu_det_dir / "images").glob("*.jpg"))[:3]:
+        shutil.copy(p, images / p.name)
+    port = S.free_port()
+    cfg = station_config(tmp_path / "data", bundle=detect_model.onnx, images=images,
+                         camera={"loop": True})  # fmt: skip
+    cfg_path = write_config(tmp_path / "s.yaml", cfg)
+    cfg_path.write_text(cfg_path.read_text() + f"api:\n  port: {port}\n")
+    s = S.start_serve(cfg_path, port, tmp_path, timeout=300)
+    try:
+        c = httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=60)
+
+        def store() -> dict[str, Any]:
+            out: dict[str, Any] = c.get("/api/status").json()["store"]
+            return out
+
+        S.wait_for(lambda: store()["committed"] >= 3, 120, what="3 committed rows")
+        for restarts in (1, 2):
+            before = store()
+            assert before["writer"] == "process" and not _gone(before["writer_pid"])
+            os.kill(before["writer_pid"], signal.SIGKILL)
+            S.wait_for(lambda r=restarts: store()["writer_restarts"] == r, 120, what="a restart")
+            S.wait_for(lambda b=before: store()["committed"] > b["committed"] + 2, 120,
+                       what="rows after the restart")  # fmt: skip
+            assert store()["writer_pid"] != before["writer_pid"] and _gone(before["writer_pid"])
+        metrics = httpx.get(s.url + "/metrics", timeout=30).text
+        assert "kanjian_store_writer_restarts_total 2.0" in metrics
+    finally:
+        out = s.stop(timeout=180)
+    last = [ln for ln in out.splitlines() if ln.startswith("stopped:")][-1]
+    assert s.proc.returncode == 0 and "store flushed" in last and "NOT" not in last, out
+    db = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    seqs = [r[0] for r in db.execute("SELECT seq FROM inspections ORDER BY seq")]
+    db.close()
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no double

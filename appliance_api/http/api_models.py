@@ -108,6 +108,12 @@ class StoreOut(BaseModel):
         "their rows were written"
     )
     queued_bytes: int = Field(description="frame pixels waiting for the writer, bytes")
+    writer: str = Field(description="who commits: process (a child process) or thread")
+    writer_pid: int | None = Field(description="the writer process's PID (null: thread)")
+    writer_restarts: int = Field(
+        description="writer processes that died and were replaced since start (nothing "
+        "acknowledged is lost: their batch is looked up, then sent again)"
+    )
     batches: int
     errors: int = Field(description="failed (retried) transactions since start")
     blocked_puts: int

@@ -71,6 +71,11 @@ class _LiveCollector(Collector):
         done = CounterMetricFamily("kanjian_store_committed", "inspection rows committed")
         done.add_metric([], store.written)
         yield done
+        restarts = CounterMetricFamily(
+            "kanjian_store_writer_restarts", "store writer processes that died and were replaced"
+        )
+        restarts.add_metric([], store.writer_restarts)
+        yield restarts
         lost = CounterMetricFamily("kanjian_store_images_not_saved", "images dropped (disk full)")
         lost.add_metric([], store.images_not_saved)
         yield lost
