@@ -12,8 +12,9 @@ Needs root (``mount -t tmpfs``). Writes a markdown report::
 
     python -m benchmarks.disk_full --minutes 5 --out benchmarks/results/disk-full.md
 
-Samples once a second: the process's RSS (MB, from /proc), rows committed (read-only
-SQLite), free bytes of the tmpfs.
+Samples once a second: the RSS of the station and its child processes (MB, from
+/proc; the store's writer process is one), rows committed (read-only SQLite), free
+bytes of the tmpfs.
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ class Run:
 
 
 def _rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and its child processes (the store's writer), MB."""
+    total = 0.0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _rss_mb(int(child))
     except OSError:
         pass
-    return 0.0
+    return total
 
 
 def _rows(db: Path) -> int:

@@ -96,38 +96,50 @@ class BatchWriter:
         flying: tuple[_Taken, Prepared] | None = None
         while True:
             nxt = self._take_batch(wait=flying is None)
-            if flying is None:
-                if nxt is not None:
-                    flying = self._begin(nxt)
-                elif self._stop_seen or self._abandon.is_set():
-                    return
-                continue
-            taken, sent = flying
-            flying = None
-            ready = None
-            if nxt is not None and nxt.items and not self._abandon.is_set():
-                ready = self._try_prepare(nxt.items, sent.seq0 + len(sent.batch))
-            error = self._wait(sent)
-            if error is None:
-                self._advance(sent)
-                if nxt is not None and ready is not None and ready.seq0 == self._seq:
-                    self._writer.send(ready.wire)  # sent before this batch's listeners run
-                    flying, nxt, ready = (nxt, ready), None, None
-                self._notify(sent.batch)  # before anything behind it is committed
-                if ready is not None:
-                    ready.unlink()
-                if nxt is not None:
-                    flying = self._begin(nxt)
-            else:
-                # the careful way for the failed batch and all behind it: one at a
-                # time, retried, folded together while stalled (_commit_with_retry)
-                if ready is not None:
-                    ready.unlink()
-                if nxt is not None:
-                    taken.absorb(nxt)
-                if not self._abandon.is_set():
-                    self._commit_with_retry(taken.items, gather=taken, first=error)
-            self._release(taken)
+            if flying is not None:
+                flying = self._land(flying, nxt)
+            elif nxt is not None:
+                flying = self._begin(nxt)
+            elif self._stop_seen or self._abandon.is_set():
+                return
+
+    def _land(
+        self, flight: tuple[_Taken, Prepared], nxt: _Taken | None
+    ) -> tuple[_Taken, Prepared] | None:
+        """See ``flight`` committed (or not) while making ``nxt``'s rows; returns the
+        flight now with the writer. A method of its own so that nothing of a batch
+        outlives it in the loop's variables (an idle station would hold the last
+        backlog's pixels until the next part came)."""
+        taken, sent = flight
+        ready = None
+        if nxt is not None and nxt.items and not self._abandon.is_set():
+            ready = self._try_prepare(nxt.items, sent.seq0 + len(sent.batch))
+        error = self._wait(sent)
+        flying = None
+        if error is None:
+            self._advance(sent)
+            if nxt is not None and ready is not None and ready.seq0 == self._seq:
+                self._writer.send(ready.wire)  # sent before this batch's listeners run
+                flying, nxt, ready = (nxt, ready), None, None
+            self._notify(sent.batch)  # before anything behind it is committed
+            if ready is not None:
+                ready.unlink()
+            if nxt is not None:
+                flying = self._begin(nxt)
+        else:
+            # the careful way for the failed batch and all behind it: one at a
+            # time, retried, folded together while stalled (_commit_with_retry)
+            if ready is not None:
+                ready.unlink()
+            if nxt is not None:
+                taken.absorb(nxt)
+            if not self._abandon.is_set():
+                self._commit_with_retry(taken.items, gather=taken, first=error)
+        # the error's traceback runs through _wait's frame, whose caller is this frame:
+        # held here, the two would keep each other (and the batch) until a full GC
+        del error
+        self._release(taken)
+        return flying
 
     def _take_batch(self, wait: bool) -> _Taken | None:
         """What is queued now, up to ``batch_max_rows`` (``wait``: for the first item up
@@ -193,7 +205,7 @@ class BatchWriter:
             p.wire = self._writer.encode(p.tables)
             return p
         except Exception as e:
-            log.debug("rows of %d inspection(s) not made ahead (%s)", len(batch), e)
+            log.debug("rows of %d inspection(s) not made ahead (%s)", len(batch), str(e))
             return None
 
     def _wait(self, p: Prepared) -> Exception | None:
@@ -206,7 +218,7 @@ class BatchWriter:
         except WriterDied as e:
             if self._abandon.is_set():
                 return e
-            log.error("%s: starting a new one", e)
+            log.error("%s: starting a new one", str(e))
             try:
                 self._writer.restart()
             except OSError as again:
@@ -274,17 +286,21 @@ class BatchWriter:
                 return
             except (sqlite3.OperationalError, OSError) as e:
                 # Disk full, locked, I/O error: keep the batch and try again; never drop it.
+                # (Logged as str(e): a handler may keep its records, and the exception's
+                # traceback holds this batch, pixels and all.)
+                if self._abandon.is_set():
+                    # close() gave up (and killed the writer): counted as not committed,
+                    # under the error that stalled it, not the kill's
+                    return
                 self._errors += 1
                 self._stall.failed(e)
-                if self._abandon.is_set():
-                    return  # close() gave up: counted as not committed
                 if is_space_error(e) and not self._images_paused:
                     # rows first: retry at once without images (best effort), which
                     # also frees what this batch's images took
-                    log.error("store write failed (%s): saving rows without images", e)
+                    log.error("store write failed (%s): saving rows without images", str(e))
                     self._images_paused = True
                     continue
-                log.error("store write failed (%s); retrying in %.1fs", e, delay)
+                log.error("store write failed (%s); retrying in %.1fs", str(e), delay)
                 self._abandon.wait(delay)
                 delay = min(delay * 2, 5.0)
                 if gather is not None:
@@ -309,7 +325,7 @@ class BatchWriter:
         """
         self._errors += 1
         log.error("inspection %s cannot be stored (%s: %s); an ERROR row takes its place",
-                  insp.inspection_id, type(error).__name__, error)  # fmt: skip
+                  insp.inspection_id, type(error).__name__, str(error))  # fmt: skip
         err = error_stand_in(insp, error)
         try:
             self._commit([err])
@@ -348,7 +364,13 @@ class BatchWriter:
         error = self._wait(p)
         if error is not None:
             p.unlink()  # a row never names them: free their space
-            raise error
+            try:
+                raise error
+            finally:
+                # this frame must not hold the exception: the cycle (exception ->
+                # traceback -> _wait's frame -> this frame -> exception) would keep
+                # ``batch`` (a stall's whole backlog, pixels and all) until a full GC
+                del error
         self._last_commit_ms = (time.perf_counter() - t0) * 1e3
         self._advance(p)
         self._notify(batch)

@@ -84,7 +84,10 @@ class ThreadWriter:
     def wait(self) -> float:
         r, self._result = self._result, None
         if isinstance(r, Exception):
-            raise r
+            try:
+                raise r
+            finally:
+                del r  # no cycle through this frame (it holds the caller's batch)
         if r is None:
             raise RuntimeError("ThreadWriter.wait() without a batch sent")
         return r
@@ -182,7 +185,10 @@ class ProcessWriter:
     def wait(self) -> float:
         if self._failed is not None:
             e, self._failed = self._failed, None
-            raise e
+            try:
+                raise e
+            finally:
+                del e  # no cycle through this frame (it holds the caller's batch)
         reply = self._read()
         if reply is None:
             raise self._died()

@@ -8,6 +8,7 @@ Mounting needs root (as here and in CI); without it the tests skip, saying why.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import shutil
 import signal
@@ -16,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -69,6 +71,33 @@ def _wait(cond: Callable[[], bool], what: str, deadline_s: float = 120.0) -> Non
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_a_stalls_backlog_is_let_go_once_committed_not_at_some_later_gc(
+    small_disk: Path, writer: Literal["process", "thread"]
+) -> None:
+    """The retried batch holds every inspection of the stall (pixels and all); once it
+    is committed nothing may keep them, not even a reference cycle waiting for the
+    garbage collector (an exception held by the frame it was raised in did: RSS grew by
+    a backlog per stall)."""
+    store = ResultStore(small_disk / "data", save_verdicts=(), min_free_mb=0, writer=writer)
+    gc.disable()
+    try:
+        filler = _fill(small_disk)
+        frames = []
+        for i in range(300):
+            insp = _insp(i)
+            frames.append(weakref.ref(insp.frame))
+            store.put(insp)
+        del insp
+        _wait(lambda: store.stats().errors >= 3, "a few failed attempts")
+        filler.unlink()
+        assert store.flush(120.0) and store.stats().written == 300
+        _wait(lambda: not any(f() is not None for f in frames), "the backlog let go", 10.0)
+    finally:
+        gc.enable()
+        store.close()
 
 
 def test_stall_is_reported_and_the_backlog_commits_in_one_go(small_disk: Path) -> None:
@@ -268,6 +297,8 @@ def test_kanjian_run_stopped_while_full_names_the_loss_and_fails(
     assert proc.returncode == 1, text
     last = text.strip().splitlines()[-1]
     assert last.startswith("STORE NOT FLUSHED: "), text
+    # named by what stalled it (the full disk), not by how the store gave up
+    assert "full" in last.split("(", 1)[1] and "WriterDied" not in last, last
     lost = int(last.split()[3])
     summary = [ln for ln in text.splitlines() if " inspections (" in ln][-1]
     judged = int(summary.split()[0])
