@@ -63,6 +63,17 @@ def _alive(pid: object) -> bool:
     return True
 
 
+#: the lock descriptors this process holds, by resolved data folder
+_HELD: dict[str, int] = {}
+
+
+def held_fd(data_dir: Path) -> int | None:
+    """The descriptor of ``data_dir``'s lock if this process holds it: the store's
+    writer process inherits it, so the lock lasts as long as the last process that
+    may still commit to the folder's database."""
+    return _HELD.get(str(Path(data_dir).resolve()))
+
+
 def read_holder(data_dir: Path) -> dict[str, object]:
     """What the lock file says about its last holder (``{}`` when unreadable).
 
@@ -114,6 +125,7 @@ class DataLock:
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        _HELD[str(data_dir.resolve())] = fd
         return cls(data_dir, fd)
 
     @property
@@ -125,4 +137,5 @@ class DataLock:
         process that opened it just before take a lock on a file nobody else sees."""
         fd, self._fd = self._fd, None
         if fd is not None:
+            _HELD.pop(str(self.data_dir.resolve()), None)
             os.close(fd)  # closing the last descriptor drops the flock

@@ -29,6 +29,7 @@ import sqlite_utils
 
 from kanjian.inference.types import Inspection, Verdict
 from kanjian.station.counters import IdCounter, Seed
+from kanjian.station.datalock import held_fd
 from kanjian.station.images import IMAGES_DIR, remove_leftover_tmp
 from kanjian.station.schema import check_not_newer, migrate
 from kanjian.station.store_batches import STOP, BatchWriter
@@ -72,6 +73,11 @@ def open_db(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
         db.execute(f"PRAGMA {pragma}")
     migrate(db)
     return db
+
+
+def _lock_fds(data_dir: Path) -> tuple[int, ...]:
+    fd = held_fd(data_dir)
+    return () if fd is None else (fd,)
 
 
 class ResultStore(BatchWriter):
@@ -147,7 +153,7 @@ class ResultStore(BatchWriter):
         self._stop_seen = False
         try:
             self._writer: StoreWriter = (
-                ProcessWriter(self.db_path, synchronous)
+                ProcessWriter(self.db_path, synchronous, _lock_fds(data_dir))
                 if writer == "process"
                 else ThreadWriter(self.db.conn)
             )

@@ -119,9 +119,11 @@ class BatchWriter:
         if error is None:
             self._advance(sent)
             if nxt is not None and ready is not None and ready.seq0 == self._seq:
-                self._writer.send(ready.wire)  # sent before this batch's listeners run
+                # sent before this batch's listeners run (it may commit before they
+                # are done; listeners still hear of batches in seq order)
+                self._writer.send(ready.wire)
                 flying, nxt, ready = (nxt, ready), None, None
-            self._notify(sent.batch)  # before anything behind it is committed
+            self._notify(sent.batch)
             if ready is not None:
                 ready.unlink()
             if nxt is not None:
@@ -129,6 +131,7 @@ class BatchWriter:
         else:
             # the careful way for the failed batch and all behind it: one at a
             # time, retried, folded together while stalled (_commit_with_retry)
+            sent.unlink()  # not committed (nor ever will be): its JPEGs go
             if ready is not None:
                 ready.unlink()
             if nxt is not None:
@@ -209,33 +212,47 @@ class BatchWriter:
             return None
 
     def _wait(self, p: Prepared) -> Exception | None:
-        """The writer's answer for ``p``: ``None`` once committed, else the error. A
-        writer process that died is replaced; the batch counts as committed if its
-        first row is in the database (a batch commits whole)."""
+        """The writer's answer for ``p``: ``None`` once committed, else the error.
+
+        A writer process that ended before it answered: whether ``p`` committed is
+        settled first, by this process's own read (the dead child's transaction is
+        committed or gone for good), so a batch sent again never holds rows already in;
+        then a new writer is started (if none starts, the next send says so again).
+        """
         try:
             self._last_commit_ms = self._writer.wait()
             return None
         except WriterDied as e:
-            if self._abandon.is_set():
-                return e
-            log.error("%s: starting a new one", str(e))
-            try:
-                self._writer.restart()
-            except OSError as again:
-                return again
-            if self._landed(p):
-                return None
-            return e
+            landed = self._landed(p)
+            if not self._abandon.is_set():
+                log.error("%s: starting a new one", str(e))
+                try:
+                    self._writer.restart()
+                except Exception as again:
+                    log.error("the store writer did not start again (%s)", str(again))
+            return None if landed else e
         except Exception as e:
             return e
 
     def _landed(self, p: Prepared) -> bool:
-        # its first row under its own seq: seq is unique and only this store numbers
-        # rows, so a twin id committed earlier (a lower seq) cannot pass for it
-        row = self.db.execute(
-            "SELECT 1 FROM inspections WHERE seq = ? AND id = ?", [p.seq0 + 1, p.first_id]
-        ).fetchone()
-        return row is not None
+        """Whether ``p`` is in the database: its first row under its own seq (seq is
+        unique and only this store numbers rows, so a twin id committed earlier, at a
+        lower seq, cannot pass for it). Asks again until the read answers: guessing
+        either way loses rows or writes them twice. Given up (close), it says no."""
+        delay = 0.1
+        while True:
+            try:
+                row = self.db.execute(
+                    "SELECT 1 FROM inspections WHERE seq = ? AND id = ?", [p.seq0 + 1, p.first_id]
+                ).fetchone()
+                return row is not None
+            except sqlite3.Error as e:
+                if self._abandon.is_set():
+                    return False
+                log.error("cannot read whether a batch was committed (%s); again in %.1fs",
+                          str(e), delay)  # fmt: skip
+                self._abandon.wait(delay)
+                delay = min(delay * 2, 5.0)
 
     def _advance(self, p: Prepared) -> None:
         """``p`` is committed: count it."""
@@ -258,10 +275,9 @@ class BatchWriter:
         queued bytes, mark its queue items done and wake :meth:`flush`."""
         freed = 0
         for insp in t.items:
-            if insp.inspection_id in self._no_image:
-                self._no_image.discard(insp.inspection_id)
-            else:
-                freed += pixel_bytes(insp)
+            # the queued object is the one put() counted (pixels dropped or not)
+            self._no_image.discard(insp.inspection_id)
+            freed += pixel_bytes(insp)
         with self._count_lock:
             self._queued_bytes -= freed
         for _ in range(t.n):
@@ -306,6 +322,8 @@ class BatchWriter:
                 if gather is not None:
                     self._gather_all(gather)
             except Exception as e:
+                if self._seq_behind(e):
+                    continue  # numbered again from the database's own last seq
                 # Not transient (a constraint, a value SQLite or the JPEG encoder refuses):
                 # retrying would block every row behind it, and an exception here would
                 # end the writer thread. Find the row at fault, write the others.
@@ -315,6 +333,26 @@ class BatchWriter:
                     return
                 self._commit_instead(batch[0], e)
                 return
+
+    def _seq_behind(self, e: Exception) -> bool:
+        """After a seq clash: whether the database holds rows past this store's last
+        seq (a batch committed unseen); then the store goes on from there (logged)
+        rather than clash, and stand in ERROR rows, for every inspection after it."""
+        if not (isinstance(e, sqlite3.IntegrityError) and "inspections.seq" in str(e)):
+            return False
+        try:
+            last = int(
+                self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inspections").fetchone()[0]
+            )
+        except sqlite3.Error:
+            return False
+        if last <= self._seq:
+            return False
+        log.error(
+            "the store's seq was %d, the database's %d: numbering from there", self._seq, last
+        )
+        self._seq = last
+        return True
 
     def _commit_instead(self, insp: Inspection, error: Exception) -> None:
         """Write an ERROR row in place of an inspection that cannot be written.

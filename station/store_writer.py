@@ -9,7 +9,7 @@ measured 0.57x of SQLite alone for one process, ~1.0x with this split). The same
 :func:`write_batch` also runs inside the station's process when
 ``store.writer: thread`` is configured.
 
-Standard library only: the child imports nothing of kanjian (it starts in ~30 ms).
+Standard library only: the child imports nothing of kanjian (it starts in ~40 ms).
 
 Protocol, over the child's stdin and stdout, each message a frame of an 8-byte
 little-endian length and a pickle (the parent is the same program; nothing else

@@ -13,6 +13,7 @@ thread, on the store's own connection (one core: nothing to overlap).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import pickle
@@ -123,9 +124,12 @@ class ProcessWriter:
         synchronous: SQLite's mode for the child's connection.
     """
 
-    def __init__(self, db_path: Path, synchronous: str) -> None:
+    def __init__(self, db_path: Path, synchronous: str, pass_fds: tuple[int, ...] = ()) -> None:
         self.db_path = db_path
         self.mode = synchronous
+        # the data folder's lock: the child holds it too, so a station started after this
+        # one died waits until the batch the child was committing is done
+        self.pass_fds = pass_fds
         self.synchronous = -1
         self.pid: int | None = None
         self.restarts = 0
@@ -135,22 +139,35 @@ class ProcessWriter:
 
     def _start(self) -> None:
         cmd = [sys.executable, "-I", str(WRITER_SCRIPT), str(self.db_path), self.mode]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._proc = None
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=self.pass_fds
+            )
+        except OSError as e:  # ENOMEM, EAGAIN: no child; the next wait() says so again
+            raise WriterDied(e.errno or errno.EPIPE, f"cannot start the store's writer: {e}") from e
         self._proc = proc
         hello = self._read()
         if hello is None:
-            code = proc.wait(timeout=10)
+            self.kill()
+            self._discard()
+            self._proc = None
             raise WriterDied(
                 errno.EPIPE,
-                f"the store's writer process could not start (exit code {code}; its error "
-                f"is in the log above): {' '.join(cmd)}",
+                f"the store's writer process could not start (exit code {proc.returncode}; "
+                f"its error is in the log above): {' '.join(cmd)}",
             )
         _, self.pid, self.synchronous = hello
         log.debug("store writer process %s started", self.pid)
 
     def _read(self) -> Any:
-        assert self._proc is not None and self._proc.stdout is not None
-        frame = read_frame(self._proc.stdout)
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            return None
+        try:
+            frame = read_frame(proc.stdout)
+        except (OSError, ValueError):  # a pipe closed under us: the same as its end
+            return None
         return None if frame is None else pickle.loads(frame)
 
     def encode(self, tables: Tables) -> Any:
@@ -162,21 +179,23 @@ class ProcessWriter:
             return WriterError(f"{type(e).__name__}: {e}")
 
     def send(self, wire: Any) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
         if isinstance(wire, Exception):  # that batch fails, not the store
             self._failed = wire
             return
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            self._failed = WriterDied(errno.EPIPE, "the store has no writer process running")
+            return
         try:
-            write_frame(self._proc.stdin, wire)
-        except OSError:  # the child is gone: wait() says so
+            write_frame(proc.stdin, wire)
+        except (OSError, ValueError):  # the child is gone: wait() says so
             self._failed = self._died()
 
     def _died(self) -> WriterDied:
-        assert self._proc is not None
-        try:
-            code = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = None
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(timeout=5)
         return WriterDied(
             errno.EPIPE,
             f"the store's writer process {self.pid} ended (exit code {code}) before it answered",
@@ -197,12 +216,13 @@ class ProcessWriter:
         raise rebuild_error(*reply[1:])
 
     def restart(self) -> None:
-        """A new child in place of a dead (or stuck) one."""
+        """A new child in place of a dead (or stuck) one; raises :class:`WriterDied` if
+        none starts (the next :meth:`wait` then raises it again)."""
         self.kill()
         self._discard()
         self._failed = None
-        self.restarts += 1
         self._start()
+        self.restarts += 1
 
     def close(self, timeout_s: float = 10.0) -> None:
         """End the child after the batch it holds (closing its stdin); kill it after
@@ -226,7 +246,10 @@ class ProcessWriter:
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
-            proc.wait()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel (a dying disk)
+                log.error("the store writer process %s does not end after SIGKILL", self.pid)
 
     def _discard(self) -> None:
         """Close the pipes to a child that ended."""

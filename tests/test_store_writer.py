@@ -237,3 +237,52 @@ def test_a_served_station_replaces_a_killed_writer_and_says_so(
     seqs = [r[0] for r in db.execute("SELECT seq FROM inspections ORDER BY seq")]
     db.close()
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no double
+
+
+def test_a_writer_that_cannot_start_again_is_retried_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer dies and no new one starts for a while (no memory for a process):
+    the store keeps every inspection, retries, and commits all of them once it can."""
+    store = ResultStore(tmp_path)
+    try:
+        first = _writer_pid(store)
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+        os.kill(first, signal.SIGKILL)
+        sent = [_insp(i) for i in range(60)]
+        for insp in sent[:30]:
+            store.put(insp)
+        deadline = time.monotonic() + 60
+        while store.stats().errors < 2:  # sends to no process, restarts that fail
+            assert time.monotonic() < deadline, store.stats()
+            time.sleep(0.05)
+        assert store.stats().stalled and store.stats().written == 0
+        monkeypatch.undo()  # a Python to start again
+        for insp in sent[30:]:
+            store.put(insp)
+        assert store.flush(timeout_s=60)
+        st = store.stats()
+        assert st.written == 60 and not st.stalled and st.writer_restarts == 1
+        assert st.writer_pid not in (None, first)
+    finally:
+        assert store.close().not_committed == 0
+    rows = _rows(tmp_path)
+    assert [r[0] for r in rows] == [str(i.inspection_id) for i in sent]
+    assert [r[1] for r in rows] == list(range(1, 61)) and {r[2] for r in rows} == {"PASS"}
+
+
+def test_the_writer_holds_the_data_folder_lock_too(tmp_path: Path) -> None:
+    """A station killed while its writer still commits: the folder stays locked until
+    the writer is done, so a new station cannot number rows the old one is writing."""
+    from kanjian.station.datalock import LOCK_NAME, DataLock
+
+    lock = DataLock.acquire(tmp_path)
+    store = ResultStore(tmp_path)
+    try:
+        held = {os.path.realpath(f"/proc/{_writer_pid(store)}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{_writer_pid(store)}/fd")}  # fmt: skip
+        assert str(tmp_path / LOCK_NAME) in held
+    finally:
+        store.close()
+        lock.release()
+    DataLock.acquire(tmp_path).release()  # free again once both let go

@@ -111,8 +111,8 @@ class StoreOut(BaseModel):
     writer: str = Field(description="who commits: process (a child process) or thread")
     writer_pid: int | None = Field(description="the writer process's PID (null: thread)")
     writer_restarts: int = Field(
-        description="writer processes that died and were replaced since start (nothing "
-        "acknowledged is lost: their batch is looked up, then sent again)"
+        description="writer processes that died and were replaced since start (the batch "
+        "a dead writer held is looked up in the database before anything is sent again)"
     )
     batches: int
     errors: int = Field(description="failed (retried) transactions since start")
