@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.store import _floor_round, _one_round, make_inspections
+from kanjian.station.store_writer import insert_sql
 
 Rows = tuple[list[Any], list[Any], list[Any], list[Any]]
 _STOP = object()
@@ -72,14 +73,9 @@ def _make_rows(batch: list[Any], seq0: int) -> Rows:
     return rows, dets, classes, outbox
 
 
-def _sql(table: str, cols: tuple[str, ...], n: int, ignore: bool = False) -> str:
-    one = f"({', '.join('?' * len(cols))})"
-    verb = "INSERT OR IGNORE" if ignore else "INSERT"
-    return f"{verb} INTO {table} ({', '.join(cols)}) VALUES {', '.join([one] * n)}"
-
-
 class _Inserter:
-    """Multi-row inserts of whole batches (SQL texts kept: pysqlite caches by text)."""
+    """Multi-row inserts of whole batches (the store's SQL texts, cached: pysqlite caches
+    prepared statements by text)."""
 
     def __init__(self, conn: Any) -> None:
         from kanjian.station.records import DETECTION_COLUMNS, INSPECTION_COLUMNS
@@ -92,17 +88,14 @@ class _Inserter:
             ("inspection_classes", ("class_name", "verdict", "seq"), True),
             ("outbox", OUTBOX_COLUMNS, False),
         )
-        self.texts: dict[tuple[str, int], str] = {}
 
     def insert(self, rows: Rows) -> None:
         """``BEGIN IMMEDIATE`` and one statement per table (batches <= 500 rows)."""
         self.conn.execute("BEGIN IMMEDIATE")
         for (table, cols, ignore), part in zip(self.tables, rows, strict=True):
             if part:
-                key = (table, len(part))
-                text = self.texts.get(key) or self.texts.setdefault(
-                    key, _sql(table, cols, len(part), ignore)
-                )
+                # one statement for the whole part (the store chunks it: store_writer.py)
+                text = insert_sql(table, cols, len(part), ignore)
                 self.conn.execute(text, list(itertools.chain.from_iterable(part)))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from kanjian.camera.frame import Frame
 from kanjian.inference.types import Inspection, Verdict
+from kanjian.station.store_writer import insert_sql
 from kanjian.station.timings_text import timings_json
 
 #: the verdicts that judged a part (a yield's denominator); ERROR and MISSED judged none
@@ -189,9 +190,7 @@ class StoredFeedback:
 CLASS_INDEX_COLUMNS: tuple[str, ...] = ("class_name", "verdict", "seq")
 #: the store's ``inspection_classes`` rows, ``(class_name, verdict, seq)`` as
 #: :func:`class_index_rows` makes them (IGNORE: a row already there is the same fact)
-CLASS_INDEX_INSERT = (
-    "INSERT OR IGNORE INTO inspection_classes (class_name, verdict, seq) VALUES (?, ?, ?)"
-)
+CLASS_INDEX_INSERT = insert_sql("inspection_classes", CLASS_INDEX_COLUMNS, 1, or_ignore=True)
 
 
 def shown_classes(top_class: str | None, class_names: Iterable[str | None]) -> set[str]:

@@ -397,7 +397,6 @@ class BatchWriter:
         way (:meth:`_run` overlaps making and committing)."""
         self._maybe_resume_images()
         p = prepare(batch, self._seq, self.station_id, self._save_image)
-        t0 = time.perf_counter()
         self._writer.send(self._writer.encode(p.tables))
         error = self._wait(p)
         if error is not None:
@@ -409,7 +408,6 @@ class BatchWriter:
                 # traceback -> _wait's frame -> this frame -> exception) would keep
                 # ``batch`` (a stall's whole backlog, pixels and all) until a full GC
                 del error
-        self._last_commit_ms = (time.perf_counter() - t0) * 1e3
         self._advance(p)
         self._notify(batch)
 

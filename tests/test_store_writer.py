@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -286,3 +286,33 @@ def test_the_writer_holds_the_data_folder_lock_too(tmp_path: Path) -> None:
         store.close()
         lock.release()
     DataLock.acquire(tmp_path).release()  # free again once both let go
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_rows_committed_unseen_by_the_store_are_numbered_past_not_clashed(
+    tmp_path: Path, writer: Literal["process", "thread"]
+) -> None:
+    """Rows at the store's next seqs that it never heard of (what a batch committed
+    unseen would leave): the store numbers on from the database's last seq instead of
+    clashing, and replacing every later inspection by an ERROR row."""
+    store = ResultStore(tmp_path, writer=writer)
+    try:
+        store.put(_insp(0))
+        assert store.flush()
+        db = sqlite3.connect(tmp_path / DB_NAME)
+        cols = [r[1] for r in db.execute("PRAGMA table_info(inspections)")]
+        for seq in (2, 3):
+            picked = ", ".join("?" if c == "id" else str(seq) if c == "seq" else c for c in cols)
+            db.execute(f"INSERT INTO inspections ({', '.join(cols)}) "
+                       f"SELECT {picked} FROM inspections WHERE seq = 1", [f"unseen-{seq}"])  # fmt: skip
+        db.commit()
+        db.close()
+        sent = [_insp(i) for i in range(1, 4)]
+        for insp in sent:
+            store.put(insp)
+        assert store.flush()
+    finally:
+        assert store.close().not_committed == 0
+    rows = _rows(tmp_path)
+    assert [(r[1], r[2]) for r in rows] == [(s, "PASS") for s in range(1, 7)]
+    assert [r[0] for r in rows[3:]] == [str(i.inspection_id) for i in sent]
