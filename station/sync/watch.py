@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
 
+#: seconds a camera may take to connect after the start before it is said lost
+CAMERA_GRACE_S = 10.0
+
 
 class StationWatch:
     """Turns the station's camera state, active model and backlog into change events.
@@ -44,6 +47,12 @@ class StationWatch:
             :func:`kanjian.station.sync.feedback_feed.shadow_probe`), None while none runs.
         shadow_every_s: the shadow is probed at most this often; its event goes out when
             its numbers changed (0: never).
+        camera_grace_s: a camera not connected this long after the first probe is said
+            lost, so a station that starts with its camera unplugged says so; a live
+            source starts ``reconnecting`` until its first frame, which is not a loss.
+
+    ``camera_back`` is said only after a ``camera_lost``: one pair per outage, the
+    ``camera_back`` naming the state it left (``was``).
     """
 
     def __init__(
@@ -55,6 +64,7 @@ class StationWatch:
         fallback: Callable[[], dict[str, Any] | None] | None = None,
         shadow: Callable[[], dict[str, Any] | None] | None = None,
         shadow_every_s: float = 60.0,
+        camera_grace_s: float = CAMERA_GRACE_S,
     ) -> None:
         self.emit, self.camera_state, self.model_ref = emit, camera_state, model_ref
         self.fallback, self.shadow, self.shadow_every_s = fallback, shadow, shadow_every_s
@@ -64,23 +74,18 @@ class StationWatch:
         self.backlog_high = backlog_high
         self.model_lock = threading.Lock()  # held while the active model changes on purpose
         self.known_model: dict[str, str] | None = None
-        self._camera: str | None = None
+        self.camera_grace_s = camera_grace_s
+        self._camera: str | None = None  # the state the last probe saw
+        self._camera_since: float | None = None  # monotonic s of the first probe
+        self._camera_was_up = False  # connected at some probe since the start
+        self._camera_lost_said = False  # a camera_lost not yet answered by camera_back
         self._high = False
 
     def probe(self, connected: bool = True) -> None:
         """Look at the station once (about every second); ``connected``: the broker is
         reachable (a shadow report is only made then: the next one supersedes it)."""
         if self.camera_state is not None:
-            try:
-                state = self.camera_state()
-            except Exception:
-                state = "error"
-            if self._camera is not None and state != self._camera:
-                if state == "connected":
-                    self.emit("camera_back", {"state": state, "was": self._camera})
-                elif self._camera == "connected":
-                    self.emit("camera_lost", {"state": state})
-            self._camera = state
+            self._probe_camera()
         if self.model_ref is not None:
             with self.model_lock:
                 ref = self.model_ref()
@@ -100,6 +105,26 @@ class StationWatch:
             self._fallback_said = key
         if self.shadow is not None and self.shadow_every_s > 0 and connected:
             self._probe_shadow()
+
+    def _probe_camera(self) -> None:
+        try:
+            state = self.camera_state()  # type: ignore[misc]
+        except Exception:
+            state = "error"
+        now = time.monotonic()
+        if self._camera_since is None:
+            self._camera_since = now
+        if state == "connected":
+            if self._camera_lost_said:
+                self.emit("camera_back", {"state": state, "was": self._camera})
+                self._camera_lost_said = False
+            self._camera_was_up = True
+        elif not self._camera_lost_said and (
+            self._camera_was_up or now - self._camera_since >= self.camera_grace_s
+        ):
+            self.emit("camera_lost", {"state": state})
+            self._camera_lost_said = True
+        self._camera = state
 
     def _probe_shadow(self) -> None:
         now = time.monotonic()
