@@ -161,7 +161,11 @@ from kanjian.training.station_log import read_station_log_items
 t0 = time.perf_counter()
 log = read_station_log_items(Path(sys.argv[1]), ExportFilter(until=sys.argv[2]), CLASSES)
 s = time.perf_counter() - t0
-print(sum(log.counts.values()) + len(log.problems), s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+try:  # this process's own peak: ru_maxrss keeps the forking parent's peak across exec
+    peak_kb = next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(sum(log.counts.values()) + len(log.problems), s, peak_kb)
 """
 
 
