@@ -6,8 +6,7 @@ gate beside it (:mod:`benchmarks.quality`), model inference per execution provid
 trigger-to-verdict (:mod:`benchmarks.e2e`), the SQLite sink (:mod:`benchmarks.store`),
 the anomaly models' per-image latency beside the YOLO model's (:mod:`benchmarks.anomaly`).
 Then the targets (:mod:`benchmarks.targets`) are printed with pass/fail, and the run is
-written to ``<out>/<host>-<UTC date-time>/`` as ``results.json``, ``results.md`` and
-``chart.png``.
+written to ``<out>/<host>-<UTC date-time>/`` (``results.json``, ``results.md``, ``chart.png``).
 
 Ultralytics is imported first, so that its ``cv2.setNumThreads(0)`` holds for
 every section alike; Numba runs on the ``workqueue`` layer
