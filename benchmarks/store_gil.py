@@ -78,14 +78,18 @@ class _Inserter:
     prepared statements by text)."""
 
     def __init__(self, conn: Any) -> None:
-        from kanjian.station.records import DETECTION_COLUMNS, INSPECTION_COLUMNS
+        from kanjian.station.records import (
+            CLASS_INDEX_COLUMNS,
+            DETECTION_COLUMNS,
+            INSPECTION_COLUMNS,
+        )
         from kanjian.station.store import OUTBOX_COLUMNS
 
         self.conn = conn
         self.tables = (
             ("inspections", INSPECTION_COLUMNS, False),
             ("detections", DETECTION_COLUMNS, False),
-            ("inspection_classes", ("class_name", "verdict", "seq"), True),
+            ("inspection_classes", CLASS_INDEX_COLUMNS, True),
             ("outbox", OUTBOX_COLUMNS, False),
         )
 

@@ -5,10 +5,9 @@ each) and hands each batch to this writer, which inserts and commits it. Run as 
 child process (``python -I store_writer.py DB SYNCHRONOUS``), it commits batch N
 while the station's process makes the rows of batch N+1: two cores work at once,
 which two threads of one CPython process cannot (the GIL; benchmarks/store_gil.py
-measured the store at 0.57-0.60x of SQLite alone in one process, 0.91-0.95x with
-this split). The same
-:func:`write_batch` also runs inside the station's process when
-``store.writer: thread`` is configured.
+measured the store at 0.57-0.60x of SQLite alone in one process, 0.91-0.96x with
+this split). The same :func:`write_batch` also runs inside the station's process
+when ``store.writer: thread`` is configured.
 
 Standard library only: the child imports nothing of kanjian (it starts in ~40 ms).
 
