@@ -85,7 +85,7 @@ class StationWatch:
         """Look at the station once (about every second); ``connected``: the broker is
         reachable (a shadow report is only made then: the next one supersedes it)."""
         if self.camera_state is not None:
-            self._probe_camera()
+            self._probe_camera(self.camera_state)
         if self.model_ref is not None:
             with self.model_lock:
                 ref = self.model_ref()
@@ -106,9 +106,9 @@ class StationWatch:
         if self.shadow is not None and self.shadow_every_s > 0 and connected:
             self._probe_shadow()
 
-    def _probe_camera(self) -> None:
+    def _probe_camera(self, read: Callable[[], str]) -> None:
         try:
-            state = self.camera_state()  # type: ignore[misc]
+            state = read()
         except Exception:
             state = "error"
         now = time.monotonic()
